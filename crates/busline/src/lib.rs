@@ -1,1 +1,235 @@
-pub fn x(){}
+//! busline: a typed event bus for tokio.
+//!
+//! Publishers put events on dot-separated [topics](topic); every subscriber
+//! whose pattern matches gets the event, shared as an `Arc<Envelope<T>>`, under
+//! the delivery policy *it* chose. Nothing is dropped silently: every event a
+//! subscriber misses is counted and reported to it.
+//!
+//! ```
+//! use std::borrow::Cow;
+//! use busline::{Bus, Event};
+//!
+//! #[derive(Debug, Clone, PartialEq)]
+//! enum Metric { Request { path: String, latency_ms: u64 }, Error { message: String } }
+//!
+//! impl Event for Metric {
+//!     fn topic(&self) -> Cow<'_, str> {
+//!         match self {
+//!             Metric::Request { .. } => "metrics.request".into(),
+//!             Metric::Error { .. } => "metrics.error".into(),
+//!         }
+//!     }
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")] async fn main() {
+//! let bus = Bus::new();
+//! let mut logger = bus.subscribe("metrics.>").unwrap();            // lossless
+//! let mut errors = bus.subscriber("metrics.error").lossy(64).subscribe().unwrap();
+//!
+//! bus.publish(Metric::Request { path: "/api".into(), latency_ms: 42 }).await.unwrap();
+//! bus.publish(Metric::Error { message: "db down".into() }).await.unwrap();
+//!
+//! assert!(matches!(logger.recv().await.unwrap().payload, Metric::Request { .. }));
+//! assert!(matches!(logger.recv().await.unwrap().payload, Metric::Error { .. }));
+//! assert!(matches!(errors.recv().await.unwrap().payload, Metric::Error { .. }));
+//! # }
+//! ```
+//!
+//! # Delivery policies
+//!
+//! | policy | queue | when it is full | the subscriber sees |
+//! | --- | --- | --- | --- |
+//! | [`lossless`](SubscriptionBuilder::lossless) (default) | bounded | `publish` waits, `try_publish` fails with `Full` | every event |
+//! | [`lossy`](SubscriptionBuilder::lossy) | bounded | the oldest is dropped | `Lagged(n)`, then the rest |
+//! | [`latest`](SubscriptionBuilder::latest) | one per topic | the older value is replaced | the newest value per topic |
+//! | [`queue(group)`](SubscriptionBuilder::queue) | bounded, shared by the group | `publish` waits | each event at exactly one member |
+//!
+//! # Ordering
+//!
+//! Events from one publisher (one task calling `publish` in sequence) reach
+//! each subscriber in publish order. Across concurrent publishers there is no
+//! global order: each subscriber sees some interleaving of them. Sequence
+//! numbers (`Envelope::seq`) are unique per bus and increase per publisher.
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")] async fn main() {
+//! let bus = busline::Bus::<u32>::new();
+//! let mut sub = bus.subscribe("n").unwrap();
+//! for i in 0..100 { bus.publish_to("n", i).await.unwrap(); }
+//! for i in 0..100 { assert_eq!(sub.recv().await.unwrap().payload, i); }
+//! # }
+//! ```
+//!
+//! # Lag
+//!
+//! A lossy subscriber that falls behind loses the *oldest* queued events. Its
+//! next receive returns [`RecvError::Lagged(n)`](RecvError::Lagged) with the
+//! exact number lost since its previous receive; after that it continues with
+//! the oldest event still queued. Publishers never wait for a lossy subscriber.
+//! So for a lossy subscriber, events received + the sum of reported lag ==
+//! events published to it.
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")] async fn main() {
+//! use busline::RecvError;
+//! let bus = busline::Bus::<u32>::new();
+//! let mut slow = bus.subscriber("n").lossy(4).subscribe().unwrap();
+//! for i in 0..10 { bus.publish_to("n", i).await.unwrap(); } // never waits
+//! assert_eq!(slow.recv().await.unwrap_err(), RecvError::Lagged(6));
+//! for i in 6..10 { assert_eq!(slow.recv().await.unwrap().payload, i); }
+//! assert_eq!(slow.stats().dropped, 6);
+//! # }
+//! ```
+//!
+//! # Backpressure
+//!
+//! A lossless subscriber's queue is bounded. When it is full, `publish` waits
+//! until the subscriber makes room; the time spent waiting is counted on that
+//! subscriber (`SubscriberStats::blocked`). `try_publish` never waits: it
+//! returns [`PublishError::Full`] naming the full subscriber and hands the
+//! event back. Delivery is all or nothing: a publish that waits has delivered
+//! to no one yet, so dropping its future loses nothing and duplicates nothing.
+//! A subscriber may hold one batch of up to 64 events it has taken from its
+//! queue in addition to the queue's capacity.
+//!
+//! ## Watermarks
+//!
+//! Each lossless queue has a high and a low watermark (default ¾ and ¼ of its
+//! capacity). When a queue reaches its high watermark the bus's
+//! [`Backpressure`] signal goes high, and it stays high until that queue
+//! drains to its low watermark (and no other queue is above its high one).
+//! Publishers that can slow down or shed load at the source watch it.
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")] async fn main() {
+//! use busline::PublishError;
+//! let bus = busline::Bus::<u32>::new();
+//! let mut sub = bus.subscriber("n").lossless(4).watermarks(3, 1).name("db").subscribe().unwrap();
+//! let pressure = bus.backpressure();
+//! for i in 0..4 { bus.try_publish_to("n", i).unwrap(); }
+//! assert!(pressure.is_high());
+//! match bus.try_publish_to("n", 4) {
+//!     Err(PublishError::Full { subscriber, event, .. }) => {
+//!         assert_eq!(&*subscriber, "db");
+//!         assert_eq!(event, 4); // handed back, not lost
+//!     }
+//!     other => panic!("{other:?}"),
+//! }
+//! for _ in 0..3 { sub.recv().await.unwrap(); }
+//! assert!(!pressure.is_high()); // drained to the low watermark
+//! # }
+//! ```
+//!
+//! # Closing
+//!
+//! When the bus is closed ([`Bus::close`]) or its last handle is dropped,
+//! each subscriber first receives everything already queued for it, then
+//! [`RecvError::Closed`] (a subscription used as a `Stream` ends). Publishing
+//! to a closed bus fails with [`PublishError::Closed`], handing the event back.
+//! Dropping a subscription unsubscribes it at once; a publisher waiting on its
+//! full queue is released, never blocked or panicked; events left in its queue
+//! are counted as `discarded`.
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")] async fn main() {
+//! use busline::RecvError;
+//! let bus = busline::Bus::<u32>::new();
+//! let mut sub = bus.subscribe("n").unwrap();
+//! bus.publish_to("n", 1).await.unwrap();
+//! drop(bus); // the last handle
+//! assert_eq!(sub.recv().await.unwrap().payload, 1); // drained first
+//! assert_eq!(sub.recv().await.unwrap_err(), RecvError::Closed);
+//! # }
+//! ```
+//!
+//! # Queue groups
+//!
+//! Subscribers that join the same group on the same pattern compete: each
+//! event goes to exactly one member. Members can join and leave at any time;
+//! events waiting in the group's queue stay there when a member leaves (a
+//! member takes one event at a time, so it never holds events others could
+//! have had). When the last member leaves the group is gone, and events still
+//! queued are counted as `discarded`.
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")] async fn main() {
+//! let bus = busline::Bus::<u32>::new();
+//! let mut a = bus.subscriber("jobs").queue("workers").subscribe().unwrap();
+//! let mut b = bus.subscriber("jobs").queue("workers").subscribe().unwrap();
+//! for i in 0..4 { bus.publish_to("jobs", i).await.unwrap(); }
+//! let mut got = vec![
+//!     a.recv().await.unwrap().payload, b.recv().await.unwrap().payload,
+//!     a.recv().await.unwrap().payload,
+//! ];
+//! drop(a); // leaves; the last job stays with the group
+//! got.push(b.recv().await.unwrap().payload);
+//! got.sort();
+//! assert_eq!(got, vec![0, 1, 2, 3]); // each exactly once
+//! # }
+//! ```
+//!
+//! # Latest
+//!
+//! A `latest` subscriber keeps only the newest event per topic: state and
+//! configuration, where only the current value matters. Replaced values are
+//! counted as `superseded`.
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")] async fn main() {
+//! let bus = busline::Bus::<u32>::new();
+//! let mut cfg = bus.subscriber("config.*").latest().subscribe().unwrap();
+//! bus.publish_to("config.a", 1).await.unwrap();
+//! bus.publish_to("config.b", 10).await.unwrap();
+//! bus.publish_to("config.a", 2).await.unwrap();
+//! assert_eq!(cfg.recv().await.unwrap().payload, 2);
+//! assert_eq!(cfg.recv().await.unwrap().payload, 10);
+//! assert_eq!(cfg.stats().superseded, 1);
+//! # }
+//! ```
+//!
+//! # Request/reply
+//!
+//! [`Bus::request`] publishes an event with a reply-to topic and waits for one
+//! reply; a responder answers with [`Bus::reply`]. With no subscriber on the
+//! topic the request fails at once with [`RequestError::NoResponders`]; with
+//! no answer in time, [`RequestError::Timeout`].
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")] async fn main() {
+//! use std::time::Duration;
+//! use busline::RequestError;
+//! let bus = busline::Bus::<u32>::new();
+//! let mut doubler = bus.subscribe("math.double").unwrap();
+//! let responder = bus.clone();
+//! tokio::spawn(async move {
+//!     while let Ok(req) = doubler.recv().await {
+//!         responder.reply(&req, req.payload * 2).await.unwrap();
+//!     }
+//! });
+//! let reply = bus.request("math.double", 21, Duration::from_secs(1)).await.unwrap();
+//! assert_eq!(reply.payload, 42);
+//! let err = bus.request("math.triple", 1, Duration::from_secs(1)).await.unwrap_err();
+//! assert_eq!(err, RequestError::NoResponders { topic: "math.triple".into() });
+//! # }
+//! ```
+//!
+//! # Filters
+//!
+//! A predicate on top of the pattern runs on the publisher's side, so
+//! filtered events never take room in the subscriber's queue; they are
+//! counted as `filtered`.
+
+pub mod bus;
+pub mod envelope;
+pub mod error;
+mod router;
+pub mod stats;
+pub mod subscription;
+pub mod topic;
+
+pub use bus::{Backpressure, Bus, BusBuilder, Receipt, WeakBus, DEFAULT_CAPACITY};
+pub use envelope::{Envelope, Event, EventId, Headers, Message};
+pub use error::{PublishError, RecvError, ReplyError, RequestError, SubscribeError, TopicError};
+pub use stats::{BusStats, SubscriberStats};
+pub use subscription::{Filter, Policy, Subscription, SubscriptionBuilder};
+pub use topic::{Pattern, Topic};

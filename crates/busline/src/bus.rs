@@ -1,0 +1,823 @@
+//! The bus: publishing, routing and request/reply.
+
+use std::collections::VecDeque;
+use std::future::poll_fn;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+use std::task::{Poll, Waker};
+use std::time::{Duration, Instant, SystemTime};
+
+use ahash::AHashMap;
+use parking_lot::{Mutex, MutexGuard, RwLock};
+use smallvec::SmallVec;
+use tokio::sync::{oneshot, watch};
+
+use crate::envelope::{Envelope, Event, EventId, Message};
+use crate::error::{PublishError, ReplyError, RequestError, SubscribeError};
+use crate::router::Trie;
+use crate::stats::{BusStats, SubscriberStats};
+use crate::subscription::{Policy, State, SubShared, Subscription, SubscriptionBuilder};
+use crate::topic::{Pattern, Topic};
+
+/// Queue capacity of a subscription that does not set one.
+pub const DEFAULT_CAPACITY: usize = 1024;
+
+/// Routes kept in the topic cache before it is cleared.
+const ROUTE_CACHE_LIMIT: usize = 4096;
+
+/// A typed event bus. Cheap to clone: clones share one bus.
+///
+/// When the last `Bus` handle is dropped (or [`close`](Bus::close) is called)
+/// subscribers receive what is already queued for them, then
+/// [`RecvError::Closed`](crate::RecvError::Closed).
+pub struct Bus<T> {
+    pub(crate) inner: Arc<BusInner<T>>,
+}
+
+impl<T> Clone for Bus<T> {
+    fn clone(&self) -> Self {
+        Bus {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+impl<T> std::fmt::Debug for Bus<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Bus")
+            .field("subscribers", &self.inner.registry.read().subs.len())
+            .field("published", &self.inner.seq.load(Ordering::Relaxed))
+            .finish()
+    }
+}
+
+pub(crate) struct BusInner<T> {
+    pub(crate) registry: RwLock<Registry<T>>,
+    epoch: AtomicU64,
+    cache: RwLock<AHashMap<Box<str>, Arc<Route<T>>>>,
+    seq: AtomicU64,
+    node: u64,
+    next_id: AtomicU64,
+    closed: AtomicBool,
+    unrouted: AtomicU64,
+    cancelled: AtomicU64,
+    default_capacity: usize,
+    pub(crate) pressure: Arc<Pressure>,
+    inbox_prefix: String,
+    next_inbox: AtomicU64,
+    pending: Mutex<AHashMap<u64, oneshot::Sender<Arc<Envelope<T>>>>>,
+}
+
+#[derive(Default)]
+pub(crate) struct Registry<T> {
+    trie: Trie,
+    pub(crate) subs: AHashMap<u64, Arc<SubShared<T>>>,
+    groups: AHashMap<(Box<str>, Box<str>), u64>,
+    /// Counters of subscribers that are gone, so bus totals never go backwards.
+    retired: Retired,
+}
+
+#[derive(Default, Clone, Copy)]
+pub(crate) struct Retired {
+    pub(crate) delivered: u64,
+    pub(crate) dropped: u64,
+    pub(crate) discarded: u64,
+}
+
+pub(crate) struct Route<T> {
+    epoch: u64,
+    topic: Topic,
+    /// Sorted by id: publishers lock them in this order.
+    subs: Box<[Arc<SubShared<T>>]>,
+}
+
+/// The bus-wide backpressure signal (see the crate docs on watermarks).
+pub(crate) struct Pressure {
+    count: Mutex<usize>,
+    tx: watch::Sender<bool>,
+}
+
+impl Pressure {
+    pub(crate) fn raise(&self) {
+        let mut n = self.count.lock();
+        *n += 1;
+        if *n == 1 {
+            self.tx.send_replace(true);
+        }
+    }
+    pub(crate) fn lower(&self) {
+        let mut n = self.count.lock();
+        *n -= 1;
+        if *n == 0 {
+            self.tx.send_replace(false);
+        }
+    }
+}
+
+/// Watches the bus's backpressure signal: high while any lossless subscriber's
+/// queue is above its high watermark (and has not drained to its low one).
+#[derive(Clone, Debug)]
+pub struct Backpressure {
+    rx: watch::Receiver<bool>,
+}
+
+impl Backpressure {
+    /// Whether backpressure is raised now.
+    pub fn is_high(&self) -> bool {
+        *self.rx.borrow()
+    }
+
+    /// Waits until the signal changes, and returns the new value.
+    pub async fn changed(&mut self) -> bool {
+        if self.rx.changed().await.is_err() {
+            return false;
+        }
+        *self.rx.borrow_and_update()
+    }
+
+    /// Waits until backpressure is low (returns at once if it is).
+    pub async fn wait_low(&mut self) {
+        let _ = self.rx.wait_for(|high| !*high).await;
+    }
+}
+
+/// What a publish did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Receipt {
+    /// The event's sequence number.
+    pub seq: u64,
+    /// The event's id.
+    pub id: EventId,
+    /// How many subscribers (a queue group counts once) it was delivered to.
+    pub subscribers: usize,
+}
+
+/// Builds a [`Bus`] with non-default settings.
+#[derive(Debug, Clone)]
+pub struct BusBuilder {
+    capacity: usize,
+}
+
+impl BusBuilder {
+    /// Queue capacity for subscriptions that don't set one (default 1024).
+    pub fn default_capacity(mut self, capacity: usize) -> Self {
+        self.capacity = capacity.max(1);
+        self
+    }
+
+    /// Makes the bus.
+    pub fn build<T: Send + Sync + 'static>(self) -> Bus<T> {
+        let node: u64 = rand::random();
+        let (tx, _) = watch::channel(false);
+        Bus {
+            inner: Arc::new(BusInner {
+                registry: RwLock::new(Registry {
+                    trie: Trie::default(),
+                    subs: AHashMap::new(),
+                    groups: AHashMap::new(),
+                    retired: Retired::default(),
+                }),
+                epoch: AtomicU64::new(0),
+                cache: RwLock::new(AHashMap::new()),
+                seq: AtomicU64::new(0),
+                node,
+                next_id: AtomicU64::new(0),
+                closed: AtomicBool::new(false),
+                unrouted: AtomicU64::new(0),
+                cancelled: AtomicU64::new(0),
+                default_capacity: self.capacity,
+                pressure: Arc::new(Pressure {
+                    count: Mutex::new(0),
+                    tx,
+                }),
+                inbox_prefix: format!("_INBOX.{node:016x}"),
+                next_inbox: AtomicU64::new(0),
+                pending: Mutex::new(AHashMap::new()),
+            }),
+        }
+    }
+}
+
+impl<T: Send + Sync + 'static> Default for Bus<T> {
+    fn default() -> Self {
+        Bus::new()
+    }
+}
+
+impl<T: Send + Sync + 'static> Bus<T> {
+    /// A bus with default settings.
+    pub fn new() -> Self {
+        Self::builder().build()
+    }
+
+    /// A builder for a bus with other settings.
+    pub fn builder() -> BusBuilder {
+        BusBuilder {
+            capacity: DEFAULT_CAPACITY,
+        }
+    }
+
+    // ----- subscribing -------------------------------------------------------
+
+    /// Subscribes to `pattern` with the default policy (lossless, default capacity).
+    pub fn subscribe(&self, pattern: &str) -> Result<Subscription<T>, SubscribeError> {
+        self.subscriber(pattern).subscribe()
+    }
+
+    /// Starts building a subscription to `pattern` with chosen options.
+    pub fn subscriber(&self, pattern: &str) -> SubscriptionBuilder<'_, T> {
+        SubscriptionBuilder {
+            bus: self,
+            pattern: pattern.to_string(),
+            policy: Policy::Lossless,
+            capacity: None,
+            name: None,
+            filter: None,
+            watermarks: None,
+        }
+    }
+
+    pub(crate) fn subscribe_with(
+        &self,
+        b: SubscriptionBuilder<'_, T>,
+    ) -> Result<Subscription<T>, SubscribeError> {
+        let pattern = Pattern::new(&b.pattern)?;
+        let inner = &self.inner;
+        let capacity = b.capacity.unwrap_or(inner.default_capacity);
+        let bad = |reason: String| {
+            Err(SubscribeError::Options {
+                pattern: b.pattern.clone(),
+                reason,
+            })
+        };
+        if capacity == 0 {
+            return bad("capacity must be at least 1".into());
+        }
+        let (high, low) = b
+            .watermarks
+            .unwrap_or(((capacity * 3 / 4).max(1), capacity / 4));
+        if low >= high || high > capacity {
+            return bad(format!(
+                "watermarks need low < high <= capacity; got low {low}, high {high}, capacity {capacity}"
+            ));
+        }
+        let id = inner.next_id.fetch_add(1, Ordering::Relaxed);
+        let member = id;
+        let mut reg = inner.registry.write();
+        if inner.closed.load(Ordering::Acquire) {
+            return Err(SubscribeError::Closed);
+        }
+        if let Policy::Queue(group) = &b.policy {
+            let key: (Box<str>, Box<str>) = (pattern.as_str().into(), group.as_str().into());
+            if let Some(gid) = reg.groups.get(&key) {
+                let shared = reg.subs[gid].clone();
+                shared.state.lock().members += 1;
+                drop(reg);
+                return Ok(Subscription {
+                    shared,
+                    bus: Arc::downgrade(inner),
+                    local: VecDeque::new(),
+                    member,
+                });
+            }
+            reg.groups.insert(key, id);
+        }
+        let name: Arc<str> = match (&b.name, &b.policy) {
+            (Some(n), _) => n.as_str().into(),
+            (None, Policy::Queue(g)) => g.as_str().into(),
+            (None, _) => format!("sub-{id}").into(),
+        };
+        let shared = Arc::new(SubShared {
+            id,
+            name,
+            pattern: pattern.clone(),
+            policy: b.policy.clone(),
+            capacity,
+            high,
+            low,
+            filter: b.filter,
+            pressure: inner.pressure.clone(),
+            state: parking_lot::Mutex::new(State {
+                queue: VecDeque::new(),
+                latest: AHashMap::new(),
+                latest_order: VecDeque::new(),
+                rx_wakers: SmallVec::new(),
+                tx_wakers: SmallVec::new(),
+                closed: false,
+                lagged: 0,
+                delivered: 0,
+                dropped: 0,
+                superseded: 0,
+                discarded: 0,
+                pressured: false,
+                peak: 0,
+                members: 1,
+            }),
+            filtered: AtomicU64::new(0),
+            blocked_ns: AtomicU64::new(0),
+            received: AtomicU64::new(0),
+        });
+        reg.trie.insert(&pattern, id);
+        reg.subs.insert(id, shared.clone());
+        inner.epoch.fetch_add(1, Ordering::Release);
+        inner.cache.write().clear();
+        drop(reg);
+        Ok(Subscription {
+            shared,
+            bus: Arc::downgrade(inner),
+            local: VecDeque::new(),
+            member,
+        })
+    }
+
+    // ----- publishing --------------------------------------------------------
+
+    /// Publishes `event` on its own topic ([`Event::topic`]).
+    ///
+    /// Waits while a lossless subscriber matching the topic is full
+    /// (backpressure). Cancel safe: if the future is dropped before it
+    /// completes, no subscriber has received the event.
+    pub async fn publish(&self, event: T) -> Result<Receipt, PublishError<T>>
+    where
+        T: Event,
+    {
+        let topic = event.topic().into_owned();
+        self.send(Message::new(event).topic(topic)).await
+    }
+
+    /// Publishes `event` on `topic`. See [`publish`](Self::publish).
+    pub async fn publish_to(&self, topic: &str, event: T) -> Result<Receipt, PublishError<T>> {
+        let (route, env) = self.prepare(topic, Message::new(event))?;
+        self.deliver(route, env).await
+    }
+
+    /// Publishes a [`Message`] (an event with metadata). The message must name
+    /// a topic unless the event type implements [`Event`] (use [`publish`](Self::publish)).
+    pub async fn send(&self, mut msg: Message<T>) -> Result<Receipt, PublishError<T>> {
+        let topic = msg.topic.take().unwrap_or_default();
+        let (route, env) = self.prepare(&topic, msg)?;
+        self.deliver(route, env).await
+    }
+
+    /// Publishes without waiting: if a lossless subscriber has no room, no
+    /// subscriber gets the event and it comes back in [`PublishError::Full`],
+    /// naming that subscriber.
+    pub fn try_publish(&self, event: T) -> Result<Receipt, PublishError<T>>
+    where
+        T: Event,
+    {
+        let topic = event.topic().into_owned();
+        self.try_send(Message::new(event).topic(topic))
+    }
+
+    /// [`try_publish`](Self::try_publish) on a given topic.
+    pub fn try_publish_to(&self, topic: &str, event: T) -> Result<Receipt, PublishError<T>> {
+        self.try_send(Message::new(event).topic(topic))
+    }
+
+    /// [`try_publish`](Self::try_publish) for a [`Message`].
+    pub fn try_send(&self, mut msg: Message<T>) -> Result<Receipt, PublishError<T>> {
+        let topic = msg.topic.take().unwrap_or_default();
+        let (route, env) = self.prepare(&topic, msg)?;
+        let env = Arc::new(env);
+        let targets = targets(&route, &env);
+        match commit(&targets, &env, None) {
+            Ok(n) => {
+                if n == 0 {
+                    self.inner.unrouted.fetch_add(1, Ordering::Relaxed);
+                }
+                Ok(receipt(&env, n))
+            }
+            Err(full) => {
+                drop(targets);
+                self.inner.cancelled.fetch_add(1, Ordering::Relaxed);
+                let subscriber = route.subs.iter().find(|s| s.id == full).map(|s| s.name.clone());
+                let topic = env.topic.to_string();
+                let event = unwrap_env(env);
+                Err(PublishError::Full {
+                    subscriber: subscriber.unwrap_or_else(|| "?".into()),
+                    topic,
+                    event,
+                })
+            }
+        }
+    }
+
+    fn prepare(
+        &self,
+        topic: &str,
+        msg: Message<T>,
+    ) -> Result<(Arc<Route<T>>, Envelope<T>), PublishError<T>> {
+        let inner = &*self.inner;
+        if inner.closed.load(Ordering::Acquire) {
+            return Err(PublishError::Closed { event: msg.payload });
+        }
+        let route = match self.route(topic) {
+            Ok(r) => r,
+            Err(error) => {
+                return Err(PublishError::InvalidTopic {
+                    error,
+                    event: msg.payload,
+                })
+            }
+        };
+        let seq = inner.seq.fetch_add(1, Ordering::Relaxed);
+        let id = msg
+            .id
+            .unwrap_or(EventId(((inner.node as u128) << 64) | seq as u128));
+        let env = Envelope::from_parts(
+            seq,
+            id,
+            route.topic.clone(),
+            msg.timestamp.unwrap_or_else(SystemTime::now),
+            msg.source,
+            msg.correlation_id.unwrap_or(id),
+            msg.causation_id,
+            msg.reply_to,
+            msg.headers,
+            msg.payload,
+        );
+        Ok((route, env))
+    }
+
+    /// The subscribers matching `topic`, from the cache when it is current.
+    fn route(&self, topic: &str) -> Result<Arc<Route<T>>, crate::TopicError> {
+        let inner = &*self.inner;
+        let epoch = inner.epoch.load(Ordering::Acquire);
+        if let Some(r) = inner.cache.read().get(topic) {
+            if r.epoch == epoch {
+                return Ok(r.clone());
+            }
+        }
+        let topic = Topic::new(topic)?;
+        let reg = inner.registry.read();
+        let epoch = inner.epoch.load(Ordering::Acquire);
+        let mut ids = Vec::new();
+        reg.trie.matches(topic.as_str(), &mut ids);
+        ids.sort_unstable();
+        ids.dedup();
+        let subs: Box<[_]> = ids.iter().map(|id| reg.subs[id].clone()).collect();
+        drop(reg);
+        let route = Arc::new(Route {
+            epoch,
+            topic: topic.clone(),
+            subs,
+        });
+        let mut cache = inner.cache.write();
+        if cache.len() >= ROUTE_CACHE_LIMIT {
+            cache.clear();
+        }
+        cache.insert(topic.as_str().into(), route.clone());
+        Ok(route)
+    }
+
+    async fn deliver(&self, route: Arc<Route<T>>, env: Envelope<T>) -> Result<Receipt, PublishError<T>> {
+        let env = Arc::new(env);
+        let targets = targets(&route, &env);
+        let mut waiting: Option<(u64, Instant)> = None;
+        let mut done = false;
+        let guard = CancelGuard {
+            inner: &self.inner,
+            done: &mut done,
+        };
+        let result = poll_fn(|cx| {
+            if self.inner.closed.load(Ordering::Acquire) {
+                return Poll::Ready(Err(()));
+            }
+            match commit(&targets, &env, Some(cx.waker())) {
+                Ok(n) => Poll::Ready(Ok(n)),
+                Err(full) => {
+                    // Waiting on subscriber `full`; account the time to it.
+                    match waiting {
+                        Some((id, since)) if id != full => {
+                            add_blocked(&targets, id, since.elapsed());
+                            waiting = Some((full, Instant::now()));
+                        }
+                        Some(_) => {}
+                        None => waiting = Some((full, Instant::now())),
+                    }
+                    Poll::Pending
+                }
+            }
+        })
+        .await;
+        *guard.done = true;
+        drop(guard);
+        if let Some((id, since)) = waiting {
+            add_blocked(&targets, id, since.elapsed());
+        }
+        drop(targets);
+        match result {
+            Ok(n) => {
+                if n == 0 {
+                    self.inner.unrouted.fetch_add(1, Ordering::Relaxed);
+                }
+                Ok(receipt(&env, n))
+            }
+            Err(()) => Err(PublishError::Closed {
+                event: unwrap_env(env),
+            }),
+        }
+    }
+
+    // ----- request/reply -----------------------------------------------------
+
+    /// Sends `event` on `topic` as a request and waits up to `timeout` for one
+    /// reply. Fails at once with [`RequestError::NoResponders`] when nothing
+    /// subscribes to `topic`.
+    pub async fn request(
+        &self,
+        topic: &str,
+        event: T,
+        timeout: Duration,
+    ) -> Result<Arc<Envelope<T>>, RequestError> {
+        self.request_msg(Message::new(event).topic(topic), timeout).await
+    }
+
+    /// [`request`](Self::request) with a [`Message`] (for metadata).
+    pub async fn request_msg(
+        &self,
+        mut msg: Message<T>,
+        timeout: Duration,
+    ) -> Result<Arc<Envelope<T>>, RequestError> {
+        let topic = msg.topic.take().unwrap_or_default();
+        let inner = &*self.inner;
+        let n = inner.next_inbox.fetch_add(1, Ordering::Relaxed);
+        let reply_to = Topic::new(&format!("{}.{n}", inner.inbox_prefix)).expect("valid inbox");
+        let (tx, rx) = oneshot::channel();
+        inner.pending.lock().insert(n, tx);
+        let _cleanup = PendingGuard { inner, n };
+        let work = async {
+            let (route, env) = match self.prepare(&topic, msg.reply_to(reply_to)) {
+                Ok(x) => x,
+                Err(PublishError::InvalidTopic { error, .. }) => return Err(RequestError::Topic(error)),
+                Err(_) => return Err(RequestError::Closed { topic: topic.clone() }),
+            };
+            match self.deliver(route, env).await {
+                Ok(r) if r.subscribers == 0 => {
+                    return Err(RequestError::NoResponders { topic: topic.clone() })
+                }
+                Ok(_) => {}
+                Err(_) => return Err(RequestError::Closed { topic: topic.clone() }),
+            }
+            rx.await.map_err(|_| RequestError::Closed { topic: topic.clone() })
+        };
+        match tokio::time::timeout(timeout, work).await {
+            Ok(r) => r,
+            Err(_) => Err(RequestError::Timeout {
+                topic: topic.clone(),
+                timeout,
+            }),
+        }
+    }
+
+    /// Answers `request` with `event`: it goes to the requester waiting on
+    /// the request's reply-to topic, with the request's id as causation id
+    /// and its correlation id.
+    pub async fn reply(&self, request: &Envelope<T>, event: T) -> Result<(), ReplyError> {
+        self.reply_msg(request, Message::new(event)).await
+    }
+
+    /// [`reply`](Self::reply) with a [`Message`] (for metadata such as the source).
+    pub async fn reply_msg(&self, request: &Envelope<T>, msg: Message<T>) -> Result<(), ReplyError> {
+        let Some(reply_to) = request.reply_to.clone() else {
+            return Err(ReplyError::NotARequest {
+                id: request.id.to_string(),
+                topic: request.topic.to_string(),
+            });
+        };
+        let msg = msg.topic(reply_to.as_str()).caused_by(request);
+        let inner = &*self.inner;
+        let local = reply_to
+            .as_str()
+            .strip_prefix(inner.inbox_prefix.as_str())
+            .and_then(|s| s.strip_prefix('.'))
+            .and_then(|s| s.parse::<u64>().ok());
+        if let Some(n) = local {
+            let Some(tx) = inner.pending.lock().remove(&n) else {
+                return Err(ReplyError::RequesterGone {
+                    reply_to: reply_to.to_string(),
+                });
+            };
+            let mut msg = msg;
+            msg.topic = None;
+            let (_, env) = self
+                .prepare(reply_to.as_str(), msg)
+                .map_err(|_| ReplyError::RequesterGone {
+                    reply_to: reply_to.to_string(),
+                })?;
+            return tx.send(Arc::new(env)).map_err(|_| ReplyError::RequesterGone {
+                reply_to: reply_to.to_string(),
+            });
+        }
+        // Not ours: a transport may carry it to a requester elsewhere.
+        match self.send(msg).await {
+            Ok(r) if r.subscribers > 0 => Ok(()),
+            _ => Err(ReplyError::RequesterGone {
+                reply_to: reply_to.to_string(),
+            }),
+        }
+    }
+
+    // ----- closing, pressure, stats ------------------------------------------
+
+    /// Closes the bus: publishing fails from now on; subscribers receive what
+    /// is queued for them, then [`RecvError::Closed`](crate::RecvError::Closed).
+    pub fn close(&self) {
+        self.inner.close();
+    }
+
+    /// Whether the bus is closed.
+    pub fn is_closed(&self) -> bool {
+        self.inner.closed.load(Ordering::Acquire)
+    }
+
+    /// The backpressure signal.
+    pub fn backpressure(&self) -> Backpressure {
+        Backpressure {
+            rx: self.inner.pressure.tx.subscribe(),
+        }
+    }
+
+    /// A snapshot of the bus's counters and every subscriber's.
+    pub fn stats(&self) -> BusStats {
+        let inner = &*self.inner;
+        let reg = inner.registry.read();
+        let mut subscribers: Vec<SubscriberStats> =
+            reg.subs.values().map(|s| SubscriberStats::of(s)).collect();
+        let retired = reg.retired;
+        drop(reg);
+        subscribers.sort_by_key(|s| s.id);
+        BusStats::new(
+            inner.seq.load(Ordering::Relaxed),
+            inner.unrouted.load(Ordering::Relaxed),
+            inner.cancelled.load(Ordering::Relaxed),
+            retired,
+            subscribers,
+        )
+    }
+
+    /// Whether `other` is a handle to the same bus.
+    pub fn same_bus(&self, other: &Bus<T>) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
+    }
+
+    /// A weak handle that does not keep the bus open.
+    pub fn downgrade(&self) -> WeakBus<T> {
+        WeakBus {
+            inner: Arc::downgrade(&self.inner),
+        }
+    }
+}
+
+/// A handle that does not keep the bus open; see [`Bus::downgrade`].
+pub struct WeakBus<T> {
+    inner: Weak<BusInner<T>>,
+}
+
+impl<T> Clone for WeakBus<T> {
+    fn clone(&self) -> Self {
+        WeakBus {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+impl<T> WeakBus<T> {
+    /// The bus, if it is still open.
+    pub fn upgrade(&self) -> Option<Bus<T>> {
+        self.inner.upgrade().map(|inner| Bus { inner })
+    }
+}
+
+impl<T> BusInner<T> {
+    fn close(&self) {
+        if self.closed.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let subs: Vec<_> = self.registry.read().subs.values().cloned().collect();
+        for s in subs {
+            let w = s.state.lock().close(&s, false);
+            for w in w {
+                w.wake();
+            }
+        }
+        self.pending.lock().clear();
+    }
+
+    /// Removes a subscriber (or an emptied queue group) from the index.
+    pub(crate) fn unregister(&self, reg: &mut Registry<T>, sub: &Arc<SubShared<T>>) {
+        if reg.subs.remove(&sub.id).is_none() {
+            return;
+        }
+        reg.trie.remove(&sub.pattern, sub.id);
+        if let Policy::Queue(g) = &sub.policy {
+            reg.groups
+                .remove(&(Box::from(sub.pattern.as_str()), Box::from(g.as_str())));
+        }
+        let st = sub.state.lock();
+        reg.retired.delivered += st.delivered;
+        reg.retired.dropped += st.dropped;
+        reg.retired.discarded += st.discarded;
+        drop(st);
+        self.epoch.fetch_add(1, Ordering::Release);
+        self.cache.write().clear();
+    }
+}
+
+impl<T> Drop for BusInner<T> {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+struct PendingGuard<'a, T> {
+    inner: &'a BusInner<T>,
+    n: u64,
+}
+
+impl<T> Drop for PendingGuard<'_, T> {
+    fn drop(&mut self) {
+        self.inner.pending.lock().remove(&self.n);
+    }
+}
+
+/// Counts a publish whose future was dropped while it waited for room.
+struct CancelGuard<'a, T> {
+    inner: &'a BusInner<T>,
+    done: &'a mut bool,
+}
+
+impl<T> Drop for CancelGuard<'_, T> {
+    fn drop(&mut self) {
+        if !*self.done {
+            self.inner.cancelled.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+fn receipt<T>(env: &Envelope<T>, subscribers: usize) -> Receipt {
+    Receipt {
+        seq: env.seq,
+        id: env.id,
+        subscribers,
+    }
+}
+
+fn unwrap_env<T>(env: Arc<Envelope<T>>) -> T {
+    match Arc::try_unwrap(env) {
+        Ok(e) => e.payload,
+        Err(_) => unreachable!("an undelivered envelope has a single owner"),
+    }
+}
+
+type Targets<'a, T> = SmallVec<[&'a Arc<SubShared<T>>; 8]>;
+
+fn targets<'a, T>(route: &'a Route<T>, env: &Envelope<T>) -> Targets<'a, T> {
+    route.subs.iter().filter(|s| s.accepts(env)).collect()
+}
+
+fn add_blocked<T>(targets: &Targets<'_, T>, id: u64, d: Duration) {
+    if let Some(s) = targets.iter().find(|s| s.id == id) {
+        s.blocked_ns
+            .fetch_add(d.as_nanos().min(u64::MAX as u128) as u64, Ordering::Relaxed);
+    }
+}
+
+/// Delivers `env` to every target or to none: locks all targets (in id order),
+/// and if a lossless one is full, registers `waker` there and gives up
+/// (`Err(id)` of the full subscriber). Returns how many received it.
+fn commit<T>(
+    targets: &Targets<'_, T>,
+    env: &Arc<Envelope<T>>,
+    waker: Option<&Waker>,
+) -> Result<usize, u64> {
+    let mut guards: SmallVec<[MutexGuard<'_, State<T>>; 8]> =
+        targets.iter().map(|s| s.state.lock()).collect();
+    for (sub, st) in targets.iter().zip(guards.iter_mut()) {
+        if !st.closed && !st.has_room(sub) {
+            if let Some(w) = waker {
+                if !st.tx_wakers.iter().any(|x| x.will_wake(w)) {
+                    st.tx_wakers.push(w.clone());
+                }
+            }
+            return Err(sub.id);
+        }
+    }
+    let mut wake: SmallVec<[Waker; 8]> = SmallVec::new();
+    let mut n = 0;
+    for (sub, st) in targets.iter().zip(guards.iter_mut()) {
+        if st.closed {
+            continue;
+        }
+        n += 1;
+        if let Some(w) = st.push(sub, env) {
+            wake.push(w);
+        }
+    }
+    drop(guards);
+    for w in wake {
+        w.wake();
+    }
+    Ok(n)
+}

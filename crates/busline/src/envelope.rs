@@ -1,0 +1,279 @@
+//! Envelopes: the metadata every published event travels with.
+//!
+//! An event is wrapped exactly once, when it is published, and every
+//! subscriber gets the same `Arc<Envelope<T>>`: a 1 MiB payload costs the same
+//! with one subscriber or sixteen, because it is never cloned.
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")] async fn main() {
+//! use std::sync::Arc;
+//! use busline::{Bus, Message};
+//!
+//! let bus: Bus<String> = Bus::new();
+//! let mut a = bus.subscribe("greetings.>").unwrap();
+//! let mut b = bus.subscribe("greetings.*").unwrap();
+//! bus.send(Message::new("hello".to_string()).topic("greetings.en").header("lang", "en"))
+//!     .await
+//!     .unwrap();
+//! let (ea, eb) = (a.recv().await.unwrap(), b.recv().await.unwrap());
+//! assert!(Arc::ptr_eq(&ea, &eb)); // one envelope, shared
+//! assert_eq!(ea.topic.as_str(), "greetings.en");
+//! assert_eq!(ea.header("lang"), Some("en"));
+//! assert_eq!(ea.correlation_id, ea.id); // a new conversation starts with its own id
+//! # }
+//! ```
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use crate::topic::Topic;
+
+/// A unique event id: 128 bits, printed as 32 hex digits.
+///
+/// The high 64 bits are random per bus instance, the low 64 bits count up, so
+/// ids are unique across processes (NATS de-duplicates on them) and cheap to make.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct EventId(pub u128);
+
+impl EventId {
+    /// Parses 32 hex digits.
+    pub fn parse(s: &str) -> Option<EventId> {
+        if s.len() != 32 {
+            return None;
+        }
+        u128::from_str_radix(s, 16).ok().map(EventId)
+    }
+}
+
+impl fmt::Display for EventId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:032x}", self.0)
+    }
+}
+
+impl fmt::Debug for EventId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "EventId({self})")
+    }
+}
+
+impl serde::Serialize for EventId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for EventId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        EventId::parse(&s)
+            .ok_or_else(|| serde::de::Error::custom(format!("invalid event id `{s}`: want 32 hex digits")))
+    }
+}
+
+/// Free-form string headers. Empty headers cost no allocation.
+pub type Headers = Vec<(Arc<str>, Arc<str>)>;
+
+/// An event with its metadata, as subscribers receive it (inside an `Arc`).
+#[derive(Clone)]
+#[non_exhaustive]
+pub struct Envelope<T> {
+    /// Position in the publishing bus's sequence: unique per bus and increasing
+    /// per publisher (see the crate docs on ordering).
+    pub seq: u64,
+    /// Unique id of this event.
+    pub id: EventId,
+    /// The topic it was published on.
+    pub topic: Topic,
+    /// When it was published.
+    pub timestamp: SystemTime,
+    /// The module (or other named publisher) that published it, if any.
+    pub source: Option<Arc<str>>,
+    /// The conversation this event belongs to: the id of the event that started
+    /// it (an event that starts one carries its own id).
+    pub correlation_id: EventId,
+    /// The id of the event whose handling caused this one, if any.
+    pub causation_id: Option<EventId>,
+    /// Where a reply should go (set on requests).
+    pub reply_to: Option<Topic>,
+    /// Free-form headers.
+    pub headers: Headers,
+    /// The event itself.
+    pub payload: T,
+}
+
+impl<T> Envelope<T> {
+    /// The value of header `name`, if present.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| &**k == name)
+            .map(|(_, v)| &**v)
+    }
+
+    /// Builds an envelope from parts received from elsewhere (a log, a network
+    /// transport), keeping their metadata intact.
+    #[allow(clippy::too_many_arguments)]
+    pub fn from_parts(
+        seq: u64,
+        id: EventId,
+        topic: Topic,
+        timestamp: SystemTime,
+        source: Option<Arc<str>>,
+        correlation_id: EventId,
+        causation_id: Option<EventId>,
+        reply_to: Option<Topic>,
+        headers: Headers,
+        payload: T,
+    ) -> Self {
+        Envelope {
+            seq,
+            id,
+            topic,
+            timestamp,
+            source,
+            correlation_id,
+            causation_id,
+            reply_to,
+            headers,
+            payload,
+        }
+    }
+}
+
+impl<T: fmt::Debug> fmt::Debug for Envelope<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Envelope")
+            .field("seq", &self.seq)
+            .field("id", &self.id)
+            .field("topic", &self.topic)
+            .field("source", &self.source)
+            .field("correlation_id", &self.correlation_id)
+            .field("causation_id", &self.causation_id)
+            .field("payload", &self.payload)
+            .finish_non_exhaustive()
+    }
+}
+
+/// An event type that names its own topic, so `bus.publish(event)` needs no topic.
+///
+/// ```
+/// use std::borrow::Cow;
+/// use busline::Event;
+///
+/// enum Metric { Request { path: String, latency_ms: u64 }, Error { message: String } }
+///
+/// impl Event for Metric {
+///     fn topic(&self) -> Cow<'_, str> {
+///         match self {
+///             Metric::Request { .. } => "metrics.request".into(),
+///             Metric::Error { .. } => "metrics.error".into(),
+///         }
+///     }
+/// }
+/// ```
+pub trait Event: Send + Sync + 'static {
+    /// The topic this event is published on.
+    fn topic(&self) -> std::borrow::Cow<'_, str>;
+}
+
+/// An event about to be published, with the metadata to put on its envelope.
+///
+/// Built with [`Message::new`] and chained setters, sent with [`Bus::send`](crate::Bus::send).
+#[derive(Debug, Clone)]
+pub struct Message<T> {
+    pub(crate) payload: T,
+    pub(crate) topic: Option<String>,
+    pub(crate) source: Option<Arc<str>>,
+    pub(crate) correlation_id: Option<EventId>,
+    pub(crate) causation_id: Option<EventId>,
+    pub(crate) reply_to: Option<Topic>,
+    pub(crate) headers: Headers,
+    pub(crate) id: Option<EventId>,
+    pub(crate) timestamp: Option<SystemTime>,
+}
+
+impl<T> Message<T> {
+    /// A message carrying `payload`, with no metadata yet.
+    pub fn new(payload: T) -> Self {
+        Message {
+            payload,
+            topic: None,
+            source: None,
+            correlation_id: None,
+            causation_id: None,
+            reply_to: None,
+            headers: Vec::new(),
+            id: None,
+            timestamp: None,
+        }
+    }
+
+    /// Publishes on `topic` instead of the event's own topic.
+    pub fn topic(mut self, topic: impl Into<String>) -> Self {
+        self.topic = Some(topic.into());
+        self
+    }
+
+    /// Names the publisher.
+    pub fn source(mut self, source: impl Into<Arc<str>>) -> Self {
+        self.source = Some(source.into());
+        self
+    }
+
+    /// Joins an existing conversation.
+    pub fn correlation_id(mut self, id: EventId) -> Self {
+        self.correlation_id = Some(id);
+        self
+    }
+
+    /// Records the event that caused this one.
+    pub fn causation_id(mut self, id: EventId) -> Self {
+        self.causation_id = Some(id);
+        self
+    }
+
+    /// Marks this event as caused by `cause`: its id becomes the causation id and
+    /// its correlation id is carried over.
+    pub fn caused_by<U>(mut self, cause: &Envelope<U>) -> Self {
+        self.causation_id = Some(cause.id);
+        self.correlation_id = Some(cause.correlation_id);
+        self
+    }
+
+    /// Adds a header.
+    pub fn header(mut self, name: impl Into<Arc<str>>, value: impl Into<Arc<str>>) -> Self {
+        self.headers.push((name.into(), value.into()));
+        self
+    }
+
+    /// Keeps a given event id (for events that come from elsewhere, e.g. a log
+    /// or another process); by default the bus makes a new one.
+    pub fn id(mut self, id: EventId) -> Self {
+        self.id = Some(id);
+        self
+    }
+
+    /// Keeps a given timestamp; by default the bus stamps the time of publishing.
+    pub fn timestamp(mut self, at: SystemTime) -> Self {
+        self.timestamp = Some(at);
+        self
+    }
+
+    /// Asks for replies on `topic` (request/reply; usually set by [`Bus::request`](crate::Bus::request)).
+    pub fn reply_to(mut self, topic: Topic) -> Self {
+        self.reply_to = Some(topic);
+        self
+    }
+
+    /// The payload.
+    pub fn payload(&self) -> &T {
+        &self.payload
+    }
+
+    /// Takes the payload back.
+    pub fn into_payload(self) -> T {
+        self.payload
+    }
+}

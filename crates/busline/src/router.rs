@@ -1,0 +1,188 @@
+//! Pattern index: finds the subscribers whose pattern matches a topic.
+//!
+//! A trie keyed by token. Matching a topic walks at most one literal child,
+//! the `*` child and the `>` list per level, so its cost depends on the topic's
+//! depth and on the subscribers that match, never on unrelated subscribers.
+
+use ahash::AHashMap;
+
+use crate::topic::{Pattern, Token};
+
+/// Identifies one entry (a subscriber or a queue group) in the index.
+pub(crate) type EntryId = u64;
+
+#[derive(Default, Debug)]
+pub(crate) struct Trie {
+    root: Node,
+    len: usize,
+}
+
+#[derive(Default, Debug)]
+struct Node {
+    literal: AHashMap<Box<str>, Node>,
+    one: Option<Box<Node>>,
+    /// Entries whose pattern ends here with `>`.
+    rest: Vec<EntryId>,
+    /// Entries whose pattern ends exactly here.
+    here: Vec<EntryId>,
+}
+
+impl Node {
+    fn is_empty(&self) -> bool {
+        self.literal.is_empty() && self.one.is_none() && self.rest.is_empty() && self.here.is_empty()
+    }
+}
+
+impl Trie {
+    pub(crate) fn insert(&mut self, pattern: &Pattern, id: EntryId) {
+        let mut node = &mut self.root;
+        for tok in pattern.tokens() {
+            match tok {
+                Token::Literal(l) => node = node.literal.entry(l.clone()).or_default(),
+                Token::One => node = node.one.get_or_insert_with(Default::default),
+                Token::Rest => {
+                    node.rest.push(id);
+                    self.len += 1;
+                    return;
+                }
+            }
+        }
+        node.here.push(id);
+        self.len += 1;
+    }
+
+    /// Removes `id` registered under `pattern`; returns whether it was there.
+    pub(crate) fn remove(&mut self, pattern: &Pattern, id: EntryId) -> bool {
+        let removed = Self::remove_at(&mut self.root, pattern.tokens(), id);
+        if removed {
+            self.len -= 1;
+        }
+        removed
+    }
+
+    fn remove_at(node: &mut Node, tokens: &[Token], id: EntryId) -> bool {
+        let take = |v: &mut Vec<EntryId>| match v.iter().position(|&x| x == id) {
+            Some(i) => {
+                v.swap_remove(i);
+                true
+            }
+            None => false,
+        };
+        let Some((first, rest)) = tokens.split_first() else {
+            return take(&mut node.here);
+        };
+        match first {
+            Token::Rest => take(&mut node.rest),
+            Token::One => {
+                let Some(child) = node.one.as_deref_mut() else {
+                    return false;
+                };
+                let removed = Self::remove_at(child, rest, id);
+                if child.is_empty() {
+                    node.one = None;
+                }
+                removed
+            }
+            Token::Literal(l) => {
+                let Some(child) = node.literal.get_mut(&**l) else {
+                    return false;
+                };
+                let removed = Self::remove_at(child, rest, id);
+                if child.is_empty() {
+                    node.literal.remove(&**l);
+                }
+                removed
+            }
+        }
+    }
+
+    /// Appends every entry matching `topic` (a valid topic) to `out`.
+    pub(crate) fn matches(&self, topic: &str, out: &mut Vec<EntryId>) {
+        let tokens: smallvec::SmallVec<[&str; 8]> = topic.split('.').collect();
+        Self::match_at(&self.root, &tokens, out);
+    }
+
+    fn match_at(node: &Node, tokens: &[&str], out: &mut Vec<EntryId>) {
+        let Some((first, rest)) = tokens.split_first() else {
+            out.extend_from_slice(&node.here);
+            return;
+        };
+        out.extend_from_slice(&node.rest);
+        if let Some(child) = node.literal.get(*first) {
+            Self::match_at(child, rest, out);
+        }
+        if let Some(child) = node.one.as_deref() {
+            Self::match_at(child, rest, out);
+        }
+    }
+
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn ids(t: &Trie, topic: &str) -> Vec<EntryId> {
+        let mut v = Vec::new();
+        t.matches(topic, &mut v);
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn insert_match_remove() {
+        let mut t = Trie::default();
+        let pats = ["a.b", "a.*", "a.>", ">", "*.b", "a.b.c"];
+        for (i, p) in pats.iter().enumerate() {
+            t.insert(&Pattern::new(p).unwrap(), i as u64);
+        }
+        assert_eq!(ids(&t, "a.b"), vec![0, 1, 2, 3, 4]);
+        assert_eq!(ids(&t, "a.b.c"), vec![2, 3, 5]);
+        assert_eq!(ids(&t, "a"), vec![3]);
+        assert!(t.remove(&Pattern::new("a.*").unwrap(), 1));
+        assert!(!t.remove(&Pattern::new("a.*").unwrap(), 1));
+        assert_eq!(ids(&t, "a.b"), vec![0, 2, 3, 4]);
+        for (i, p) in pats.iter().enumerate() {
+            t.remove(&Pattern::new(p).unwrap(), i as u64);
+        }
+        assert_eq!(t.len(), 0);
+        assert!(t.root.is_empty());
+    }
+
+    fn token() -> impl Strategy<Value = String> {
+        prop_oneof![Just("a".to_string()), Just("b".to_string()), Just("c".to_string())]
+    }
+
+    fn pattern_token() -> impl Strategy<Value = String> {
+        prop_oneof![token(), Just("*".to_string())]
+    }
+
+    proptest! {
+        /// The trie agrees with matching each pattern one by one.
+        #[test]
+        fn trie_agrees_with_linear_matching(
+            pats in proptest::collection::vec(
+                (proptest::collection::vec(pattern_token(), 1..4), any::<bool>()), 0..20),
+            topics in proptest::collection::vec(proptest::collection::vec(token(), 1..5), 1..10),
+        ) {
+            let mut t = Trie::default();
+            let pats: Vec<Pattern> = pats.into_iter().map(|(toks, rest)| {
+                let mut s = toks.join(".");
+                if rest { s.push_str(".>"); }
+                Pattern::new(&s).unwrap()
+            }).collect();
+            for (i, p) in pats.iter().enumerate() { t.insert(p, i as u64); }
+            for topic in topics {
+                let topic = topic.join(".");
+                let expect: Vec<u64> = pats.iter().enumerate()
+                    .filter(|(_, p)| p.matches_str(&topic)).map(|(i, _)| i as u64).collect();
+                prop_assert_eq!(ids(&t, &topic), expect);
+            }
+        }
+    }
+}

@@ -1,0 +1,150 @@
+//! Counters: nothing the bus does with an event goes uncounted.
+//!
+//! [`Bus::stats`](crate::Bus::stats) returns a snapshot at any time;
+//! [`BusStats::export`] hands it to the [`metrics`] facade so any metrics
+//! exporter (Prometheus, StatsD, …) can serve it.
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use crate::bus::Retired;
+use crate::subscription::SubShared;
+
+/// One subscriber's counters.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[non_exhaustive]
+pub struct SubscriberStats {
+    /// Subscriber id (unique per bus).
+    pub id: u64,
+    /// Subscriber (or queue group) name.
+    pub name: String,
+    /// The pattern.
+    pub pattern: String,
+    /// The policy, as text (`lossless`, `lossy`, `latest`, `queue(group)`).
+    pub policy: String,
+    /// Queue capacity.
+    pub capacity: usize,
+    /// Events put in its queue.
+    pub delivered: u64,
+    /// Events it has received.
+    pub received: u64,
+    /// Events dropped because it fell behind (lossy), each reported as lag.
+    pub dropped: u64,
+    /// Events replaced by a newer one on the same topic before it received them (latest).
+    pub superseded: u64,
+    /// Events its filter turned away.
+    pub filtered: u64,
+    /// Events still queued when it unsubscribed or was dropped.
+    pub discarded: u64,
+    /// Events waiting in its queue now (its lag).
+    pub queued: usize,
+    /// The most events ever waiting in its queue.
+    pub peak: usize,
+    /// Total time publishers spent waiting for room in its queue.
+    #[serde(with = "duration_ms")]
+    pub blocked: Duration,
+    /// Whether its queue is above the high watermark now.
+    pub pressured: bool,
+    /// Members (queue groups; 1 otherwise).
+    pub members: usize,
+}
+
+mod duration_ms {
+    pub fn serialize<S: serde::Serializer>(d: &std::time::Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_f64(d.as_secs_f64() * 1000.0)
+    }
+}
+
+impl SubscriberStats {
+    pub(crate) fn of<T>(s: &SubShared<T>) -> Self {
+        let st = s.state.lock();
+        SubscriberStats {
+            id: s.id,
+            name: s.name.to_string(),
+            pattern: s.pattern.to_string(),
+            policy: s.policy.to_string(),
+            capacity: s.capacity,
+            delivered: st.delivered,
+            received: s.received.load(Ordering::Relaxed),
+            dropped: st.dropped,
+            superseded: st.superseded,
+            filtered: s.filtered.load(Ordering::Relaxed),
+            discarded: st.discarded,
+            queued: st.len(),
+            peak: st.peak,
+            blocked: Duration::from_nanos(s.blocked_ns.load(Ordering::Relaxed)),
+            pressured: st.pressured,
+            members: st.members,
+        }
+    }
+}
+
+/// The bus's counters and every current subscriber's.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[non_exhaustive]
+pub struct BusStats {
+    /// Events published (each counted once, however many subscribers got it).
+    pub published: u64,
+    /// Events that matched no subscriber.
+    pub unrouted: u64,
+    /// Publishes refused as `Full` or abandoned (future dropped) while waiting for room.
+    pub cancelled: u64,
+    /// Deliveries into subscriber queues, including subscribers now gone.
+    pub delivered: u64,
+    /// Events dropped from lossy queues, including subscribers now gone.
+    pub dropped: u64,
+    /// Events left unreceived in queues of subscribers that went away.
+    pub discarded: u64,
+    /// Every current subscriber.
+    pub subscribers: Vec<SubscriberStats>,
+}
+
+impl BusStats {
+    pub(crate) fn new(
+        published: u64,
+        unrouted: u64,
+        cancelled: u64,
+        retired: Retired,
+        subscribers: Vec<SubscriberStats>,
+    ) -> Self {
+        let sum = |f: fn(&SubscriberStats) -> u64| subscribers.iter().map(f).sum::<u64>();
+        BusStats {
+            published,
+            unrouted,
+            cancelled,
+            delivered: retired.delivered + sum(|s| s.delivered),
+            dropped: retired.dropped + sum(|s| s.dropped),
+            discarded: retired.discarded + sum(|s| s.discarded),
+            subscribers,
+        }
+    }
+
+    /// Hands these counters to the [`metrics`] facade: bus totals as
+    /// `busline_published_total` etc., and per subscriber (label `subscriber`)
+    /// `busline_subscriber_delivered_total`, `…_dropped_total`, `…_queued`,
+    /// `…_blocked_seconds_total`. Call it periodically (the monitor does, every second).
+    pub fn export(&self) {
+        metrics::counter!("busline_published_total").absolute(self.published);
+        metrics::counter!("busline_unrouted_total").absolute(self.unrouted);
+        metrics::counter!("busline_cancelled_total").absolute(self.cancelled);
+        metrics::counter!("busline_delivered_total").absolute(self.delivered);
+        metrics::counter!("busline_dropped_total").absolute(self.dropped);
+        metrics::counter!("busline_discarded_total").absolute(self.discarded);
+        metrics::gauge!("busline_subscribers").set(self.subscribers.len() as f64);
+        for s in &self.subscribers {
+            let labels = [("subscriber", s.name.clone()), ("policy", s.policy.clone())];
+            metrics::counter!("busline_subscriber_delivered_total", &labels).absolute(s.delivered);
+            metrics::counter!("busline_subscriber_received_total", &labels).absolute(s.received);
+            metrics::counter!("busline_subscriber_dropped_total", &labels).absolute(s.dropped);
+            metrics::counter!("busline_subscriber_filtered_total", &labels).absolute(s.filtered);
+            metrics::gauge!("busline_subscriber_queued", &labels).set(s.queued as f64);
+            metrics::gauge!("busline_subscriber_blocked_seconds_total", &labels)
+                .set(s.blocked.as_secs_f64());
+        }
+    }
+
+    /// The subscriber named `name`, if any.
+    pub fn subscriber(&self, name: &str) -> Option<&SubscriberStats> {
+        self.subscribers.iter().find(|s| s.name == name)
+    }
+}

@@ -1,0 +1,315 @@
+//! Topics and patterns: dot-separated tokens with NATS-style wildcards.
+//!
+//! A **topic** names what an event is about: `metrics.request`, `orders.eu.created`.
+//! It is one or more non-empty tokens separated by `.`; tokens may hold any
+//! character except whitespace, `.`, `*` and `>`.
+//!
+//! A **pattern** is what a subscriber listens to. It has the same grammar, plus
+//! two wildcard tokens, exactly as in NATS subjects (so topics map 1:1 to subjects):
+//!
+//! | token | matches |
+//! | --- | --- |
+//! | `*` | exactly one token |
+//! | `>` | one or more tokens; only as the last token |
+//!
+//! ```
+//! use busline::topic::{Pattern, Topic};
+//!
+//! let p = Pattern::new("metrics.*.latency").unwrap();
+//! assert!(p.matches(&Topic::new("metrics.web.latency").unwrap()));
+//! assert!(!p.matches(&Topic::new("metrics.web.db.latency").unwrap()));
+//!
+//! let all = Pattern::new("metrics.>").unwrap();
+//! assert!(all.matches(&Topic::new("metrics.web.db.latency").unwrap()));
+//! assert!(!all.matches(&Topic::new("metrics").unwrap())); // `>` needs at least one token
+//!
+//! // Malformed input is an error that names it and says what is wrong.
+//! let err = Topic::new("metrics..latency").unwrap_err();
+//! assert_eq!(err.to_string(), "invalid topic `metrics..latency`: token 2 is empty");
+//! let err = Pattern::new("metrics.>.latency").unwrap_err();
+//! assert_eq!(
+//!     err.to_string(),
+//!     "invalid pattern `metrics.>.latency`: `>` is only allowed as the last token"
+//! );
+//! ```
+//!
+//! Topics starting with `$sys.` are reserved for busline's own events (module
+//! lifecycle, transport status); `_INBOX.` is reserved for request/reply.
+
+use std::borrow::Borrow;
+use std::fmt;
+use std::sync::Arc;
+
+use crate::error::TopicError;
+
+/// Longest topic or pattern accepted, in bytes.
+pub const MAX_LEN: usize = 1024;
+
+/// A validated topic: the name an event is published under.
+///
+/// Cheap to clone (an `Arc<str>` inside).
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Topic(Arc<str>);
+
+impl Topic {
+    /// Validates `s` as a topic.
+    pub fn new(s: &str) -> Result<Self, TopicError> {
+        validate(s, false)?;
+        Ok(Topic(Arc::from(s)))
+    }
+
+    /// The topic as a string slice.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The topic's tokens.
+    pub fn tokens(&self) -> impl Iterator<Item = &str> {
+        self.0.split('.')
+    }
+}
+
+impl fmt::Display for Topic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for Topic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Topic({:?})", &*self.0)
+    }
+}
+
+impl AsRef<str> for Topic {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Borrow<str> for Topic {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<&str> for Topic {
+    type Error = TopicError;
+    fn try_from(s: &str) -> Result<Self, TopicError> {
+        Topic::new(s)
+    }
+}
+
+impl serde::Serialize for Topic {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Topic {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Topic::new(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+/// One token of a pattern.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub(crate) enum Token {
+    Literal(Box<str>),
+    /// `*`
+    One,
+    /// `>`
+    Rest,
+}
+
+/// A validated subscription pattern: a topic that may contain `*` and a trailing `>`.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct Pattern {
+    text: Arc<str>,
+    tokens: Arc<[Token]>,
+}
+
+impl Pattern {
+    /// Validates `s` as a pattern.
+    pub fn new(s: &str) -> Result<Self, TopicError> {
+        validate(s, true)?;
+        let tokens = s
+            .split('.')
+            .map(|t| match t {
+                "*" => Token::One,
+                ">" => Token::Rest,
+                lit => Token::Literal(lit.into()),
+            })
+            .collect();
+        Ok(Pattern {
+            text: Arc::from(s),
+            tokens,
+        })
+    }
+
+    /// The pattern as written.
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+
+    /// Whether the pattern has no wildcard, i.e. matches exactly one topic.
+    pub fn is_literal(&self) -> bool {
+        self.tokens.iter().all(|t| matches!(t, Token::Literal(_)))
+    }
+
+    /// Whether `topic` matches this pattern.
+    pub fn matches(&self, topic: &Topic) -> bool {
+        self.matches_str(topic.as_str())
+    }
+
+    /// Whether the (already valid) topic string matches this pattern.
+    pub fn matches_str(&self, topic: &str) -> bool {
+        let mut parts = topic.split('.');
+        for tok in self.tokens.iter() {
+            match tok {
+                Token::Rest => return parts.next().is_some(),
+                Token::One => {
+                    if parts.next().is_none() {
+                        return false;
+                    }
+                }
+                Token::Literal(l) => match parts.next() {
+                    Some(p) if p == &**l => {}
+                    _ => return false,
+                },
+            }
+        }
+        parts.next().is_none()
+    }
+
+    pub(crate) fn tokens(&self) -> &[Token] {
+        &self.tokens
+    }
+}
+
+impl fmt::Display for Pattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+impl fmt::Debug for Pattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Pattern({:?})", &*self.text)
+    }
+}
+
+impl TryFrom<&str> for Pattern {
+    type Error = TopicError;
+    fn try_from(s: &str) -> Result<Self, TopicError> {
+        Pattern::new(s)
+    }
+}
+
+impl From<Topic> for Pattern {
+    fn from(t: Topic) -> Self {
+        // A valid topic is always a valid literal pattern.
+        Pattern::new(t.as_str()).expect("a topic is a valid pattern")
+    }
+}
+
+fn validate(s: &str, pattern: bool) -> Result<(), TopicError> {
+    let err = |reason: String| {
+        Err(TopicError {
+            input: s.to_string(),
+            pattern,
+            reason,
+        })
+    };
+    if s.is_empty() {
+        return err("it is empty".into());
+    }
+    if s.len() > MAX_LEN {
+        return err(format!("it is {} bytes long, the limit is {MAX_LEN}", s.len()));
+    }
+    let count = s.split('.').count();
+    for (i, tok) in s.split('.').enumerate() {
+        let n = i + 1;
+        if tok.is_empty() {
+            return err(format!("token {n} is empty"));
+        }
+        if let Some(c) = tok.chars().find(|c| c.is_whitespace() || c.is_control()) {
+            return err(format!("token {n} contains the character {c:?}"));
+        }
+        match tok {
+            "*" | ">" if !pattern => {
+                return err(format!(
+                    "token {n} is the wildcard `{tok}`; wildcards are only allowed in patterns"
+                ))
+            }
+            ">" if n != count => return err("`>` is only allowed as the last token".into()),
+            "*" | ">" => {}
+            _ if tok.contains(['*', '>']) => {
+                return err(format!(
+                    "token {n} (`{tok}`) mixes a wildcard with other characters"
+                ))
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn valid_topics() {
+        for t in ["a", "a.b.c", "$sys.module.started", "metrics.web-1.latency_ms", "é.ü"] {
+            Topic::new(t).unwrap();
+        }
+    }
+
+    #[test]
+    fn invalid_topics_name_the_problem() {
+        let cases = [
+            ("", "it is empty"),
+            (".a", "token 1 is empty"),
+            ("a.", "token 2 is empty"),
+            ("a b", "token 1 contains the character ' '"),
+            ("a.*", "token 2 is the wildcard `*`; wildcards are only allowed in patterns"),
+            ("a.>", "token 2 is the wildcard `>`; wildcards are only allowed in patterns"),
+            ("a.b*", "token 2 (`b*`) mixes a wildcard with other characters"),
+        ];
+        for (input, reason) in cases {
+            let e = Topic::new(input).unwrap_err();
+            assert_eq!(e.reason, reason, "{input}");
+            assert_eq!(e.to_string(), format!("invalid topic `{input}`: {reason}"));
+        }
+        let long = "a".repeat(MAX_LEN + 1);
+        assert!(Topic::new(&long).unwrap_err().reason.contains("limit"));
+    }
+
+    #[test]
+    fn pattern_matching() {
+        let m = |p: &str, t: &str| Pattern::new(p).unwrap().matches_str(t);
+        assert!(m("a", "a"));
+        assert!(!m("a", "a.b"));
+        assert!(m("a.*", "a.b"));
+        assert!(!m("a.*", "a"));
+        assert!(!m("a.*", "a.b.c"));
+        assert!(m("a.>", "a.b"));
+        assert!(m("a.>", "a.b.c"));
+        assert!(!m("a.>", "a"));
+        assert!(m(">", "a"));
+        assert!(m("*.b.>", "x.b.c.d"));
+        assert!(!m("*.b.>", "x.c.c.d"));
+        assert!(m("*", "x"));
+        assert!(!m("*", "x.y"));
+    }
+
+    #[test]
+    fn invalid_patterns() {
+        assert!(Pattern::new("a.>.b").is_err());
+        assert!(Pattern::new("a.**").is_err());
+        assert!(Pattern::new("a..b").is_err());
+        assert!(Pattern::new("a.*").unwrap().matches_str("a.z"));
+    }
+}
