@@ -391,7 +391,11 @@ impl<T: Send + Sync + 'static> Bus<T> {
             Err(full) => {
                 drop(targets);
                 self.inner.cancelled.fetch_add(1, Ordering::Relaxed);
-                let subscriber = route.subs.iter().find(|s| s.id == full).map(|s| s.name.clone());
+                let subscriber = route
+                    .subs
+                    .iter()
+                    .find(|s| s.id == full)
+                    .map(|s| s.name.clone());
                 let topic = env.topic.to_string();
                 let event = unwrap_env(env);
                 Err(PublishError::Full {
@@ -471,7 +475,11 @@ impl<T: Send + Sync + 'static> Bus<T> {
         Ok(route)
     }
 
-    async fn deliver(&self, route: Arc<Route<T>>, env: Envelope<T>) -> Result<Receipt, PublishError<T>> {
+    async fn deliver(
+        &self,
+        route: Arc<Route<T>>,
+        env: Envelope<T>,
+    ) -> Result<Receipt, PublishError<T>> {
         let env = Arc::new(env);
         let targets = targets(&route, &env);
         let mut waiting: Option<(u64, Instant)> = None;
@@ -531,7 +539,8 @@ impl<T: Send + Sync + 'static> Bus<T> {
         event: T,
         timeout: Duration,
     ) -> Result<Arc<Envelope<T>>, RequestError> {
-        self.request_msg(Message::new(event).topic(topic), timeout).await
+        self.request_msg(Message::new(event).topic(topic), timeout)
+            .await
     }
 
     /// [`request`](Self::request) with a [`Message`] (for metadata).
@@ -550,17 +559,31 @@ impl<T: Send + Sync + 'static> Bus<T> {
         let work = async {
             let (route, env) = match self.prepare(&topic, msg.reply_to(reply_to)) {
                 Ok(x) => x,
-                Err(PublishError::InvalidTopic { error, .. }) => return Err(RequestError::Topic(error)),
-                Err(_) => return Err(RequestError::Closed { topic: topic.clone() }),
+                Err(PublishError::InvalidTopic { error, .. }) => {
+                    return Err(RequestError::Topic(error))
+                }
+                Err(_) => {
+                    return Err(RequestError::Closed {
+                        topic: topic.clone(),
+                    })
+                }
             };
             match self.deliver(route, env).await {
                 Ok(r) if r.subscribers == 0 => {
-                    return Err(RequestError::NoResponders { topic: topic.clone() })
+                    return Err(RequestError::NoResponders {
+                        topic: topic.clone(),
+                    })
                 }
                 Ok(_) => {}
-                Err(_) => return Err(RequestError::Closed { topic: topic.clone() }),
+                Err(_) => {
+                    return Err(RequestError::Closed {
+                        topic: topic.clone(),
+                    })
+                }
             }
-            rx.await.map_err(|_| RequestError::Closed { topic: topic.clone() })
+            rx.await.map_err(|_| RequestError::Closed {
+                topic: topic.clone(),
+            })
         };
         match tokio::time::timeout(timeout, work).await {
             Ok(r) => r,
@@ -579,7 +602,11 @@ impl<T: Send + Sync + 'static> Bus<T> {
     }
 
     /// [`reply`](Self::reply) with a [`Message`] (for metadata such as the source).
-    pub async fn reply_msg(&self, request: &Envelope<T>, msg: Message<T>) -> Result<(), ReplyError> {
+    pub async fn reply_msg(
+        &self,
+        request: &Envelope<T>,
+        msg: Message<T>,
+    ) -> Result<(), ReplyError> {
         let Some(reply_to) = request.reply_to.clone() else {
             return Err(ReplyError::NotARequest {
                 id: request.id.to_string(),
@@ -601,14 +628,16 @@ impl<T: Send + Sync + 'static> Bus<T> {
             };
             let mut msg = msg;
             msg.topic = None;
-            let (_, env) = self
-                .prepare(reply_to.as_str(), msg)
+            let (_, env) =
+                self.prepare(reply_to.as_str(), msg)
+                    .map_err(|_| ReplyError::RequesterGone {
+                        reply_to: reply_to.to_string(),
+                    })?;
+            return tx
+                .send(Arc::new(env))
                 .map_err(|_| ReplyError::RequesterGone {
                     reply_to: reply_to.to_string(),
-                })?;
-            return tx.send(Arc::new(env)).map_err(|_| ReplyError::RequesterGone {
-                reply_to: reply_to.to_string(),
-            });
+                });
         }
         // Not ours: a transport may carry it to a requester elsewhere.
         match self.send(msg).await {

@@ -67,8 +67,9 @@ impl serde::Serialize for EventId {
 impl<'de> serde::Deserialize<'de> for EventId {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
-        EventId::parse(&s)
-            .ok_or_else(|| serde::de::Error::custom(format!("invalid event id `{s}`: want 32 hex digits")))
+        EventId::parse(&s).ok_or_else(|| {
+            serde::de::Error::custom(format!("invalid event id `{s}`: want 32 hex digits"))
+        })
     }
 }
 

@@ -29,7 +29,10 @@ struct Node {
 
 impl Node {
     fn is_empty(&self) -> bool {
-        self.literal.is_empty() && self.one.is_none() && self.rest.is_empty() && self.here.is_empty()
+        self.literal.is_empty()
+            && self.one.is_none()
+            && self.rest.is_empty()
+            && self.here.is_empty()
     }
 }
 
@@ -155,7 +158,11 @@ mod tests {
     }
 
     fn token() -> impl Strategy<Value = String> {
-        prop_oneof![Just("a".to_string()), Just("b".to_string()), Just("c".to_string())]
+        prop_oneof![
+            Just("a".to_string()),
+            Just("b".to_string()),
+            Just("c".to_string())
+        ]
     }
 
     fn pattern_token() -> impl Strategy<Value = String> {

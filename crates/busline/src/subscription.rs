@@ -306,7 +306,10 @@ impl<T: Send + Sync + 'static> Subscription<T> {
         self.poll_inner(Some(cx))
     }
 
-    fn poll_inner(&mut self, cx: Option<&mut Context<'_>>) -> Poll<Result<Arc<Envelope<T>>, RecvError>> {
+    fn poll_inner(
+        &mut self,
+        cx: Option<&mut Context<'_>>,
+    ) -> Poll<Result<Arc<Envelope<T>>, RecvError>> {
         if let Some(e) = self.local.pop_front() {
             self.shared.received.fetch_add(1, Ordering::Relaxed);
             return Poll::Ready(Ok(e));

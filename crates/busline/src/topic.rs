@@ -226,7 +226,10 @@ fn validate(s: &str, pattern: bool) -> Result<(), TopicError> {
         return err("it is empty".into());
     }
     if s.len() > MAX_LEN {
-        return err(format!("it is {} bytes long, the limit is {MAX_LEN}", s.len()));
+        return err(format!(
+            "it is {} bytes long, the limit is {MAX_LEN}",
+            s.len()
+        ));
     }
     let count = s.split('.').count();
     for (i, tok) in s.split('.').enumerate() {
@@ -262,7 +265,13 @@ mod tests {
 
     #[test]
     fn valid_topics() {
-        for t in ["a", "a.b.c", "$sys.module.started", "metrics.web-1.latency_ms", "é.ü"] {
+        for t in [
+            "a",
+            "a.b.c",
+            "$sys.module.started",
+            "metrics.web-1.latency_ms",
+            "é.ü",
+        ] {
             Topic::new(t).unwrap();
         }
     }
@@ -274,9 +283,18 @@ mod tests {
             (".a", "token 1 is empty"),
             ("a.", "token 2 is empty"),
             ("a b", "token 1 contains the character ' '"),
-            ("a.*", "token 2 is the wildcard `*`; wildcards are only allowed in patterns"),
-            ("a.>", "token 2 is the wildcard `>`; wildcards are only allowed in patterns"),
-            ("a.b*", "token 2 (`b*`) mixes a wildcard with other characters"),
+            (
+                "a.*",
+                "token 2 is the wildcard `*`; wildcards are only allowed in patterns",
+            ),
+            (
+                "a.>",
+                "token 2 is the wildcard `>`; wildcards are only allowed in patterns",
+            ),
+            (
+                "a.b*",
+                "token 2 (`b*`) mixes a wildcard with other characters",
+            ),
         ];
         for (input, reason) in cases {
             let e = Topic::new(input).unwrap_err();

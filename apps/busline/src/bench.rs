@@ -1,0 +1,392 @@
+//! `busline bench`: busline next to its peers, same workload, same process.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Result};
+use busline::{Bus, RecvError};
+use clap::{Args, Subcommand, ValueEnum};
+use serde::Serialize;
+
+/// Benchmarks.
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Fan-out: one publisher, N subscribers, M events; busline beside
+    /// tokio::sync::broadcast and one bounded tokio::sync::mpsc per subscriber.
+    Fanout(FanoutArgs),
+    /// Routing: publish cost with 1 matching subscriber among N unrelated ones.
+    Routing(RoutingArgs),
+}
+
+/// Options of `bench fanout`.
+#[derive(Debug, Args)]
+pub struct FanoutArgs {
+    /// Subscribers.
+    #[arg(long, default_value_t = 4)]
+    pub subscribers: usize,
+    /// Events published per round.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub events: u64,
+    /// busline's delivery policy.
+    #[arg(long, value_enum, default_value_t = PolicyArg::Lossless)]
+    pub policy: PolicyArg,
+    /// Queue capacity, the same for every system.
+    #[arg(long, default_value_t = 1024)]
+    pub capacity: usize,
+    /// Rounds; the median is reported.
+    #[arg(long, default_value_t = 5)]
+    pub rounds: usize,
+    /// Worker threads of the multi-thread runtime (default: one per core).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// Run only the systems whose name contains this (for profiling).
+    #[arg(long, hide = true)]
+    pub only: Option<String>,
+}
+
+/// busline's delivery policy in `bench fanout`.
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum PolicyArg {
+    /// Bounded queue, publisher waits.
+    Lossless,
+    /// Bounded queue, oldest dropped and reported.
+    Lossy,
+}
+
+/// Options of `bench routing`.
+#[derive(Debug, Args)]
+pub struct RoutingArgs {
+    /// Unrelated subscribers (the cost is also measured with 10, for the ratio).
+    #[arg(long, default_value_t = 10_000)]
+    pub subscribers: usize,
+    /// Publishes per round.
+    #[arg(long, default_value_t = 200_000)]
+    pub publishes: u64,
+    /// Rounds; the median is reported.
+    #[arg(long, default_value_t = 5)]
+    pub rounds: usize,
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Runs a benchmark command.
+pub fn run(cmd: BenchCommand) -> Result<()> {
+    match cmd {
+        BenchCommand::Fanout(a) => fanout(a),
+        BenchCommand::Routing(a) => routing(a),
+    }
+}
+
+/// The payload every system carries: an `Arc` so no system copies it.
+type Payload = Arc<[u64; 8]>;
+
+#[derive(Debug, Clone, Copy, Default)]
+struct Round {
+    elapsed: Duration,
+    delivered: u64,
+    lagged: u64,
+}
+
+#[derive(Debug, Serialize)]
+struct FanoutResult {
+    system: &'static str,
+    deliveries_per_s: f64,
+    delivered: u64,
+    lagged: u64,
+    lost: u64,
+    median_ms: f64,
+    ratio_vs_broadcast_best: f64,
+    ratio_vs_mpsc: f64,
+}
+
+fn runtime(threads: Option<usize>) -> Result<tokio::runtime::Runtime> {
+    let mut b = tokio::runtime::Builder::new_multi_thread();
+    if let Some(t) = threads {
+        b.worker_threads(t);
+    }
+    Ok(b.enable_all().build()?)
+}
+
+fn fanout(a: FanoutArgs) -> Result<()> {
+    if a.subscribers == 0 || a.events == 0 || a.rounds == 0 || a.capacity == 0 {
+        bail!("--subscribers, --events, --rounds and --capacity must be at least 1");
+    }
+    let rt = runtime(a.threads)?;
+    let systems: [&'static str; 4] = [
+        match a.policy {
+            PolicyArg::Lossless => "busline-lossless",
+            PolicyArg::Lossy => "busline-lossy",
+        },
+        "tokio-broadcast-naive",
+        "tokio-broadcast-yield64",
+        "tokio-mpsc-per-subscriber",
+    ];
+    let mut rounds: Vec<Vec<Round>> = vec![Vec::new(); systems.len()];
+    for _ in 0..a.rounds {
+        // Interleave the systems each round so drift on a shared machine hits all alike.
+        for (i, sys) in systems.iter().enumerate() {
+            if a.only.as_deref().is_some_and(|o| !sys.contains(o)) {
+                rounds[i].push(Round {
+                    elapsed: Duration::from_secs(1),
+                    ..Round::default()
+                });
+                continue;
+            }
+            let r = rt.block_on(run_fanout(
+                sys,
+                a.subscribers,
+                a.events,
+                a.capacity,
+                a.policy,
+            ));
+            rounds[i].push(r);
+        }
+    }
+    let expected = a.events * a.subscribers as u64;
+    let mut results: Vec<FanoutResult> = systems
+        .iter()
+        .zip(rounds)
+        .map(|(sys, mut rs)| {
+            rs.sort_by_key(|r| r.elapsed);
+            let m = rs[rs.len() / 2];
+            FanoutResult {
+                system: sys,
+                deliveries_per_s: m.delivered as f64 / m.elapsed.as_secs_f64(),
+                delivered: m.delivered,
+                lagged: m.lagged,
+                lost: expected.saturating_sub(m.delivered + m.lagged),
+                median_ms: m.elapsed.as_secs_f64() * 1e3,
+                ratio_vs_broadcast_best: 0.0,
+                ratio_vs_mpsc: 0.0,
+            }
+        })
+        .collect();
+    let best = results[2].deliveries_per_s;
+    let mpsc = results[3].deliveries_per_s;
+    for r in &mut results {
+        r.ratio_vs_broadcast_best = r.deliveries_per_s / best;
+        r.ratio_vs_mpsc = r.deliveries_per_s / mpsc;
+    }
+    if a.json {
+        let out = serde_json::json!({
+            "bench": "fanout",
+            "subscribers": a.subscribers,
+            "events": a.events,
+            "capacity": a.capacity,
+            "rounds": a.rounds,
+            "policy": format!("{:?}", a.policy).to_lowercase(),
+            "results": results,
+        });
+        println!("{out}");
+    } else {
+        println!(
+            "fan-out: 1 publisher -> {} subscribers, {} events, capacity {}, median of {} rounds",
+            a.subscribers, a.events, a.capacity, a.rounds
+        );
+        println!(
+            "{:<28} {:>14} {:>12} {:>10} {:>6} {:>9} {:>9}",
+            "system", "deliveries/s", "delivered", "lagged", "lost", "vs best", "vs mpsc"
+        );
+        for r in &results {
+            println!(
+                "{:<28} {:>14.0} {:>12} {:>10} {:>6} {:>8.2}x {:>8.2}x",
+                r.system,
+                r.deliveries_per_s,
+                r.delivered,
+                r.lagged,
+                r.lost,
+                r.ratio_vs_broadcast_best,
+                r.ratio_vs_mpsc
+            );
+        }
+    }
+    Ok(())
+}
+
+async fn run_fanout(sys: &str, subs: usize, events: u64, cap: usize, policy: PolicyArg) -> Round {
+    let payload: Payload = Arc::new([7; 8]);
+    match sys {
+        "busline-lossless" | "busline-lossy" => {
+            let bus: Bus<Payload> = Bus::new();
+            let mut handles = Vec::new();
+            for i in 0..subs {
+                let b = bus.subscriber("bench.fanout").name(format!("s{i}"));
+                let mut sub = match policy {
+                    PolicyArg::Lossless => b.lossless(cap),
+                    PolicyArg::Lossy => b.lossy(cap),
+                }
+                .subscribe()
+                .expect("subscribe");
+                handles.push(tokio::spawn(async move {
+                    let (mut got, mut lag) = (0u64, 0u64);
+                    loop {
+                        match sub.recv().await {
+                            Ok(_) => got += 1,
+                            Err(RecvError::Lagged(n)) => lag += n,
+                            Err(_) => break,
+                        }
+                    }
+                    (got, lag)
+                }));
+            }
+            let start = Instant::now();
+            let publisher = tokio::spawn(async move {
+                for _ in 0..events {
+                    bus.publish_to("bench.fanout", payload.clone())
+                        .await
+                        .expect("publish");
+                }
+            });
+            publisher.await.expect("publisher");
+            collect(start, handles).await
+        }
+        "tokio-broadcast-naive" | "tokio-broadcast-yield64" => {
+            let yields = sys.ends_with("yield64");
+            let (tx, _) = tokio::sync::broadcast::channel::<Payload>(cap);
+            let mut handles = Vec::new();
+            for _ in 0..subs {
+                let mut rx = tx.subscribe();
+                handles.push(tokio::spawn(async move {
+                    use tokio::sync::broadcast::error::RecvError as B;
+                    let (mut got, mut lag) = (0u64, 0u64);
+                    loop {
+                        match rx.recv().await {
+                            Ok(_) => got += 1,
+                            Err(B::Lagged(n)) => lag += n,
+                            Err(B::Closed) => break,
+                        }
+                    }
+                    (got, lag)
+                }));
+            }
+            let start = Instant::now();
+            let publisher = tokio::spawn(async move {
+                for i in 0..events {
+                    let _ = tx.send(payload.clone());
+                    if yields && i % 64 == 63 {
+                        tokio::task::yield_now().await;
+                    }
+                }
+            });
+            publisher.await.expect("publisher");
+            collect(start, handles).await
+        }
+        "tokio-mpsc-per-subscriber" => {
+            let mut txs = Vec::new();
+            let mut handles = Vec::new();
+            for _ in 0..subs {
+                let (tx, mut rx) = tokio::sync::mpsc::channel::<Payload>(cap);
+                txs.push(tx);
+                handles.push(tokio::spawn(async move {
+                    let mut got = 0u64;
+                    while rx.recv().await.is_some() {
+                        got += 1;
+                    }
+                    (got, 0)
+                }));
+            }
+            let start = Instant::now();
+            let publisher = tokio::spawn(async move {
+                for _ in 0..events {
+                    for tx in &txs {
+                        tx.send(payload.clone()).await.expect("send");
+                    }
+                }
+            });
+            publisher.await.expect("publisher");
+            collect(start, handles).await
+        }
+        other => unreachable!("unknown system {other}"),
+    }
+}
+
+async fn collect(start: Instant, handles: Vec<tokio::task::JoinHandle<(u64, u64)>>) -> Round {
+    let mut r = Round::default();
+    for h in handles {
+        let (got, lag) = h.await.expect("subscriber");
+        r.delivered += got;
+        r.lagged += lag;
+    }
+    r.elapsed = start.elapsed();
+    r
+}
+
+#[derive(Debug, Serialize)]
+struct RoutingResult {
+    subscribers: usize,
+    ns_per_publish: f64,
+}
+
+fn routing(a: RoutingArgs) -> Result<()> {
+    if a.publishes == 0 || a.rounds == 0 {
+        bail!("--publishes and --rounds must be at least 1");
+    }
+    let mut counts = vec![10, a.subscribers];
+    counts.dedup();
+    let mut results = Vec::new();
+    for &n in &counts {
+        let bus: Bus<u64> = Bus::new();
+        // Unrelated subscribers: literal and wildcard patterns on other topics.
+        let mut keep = Vec::with_capacity(n);
+        for i in 0..n {
+            let p = match i % 3 {
+                0 => format!("other.{i}.latency"),
+                1 => format!("other.{i}.*"),
+                _ => format!("svc{i}.>"),
+            };
+            keep.push(bus.subscriber(&p).lossy(1).subscribe()?);
+        }
+        let mut target = bus
+            .subscriber("metrics.web.latency")
+            .lossy(1024)
+            .subscribe()?;
+        let mut times = Vec::new();
+        for _ in 0..a.rounds {
+            let start = Instant::now();
+            for i in 0..a.publishes {
+                bus.try_publish_to("metrics.web.latency", i)
+                    .expect("publish");
+            }
+            times.push(start.elapsed().as_nanos() as f64 / a.publishes as f64);
+            while let Ok(Some(_)) | Err(_) = target.try_recv() {}
+        }
+        times.sort_by(f64::total_cmp);
+        results.push(RoutingResult {
+            subscribers: n,
+            ns_per_publish: times[times.len() / 2],
+        });
+        assert_eq!(
+            bus.stats()
+                .subscriber(&format!("sub-{}", n))
+                .map(|s| s.delivered),
+            Some(a.publishes * a.rounds as u64)
+        );
+    }
+    let ratio = results.last().map(|r| r.ns_per_publish).unwrap_or(0.0) / results[0].ns_per_publish;
+    if a.json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "bench": "routing",
+                "subscribers": a.subscribers,
+                "ns_per_publish": results.last().map(|r| r.ns_per_publish),
+                "ratio_vs_10": ratio,
+                "results": results,
+            })
+        );
+    } else {
+        println!("routing: publish cost with 1 matching subscriber among N unrelated ones");
+        for r in &results {
+            println!(
+                "{:>8} unrelated: {:>8.1} ns/publish",
+                r.subscribers, r.ns_per_publish
+            );
+        }
+        println!("ratio {} vs 10: {ratio:.2}x", a.subscribers);
+    }
+    Ok(())
+}
