@@ -1,6 +1,7 @@
 //! The `busline` command.
 
 mod bench;
+mod monitor;
 
 /// Events are allocated on one thread and freed on another; mimalloc handles
 /// that far better than glibc's malloc (see `busline bench fanout`).
@@ -20,6 +21,11 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// The live metrics monitor (the default): simulated services, a terminal
+    /// dashboard, a logger, an alerter and a web dashboard on one bus.
+    Monitor(monitor::MonitorArgs),
+    /// POST metrics (JSON, from arguments or stdin) to a running monitor.
+    Publish(monitor::ingest::PublishArgs),
     /// Benchmarks, busline beside its peers in one process.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -29,9 +35,8 @@ fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Some(Command::Bench(b)) => bench::run(b),
-        None => {
-            println!("busline: try `busline --help`");
-            Ok(())
-        }
+        Some(Command::Monitor(m)) => monitor::run(m),
+        Some(Command::Publish(p)) => monitor::ingest::run_publish(p),
+        None => monitor::run(monitor::MonitorArgs::default()),
     }
 }

@@ -1,0 +1,306 @@
+//! The alerter: errors per minute over a threshold.
+//!
+//! It counts errors (`metrics.*.error`, lossless: it never misses one) in a
+//! sliding one-minute window and compares the count with the threshold.
+//!
+//! ## Once per crossing
+//!
+//! An alert fires when the rate goes *above* the threshold, and not again
+//! while it stays there; when the rate comes back to the threshold or below,
+//! one "back to normal" line is printed. So a storm of errors gives exactly
+//! two lines, however long it lasts.
+//!
+//! ```text
+//! [ALERT] Error rate: 12/min — threshold exceeded! (threshold 10/min)
+//! [ALERT] Error rate back to normal: 8/min
+//! ```
+//!
+//! ## Webhook
+//!
+//! With `--alert-webhook URL` each transition is also POSTed as JSON. The
+//! alerter hands it to a queue and moves on: delivery (with retry, and a
+//! circuit breaker that stops trying a dead endpoint for a while) happens on
+//! its own task, so a slow or dead webhook never delays an alert or the bus.
+//! A full queue drops the notification and counts it.
+
+use std::collections::VecDeque;
+use std::io::Write;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use busline::RecvError;
+use serde::Serialize;
+use tokio::time::Instant;
+
+use super::webhook::Webhook;
+use super::{Ctx, ModuleResult, Shared};
+
+/// Errors counted in a sliding window of time.
+///
+/// The seam for a sliding-window counter: `record` an error at a time,
+/// `count` those in the last `window` at a time.
+#[derive(Debug, Clone)]
+pub struct SlidingCount {
+    window: Duration,
+    times: VecDeque<Instant>,
+}
+
+impl SlidingCount {
+    /// A counter over the last `window`.
+    pub fn new(window: Duration) -> Self {
+        SlidingCount {
+            window,
+            times: VecDeque::new(),
+        }
+    }
+
+    /// Counts one event at `now`.
+    pub fn record(&mut self, now: Instant) {
+        self.times.push_back(now);
+    }
+
+    /// Events in `(now - window, now]`.
+    pub fn count(&mut self, now: Instant) -> u64 {
+        while let Some(&t) = self.times.front() {
+            if now.duration_since(t) >= self.window {
+                self.times.pop_front();
+            } else {
+                break;
+            }
+        }
+        self.times.len() as u64
+    }
+}
+
+/// A change of alert state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum Transition {
+    /// The rate went above the threshold.
+    Firing {
+        /// Errors in the last minute.
+        rate: u64,
+        /// The threshold.
+        threshold: u64,
+    },
+    /// The rate came back to the threshold or below.
+    Resolved {
+        /// Errors in the last minute.
+        rate: u64,
+        /// The threshold.
+        threshold: u64,
+    },
+}
+
+impl Transition {
+    /// The line printed for it.
+    pub fn text(&self) -> String {
+        match self {
+            Transition::Firing { rate, threshold } => {
+                format!("[ALERT] Error rate: {rate}/min — threshold exceeded! (threshold {threshold}/min)")
+            }
+            Transition::Resolved { rate, .. } => {
+                format!("[ALERT] Error rate back to normal: {rate}/min")
+            }
+        }
+    }
+}
+
+/// The alert state machine: fires once per crossing.
+#[derive(Debug, Clone)]
+pub struct AlertRule {
+    threshold: u64,
+    firing: bool,
+}
+
+impl AlertRule {
+    /// Alerts when the rate exceeds `threshold`.
+    pub fn new(threshold: u64) -> Self {
+        AlertRule {
+            threshold,
+            firing: false,
+        }
+    }
+
+    /// Whether the alert is active.
+    pub fn is_firing(&self) -> bool {
+        self.firing
+    }
+
+    /// Feeds the current rate; returns the transition, if this is one.
+    pub fn evaluate(&mut self, rate: u64) -> Option<Transition> {
+        let threshold = self.threshold;
+        match (self.firing, rate > threshold) {
+            (false, true) => {
+                self.firing = true;
+                Some(Transition::Firing { rate, threshold })
+            }
+            (true, false) => {
+                self.firing = false;
+                Some(Transition::Resolved { rate, threshold })
+            }
+            _ => None,
+        }
+    }
+}
+
+/// One line of the alert history (the web page shows them).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AlertRecord {
+    /// When, Unix milliseconds.
+    pub at_ms: u64,
+    /// What happened.
+    #[serde(flatten)]
+    pub transition: Transition,
+    /// The printed line.
+    pub text: String,
+}
+
+/// The alerter module.
+pub struct Alerter {
+    threshold: u64,
+    shared: Arc<Shared>,
+    webhook: Option<Webhook>,
+}
+
+impl Alerter {
+    /// An alerter with the given threshold (errors per minute).
+    pub fn new(threshold: u64, shared: Arc<Shared>, webhook: Option<Webhook>) -> Self {
+        Alerter {
+            threshold,
+            shared,
+            webhook,
+        }
+    }
+
+    /// Watches errors until shutdown.
+    pub async fn run(&mut self, ctx: Ctx) -> ModuleResult {
+        let mut errors = ctx
+            .bus()
+            .subscriber("metrics.*.error")
+            .lossless(1024)
+            .name("alerter")
+            .subscribe()?;
+        let mut window = SlidingCount::new(Duration::from_secs(60));
+        let mut rule = AlertRule::new(self.threshold);
+        let mut tick = tokio::time::interval(Duration::from_millis(250));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                biased;
+                _ = ctx.shutdown_requested() => return Ok(()),
+                r = errors.recv() => match r {
+                    Ok(_) => window.record(Instant::now()),
+                    Err(RecvError::Closed) => return Ok(()),
+                    Err(e) => return Err(e.into()),
+                },
+                _ = tick.tick() => {}
+            }
+            let rate = window.count(Instant::now());
+            self.shared.set_alert_rate(rate, rule.is_firing());
+            if let Some(t) = rule.evaluate(rate) {
+                self.emit(t);
+                self.shared.set_alert_rate(rate, rule.is_firing());
+            }
+        }
+    }
+
+    fn emit(&mut self, t: Transition) {
+        let text = t.text();
+        {
+            let mut out = std::io::stdout().lock();
+            writeln!(out, "{text}").ok();
+            out.flush().ok();
+        }
+        metrics::counter!("busline_monitor_alerts_total", "state" => match t {
+            Transition::Firing { .. } => "firing",
+            Transition::Resolved { .. } => "resolved",
+        })
+        .increment(1);
+        let record = AlertRecord {
+            at_ms: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_millis() as u64)
+                .unwrap_or(0),
+            transition: t,
+            text,
+        };
+        if let Some(w) = &self.webhook {
+            w.notify(&record);
+        }
+        self.shared.push_alert(record);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fires_once_per_crossing() {
+        let mut rule = AlertRule::new(10);
+        let seq = [0, 5, 10, 11, 12, 30, 11, 10, 9, 10, 11, 11];
+        let got: Vec<_> = seq.iter().filter_map(|&r| rule.evaluate(r)).collect();
+        assert_eq!(
+            got,
+            vec![
+                Transition::Firing {
+                    rate: 11,
+                    threshold: 10
+                },
+                Transition::Resolved {
+                    rate: 10,
+                    threshold: 10
+                },
+                Transition::Firing {
+                    rate: 11,
+                    threshold: 10
+                },
+            ]
+        );
+        assert_eq!(
+            got[0].text(),
+            "[ALERT] Error rate: 11/min — threshold exceeded! (threshold 10/min)"
+        );
+        assert_eq!(got[1].text(), "[ALERT] Error rate back to normal: 10/min");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn sliding_minute() {
+        let mut w = SlidingCount::new(Duration::from_secs(60));
+        let t0 = Instant::now();
+        for _ in 0..5 {
+            w.record(Instant::now());
+            tokio::time::advance(Duration::from_secs(10)).await;
+        }
+        // Errors at 0, 10, 20, 30, 40 s; now is 50 s.
+        assert_eq!(w.count(Instant::now()), 5);
+        tokio::time::advance(Duration::from_secs(10)).await; // 60 s: the first leaves
+        assert_eq!(w.count(Instant::now()), 4);
+        assert_eq!(w.count(t0 + Duration::from_secs(100)), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn storm_then_calm() {
+        // 2 errors/s for 30 s, then nothing: one alert, one recovery.
+        let mut w = SlidingCount::new(Duration::from_secs(60));
+        let mut rule = AlertRule::new(10);
+        let mut seen = Vec::new();
+        for step in 0..(200 * 4) {
+            let now = Instant::now();
+            if step < 30 * 4 && step % 2 == 0 {
+                w.record(now);
+            }
+            if let Some(t) = rule.evaluate(w.count(now)) {
+                seen.push((step / 4, t));
+            }
+            tokio::time::advance(Duration::from_millis(250)).await;
+        }
+        assert_eq!(seen.len(), 2, "{seen:?}");
+        assert!(matches!(seen[0].1, Transition::Firing { rate: 11, .. }));
+        assert_eq!(seen[0].0, 5); // the 11th error, at 5 s
+        assert!(matches!(seen[1].1, Transition::Resolved { rate: 10, .. }));
+        // The 11th-last error (at 24.5 s) leaves the window at 84.5 s.
+        assert_eq!(seen[1].0, 84);
+    }
+}

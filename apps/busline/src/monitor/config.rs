@@ -1,0 +1,310 @@
+//! `busline monitor`'s options, and the TOML file that can set them.
+//!
+//! Every option has a key of the same name in the file (`--interval-ms 50`
+//! is `interval-ms = 50`). Options given on the command line override the
+//! file; a key the monitor does not know is an error naming it.
+//!
+//! ```toml
+//! interval-ms = 100
+//! error-rate = 0.05
+//! alert-threshold = 10
+//! alert-webhook = "http://127.0.0.1:9000/hooks/busline"
+//! log-file = "metrics.jsonl"
+//! web = "127.0.0.1:7878"
+//! ```
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context as _, Result};
+use clap::Args;
+use serde::Deserialize;
+
+/// The default address of the web dashboard.
+pub const DEFAULT_WEB: &str = "127.0.0.1:7878";
+
+/// Options of `busline monitor`.
+#[derive(Debug, Clone, Default, Args)]
+pub struct MonitorArgs {
+    /// A TOML file setting any of these options (keys as the option names,
+    /// e.g. `interval-ms = 50`); options given here override it.
+    #[arg(long, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    /// How often each simulated service emits a metric [default: 100].
+    #[arg(long, value_name = "MS")]
+    pub interval_ms: Option<u64>,
+    /// Probability (0-1) that a simulated metric is an error [default: 0.05].
+    #[arg(long, value_name = "P")]
+    pub error_rate: Option<f64>,
+    /// Alert when errors in the last minute exceed this [default: 10].
+    #[arg(long, value_name = "N")]
+    pub alert_threshold: Option<u64>,
+    /// Also POST alerts as JSON to this URL (with retry and a circuit breaker).
+    #[arg(long, value_name = "URL")]
+    pub alert_webhook: Option<String>,
+    /// Log metrics as JSON Lines to this file instead of stdout.
+    #[arg(long, value_name = "PATH")]
+    pub log_file: Option<PathBuf>,
+    /// Address of the web dashboard [default: 127.0.0.1:7878].
+    #[arg(long, value_name = "ADDR")]
+    pub web: Option<String>,
+    /// No web dashboard (and no HTTP API).
+    #[arg(long)]
+    pub no_web: bool,
+    /// Require this bearer token on the web API (needed to bind beyond loopback).
+    #[arg(long, env = "BUSLINE_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Also accept this name in the `Host` header (repeatable); loopback names
+    /// and the bound address are always accepted.
+    #[arg(long, value_name = "NAME")]
+    pub allow_host: Vec<String>,
+    /// Largest request body the API accepts, in bytes [default: 65536].
+    #[arg(long, value_name = "BYTES")]
+    pub max_body: Option<usize>,
+    /// Don't run the simulated web and DB services: only real services
+    /// (POST /api/events, `busline publish`) feed the monitor.
+    #[arg(long)]
+    pub no_sim: bool,
+    /// Stop cleanly after this many seconds.
+    #[arg(long, value_name = "SECS")]
+    pub duration: Option<f64>,
+}
+
+/// The file form of [`MonitorArgs`].
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct FileConfig {
+    interval_ms: Option<u64>,
+    error_rate: Option<f64>,
+    alert_threshold: Option<u64>,
+    alert_webhook: Option<String>,
+    log_file: Option<PathBuf>,
+    web: Option<String>,
+    no_web: Option<bool>,
+    token: Option<String>,
+    #[serde(default)]
+    allow_host: Vec<String>,
+    max_body: Option<usize>,
+    no_sim: Option<bool>,
+    duration: Option<f64>,
+}
+
+/// Everything the monitor runs with, checked.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Interval of each simulated service.
+    pub interval: Duration,
+    /// Probability that a simulated metric is an error.
+    pub error_rate: f64,
+    /// Errors per minute above which the alerter fires.
+    pub alert_threshold: u64,
+    /// Where alerts are POSTed, if anywhere.
+    pub alert_webhook: Option<String>,
+    /// The JSON Lines log file, or stdout when `None`.
+    pub log_file: Option<PathBuf>,
+    /// The web dashboard's address, or `None` for no web.
+    pub web: Option<SocketAddr>,
+    /// The API's bearer token.
+    pub token: Option<String>,
+    /// Extra names accepted in the `Host` header.
+    pub allow_host: Vec<String>,
+    /// Request body limit.
+    pub max_body: usize,
+    /// Whether the simulated services run.
+    pub simulate: bool,
+    /// Stop after this long.
+    pub duration: Option<Duration>,
+}
+
+impl Settings {
+    /// Merges the options over the config file (if any) and checks the result.
+    pub fn resolve(args: &MonitorArgs) -> Result<Settings> {
+        let file = match &args.config {
+            Some(path) => load(path)?,
+            None => FileConfig::default(),
+        };
+        let interval_ms = args.interval_ms.or(file.interval_ms).unwrap_or(100);
+        if interval_ms == 0 {
+            bail!("interval-ms must be at least 1");
+        }
+        let error_rate = args.error_rate.or(file.error_rate).unwrap_or(0.05);
+        if !(0.0..=1.0).contains(&error_rate) {
+            bail!("error-rate {error_rate} is not a probability: expected a number from 0 to 1");
+        }
+        let alert_webhook = args.alert_webhook.clone().or(file.alert_webhook);
+        if let Some(url) = &alert_webhook {
+            let parsed = reqwest::Url::parse(url)
+                .with_context(|| format!("alert-webhook {url:?} is not a URL"))?;
+            if !matches!(parsed.scheme(), "http" | "https") {
+                bail!("alert-webhook {url:?}: expected an http:// or https:// URL");
+            }
+        }
+        let no_web = args.no_web || (args.web.is_none() && file.no_web.unwrap_or(false));
+        let web = if no_web {
+            None
+        } else {
+            let text = args
+                .web
+                .clone()
+                .or(file.web)
+                .unwrap_or_else(|| DEFAULT_WEB.to_owned());
+            Some(parse_addr(&text)?)
+        };
+        let token = args.token.clone().or(file.token);
+        if let Some(t) = &token {
+            if t.len() < 8 || t.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                bail!("token: use at least 8 characters, without spaces");
+            }
+        }
+        if let Some(addr) = web {
+            if !addr.ip().is_loopback() && token.is_none() {
+                bail!(
+                    "refusing to serve the web dashboard on {addr} without a token: anyone who can \
+                     reach that address could read the metrics and post events. Pass --token <secret> \
+                     (or set BUSLINE_TOKEN), or bind to loopback (--web 127.0.0.1:7878)"
+                );
+            }
+        }
+        let mut allow_host = file.allow_host;
+        allow_host.extend(args.allow_host.iter().cloned());
+        let max_body = args.max_body.or(file.max_body).unwrap_or(64 * 1024);
+        if max_body < 256 {
+            bail!("max-body {max_body} is too small: at least 256 bytes");
+        }
+        let duration = match args.duration.or(file.duration) {
+            Some(s) if !(s.is_finite() && s > 0.0) => {
+                bail!("duration {s}: expected a number of seconds > 0")
+            }
+            Some(s) => Some(Duration::from_secs_f64(s)),
+            None => None,
+        };
+        Ok(Settings {
+            interval: Duration::from_millis(interval_ms),
+            error_rate,
+            alert_threshold: args.alert_threshold.or(file.alert_threshold).unwrap_or(10),
+            alert_webhook,
+            log_file: args.log_file.clone().or(file.log_file),
+            web,
+            token,
+            allow_host,
+            max_body,
+            simulate: !(args.no_sim || file.no_sim.unwrap_or(false)),
+            duration,
+        })
+    }
+}
+
+fn load(path: &Path) -> Result<FileConfig> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read config file {}", path.display()))?;
+    toml::from_str(&text).map_err(|e| {
+        anyhow::anyhow!(
+            "config file {}: {}",
+            path.display(),
+            e.to_string().trim_end()
+        )
+    })
+}
+
+/// `host:port`, where host is an IP address or `localhost`.
+fn parse_addr(text: &str) -> Result<SocketAddr> {
+    if let Ok(a) = text.parse::<SocketAddr>() {
+        return Ok(a);
+    }
+    if let Some(port) = text.strip_prefix("localhost:") {
+        let port: u16 = port
+            .parse()
+            .with_context(|| format!("web address {text:?}: bad port"))?;
+        return Ok(SocketAddr::new(IpAddr::from([127, 0, 0, 1]), port));
+    }
+    bail!("web address {text:?}: expected IP:PORT, e.g. 127.0.0.1:7878")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_file(toml: &str, args: MonitorArgs) -> Result<Settings> {
+        let dir = std::env::temp_dir().join(format!(
+            "busline-config-{}-{}",
+            std::process::id(),
+            rand::random::<u64>()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("monitor.toml");
+        std::fs::write(&path, toml).unwrap();
+        let r = Settings::resolve(&MonitorArgs {
+            config: Some(path),
+            ..args
+        });
+        std::fs::remove_dir_all(&dir).ok();
+        r
+    }
+
+    #[test]
+    fn defaults() {
+        let s = Settings::resolve(&MonitorArgs::default()).unwrap();
+        assert_eq!(s.interval, Duration::from_millis(100));
+        assert_eq!(s.alert_threshold, 10);
+        assert_eq!(s.web, Some(DEFAULT_WEB.parse().unwrap()));
+        assert!(s.simulate);
+    }
+
+    #[test]
+    fn options_override_the_file() {
+        let s = with_file(
+            "interval-ms = 50\nalert-threshold = 3\nerror-rate = 0.5\n",
+            MonitorArgs {
+                alert_threshold: Some(7),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(s.interval, Duration::from_millis(50));
+        assert_eq!(s.alert_threshold, 7);
+        assert_eq!(s.error_rate, 0.5);
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let e = with_file("interval_ms = 50\n", MonitorArgs::default()).unwrap_err();
+        assert!(e.to_string().contains("interval_ms"), "{e}");
+    }
+
+    #[test]
+    fn non_loopback_needs_a_token() {
+        let e = Settings::resolve(&MonitorArgs {
+            web: Some("0.0.0.0:7878".into()),
+            ..Default::default()
+        })
+        .unwrap_err();
+        assert!(e.to_string().contains("--token"), "{e}");
+        Settings::resolve(&MonitorArgs {
+            web: Some("0.0.0.0:7878".into()),
+            token: Some("s3cret-token".into()),
+            ..Default::default()
+        })
+        .unwrap();
+    }
+
+    #[test]
+    fn bad_values() {
+        let bad = |a: MonitorArgs| Settings::resolve(&a).unwrap_err().to_string();
+        assert!(bad(MonitorArgs {
+            error_rate: Some(2.0),
+            ..Default::default()
+        })
+        .contains("error-rate"));
+        assert!(bad(MonitorArgs {
+            alert_webhook: Some("ftp://x".into()),
+            ..Default::default()
+        })
+        .contains("alert-webhook"));
+        assert!(bad(MonitorArgs {
+            web: Some("nonsense".into()),
+            ..Default::default()
+        })
+        .contains("web address"));
+    }
+}

@@ -1,0 +1,390 @@
+//! The terminal dashboard: a summary of the last second, every second.
+//!
+//! ```text
+//! [dashboard] === 1s summary ===
+//!   Requests: 10, avg latency: 87ms (p50 80ms, p99 190ms)
+//!   DB queries: 5, avg: 15ms (p99 31ms)
+//!   Errors: 1 (4 in the last minute)
+//! ```
+//!
+//! ## Lossy on purpose
+//!
+//! The dashboard subscribes *lossy*: a slow terminal never slows the
+//! publishers. When it falls behind, the bus drops the oldest events queued
+//! for it and tells it how many (`Lagged(n)`); the summary then says
+//! `missed n events`, and the count goes into the web page and `/metrics`.
+//!
+//! The summary it computes each second is also what the web dashboard and
+//! `/api/summary` show: it is published to the shared [`Shared`] state.
+
+use std::collections::VecDeque;
+use std::io::Write;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use busline::RecvError;
+use serde::Serialize;
+
+use super::metric::{Metric, Ms};
+use super::{Ctx, ModuleResult, Shared};
+
+/// Queue capacity of the dashboard's lossy subscription.
+pub const DASHBOARD_QUEUE: usize = 1024;
+
+/// Count, mean and percentiles of latencies in one window.
+///
+/// Values are kept in an HDR histogram in microseconds (3 significant
+/// digits), so percentiles are exact to 0.1% whatever the range.
+#[derive(Debug, Clone)]
+pub struct Agg {
+    hist: hdrhistogram::Histogram<u64>,
+    sum: f64,
+    max: f64,
+}
+
+impl Default for Agg {
+    fn default() -> Self {
+        Agg {
+            hist: hdrhistogram::Histogram::new_with_bounds(1, 3_600_000_000, 3)
+                .expect("valid histogram bounds"),
+            sum: 0.0,
+            max: 0.0,
+        }
+    }
+}
+
+impl Agg {
+    /// Records one value in milliseconds.
+    pub fn record(&mut self, ms: f64) {
+        let us = (ms * 1000.0).round().clamp(1.0, 3_600_000_000.0) as u64;
+        self.hist.saturating_record(us);
+        self.sum += ms;
+        self.max = self.max.max(ms);
+    }
+
+    /// Values recorded.
+    pub fn count(&self) -> u64 {
+        self.hist.len()
+    }
+
+    /// The `q` quantile (0..=1) in milliseconds, `None` when empty.
+    pub fn quantile(&self, q: f64) -> Option<f64> {
+        (self.count() > 0).then(|| self.hist.value_at_quantile(q) as f64 / 1000.0)
+    }
+
+    /// Mean, p50, p90, p99 and max; `None` when empty.
+    pub fn stats(&self) -> Option<Latency> {
+        let n = self.count();
+        (n > 0).then(|| Latency {
+            mean: self.sum / n as f64,
+            p50: self.quantile(0.5).unwrap_or(0.0),
+            p90: self.quantile(0.9).unwrap_or(0.0),
+            p99: self.quantile(0.99).unwrap_or(0.0),
+            max: self.max,
+        })
+    }
+}
+
+/// Latency statistics of one window, in milliseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Latency {
+    /// Mean.
+    pub mean: f64,
+    /// Median.
+    pub p50: f64,
+    /// 90th percentile.
+    pub p90: f64,
+    /// 99th percentile.
+    pub p99: f64,
+    /// Largest value.
+    pub max: f64,
+}
+
+/// Running totals since the monitor started (as seen by the dashboard).
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Totals {
+    /// Requests.
+    pub requests: u64,
+    /// DB queries.
+    pub db_queries: u64,
+    /// Errors.
+    pub errors: u64,
+    /// Events the dashboard missed because it fell behind.
+    pub missed: u64,
+}
+
+/// One second (one window) of metrics.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Summary {
+    /// End of the window, Unix milliseconds.
+    pub at_ms: u64,
+    /// Length of the window in seconds.
+    pub seconds: f64,
+    /// Requests in the window.
+    pub requests: u64,
+    /// Requests per second.
+    pub requests_per_sec: f64,
+    /// Request latency.
+    pub latency_ms: Option<Latency>,
+    /// DB queries in the window.
+    pub db_queries: u64,
+    /// DB query time.
+    pub db_ms: Option<Latency>,
+    /// Errors in the window.
+    pub errors: u64,
+    /// Errors in the last minute (sliding, one-second steps).
+    pub errors_last_min: u64,
+    /// Events missed in this window (lag).
+    pub missed: u64,
+    /// Totals since start.
+    pub totals: Totals,
+}
+
+/// The dashboard's arithmetic, separate from its I/O so it can be tested.
+#[derive(Debug, Default)]
+pub struct Aggregator {
+    latency: Agg,
+    db: Agg,
+    requests: u64,
+    errors: u64,
+    missed: u64,
+    last_minute: VecDeque<u64>,
+    totals: Totals,
+}
+
+impl Aggregator {
+    /// Counts one metric into the current window.
+    pub fn record(&mut self, m: &Metric) {
+        match m {
+            Metric::Request { latency_ms, .. } => {
+                self.requests += 1;
+                self.latency.record(*latency_ms);
+            }
+            Metric::DbQuery { duration_ms, .. } => self.db.record(*duration_ms),
+            Metric::Error { .. } => self.errors += 1,
+        }
+    }
+
+    /// Counts `n` events missed because the subscription lagged.
+    pub fn missed(&mut self, n: u64) {
+        self.missed += n;
+    }
+
+    /// Closes the current window (`seconds` long) and starts the next.
+    pub fn tick(&mut self, seconds: f64) -> Summary {
+        let latency = std::mem::take(&mut self.latency);
+        let db = std::mem::take(&mut self.db);
+        let requests = std::mem::take(&mut self.requests);
+        let errors = std::mem::take(&mut self.errors);
+        let missed = std::mem::take(&mut self.missed);
+        self.last_minute.push_back(errors);
+        while self.last_minute.len() > 60 {
+            self.last_minute.pop_front();
+        }
+        self.totals.requests += requests;
+        self.totals.db_queries += db.count();
+        self.totals.errors += errors;
+        self.totals.missed += missed;
+        Summary {
+            at_ms: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_millis() as u64)
+                .unwrap_or(0),
+            seconds,
+            requests,
+            requests_per_sec: if seconds > 0.0 {
+                requests as f64 / seconds
+            } else {
+                0.0
+            },
+            latency_ms: latency.stats(),
+            db_queries: db.count(),
+            db_ms: db.stats(),
+            errors,
+            errors_last_min: self.last_minute.iter().sum(),
+            missed,
+            totals: self.totals.clone(),
+        }
+    }
+}
+
+/// Formats a summary for the terminal.
+pub fn render(s: &Summary) -> String {
+    let mut out = String::from("[dashboard] === 1s summary ===\n");
+    match &s.latency_ms {
+        Some(l) => out.push_str(&format!(
+            "  Requests: {}, avg latency: {}ms (p50 {}ms, p99 {}ms)\n",
+            s.requests,
+            Ms(l.mean),
+            Ms(l.p50),
+            Ms(l.p99)
+        )),
+        None => out.push_str("  Requests: 0\n"),
+    }
+    match &s.db_ms {
+        Some(d) => out.push_str(&format!(
+            "  DB queries: {}, avg: {}ms (p99 {}ms)\n",
+            s.db_queries,
+            Ms(d.mean),
+            Ms(d.p99)
+        )),
+        None => out.push_str("  DB queries: 0\n"),
+    }
+    out.push_str(&format!(
+        "  Errors: {} ({} in the last minute)\n",
+        s.errors, s.errors_last_min
+    ));
+    if s.missed > 0 {
+        out.push_str(&format!(
+            "  Lagged: missed {} events (the dashboard fell behind; publishers were not slowed)\n",
+            s.missed
+        ));
+    }
+    out
+}
+
+/// The dashboard module.
+pub struct Dashboard {
+    shared: Arc<Shared>,
+    every: Duration,
+}
+
+impl Dashboard {
+    /// A dashboard printing a summary `every` (normally one second).
+    pub fn new(shared: Arc<Shared>, every: Duration) -> Self {
+        Dashboard { shared, every }
+    }
+
+    /// Runs until shutdown.
+    pub async fn run(&mut self, ctx: Ctx) -> ModuleResult {
+        let mut sub = ctx
+            .bus()
+            .subscriber("metrics.>")
+            .lossy(DASHBOARD_QUEUE)
+            .name("dashboard")
+            .subscribe()?;
+        let mut agg = Aggregator::default();
+        let start = tokio::time::Instant::now() + self.every;
+        let mut tick = tokio::time::interval_at(start, self.every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last = tokio::time::Instant::now();
+        loop {
+            tokio::select! {
+                biased;
+                _ = ctx.shutdown_requested() => return Ok(()),
+                now = tick.tick() => {
+                    let secs = now.duration_since(last).as_secs_f64();
+                    last = now;
+                    let summary = agg.tick(secs);
+                    summary_metrics(&summary);
+                    let text = render(&summary);
+                    {
+                        let mut out = std::io::stdout().lock();
+                        out.write_all(text.as_bytes()).ok();
+                        out.flush().ok();
+                    }
+                    self.shared.push_summary(summary);
+                }
+                ev = sub.recv() => match ev {
+                    Ok(env) => {
+                        agg.record(&env.payload);
+                        if let Metric::Error { source, message } = &env.payload {
+                            self.shared.push_error(source, message);
+                        }
+                    }
+                    Err(RecvError::Lagged(n)) => agg.missed(n),
+                    Err(RecvError::Closed) => return Ok(()),
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+    }
+}
+
+/// The monitor's own numbers for `/metrics`.
+fn summary_metrics(s: &Summary) {
+    metrics::counter!("busline_monitor_requests_total").absolute(s.totals.requests);
+    metrics::counter!("busline_monitor_db_queries_total").absolute(s.totals.db_queries);
+    metrics::counter!("busline_monitor_errors_total").absolute(s.totals.errors);
+    metrics::counter!("busline_monitor_dashboard_missed_total").absolute(s.totals.missed);
+    metrics::gauge!("busline_monitor_errors_last_minute").set(s.errors_last_min as f64);
+    metrics::gauge!("busline_monitor_requests_per_second").set(s.requests_per_sec);
+    if let Some(l) = &s.latency_ms {
+        metrics::gauge!("busline_monitor_request_latency_ms", "stat" => "mean").set(l.mean);
+        metrics::gauge!("busline_monitor_request_latency_ms", "stat" => "p50").set(l.p50);
+        metrics::gauge!("busline_monitor_request_latency_ms", "stat" => "p99").set(l.p99);
+    }
+    if let Some(d) = &s.db_ms {
+        metrics::gauge!("busline_monitor_db_query_ms", "stat" => "mean").set(d.mean);
+        metrics::gauge!("busline_monitor_db_query_ms", "stat" => "p99").set(d.p99);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(ms: f64) -> Metric {
+        Metric::Request {
+            path: "/".into(),
+            latency_ms: ms,
+            status: 200,
+        }
+    }
+
+    #[test]
+    fn one_window() {
+        let mut a = Aggregator::default();
+        for ms in 1..=100 {
+            a.record(&req(ms as f64));
+        }
+        a.record(&Metric::DbQuery {
+            query: "q".into(),
+            duration_ms: 4.0,
+        });
+        a.record(&Metric::Error {
+            source: "web".into(),
+            message: "x".into(),
+        });
+        a.missed(3);
+        let s = a.tick(1.0);
+        assert_eq!(s.requests, 100);
+        let l = s.latency_ms.unwrap();
+        assert_eq!(l.mean, 50.5);
+        assert!((l.p50 - 50.0).abs() < 0.1, "{l:?}");
+        assert!((l.p99 - 99.0).abs() < 0.1, "{l:?}");
+        assert_eq!(l.max, 100.0);
+        assert_eq!(s.db_queries, 1);
+        assert_eq!((s.errors, s.errors_last_min, s.missed), (1, 1, 3));
+        let text = render(&s);
+        assert!(
+            text.starts_with("[dashboard] === 1s summary ===\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("  Requests: 100, avg latency: 51ms (p50 50ms, p99 99ms)"),
+            "{text}"
+        );
+        assert!(text.contains("missed 3 events"), "{text}");
+
+        // The next window starts empty; totals and the minute carry on.
+        let s = a.tick(1.0);
+        assert_eq!((s.requests, s.errors, s.errors_last_min), (0, 0, 1));
+        assert_eq!(s.totals.requests, 100);
+        assert!(s.latency_ms.is_none());
+    }
+
+    #[test]
+    fn errors_leave_the_minute() {
+        let mut a = Aggregator::default();
+        a.record(&Metric::Error {
+            source: "db".into(),
+            message: "x".into(),
+        });
+        assert_eq!(a.tick(1.0).errors_last_min, 1);
+        for _ in 0..59 {
+            assert_eq!(a.tick(1.0).errors_last_min, 1);
+        }
+        assert_eq!(a.tick(1.0).errors_last_min, 0);
+    }
+}

@@ -1,0 +1,180 @@
+//! The monitor's event: one metric from a service.
+//!
+//! | variant | topic |
+//! | --- | --- |
+//! | `Request { path, latency_ms, status }` | `metrics.web.request` |
+//! | `DbQuery { query, duration_ms }` | `metrics.db.query` |
+//! | `Error { source, message }` | `metrics.<source>.error` (`metrics.web.error`, `metrics.db.error`, …) |
+//!
+//! As JSON (the web API, the JSON Lines log) a metric is an object tagged by
+//! `type`: `{"type":"request","path":"/api/data","latency_ms":42,"status":200}`,
+//! `{"type":"db_query","query":"SELECT 1","duration_ms":3.5}`,
+//! `{"type":"error","source":"web","message":"upstream timeout"}`.
+//! [`ingest`](super::ingest) parses and validates that form.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use serde::Serialize;
+
+/// A metric emitted by a service.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Metric {
+    /// An HTTP request served by a web service.
+    Request {
+        /// The request path, e.g. `/api/data`.
+        path: String,
+        /// Time to serve it, in milliseconds.
+        latency_ms: f64,
+        /// The HTTP status it got.
+        status: u16,
+    },
+    /// A database query.
+    DbQuery {
+        /// The query text.
+        query: String,
+        /// Time it took, in milliseconds.
+        duration_ms: f64,
+    },
+    /// An error reported by a service.
+    Error {
+        /// The service that failed: one topic token (`web`, `db`, …).
+        source: String,
+        /// What went wrong.
+        message: String,
+    },
+}
+
+impl busline::Event for Metric {
+    fn topic(&self) -> Cow<'_, str> {
+        match self {
+            Metric::Request { .. } => Cow::Borrowed("metrics.web.request"),
+            Metric::DbQuery { .. } => Cow::Borrowed("metrics.db.query"),
+            Metric::Error { source, .. } => match source.as_str() {
+                "web" => Cow::Borrowed("metrics.web.error"),
+                "db" => Cow::Borrowed("metrics.db.error"),
+                other => Cow::Owned(format!("metrics.{other}.error")),
+            },
+        }
+    }
+}
+
+impl Metric {
+    /// A message carrying this metric on its topic, from `source`.
+    pub fn message(self, source: &'static str) -> busline::Message<Metric> {
+        use busline::Event as _;
+        let topic = self.topic().into_owned();
+        busline::Message::new(self).topic(topic).source(source)
+    }
+
+    /// Whether this is an [`Error`](Metric::Error).
+    pub fn is_error(&self) -> bool {
+        matches!(self, Metric::Error { .. })
+    }
+}
+
+/// Like `Debug`, but numbers print the short way (`latency_ms: 42`, not `42.0`;
+/// `latency_ms: 1.25` stays exact).
+impl fmt::Display for Metric {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Metric::Request {
+                path,
+                latency_ms,
+                status,
+            } => write!(
+                f,
+                "Request {{ path: {path:?}, latency_ms: {latency_ms}, status: {status} }}"
+            ),
+            Metric::DbQuery { query, duration_ms } => write!(
+                f,
+                "DbQuery {{ query: {query:?}, duration_ms: {duration_ms} }}"
+            ),
+            Metric::Error { source, message } => {
+                write!(f, "Error {{ source: {source:?}, message: {message:?} }}")
+            }
+        }
+    }
+}
+
+/// Milliseconds for people: from 10 up rounded to whole numbers, below with up to two decimals.
+#[derive(Debug, Clone, Copy)]
+pub struct Ms(pub f64);
+
+impl fmt::Display for Ms {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let v = self.0;
+        if v.fract() == 0.0 || v >= 10.0 {
+            write!(f, "{}", v.round())
+        } else {
+            let s = format!("{:.2}", v);
+            f.write_str(s.trim_end_matches('0').trim_end_matches('.'))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use busline::Event;
+
+    #[test]
+    fn topics() {
+        let r = Metric::Request {
+            path: "/a".into(),
+            latency_ms: 1.0,
+            status: 200,
+        };
+        assert_eq!(r.topic(), "metrics.web.request");
+        let q = Metric::DbQuery {
+            query: "SELECT 1".into(),
+            duration_ms: 1.0,
+        };
+        assert_eq!(q.topic(), "metrics.db.query");
+        let e = |s: &str| Metric::Error {
+            source: s.into(),
+            message: "x".into(),
+        };
+        assert_eq!(e("web").topic(), "metrics.web.error");
+        assert_eq!(e("db").topic(), "metrics.db.error");
+        assert_eq!(e("cache").topic(), "metrics.cache.error");
+    }
+
+    #[test]
+    fn display_is_short() {
+        let r = Metric::Request {
+            path: "/api/data".into(),
+            latency_ms: 42.0,
+            status: 200,
+        };
+        assert_eq!(
+            r.to_string(),
+            r#"Request { path: "/api/data", latency_ms: 42, status: 200 }"#
+        );
+        assert_eq!(Ms(3.25).to_string(), "3.25");
+        let q = Metric::DbQuery {
+            query: "SELECT 1".into(),
+            duration_ms: 1.25,
+        };
+        assert_eq!(
+            q.to_string(),
+            r#"DbQuery { query: "SELECT 1", duration_ms: 1.25 }"#
+        );
+        assert_eq!(Ms(3.5).to_string(), "3.5");
+        assert_eq!(Ms(12.5).to_string(), "13");
+        assert_eq!(Ms(123.4).to_string(), "123");
+    }
+
+    #[test]
+    fn json_shape() {
+        let e = Metric::Error {
+            source: "db".into(),
+            message: "down".into(),
+        };
+        assert_eq!(
+            serde_json::to_string(&e).unwrap(),
+            r#"{"type":"error","source":"db","message":"down"}"#
+        );
+    }
+}
