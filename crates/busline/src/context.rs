@@ -19,7 +19,8 @@
 //! correlation id keeps its own.
 //!
 //! ```
-//! # #[tokio::main(flavor = "current_thread")] async fn main() {
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! use busline::{Bus, Context};
 //! let bus: Bus<&'static str> = Bus::new();
 //! let ctx = Context::detached("enricher", bus.clone());
@@ -33,7 +34,7 @@
 //! assert_eq!(ev.causation_id, Some(first.id));
 //! assert_eq!(ev.correlation_id, handled.correlation_id);
 //! assert_eq!(ev.source.as_deref(), Some("enricher"));
-//! # Ok::<(), Box<dyn std::error::Error>>(()) }
+//! # Ok(()) }
 //! ```
 //!
 //! Clones of a context share the "being handled" cell. A module that hands
@@ -49,7 +50,8 @@
 //! [`include_own`](ModuleSubscriptionBuilder::include_own).
 //!
 //! ```
-//! # #[tokio::main(flavor = "current_thread")] async fn main() {
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! use busline::{Bus, Context};
 //! let bus: Bus<u32> = Bus::new();
 //! let ctx = Context::detached("echo", bus.clone());
@@ -60,7 +62,7 @@
 //! assert_eq!(others.recv().await?.payload, 2);
 //! assert_eq!(all.recv().await?.payload, 1);
 //! assert_eq!(all.recv().await?.payload, 2);
-//! # Ok::<(), Box<dyn std::error::Error>>(()) }
+//! # Ok(()) }
 //! ```
 //!
 //! # Requests

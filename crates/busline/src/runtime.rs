@@ -31,7 +31,9 @@
 //! one before it has reached its first `.await` in `run` (or ended). So a
 //! module that subscribes at the top of `run` is subscribed before any module
 //! added after it publishes anything: add consumers first. Restarted
-//! instances start on their own, without waiting for anyone.
+//! instances start on their own, without waiting for anyone. (A module that
+//! blocks its thread before its first `.await` therefore holds up the start
+//! of the modules after it; a shutdown request still ends the run.)
 //!
 //! # How a run ends
 //!
@@ -687,12 +689,25 @@ impl<T: Send + Sync + 'static> Running<T> {
             .name("runtime-status")
             .subscribe()
             .expect("the system bus is open and the topic valid");
+        let token = self.token.clone();
+        let mut early = None;
         for i in 0..self.slots.len() {
-            if self.slots[i].state == ModuleState::Starting {
-                if let Some(first_poll) = self.spawn(i) {
-                    // The next module starts once this one reached its first
-                    // `.await` (or ended): its subscriptions are in place.
-                    let _ = first_poll.await;
+            if self.slots[i].state != ModuleState::Starting {
+                continue;
+            }
+            if token.is_cancelled() {
+                early = Some(Outcome::Stop(StopReason::Requested));
+                break;
+            }
+            if let Some(first_poll) = self.spawn(i) {
+                // The next module starts once this one reached its first
+                // `.await` (or ended): its subscriptions are in place.
+                tokio::select! {
+                    _ = first_poll => {}
+                    _ = token.cancelled() => {
+                        early = Some(Outcome::Stop(StopReason::Requested));
+                        break;
+                    }
                 }
             }
         }
@@ -705,8 +720,10 @@ impl<T: Send + Sync + 'static> Running<T> {
             }
         };
         tokio::pin!(signal);
-        let token = self.token.clone();
         let outcome = loop {
+            if let Some(o) = early.take() {
+                break o;
+            }
             if self.slots.iter().all(Slot::is_done) {
                 break Outcome::Stop(StopReason::Finished);
             }
@@ -939,6 +956,10 @@ impl<T: Send + Sync + 'static> Running<T> {
     async fn shutdown(&mut self, status: &mut crate::Subscription<SystemEvent>) -> Vec<String> {
         for i in 0..self.slots.len() {
             let slot = &mut self.slots[i];
+            if slot.state == ModuleState::Starting {
+                // Shutdown came before it was started.
+                slot.state = ModuleState::Stopped;
+            }
             if slot.state == ModuleState::Restarting {
                 slot.restart_at = None;
                 slot.state = ModuleState::Stopped;
