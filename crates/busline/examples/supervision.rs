@@ -78,7 +78,10 @@ fn print_lifecycle(rt: &Runtime<u32>) {
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Keep the panic output to one line per panic.
     std::panic::set_hook(Box::new(|info| {
-        let msg = info.payload_as_str().unwrap_or("?");
+        let p = info.payload();
+        let msg = (p.downcast_ref::<String>().map(|s| s.as_str()))
+            .or_else(|| p.downcast_ref::<&str>().copied())
+            .unwrap_or("?");
         println!("  (a module panicked: {msg})")
     }));
 
