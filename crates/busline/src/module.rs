@@ -30,21 +30,22 @@
 //! # Lifecycle
 //!
 //! ```text
-//!            add()                     run() returns Err / panics
-//! Disabled   ──► Starting ──► Running ─────────────────────────────┐
-//! (config:           ▲           │ run() returns Ok                 ▼
-//! enabled=false)     │           ▼                     ┌──── policy allows and
-//!                    │        Stopped ◄── policy says  │     within the limit?
-//!                    │           ▲      "no restart"   │ yes            │ no
-//!                    │           │                     ▼                ▼
-//!                    └─ backoff ─┴──────────────── Restarting         Failed
-//!                                                                 (runtime stops
-//!                                   shutdown: Running ─► Stopping   with an error)
-//!                                   ─► Stopped, or Aborted past the deadline
+//! add() ─► Starting ─► Running ─┬─ run() returns Ok ───────────────────────► Stopped
+//!   │                    ▲      │  (under Restart::Always: as a failure)
+//!   │                    │      ├─ run() returns Err, or panics
+//!   │                    │      │      └─► does the policy restart it, within its limit?
+//!   │                    │      │             │ yes                        │ no
+//!   │                    │      │             ▼                            ▼
+//!   │                    └──────┼── backoff ── Restarting               Failed ─► the run
+//!   │                           │               │ (shutdown)                     ends with
+//!   │                           │               └──────────────────► Stopped    an error
+//!   │                           └─ shutdown ─► Stopping ─┬─ returns by its deadline ─► Stopped
+//!   │                                                    └─ deadline passes ─► Aborted
+//!   └─ config `enabled = false` ─► Disabled
 //! ```
 //!
-//! Every transition is published as a [`SystemEvent`] on the runtime's
-//! system bus, on `$sys.module.<name>.<started|stopped|failed|restarting>`.
+//! Starts, stops, failures and restarts are published as [`SystemEvent`]s on
+//! the runtime's system bus, on `$sys.module.<name>.<started|stopped|failed|restarting>`.
 //!
 //! # Restarts need a fresh instance
 //!

@@ -73,10 +73,76 @@
 //!   never dropped silently. A module that must finish them takes them with
 //!   [`ModuleSubscription::drain`](crate::ModuleSubscription::drain) once
 //!   [`Context::shutdown_requested`] fires.
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
+//! use std::time::Duration;
+//! use busline::{BoxError, Bus, Context, Module, Runtime};
+//!
+//! #[derive(Clone)]
+//! struct Sink { careful: bool }
+//! impl Module<u32> for Sink {
+//!     fn name(&self) -> &str { if self.careful { "careful" } else { "hasty" } }
+//!     async fn run(&mut self, ctx: Context<u32>) -> Result<(), BoxError> {
+//!         let mut jobs = ctx.subscribe("jobs")?;
+//!         ctx.shutdown_requested().await; // reads nothing before shutdown
+//!         if self.careful {
+//!             assert_eq!(jobs.drain().len(), 3); // finishes what is queued
+//!         }
+//!         Ok(())
+//!     }
+//! }
+//!
+//! let bus = Bus::new();
+//! let mut rt = Runtime::new(bus.clone()).handle_signals(false);
+//! rt.add(Sink { careful: true });
+//! rt.add(Sink { careful: false });
+//! let handle = rt.handle();
+//! let run = tokio::spawn(rt.run());
+//! tokio::time::sleep(Duration::from_millis(1)).await; // both are subscribed
+//! for job in 0..3 { bus.publish_to("jobs", job).await.unwrap(); }
+//! handle.shutdown();
+//! let report = run.await.unwrap().unwrap();
+//! assert_eq!(report.module("careful").unwrap().discarded, 0);
+//! assert_eq!(report.module("hasty").unwrap().discarded, 3); // counted, not silent
+//! assert_eq!(bus.stats().discarded, 3);
+//! # }
+//! ```
+//!
 //! - Events a stopped module would have received later are not queued for it
 //!   (its subscription is gone); other subscribers are unaffected.
 //! - A queue group member that stops leaves its group's queue to the other members.
 //! - The runtime does not close the application's bus: it belongs to the caller.
+//!
+//! ## The deadline
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
+//! use std::time::Duration;
+//! use busline::{BoxError, Bus, Context, Module, ModuleState, Runtime};
+//!
+//! #[derive(Clone)]
+//! struct Deaf;
+//! impl Module<u32> for Deaf {
+//!     fn name(&self) -> &str { "deaf" }
+//!     async fn run(&mut self, _ctx: Context<u32>) -> Result<(), BoxError> {
+//!         loop { tokio::time::sleep(Duration::from_secs(1)).await } // ignores shutdown
+//!     }
+//! }
+//!
+//! let mut rt = Runtime::new(Bus::new()).handle_signals(false);
+//! rt.add(Deaf).shutdown_timeout(Duration::from_secs(3));
+//! let handle = rt.handle();
+//! let run = tokio::spawn(rt.run());
+//! tokio::time::sleep(Duration::from_secs(1)).await;
+//! let asked = tokio::time::Instant::now();
+//! handle.shutdown();
+//! let report = run.await.unwrap().unwrap();
+//! assert_eq!(asked.elapsed(), Duration::from_secs(3)); // waited for its deadline
+//! assert_eq!(report.aborted, ["deaf"]);
+//! assert_eq!(report.module("deaf").unwrap().state, ModuleState::Aborted);
+//! # }
+//! ```
 //!
 //! ## Code that never yields
 //!
@@ -333,6 +399,8 @@ impl<T> ModuleSpec<T> {
 pub struct Runtime<T> {
     bus: Bus<T>,
     system: Bus<SystemEvent>,
+    /// Subscribed from the start, so status requests made before `run` wait for it.
+    status: crate::Subscription<SystemEvent>,
     specs: Vec<ModuleSpec<T>>,
     config: Config,
     token: CancellationToken,
@@ -351,9 +419,16 @@ impl<T> std::fmt::Debug for Runtime<T> {
 impl<T: Send + Sync + 'static> Runtime<T> {
     /// A runtime for modules on `bus`, with an empty configuration.
     pub fn new(bus: Bus<T>) -> Self {
+        let system = Bus::new();
+        let status = system
+            .subscriber(STATUS_TOPIC)
+            .name("runtime-status")
+            .subscribe()
+            .expect("a new bus is open and the topic valid");
         Runtime {
             bus,
-            system: Bus::new(),
+            system,
+            status,
             specs: Vec::new(),
             config: Config::new(),
             token: CancellationToken::new(),
@@ -534,6 +609,7 @@ impl<T: Send + Sync + 'static> Runtime<T> {
         Ok(Running {
             bus: self.bus,
             system: self.system,
+            status: Some(self.status),
             slots,
             token: self.token,
             signals: self.signals,
@@ -671,6 +747,7 @@ enum Fatal {
 struct Running<T> {
     bus: Bus<T>,
     system: Bus<SystemEvent>,
+    status: Option<crate::Subscription<SystemEvent>>,
     slots: Vec<Slot<T>>,
     token: CancellationToken,
     signals: bool,
@@ -683,12 +760,7 @@ struct Running<T> {
 
 impl<T: Send + Sync + 'static> Running<T> {
     async fn run(&mut self) -> Result<Report, RuntimeError> {
-        let mut status = self
-            .system
-            .subscriber(STATUS_TOPIC)
-            .name("runtime-status")
-            .subscribe()
-            .expect("the system bus is open and the topic valid");
+        let mut status = self.status.take().expect("run once");
         let token = self.token.clone();
         let mut early = None;
         for i in 0..self.slots.len() {

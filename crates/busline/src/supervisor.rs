@@ -40,6 +40,34 @@
 //! module, its restart count and its last error or panic message. Restarts
 //! older than `within` no longer count, so a module that fails rarely is
 //! restarted forever, and its backoff starts again from `initial`.
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
+//! use std::time::Duration;
+//! use busline::{Backoff, BoxError, Bus, Context, Module, Runtime, RuntimeError};
+//!
+//! #[derive(Clone)]
+//! struct Broken;
+//! impl Module<u32> for Broken {
+//!     fn name(&self) -> &str { "broken" }
+//!     async fn run(&mut self, _ctx: Context<u32>) -> Result<(), BoxError> {
+//!         Err("disk full".into())
+//!     }
+//! }
+//!
+//! let mut rt = Runtime::new(Bus::new()).handle_signals(false);
+//! rt.add(Broken)
+//!     .backoff(Backoff::fixed(Duration::from_secs(1)))
+//!     .max_restarts(2, Duration::from_secs(60));
+//! let err = rt.run().await.unwrap_err();
+//! assert!(matches!(&err, RuntimeError::RestartLimit { restarts: 2, .. }));
+//! assert_eq!(
+//!     err.to_string(),
+//!     "module `broken` exceeded its restart limit (2 restarts within 60s) \
+//!      after 2 restarts; last error: disk full"
+//! );
+//! # }
+//! ```
 
 use std::any::Any;
 use std::collections::VecDeque;
