@@ -47,7 +47,9 @@
 //! published itself (those whose `source` is the module's name); the filter
 //! runs on the publisher's side, so they take no room in the queue and are
 //! counted as `filtered`. Opt in with
-//! [`include_own`](ModuleSubscriptionBuilder::include_own).
+//! [`include_own`](ModuleSubscriptionBuilder::include_own). Queue group
+//! subscriptions are the exception: a group's queue is shared by its members,
+//! which may be other modules, so it is never filtered on one module's name.
 //!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")]
@@ -365,7 +367,8 @@ impl<T: Send + Sync + 'static> ModuleSubscriptionBuilder<'_, T> {
         self
     }
 
-    /// Whether to receive the module's own events too (default: no).
+    /// Whether to receive the module's own events too (default: no; queue
+    /// group members always do, see [Own events](self#own-events)).
     pub fn include_own(mut self, yes: bool) -> Self {
         self.include_own = yes;
         self
@@ -377,7 +380,10 @@ impl<T: Send + Sync + 'static> ModuleSubscriptionBuilder<'_, T> {
         if self.inner.name.is_none() {
             self.inner.name = Some(ctx.name.to_string());
         }
-        if !self.include_own {
+        // A queue group's filter is shared by all its members (possibly other
+        // modules), so it gets no per-module filter.
+        let group = matches!(self.inner.policy, Policy::Queue(_));
+        if !self.include_own && !group {
             let me = ctx.name.clone();
             let user = self.inner.filter.take();
             self.inner.filter = Some(Arc::new(move |env: &Envelope<T>| {

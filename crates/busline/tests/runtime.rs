@@ -393,9 +393,12 @@ async fn panics_in_one_module_never_disturb_another_modules_stream() {
     rt.add(Counter { n: 500 });
     let handle = rt.handle();
     let run = tokio::spawn(rt.run());
+    let mut last_seq = None;
     for expected in 0..500 {
         let ev = count.recv().await.unwrap();
         assert_eq!(ev.payload, expected, "no gap, no duplicate");
+        assert!(last_seq < Some(ev.seq), "bus sequence numbers only grow");
+        last_seq = Some(ev.seq);
         assert_eq!(ev.source.as_deref(), Some("counter"));
     }
     handle.shutdown();
@@ -871,4 +874,21 @@ async fn bad_and_duplicate_names_are_refused_before_anything_starts() {
         "two modules are named `twice`; module names must be unique"
     );
     assert!(starts.lock().is_empty(), "nothing was started");
+}
+
+#[tokio::test]
+async fn queue_group_members_get_their_own_module_events() {
+    let bus = Bus::new();
+    let a = Context::detached("a", bus.clone());
+    let b = Context::detached("b", bus.clone());
+    let mut qa = a.subscriber("jobs").queue("workers").subscribe().unwrap();
+    let _qb = b.subscriber("jobs").queue("workers").subscribe().unwrap();
+    // Not filtered on `a`: the group's queue is shared with module `b`.
+    let r = a.publish_to("jobs", 7).await.unwrap();
+    assert_eq!(r.subscribers, 1);
+    let got = qa.try_recv().unwrap().unwrap();
+    assert_eq!((got.payload, got.source.as_deref()), (7, Some("a")));
+    assert_eq!(a.handling(), Some(got.id), "try_recv marks it as handled");
+    a.end_handling();
+    assert_eq!(a.handling(), None);
 }
