@@ -892,3 +892,46 @@ async fn queue_group_members_get_their_own_module_events() {
     a.end_handling();
     assert_eq!(a.handling(), None);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_factory_that_panics_on_restart_counts_as_a_failed_start() {
+    quiet_module_panics();
+    let calls = Arc::new(AtomicU32::new(0));
+    let c = calls.clone();
+    let mut rt = runtime(Bus::new());
+    rt.add_factory(move || {
+        if c.fetch_add(1, Ordering::SeqCst) > 0 {
+            panic!("boom in the factory");
+        }
+        failing("made", Duration::ZERO, false)
+    })
+    .backoff(Backoff::fixed(Duration::from_millis(1)))
+    .max_restarts(2, Duration::from_secs(60));
+    let err = rt.run().await.unwrap_err();
+    match err {
+        RuntimeError::RestartLimit {
+            module,
+            restarts,
+            last_error,
+            ..
+        } => {
+            assert_eq!(module, "made");
+            assert_eq!(restarts, 2);
+            assert_eq!(last_error, "panicked: boom in the factory");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_configured_module_must_carry_its_sections_name() {
+    let mut rt = Runtime::<String>::new(Bus::new()).handle_signals(false);
+    rt.add_configured("welcome", |cfg: GreeterConfig| Greeter { cfg });
+    let config = Config::from_toml("[modules.welcome]\ngreeting = \"hi\"\n").unwrap();
+    let err = rt.with_config(config).run().await.unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "invalid module name `greeter`: the module added for [modules.welcome] must be named `welcome`"
+    );
+}
