@@ -306,16 +306,17 @@ impl<T: Send + Sync + 'static> Bus<T> {
                 closed: false,
                 lagged: 0,
                 delivered: 0,
+                received: 0,
                 dropped: 0,
                 superseded: 0,
                 discarded: 0,
                 pressured: false,
+                in_hand: 0,
                 peak: 0,
                 members: 1,
             }),
             filtered: AtomicU64::new(0),
             blocked_ns: AtomicU64::new(0),
-            received: AtomicU64::new(0),
         });
         reg.trie.insert(&pattern, id);
         reg.subs.insert(id, shared.clone());

@@ -68,7 +68,6 @@ pub(crate) struct SubShared<T> {
     pub(crate) state: Mutex<State<T>>,
     pub(crate) filtered: AtomicU64,
     pub(crate) blocked_ns: AtomicU64,
-    pub(crate) received: AtomicU64,
 }
 
 pub(crate) struct State<T> {
@@ -84,10 +83,16 @@ pub(crate) struct State<T> {
     /// Dropped since the subscriber's last receive; reported as `Lagged`.
     pub(crate) lagged: u64,
     pub(crate) delivered: u64,
+    /// Taken out of the queue by the subscriber (it may hold a batch not yet handed out).
+    pub(crate) received: u64,
     pub(crate) dropped: u64,
     pub(crate) superseded: u64,
     pub(crate) discarded: u64,
     pub(crate) pressured: bool,
+    /// Events the subscriber took in its last batch and has not been handed
+    /// yet (as of its last visit to the queue); they still count against
+    /// a lossless capacity and its watermarks.
+    pub(crate) in_hand: usize,
     pub(crate) peak: usize,
     /// Queue groups: members currently joined.
     pub(crate) members: usize,
@@ -122,13 +127,13 @@ impl<T> State<T> {
             }
             Policy::Lossless | Policy::Queue(_) => {
                 self.queue.push_back(env.clone());
-                if !self.pressured && self.queue.len() >= sub.high {
+                if !self.pressured && self.depth() >= sub.high {
                     self.pressured = true;
                     sub.pressure.raise();
                 }
             }
         }
-        let len = self.len();
+        let len = self.depth();
         if len > self.peak {
             self.peak = len;
         }
@@ -139,9 +144,14 @@ impl<T> State<T> {
         }
     }
 
+    /// Events waiting for the subscriber, counting the batch it holds.
+    pub(crate) fn depth(&self) -> usize {
+        self.len() + self.in_hand
+    }
+
     pub(crate) fn has_room(&self, sub: &SubShared<T>) -> bool {
         match sub.policy {
-            Policy::Lossless | Policy::Queue(_) => self.queue.len() < sub.capacity,
+            Policy::Lossless | Policy::Queue(_) => self.depth() < sub.capacity,
             Policy::Lossy | Policy::Latest => true,
         }
     }
@@ -311,7 +321,6 @@ impl<T: Send + Sync + 'static> Subscription<T> {
         cx: Option<&mut Context<'_>>,
     ) -> Poll<Result<Arc<Envelope<T>>, RecvError>> {
         if let Some(e) = self.local.pop_front() {
-            self.shared.received.fetch_add(1, Ordering::Relaxed);
             return Poll::Ready(Ok(e));
         }
         let sub = &*self.shared;
@@ -337,24 +346,35 @@ impl<T: Send + Sync + 'static> Subscription<T> {
                 }
             }
         };
+        let room_made = got.is_some() || st.in_hand > 0;
+        st.in_hand = self.local.len();
+        if got.is_some() {
+            st.received += 1 + self.local.len() as u64;
+        }
+        if st.pressured && st.depth() <= sub.low {
+            st.pressured = false;
+            sub.pressure.lower();
+        }
         if let Some(e) = got {
-            if st.pressured && st.queue.len() <= sub.low {
-                st.pressured = false;
-                sub.pressure.lower();
-            }
             let mut wake: SmallVec<[Waker; 3]> = st.tx_wakers.drain(..).collect();
             if sub.is_group() && !st.queue.is_empty() && !st.rx_wakers.is_empty() {
                 // More is waiting: pass the word on to another idle member.
                 wake.push(st.rx_wakers.remove(0).1);
             }
             drop(st);
-            sub.received.fetch_add(1, Ordering::Relaxed);
             for w in wake {
                 w.wake();
             }
             return Poll::Ready(Ok(e));
         }
+        let wake: SmallVec<[Waker; 2]> = if room_made {
+            st.tx_wakers.drain(..).collect()
+        } else {
+            SmallVec::new()
+        };
         if st.closed {
+            drop(st);
+            wake.into_iter().for_each(Waker::wake);
             return Poll::Ready(Err(RecvError::Closed));
         }
         if let Some(cx) = cx {
@@ -364,6 +384,8 @@ impl<T: Send + Sync + 'static> Subscription<T> {
                 None => st.rx_wakers.push((member, cx.waker().clone())),
             }
         }
+        drop(st);
+        wake.into_iter().for_each(Waker::wake);
         Poll::Pending
     }
 
@@ -382,7 +404,7 @@ impl<T: Send + Sync + 'static> Subscription<T> {
         &self.shared.policy
     }
 
-    /// Events waiting for this subscriber (in its queue and already taken in a batch).
+    /// Events waiting for this subscriber (in its queue and in the batch it holds).
     pub fn len(&self) -> usize {
         self.shared.state.lock().len() + self.local.len()
     }
@@ -434,6 +456,7 @@ impl<T> Drop for Subscription<T> {
         if remove {
             // Events handed to this subscriber and never received: counted, not silent.
             st.discarded += self.local.len() as u64;
+            st.received -= self.local.len() as u64;
             self.local.clear();
             wake.extend(st.close(sub, true));
         }
