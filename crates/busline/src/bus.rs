@@ -408,11 +408,7 @@ impl<T: Send + Sync + 'static> Bus<T> {
         }
     }
 
-    fn prepare(
-        &self,
-        topic: &str,
-        msg: Message<T>,
-    ) -> Result<(Arc<Route<T>>, Envelope<T>), PublishError<T>> {
+    fn prepare(&self, topic: &str, msg: Message<T>) -> Result<Prepared<T>, PublishError<T>> {
         let inner = &*self.inner;
         if inner.closed.load(Ordering::Acquire) {
             return Err(PublishError::Closed { event: msg.payload });
@@ -800,6 +796,9 @@ fn unwrap_env<T>(env: Arc<Envelope<T>>) -> T {
         Err(_) => unreachable!("an undelivered envelope has a single owner"),
     }
 }
+
+/// An event wrapped in its envelope, with the subscribers it goes to.
+type Prepared<T> = (Arc<Route<T>>, Envelope<T>);
 
 type Targets<'a, T> = SmallVec<[&'a Arc<SubShared<T>>; 8]>;
 

@@ -75,8 +75,18 @@ fn stalled_lossless_loses_nothing_over_a_million_events() {
     const N: u64 = 1_000_000;
     rt().block_on(async {
         let bus = Bus::<u64>::new();
-        let mut lossless = bus.subscriber("m.>").lossless(256).name("slow").subscribe().unwrap();
-        let mut lossy = bus.subscriber("m.*").lossy(64).name("fast").subscribe().unwrap();
+        let mut lossless = bus
+            .subscriber("m.>")
+            .lossless(256)
+            .name("slow")
+            .subscribe()
+            .unwrap();
+        let mut lossy = bus
+            .subscriber("m.*")
+            .lossy(64)
+            .name("fast")
+            .subscribe()
+            .unwrap();
         let slow = tokio::spawn(async move {
             let mut next = 0u64;
             loop {
@@ -127,7 +137,10 @@ fn stalled_lossless_loses_nothing_over_a_million_events() {
         let slow = stats.subscriber("slow").unwrap();
         assert_eq!(slow.delivered, N);
         assert_eq!(slow.dropped, 0);
-        assert!(slow.blocked > Duration::ZERO, "the publisher waited on the stalled subscriber");
+        assert!(
+            slow.blocked > Duration::ZERO,
+            "the publisher waited on the stalled subscriber"
+        );
         assert_eq!(stats.subscriber("fast").unwrap().dropped, lag);
     });
 }
@@ -139,7 +152,12 @@ fn queue_group_delivers_each_event_once_under_churn() {
     rt().block_on(async {
         let bus = Bus::<u64>::new();
         // One member stays for the whole run so the group always exists.
-        let anchor = bus.subscriber("jobs.*").queue("workers").capacity(64).subscribe().unwrap();
+        let anchor = bus
+            .subscriber("jobs.*")
+            .queue("workers")
+            .capacity(64)
+            .subscribe()
+            .unwrap();
         let seen = Arc::new(parking_lot::Mutex::new(Vec::new()));
         let mut tasks = Vec::new();
         for w in 0..6u64 {
@@ -148,7 +166,11 @@ fn queue_group_delivers_each_event_once_under_churn() {
             tasks.push(tokio::spawn(async move {
                 // Join, take a few, leave; again and again.
                 for round in 0..40u64 {
-                    let mut m = bus.subscriber("jobs.*").queue("workers").subscribe().unwrap();
+                    let mut m = bus
+                        .subscriber("jobs.*")
+                        .queue("workers")
+                        .subscribe()
+                        .unwrap();
                     let take = 1 + (w * 7 + round * 3) % 25;
                     for _ in 0..take {
                         match tokio::time::timeout(Duration::from_millis(50), m.recv()).await {
@@ -186,7 +208,11 @@ fn queue_group_delivers_each_event_once_under_churn() {
         drainer.await.unwrap();
         let seen = seen.lock();
         let unique: HashSet<u64> = seen.iter().copied().collect();
-        assert_eq!(seen.len() as u64, N, "some event was delivered twice or lost");
+        assert_eq!(
+            seen.len() as u64,
+            N,
+            "some event was delivered twice or lost"
+        );
         assert_eq!(unique.len() as u64, N);
     });
 }
@@ -224,10 +250,16 @@ async fn request_answered_before_timeout_and_late_reply_is_refused() {
         // The requester gave up at 5 s: the reply is refused, not lost silently.
         b.reply(&second, 0).await.unwrap_err()
     });
-    let r = bus.request("svc.echo", 41, Duration::from_secs(5)).await.unwrap();
+    let r = bus
+        .request("svc.echo", 41, Duration::from_secs(5))
+        .await
+        .unwrap();
     assert_eq!(r.payload, 42);
-    assert_eq!(r.causation_id.is_some(), true);
-    let err = bus.request("svc.echo", 1, Duration::from_secs(5)).await.unwrap_err();
+    assert!(r.causation_id.is_some());
+    let err = bus
+        .request("svc.echo", 1, Duration::from_secs(5))
+        .await
+        .unwrap_err();
     assert!(matches!(err, RequestError::Timeout { .. }));
     let late = responder.await.unwrap();
     assert!(late.to_string().contains("gone"), "{late}");
@@ -236,8 +268,16 @@ async fn request_answered_before_timeout_and_late_reply_is_refused() {
 #[tokio::test]
 async fn no_responders_is_immediate() {
     let bus = Bus::<u32>::new();
-    let err = bus.request("nobody.home", 1, Duration::from_secs(3600)).await.unwrap_err();
-    assert_eq!(err, RequestError::NoResponders { topic: "nobody.home".into() });
+    let err = bus
+        .request("nobody.home", 1, Duration::from_secs(3600))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err,
+        RequestError::NoResponders {
+            topic: "nobody.home".into()
+        }
+    );
 }
 
 #[tokio::test]
@@ -291,7 +331,10 @@ async fn cancelled_publish_delivers_to_no_one() {
     assert!(r.is_err());
     assert_eq!(full.recv().await.unwrap().payload, 0);
     assert_eq!(other.recv().await.unwrap().payload, 0);
-    assert!(other.try_recv().unwrap().is_none(), "all or nothing: no partial delivery");
+    assert!(
+        other.try_recv().unwrap().is_none(),
+        "all or nothing: no partial delivery"
+    );
     assert_eq!(bus.stats().cancelled, 1);
 }
 
@@ -299,7 +342,12 @@ async fn cancelled_publish_delivers_to_no_one() {
 async fn try_publish_full_names_the_subscriber_and_returns_the_event() {
     let bus = Bus::<String>::new();
     let _a = bus.subscriber("x").lossy(1).subscribe().unwrap();
-    let _b = bus.subscriber("x").lossless(1).name("archive").subscribe().unwrap();
+    let _b = bus
+        .subscriber("x")
+        .lossless(1)
+        .name("archive")
+        .subscribe()
+        .unwrap();
     bus.try_publish_to("x", "one".into()).unwrap();
     let err = bus.try_publish_to("x", "two".into()).unwrap_err();
     assert_eq!(
@@ -313,10 +361,15 @@ async fn try_publish_full_names_the_subscriber_and_returns_the_event() {
 async fn invalid_topics_are_errors_that_hand_the_event_back() {
     let bus = Bus::<u32>::new();
     let err = bus.publish_to("a..b", 7).await.unwrap_err();
-    assert_eq!(err.to_string(), "not published: invalid topic `a..b`: token 2 is empty");
+    assert_eq!(
+        err.to_string(),
+        "not published: invalid topic `a..b`: token 2 is empty"
+    );
     assert!(matches!(err, PublishError::InvalidTopic { event: 7, .. }));
     let err = bus.subscribe("a.>.b").unwrap_err();
-    assert!(err.to_string().contains("`>` is only allowed as the last token"));
+    assert!(err
+        .to_string()
+        .contains("`>` is only allowed as the last token"));
     let err = bus.send(Message::new(1)).await.unwrap_err();
     assert!(err.to_string().contains("it is empty"), "{err}");
 }
@@ -331,7 +384,9 @@ async fn subscribers_come_and_go_routes_follow() {
     assert_eq!(bus.publish_to("a.b", 2).await.unwrap().subscribers, 2);
     drop(s2);
     assert_eq!(bus.publish_to("a.b", 3).await.unwrap().subscribers, 1);
-    let got: Vec<u32> = (0..3).map(|_| s1.try_recv().unwrap().unwrap().payload).collect();
+    let got: Vec<u32> = (0..3)
+        .map(|_| s1.try_recv().unwrap().unwrap().payload)
+        .collect();
     assert_eq!(got, vec![1, 2, 3]);
     assert_eq!(bus.stats().unrouted, 1);
 }
@@ -376,7 +431,10 @@ async fn closing_the_bus_ends_streams_after_draining() {
         bus.publish_to("s", i).await.unwrap();
     }
     bus.close();
-    assert!(matches!(bus.publish_to("s", 9).await, Err(PublishError::Closed { event: 9 })));
+    assert!(matches!(
+        bus.publish_to("s", 9).await,
+        Err(PublishError::Closed { event: 9 })
+    ));
     assert!(bus.subscribe("s").is_err());
     let got: Vec<u32> = sub.map(|r| r.unwrap().payload).collect().await;
     assert_eq!(got, vec![0, 1, 2]);
@@ -385,7 +443,12 @@ async fn closing_the_bus_ends_streams_after_draining() {
 #[tokio::test]
 async fn backpressure_signal_has_hysteresis() {
     let bus = Bus::<u32>::new();
-    let mut sub = bus.subscriber("w").lossless(10).watermarks(8, 2).subscribe().unwrap();
+    let mut sub = bus
+        .subscriber("w")
+        .lossless(10)
+        .watermarks(8, 2)
+        .subscribe()
+        .unwrap();
     let mut bp = bus.backpressure();
     for i in 0..8 {
         assert!(!bp.is_high(), "raised early at {i}");
@@ -418,7 +481,12 @@ async fn backpressure_signal_has_hysteresis() {
 #[tokio::test]
 async fn stats_export_through_the_metrics_facade() {
     let bus = Bus::<u32>::new();
-    let mut s = bus.subscriber("m").lossy(2).name("dash").subscribe().unwrap();
+    let mut s = bus
+        .subscriber("m")
+        .lossy(2)
+        .name("dash")
+        .subscribe()
+        .unwrap();
     for i in 0..5 {
         bus.publish_to("m", i).await.unwrap();
     }
