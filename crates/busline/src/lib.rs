@@ -90,7 +90,7 @@
 //! event back. Delivery is all or nothing: a publish that waits has delivered
 //! to no one yet, so dropping its future loses nothing and duplicates nothing.
 //!
-//! A subscriber takes events from its queue in batches (up to 64) to keep
+//! A subscriber takes everything waiting in its queue in one go, to keep
 //! locking off the per-event path. For a lossless subscriber the batch it
 //! holds still counts against its capacity and watermarks until it comes back
 //! for more, so capacity is a hard bound on events waiting for it. (A lossy

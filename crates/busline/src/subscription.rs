@@ -20,10 +20,6 @@ use crate::envelope::Envelope;
 use crate::error::{RecvError, SubscribeError};
 use crate::topic::{Pattern, Topic};
 
-/// How many events a (non-group) subscriber takes from its queue in one go.
-/// Taking a batch keeps the lock off the per-event path.
-pub(crate) const RECV_BATCH: usize = 64;
-
 /// A predicate run by the publisher on each matching event; `false` skips this
 /// subscriber (counted as `filtered`).
 pub type Filter<T> = Arc<dyn Fn(&Envelope<T>) -> bool + Send + Sync>;
@@ -279,6 +275,8 @@ pub struct Subscription<T> {
     pub(crate) bus: Weak<BusInner<T>>,
     pub(crate) local: VecDeque<Arc<Envelope<T>>>,
     pub(crate) member: u64,
+    /// Whether the last poll found nothing and yielded instead of parking.
+    pub(crate) yielded: bool,
 }
 
 impl<T> fmt::Debug for Subscription<T> {
@@ -323,6 +321,7 @@ impl<T: Send + Sync + 'static> Subscription<T> {
         if let Some(e) = self.local.pop_front() {
             return Poll::Ready(Ok(e));
         }
+        self.yielded = self.yielded && cx.is_some();
         let sub = &*self.shared;
         let mut st = sub.state.lock();
         if st.lagged > 0 {
@@ -337,13 +336,11 @@ impl<T: Send + Sync + 'static> Subscription<T> {
             }),
             Policy::Queue(_) => st.queue.pop_front(),
             Policy::Lossless | Policy::Lossy => {
-                let n = st.queue.len().min(RECV_BATCH);
-                if n > 1 {
-                    self.local.extend(st.queue.drain(..n));
-                    self.local.pop_front()
-                } else {
-                    st.queue.pop_front()
-                }
+                // Take the whole queue in O(1): our (empty) buffer becomes the
+                // queue, so no allocation happens in steady state.
+                debug_assert!(self.local.is_empty());
+                std::mem::swap(&mut self.local, &mut st.queue);
+                self.local.pop_front()
             }
         };
         let room_made = got.is_some() || st.in_hand > 0;
@@ -356,7 +353,14 @@ impl<T: Send + Sync + 'static> Subscription<T> {
             sub.pressure.lower();
         }
         if let Some(e) = got {
-            let mut wake: SmallVec<[Waker; 3]> = st.tx_wakers.drain(..).collect();
+            self.yielded = false;
+            // Wake waiting publishers once there is real room (half the
+            // capacity), not for every event taken: fewer, larger wake-ups.
+            let mut wake: SmallVec<[Waker; 3]> = if st.depth() <= sub.capacity / 2 {
+                st.tx_wakers.drain(..).collect()
+            } else {
+                SmallVec::new()
+            };
             if sub.is_group() && !st.queue.is_empty() && !st.rx_wakers.is_empty() {
                 // More is waiting: pass the word on to another idle member.
                 wake.push(st.rx_wakers.remove(0).1);
@@ -378,6 +382,18 @@ impl<T: Send + Sync + 'static> Subscription<T> {
             return Poll::Ready(Err(RecvError::Closed));
         }
         if let Some(cx) = cx {
+            if !self.yielded && !sub.is_group() {
+                // Found nothing: yield once before parking. Under load the
+                // publisher refills the queue meanwhile, and the task (and its
+                // worker thread) skip a park/unpark round trip, which costs
+                // far more than one extra poll.
+                self.yielded = true;
+                drop(st);
+                wake.into_iter().for_each(Waker::wake);
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+            self.yielded = false;
             let member = self.member;
             match st.rx_wakers.iter_mut().find(|(m, _)| *m == member) {
                 Some((_, w)) => w.clone_from(cx.waker()),
