@@ -123,6 +123,9 @@ pub struct Envelope<T> {
     pub reply_to: Option<Topic>,
     /// Free-form headers.
     pub headers: Headers,
+    /// Its offset in the bus's durable store, for events on persisted topics
+    /// (see [`store`](crate::store)); `None` otherwise.
+    pub offset: Option<u64>,
     /// The event itself.
     pub payload: T,
 }
@@ -161,8 +164,15 @@ impl<T> Envelope<T> {
             causation_id,
             reply_to,
             headers,
+            offset: None,
             payload,
         }
+    }
+
+    /// The same envelope with its store offset set.
+    pub fn with_offset(mut self, offset: u64) -> Self {
+        self.offset = Some(offset);
+        self
     }
 }
 

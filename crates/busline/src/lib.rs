@@ -231,6 +231,7 @@ pub mod envelope;
 pub mod error;
 mod router;
 pub mod stats;
+pub mod store;
 pub mod subscription;
 pub mod topic;
 
@@ -238,5 +239,6 @@ pub use bus::{Backpressure, Bus, BusBuilder, Receipt, WeakBus, DEFAULT_CAPACITY}
 pub use envelope::{Envelope, Event, EventId, Headers, Message};
 pub use error::{PublishError, RecvError, ReplyError, RequestError, SubscribeError, TopicError};
 pub use stats::{BusStats, SubscriberStats};
+pub use store::{EventStore, StartAt, StoreError};
 pub use subscription::{Filter, Policy, Subscription, SubscriptionBuilder};
 pub use topic::{Pattern, Topic};

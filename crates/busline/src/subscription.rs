@@ -200,6 +200,9 @@ pub struct SubscriptionBuilder<'a, T> {
     pub(crate) name: Option<String>,
     pub(crate) filter: Option<Filter<T>>,
     pub(crate) watermarks: Option<(usize, usize)>,
+    pub(crate) start: crate::store::StartAt,
+    pub(crate) consumer: Option<String>,
+    pub(crate) store: Option<Arc<dyn crate::store::EventStore<T>>>,
 }
 
 impl<T: Send + Sync + 'static> SubscriptionBuilder<'_, T> {
@@ -261,6 +264,26 @@ impl<T: Send + Sync + 'static> SubscriptionBuilder<'_, T> {
         self
     }
 
+    /// Starts in the past: replays the durable store from `start`, then goes
+    /// on live with no gap and no duplicate (see [`store`](crate::store)).
+    pub fn from(mut self, start: crate::store::StartAt) -> Self {
+        self.start = start;
+        self
+    }
+
+    /// Makes this a named consumer whose position the store keeps
+    /// ([`Subscription::commit`], [`StartAt::Committed`](crate::store::StartAt::Committed)).
+    pub fn consumer(mut self, name: impl Into<String>) -> Self {
+        self.consumer = Some(name.into());
+        self
+    }
+
+    /// The store to replay from (default: the first store the bus persists to).
+    pub fn store(mut self, store: Arc<dyn crate::store::EventStore<T>>) -> Self {
+        self.store = Some(store);
+        self
+    }
+
     /// Subscribes. Events published from now on that match are delivered.
     pub fn subscribe(self) -> Result<Subscription<T>, SubscribeError> {
         self.bus.subscribe_with(self)
@@ -277,6 +300,11 @@ pub struct Subscription<T> {
     pub(crate) member: u64,
     /// Whether the last poll found nothing and yielded instead of parking.
     pub(crate) yielded: bool,
+    /// Events still to replay from the store before going live.
+    pub(crate) replay: Option<crate::store::Replay<T>>,
+    pub(crate) durable: Option<crate::store::Durable<T>>,
+    /// Live events with a store offset below this were replayed already.
+    pub(crate) skip_below: Option<u64>,
 }
 
 impl<T> fmt::Debug for Subscription<T> {
@@ -315,6 +343,62 @@ impl<T: Send + Sync + 'static> Subscription<T> {
     }
 
     fn poll_inner(
+        &mut self,
+        mut cx: Option<&mut Context<'_>>,
+    ) -> Poll<Result<Arc<Envelope<T>>, RecvError>> {
+        if let Some(replay) = &mut self.replay {
+            for item in replay.events.by_ref() {
+                match item {
+                    Ok(env) => {
+                        let sub = &*self.shared;
+                        if sub.pattern.matches(&env.topic)
+                            && sub.filter.as_ref().is_none_or(|f| f(&env))
+                        {
+                            return Poll::Ready(Ok(Arc::new(env)));
+                        }
+                    }
+                    Err(e) => {
+                        self.skip_below = Some(replay.end);
+                        self.replay = None;
+                        return Poll::Ready(Err(RecvError::Store(e)));
+                    }
+                }
+            }
+            self.skip_below = Some(replay.end);
+            self.replay = None;
+        }
+        loop {
+            let r = self.poll_live(cx.as_deref_mut());
+            if let (Poll::Ready(Ok(e)), Some(end)) = (&r, self.skip_below) {
+                if e.offset.is_some_and(|o| o < end) {
+                    continue; // replayed already
+                }
+            }
+            return r;
+        }
+    }
+
+    /// Durably records that this named consumer has handled `env`: after a
+    /// restart, `from(StartAt::Committed)` resumes with the event after it.
+    pub async fn commit(&self, env: &Envelope<T>) -> Result<(), crate::store::StoreError> {
+        use crate::store::StoreError;
+        let name = self.durable.as_ref().and_then(|d| d.consumer.as_ref());
+        let (Some(d), Some(name)) = (&self.durable, name) else {
+            return Err(StoreError::new(
+                format!("commit on subscription `{}`", self.shared.name),
+                "it was not made with .consumer(name)",
+            ));
+        };
+        let Some(offset) = env.offset else {
+            return Err(StoreError::new(
+                format!("commit of event {} by consumer `{name}`", env.id),
+                "the event has no store offset (its topic is not persisted)",
+            ));
+        };
+        d.store.commit_offset(name, offset + 1).await
+    }
+
+    fn poll_live(
         &mut self,
         cx: Option<&mut Context<'_>>,
     ) -> Poll<Result<Arc<Envelope<T>>, RecvError>> {
