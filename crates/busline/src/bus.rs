@@ -67,7 +67,7 @@ pub(crate) struct BusInner<T> {
     inbox_prefix: String,
     next_inbox: AtomicU64,
     pending: Mutex<AHashMap<u64, oneshot::Sender<Arc<Envelope<T>>>>>,
-    stores: RwLock<Vec<(Pattern, Arc<dyn EventStore<T>>)>>,
+    stores: RwLock<Vec<PersistRule<T>>>,
 }
 
 #[derive(Default)]
@@ -938,6 +938,9 @@ fn unwrap_env<T>(env: Arc<Envelope<T>>) -> T {
         Err(_) => unreachable!("an undelivered envelope has a single owner"),
     }
 }
+
+/// Topics matching the pattern are persisted to the store.
+type PersistRule<T> = (Pattern, Arc<dyn EventStore<T>>);
 
 /// An event wrapped in its envelope, with the subscribers it goes to.
 type Prepared<T> = (Arc<Route<T>>, Envelope<T>);
