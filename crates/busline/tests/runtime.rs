@@ -627,7 +627,7 @@ async fn events_published_while_handling_carry_lineage() {
     let run = tokio::spawn(rt.run());
     tokio::task::yield_now().await;
 
-    let conversation = busline::EventId(42);
+    let conversation = busline::EventId::from_u128(42);
     let first = bus
         .send(
             Message::new(1)
