@@ -367,6 +367,25 @@ impl<T: Send + Sync + 'static> ModuleSubscriptionBuilder<'_, T> {
         self
     }
 
+    /// Starts in the past: replays the durable store from `start`, then goes
+    /// on live (see [`store`](crate::store)).
+    pub fn from(mut self, start: crate::store::StartAt) -> Self {
+        self.inner = self.inner.from(start);
+        self
+    }
+
+    /// Makes this a named consumer whose position the store keeps.
+    pub fn consumer(mut self, name: impl Into<String>) -> Self {
+        self.inner = self.inner.consumer(name);
+        self
+    }
+
+    /// The store to replay from (default: the first store the bus persists to).
+    pub fn store(mut self, store: Arc<dyn crate::store::EventStore<T>>) -> Self {
+        self.inner = self.inner.store(store);
+        self
+    }
+
     /// Whether to receive the module's own events too (default: no; queue
     /// group members always do, see [Own events](self#own-events)).
     pub fn include_own(mut self, yes: bool) -> Self {
@@ -454,6 +473,15 @@ impl<T: Send + Sync + 'static> ModuleSubscription<T> {
             }),
             _ => None,
         };
+    }
+
+    /// Records `env` as processed by this named consumer (see [`Subscription::commit`]).
+    pub fn commit(
+        &self,
+        env: &Envelope<T>,
+    ) -> impl std::future::Future<Output = Result<(), crate::store::StoreError>> + Send + 'static
+    {
+        self.inner.commit(env)
     }
 
     /// Takes every event already queued (without waiting), e.g. to finish
