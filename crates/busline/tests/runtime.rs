@@ -252,6 +252,7 @@ async fn a_module_that_ignores_shutdown_is_aborted_at_its_deadline() {
 /// Waits on blocking work in `spawn_blocking`, ignoring shutdown.
 struct WaitsOnBlocking {
     gate: Arc<std::sync::Mutex<Option<std::sync::mpsc::Receiver<()>>>>,
+    entered: Arc<AtomicBool>,
     finished: Arc<AtomicBool>,
 }
 
@@ -261,8 +262,9 @@ impl Module<u32> for WaitsOnBlocking {
     }
     async fn run(&mut self, _ctx: Context<u32>) -> Result<(), BoxError> {
         let rx = self.gate.lock().unwrap().take().unwrap();
-        let finished = self.finished.clone();
+        let (entered, finished) = (self.entered.clone(), self.finished.clone());
         tokio::task::spawn_blocking(move || {
+            entered.store(true, Ordering::SeqCst);
             let _ = rx.recv();
             finished.store(true, Ordering::SeqCst);
         })
@@ -277,12 +279,14 @@ impl Module<u32> for WaitsOnBlocking {
 async fn blocking_work_outlives_the_aborted_module() {
     let (tx, rx) = std::sync::mpsc::channel();
     let finished = Arc::new(AtomicBool::new(false));
+    let entered = Arc::new(AtomicBool::new(false));
     let gate = Arc::new(std::sync::Mutex::new(Some(rx)));
-    let (g, f) = (gate.clone(), finished.clone());
+    let (g, e, f) = (gate.clone(), entered.clone(), finished.clone());
     let mut rt = runtime(Bus::new()).abort_grace(Duration::from_secs(5));
     let handle = rt.handle();
     rt.add_factory(move || WaitsOnBlocking {
         gate: g.clone(),
+        entered: e.clone(),
         finished: f.clone(),
     })
     .shutdown_timeout(Duration::from_millis(50));
@@ -294,20 +298,19 @@ async fn blocking_work_outlives_the_aborted_module() {
         ModuleState::Stopped
     );
 
-    let (g, f) = (gate.clone(), finished.clone());
+    let (g, e, f) = (gate.clone(), entered.clone(), finished.clone());
     let mut rt = runtime(Bus::new()).abort_grace(Duration::from_secs(5));
     let handle = rt.handle();
-    let mut started = rt
-        .system_bus()
-        .subscribe("$sys.module.blocking.started")
-        .unwrap();
     rt.add_factory(move || WaitsOnBlocking {
         gate: g.clone(),
+        entered: e.clone(),
         finished: f.clone(),
     })
     .shutdown_timeout(Duration::from_millis(50));
     let run = tokio::spawn(rt.run());
-    started.recv().await.unwrap();
+    while !entered.load(Ordering::SeqCst) {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
     handle.shutdown();
     let report = run.await.unwrap().unwrap();
     // The module's await on the blocking task was cancelled...
@@ -324,6 +327,7 @@ async fn blocking_work_outlives_the_aborted_module() {
 /// Never yields after its first `.await`: spins until released.
 #[derive(Clone)]
 struct Spinner {
+    spinning: Arc<AtomicBool>,
     release: Arc<AtomicBool>,
 }
 
@@ -332,8 +336,8 @@ impl Module<u32> for Spinner {
         "spinner"
     }
     async fn run(&mut self, ctx: Context<u32>) -> Result<(), BoxError> {
-        ctx.publish_to("spinning", 1).await?;
         tokio::task::yield_now().await;
+        self.spinning.store(true, Ordering::SeqCst);
         while !self.release.load(Ordering::SeqCst) {
             std::hint::spin_loop();
         }
@@ -344,16 +348,18 @@ impl Module<u32> for Spinner {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn code_that_never_yields_is_abandoned_and_reported() {
     let release = Arc::new(AtomicBool::new(false));
-    let bus = Bus::new();
-    let mut spinning = bus.subscribe("spinning").unwrap();
-    let mut rt = runtime(bus).abort_grace(Duration::from_millis(50));
+    let spinning = Arc::new(AtomicBool::new(false));
+    let mut rt = runtime(Bus::new()).abort_grace(Duration::from_millis(50));
     let handle = rt.handle();
     rt.add(Spinner {
+        spinning: spinning.clone(),
         release: release.clone(),
     })
     .shutdown_timeout(Duration::from_millis(50));
     let run = tokio::spawn(rt.run());
-    spinning.recv().await.unwrap();
+    while !spinning.load(Ordering::SeqCst) {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
     handle.shutdown();
     let report = run.await.unwrap().unwrap();
     assert_eq!(report.aborted, vec!["spinner".to_string()]);
