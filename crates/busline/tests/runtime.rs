@@ -335,7 +335,7 @@ impl Module<u32> for Spinner {
     fn name(&self) -> &str {
         "spinner"
     }
-    async fn run(&mut self, ctx: Context<u32>) -> Result<(), BoxError> {
+    async fn run(&mut self, _ctx: Context<u32>) -> Result<(), BoxError> {
         tokio::task::yield_now().await;
         self.spinning.store(true, Ordering::SeqCst);
         while !self.release.load(Ordering::SeqCst) {
