@@ -443,7 +443,10 @@ impl<T: Send + Sync + 'static> Runtime<T> {
         self
     }
 
-    /// Whether Ctrl-C and SIGTERM start the shutdown (default true).
+    /// Whether Ctrl-C and SIGTERM start the shutdown (default true). Note that
+    /// once tokio has installed its handler for a signal, it stays installed
+    /// for the life of the process: after `run` returns, that signal no longer
+    /// ends the process by default.
     pub fn handle_signals(mut self, yes: bool) -> Self {
         self.signals = yes;
         self

@@ -995,3 +995,52 @@ async fn a_restarted_module_resumes_after_its_last_committed_event() {
     // after the restart; nothing before it was handled twice.
     assert_eq!(*handled.lock(), vec![0, 1, 2, 3, 4, 5]);
 }
+
+/// An actor: private count, answers `count.get` with the count.
+#[derive(Clone, Default)]
+struct Tally {
+    n: u32,
+}
+
+impl Module<u32> for Tally {
+    fn name(&self) -> &str {
+        "tally"
+    }
+    async fn run(&mut self, ctx: Context<u32>) -> Result<(), BoxError> {
+        let mut inbox = ctx.subscribe("count.>")?;
+        loop {
+            let ev = tokio::select! {
+                ev = inbox.recv() => ev?,
+                _ = ctx.shutdown_requested() => return Ok(()),
+            };
+            match ev.topic.as_str() {
+                "count.add" => self.n += ev.payload,
+                "count.get" => ctx.reply(&ev, self.n).await?,
+                _ => {}
+            }
+        }
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_actor_answers_requests_with_its_private_state() {
+    let bus = Bus::new();
+    let mut rt = runtime(bus.clone());
+    rt.add(Tally::default());
+    let handle = rt.handle();
+    let run = tokio::spawn(rt.run());
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    for n in [1, 2, 3] {
+        bus.publish_to("count.add", n).await.unwrap();
+    }
+    let req = Message::new(0)
+        .topic("count.get")
+        .correlation_id(busline::EventId::from_u128(7));
+    let reply = bus.request_msg(req, Duration::from_secs(1)).await.unwrap();
+    assert_eq!(reply.payload, 6);
+    assert_eq!(reply.source.as_deref(), Some("tally"));
+    assert_eq!(reply.correlation_id, busline::EventId::from_u128(7));
+    assert!(reply.causation_id.is_some());
+    handle.shutdown();
+    run.await.unwrap().unwrap();
+}
