@@ -222,8 +222,10 @@
 pub mod bus;
 pub mod envelope;
 pub mod error;
+pub mod middleware;
 mod router;
 pub mod stats;
+pub mod stream;
 pub mod subscription;
 pub mod topic;
 
@@ -231,5 +233,6 @@ pub use bus::{Backpressure, Bus, BusBuilder, Receipt, WeakBus, DEFAULT_CAPACITY}
 pub use envelope::{Envelope, Event, EventId, Headers, Message};
 pub use error::{PublishError, RecvError, ReplyError, RequestError, SubscribeError, TopicError};
 pub use stats::{BusStats, SubscriberStats};
+pub use stream::StreamOpsExt;
 pub use subscription::{Filter, Policy, Subscription, SubscriptionBuilder};
 pub use topic::{Pattern, Topic};
