@@ -47,8 +47,7 @@ pin_project_lite::pin_project! {
         max_items: usize,
         max_wait: Duration,
         buf: Vec<S::Item>,
-        #[pin]
-        timer: Sleep,
+        timer: Pin<Box<Sleep>>,
         done: bool,
     }
 }
@@ -61,7 +60,7 @@ impl<S: Stream> Batch<S> {
             max_items,
             max_wait,
             buf: Vec::with_capacity(max_items),
-            timer: tokio::time::sleep(max_wait),
+            timer: Box::pin(tokio::time::sleep(max_wait)),
             done: false,
         }
     }

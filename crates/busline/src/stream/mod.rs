@@ -95,7 +95,12 @@ pub trait StreamOpsExt: Stream + Sized {
     ///
     /// # Panics
     /// If `size` is zero.
-    fn keyed_tumbling<K, F>(self, size: Duration, max_keys: usize, key: F) -> KeyedWindows<Self, K, F>
+    fn keyed_tumbling<K, F>(
+        self,
+        size: Duration,
+        max_keys: usize,
+        key: F,
+    ) -> KeyedWindows<Self, K, F>
     where
         K: std::hash::Hash + Eq + Clone,
         F: FnMut(&Self::Item) -> K,
@@ -110,7 +115,12 @@ pub trait StreamOpsExt: Stream + Sized {
     ///
     /// # Panics
     /// If `size` is zero.
-    fn event_tumbling<F>(self, size: Duration, allowed_lateness: Duration, timestamp: F) -> EventWindows<Self, F>
+    fn event_tumbling<F>(
+        self,
+        size: Duration,
+        allowed_lateness: Duration,
+        timestamp: F,
+    ) -> EventWindows<Self, F>
     where
         Self::Item: Clone,
         F: FnMut(&Self::Item) -> SystemTime,

@@ -90,7 +90,10 @@ pin_project_lite::pin_project! {
 
 impl<S: Stream, F> Prioritize<S, F> {
     pub(crate) fn new(stream: S, lanes: Lanes, classify: F) -> Self {
-        assert!(lanes.capacity > 0, "priority lanes need a capacity of at least 1");
+        assert!(
+            lanes.capacity > 0,
+            "priority lanes need a capacity of at least 1"
+        );
         Prioritize {
             stream,
             classify,

@@ -104,8 +104,7 @@ pin_project_lite::pin_project! {
         stream: S,
         quiet: Duration,
         pending: Option<S::Item>,
-        #[pin]
-        timer: Sleep,
+        timer: Pin<Box<Sleep>>,
         superseded: Counter,
         done: bool,
     }
@@ -117,7 +116,7 @@ impl<S: Stream> Debounce<S> {
             stream,
             quiet,
             pending: None,
-            timer: tokio::time::sleep(quiet),
+            timer: Box::pin(tokio::time::sleep(quiet)),
             superseded: Counter::default(),
             done: false,
         }
@@ -178,6 +177,7 @@ mod tests {
         assert_eq!(t.next().await, Some(1));
         advance(Duration::from_millis(999)).await;
         tx.unbounded_send(2).unwrap(); // within the period: dropped
+        assert!(futures::poll!(t.next()).is_pending()); // taken at 999 ms
         advance(Duration::from_millis(1)).await;
         tx.unbounded_send(3).unwrap(); // exactly on the period: passes
         assert_eq!(t.next().await, Some(3));

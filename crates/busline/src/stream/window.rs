@@ -216,8 +216,7 @@ pin_project_lite::pin_project! {
         slide: Duration,
         origin: Instant,
         next_end: Instant,
-        #[pin]
-        timer: Sleep,
+        timer: Pin<Box<Sleep>>,
         buf: VecDeque<(Instant, S::Item)>,
         done: bool,
     }
@@ -235,7 +234,7 @@ impl<S: Stream> ProcessingWindows<S> {
             slide,
             origin,
             next_end,
-            timer: tokio::time::sleep_until(next_end),
+            timer: Box::pin(tokio::time::sleep_until(next_end)),
             buf: VecDeque::new(),
             done: false,
         }
@@ -345,8 +344,7 @@ pin_project_lite::pin_project! {
         size: Duration,
         max_keys: usize,
         start: Instant,
-        #[pin]
-        timer: Sleep,
+        timer: Pin<Box<Sleep>>,
         index: HashMap<K, usize>,
         groups: Vec<(K, Vec<S::Item>)>,
         overflow: Vec<S::Item>,
@@ -365,7 +363,7 @@ impl<S: Stream, K, F> KeyedWindows<S, K, F> {
             size,
             max_keys,
             start,
-            timer: tokio::time::sleep_until(start + size),
+            timer: Box::pin(tokio::time::sleep_until(start + size)),
             index: HashMap::new(),
             groups: Vec::new(),
             overflow: Vec::new(),
@@ -585,10 +583,7 @@ where
                     None => break,
                 }
             }
-            let earliest_end = starts
-                .last()
-                .map(|s| s.saturating_add(size))
-                .unwrap_or(t);
+            let earliest_end = starts.last().map(|s| s.saturating_add(size)).unwrap_or(t);
             let is_late = *this.closed_until > 0 && earliest_end <= *this.closed_until;
             let open: Vec<u64> = starts
                 .into_iter()
