@@ -18,6 +18,14 @@
 //! | [`prioritize`](StreamOpsExt::prioritize) | high first, low never starved | [`priority`] |
 //! | [`count_lag`](StreamOpsExt::count_lag) | envelopes, with `Lagged(n)` summed in a counter | here |
 //!
+//! ## Processing time
+//!
+//! For the operators that use the clock (processing-time windows, batch,
+//! throttle, debounce), an event's time is the moment the operator *takes*
+//! it from its input (tokio's clock, so paused time in tests), not when it
+//! was sent: an event sent at 0.9 s but first polled at 1.0 s is a 1.0 s
+//! event. Use event-time windows when the event's own timestamp matters.
+//!
 //! Windows give you the events; [`Window::summary`] (or [`Aggregate`]) turns
 //! them into count/sum/min/max/mean/p50/p90/p99. Outside a stream,
 //! [`SlidingWindow`] answers "what happened in the last N seconds".
