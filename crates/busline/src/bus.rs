@@ -89,6 +89,8 @@ pub(crate) struct Route<T> {
     topic: Topic,
     /// Sorted by id: publishers lock them in this order.
     subs: Box<[Arc<SubShared<T>>]>,
+    /// Whether any of them has a filter.
+    filtered: bool,
 }
 
 /// The bus-wide backpressure signal (see the crate docs on watermarks).
@@ -278,6 +280,7 @@ impl<T: Send + Sync + 'static> Bus<T> {
                     bus: Arc::downgrade(inner),
                     local: VecDeque::new(),
                     member,
+                    yielded: false,
                 });
             }
             reg.groups.insert(key, id);
@@ -306,16 +309,17 @@ impl<T: Send + Sync + 'static> Bus<T> {
                 closed: false,
                 lagged: 0,
                 delivered: 0,
+                received: 0,
                 dropped: 0,
                 superseded: 0,
                 discarded: 0,
                 pressured: false,
+                in_hand: 0,
                 peak: 0,
                 members: 1,
             }),
             filtered: AtomicU64::new(0),
             blocked_ns: AtomicU64::new(0),
-            received: AtomicU64::new(0),
         });
         reg.trie.insert(&pattern, id);
         reg.subs.insert(id, shared.clone());
@@ -327,6 +331,7 @@ impl<T: Send + Sync + 'static> Bus<T> {
             bus: Arc::downgrade(inner),
             local: VecDeque::new(),
             member,
+            yielded: false,
         })
     }
 
@@ -407,11 +412,7 @@ impl<T: Send + Sync + 'static> Bus<T> {
         }
     }
 
-    fn prepare(
-        &self,
-        topic: &str,
-        msg: Message<T>,
-    ) -> Result<(Arc<Route<T>>, Envelope<T>), PublishError<T>> {
+    fn prepare(&self, topic: &str, msg: Message<T>) -> Result<Prepared<T>, PublishError<T>> {
         let inner = &*self.inner;
         if inner.closed.load(Ordering::Acquire) {
             return Err(PublishError::Closed { event: msg.payload });
@@ -426,9 +427,7 @@ impl<T: Send + Sync + 'static> Bus<T> {
             }
         };
         let seq = inner.seq.fetch_add(1, Ordering::Relaxed);
-        let id = msg
-            .id
-            .unwrap_or(EventId(((inner.node as u128) << 64) | seq as u128));
+        let id = msg.id.unwrap_or(EventId::from_parts(inner.node, seq));
         let env = Envelope::from_parts(
             seq,
             id,
@@ -465,6 +464,7 @@ impl<T: Send + Sync + 'static> Bus<T> {
         let route = Arc::new(Route {
             epoch,
             topic: topic.clone(),
+            filtered: subs.iter().any(|s| s.filter.is_some()),
             subs,
         });
         let mut cache = inner.cache.write();
@@ -800,14 +800,44 @@ fn unwrap_env<T>(env: Arc<Envelope<T>>) -> T {
     }
 }
 
-type Targets<'a, T> = SmallVec<[&'a Arc<SubShared<T>>; 8]>;
+/// An event wrapped in its envelope, with the subscribers it goes to.
+type Prepared<T> = (Arc<Route<T>>, Envelope<T>);
+
+/// The subscribers an event goes to: the whole route, or those whose filter took it.
+enum Targets<'a, T> {
+    All(&'a [Arc<SubShared<T>>]),
+    Filtered(SmallVec<[&'a Arc<SubShared<T>>; 8]>),
+}
+
+impl<T> Targets<'_, T> {
+    fn len(&self) -> usize {
+        match self {
+            Targets::All(s) => s.len(),
+            Targets::Filtered(v) => v.len(),
+        }
+    }
+
+    fn get(&self, i: usize) -> &Arc<SubShared<T>> {
+        match self {
+            Targets::All(s) => &s[i],
+            Targets::Filtered(v) => v[i],
+        }
+    }
+}
 
 fn targets<'a, T>(route: &'a Route<T>, env: &Envelope<T>) -> Targets<'a, T> {
-    route.subs.iter().filter(|s| s.accepts(env)).collect()
+    if route.filtered {
+        Targets::Filtered(route.subs.iter().filter(|s| s.accepts(env)).collect())
+    } else {
+        Targets::All(&route.subs)
+    }
 }
 
 fn add_blocked<T>(targets: &Targets<'_, T>, id: u64, d: Duration) {
-    if let Some(s) = targets.iter().find(|s| s.id == id) {
+    if let Some(s) = (0..targets.len())
+        .map(|i| targets.get(i))
+        .find(|s| s.id == id)
+    {
         s.blocked_ns
             .fetch_add(d.as_nanos().min(u64::MAX as u128) as u64, Ordering::Relaxed);
     }
@@ -821,9 +851,11 @@ fn commit<T>(
     env: &Arc<Envelope<T>>,
     waker: Option<&Waker>,
 ) -> Result<usize, u64> {
-    let mut guards: SmallVec<[MutexGuard<'_, State<T>>; 8]> =
-        targets.iter().map(|s| s.state.lock()).collect();
-    for (sub, st) in targets.iter().zip(guards.iter_mut()) {
+    let n = targets.len();
+    let mut guards: SmallVec<[MutexGuard<'_, State<T>>; 8]> = SmallVec::with_capacity(n);
+    for i in 0..n {
+        let sub = targets.get(i);
+        let mut st = sub.state.lock();
         if !st.closed && !st.has_room(sub) {
             if let Some(w) = waker {
                 if !st.tx_wakers.iter().any(|x| x.will_wake(w)) {
@@ -832,15 +864,16 @@ fn commit<T>(
             }
             return Err(sub.id);
         }
+        guards.push(st);
     }
     let mut wake: SmallVec<[Waker; 8]> = SmallVec::new();
-    let mut n = 0;
-    for (sub, st) in targets.iter().zip(guards.iter_mut()) {
+    let mut delivered = 0;
+    for (i, st) in guards.iter_mut().enumerate() {
         if st.closed {
             continue;
         }
-        n += 1;
-        if let Some(w) = st.push(sub, env) {
+        delivered += 1;
+        if let Some(w) = st.push(targets.get(i), env) {
             wake.push(w);
         }
     }
@@ -848,5 +881,5 @@ fn commit<T>(
     for w in wake {
         w.wake();
     }
-    Ok(n)
+    Ok(delivered)
 }

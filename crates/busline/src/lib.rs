@@ -89,8 +89,12 @@
 //! returns [`PublishError::Full`] naming the full subscriber and hands the
 //! event back. Delivery is all or nothing: a publish that waits has delivered
 //! to no one yet, so dropping its future loses nothing and duplicates nothing.
-//! A subscriber may hold one batch of up to 64 events it has taken from its
-//! queue in addition to the queue's capacity.
+//!
+//! A subscriber takes everything waiting in its queue in one go, to keep
+//! locking off the per-event path. For a lossless subscriber the batch it
+//! holds still counts against its capacity and watermarks until it comes back
+//! for more, so capacity is a hard bound on events waiting for it. (A lossy
+//! subscriber may hold one batch beyond its capacity: those are already its.)
 //!
 //! ## Watermarks
 //!
@@ -98,6 +102,8 @@
 //! capacity). When a queue reaches its high watermark the bus's
 //! [`Backpressure`] signal goes high, and it stays high until that queue
 //! drains to its low watermark (and no other queue is above its high one).
+//! The backlog is re-measured whenever the subscriber comes back to its queue
+//! for more, so the signal clears then.
 //! Publishers that can slow down or shed load at the source watch it.
 //!
 //! ```
@@ -115,7 +121,8 @@
 //!     }
 //!     other => panic!("{other:?}"),
 //! }
-//! for _ in 0..3 { sub.recv().await.unwrap(); }
+//! for _ in 0..4 { sub.recv().await.unwrap(); }
+//! assert!(sub.try_recv().unwrap().is_none()); // back at its queue: it is empty
 //! assert!(!pressure.is_high()); // drained to the low watermark
 //! # }
 //! ```
