@@ -9,7 +9,7 @@
 //! letter (closed), and then the error hands the letter back
 //! ([`DeadLetterError`]), so nothing is lost silently.
 //!
-//! The attempt count is read from a [`RetryError`](super::RetryError) when
+//! The attempt count is read from a [`RetryError`] when
 //! the retry layer sits inside this one (the usual order:
 //! dead letters ▸ retry ▸ breaker ▸ timeout ▸ handler); otherwise it is 1.
 //!
@@ -380,11 +380,11 @@ mod tests {
         let svc = DeadLetterLayer::new(tx).layer(failing());
         let env = Arc::new(Envelope::from_parts(
             7,
-            crate::EventId(42),
+            crate::EventId::from_u128(42),
             crate::Topic::new("a.b").unwrap(),
             SystemTime::UNIX_EPOCH,
             None,
-            crate::EventId(42),
+            crate::EventId::from_u128(42),
             None,
             None,
             Vec::new(),
