@@ -183,7 +183,7 @@ impl<T> fmt::Display for DeadLetterError<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "event {} on `{}` failed ({}) and the dead-letter sink refused it (closed)",
+            "event {} on `{}` failed ({}) and the dead-letter sink refused it (closed, or no valid dead-letter topic)",
             self.letter.envelope.id, self.letter.envelope.topic, self.letter.error
         )
     }
@@ -395,7 +395,7 @@ mod tests {
         assert!(Arc::ptr_eq(&err.letter.envelope, &env));
         assert_eq!(
             err.to_string(),
-            "event 0000000000000000000000000000002a on `a.b` failed (odd 3) and the dead-letter sink refused it (closed)"
+            "event 0000000000000000000000000000002a on `a.b` failed (odd 3) and the dead-letter sink refused it (closed, or no valid dead-letter topic)"
         );
     }
 

@@ -13,6 +13,10 @@
 //! | [`TimeoutLayer`] | [`timeout`] | tower's per-call timeout |
 //! | [`ConcurrencyLimitLayer`], [`RateLimitLayer`] | tower's | at most N calls at once / N calls per period |
 //!
+//! Retry, breaker, timeout and the limits work on any request type, not only
+//! envelopes: wrap a webhook call (`Service<Alert>`) the same way. Only the
+//! dead-letter layer needs `Arc<Envelope<T>>`, since it keeps the envelope.
+//!
 //! Every layer's error type is [`BoxError`] (tower's convention), so they
 //! stack in any order; find out what happened with `err.is::<BreakerOpen>()`,
 //! `err.downcast_ref::<RetryError>()`, `err.is::<Elapsed>()`.

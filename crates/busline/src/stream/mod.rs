@@ -89,7 +89,7 @@ pub trait StreamOpsExt: Stream + Sized {
     /// event is in `size / slide` windows). See [`window`].
     ///
     /// # Panics
-    /// If `size` or `slide` is zero.
+    /// If `size` or `slide` is zero, or `slide > size`.
     fn sliding(self, size: Duration, slide: Duration) -> ProcessingWindows<Self>
     where
         Self::Item: Clone,
@@ -140,7 +140,7 @@ pub trait StreamOpsExt: Stream + Sized {
     /// [`event_tumbling`](Self::event_tumbling).
     ///
     /// # Panics
-    /// If `size` or `slide` is zero.
+    /// If `size` or `slide` is zero, or `slide > size`.
     fn event_sliding<F>(
         self,
         size: Duration,
@@ -247,5 +247,26 @@ where
                 Poll::Pending => return Poll::Pending,
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::StreamExt;
+
+    #[tokio::test]
+    async fn count_lag_sums_lagged_and_yields_the_rest() {
+        let bus = crate::Bus::<u32>::new();
+        let sub = bus.subscriber("n").lossy(2).subscribe().unwrap();
+        for i in 0..5 {
+            bus.publish_to("n", i).await.unwrap();
+        }
+        bus.close();
+        let events = sub.count_lag();
+        let lag = events.lag_counter();
+        let got: Vec<u32> = events.map(|env| env.payload).collect().await;
+        assert_eq!(got, [3, 4]);
+        assert_eq!(lag.get(), 3);
     }
 }

@@ -226,6 +226,10 @@ impl<S: Stream> ProcessingWindows<S> {
     pub(crate) fn new(stream: S, size: Duration, slide: Duration) -> Self {
         assert!(!size.is_zero(), "window size must be greater than zero");
         assert!(!slide.is_zero(), "window slide must be greater than zero");
+        assert!(
+            slide <= size,
+            "window slide ({slide:?}) must not exceed its size ({size:?}): events in the gaps would belong to no window"
+        );
         let origin = Instant::now();
         let next_end = origin + slide;
         ProcessingWindows {
@@ -513,6 +517,10 @@ impl<S: Stream, F> EventWindows<S, F> {
     ) -> Self {
         assert!(!size.is_zero(), "window size must be greater than zero");
         assert!(!slide.is_zero(), "window slide must be greater than zero");
+        assert!(
+            slide <= size,
+            "window slide ({slide:?}) must not exceed its size ({size:?}): events in the gaps would belong to no window"
+        );
         EventWindows {
             stream,
             ts,
@@ -635,6 +643,9 @@ where
 /// in the values inside the window; memory is one `(Instant, f64)` per value
 /// in the window.
 ///
+/// For a rate, record `1.0` for each failure and `0.0` for each success:
+/// the window's `mean` is then the failure rate over the span.
+///
 /// ```
 /// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
 /// use std::time::Duration;
@@ -648,6 +659,10 @@ where
 /// tokio::time::advance(Duration::from_secs(30)).await; // the first is exactly 60 s old
 /// assert_eq!(errors.count(), 1);
 /// assert_eq!(errors.summary().sum, 1.0);
+///
+/// let mut outcomes = SlidingWindow::new(Duration::from_secs(60));
+/// for failed in [true, false, false, false] { outcomes.record(if failed { 1.0 } else { 0.0 }); }
+/// assert_eq!(outcomes.summary().mean, Some(0.25)); // error rate
 /// # }
 /// ```
 #[derive(Debug, Clone)]

@@ -254,6 +254,8 @@ async fn sliding_window_expires_values_exactly_at_span() {
 }
 
 proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
     /// The plain sliding window equals a brute-force recomputation over the
     /// same events, at any query time.
     #[test]
