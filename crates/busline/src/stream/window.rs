@@ -181,6 +181,51 @@ impl<I, Ts> Window<I, Ts> {
     pub fn summary(&self, value: impl FnMut(&I) -> f64) -> Summary {
         self.aggregate(value).summary()
     }
+
+    /// Splits the window by `key(item)` into at most `max_keys` groups (in
+    /// the order keys first appear); events of further keys go to
+    /// `overflow`. For per-key windows from any window operator (event time,
+    /// sliding); [`keyed_tumbling`](super::StreamOpsExt::keyed_tumbling)
+    /// keeps per-key state while the window is open instead.
+    ///
+    /// ```
+    /// use std::time::{Duration, UNIX_EPOCH};
+    /// use futures::{executor::block_on, stream, StreamExt};
+    /// use busline::stream::{StreamOpsExt, Windowed};
+    ///
+    /// let readings = stream::iter([("a", 1u64), ("b", 2), ("a", 3), ("c", 4)]);
+    /// let windows = readings.event_tumbling(Duration::from_secs(60), Duration::ZERO, |r| UNIX_EPOCH + Duration::from_secs(r.1));
+    /// let w = block_on(windows.collect::<Vec<_>>()).remove(0).window().unwrap();
+    /// let per_sensor = w.group_by(2, |r| r.0);
+    /// assert_eq!(per_sensor.get(&"a").unwrap(), [("a", 1), ("a", 3)]);
+    /// assert_eq!(per_sensor.overflow, [("c", 4)]);
+    /// ```
+    pub fn group_by<K, F>(self, max_keys: usize, mut key: F) -> KeyedWindow<K, I, Ts>
+    where
+        K: Hash + Eq + Clone,
+        F: FnMut(&I) -> K,
+    {
+        let mut index: HashMap<K, usize> = HashMap::new();
+        let mut groups: Vec<(K, Vec<I>)> = Vec::new();
+        let mut overflow = Vec::new();
+        for item in self.items {
+            let k = key(&item);
+            match index.get(&k) {
+                Some(&i) => groups[i].1.push(item),
+                None if index.len() < max_keys => {
+                    index.insert(k.clone(), groups.len());
+                    groups.push((k, vec![item]));
+                }
+                None => overflow.push(item),
+            }
+        }
+        KeyedWindow {
+            start: self.start,
+            end: self.end,
+            groups,
+            overflow,
+        }
+    }
 }
 
 /// A shared counter an operator bumps; read it with [`get`](Self::get) from
@@ -314,13 +359,14 @@ where
 
 // ----- keyed processing time ---------------------------------------------------
 
-/// The windows of every key for one processing-time span.
+/// The windows of every key for one span (from
+/// [`keyed_tumbling`](super::StreamOpsExt::keyed_tumbling) or [`Window::group_by`]).
 #[derive(Debug, Clone, PartialEq)]
-pub struct KeyedWindow<K, I> {
+pub struct KeyedWindow<K, I, Ts = Instant> {
     /// Where the span starts (inclusive).
-    pub start: Instant,
+    pub start: Ts,
     /// Where it ends (exclusive).
-    pub end: Instant,
+    pub end: Ts,
     /// One group per key, in the order the keys first appeared in the span.
     pub groups: Vec<(K, Vec<I>)>,
     /// Events whose key arrived after `max_keys` keys were live: kept here,
@@ -328,7 +374,7 @@ pub struct KeyedWindow<K, I> {
     pub overflow: Vec<I>,
 }
 
-impl<K: PartialEq, I> KeyedWindow<K, I> {
+impl<K: PartialEq, I, Ts> KeyedWindow<K, I, Ts> {
     /// The events of `key`, if it had any.
     pub fn get(&self, key: &K) -> Option<&[I]> {
         self.groups
