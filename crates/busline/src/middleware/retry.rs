@@ -78,6 +78,7 @@ pub struct RetryError {
 }
 
 type RetryIf = Arc<dyn Fn(&BoxError) -> bool + Send + Sync>;
+type OnRetry = Arc<dyn Fn(u32, &BoxError, Duration) + Send + Sync>;
 
 /// Retries a failed call with exponential backoff and jitter; see the [module docs](self).
 #[derive(Clone)]
@@ -88,6 +89,7 @@ pub struct RetryLayer {
     max_delay: Duration,
     jitter: f64,
     retry_if: Option<RetryIf>,
+    on_retry: Option<OnRetry>,
 }
 
 impl fmt::Debug for RetryLayer {
@@ -113,6 +115,7 @@ impl RetryLayer {
             max_delay: Duration::from_secs(10),
             jitter: 0.5,
             retry_if: None,
+            on_retry: None,
         }
     }
 
@@ -141,6 +144,17 @@ impl RetryLayer {
     /// Retries only errors for which `f` is true (default: every error).
     pub fn retry_if(mut self, f: impl Fn(&BoxError) -> bool + Send + Sync + 'static) -> Self {
         self.retry_if = Some(Arc::new(f));
+        self
+    }
+
+    /// Calls `f(attempt, &error, delay)` before each retry: attempt `attempt`
+    /// failed with `error`, and the next one starts after `delay` (for logs
+    /// and metrics).
+    pub fn on_retry(
+        mut self,
+        f: impl Fn(u32, &BoxError, Duration) + Send + Sync + 'static,
+    ) -> Self {
+        self.on_retry = Some(Arc::new(f));
         self
     }
 
@@ -229,7 +243,11 @@ where
                         source: err,
                     }) as BoxError);
                 }
-                tokio::time::sleep(policy.delay(attempt)).await;
+                let delay = policy.delay(attempt);
+                if let Some(f) = &policy.on_retry {
+                    f(attempt, &err, delay);
+                }
+                tokio::time::sleep(delay).await;
                 attempt += 1;
                 let ready: Result<(), BoxError> = svc.ready().await.map(drop).map_err(Into::into);
                 result = match ready {
@@ -269,17 +287,28 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn succeeds_on_the_last_attempt_after_exponential_delays() {
         let calls = Arc::new(AtomicU32::new(0));
+        let seen = Arc::new(parking_lot::Mutex::new(Vec::new()));
+        let s = seen.clone();
         let svc = ServiceBuilder::new()
             .layer(
                 RetryLayer::new(4)
                     .backoff(Duration::from_millis(100), 2.0, Duration::from_secs(10))
-                    .jitter(0.0),
+                    .jitter(0.0)
+                    .on_retry(move |n, e, d| s.lock().push((n, e.to_string(), d.as_millis()))),
             )
             .service(failing_until(4, calls.clone()));
         let t0 = Instant::now();
         assert_eq!(svc.oneshot(7).await.unwrap(), 7);
         assert_eq!(calls.load(Ordering::SeqCst), 4);
         assert_eq!(t0.elapsed(), Duration::from_millis(100 + 200 + 400));
+        assert_eq!(
+            *seen.lock(),
+            vec![
+                (1, "attempt 1 failed".to_string(), 100),
+                (2, "attempt 2 failed".to_string(), 200),
+                (3, "attempt 3 failed".to_string(), 400),
+            ]
+        );
     }
 
     #[tokio::test(start_paused = true)]
