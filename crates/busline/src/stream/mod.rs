@@ -11,6 +11,7 @@
 //! | operator | emits | module |
 //! | --- | --- | --- |
 //! | [`tumbling`](StreamOpsExt::tumbling), [`sliding`](StreamOpsExt::sliding) | [`Window`] per processing-time span | [`window`] |
+//! | [`tumbling_aggregate`](StreamOpsExt::tumbling_aggregate) | [`WindowAggregate`]: a running [`Aggregate`] per window, no events kept | [`window`] |
 //! | [`keyed_tumbling`](StreamOpsExt::keyed_tumbling) | [`KeyedWindow`]: one window per key, bounded keys | [`window`] |
 //! | [`event_tumbling`](StreamOpsExt::event_tumbling), [`event_sliding`](StreamOpsExt::event_sliding) | [`Windowed`]: windows by event time, and late events | [`window`] |
 //! | [`batch`](StreamOpsExt::batch) | `Vec` by count or time | [`batch`] |
@@ -68,7 +69,7 @@ pub use priority::{Lanes, Prioritize, Priority};
 pub use throttle::{Debounce, Throttle};
 pub use window::{
     Counter, EventWindows, KeyedWindow, KeyedWindows, LateCounter, LateEvent, OverflowCounter,
-    ProcessingWindows, SlidingWindow, Window, Windowed,
+    ProcessingWindows, SlidingWindow, TumblingAggregate, Window, WindowAggregate, Windowed,
 };
 
 /// Operators on any [`Stream`]; see the [module docs](self).
@@ -83,6 +84,35 @@ pub trait StreamOpsExt: Stream + Sized {
         Self::Item: Clone,
     {
         ProcessingWindows::new(self, size, size)
+    }
+
+    /// Back-to-back processing-time windows of `size`, each folded into an
+    /// [`Aggregate`] of `value(item)` as events arrive: no event is kept, so
+    /// memory stays constant at any rate. Emitted at each boundary (empty
+    /// ones too), like [`tumbling`](Self::tumbling).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
+    /// use std::time::Duration;
+    /// use futures::StreamExt;
+    /// use busline::stream::StreamOpsExt;
+    ///
+    /// let (tx, rx) = futures::channel::mpsc::unbounded::<f64>();
+    /// let mut per_second = rx.tumbling_aggregate(Duration::from_secs(1), |ms| *ms);
+    /// for ms in [12.0, 30.0, 18.0] { tx.unbounded_send(ms).unwrap(); }
+    /// let s = per_second.next().await.unwrap().summary();
+    /// assert_eq!((s.count, s.min, s.mean, s.max), (3, Some(12.0), Some(20.0), Some(30.0)));
+    /// assert_eq!(per_second.next().await.unwrap().summary().count, 0); // a quiet second
+    /// # }
+    /// ```
+    ///
+    /// # Panics
+    /// If `size` is zero.
+    fn tumbling_aggregate<F>(self, size: Duration, value: F) -> TumblingAggregate<Self, F>
+    where
+        F: FnMut(&Self::Item) -> f64,
+    {
+        TumblingAggregate::new(self, size, value)
     }
 
     /// Processing-time windows of `size`, one every `slide` (hopping; an

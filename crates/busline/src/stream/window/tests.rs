@@ -348,3 +348,27 @@ proptest! {
         }
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn tumbling_aggregate_boundary_empty_and_end() {
+    let (tx, rx) = mpsc::unbounded::<f64>();
+    let mut w = Box::pin(rx.tumbling_aggregate(S, |v| *v));
+    let t0 = Instant::now();
+    tx.unbounded_send(1.0).unwrap();
+    assert!(futures::poll!(w.next()).is_pending()); // taken at t0
+    advance(S).await;
+    tx.unbounded_send(100.0).unwrap(); // exactly on the boundary: next window
+    let first = w.next().await.unwrap();
+    assert_eq!((first.start, first.end), (t0, t0 + S));
+    assert_eq!(first.summary().sum, 1.0);
+    let second = w.next().await.unwrap();
+    assert_eq!(second.summary().sum, 100.0);
+    let empty = w.next().await.unwrap();
+    assert_eq!(empty.summary(), Summary::default());
+    tx.unbounded_send(5.0).unwrap();
+    drop(tx);
+    let last = w.next().await.unwrap(); // flushed at once at the end of input
+    assert_eq!(last.summary().count, 1);
+    assert_eq!(Instant::now(), t0 + 3 * S);
+    assert!(w.next().await.is_none());
+}
