@@ -372,3 +372,56 @@ async fn tumbling_aggregate_boundary_empty_and_end() {
     assert_eq!(Instant::now(), t0 + 3 * S);
     assert!(w.next().await.is_none());
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// Processing-time sliding windows, driven in paused time, hold exactly
+    /// the events a brute-force `[start, end)` filter gives each window, and
+    /// their aggregates match; the windows tick every `slide` without a gap
+    /// and cover every event.
+    #[test]
+    fn processing_sliding_matches_brute_force(
+        mut offsets in prop::collection::vec(0u64..5_000, 0..40),
+        size_ms in 1u64..3_000,
+        slide_div in 1u64..4,
+    ) {
+        offsets.sort();
+        let slide_ms = (size_ms / slide_div).max(1);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .start_paused(true)
+            .build()
+            .unwrap();
+        let (t0, windows) = rt.block_on(async {
+            let t0 = Instant::now();
+            let (tx, rx) = mpsc::unbounded::<u64>();
+            let windows = rx.sliding(Duration::from_millis(size_ms), Duration::from_millis(slide_ms));
+            let events = offsets.clone();
+            tokio::spawn(async move {
+                for o in events {
+                    tokio::time::sleep_until(t0 + Duration::from_millis(o)).await;
+                    tx.unbounded_send(o).unwrap();
+                }
+            });
+            (t0, windows.collect::<Vec<_>>().await)
+        });
+        for (k, w) in windows.iter().enumerate() {
+            let end = (k as u64 + 1) * slide_ms;
+            prop_assert_eq!(w.end, t0 + Duration::from_millis(end));
+            let start = end.saturating_sub(size_ms);
+            prop_assert_eq!(w.start, t0 + Duration::from_millis(start));
+            let expected: Vec<u64> = offsets.iter().copied().filter(|o| *o >= start && *o < end).collect();
+            prop_assert_eq!(&w.items, &expected);
+            let s = w.summary(|o| *o as f64);
+            prop_assert_eq!(s.sum, expected.iter().sum::<u64>() as f64);
+            prop_assert_eq!(s.min, expected.first().map(|m| *m as f64));
+        }
+        if let Some(last) = offsets.last() {
+            let covered = windows.last().map(|w| w.end).unwrap();
+            prop_assert!(covered > t0 + Duration::from_millis(*last), "the last event is in a window");
+        } else {
+            prop_assert!(windows.is_empty());
+        }
+    }
+}
