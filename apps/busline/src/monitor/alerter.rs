@@ -23,54 +23,17 @@
 //! its own task, so a slow or dead webhook never delays an alert or the bus.
 //! A full queue drops the notification and counts it.
 
-use std::collections::VecDeque;
 use std::io::Write;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use busline::RecvError;
+use busline::stream::SlidingWindow;
+use busline::{BoxError, Context, Module, RecvError};
 use serde::Serialize;
-use tokio::time::Instant;
 
+use super::metric::Metric;
 use super::webhook::Webhook;
-use super::{Ctx, ModuleResult, Shared};
-
-/// Errors counted in a sliding window of time.
-///
-/// The seam for a sliding-window counter: `record` an error at a time,
-/// `count` those in the last `window` at a time.
-#[derive(Debug, Clone)]
-pub struct SlidingCount {
-    window: Duration,
-    times: VecDeque<Instant>,
-}
-
-impl SlidingCount {
-    /// A counter over the last `window`.
-    pub fn new(window: Duration) -> Self {
-        SlidingCount {
-            window,
-            times: VecDeque::new(),
-        }
-    }
-
-    /// Counts one event at `now`.
-    pub fn record(&mut self, now: Instant) {
-        self.times.push_back(now);
-    }
-
-    /// Events in `(now - window, now]`.
-    pub fn count(&mut self, now: Instant) -> u64 {
-        while let Some(&t) = self.times.front() {
-            if now.duration_since(t) >= self.window {
-                self.times.pop_front();
-            } else {
-                break;
-            }
-        }
-        self.times.len() as u64
-    }
-}
+use super::Shared;
 
 /// A change of alert state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -157,6 +120,7 @@ pub struct AlertRecord {
 }
 
 /// The alerter module.
+#[derive(Clone)]
 pub struct Alerter {
     threshold: u64,
     shared: Arc<Shared>,
@@ -170,38 +134,6 @@ impl Alerter {
             threshold,
             shared,
             webhook,
-        }
-    }
-
-    /// Watches errors until shutdown.
-    pub async fn run(&mut self, ctx: Ctx) -> ModuleResult {
-        let mut errors = ctx
-            .bus()
-            .subscriber("metrics.*.error")
-            .lossless(1024)
-            .name("alerter")
-            .subscribe()?;
-        let mut window = SlidingCount::new(Duration::from_secs(60));
-        let mut rule = AlertRule::new(self.threshold);
-        let mut tick = tokio::time::interval(Duration::from_millis(250));
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                biased;
-                _ = ctx.shutdown_requested() => return Ok(()),
-                r = errors.recv() => match r {
-                    Ok(_) => window.record(Instant::now()),
-                    Err(RecvError::Closed) => return Ok(()),
-                    Err(e) => return Err(e.into()),
-                },
-                _ = tick.tick() => {}
-            }
-            let rate = window.count(Instant::now());
-            self.shared.set_alert_rate(rate, rule.is_firing());
-            if let Some(t) = rule.evaluate(rate) {
-                self.emit(t);
-                self.shared.set_alert_rate(rate, rule.is_firing());
-            }
         }
     }
 
@@ -229,6 +161,41 @@ impl Alerter {
             w.notify(&record);
         }
         self.shared.push_alert(record);
+    }
+}
+
+impl Module<Metric> for Alerter {
+    fn name(&self) -> &str {
+        "alerter"
+    }
+
+    /// Watches errors until shutdown.
+    async fn run(&mut self, ctx: Context<Metric>) -> Result<(), BoxError> {
+        let mut errors = ctx
+            .subscriber("metrics.*.error")
+            .lossless(1024)
+            .subscribe()?;
+        let mut window = SlidingWindow::new(Duration::from_secs(60));
+        let mut rule = AlertRule::new(self.threshold);
+        let mut tick = tokio::time::interval(Duration::from_millis(250));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                biased;
+                _ = ctx.shutdown_requested() => return Ok(()),
+                r = errors.recv() => match r {
+                    Ok(_) => window.incr(),
+                    Err(RecvError::Closed) => return Ok(()),
+                    Err(e) => return Err(e.into()),
+                },
+                _ = tick.tick() => {}
+            }
+            let rate = window.count();
+            if let Some(t) = rule.evaluate(rate) {
+                self.emit(t);
+            }
+            self.shared.set_alert_rate(rate, rule.is_firing());
+        }
     }
 }
 
@@ -266,32 +233,16 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn sliding_minute() {
-        let mut w = SlidingCount::new(Duration::from_secs(60));
-        let t0 = Instant::now();
-        for _ in 0..5 {
-            w.record(Instant::now());
-            tokio::time::advance(Duration::from_secs(10)).await;
-        }
-        // Errors at 0, 10, 20, 30, 40 s; now is 50 s.
-        assert_eq!(w.count(Instant::now()), 5);
-        tokio::time::advance(Duration::from_secs(10)).await; // 60 s: the first leaves
-        assert_eq!(w.count(Instant::now()), 4);
-        assert_eq!(w.count(t0 + Duration::from_secs(100)), 0);
-    }
-
-    #[tokio::test(start_paused = true)]
     async fn storm_then_calm() {
         // 2 errors/s for 30 s, then nothing: one alert, one recovery.
-        let mut w = SlidingCount::new(Duration::from_secs(60));
+        let mut w = SlidingWindow::new(Duration::from_secs(60));
         let mut rule = AlertRule::new(10);
         let mut seen = Vec::new();
         for step in 0..(200 * 4) {
-            let now = Instant::now();
             if step < 30 * 4 && step % 2 == 0 {
-                w.record(now);
+                w.incr();
             }
-            if let Some(t) = rule.evaluate(w.count(now)) {
+            if let Some(t) = rule.evaluate(w.count()) {
                 seen.push((step / 4, t));
             }
             tokio::time::advance(Duration::from_millis(250)).await;

@@ -22,70 +22,18 @@ use std::io::Write;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use busline::RecvError;
+use busline::stream::Aggregate;
+use busline::{BoxError, Context, Module, RecvError};
 use serde::Serialize;
 
 use super::metric::{Metric, Ms};
-use super::{Ctx, ModuleResult, Shared};
+use super::Shared;
 
 /// Queue capacity of the dashboard's lossy subscription.
 pub const DASHBOARD_QUEUE: usize = 1024;
 
-/// Count, mean and percentiles of latencies in one window.
-///
-/// Values are kept in an HDR histogram in microseconds (3 significant
-/// digits), so percentiles are exact to 0.1% whatever the range.
-#[derive(Debug, Clone)]
-pub struct Agg {
-    hist: hdrhistogram::Histogram<u64>,
-    sum: f64,
-    max: f64,
-}
-
-impl Default for Agg {
-    fn default() -> Self {
-        Agg {
-            hist: hdrhistogram::Histogram::new_with_bounds(1, 3_600_000_000, 3)
-                .expect("valid histogram bounds"),
-            sum: 0.0,
-            max: 0.0,
-        }
-    }
-}
-
-impl Agg {
-    /// Records one value in milliseconds.
-    pub fn record(&mut self, ms: f64) {
-        let us = (ms * 1000.0).round().clamp(1.0, 3_600_000_000.0) as u64;
-        self.hist.saturating_record(us);
-        self.sum += ms;
-        self.max = self.max.max(ms);
-    }
-
-    /// Values recorded.
-    pub fn count(&self) -> u64 {
-        self.hist.len()
-    }
-
-    /// The `q` quantile (0..=1) in milliseconds, `None` when empty.
-    pub fn quantile(&self, q: f64) -> Option<f64> {
-        (self.count() > 0).then(|| self.hist.value_at_quantile(q) as f64 / 1000.0)
-    }
-
-    /// Mean, p50, p90, p99 and max; `None` when empty.
-    pub fn stats(&self) -> Option<Latency> {
-        let n = self.count();
-        (n > 0).then(|| Latency {
-            mean: self.sum / n as f64,
-            p50: self.quantile(0.5).unwrap_or(0.0),
-            p90: self.quantile(0.9).unwrap_or(0.0),
-            p99: self.quantile(0.99).unwrap_or(0.0),
-            max: self.max,
-        })
-    }
-}
-
-/// Latency statistics of one window, in milliseconds.
+/// Latency statistics of one window, in milliseconds (percentiles from
+/// busline's HDR-histogram [`Aggregate`], within 0.1%).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct Latency {
     /// Mean.
@@ -98,6 +46,20 @@ pub struct Latency {
     pub p99: f64,
     /// Largest value.
     pub max: f64,
+}
+
+impl Latency {
+    /// The statistics of `agg`; `None` when it is empty.
+    pub fn of(agg: &Aggregate) -> Option<Latency> {
+        let s = agg.summary();
+        Some(Latency {
+            mean: s.mean?,
+            p50: s.p50?,
+            p90: s.p90?,
+            p99: s.p99?,
+            max: s.max?,
+        })
+    }
 }
 
 /// Running totals since the monitor started (as seen by the dashboard).
@@ -143,8 +105,8 @@ pub struct Summary {
 /// The dashboard's arithmetic, separate from its I/O so it can be tested.
 #[derive(Debug, Default)]
 pub struct Aggregator {
-    latency: Agg,
-    db: Agg,
+    latency: Aggregate,
+    db: Aggregate,
     requests: u64,
     errors: u64,
     missed: u64,
@@ -197,9 +159,9 @@ impl Aggregator {
             } else {
                 0.0
             },
-            latency_ms: latency.stats(),
+            latency_ms: Latency::of(&latency),
             db_queries: db.count(),
-            db_ms: db.stats(),
+            db_ms: Latency::of(&db),
             errors,
             errors_last_min: self.last_minute.iter().sum(),
             missed,
@@ -244,6 +206,7 @@ pub fn render(s: &Summary) -> String {
 }
 
 /// The dashboard module.
+#[derive(Clone)]
 pub struct Dashboard {
     shared: Arc<Shared>,
     every: Duration,
@@ -254,11 +217,16 @@ impl Dashboard {
     pub fn new(shared: Arc<Shared>, every: Duration) -> Self {
         Dashboard { shared, every }
     }
+}
+
+impl Module<Metric> for Dashboard {
+    fn name(&self) -> &str {
+        "dashboard"
+    }
 
     /// Runs until shutdown.
-    pub async fn run(&mut self, ctx: Ctx) -> ModuleResult {
+    async fn run(&mut self, ctx: Context<Metric>) -> Result<(), BoxError> {
         let mut sub = ctx
-            .bus()
             .subscriber("metrics.>")
             .lossy(DASHBOARD_QUEUE)
             .name("dashboard")

@@ -158,67 +158,68 @@ pub fn parse_event(value: Value) -> Result<Metric, IngestError> {
         }
     };
     let rest = Value::Object(map);
-    let metric =
-        match kind.as_str() {
-            "request" => {
-                let r: RequestIn = fields(rest)?;
-                text("path", &r.path)?;
-                if !r.path.starts_with('/') {
-                    return Err(IngestError::new(Some("path"), "must start with `/`"));
-                }
-                millis("latency_ms", r.latency_ms)?;
-                if !(100..=599).contains(&r.status) {
-                    return Err(IngestError::new(
-                        Some("status"),
-                        format!("{} is not an HTTP status (100-599)", r.status),
-                    ));
-                }
-                Metric::Request {
-                    path: r.path,
-                    latency_ms: r.latency_ms,
-                    status: r.status,
-                }
+    let metric = match kind.as_str() {
+        "request" => {
+            let r: RequestIn = fields(rest)?;
+            text("path", &r.path)?;
+            if !r.path.starts_with('/') {
+                return Err(IngestError::new(Some("path"), "must start with `/`"));
             }
-            "db_query" => {
-                let q: DbQueryIn = fields(rest)?;
-                text("query", &q.query)?;
-                millis("duration_ms", q.duration_ms)?;
-                Metric::DbQuery {
-                    query: q.query,
-                    duration_ms: q.duration_ms,
-                }
+            millis("latency_ms", r.latency_ms)?;
+            if !(100..=599).contains(&r.status) {
+                return Err(IngestError::new(
+                    Some("status"),
+                    format!("{} is not an HTTP status (100-599)", r.status),
+                ));
             }
-            "error" => {
-                let e: ErrorIn = fields(rest)?;
-                if e.source.is_empty()
-                    || e.source.len() > 64
-                    || !e
-                        .source
-                        .bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-                {
-                    return Err(IngestError::new(
-                        Some("source"),
-                        format!(
-                            "{:?} is not a service name: use 1-64 letters, digits, `-` or `_` \
+            Metric::Request {
+                path: r.path,
+                latency_ms: r.latency_ms,
+                status: r.status,
+            }
+        }
+        "db_query" => {
+            let q: DbQueryIn = fields(rest)?;
+            text("query", &q.query)?;
+            millis("duration_ms", q.duration_ms)?;
+            Metric::DbQuery {
+                query: q.query,
+                duration_ms: q.duration_ms,
+            }
+        }
+        "error" => {
+            let e: ErrorIn = fields(rest)?;
+            if e.source.is_empty()
+                || e.source.len() > 64
+                || !e
+                    .source
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            {
+                return Err(IngestError::new(
+                    Some("source"),
+                    format!(
+                        "{:?} is not a service name: use 1-64 letters, digits, `-` or `_` \
                          (it becomes the topic metrics.<source>.error)",
-                            e.source
-                        ),
-                    ));
-                }
-                text("message", &e.message)?;
-                Metric::Error {
-                    source: e.source,
-                    message: e.message,
-                }
+                        e.source
+                    ),
+                ));
             }
-            other => return Err(IngestError::new(
+            text("message", &e.message)?;
+            Metric::Error {
+                source: e.source,
+                message: e.message,
+            }
+        }
+        other => {
+            return Err(IngestError::new(
                 Some("type"),
                 format!(
                     "unknown event type {other:?}; expected one of `request`, `db_query`, `error`"
                 ),
-            )),
-        };
+            ))
+        }
+    };
     Ok(metric)
 }
 

@@ -20,11 +20,10 @@ use std::sync::Arc;
 use std::time::UNIX_EPOCH;
 
 use anyhow::Context as _;
-use busline::{Envelope, RecvError};
+use busline::{BoxError, Context, Envelope, Module, RecvError};
 use serde::Serialize;
 
 use super::metric::Metric;
-use super::{Ctx, ModuleResult};
 
 /// Queue capacity of the logger's lossless subscription.
 pub const LOGGER_QUEUE: usize = 4096;
@@ -118,15 +117,19 @@ impl Logger {
             }
         })
     }
+}
+
+impl Module<Metric> for Logger {
+    fn name(&self) -> &str {
+        "logger"
+    }
 
     /// Logs until shutdown, then drains what is queued and syncs.
-    pub async fn run(&mut self, ctx: Ctx) -> ModuleResult {
+    async fn run(&mut self, ctx: Context<Metric>) -> Result<(), BoxError> {
         let mut out = self.open()?;
         let mut sub = ctx
-            .bus()
             .subscriber("metrics.>")
             .lossless(LOGGER_QUEUE)
-            .name("logger")
             .subscribe()?;
         let io = |e: std::io::Error, out: &Out| -> anyhow::Error {
             match out {
@@ -152,7 +155,7 @@ impl Logger {
             out.flush().map_err(|e| io(e, &out))?;
         }
         // Shutdown: everything already queued goes to the log too.
-        while let Ok(Some(env)) = sub.try_recv() {
+        for env in sub.drain() {
             out.write(&env).map_err(|e| io(e, &out))?;
         }
         out.sync().map_err(|e| io(e, &out))?;

@@ -67,11 +67,6 @@ impl Metric {
         let topic = self.topic().into_owned();
         busline::Message::new(self).topic(topic).source(source)
     }
-
-    /// Whether this is an [`Error`](Metric::Error).
-    pub fn is_error(&self) -> bool {
-        matches!(self, Metric::Error { .. })
-    }
 }
 
 /// Like `Debug`, but numbers print the short way (`latency_ms: 42`, not `42.0`;

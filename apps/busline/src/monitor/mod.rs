@@ -33,7 +33,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context as _, Result};
-use busline::Bus;
+use busline::{Bus, ModuleStatus, Runtime, RuntimeHandle, StopReason};
 use parking_lot::Mutex;
 use serde::Serialize;
 use tokio::sync::watch;
@@ -44,29 +44,6 @@ use config::Settings;
 use dashboard::Summary;
 use metric::Metric;
 use webhook::Webhook;
-
-/// What a module's `run` returns.
-pub type ModuleResult = Result<(), Box<dyn std::error::Error + Send + Sync + 'static>>;
-
-/// What a module runs with: the bus and the stop signal.
-#[derive(Clone)]
-pub struct Ctx {
-    bus: Bus<Metric>,
-    stop: watch::Receiver<bool>,
-}
-
-impl Ctx {
-    /// The bus.
-    pub fn bus(&self) -> &Bus<Metric> {
-        &self.bus
-    }
-
-    /// Completes when the module is asked to stop.
-    pub async fn shutdown_requested(&self) {
-        let mut stop = self.stop.clone();
-        let _ = stop.wait_for(|s| *s).await;
-    }
-}
 
 /// How many seconds of summaries the page gets when it connects.
 pub const HISTORY: usize = 300;
@@ -82,19 +59,6 @@ pub struct ErrorLine {
     pub message: String,
 }
 
-/// A module's state, for the page.
-#[derive(Debug, Clone, Serialize)]
-pub struct ModuleInfo {
-    /// Its name.
-    pub name: String,
-    /// `running`, `stopped`, `failed`, ….
-    pub state: String,
-    /// Restarts so far.
-    pub restarts: u32,
-    /// The last error.
-    pub last_error: Option<String>,
-}
-
 /// State shared by the dashboard, alerter and web modules.
 pub struct Shared {
     started: Instant,
@@ -103,7 +67,7 @@ pub struct Shared {
     summaries: Mutex<VecDeque<Arc<Summary>>>,
     alerts: Mutex<VecDeque<AlertRecord>>,
     errors: Mutex<VecDeque<ErrorLine>>,
-    modules: Mutex<Vec<ModuleInfo>>,
+    runtime: Mutex<Option<RuntimeHandle>>,
     webhook: Mutex<Option<Webhook>>,
     alert_rate: AtomicU64,
     firing: AtomicBool,
@@ -130,7 +94,7 @@ impl Shared {
             summaries: Mutex::new(VecDeque::with_capacity(HISTORY)),
             alerts: Mutex::new(VecDeque::new()),
             errors: Mutex::new(VecDeque::new()),
-            modules: Mutex::new(Vec::new()),
+            runtime: Mutex::new(None),
             webhook: Mutex::new(None),
             alert_rate: AtomicU64::new(0),
             firing: AtomicBool::new(false),
@@ -192,24 +156,6 @@ impl Shared {
         self.firing.store(firing, Ordering::Relaxed);
     }
 
-    fn set_module(&self, name: &str, state: &str, error: Option<String>) {
-        let mut m = self.modules.lock();
-        match m.iter_mut().find(|m| m.name == name) {
-            Some(info) => {
-                info.state = state.to_owned();
-                if error.is_some() {
-                    info.last_error = error;
-                }
-            }
-            None => m.push(ModuleInfo {
-                name: name.to_owned(),
-                state: state.to_owned(),
-                restarts: 0,
-                last_error: error,
-            }),
-        }
-    }
-
     /// Hands the monitor's own counters to the `metrics` facade.
     pub fn export_metrics(&self) {
         metrics::counter!("busline_monitor_ingested_total")
@@ -225,10 +171,6 @@ impl Shared {
         );
         metrics::gauge!("busline_monitor_alert_threshold").set(self.threshold as f64);
         metrics::gauge!("busline_monitor_uptime_seconds").set(self.started.elapsed().as_secs_f64());
-        for m in self.modules.lock().iter() {
-            metrics::gauge!("busline_module_running", "module" => m.name.clone())
-                .set(if m.state == "running" { 1.0 } else { 0.0 });
-        }
         if let Some(w) = &*self.webhook.lock() {
             let s = w.snapshot();
             metrics::counter!("busline_monitor_webhook_delivered_total").absolute(s.delivered);
@@ -238,8 +180,32 @@ impl Shared {
         }
     }
 
+    /// Every module's state, from the runtime.
+    pub async fn modules(&self) -> Vec<ModuleStatus> {
+        let handle = self.runtime.lock().clone();
+        match handle {
+            Some(h) => h
+                .status(Duration::from_millis(500))
+                .await
+                .unwrap_or_default(),
+            None => Vec::new(),
+        }
+    }
+
     /// Everything the page shows, as JSON; `history` adds the last summaries.
-    pub fn snapshot(&self, bus: &Bus<Metric>, history: bool) -> serde_json::Value {
+    pub async fn snapshot(&self, bus: &Bus<Metric>, history: bool) -> serde_json::Value {
+        let modules = self.modules().await;
+        for m in &modules {
+            metrics::gauge!("busline_module_running", "module" => m.name.clone()).set(
+                if m.state == busline::ModuleState::Running {
+                    1.0
+                } else {
+                    0.0
+                },
+            );
+            metrics::counter!("busline_module_restarts_total", "module" => m.name.clone())
+                .absolute(m.restarts.into());
+        }
         let summaries = self.summaries.lock();
         let alerts: Vec<AlertRecord> = self.alerts.lock().iter().rev().take(50).cloned().collect();
         serde_json::json!({
@@ -257,7 +223,7 @@ impl Shared {
             "alerts": alerts,
             "recent_errors": self.errors.lock().iter().rev().cloned().collect::<Vec<_>>(),
             "bus": bus.stats(),
-            "modules": &*self.modules.lock(),
+            "modules": modules,
             "webhook": self.webhook.lock().as_ref().map(Webhook::snapshot),
             "settings": self.settings_json,
         })
@@ -282,57 +248,6 @@ pub fn run(args: MonitorArgs) -> Result<()> {
     rt.block_on(run_async(settings))
 }
 
-/// A running module: its stop signal and task.
-struct Running {
-    name: String,
-    stop: watch::Sender<bool>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-fn spawn<F, Fut>(bus: &Bus<Metric>, shared: &Arc<Shared>, name: &str, f: F) -> Running
-where
-    F: FnOnce(Ctx) -> Fut,
-    Fut: std::future::Future<Output = ModuleResult> + Send + 'static,
-{
-    let (stop, rx) = watch::channel(false);
-    let ctx = Ctx {
-        bus: bus.clone(),
-        stop: rx,
-    };
-    shared.set_module(name, "running", None);
-    let fut = f(ctx);
-    let shared2 = shared.clone();
-    let name2 = name.to_owned();
-    let task = tokio::spawn(async move {
-        match fut.await {
-            Ok(()) => shared2.set_module(&name2, "stopped", None),
-            Err(e) => {
-                eprintln!("[monitor] module {name2} failed: {e}");
-                shared2.set_module(&name2, "failed", Some(e.to_string()));
-            }
-        }
-    });
-    Running {
-        name: name.to_owned(),
-        stop,
-        task,
-    }
-}
-
-async fn stop_all(group: Vec<Running>) {
-    for m in &group {
-        m.stop.send(true).ok();
-    }
-    for m in group {
-        if tokio::time::timeout(Duration::from_secs(5), m.task)
-            .await
-            .is_err()
-        {
-            eprintln!("[monitor] module {} did not stop within 5s", m.name);
-        }
-    }
-}
-
 async fn run_async(settings: Settings) -> Result<()> {
     let prom = metrics_exporter_prometheus::PrometheusBuilder::new()
         .install_recorder()
@@ -340,6 +255,7 @@ async fn run_async(settings: Settings) -> Result<()> {
     let bus: Bus<Metric> = Bus::new();
     let shared = Arc::new(Shared::new(&settings));
 
+    // Bind first: a busy port is an error before anything starts.
     let web = match settings.web {
         Some(addr) => Some(web::Web::bind(
             addr,
@@ -353,45 +269,45 @@ async fn run_async(settings: Settings) -> Result<()> {
         )?),
         None => None,
     };
+    let hook = match &settings.alert_webhook {
+        Some(url) => Some(Webhook::start(url.clone())?),
+        None => None,
+    };
+    *shared.webhook.lock() = hook.clone();
 
-    let mut consumers = Vec::new();
+    // Consumers first: the runtime starts modules in this order (each once
+    // the one before is subscribed) and stops them in reverse, so the
+    // publishers stop first and the logger drains last.
+    let mut rt = Runtime::new(bus.clone());
     let sink = match &settings.log_file {
         Some(p) => logger::Sink::File(p.clone()),
         None => logger::Sink::Stdout,
     };
-    let mut logger = logger::Logger::new(sink);
-    consumers.push(spawn(&bus, &shared, "logger", |ctx| async move {
-        logger.run(ctx).await
-    }));
-    let mut dashboard = dashboard::Dashboard::new(shared.clone(), Duration::from_secs(1));
-    consumers.push(spawn(&bus, &shared, "dashboard", |ctx| async move {
-        dashboard.run(ctx).await
-    }));
-    let hook = settings.alert_webhook.clone().map(Webhook::start);
-    *shared.webhook.lock() = hook.clone();
-    let mut alerter = alerter::Alerter::new(settings.alert_threshold, shared.clone(), hook);
-    consumers.push(spawn(&bus, &shared, "alerter", |ctx| async move {
-        alerter.run(ctx).await
-    }));
-    // Publishers start once the subscribers are in place.
-    wait_subscribed(&bus, &["logger", "dashboard", "alerter"]).await;
-
-    if let Some(mut w) = web {
+    rt.add(logger::Logger::new(sink));
+    rt.add(dashboard::Dashboard::new(
+        shared.clone(),
+        Duration::from_secs(1),
+    ));
+    rt.add(alerter::Alerter::new(
+        settings.alert_threshold,
+        shared.clone(),
+        hook,
+    ));
+    if let Some(w) = web {
         println!("[web] dashboard on {}", w.url());
-        consumers.push(spawn(&bus, &shared, "web", |ctx| async move {
-            w.run(ctx).await
-        }));
+        rt.add(w);
     }
-    let mut publishers = Vec::new();
     if settings.simulate {
         for service in [publishers::Service::Web, publishers::Service::Db] {
-            let mut sim =
-                publishers::Simulator::new(service, settings.interval, settings.error_rate);
-            publishers.push(spawn(&bus, &shared, service.name(), |ctx| async move {
-                sim.run(ctx).await
-            }));
+            rt.add(publishers::Simulator::new(
+                service,
+                settings.interval,
+                settings.error_rate,
+            ));
         }
     }
+    let handle = rt.handle();
+    *shared.runtime.lock() = Some(handle.clone());
     println!(
         "[monitor] running: {} (stop with Ctrl-C{})",
         if settings.simulate {
@@ -408,36 +324,45 @@ async fn run_async(settings: Settings) -> Result<()> {
             None => String::new(),
         }
     );
-
-    let reason = tokio::select! {
-        _ = tokio::signal::ctrl_c() => "Ctrl-C",
-        _ = async {
-            match settings.duration {
-                Some(d) => tokio::time::sleep(d).await,
-                None => std::future::pending().await,
-            }
-        } => "--duration elapsed",
-    };
-    println!("[monitor] stopping ({reason})");
-    stop_all(publishers).await;
-    stop_all(consumers).await;
+    if let Some(d) = settings.duration {
+        let h = handle.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(d).await;
+            println!("[monitor] stopping: --duration elapsed");
+            h.shutdown();
+        });
+    }
+    let started = Instant::now();
+    let result = rt.run().await;
+    *shared.runtime.lock() = None;
     let stats = bus.stats();
     bus.close();
+    let report = match result {
+        Ok(r) => r,
+        Err(e) => {
+            if let Some(r) = e.report() {
+                for m in &r.modules {
+                    eprintln!("[monitor] module {}: {}", m.name, m.state);
+                }
+            }
+            return Err(anyhow::anyhow!("the monitor stopped: {e}"));
+        }
+    };
+    let why = match &report.reason {
+        StopReason::Requested => "--duration elapsed".to_owned(),
+        other => other.to_string(),
+    };
     println!(
-        "[monitor] stopped: {} events published, {} dropped by lossy subscribers, {} via the API",
+        "[monitor] stopped after {:.1}s ({why}): {} events published, {} missed by the lossy dashboard, {} via the API{}",
+        started.elapsed().as_secs_f64(),
         stats.published,
         stats.dropped,
-        shared.ingested.load(Ordering::Relaxed)
+        shared.ingested.load(Ordering::Relaxed),
+        if report.aborted.is_empty() {
+            String::new()
+        } else {
+            format!("; aborted at the deadline: {}", report.aborted.join(", "))
+        }
     );
     Ok(())
-}
-
-async fn wait_subscribed(bus: &Bus<Metric>, names: &[&str]) {
-    for _ in 0..500 {
-        let stats = bus.stats();
-        if names.iter().all(|n| stats.subscriber(n).is_some()) {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
 }

@@ -9,8 +9,9 @@ use std::f64::consts::PI;
 
 use rand::Rng;
 
+use busline::{BoxError, Context, Module};
+
 use super::metric::Metric;
-use super::{Ctx, ModuleResult};
 
 /// Which service a [`Simulator`] plays.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -152,14 +153,15 @@ impl Simulator {
             error_rate,
         }
     }
+}
 
-    /// The module's name.
-    pub fn name(&self) -> &str {
+impl Module<Metric> for Simulator {
+    fn name(&self) -> &str {
         self.service.name()
     }
 
     /// Emits until shutdown.
-    pub async fn run(&mut self, ctx: Ctx) -> ModuleResult {
+    async fn run(&mut self, ctx: Context<Metric>) -> Result<(), BoxError> {
         let start = tokio::time::Instant::now();
         let mut tick = tokio::time::interval(self.interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -172,11 +174,10 @@ impl Simulator {
                         let mut rng = rand::rng();
                         next_metric(self.service, self.error_rate, start.elapsed().as_secs_f64(), &mut rng)
                     };
-                    let msg = m.message(self.service.name());
                     tokio::select! {
                         biased;
                         _ = ctx.shutdown_requested() => return Ok(()),
-                        r = ctx.bus().send(msg) => { r.map_err(|e| e.to_string())?; }
+                        r = ctx.publish(m) => { r.map_err(|e| e.to_string())?; }
                     }
                 }
             }
@@ -223,8 +224,9 @@ mod tests {
     fn all_errors_and_none() {
         let mut rng = rand::rngs::StdRng::seed_from_u64(1);
         for _ in 0..100 {
-            assert!(next_metric(Service::Db, 1.0, 0.0, &mut rng).is_error());
-            assert!(!next_metric(Service::Db, 0.0, 0.0, &mut rng).is_error());
+            let is_error = |m: Metric| matches!(m, Metric::Error { .. });
+            assert!(is_error(next_metric(Service::Db, 1.0, 0.0, &mut rng)));
+            assert!(!is_error(next_metric(Service::Db, 0.0, 0.0, &mut rng)));
         }
     }
 }

@@ -39,7 +39,7 @@ use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use busline::Bus;
+use busline::{BoxError, Context, Module};
 use futures::Stream;
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde_json::json;
@@ -47,7 +47,7 @@ use tokio::sync::watch;
 
 use super::ingest;
 use super::metric::Metric;
-use super::{Ctx, ModuleResult, Shared};
+use super::Shared;
 
 const PAGE: &str = include_str!("../../assets/dashboard.html");
 const SCRIPT: &str = include_str!("../../assets/dashboard.js");
@@ -68,8 +68,9 @@ pub struct WebConfig {
 }
 
 /// The web module: owns the bound listener, so a restart reuses the port.
+#[derive(Clone)]
 pub struct Web {
-    listener: std::net::TcpListener,
+    listener: Arc<std::net::TcpListener>,
     addr: SocketAddr,
     config: WebConfig,
     shared: Arc<Shared>,
@@ -78,7 +79,7 @@ pub struct Web {
 
 #[derive(Clone)]
 struct AppState {
-    bus: Bus<Metric>,
+    ctx: Context<Metric>,
     shared: Arc<Shared>,
     token: Option<Arc<str>>,
     hosts: Arc<Hosts>,
@@ -165,17 +166,12 @@ impl Web {
         listener.set_nonblocking(true)?;
         let addr = listener.local_addr()?;
         Ok(Web {
-            listener,
+            listener: Arc::new(listener),
             addr,
             config,
             shared,
             prom,
         })
-    }
-
-    /// The address it listens on.
-    pub fn local_addr(&self) -> SocketAddr {
-        self.addr
     }
 
     /// The URL to open (with the token, if there is one).
@@ -190,12 +186,18 @@ impl Web {
             None => format!("http://{host}/"),
         }
     }
+}
+
+impl Module<Metric> for Web {
+    fn name(&self) -> &str {
+        "web"
+    }
 
     /// Serves until shutdown; open event streams are ended first.
-    pub async fn run(&mut self, ctx: Ctx) -> ModuleResult {
+    async fn run(&mut self, ctx: Context<Metric>) -> Result<(), BoxError> {
         let (stop_tx, stop_rx) = watch::channel(false);
         let state = AppState {
-            bus: ctx.bus().clone(),
+            ctx: ctx.clone(),
             shared: self.shared.clone(),
             token: self.config.token.as_deref().map(Arc::from),
             hosts: Arc::new(Hosts::new(self.addr, &self.config.allow_host)),
@@ -359,7 +361,7 @@ async fn not_found(req: Request) -> Response {
 }
 
 async fn summary(State(st): State<AppState>) -> Response {
-    Json(st.shared.snapshot(&st.bus, false)).into_response()
+    Json(st.shared.snapshot(st.ctx.bus(), false).await).into_response()
 }
 
 async fn stream(
@@ -367,7 +369,7 @@ async fn stream(
 ) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
     let mut updates = st.shared.subscribe_updates();
     updates.mark_unchanged();
-    let first = st.shared.snapshot(&st.bus, true);
+    let first = st.shared.snapshot(st.ctx.bus(), true).await;
     let state = (st, updates, Some(first));
     let s = futures::stream::unfold(state, |(st, mut updates, first)| async move {
         if let Some(snap) = first {
@@ -385,7 +387,7 @@ async fn stream(
             r = updates.changed() => r.ok()?,
             _ = stop.changed() => return None,
         }
-        let snap = st.shared.snapshot(&st.bus, false);
+        let snap = st.shared.snapshot(st.ctx.bus(), false).await;
         let ev = SseEvent::default()
             .event("snapshot")
             .json_data(&snap)
@@ -432,7 +434,7 @@ async fn events(State(st): State<AppState>, body: Result<Bytes, BytesRejection>)
     let n = metrics.len();
     let mut published = 0usize;
     for m in metrics {
-        let send = st.bus.send(m.message("api"));
+        let send = st.ctx.send(m.message("api"));
         match tokio::time::timeout(PUBLISH_TIMEOUT, send).await {
             Ok(Ok(_)) => published += 1,
             Ok(Err(e)) => {
@@ -457,7 +459,7 @@ async fn events(State(st): State<AppState>, body: Result<Bytes, BytesRejection>)
 }
 
 async fn prometheus(State(st): State<AppState>) -> Response {
-    st.bus.stats().export();
+    st.ctx.bus().stats().export();
     st.shared.export_metrics();
     st.prom.run_upkeep();
     (

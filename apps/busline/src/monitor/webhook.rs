@@ -1,20 +1,30 @@
-//! Alert delivery to a webhook: a queue, retry with backoff, a circuit breaker.
+//! Alert delivery to a webhook: a queue, then busline's retry, circuit breaker
+//! and timeout layers (tower) around an HTTP POST.
 //!
 //! [`Webhook::notify`] never waits: it puts the alert on a small queue (a full
-//! queue drops it and counts it as `dropped`). A worker task POSTs each alert
-//! as JSON, retrying failed attempts with exponential backoff and jitter.
-//! After [`BREAKER_FAILURES`] deliveries in a row fail, the breaker opens:
-//! alerts are not sent (counted as `rejected`) until [`BREAKER_COOL_DOWN`]
-//! has passed, then one trial delivery decides whether it closes again.
+//! queue drops it and counts it as `dropped`). A worker task sends each alert
+//! through the stack, outermost first:
+//!
+//! **retry** ([`ATTEMPTS`], exponential backoff with jitter) ▸ **circuit
+//! breaker** (opens after [`BREAKER_FAILURES`] failed attempts in a row, for
+//! [`BREAKER_COOL_DOWN`]; then one trial) ▸ **timeout** ([`ATTEMPT_TIMEOUT`]
+//! per attempt) ▸ **POST** (JSON, any 2xx is success).
+//!
+//! While the breaker is open alerts fail fast without touching the network
+//! (counted as `rejected`), so a dead webhook costs nothing and never delays
+//! the alerter.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use busline::middleware::{
+    BoxError, BreakerConfig, BreakerOpen, CircuitBreaker, RetryLayer, TimeoutLayer,
+};
 use parking_lot::Mutex;
 use serde::Serialize;
 use tokio::sync::mpsc;
-use tokio::time::Instant;
+use tower::{Service, ServiceBuilder, ServiceExt};
 
 use super::alerter::AlertRecord;
 
@@ -24,8 +34,8 @@ pub const QUEUE: usize = 64;
 pub const ATTEMPTS: u32 = 3;
 /// Time allowed for one attempt.
 pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(2);
-/// Failed deliveries in a row that open the breaker.
-pub const BREAKER_FAILURES: u32 = 3;
+/// Failed attempts in a row that open the breaker (two alerts' worth).
+pub const BREAKER_FAILURES: u32 = 2 * ATTEMPTS;
 /// How long an open breaker refuses deliveries.
 pub const BREAKER_COOL_DOWN: Duration = Duration::from_secs(30);
 
@@ -40,8 +50,6 @@ pub struct WebhookStats {
     pub dropped: AtomicU64,
     /// Alerts not sent because the breaker was open.
     pub rejected: AtomicU64,
-    /// The breaker: `closed`, `open` or `half_open`.
-    pub breaker: Mutex<&'static str>,
     /// The last failure, if any.
     pub last_error: Mutex<Option<String>>,
 }
@@ -71,16 +79,63 @@ pub struct Webhook {
     url: String,
     tx: mpsc::Sender<AlertRecord>,
     stats: Arc<WebhookStats>,
+    breaker: CircuitBreaker,
 }
 
 impl Webhook {
-    /// Starts the delivery worker for `url` on the current runtime.
-    pub fn start(url: String) -> Webhook {
+    /// Starts the delivery worker POSTing to `url`, on the current runtime.
+    pub fn start(url: String) -> anyhow::Result<Webhook> {
+        let client = reqwest::Client::builder().build()?;
+        let target = url.clone();
+        let post = tower::service_fn(move |alert: AlertRecord| {
+            let req = client.post(&target).json(&alert);
+            async move {
+                let resp = req.send().await?;
+                let status = resp.status();
+                if status.is_success() {
+                    Ok(())
+                } else {
+                    Err::<(), BoxError>(format!("the webhook answered {status}").into())
+                }
+            }
+        });
+        Ok(Webhook::with_service(url, post))
+    }
+
+    /// Starts the worker with any sender in place of the HTTP POST (for tests).
+    pub fn with_service<S>(url: String, send: S) -> Webhook
+    where
+        S: Service<AlertRecord, Response = (), Error = BoxError> + Clone + Send + Sync + 'static,
+        S::Future: Send + 'static,
+    {
+        let breaker = CircuitBreaker::new(
+            "webhook",
+            BreakerConfig {
+                consecutive_failures: BREAKER_FAILURES,
+                failure_rate: None,
+                cool_down: BREAKER_COOL_DOWN,
+                ..BreakerConfig::default()
+            },
+        );
+        let stack = ServiceBuilder::new()
+            .layer(
+                RetryLayer::new(ATTEMPTS)
+                    .backoff(Duration::from_millis(200), 2.0, Duration::from_secs(2))
+                    .jitter(0.5)
+                    .retry_if(|e| !is_breaker_open(e)),
+            )
+            .layer(breaker.clone())
+            .layer(TimeoutLayer::new(ATTEMPT_TIMEOUT))
+            .service(send);
         let (tx, rx) = mpsc::channel(QUEUE);
         let stats = Arc::new(WebhookStats::default());
-        *stats.breaker.lock() = "closed";
-        tokio::spawn(worker(url.clone(), rx, stats.clone()));
-        Webhook { url, tx, stats }
+        tokio::spawn(worker(url.clone(), rx, stats.clone(), stack));
+        Webhook {
+            url,
+            tx,
+            stats,
+            breaker,
+        }
     }
 
     /// Queues an alert for delivery; never waits.
@@ -103,129 +158,139 @@ impl Webhook {
             failed: s.failed.load(Ordering::Relaxed),
             dropped: s.dropped.load(Ordering::Relaxed),
             rejected: s.rejected.load(Ordering::Relaxed),
-            breaker: *s.breaker.lock(),
+            breaker: self.breaker.state().as_str(),
             last_error: s.last_error.lock().clone(),
         }
     }
 }
 
-/// The circuit breaker's state machine (time is passed in, for tests).
-#[derive(Debug, Clone)]
-pub struct Breaker {
-    failures: u32,
-    open_until: Option<Instant>,
+/// Whether `e` (or what it wraps) is a call refused by an open breaker.
+fn is_breaker_open(e: &BoxError) -> bool {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e.as_ref());
+    while let Some(err) = cur {
+        if err.is::<BreakerOpen>() {
+            return true;
+        }
+        cur = err.source();
+    }
+    false
 }
 
-impl Default for Breaker {
-    fn default() -> Self {
-        Breaker {
-            failures: 0,
-            open_until: None,
-        }
-    }
-}
-
-impl Breaker {
-    /// Whether a delivery may be tried at `now`.
-    pub fn allow(&self, now: Instant) -> bool {
-        self.open_until.is_none_or(|t| now >= t)
-    }
-
-    /// `closed`, `open` or `half_open` at `now`.
-    pub fn state(&self, now: Instant) -> &'static str {
-        match self.open_until {
-            None => "closed",
-            Some(t) if now < t => "open",
-            Some(_) => "half_open",
-        }
-    }
-
-    /// Records the outcome of a delivery.
-    pub fn record(&mut self, ok: bool, now: Instant) {
-        if ok {
-            self.failures = 0;
-            self.open_until = None;
-        } else {
-            self.failures += 1;
-            // A failed trial (half-open) or too many failures: open (again).
-            if self.open_until.is_some() || self.failures >= BREAKER_FAILURES {
-                self.open_until = Some(now + BREAKER_COOL_DOWN);
-            }
-        }
-    }
-}
-
-async fn worker(url: String, mut rx: mpsc::Receiver<AlertRecord>, stats: Arc<WebhookStats>) {
-    let client = match reqwest::Client::builder().timeout(ATTEMPT_TIMEOUT).build() {
-        Ok(c) => c,
-        Err(e) => {
-            *stats.last_error.lock() = Some(format!("cannot build an HTTP client: {e}"));
-            return;
-        }
-    };
-    let mut breaker = Breaker::default();
+async fn worker<S>(
+    url: String,
+    mut rx: mpsc::Receiver<AlertRecord>,
+    stats: Arc<WebhookStats>,
+    mut stack: S,
+) where
+    S: Service<AlertRecord, Response = (), Error = BoxError>,
+{
     while let Some(alert) = rx.recv().await {
-        let now = Instant::now();
-        if !breaker.allow(now) {
-            stats.rejected.fetch_add(1, Ordering::Relaxed);
-            continue;
-        }
-        let result = deliver(&client, &url, &alert).await;
-        breaker.record(result.is_ok(), Instant::now());
-        *stats.breaker.lock() = breaker.state(Instant::now());
+        let result = match stack.ready().await {
+            Ok(svc) => svc.call(alert).await,
+            Err(e) => Err(e),
+        };
         match result {
             Ok(()) => {
                 stats.delivered.fetch_add(1, Ordering::Relaxed);
             }
+            Err(e) if is_breaker_open(&e) => {
+                stats.rejected.fetch_add(1, Ordering::Relaxed);
+            }
             Err(e) => {
                 stats.failed.fetch_add(1, Ordering::Relaxed);
                 eprintln!("[alerter] webhook {url}: {e}");
-                *stats.last_error.lock() = Some(e);
+                *stats.last_error.lock() = Some(e.to_string());
             }
         }
     }
-}
-
-/// One alert, with retries.
-async fn deliver(client: &reqwest::Client, url: &str, alert: &AlertRecord) -> Result<(), String> {
-    let mut last = String::new();
-    for attempt in 0..ATTEMPTS {
-        if attempt > 0 {
-            let base = 200u64 << (attempt - 1);
-            let jitter = rand::random_range(0..=base / 2);
-            tokio::time::sleep(Duration::from_millis(base + jitter)).await;
-        }
-        match client.post(url).json(alert).send().await {
-            Ok(r) if r.status().is_success() => return Ok(()),
-            Ok(r) => last = format!("answered {}", r.status()),
-            Err(e) => last = format!("request failed: {e}"),
-        }
-    }
-    Err(format!("{last} (after {ATTEMPTS} attempts)"))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::AtomicU32;
+
+    use super::super::alerter::Transition;
+
+    fn alert() -> AlertRecord {
+        AlertRecord {
+            at_ms: 0,
+            transition: Transition::Firing {
+                rate: 11,
+                threshold: 10,
+            },
+            text: "x".into(),
+        }
+    }
+
+    async fn settle(w: &Webhook, n: u64) -> WebhookSnapshot {
+        loop {
+            let s = w.snapshot();
+            if s.delivered + s.failed + s.rejected + s.dropped >= n {
+                return s;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
 
     #[tokio::test(start_paused = true)]
-    async fn breaker_opens_and_recovers() {
-        let mut b = Breaker::default();
-        let now = Instant::now();
-        for _ in 0..BREAKER_FAILURES - 1 {
-            b.record(false, now);
-            assert!(b.allow(now));
+    async fn a_dead_webhook_opens_the_breaker() {
+        let calls = Arc::new(AtomicU32::new(0));
+        let c = calls.clone();
+        let dead = tower::service_fn(move |_: AlertRecord| {
+            c.fetch_add(1, Ordering::SeqCst);
+            async { Err::<(), BoxError>("connection refused".into()) }
+        });
+        let w = Webhook::with_service("http://dead.invalid/".into(), dead);
+        // Two alerts fail every attempt; that opens the breaker.
+        w.notify(&alert());
+        w.notify(&alert());
+        let s = settle(&w, 2).await;
+        assert_eq!((s.failed, s.breaker), (2, "open"), "{s:?}");
+        assert_eq!(calls.load(Ordering::SeqCst), BREAKER_FAILURES);
+        // While open, alerts fail fast: the webhook is not called.
+        w.notify(&alert());
+        let s = settle(&w, 3).await;
+        assert_eq!(s.rejected, 1, "{s:?}");
+        assert_eq!(calls.load(Ordering::SeqCst), BREAKER_FAILURES);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_flaky_webhook_is_retried() {
+        let calls = Arc::new(AtomicU32::new(0));
+        let c = calls.clone();
+        let flaky = tower::service_fn(move |_: AlertRecord| {
+            let n = c.fetch_add(1, Ordering::SeqCst);
+            async move {
+                if n == 0 {
+                    Err::<(), BoxError>("503".into())
+                } else {
+                    Ok(())
+                }
+            }
+        });
+        let w = Webhook::with_service("http://flaky.invalid/".into(), flaky);
+        w.notify(&alert());
+        let s = settle(&w, 1).await;
+        assert_eq!(
+            (s.delivered, s.failed, s.breaker),
+            (1, 0, "closed"),
+            "{s:?}"
+        );
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn notify_never_waits() {
+        // A webhook that never answers: the queue fills, then alerts are dropped and counted.
+        let hang = tower::service_fn(|_: AlertRecord| async {
+            std::future::pending::<()>().await;
+            Ok::<(), BoxError>(())
+        });
+        let w = Webhook::with_service("http://hang.invalid/".into(), hang);
+        for _ in 0..QUEUE + 10 {
+            w.notify(&alert()); // returns at once
         }
-        b.record(false, now);
-        assert!(!b.allow(now));
-        assert_eq!(b.state(now), "open");
-        let later = now + BREAKER_COOL_DOWN;
-        assert_eq!(b.state(later), "half_open");
-        assert!(b.allow(later));
-        b.record(false, later); // the trial fails: open again
-        assert!(!b.allow(later));
-        let later = later + BREAKER_COOL_DOWN;
-        b.record(true, later);
-        assert_eq!(b.state(later), "closed");
+        assert!(w.snapshot().dropped >= 9, "{:?}", w.snapshot());
     }
 }
