@@ -180,32 +180,32 @@ impl Shared {
         }
     }
 
-    /// Every module's state, from the runtime.
+    /// Every module's state, from the runtime (also exported as metrics).
     pub async fn modules(&self) -> Vec<ModuleStatus> {
         let handle = self.runtime.lock().clone();
-        match handle {
+        let modules = match handle {
             Some(h) => h
                 .status(Duration::from_millis(500))
                 .await
                 .unwrap_or_default(),
             None => Vec::new(),
+        };
+        for m in &modules {
+            let running = m.state == busline::ModuleState::Running;
+            metrics::gauge!("busline_module_running", "module" => m.name.clone()).set(if running {
+                1.0
+            } else {
+                0.0
+            });
+            metrics::counter!("busline_module_restarts_total", "module" => m.name.clone())
+                .absolute(m.restarts.into());
         }
+        modules
     }
 
     /// Everything the page shows, as JSON; `history` adds the last summaries.
     pub async fn snapshot(&self, bus: &Bus<Metric>, history: bool) -> serde_json::Value {
         let modules = self.modules().await;
-        for m in &modules {
-            metrics::gauge!("busline_module_running", "module" => m.name.clone()).set(
-                if m.state == busline::ModuleState::Running {
-                    1.0
-                } else {
-                    0.0
-                },
-            );
-            metrics::counter!("busline_module_restarts_total", "module" => m.name.clone())
-                .absolute(m.restarts.into());
-        }
         let summaries = self.summaries.lock();
         let alerts: Vec<AlertRecord> = self.alerts.lock().iter().rev().take(50).cloned().collect();
         serde_json::json!({

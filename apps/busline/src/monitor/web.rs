@@ -461,6 +461,7 @@ async fn events(State(st): State<AppState>, body: Result<Bytes, BytesRejection>)
 async fn prometheus(State(st): State<AppState>) -> Response {
     st.ctx.bus().stats().export();
     st.shared.export_metrics();
+    st.shared.modules().await;
     st.prom.run_upkeep();
     (
         [(
