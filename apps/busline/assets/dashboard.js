@@ -30,11 +30,14 @@ function fmtDur(s) {
   const h = Math.floor(s / 3600), m = Math.floor((s % 3600) / 60), r = s % 60;
   return h ? `${h}h ${m}m` : m ? `${m}m ${r}s` : `${r}s`;
 }
-function niceMax(v) {
-  if (!(v > 0)) return 1;
-  const p = Math.pow(10, Math.floor(Math.log10(v)));
-  for (const m of [1, 2, 2.5, 5, 10]) if (m * p >= v) return m * p;
-  return 10 * p;
+// A round step and a top for a y axis of at most 4 steps over [0, v].
+function niceScale(v) {
+  if (!(v > 0)) return { step: 0.25, max: 1 };
+  const raw = v / 4;
+  const p = Math.pow(10, Math.floor(Math.log10(raw)));
+  let step = 10 * p;
+  for (const m of [1, 2, 2.5, 5, 10]) if (m * p >= raw) { step = m * p; break; }
+  return { step, max: Math.max(step, Math.ceil(v / step - 1e-9) * step) };
 }
 const $ = (id) => document.getElementById(id);
 function setText(id, text) { const el = $(id); if (el && el.textContent !== text) el.textContent = text; }
@@ -77,15 +80,16 @@ class LineChart {
     let max = 0;
     for (const p of visible) for (const s of this.series) { const v = p.values[s.key]; if (v > max) max = v; }
     if (this.threshold !== null) max = Math.max(max, this.threshold * 1.15);
-    max = niceMax(max * 1.1);
+    const scale = niceScale(max * 1.05);
+    max = scale.max;
     const x = (t) => left + ((t - t0) / (WINDOW_SECS * 1000)) * pw;
     const y = (v) => top + ph - (v / max) * ph;
 
     // grid and labels
     g.font = "11px system-ui, sans-serif";
     g.textBaseline = "middle";
-    for (let i = 0; i <= 4; i++) {
-      const v = (max / 4) * i, yy = Math.round(y(v)) + 0.5;
+    for (let i = 0; i * scale.step <= max + 1e-9; i++) {
+      const v = i * scale.step, yy = Math.round(y(v)) + 0.5;
       g.strokeStyle = i === 0 ? "#33404f" : "#222b37";
       g.lineWidth = 1;
       g.beginPath(); g.moveTo(left, yy); g.lineTo(left + pw, yy); g.stroke();
@@ -148,7 +152,11 @@ const charts = {
     { key: "p99", label: "p99", color: "#ffb547" }] }),
   errors: new LineChart($("chart-errors"), { series: [{ key: "epm", label: "errors/min", color: "#ff5d5d", fill: true }] }),
 };
-function fmtMsShort(v) { return v >= 1000 ? (v / 1000).toFixed(1) + "s" : (v >= 10 ? Math.round(v) : v.toFixed(1)) + "ms"; }
+function fmtMsShort(v) {
+  if (v === 0) return "0";
+  if (v >= 1000) return +(v / 1000).toFixed(2) + "s";
+  return (v >= 10 ? Math.round(v) : +v.toFixed(2)) + "ms";
+}
 
 function addSummary(s) {
   if (!s) return;
