@@ -13,10 +13,18 @@ use clap::{Parser, Subcommand};
 
 /// busline: an event bus for tokio, and the live metrics monitor built on it.
 #[derive(Debug, Parser)]
-#[command(name = "busline", version, about)]
+#[command(
+    name = "busline",
+    version,
+    about,
+    args_conflicts_with_subcommands = true
+)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
+    /// With no command, busline runs the monitor with these options.
+    #[command(flatten)]
+    monitor: monitor::MonitorArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -37,6 +45,6 @@ fn main() -> Result<()> {
         Some(Command::Bench(b)) => bench::run(b),
         Some(Command::Monitor(m)) => monitor::run(m),
         Some(Command::Publish(p)) => monitor::ingest::run_publish(p),
-        None => monitor::run(monitor::MonitorArgs::default()),
+        None => monitor::run(cli.monitor),
     }
 }

@@ -227,7 +227,11 @@ pub fn parse_event(value: Value) -> Result<Metric, IngestError> {
 fn fields<T: serde::de::DeserializeOwned>(v: Value) -> Result<T, IngestError> {
     serde_path_to_error::deserialize(v).map_err(|e| {
         let path = e.path().to_string();
-        let inner = e.into_inner().to_string();
+        let inner = e
+            .into_inner()
+            .to_string()
+            .replace("expected f64", "expected a number")
+            .replace("expected u16", "expected an integer");
         // serde names missing and unknown fields in its message; the path
         // names the field whose value is wrong.
         let field = if path == "." || path.is_empty() {
