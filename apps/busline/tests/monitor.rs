@@ -352,10 +352,8 @@ fn parse_prometheus(text: &str) -> Result<HashMap<String, f64>, String> {
                         return Err(err("second TYPE for a metric"));
                     }
                 }
-                Some(&"HELP") => {
-                    if !parts.get(1).is_some_and(|s| is_name(s)) {
-                        return Err(err("bad HELP"));
-                    }
+                Some(&"HELP") if !parts.get(1).is_some_and(|s| is_name(s)) => {
+                    return Err(err("bad HELP"));
                 }
                 _ => {} // a comment
             }
