@@ -233,6 +233,51 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn the_module_fires_once_then_recovers() {
+        use super::super::config::{MonitorArgs, Settings};
+        use busline::Bus;
+
+        let bus = Bus::<Metric>::new();
+        let settings = Settings::resolve(&MonitorArgs::default()).unwrap();
+        let shared = Arc::new(Shared::new(&settings));
+        let ctx = Context::detached("alerter", bus.clone());
+        let stop = ctx.shutdown_token();
+        let mut alerter = Alerter::new(10, shared.clone(), None);
+        let task = tokio::spawn(async move { alerter.run(ctx).await });
+        while bus.stats().subscriber("alerter").is_none() {
+            tokio::task::yield_now().await;
+        }
+        let error = || Metric::Error {
+            source: "db".into(),
+            message: "down".into(),
+        };
+        for _ in 0..30 {
+            bus.publish(error()).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let alerts = shared.alerts();
+        assert_eq!(alerts.len(), 1, "{alerts:?}");
+        assert_eq!(
+            alerts[0].transition,
+            Transition::Firing {
+                rate: 11,
+                threshold: 10
+            }
+        );
+        // A minute later the errors have left the window: one recovery line.
+        tokio::time::sleep(Duration::from_secs(61)).await;
+        let alerts = shared.alerts();
+        assert_eq!(alerts.len(), 2, "{alerts:?}");
+        // (Checked every 250 ms while errors left every 100 ms: at or just below.)
+        assert!(
+            matches!(alerts[1].transition, Transition::Resolved { rate, .. } if (8..=10).contains(&rate)),
+            "{alerts:?}"
+        );
+        stop.cancel();
+        task.await.unwrap().unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn storm_then_calm() {
         // 2 errors/s for 30 s, then nothing: one alert, one recovery.
         let mut w = SlidingWindow::new(Duration::from_secs(60));

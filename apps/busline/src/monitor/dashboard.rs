@@ -342,6 +342,35 @@ mod tests {
         assert!(s.latency_ms.is_none());
     }
 
+    #[tokio::test(start_paused = true)]
+    async fn a_lagging_dashboard_counts_what_it_missed() {
+        use super::super::config::{MonitorArgs, Settings};
+        use busline::Bus;
+
+        let bus = Bus::<Metric>::new();
+        let settings = Settings::resolve(&MonitorArgs::default()).unwrap();
+        let shared = Arc::new(Shared::new(&settings));
+        let ctx = Context::detached("dashboard", bus.clone());
+        let stop = ctx.shutdown_token();
+        let mut dashboard = Dashboard::new(shared.clone(), Duration::from_secs(1));
+        let task = tokio::spawn(async move { dashboard.run(ctx).await });
+        while bus.stats().subscriber("dashboard").is_none() {
+            tokio::task::yield_now().await;
+        }
+        // A burst the dashboard cannot take: the publisher never waits.
+        let burst = DASHBOARD_QUEUE as u64 + 476;
+        for _ in 0..burst {
+            bus.try_publish(req(5.0)).unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        let s = shared.latest().expect("a summary after a second");
+        assert_eq!(s.missed, 476, "{s:?}");
+        assert_eq!(s.requests, DASHBOARD_QUEUE as u64, "{s:?}");
+        assert!(render(&s).contains("missed 476 events"));
+        stop.cancel();
+        task.await.unwrap().unwrap();
+    }
+
     #[test]
     fn errors_leave_the_minute() {
         let mut a = Aggregator::default();

@@ -125,6 +125,16 @@ impl Shared {
         self.bump();
     }
 
+    /// The newest summary.
+    pub fn latest(&self) -> Option<Arc<Summary>> {
+        self.summaries.lock().back().cloned()
+    }
+
+    /// The alert history, oldest first.
+    pub fn alerts(&self) -> Vec<AlertRecord> {
+        self.alerts.lock().iter().cloned().collect()
+    }
+
     /// An error metric seen by the dashboard.
     pub fn push_error(&self, source: &str, message: &str) {
         let mut q = self.errors.lock();
@@ -206,13 +216,19 @@ impl Shared {
     /// Everything the page shows, as JSON; `history` adds the last summaries.
     pub async fn snapshot(&self, bus: &Bus<Metric>, history: bool) -> serde_json::Value {
         let modules = self.modules().await;
-        let summaries = self.summaries.lock();
-        let alerts: Vec<AlertRecord> = self.alerts.lock().iter().rev().take(50).cloned().collect();
+        let history = if history {
+            serde_json::to_value(&*self.summaries.lock()).unwrap_or_default()
+        } else {
+            serde_json::Value::Null
+        };
+        let mut alerts = self.alerts();
+        alerts.reverse();
+        alerts.truncate(50);
         serde_json::json!({
             "now_ms": unix_ms(),
             "uptime_s": self.started.elapsed().as_secs_f64(),
-            "summary": summaries.back(),
-            "history": if history { serde_json::to_value(&*summaries).unwrap_or_default() } else { serde_json::Value::Null },
+            "summary": self.latest(),
+            "history": history,
             "ingested": self.ingested.load(Ordering::Relaxed),
             "rejected": self.rejected.load(Ordering::Relaxed),
             "alert": {
