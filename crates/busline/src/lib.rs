@@ -227,6 +227,7 @@
 //! counted as `filtered`.
 
 pub mod bus;
+pub mod conformance;
 pub mod envelope;
 pub mod error;
 mod router;
