@@ -230,9 +230,11 @@ pub mod bus;
 pub mod conformance;
 pub mod envelope;
 pub mod error;
+pub mod middleware;
 mod router;
 pub mod stats;
 pub mod store;
+pub mod stream;
 pub mod subscription;
 pub mod topic;
 
@@ -241,5 +243,6 @@ pub use envelope::{Envelope, Event, EventId, Headers, Message};
 pub use error::{PublishError, RecvError, ReplyError, RequestError, SubscribeError, TopicError};
 pub use stats::{BusStats, SubscriberStats};
 pub use store::{EventStore, StartAt, StoreError};
+pub use stream::StreamOpsExt;
 pub use subscription::{Filter, Policy, Subscription, SubscriptionBuilder};
 pub use topic::{Pattern, Topic};
