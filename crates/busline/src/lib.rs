@@ -227,22 +227,32 @@
 //! counted as `filtered`.
 
 pub mod bus;
+pub mod config;
 pub mod conformance;
+pub mod context;
 pub mod envelope;
 pub mod error;
 pub mod middleware;
+pub mod module;
 mod router;
+pub mod runtime;
 pub mod stats;
 pub mod store;
 pub mod stream;
 pub mod subscription;
+pub mod supervisor;
 pub mod topic;
 
 pub use bus::{Backpressure, Bus, BusBuilder, Receipt, WeakBus, DEFAULT_CAPACITY};
+pub use config::{Config, ConfigError, ModuleSettings};
+pub use context::{Context, ModuleSubscription, ModuleSubscriptionBuilder};
 pub use envelope::{Envelope, Event, EventId, Headers, Message};
 pub use error::{PublishError, RecvError, ReplyError, RequestError, SubscribeError, TopicError};
+pub use module::{BoxError, Module, ModuleState, ModuleStatus, SystemEvent, STATUS_TOPIC};
+pub use runtime::{ModuleSpec, Report, Runtime, RuntimeError, RuntimeHandle, StopReason};
 pub use stats::{BusStats, SubscriberStats};
 pub use store::{EventStore, StartAt, StoreError};
 pub use stream::StreamOpsExt;
 pub use subscription::{Filter, Policy, Subscription, SubscriptionBuilder};
+pub use supervisor::{Backoff, Restart, Supervision};
 pub use topic::{Pattern, Topic};

@@ -380,22 +380,35 @@ impl<T: Send + Sync + 'static> Subscription<T> {
 
     /// Durably records that this named consumer has handled `env`: after a
     /// restart, `from(StartAt::Committed)` resumes with the event after it.
-    pub async fn commit(&self, env: &Envelope<T>) -> Result<(), crate::store::StoreError> {
+    ///
+    /// The future owns what it needs (it does not borrow the subscription), so
+    /// it is `Send` and can be awaited in a spawned task or a module.
+    pub fn commit(
+        &self,
+        env: &Envelope<T>,
+    ) -> impl std::future::Future<Output = Result<(), crate::store::StoreError>> + Send + 'static
+    {
         use crate::store::StoreError;
-        let name = self.durable.as_ref().and_then(|d| d.consumer.as_ref());
-        let (Some(d), Some(name)) = (&self.durable, name) else {
-            return Err(StoreError::new(
-                format!("commit on subscription `{}`", self.shared.name),
-                "it was not made with .consumer(name)",
-            ));
-        };
-        let Some(offset) = env.offset else {
-            return Err(StoreError::new(
-                format!("commit of event {} by consumer `{name}`", env.id),
-                "the event has no store offset (its topic is not persisted)",
-            ));
-        };
-        d.store.commit_offset(name, offset + 1).await
+        let target = (|| {
+            let name = self.durable.as_ref().and_then(|d| d.consumer.as_ref());
+            let (Some(d), Some(name)) = (&self.durable, name) else {
+                return Err(StoreError::new(
+                    format!("commit on subscription `{}`", self.shared.name),
+                    "it was not made with .consumer(name)",
+                ));
+            };
+            let Some(offset) = env.offset else {
+                return Err(StoreError::new(
+                    format!("commit of event {} by consumer `{name}`", env.id),
+                    "the event has no store offset (its topic is not persisted)",
+                ));
+            };
+            Ok((d.store.clone(), name.clone(), offset))
+        })();
+        async move {
+            let (store, name, offset) = target?;
+            store.commit_offset(&name, offset + 1).await
+        }
     }
 
     fn poll_live(
