@@ -342,6 +342,7 @@ fn routing(a: RoutingArgs) -> Result<()> {
         }
         let mut target = bus
             .subscriber("metrics.web.latency")
+            .name("target")
             .lossy(1024)
             .subscribe()?;
         let mut times = Vec::new();
