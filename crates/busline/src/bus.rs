@@ -619,6 +619,10 @@ impl<T: Send + Sync + 'static> Bus<T> {
         route: Arc<Route<T>>,
         env: Envelope<T>,
     ) -> Result<Receipt, PublishError<T>> {
+        // Take part in tokio's cooperative scheduling: a publisher loop that
+        // never has to wait still yields every so often, so subscribers on the
+        // same worker get to run instead of lagging for no reason.
+        tokio::task::consume_budget().await;
         let env = Arc::new(env);
         let targets = targets(&route, &env);
         let mut waiting: Option<(u64, Instant)> = None;

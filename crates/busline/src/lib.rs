@@ -228,6 +228,7 @@
 
 pub mod bus;
 pub mod config;
+pub mod conformance;
 pub mod context;
 pub mod envelope;
 pub mod error;
