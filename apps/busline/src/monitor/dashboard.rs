@@ -14,6 +14,14 @@
 //! for it and tells it how many (`Lagged(n)`); the summary then says
 //! `missed n events`, and the count goes into the web page and `/metrics`.
 //!
+//! ## A slow terminal
+//!
+//! The summaries are written by a thread of their own, behind a queue of
+//! [`TERMINAL_QUEUE`] summaries, so a terminal that does not keep up never
+//! blocks the dashboard (or the runtime's worker threads). If that queue is
+//! full a summary is not printed, and the next one printed says how many
+//! were skipped; the web page and `/api/summary` still get every one.
+//!
 //! The summary it computes each second is also what the web dashboard and
 //! `/api/summary` show: it is published to the shared [`Shared`] state.
 
@@ -31,6 +39,66 @@ use super::Shared;
 
 /// Queue capacity of the dashboard's lossy subscription.
 pub const DASHBOARD_QUEUE: usize = 1024;
+/// Summaries waiting for a slow terminal before the next is skipped.
+pub const TERMINAL_QUEUE: usize = 4;
+
+/// Writes text to stdout on a thread of its own.
+struct Terminal {
+    tx: Option<std::sync::mpsc::SyncSender<String>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    skipped: u64,
+}
+
+impl Terminal {
+    fn start() -> std::io::Result<Terminal> {
+        Terminal::start_with(std::io::stdout())
+    }
+
+    fn start_with(mut out: impl Write + Send + 'static) -> std::io::Result<Terminal> {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<String>(TERMINAL_QUEUE);
+        let thread = std::thread::Builder::new()
+            .name("dashboard-stdout".into())
+            .spawn(move || {
+                for text in rx {
+                    if out
+                        .write_all(text.as_bytes())
+                        .and_then(|_| out.flush())
+                        .is_err()
+                    {
+                        break; // stdout is gone (closed pipe): nothing more to show
+                    }
+                }
+            })?;
+        Ok(Terminal {
+            tx: Some(tx),
+            thread: Some(thread),
+            skipped: 0,
+        })
+    }
+
+    /// Queues `text`; never waits.
+    fn show(&mut self, mut text: String) {
+        if self.skipped > 0 {
+            text.push_str(&format!(
+                "  (the terminal is slow: {} summaries were not shown)\n",
+                self.skipped
+            ));
+        }
+        let Some(tx) = &self.tx else { return };
+        match tx.try_send(text) {
+            Ok(()) => self.skipped = 0,
+            Err(_) => self.skipped += 1,
+        }
+    }
+
+    /// Waits until everything queued is written.
+    async fn finish(mut self) {
+        self.tx = None;
+        if let Some(t) = self.thread.take() {
+            let _ = tokio::task::spawn_blocking(move || t.join()).await;
+        }
+    }
+}
 
 /// Latency statistics of one window, in milliseconds (percentiles from
 /// busline's HDR-histogram [`Aggregate`], within 0.1%).
@@ -232,6 +300,7 @@ impl Module<Metric> for Dashboard {
             .name("dashboard")
             .subscribe()?;
         let mut agg = Aggregator::default();
+        let mut terminal = Terminal::start()?;
         let start = tokio::time::Instant::now() + self.every;
         let mut tick = tokio::time::interval_at(start, self.every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -239,18 +308,13 @@ impl Module<Metric> for Dashboard {
         loop {
             tokio::select! {
                 biased;
-                _ = ctx.shutdown_requested() => return Ok(()),
+                _ = ctx.shutdown_requested() => break,
                 now = tick.tick() => {
                     let secs = now.duration_since(last).as_secs_f64();
                     last = now;
                     let summary = agg.tick(secs);
                     summary_metrics(&summary);
-                    let text = render(&summary);
-                    {
-                        let mut out = std::io::stdout().lock();
-                        out.write_all(text.as_bytes()).ok();
-                        out.flush().ok();
-                    }
+                    terminal.show(render(&summary));
                     self.shared.push_summary(summary);
                 }
                 ev = sub.recv() => match ev {
@@ -261,11 +325,13 @@ impl Module<Metric> for Dashboard {
                         }
                     }
                     Err(RecvError::Lagged(n)) => agg.missed(n),
-                    Err(RecvError::Closed) => return Ok(()),
+                    Err(RecvError::Closed) => break,
                     Err(e) => return Err(e.into()),
                 }
             }
         }
+        terminal.finish().await;
+        Ok(())
     }
 }
 
@@ -369,6 +435,56 @@ mod tests {
         assert!(render(&s).contains("missed 476 events"));
         stop.cancel();
         task.await.unwrap().unwrap();
+    }
+
+    /// A terminal that blocks until told to go on, recording what it got.
+    struct Stuck {
+        go: std::sync::mpsc::Receiver<()>,
+        got: Arc<parking_lot::Mutex<String>>,
+    }
+
+    impl Write for Stuck {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            let _ = self.go.recv();
+            self.got.lock().push_str(std::str::from_utf8(buf).unwrap());
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_stuck_terminal_never_blocks_the_dashboard() {
+        let (go, rx) = std::sync::mpsc::channel();
+        let got = Arc::default();
+        let mut t = Terminal::start_with(Stuck {
+            go: rx,
+            got: Arc::clone(&got),
+        })
+        .unwrap();
+        // One is taken by the stuck writer, TERMINAL_QUEUE wait, the rest are skipped.
+        for i in 0..TERMINAL_QUEUE + 11 {
+            t.show(format!("summary {i}\n")); // returns at once
+        }
+        assert!(t.skipped >= 10, "{}", t.skipped);
+        let skipped = t.skipped;
+        for _ in 0..TERMINAL_QUEUE + 2 {
+            go.send(()).unwrap();
+        }
+        // Room again: the next summary says what was skipped.
+        while t.skipped > 0 {
+            t.show("later\n".into());
+            tokio::task::yield_now().await;
+        }
+        drop(go); // unblocks the writer for good
+        t.finish().await;
+        let text = got.lock().clone();
+        assert!(text.starts_with("summary 0\n"), "{text}");
+        assert!(
+            text.contains("summaries were not shown"),
+            "no report of the {skipped} skipped: {text}"
+        );
     }
 
     #[test]
