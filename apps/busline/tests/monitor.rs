@@ -100,9 +100,15 @@ fn an_alert_fires_once_per_crossing() {
         "5",
         "--log-file",
         "/dev/null",
+        // A dead webhook (nothing listens there): retried, then given up on,
+        // without holding anything up.
+        "--alert-webhook",
+        &dead_url(),
     ]);
     assert!(m.wait().success(), "{}", m.stderr.text());
     let out = m.stdout.text();
+    let err = m.stderr.text();
+    assert!(err.contains("gave up after 3 attempts"), "{err}");
     let alerts: Vec<&str> = out.lines().filter(|l| l.starts_with("[ALERT]")).collect();
     // The rate crosses 5/min within the first second and stays above it
     // (errors leave the window only after a minute): exactly one alert, no
@@ -114,6 +120,16 @@ fn an_alert_fires_once_per_crossing() {
         alerts[0]
     );
     assert!(out.lines().filter(|l| *l == SUMMARY).count() >= 2, "{out}");
+}
+
+/// A URL on a port nothing listens on.
+fn dead_url() -> String {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    format!("http://127.0.0.1:{port}/hook")
 }
 
 #[test]
