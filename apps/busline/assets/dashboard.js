@@ -228,14 +228,15 @@ function render(snap) {
   fill("alerts", snap.alerts.map((al) => row([fmtTime(al.at_ms), { text: al.state, cls: "state " + al.state }, `${al.rate}/min`, { text: al.text, title: al.text }])), "no alerts yet", 4);
   const wh = snap.webhook;
   setText("webhook", wh ? `webhook ${wh.url}: ${wh.delivered} delivered, ${wh.failed} failed, ${wh.dropped} dropped, ${wh.rejected} refused by the breaker (${wh.breaker})${wh.last_error ? " · last error: " + wh.last_error : ""}` : "no webhook (--alert-webhook URL)");
-  fill("recent-errors", snap.recent_errors.map((e) => row([fmtTime(e.at_ms), e.source, { text: e.message, title: e.message }])), "none", 3);
+  fill("recent-errors", snap.recent_errors.slice(0, 10).map((e) => row([fmtTime(e.at_ms), e.source, { text: e.message, title: e.message }])), "none", 3);
 
   const totals = $("bus-totals");
   const items = [["published", bus.published], ["delivered", bus.delivered], ["dropped", bus.dropped], ["unrouted", bus.unrouted], ["subscribers", bus.subscribers.length]];
   totals.replaceChildren(...items.map(([k, v]) => { const sp = document.createElement("span"); sp.append(k + " "); const b = document.createElement("b"); b.textContent = fmtNum(v); sp.appendChild(b); return sp; }));
   fill("subscribers", bus.subscribers.map((sub) => row([sub.name, sub.pattern, sub.policy, bar(sub.queued, sub.capacity), fmtNum(sub.delivered), fmtNum(sub.received),
     { text: fmtNum(sub.dropped), cls: sub.dropped ? "state firing" : "" }, fmtMs(sub.blocked)])), "no subscribers", 8);
-  fill("modules", snap.modules.map((m) => row([m.name, { text: m.state, cls: "state " + m.state }, m.restarts, { text: m.last_error || "", title: m.last_error || "" }])), "none", 4);
+  fill("modules", snap.modules.map((m) => row([m.name, { text: m.state, cls: "state " + m.state },
+    m.uptime ? fmtDur(m.uptime.secs) : "–", m.restarts, { text: m.last_error || "", title: m.last_error || "" }])), "none", 5);
   const st = snap.settings;
   setText("settings", `${st.simulate ? `simulated services every ${st.interval_ms} ms, error rate ${st.error_rate}` : "no simulated services"} · alert above ${st.alert_threshold}/min · log: ${st.log}`);
 }

@@ -148,7 +148,7 @@ async fn the_dashboard_updates_live_in_a_real_browser() {
             "args": [
                 "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                "--no-first-run", "--hide-scrollbars", "--window-size=1440,1560",
+                "--no-first-run", "--hide-scrollbars", "--window-size=1440,1520",
                 format!("--user-data-dir={profile}"),
             ],
         }),
