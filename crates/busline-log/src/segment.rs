@@ -339,8 +339,11 @@ impl RecordCursor {
         // Move the unread bytes to the front and read more behind them.
         self.buf.drain(..start);
         self.buf_pos = self.pos;
-        let want = need.max(CHUNK);
         let old = self.buf.len();
+        // Read a chunk, but no further than the end of the file (zeroing a
+        // large buffer for a small file costs more than the read).
+        let file_left = self.file.len()?.saturating_sub(self.pos + old as u64) as usize;
+        let want = need.max(CHUNK.min(old + file_left));
         self.buf.resize(want, 0);
         let n = read_full_at(&*self.file, self.pos + old as u64, &mut self.buf[old..want])?;
         self.buf.truncate(old + n);
