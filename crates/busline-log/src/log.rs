@@ -108,7 +108,7 @@ pub(crate) struct Shared {
     writer_cv: Condvar,
     space: Notify,
     pub(crate) status: watch::Sender<Status>,
-    committed: watch::Sender<u64>,
+    pub(crate) committed: watch::Sender<u64>,
     pub(crate) segments: RwLock<Vec<SegmentInfo>>,
     retention_lock: Mutex<()>,
     pub(crate) offsets_lock: Mutex<()>,
@@ -621,13 +621,15 @@ impl Writer {
             spare.clear();
             match result {
                 Ok(()) => {
+                    // `committed` first: whoever saw `status.acked` move
+                    // (appenders, readers) then finds `committed` there too.
+                    shared.committed.send_replace(end);
                     shared.status.send_modify(|s| {
                         s.acked = end;
                         if must_sync {
                             s.synced = end;
                         }
                     });
-                    shared.committed.send_replace(end);
                 }
                 Err((op, path, e)) => {
                     let err = Error::ReadOnly {

@@ -57,7 +57,7 @@ impl Reader {
 
     /// The next record if one is acknowledged, `None` at the end of the log.
     pub fn try_next(&mut self) -> Result<Option<Record>> {
-        let acked = self.status.borrow().acked;
+        let acked = *self.shared.committed.borrow();
         if self.next >= acked {
             return Ok(None);
         }

@@ -62,6 +62,10 @@ pub trait ReadFile: Send + Sync {
     fn read_at(&self, pos: u64, buf: &mut [u8]) -> io::Result<usize>;
     /// The current length of the file.
     fn len(&self) -> io::Result<u64>;
+    /// Whether the file is empty.
+    fn is_empty(&self) -> io::Result<bool> {
+        Ok(self.len()? == 0)
+    }
 }
 
 /// Reads `buf.len()` bytes at `pos` or fewer if the file ends; returns the count.

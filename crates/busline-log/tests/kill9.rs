@@ -87,11 +87,9 @@ fn verify(dir: &Path, acked: &BTreeMap<u64, u32>, from: u64) -> (u64, u64, bool,
     let log = Log::open(dir, options()).expect("reopen after kill");
     let cut = log.recovery().is_some();
     let mut found = BTreeMap::new();
-    let mut expected = from;
-    for rec in log.read_from(from).unwrap() {
+    for (expected, rec) in (from..).zip(log.read_from(from).unwrap()) {
         let rec = rec.expect("every record after recovery is valid");
         assert_eq!(rec.offset, expected, "gap in offsets");
-        expected += 1;
         assert!(
             check_payload(&rec.payload),
             "record {} is half-written",
