@@ -133,6 +133,13 @@ pub enum Error {
         reason: String,
     },
 
+    /// Another process (or handle) has the log open for writing.
+    #[error("log at {path} is in use by another writer (lock file {path}/LOCK is held)")]
+    Locked {
+        /// The log directory.
+        path: PathBuf,
+    },
+
     /// The log's writer has stopped (the log was closed).
     #[error("log at {path} is closed")]
     Closed {
@@ -224,6 +231,7 @@ impl Clone for Error {
                 reason: reason.clone(),
             },
             Error::Closed { path } => Error::Closed { path: path.clone() },
+            Error::Locked { path } => Error::Locked { path: path.clone() },
         }
     }
 }

@@ -133,7 +133,7 @@ pub fn verify(dir: &std::path::Path, options: &Options) -> Result<VerifyReport> 
         &recovery::RecoverOptions {
             max_payload: options.max_record_bytes as u32,
             index_interval: options.index_interval_bytes,
-            repair: false,
+            mode: recovery::Mode::Check,
         },
     )?;
     Ok(VerifyReport {

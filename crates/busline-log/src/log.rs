@@ -11,12 +11,12 @@ use tokio::sync::{watch, Notify};
 
 use crate::error::{Error, Result};
 use crate::reader::Reader;
-use crate::recovery::{recover, RecoverOptions, Recovery};
+use crate::recovery::{recover, Mode, RecoverOptions, Recovery};
 use crate::segment::{
-    encode_record, encode_segment_header, parse_record_header, segment_path, SegmentInfo,
-    RECORD_HEADER_LEN, SEGMENT_HEADER_LEN,
+    decode_segment_header, encode_record, encode_segment_header, parse_record_header, segment_path,
+    RecordCursor, SegmentInfo, Step, RECORD_HEADER_LEN, SEGMENT_HEADER_LEN,
 };
-use crate::storage::{StdStorage, Storage, WriteFile};
+use crate::storage::{read_full_at, StdStorage, Storage, WriteFile};
 
 /// When an append counts as acknowledged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -127,6 +127,7 @@ struct Inner {
     shared: Arc<Shared>,
     writer: Option<JoinHandle<()>>,
     recovery: Option<Recovery>,
+    _lock: Option<Box<dyn std::any::Any + Send + Sync>>,
 }
 
 impl Drop for Inner {
@@ -164,34 +165,72 @@ impl Log {
     /// This blocks while every segment is read and checked; from async code
     /// call it in `tokio::task::spawn_blocking` if the log is large.
     pub fn open(dir: impl AsRef<Path>, options: Options) -> Result<Log> {
-        let dir = dir.as_ref().to_owned();
+        Self::open_mode(dir.as_ref(), options, Mode::Repair)
+    }
+
+    /// Opens the log in `dir` to read only, without taking the writer's
+    /// lock and without changing any file: a torn tail is left alone and
+    /// reading stops before it. Another process may be appending;
+    /// [`Log::refresh`] picks up what it wrote since. Appends fail with
+    /// [`Error::ReadOnly`].
+    ///
+    /// Such a view sees records once they are written and whole, which in
+    /// [`Persist::Fsync`] mode can be shortly before the writer acknowledges
+    /// them.
+    pub fn open_read_only(dir: impl AsRef<Path>, options: Options) -> Result<Log> {
+        Self::open_mode(dir.as_ref(), options, Mode::ReadOnly)
+    }
+
+    fn open_mode(dir: &Path, options: Options, mode: Mode) -> Result<Log> {
+        let dir = dir.to_owned();
         check_options(&options)?;
         let storage = options.storage.clone();
-        storage
-            .create_dir_all(&dir)
-            .map_err(|e| Error::io("create directory", &dir, e))?;
+        let lock = if mode == Mode::Repair {
+            storage
+                .create_dir_all(&dir)
+                .map_err(|e| Error::io("create directory", &dir, e))?;
+            let lock = storage.lock(&dir.join("LOCK")).map_err(|e| {
+                if e.kind() == std::io::ErrorKind::WouldBlock {
+                    Error::Locked { path: dir.clone() }
+                } else {
+                    Error::io("lock", dir.join("LOCK"), e)
+                }
+            })?;
+            Some(lock)
+        } else {
+            None
+        };
         let rec = recover(
             &*storage,
             &dir,
             &RecoverOptions {
                 max_payload: options.max_record_bytes as u32,
                 index_interval: options.index_interval_bytes,
-                repair: true,
+                mode,
             },
         )?;
         let mut segments = rec.segments;
-        let active: Box<dyn WriteFile> = match segments.last() {
-            Some(seg) => storage
-                .open_append(&seg.path)
-                .map_err(|e| Error::io("open", &seg.path, e))?,
-            None => {
+        let active: Option<Box<dyn WriteFile>> = match (mode, segments.last()) {
+            (Mode::ReadOnly, _) => None,
+            (_, Some(seg)) => Some(
+                storage
+                    .open_append(&seg.path)
+                    .map_err(|e| Error::io("open", &seg.path, e))?,
+            ),
+            (_, None) => {
                 let (file, info) = create_segment(&*storage, &dir, rec.start)
                     .map_err(|(op, path, e)| Error::io(op, path, e))?;
                 segments.push(info);
-                file
+                Some(file)
             }
         };
         let end = segments.last().map(|s| s.end).unwrap_or(0);
+        let failed = active.is_none().then(|| Error::ReadOnly {
+            op: "append",
+            path: dir.clone(),
+            kind: std::io::ErrorKind::PermissionDenied,
+            message: "the log was opened read-only".into(),
+        });
         let shared = Arc::new(Shared {
             dir,
             pending: Mutex::new(Pending {
@@ -199,7 +238,7 @@ impl Log {
                 records: 0,
                 next_offset: end,
                 sync_wanted: false,
-                failed: None,
+                failed,
                 closed: false,
             }),
             writer_cv: Condvar::new(),
@@ -216,22 +255,85 @@ impl Log {
             offsets_lock: Mutex::new(()),
             opts: options,
         });
-        let writer = Writer {
-            shared: shared.clone(),
-            active,
-            max_ts: rec.max_ts,
+        let writer = match active {
+            Some(active) => {
+                let writer = Writer {
+                    shared: shared.clone(),
+                    active,
+                    max_ts: rec.max_ts,
+                };
+                let handle = std::thread::Builder::new()
+                    .name("busline-log-writer".into())
+                    .spawn(move || writer.run())
+                    .map_err(|e| Error::io("spawn writer thread", &shared.dir, e))?;
+                Some(handle)
+            }
+            None => None,
         };
-        let handle = std::thread::Builder::new()
-            .name("busline-log-writer".into())
-            .spawn(move || writer.run())
-            .map_err(|e| Error::io("spawn writer thread", &shared.dir, e))?;
         Ok(Log {
             inner: Arc::new(Inner {
                 shared,
-                writer: Some(handle),
+                writer,
                 recovery: rec.recovery,
+                _lock: lock,
             }),
         })
+    }
+
+    /// For a log opened with [`Log::open_read_only`]: reads what was
+    /// appended since (by another process) and makes it visible to readers.
+    /// Returns the new committed end. Does nothing on a writable log.
+    pub fn refresh(&self) -> Result<u64> {
+        let shared = &self.inner.shared;
+        if self.inner.writer.is_some() {
+            return Ok(self.committed_end());
+        }
+        let storage = &*shared.opts.storage;
+        let max = shared.opts.max_record_bytes as u32;
+        let interval = shared.opts.index_interval_bytes;
+        let mut segs = shared.segments.write();
+        let mut max_ts = segs.iter().map(|s| s.max_ts).max().unwrap_or(0);
+        loop {
+            if let Some(seg) = segs.last_mut() {
+                let file = storage
+                    .open_read(&seg.path)
+                    .map_err(|e| Error::io("open", &seg.path, e))?;
+                let mut cursor = RecordCursor::new(file, seg.size, max);
+                while let Step::Record(h, pos) =
+                    cursor.next().map_err(|e| Error::io("read", &seg.path, e))?
+                {
+                    if h.offset != seg.end {
+                        break;
+                    }
+                    seg.note_record(&h, pos, max_ts, interval);
+                    max_ts = max_ts.max(h.timestamp);
+                }
+            }
+            // A segment that starts where the last one ends?
+            let next = segs.last().map_or(0, |s| s.end);
+            let path = segment_path(&shared.dir, next);
+            let Ok(file) = storage.open_read(&path) else {
+                break;
+            };
+            let mut header = [0u8; SEGMENT_HEADER_LEN];
+            let n =
+                read_full_at(&*file, 0, &mut header).map_err(|e| Error::io("read", &path, e))?;
+            if decode_segment_header(&header[..n]) != Ok(next) {
+                break;
+            }
+            if segs.last().is_some_and(|s| s.base == next) {
+                break;
+            }
+            segs.push(SegmentInfo::new(next, path));
+        }
+        let end = segs.last().map_or(0, |s| s.end);
+        drop(segs);
+        shared.committed.send_replace(end);
+        shared.status.send_modify(|s| {
+            s.acked = end;
+            s.synced = end;
+        });
+        Ok(end)
     }
 
     pub(crate) fn shared(&self) -> &Arc<Shared> {

@@ -57,8 +57,20 @@ pub(crate) struct Recovered {
 pub(crate) struct RecoverOptions {
     pub(crate) max_payload: u32,
     pub(crate) index_interval: u64,
-    /// Cut torn tails (false: only check, report an error instead).
-    pub(crate) repair: bool,
+    /// What to do with a torn tail.
+    pub(crate) mode: Mode,
+}
+
+/// What recovery does with a torn tail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Mode {
+    /// Cut it off (the writer's open).
+    Repair,
+    /// Report it as an error (verification).
+    Check,
+    /// Stop reading there but leave the file alone (a read-only view of a
+    /// log another process may be writing).
+    ReadOnly,
 }
 
 /// Scans every segment in `dir`, cutting a torn tail of the last one.
@@ -106,7 +118,7 @@ pub(crate) fn recover(
                 }
             }
             Scanned::TornHeader(cut) => {
-                if !opts.repair {
+                if opts.mode == Mode::Check {
                     return Err(Error::Corrupt {
                         segment: cut.segment,
                         position: 0,
@@ -114,7 +126,7 @@ pub(crate) fn recover(
                         reason: format!("torn segment header ({} bytes)", cut.bytes_cut),
                     });
                 }
-                {
+                if opts.mode == Mode::Repair {
                     storage
                         .remove(&path)
                         .map_err(|e| Error::io("remove", &path, e))?;
@@ -245,7 +257,7 @@ fn scan_segment(
                 },
             ),
         };
-        if !is_last || !opts.repair {
+        if !is_last || opts.mode == Mode::Check {
             return Err(problem);
         }
         // The last segment: a torn tail, unless valid records follow.
@@ -256,18 +268,21 @@ fn scan_segment(
         if valid_record_after(&rest, expected, opts.max_payload) {
             return Err(problem);
         }
-        let mut w = storage
-            .open_append(path)
-            .map_err(|e| Error::io("open", path, e))?;
-        w.truncate(pos)
-            .map_err(|e| Error::io("truncate", path, e))?;
-        w.sync().map_err(|e| Error::io("fsync", path, e))?;
         let cut = Recovery {
             segment: path.to_owned(),
             offset: expected,
             position: pos,
             bytes_cut: len - pos,
         };
+        if opts.mode == Mode::ReadOnly {
+            return Ok(Scanned::Segment(info, Some(cut)));
+        }
+        let mut w = storage
+            .open_append(path)
+            .map_err(|e| Error::io("open", path, e))?;
+        w.truncate(pos)
+            .map_err(|e| Error::io("truncate", path, e))?;
+        w.sync().map_err(|e| Error::io("fsync", path, e))?;
         return Ok(Scanned::Segment(info, Some(cut)));
     }
 }

@@ -365,4 +365,8 @@ impl Storage for SimStorage {
         st.durable_entries.extend(now);
         Ok(())
     }
+
+    fn lock(&self, _path: &Path) -> io::Result<Box<dyn std::any::Any + Send + Sync>> {
+        Ok(Box::new(()))
+    }
 }

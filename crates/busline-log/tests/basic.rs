@@ -241,3 +241,34 @@ fn invalid_options_are_rejected() {
     }
     let _ = Arc::new(0);
 }
+
+#[tokio::test]
+async fn one_writer_at_a_time_and_read_only_views() {
+    let tmp = tempfile::tempdir().unwrap();
+    let log = Log::open(tmp.path(), small_segments()).unwrap();
+    match Log::open(tmp.path(), small_segments()) {
+        Err(e @ Error::Locked { .. }) => assert!(e.to_string().contains("in use"), "{e}"),
+        other => panic!("{other:?}"),
+    }
+    for i in 0..10u64 {
+        log.append(payload(i)).await.unwrap();
+    }
+    let view = Log::open_read_only(tmp.path(), small_segments()).unwrap();
+    assert_eq!(view.committed_end(), 10);
+    assert!(matches!(
+        view.append(b"x").await,
+        Err(Error::ReadOnly { .. })
+    ));
+    let mut reader = view.read_from(5).unwrap();
+    assert_eq!(reader.by_ref().count(), 5);
+    for i in 10..100u64 {
+        log.append(payload(i)).await.unwrap();
+    }
+    assert_eq!(view.refresh().unwrap(), 100);
+    let rest: Vec<_> = reader.map(Result::unwrap).collect();
+    assert_eq!(rest.len(), 90);
+    assert_eq!(rest[89].payload, payload(99));
+    drop(log);
+    // The lock is released with the last handle.
+    Log::open(tmp.path(), small_segments()).unwrap();
+}
