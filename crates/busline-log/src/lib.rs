@@ -120,7 +120,7 @@ pub mod sim;
 pub mod storage;
 
 pub use crate::error::{Error, Result};
-pub use crate::log::{now_millis, Log, Options, Persist, SegmentSummary};
+pub use crate::log::{now_millis, AppendTicket, Log, Options, Persist, SegmentSummary};
 pub use crate::reader::{Reader, Record};
 pub use crate::recovery::Recovery;
 

@@ -387,6 +387,23 @@ impl Log {
         Ok(range)
     }
 
+    /// Queues records for the writer without waiting for them to be
+    /// acknowledged: the offsets are fixed at once, and the returned
+    /// [`AppendTicket`] resolves when they are acknowledged. Lets one task
+    /// keep many batches in flight (pipelining); waits only while the
+    /// pending batch is full (backpressure).
+    pub async fn submit_batch<I>(&self, timestamp: u64, payloads: I) -> Result<AppendTicket>
+    where
+        I: IntoIterator,
+        I::Item: AsRef<[u8]>,
+    {
+        let offsets = self.submit(timestamp, payloads).await?;
+        Ok(AppendTicket {
+            log: self.clone(),
+            offsets,
+        })
+    }
+
     /// Queues records for the writer; returns their offsets.
     async fn submit<I>(&self, timestamp: u64, payloads: I) -> Result<Range<u64>>
     where
@@ -584,6 +601,27 @@ impl Log {
     /// also does this each time it starts a new segment.
     pub fn apply_retention(&self) -> Result<Vec<PathBuf>> {
         self.inner.shared.apply_retention(now_millis())
+    }
+}
+
+/// Records queued by [`Log::submit_batch`], not yet known to be acknowledged.
+#[derive(Debug)]
+#[must_use = "the records are only known to be durable once `acknowledged` resolves"]
+pub struct AppendTicket {
+    log: Log,
+    offsets: Range<u64>,
+}
+
+impl AppendTicket {
+    /// The offsets the records got.
+    pub fn offsets(&self) -> Range<u64> {
+        self.offsets.clone()
+    }
+
+    /// Waits until the records are acknowledged (see [`Persist`]).
+    pub async fn acknowledged(self) -> Result<Range<u64>> {
+        self.log.wait_acked(self.offsets.end).await?;
+        Ok(self.offsets)
     }
 }
 
