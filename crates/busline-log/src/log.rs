@@ -117,7 +117,9 @@ pub(crate) struct Shared {
 /// A durable append-only log of records in a directory.
 ///
 /// Cloning gives another handle to the same log. When the last handle is
-/// dropped, the writer writes what is pending, fsyncs and stops.
+/// dropped, the writer writes what is pending, fsyncs and stops; the drop
+/// blocks until it has (one batch at most). Readers keep working after that
+/// and end at the last acknowledged record.
 #[derive(Clone)]
 pub struct Log {
     inner: Arc<Inner>,
@@ -186,9 +188,20 @@ impl Log {
         check_options(&options)?;
         let storage = options.storage.clone();
         let lock = if mode == Mode::Repair {
+            let is_new = storage.list(&dir).is_err();
             storage
                 .create_dir_all(&dir)
                 .map_err(|e| Error::io("create directory", &dir, e))?;
+            if is_new {
+                // Make the new directory's own entry durable too.
+                let parent = dir
+                    .parent()
+                    .filter(|p| !p.as_os_str().is_empty())
+                    .unwrap_or(Path::new("."));
+                storage
+                    .sync_dir(parent)
+                    .map_err(|e| Error::io("fsync directory", parent, e))?;
+            }
             let lock = storage.lock(&dir.join("LOCK")).map_err(|e| {
                 if e.kind() == std::io::ErrorKind::WouldBlock {
                     Error::Locked { path: dir.clone() }
