@@ -111,6 +111,7 @@
 //! [`sim::SimStorage`] simulates power loss and disk faults for tests.
 
 pub mod error;
+pub mod event_store;
 mod log;
 mod offsets;
 mod reader;
@@ -120,6 +121,7 @@ pub mod sim;
 pub mod storage;
 
 pub use crate::error::{Error, Result};
+pub use crate::event_store::LogStore;
 pub use crate::log::{now_millis, AppendTicket, Log, Options, Persist, SegmentSummary};
 pub use crate::reader::{Reader, Record};
 pub use crate::recovery::Recovery;
