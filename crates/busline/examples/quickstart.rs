@@ -32,9 +32,10 @@ impl Module<Tick> for Logger {
         let mut ticks = ctx.subscribe("time.>")?; // lossless by default
         for _ in 0..3 {
             let e = ticks.recv().await?;
+            let Tick(n) = e.payload;
             println!(
-                "logger: received {:?} from {:?} on {}",
-                e.payload, e.source, e.topic
+                "logger: received tick {n} from {:?} on {}",
+                e.source, e.topic
             );
         }
         Ok(())
