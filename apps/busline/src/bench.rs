@@ -16,6 +16,9 @@ pub enum BenchCommand {
     Fanout(FanoutArgs),
     /// Routing: publish cost with 1 matching subscriber among N unrelated ones.
     Routing(RoutingArgs),
+    /// The durable log: append throughput (fsync per batch and OS-buffered),
+    /// replay throughput, time to open a large log.
+    Log(crate::bench_log::BenchLogArgs),
 }
 
 /// Options of `bench fanout`.
@@ -78,6 +81,7 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
     match cmd {
         BenchCommand::Fanout(a) => fanout(a),
         BenchCommand::Routing(a) => routing(a),
+        BenchCommand::Log(a) => runtime(None)?.block_on(crate::bench_log::run(a)),
     }
 }
 

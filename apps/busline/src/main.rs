@@ -1,6 +1,8 @@
 //! The `busline` command.
 
 mod bench;
+mod bench_log;
+mod log_cmd;
 mod monitor;
 
 /// Events are allocated on one thread and freed on another; mimalloc handles
@@ -37,6 +39,9 @@ enum Command {
     /// Benchmarks, busline beside its peers in one process.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// Durable log tools: append, read, verify, info.
+    #[command(subcommand)]
+    Log(log_cmd::LogCommand),
 }
 
 fn main() -> Result<()> {
@@ -45,6 +50,7 @@ fn main() -> Result<()> {
         Some(Command::Bench(b)) => bench::run(b),
         Some(Command::Monitor(m)) => monitor::run(m),
         Some(Command::Publish(p)) => monitor::ingest::run_publish(p),
+        Some(Command::Log(c)) => tokio::runtime::Runtime::new()?.block_on(log_cmd::run(c)),
         None => monitor::run(cli.monitor),
     }
 }

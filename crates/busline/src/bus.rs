@@ -342,7 +342,7 @@ impl<T: Send + Sync + 'static> Bus<T> {
                     bus: Arc::downgrade(inner),
                     local: VecDeque::new(),
                     member,
-                    yielded: false,
+                    yielded: 0,
                     replay: None,
                     durable: None,
                     skip_below: None,
@@ -396,7 +396,7 @@ impl<T: Send + Sync + 'static> Bus<T> {
             bus: Arc::downgrade(inner),
             local: VecDeque::new(),
             member,
-            yielded: false,
+            yielded: 0,
             replay: None,
             durable: None,
             skip_below: None,
@@ -414,13 +414,14 @@ impl<T: Send + Sync + 'static> Bus<T> {
     where
         T: Event,
     {
-        let topic = event.topic().into_owned();
-        self.send(Message::new(event).topic(topic)).await
+        let route = self.route_checked(&event.topic());
+        let env = self.wrap(route, Message::new(event))?;
+        self.persist_and_deliver(env.0, env.1).await
     }
 
     /// Publishes `event` on `topic`. See [`publish`](Self::publish).
     pub async fn publish_to(&self, topic: &str, event: T) -> Result<Receipt, PublishError<T>> {
-        let (route, env) = self.prepare(topic, Message::new(event))?;
+        let (route, env) = self.wrap(self.route_checked(topic), Message::new(event))?;
         self.persist_and_deliver(route, env).await
     }
 
@@ -428,7 +429,7 @@ impl<T: Send + Sync + 'static> Bus<T> {
     /// a topic unless the event type implements [`Event`] (use [`publish`](Self::publish)).
     pub async fn send(&self, mut msg: Message<T>) -> Result<Receipt, PublishError<T>> {
         let topic = msg.topic.take().unwrap_or_default();
-        let (route, env) = self.prepare(&topic, msg)?;
+        let (route, env) = self.wrap(self.route_checked(&topic), msg)?;
         self.persist_and_deliver(route, env).await
     }
 
@@ -494,23 +495,29 @@ impl<T: Send + Sync + 'static> Bus<T> {
     where
         T: Event,
     {
-        let topic = event.topic().into_owned();
-        self.try_send(Message::new(event).topic(topic))
+        let route = self.route_checked(&event.topic());
+        let prepared = self.wrap(route, Message::new(event))?;
+        self.try_deliver(prepared)
     }
 
     /// [`try_publish`](Self::try_publish) on a given topic.
     pub fn try_publish_to(&self, topic: &str, event: T) -> Result<Receipt, PublishError<T>> {
-        self.try_send(Message::new(event).topic(topic))
+        let prepared = self.wrap(self.route_checked(topic), Message::new(event))?;
+        self.try_deliver(prepared)
     }
 
     /// [`try_publish`](Self::try_publish) for a [`Message`].
     pub fn try_send(&self, mut msg: Message<T>) -> Result<Receipt, PublishError<T>> {
         let topic = msg.topic.take().unwrap_or_default();
-        let (route, env) = self.prepare(&topic, msg)?;
+        let prepared = self.wrap(self.route_checked(&topic), msg)?;
+        self.try_deliver(prepared)
+    }
+
+    fn try_deliver(&self, (route, env): Prepared<T>) -> Result<Receipt, PublishError<T>> {
         if route.store.is_some() {
             return Err(PublishError::Store {
                 error: StoreError::new(
-                    format!("try_publish on persisted topic `{topic}`"),
+                    format!("try_publish on persisted topic `{}`", route.topic),
                     "it cannot wait for the store to acknowledge; use publish",
                 ),
                 event: env.payload,
@@ -544,20 +551,31 @@ impl<T: Send + Sync + 'static> Bus<T> {
         }
     }
 
-    fn prepare(&self, topic: &str, msg: Message<T>) -> Result<Prepared<T>, PublishError<T>> {
-        let inner = &*self.inner;
-        if inner.closed.load(Ordering::Acquire) {
-            return Err(PublishError::Closed { event: msg.payload });
+    /// The route for `topic`, unless the bus is closed or the topic is malformed.
+    fn route_checked(&self, topic: &str) -> Result<Arc<Route<T>>, RouteError> {
+        if self.inner.closed.load(Ordering::Acquire) {
+            return Err(RouteError::Closed);
         }
-        let route = match self.route(topic) {
+        self.route(topic).map_err(RouteError::Topic)
+    }
+
+    /// Wraps the message in its envelope (the one place envelopes are made).
+    fn wrap(
+        &self,
+        route: Result<Arc<Route<T>>, RouteError>,
+        msg: Message<T>,
+    ) -> Result<Prepared<T>, PublishError<T>> {
+        let route = match route {
             Ok(r) => r,
-            Err(error) => {
+            Err(RouteError::Closed) => return Err(PublishError::Closed { event: msg.payload }),
+            Err(RouteError::Topic(error)) => {
                 return Err(PublishError::InvalidTopic {
                     error,
                     event: msg.payload,
                 })
             }
         };
+        let inner = &*self.inner;
         let seq = inner.seq.fetch_add(1, Ordering::Relaxed);
         let id = msg.id.unwrap_or(EventId::from_parts(inner.node, seq));
         let env = Envelope::from_parts(
@@ -700,7 +718,7 @@ impl<T: Send + Sync + 'static> Bus<T> {
         inner.pending.lock().insert(n, tx);
         let _cleanup = PendingGuard { inner, n };
         let work = async {
-            let (route, env) = match self.prepare(&topic, msg.reply_to(reply_to)) {
+            let (route, env) = match self.wrap(self.route_checked(&topic), msg.reply_to(reply_to)) {
                 Ok(x) => x,
                 Err(PublishError::InvalidTopic { error, .. }) => {
                     return Err(RequestError::Topic(error))
@@ -771,11 +789,11 @@ impl<T: Send + Sync + 'static> Bus<T> {
             };
             let mut msg = msg;
             msg.topic = None;
-            let (_, env) =
-                self.prepare(reply_to.as_str(), msg)
-                    .map_err(|_| ReplyError::RequesterGone {
-                        reply_to: reply_to.to_string(),
-                    })?;
+            let (_, env) = self
+                .wrap(self.route_checked(reply_to.as_str()), msg)
+                .map_err(|_| ReplyError::RequesterGone {
+                    reply_to: reply_to.to_string(),
+                })?;
             return tx
                 .send(Arc::new(env))
                 .map_err(|_| ReplyError::RequesterGone {
@@ -941,6 +959,12 @@ fn unwrap_env<T>(env: Arc<Envelope<T>>) -> T {
         Ok(e) => e.payload,
         Err(_) => unreachable!("an undelivered envelope has a single owner"),
     }
+}
+
+/// Why an event could not be routed.
+enum RouteError {
+    Closed,
+    Topic(crate::TopicError),
 }
 
 /// Topics matching the pattern are persisted to the store.
