@@ -16,6 +16,10 @@ pub enum BenchCommand {
     Fanout(FanoutArgs),
     /// Routing: publish cost with 1 matching subscriber among N unrelated ones.
     Routing(RoutingArgs),
+    /// Durable log throughput.
+    Log(crate::bench_log::BenchLogArgs),
+    /// Event sourcing: aggregate load with/without snapshots, projection catch-up.
+    Es(crate::bench_es::EsArgs),
 }
 
 /// Options of `bench fanout`.
@@ -78,6 +82,8 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
     match cmd {
         BenchCommand::Fanout(a) => fanout(a),
         BenchCommand::Routing(a) => routing(a),
+        BenchCommand::Log(a) => tokio::runtime::Runtime::new()?.block_on(crate::bench_log::run(a)),
+        BenchCommand::Es(a) => tokio::runtime::Runtime::new()?.block_on(crate::bench_es::run(a)),
     }
 }
 
