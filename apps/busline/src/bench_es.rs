@@ -103,7 +103,10 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 /// Runs `bench es`.
 pub async fn run(args: EsArgs) -> Result<()> {
-    ensure!(args.events > 0 && args.rounds > 0, "--events and --rounds must be positive");
+    ensure!(
+        args.events > 0 && args.rounds > 0,
+        "--events and --rounds must be positive"
+    );
     let tmp = tempfile::tempdir()?;
     let log = busline_log::Log::open(tmp.path().join("log"), Default::default())?;
     let store = EventStore::<Account>::open(
@@ -126,7 +129,10 @@ pub async fn run(args: EsArgs) -> Result<()> {
                 }
             })
             .collect();
-        version = store.append(id, version, events, Metadata::new()).await?.version;
+        version = store
+            .append(id, version, events, Metadata::new())
+            .await?
+            .version;
     }
 
     let full_state = store.load_full(id)?;
@@ -141,7 +147,10 @@ pub async fn run(args: EsArgs) -> Result<()> {
         let l = store.load(id)?;
         snap.push(t.elapsed().as_secs_f64() * 1e3);
         ensure!(l.from_snapshot, "the snapshot was not used");
-        ensure!(l.state == full_state.state, "snapshot load differs from full replay");
+        ensure!(
+            l.state == full_state.state,
+            "snapshot load differs from full replay"
+        );
     }
 
     let mut rates = Vec::new();

@@ -217,15 +217,18 @@ pub(crate) fn decode<E: Event>(
         };
         v += 1;
     }
-    let tagged = Value::Object([(event_type.clone(), payload.clone())].into_iter().collect());
+    let tagged = Value::Object(
+        [(event_type.clone(), payload.clone())]
+            .into_iter()
+            .collect(),
+    );
     let mut result = serde_json::from_value::<E>(tagged);
     if result.is_err() && payload.is_null() {
         if let Ok(e) = serde_json::from_value::<E>(Value::String(event_type.clone())) {
             result = Ok(e);
         }
     }
-    let event = result
-    .map_err(|source| Error::DecodeEvent {
+    let event = result.map_err(|source| Error::DecodeEvent {
         event_type: event_type.clone(),
         aggregate: aggregate_id.clone(),
         version,

@@ -279,12 +279,11 @@ impl<P: Projection> ProjectionRunner<P> {
     /// Writes a checkpoint of the current state and position now.
     pub fn commit(&mut self) -> Result<()> {
         let next = self.reader.position();
-        let s = serde_json::to_value(&*self.shared.state.read()).map_err(|source| {
-            Error::Encode {
+        let s =
+            serde_json::to_value(&*self.shared.state.read()).map_err(|source| Error::Encode {
                 what: "projection state",
                 source,
-            }
-        })?;
+            })?;
         let json = serde_json::to_vec(&Checkpoint { next, s }).map_err(|source| Error::Encode {
             what: "checkpoint",
             source,
@@ -338,13 +337,19 @@ fn read_checkpoint<P: DeserializeOwned>(path: &Path) -> Result<Option<(u64, P)>>
     let len = u32::from_le_bytes(bytes[12..16].try_into().expect("4 bytes")) as usize;
     let json = &bytes[HEADER..];
     if json.len() != len {
-        return Err(bad(format!("length {len} in header, {} bytes present", json.len())));
+        return Err(bad(format!(
+            "length {len} in header, {} bytes present",
+            json.len()
+        )));
     }
     let found = crc32c::crc32c(json);
     if found != crc {
-        return Err(bad(format!("crc expected {crc:#010x}, found {found:#010x}")));
+        return Err(bad(format!(
+            "crc expected {crc:#010x}, found {found:#010x}"
+        )));
     }
     let c: Checkpoint = serde_json::from_slice(json).map_err(|e| bad(format!("bad json: {e}")))?;
-    let state = serde_json::from_value(c.s).map_err(|e| bad(format!("state does not decode: {e}")))?;
+    let state =
+        serde_json::from_value(c.s).map_err(|e| bad(format!("state does not decode: {e}")))?;
     Ok(Some((c.next, state)))
 }

@@ -199,8 +199,7 @@ impl<A: Aggregate> EventStore<A> {
 
     /// The current version of `id` (0 if it has no events).
     pub fn version(&self, id: &str) -> u64 {
-        self.stream(id)
-            .map_or(0, |s| s.entries.read().len() as u64)
+        self.stream(id).map_or(0, |s| s.entries.read().len() as u64)
     }
 
     fn stream(&self, id: &str) -> Option<Arc<Stream>> {
@@ -257,7 +256,13 @@ impl<A: Aggregate> EventStore<A> {
     }
 
     /// Folds the events `from.version + 1 ..= upto` onto `from`.
-    fn fold(&self, id: &str, entries: &[Entry], mut from: Loaded<A>, upto: u64) -> Result<Loaded<A>> {
+    fn fold(
+        &self,
+        id: &str,
+        entries: &[Entry],
+        mut from: Loaded<A>,
+        upto: u64,
+    ) -> Result<Loaded<A>> {
         let start = from.version as usize;
         let end = upto as usize;
         self.replay(id, &entries[start..end], from.version + 1, |r| {
@@ -372,7 +377,8 @@ impl<A: Aggregate> EventStore<A> {
         events: Vec<A::Event>,
         metadata: Metadata,
     ) -> Result<Appended> {
-        self.append_inner(id, expected, events, metadata, None).await
+        self.append_inner(id, expected, events, metadata, None)
+            .await
     }
 
     async fn append_inner(
@@ -482,7 +488,10 @@ impl<A: Aggregate> EventStore<A> {
         metadata: Metadata,
     ) -> Result<Appended, ExecuteError<A::Error>> {
         let loaded = self.load(id)?;
-        let events = loaded.state.handle(command).map_err(ExecuteError::Rejected)?;
+        let events = loaded
+            .state
+            .handle(command)
+            .map_err(ExecuteError::Rejected)?;
         Ok(self
             .append_inner(id, loaded.version, events, metadata, Some(loaded.state))
             .await?)
