@@ -15,9 +15,11 @@
 //! timestamp, [`Metadata`] (correlation/causation ids, headers) and payload.
 //! On open, the store scans the log once and builds an in-memory index
 //! aggregate id → log offsets; a stream that skips a version is
-//! [`Error::VersionGap`]. One store owns one log and one aggregate type
-//! (records of other types are skipped); keep the log's retention off, since
-//! aggregates are rebuilt from their first event.
+//! [`Error::VersionGap`]. Open one [`EventStore`] per aggregate type and
+//! log, and clone it to share it (a second store of the same type over the
+//! same log would not see the first one's appends); stores of different
+//! aggregate types may share a log, each skipping the other's records. Keep
+//! the log's retention off: aggregates are rebuilt from their first event.
 //!
 //! ## Optimistic concurrency
 //!

@@ -25,7 +25,7 @@
 //!     let (first, last) = name.split_once(' ').unwrap_or((&name, ""));
 //!     v["first"] = json!(first);
 //!     v["last"] = json!(last);
-//!     Ok(v)
+//!     Ok::<_, &str>(v)
 //! });
 //! let v2 = up.apply("Registered", 1, json!({"name": "Ada Lovelace"})).unwrap().unwrap();
 //! assert_eq!(v2["last"], "Lovelace");

@@ -65,9 +65,33 @@ async fn flipped_byte_falls_back_to_full_replay() {
     let snaps = SnapshotStore::open(tmp.path().join("snapshots")).unwrap();
     let err = snaps.read::<Account>("account", "acct").unwrap_err();
     assert!(err.contains("crc expected"), "{err}");
-    let l = reload(tmp.path());
+    // The fallback is logged as a warning naming the problem.
+    let out = std::sync::Arc::new(std::sync::Mutex::new(Vec::<u8>::new()));
+    let sink = out.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::WARN)
+        .with_ansi(false)
+        .with_writer(move || Sink(sink.clone()))
+        .finish();
+    let l = tracing::subscriber::with_default(subscriber, || reload(tmp.path()));
     assert!(!l.from_snapshot);
     assert_eq!(l.state, want);
+    let logged = String::from_utf8(out.lock().unwrap().clone()).unwrap();
+    assert!(logged.contains("WARN"), "{logged}");
+    assert!(logged.contains("damaged snapshot ignored"), "{logged}");
+    assert!(logged.contains("crc expected"), "{logged}");
+}
+
+struct Sink(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Sink {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 #[tokio::test]
