@@ -21,7 +21,7 @@ fn command() -> impl Strategy<Value = (u8, Command)> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
     #[test]
     fn snapshot_tail_equals_full_replay_equals_live(
         cmds in proptest::collection::vec(command(), 1..60),
