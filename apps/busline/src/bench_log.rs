@@ -37,6 +37,9 @@ struct Case {
     publishers: usize,
     batch: usize,
     events: u64,
+    /// Batches each publisher keeps in flight (`submit_batch`); 1 = await
+    /// each `append_batch`.
+    window: usize,
 }
 
 /// Runs the benchmark and prints the results.
@@ -62,6 +65,7 @@ pub async fn run(args: BenchLogArgs) -> anyhow::Result<()> {
                     publishers,
                     batch: args.batch,
                     events: args.events,
+                    window: 1,
                 });
             }
         }
@@ -73,7 +77,19 @@ pub async fn run(args: BenchLogArgs) -> anyhow::Result<()> {
         publishers: 8,
         batch: 1,
         events: args.events.min(20_000),
+        window: 1,
     });
+    // One publisher that pipelines: 16 batches in flight.
+    for event_bytes in [128, 1024] {
+        cases.push(Case {
+            persist: Persist::Fsync,
+            event_bytes,
+            publishers: 1,
+            batch: args.batch,
+            events: args.events,
+            window: 16,
+        });
+    }
 
     let mut results = Vec::new();
     let mut replay = None;
@@ -92,6 +108,7 @@ pub async fn run(args: BenchLogArgs) -> anyhow::Result<()> {
             "event_bytes": case.event_bytes,
             "publishers": case.publishers,
             "batch": case.batch,
+            "in_flight": case.window,
             "events": case.events,
             "seconds": secs,
             "events_per_s": case.events as f64 / secs,
@@ -118,17 +135,18 @@ pub async fn run(args: BenchLogArgs) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         println!(
-            "{:<9} {:>6} {:>5} {:>6} {:>10} {:>14} {:>9}",
-            "mode", "bytes", "pubs", "batch", "events", "events/s", "MB/s"
+            "{:<9} {:>6} {:>5} {:>6} {:>6} {:>10} {:>14} {:>9}",
+            "mode", "bytes", "pubs", "batch", "flight", "events", "events/s", "MB/s"
         );
         for r in &results {
             println!(
-                "{:<9} {:>6} {:>5} {:>6} {:>10} {:>14.0} {:>9.1}",
+                "{:<9} {:>6} {:>5} {:>6} {:>6} {:>10} {:>14.0} {:>9.1}",
                 r["mode"].as_str().unwrap_or(""),
-                r["event_bytes"],
-                r["publishers"],
-                r["batch"],
-                r["events"],
+                r["event_bytes"].as_u64().unwrap_or(0),
+                r["publishers"].as_u64().unwrap_or(0),
+                r["batch"].as_u64().unwrap_or(0),
+                r["in_flight"].as_u64().unwrap_or(0),
+                r["events"].as_u64().unwrap_or(0),
                 r["events_per_s"].as_f64().unwrap_or(0.0),
                 r["mb_per_s"].as_f64().unwrap_or(0.0)
             );
@@ -154,6 +172,7 @@ async fn append_case(dir: &Path, case: &Case) -> anyhow::Result<Duration> {
     for p in 0..case.publishers {
         let log = log.clone();
         let batch = case.batch as u64;
+        let window = case.window;
         let mine = if p == 0 {
             case.events - per_publisher * (case.publishers as u64 - 1)
         } else {
@@ -161,11 +180,23 @@ async fn append_case(dir: &Path, case: &Case) -> anyhow::Result<Duration> {
         };
         tasks.push(tokio::spawn(async move {
             let mut left = mine;
+            let mut in_flight = std::collections::VecDeque::new();
             while left > 0 {
                 let n = left.min(batch);
-                log.append_batch(std::iter::repeat_n(payload, n as usize))
+                let ticket = log
+                    .submit_batch(
+                        busline_log::now_millis(),
+                        std::iter::repeat_n(payload, n as usize),
+                    )
                     .await?;
+                in_flight.push_back(ticket);
+                if in_flight.len() >= window {
+                    in_flight.pop_front().unwrap().acknowledged().await?;
+                }
                 left -= n;
+            }
+            for t in in_flight {
+                t.acknowledged().await?;
             }
             anyhow::Ok(())
         }));

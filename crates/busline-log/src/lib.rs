@@ -70,8 +70,10 @@
 //! # Byte layout
 //!
 //! A log is a directory of segment files named by the offset of their first
-//! record, `00000000000000000000.seg`, plus `consumers/<name>.offset` files.
-//! All integers are little-endian.
+//! record, `00000000000000000000.seg`, plus `consumers/<name>.offset` files
+//! and a `LOCK` file: one writer per directory ([`Error::Locked`] for a
+//! second one); [`Log::open_read_only`] gives other processes a view that
+//! follows the writer with [`Log::refresh`]. All integers are little-endian.
 //!
 //! ```text
 //! segment file
@@ -118,7 +120,7 @@ pub mod sim;
 pub mod storage;
 
 pub use crate::error::{Error, Result};
-pub use crate::log::{now_millis, Log, Options, Persist, SegmentSummary};
+pub use crate::log::{now_millis, AppendTicket, Log, Options, Persist, SegmentSummary};
 pub use crate::reader::{Reader, Record};
 pub use crate::recovery::Recovery;
 

@@ -117,7 +117,9 @@ pub(crate) struct Shared {
 /// A durable append-only log of records in a directory.
 ///
 /// Cloning gives another handle to the same log. When the last handle is
-/// dropped, the writer writes what is pending, fsyncs and stops.
+/// dropped, the writer writes what is pending, fsyncs and stops; the drop
+/// blocks until it has (one batch at most). Readers keep working after that
+/// and end at the last acknowledged record.
 #[derive(Clone)]
 pub struct Log {
     inner: Arc<Inner>,
@@ -186,9 +188,20 @@ impl Log {
         check_options(&options)?;
         let storage = options.storage.clone();
         let lock = if mode == Mode::Repair {
+            let is_new = storage.list(&dir).is_err();
             storage
                 .create_dir_all(&dir)
                 .map_err(|e| Error::io("create directory", &dir, e))?;
+            if is_new {
+                // Make the new directory's own entry durable too.
+                let parent = dir
+                    .parent()
+                    .filter(|p| !p.as_os_str().is_empty())
+                    .unwrap_or(Path::new("."));
+                storage
+                    .sync_dir(parent)
+                    .map_err(|e| Error::io("fsync directory", parent, e))?;
+            }
             let lock = storage.lock(&dir.join("LOCK")).map_err(|e| {
                 if e.kind() == std::io::ErrorKind::WouldBlock {
                     Error::Locked { path: dir.clone() }
@@ -385,6 +398,23 @@ impl Log {
         let range = self.submit(timestamp, payloads).await?;
         self.wait_acked(range.end).await?;
         Ok(range)
+    }
+
+    /// Queues records for the writer without waiting for them to be
+    /// acknowledged: the offsets are fixed at once, and the returned
+    /// [`AppendTicket`] resolves when they are acknowledged. Lets one task
+    /// keep many batches in flight (pipelining); waits only while the
+    /// pending batch is full (backpressure).
+    pub async fn submit_batch<I>(&self, timestamp: u64, payloads: I) -> Result<AppendTicket>
+    where
+        I: IntoIterator,
+        I::Item: AsRef<[u8]>,
+    {
+        let offsets = self.submit(timestamp, payloads).await?;
+        Ok(AppendTicket {
+            log: self.clone(),
+            offsets,
+        })
     }
 
     /// Queues records for the writer; returns their offsets.
@@ -584,6 +614,27 @@ impl Log {
     /// also does this each time it starts a new segment.
     pub fn apply_retention(&self) -> Result<Vec<PathBuf>> {
         self.inner.shared.apply_retention(now_millis())
+    }
+}
+
+/// Records queued by [`Log::submit_batch`], not yet known to be acknowledged.
+#[derive(Debug)]
+#[must_use = "the records are only known to be durable once `acknowledged` resolves"]
+pub struct AppendTicket {
+    log: Log,
+    offsets: Range<u64>,
+}
+
+impl AppendTicket {
+    /// The offsets the records got.
+    pub fn offsets(&self) -> Range<u64> {
+        self.offsets.clone()
+    }
+
+    /// Waits until the records are acknowledged (see [`Persist`]).
+    pub async fn acknowledged(self) -> Result<Range<u64>> {
+        self.log.wait_acked(self.offsets.end).await?;
+        Ok(self.offsets)
     }
 }
 

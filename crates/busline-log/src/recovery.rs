@@ -20,6 +20,62 @@
 //!
 //! One limit of the format: a bit flip inside the very last record of the log
 //! looks exactly like a torn write and is cut off (and reported).
+//!
+//! ## A torn tail is cut and reported
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), busline_log::Error> {
+//! use std::{path::Path, sync::Arc};
+//! use busline_log::{sim::SimStorage, segment::segment_path, Log, Options};
+//!
+//! let sim = SimStorage::new();
+//! let opts = Options { storage: Arc::new(sim.clone()), ..Options::default() };
+//! let dir = Path::new("/log");
+//! let log = Log::open(dir, opts.clone())?;
+//! log.append_batch([b"one", b"two"]).await?;
+//! drop(log);
+//!
+//! // A crash in the middle of writing a third record leaves half of it.
+//! let path = segment_path(dir, 0);
+//! let mut bytes = sim.file_bytes(&path).unwrap();
+//! bytes.extend_from_slice(&[0x17, 0, 0, 0, 9]);
+//! sim.set_file_bytes(&path, bytes);
+//!
+//! let log = Log::open(dir, opts)?;
+//! let cut = log.recovery().unwrap();
+//! assert_eq!((cut.offset, cut.bytes_cut), (2, 5));
+//! assert_eq!(log.committed_end(), 2);
+//! # Ok(()) }
+//! ```
+//!
+//! ## A corrupt record is an error
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), busline_log::Error> {
+//! # use std::{path::Path, sync::Arc};
+//! # use busline_log::{sim::SimStorage, segment::segment_path, Log, Options, Error};
+//! # let sim = SimStorage::new();
+//! # let opts = Options { storage: Arc::new(sim.clone()), ..Options::default() };
+//! # let dir = Path::new("/log");
+//! let log = Log::open(dir, opts.clone())?;
+//! log.append_batch(["one", "two", "three"]).await?;
+//! drop(log);
+//!
+//! // Flip a bit in the payload of record 1 (not the tail).
+//! let path = segment_path(dir, 0);
+//! let mut bytes = sim.file_bytes(&path).unwrap();
+//! let record_1 = 32 + 24 + 3; // segment header, record 0
+//! bytes[record_1 + 24] ^= 1;
+//! sim.set_file_bytes(&path, bytes);
+//!
+//! match Log::open(dir, opts) {
+//!     Err(Error::CorruptRecord { offset: 1, position, .. }) => assert_eq!(position, 59),
+//!     other => panic!("{other:?}"),
+//! }
+//! # Ok(()) }
+//! ```
 
 use std::path::{Path, PathBuf};
 

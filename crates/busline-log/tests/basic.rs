@@ -272,3 +272,19 @@ async fn one_writer_at_a_time_and_read_only_views() {
     // The lock is released with the last handle.
     Log::open(tmp.path(), small_segments()).unwrap();
 }
+
+#[tokio::test]
+async fn pipelined_submissions_are_acknowledged_in_order() {
+    let tmp = tempfile::tempdir().unwrap();
+    let log = Log::open(tmp.path(), small_segments()).unwrap();
+    let mut tickets = Vec::new();
+    for i in 0..20u64 {
+        let t = log.submit_batch(5, [payload(i)]).await.unwrap();
+        assert_eq!(t.offsets(), i..i + 1);
+        tickets.push(t);
+    }
+    for (i, t) in tickets.into_iter().enumerate() {
+        assert_eq!(t.acknowledged().await.unwrap(), i as u64..i as u64 + 1);
+    }
+    assert_eq!(log.committed_end(), 20);
+}
