@@ -300,6 +300,10 @@ impl<P: Projection> ProjectionRunner<P> {
 
     /// Catches up, then follows the log live until `shutdown` resolves or
     /// the log closes; checkpoints before returning.
+    ///
+    /// Reading records and writing checkpoints are blocking file operations
+    /// done on the task's thread; spawn long catch-ups on a multi-thread
+    /// runtime (or call [`catch_up`](Self::catch_up) in `spawn_blocking`).
     pub async fn run(mut self, shutdown: impl Future<Output = ()>) -> Result<Self> {
         let mut committed = self.log.subscribe_committed();
         tokio::pin!(shutdown);

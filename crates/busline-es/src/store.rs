@@ -309,7 +309,8 @@ impl<A: Aggregate> EventStore<A> {
 
     /// The current state of `id` (a default state at version 0 if it has
     /// no events), from its snapshot plus the events after it when
-    /// snapshots are on.
+    /// snapshots are on. Loads read the log synchronously (blocking file
+    /// reads, as the log's readers do).
     pub fn load(&self, id: &str) -> Result<Loaded<A>> {
         let entries = self.entries(id);
         let upto = entries.len() as u64;
