@@ -19,6 +19,8 @@ pub enum BenchCommand {
     /// The durable log: append throughput (fsync per batch and OS-buffered),
     /// replay throughput, time to open a large log.
     Log(crate::bench_log::BenchLogArgs),
+    /// Event sourcing: aggregate load with/without snapshots, projection catch-up.
+    Es(crate::bench_es::EsArgs),
 }
 
 /// Options of `bench fanout`.
@@ -82,6 +84,7 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
         BenchCommand::Fanout(a) => fanout(a),
         BenchCommand::Routing(a) => routing(a),
         BenchCommand::Log(a) => runtime(None)?.block_on(crate::bench_log::run(a)),
+        BenchCommand::Es(a) => tokio::runtime::Runtime::new()?.block_on(crate::bench_es::run(a)),
     }
 }
 

@@ -1,6 +1,7 @@
 //! The `busline` command.
 
 mod bench;
+mod bench_es;
 mod bench_log;
 mod log_cmd;
 mod monitor;
