@@ -426,7 +426,8 @@ impl<T: Send + Sync + 'static> Bus<T> {
     }
 
     /// Publishes a [`Message`] (an event with metadata). The message must name
-    /// a topic unless the event type implements [`Event`] (use [`publish`](Self::publish)).
+    /// its topic ([`Message::topic`], or [`Message::for_event`] for an [`Event`]);
+    /// one without is refused as an invalid (empty) topic.
     pub async fn send(&self, mut msg: Message<T>) -> Result<Receipt, PublishError<T>> {
         let topic = msg.topic.take().unwrap_or_default();
         let (route, env) = self.wrap(self.route_checked(&topic), msg)?;

@@ -244,7 +244,16 @@ impl<T> Message<T> {
         }
     }
 
-    /// Publishes on `topic` instead of the event's own topic.
+    /// A message on the event's own topic ([`Event::topic`]).
+    pub fn for_event(payload: T) -> Self
+    where
+        T: Event,
+    {
+        let topic = payload.topic().into_owned();
+        Message::new(payload).topic(topic)
+    }
+
+    /// Publishes on `topic` (required by [`Bus::send`](crate::Bus::send)).
     pub fn topic(mut self, topic: impl Into<String>) -> Self {
         self.topic = Some(topic.into());
         self
