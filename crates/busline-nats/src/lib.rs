@@ -1,0 +1,104 @@
+//! busline-nats: scale a busline [`Bus`](busline::Bus) out over NATS.
+//!
+//! When one process is not enough, point the bus at a NATS server: local
+//! events on the topics you **export** go out as NATS subjects of the same
+//! name, and NATS messages on the subjects you **import** arrive on the local
+//! bus as if published locally, with their envelope metadata intact. NATS is
+//! the distributed engine; busline does not grow a broker.
+//!
+//! ```no_run
+//! use busline::Bus;
+//! use busline_nats::{JetStreamConfig, NatsConfig, NatsTransport};
+//! # async fn demo() -> Result<(), busline_nats::NatsError> {
+//! let bus: Bus<String> = Bus::new();
+//! let nats = NatsTransport::connect(&bus, NatsConfig::new("nats://127.0.0.1:4222")
+//!     .export("metrics.>")             // local -> NATS
+//!     .import("alerts.>")              // NATS -> local
+//!     .jetstream(JetStreamConfig::default()))   // at-least-once; `.core()` = at-most-once
+//!     .await?;
+//! bus.publish_to("metrics.cpu", "42".to_string()).await.unwrap();
+//! nats.flush().await?;                 // acknowledged by the server
+//! # Ok(()) }
+//! ```
+//!
+//! | module | what |
+//! | --- | --- |
+//! | [`transport`] | connect, export, import, no echo, status |
+//! | [`jetstream`] | at-least-once: pipelined acked publishes, de-duplication, durable consumers, dead letters, the server's durability |
+//! | [`core`] | at-most-once core NATS |
+//! | [`codec`] | payload codecs (JSON, postcard) and the header layout of the envelope |
+//! | [`config`] | servers, credentials, TLS, modes |
+//! | [`server`] | a managed `nats-server` for tests and benchmarks |
+//!
+//! # Delivery guarantees
+//!
+//! | mode | export | import | after a server restart |
+//! | --- | --- | --- | --- |
+//! | [JetStream](jetstream) | acked by the server, retried until acked, de-duplicated by `Nats-Msg-Id` within the duplicate window | durable consumer, acked after local delivery, redelivered otherwise | nothing acknowledged is lost |
+//! | [core](core) | fire and forget | whatever arrives while connected | messages in flight are lost |
+//!
+//! Exports read the local bus through one lossless subscription: an event
+//! counts as handed over when [`NatsTransport::flush`] returns (JetStream: the
+//! server has acknowledged it). An event still queued in the process when the
+//! *process* dies is lost with the process, like any event on the in-memory
+//! bus; use the durable log for that.
+//!
+//! ## Redelivery and duplicates
+//!
+//! At-least-once means an event may arrive twice, never zero times. Duplicates
+//! are suppressed at both ends: the server drops a re-sent publish whose
+//! `Nats-Msg-Id` it saw within the stream's `duplicate_window` (default
+//! 2 minutes; a retry later than that is stored twice), and each import
+//! drops redelivered messages whose id it delivered recently. A process that
+//! restarts forgets its recent ids, so a message delivered but not yet acked
+//! before a crash is delivered again.
+//!
+//! ## The server's durability
+//!
+//! An acknowledged event is one the server has *accepted*. With JetStream's
+//! default `sync_interval` (2 minutes) the file store is fsynced lazily, so a
+//! power loss or kernel crash of the server machine can lose events that were
+//! acknowledged, even though busline did everything right. Configure the
+//! server with `jetstream { sync_interval: always }`, or a replicated stream,
+//! when that matters. Killing only the `nats-server` process loses nothing
+//! acknowledged (tested: `tests/faults.rs`).
+//!
+//! # Backpressure and reconnects
+//!
+//! After a successful start, a lost connection is retried forever with a
+//! bounded backoff. Outgoing events wait in bounded buffers (the client's
+//! command queue and the exporter's bus queue, both [`NatsConfig::buffer`]);
+//! when they are full, local publishers to exported topics wait, exactly as
+//! for any slow lossless subscriber. Nothing is dropped. The state is always
+//! observable via [`NatsTransport::status`] and, if the event type allows it
+//! ([`NatsConfig::status_events`]), as `$sys.nats.*` events on the bus.
+//!
+//! # Payload limit
+//!
+//! Every event is checked against the server's `max_payload` (from the
+//! connection's server info, default 1 MiB) before it is sent. A larger one
+//! is not sent; the exporter logs [`NatsError::PayloadTooLarge`] (naming the
+//! subject, the id, the size and the limit) and counts it as `rejected`.
+//!
+//! # Authentication and TLS
+//!
+//! [`Auth`] picks one of: user and password, token, nkey seed, or a `.creds`
+//! file (JWT + seed). [`Tls`] can require TLS, add a private CA and present a
+//! client certificate; giving a CA implies `required`. A wrong credential, an
+//! untrusted certificate or a server without TLS when TLS is required fails
+//! [`NatsTransport::connect`] with [`NatsError::Connect`], naming the server and
+//! the [`ConnectCause`]. There is no fallback to anonymous access or
+//! plaintext.
+
+pub mod codec;
+pub mod config;
+pub mod core;
+pub mod error;
+pub mod jetstream;
+pub mod server;
+pub mod transport;
+
+pub use codec::Codec;
+pub use config::{Auth, JetStreamConfig, Mode, NatsConfig, Tls};
+pub use error::{ConnectCause, NatsError};
+pub use transport::{ConnState, NatsTransport, Status, StatusEvent, TransportStats, IMPORTED};
