@@ -109,17 +109,30 @@ pub enum NatsError {
 
 pub(crate) fn connect_error(server: &str, err: async_nats::ConnectError) -> NatsError {
     use async_nats::ConnectErrorKind as K;
+    let detail = err.to_string();
+    let lower = detail.to_ascii_lowercase();
+    // rustls reports certificate problems as I/O errors.
+    let tls_io = [
+        "certificate",
+        "tls",
+        "handshake",
+        "corrupt message",
+        "peer sent",
+    ]
+    .iter()
+    .any(|w| lower.contains(w));
     let cause = match err.kind() {
         K::AuthorizationViolation => ConnectCause::Authorization,
         K::Authentication => ConnectCause::Authentication,
         K::Tls => ConnectCause::Tls,
         K::TimedOut => ConnectCause::TimedOut,
         K::ServerParse | K::Dns => ConnectCause::Address,
+        K::Io if tls_io => ConnectCause::Tls,
         _ => ConnectCause::Unreachable,
     };
     NatsError::Connect {
         server: server.to_string(),
         cause,
-        detail: err.to_string(),
+        detail,
     }
 }
