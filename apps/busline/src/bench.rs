@@ -16,6 +16,8 @@ pub enum BenchCommand {
     Fanout(FanoutArgs),
     /// Routing: publish cost with 1 matching subscriber among N unrelated ones.
     Routing(RoutingArgs),
+    /// NATS: the transport beside raw async-nats, core and JetStream.
+    Nats(crate::bench_nats::NatsArgs),
 }
 
 /// Options of `bench fanout`.
@@ -78,6 +80,7 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
     match cmd {
         BenchCommand::Fanout(a) => fanout(a),
         BenchCommand::Routing(a) => routing(a),
+        BenchCommand::Nats(a) => runtime(None)?.block_on(crate::bench_nats::run(a)),
     }
 }
 

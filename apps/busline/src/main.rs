@@ -1,6 +1,7 @@
 //! The `busline` command.
 
 mod bench;
+mod bench_nats;
 
 /// Events are allocated on one thread and freed on another; mimalloc handles
 /// that far better than glibc's malloc (see `busline bench fanout`).

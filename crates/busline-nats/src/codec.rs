@@ -10,7 +10,7 @@
 //! | `Nats-Msg-Id` | the event id, 32 hex digits (JetStream de-duplicates on it) |
 //! | `Busline-Time` | publish time, nanoseconds since the Unix epoch |
 //! | `Busline-Source` | the publishing module, if any |
-//! | `Busline-Correlation` | the correlation id |
+//! | `Busline-Correlation` | the correlation id, unless it is the event's own id |
 //! | `Busline-Causation` | the causation id, if any |
 //! | `Busline-Reply-To` | the reply topic, if any |
 //! | `Busline-Type` | the Rust type name of the payload |
@@ -195,7 +195,10 @@ pub fn encode<T: Serialize>(env: &Envelope<T>, codec: Codec) -> Result<Wire, Nat
         }
         h.insert(header::SOURCE, &**s);
     }
-    h.insert(header::CORRELATION, env.correlation_id.to_string());
+    if env.correlation_id != env.id {
+        // Omitted when the event starts its own conversation (the decoder's default).
+        h.insert(header::CORRELATION, env.correlation_id.to_string());
+    }
     if let Some(c) = env.causation_id {
         h.insert(header::CAUSATION, c.to_string());
     }

@@ -173,6 +173,7 @@ pub(crate) struct Ctx<T> {
     pub dead_prefix: String,
     pub bus: WeakBus<T>,
     pub stop: watch::Receiver<bool>,
+    pub status: watch::Receiver<Status>,
 }
 
 impl<T> Clone for Ctx<T> {
@@ -185,6 +186,7 @@ impl<T> Clone for Ctx<T> {
             dead_prefix: self.dead_prefix.clone(),
             bus: self.bus.clone(),
             stop: self.stop.clone(),
+            status: self.status.clone(),
         }
     }
 }
@@ -262,6 +264,7 @@ where
             dead_prefix: cfg.dead_letter_prefix.clone(),
             bus: bus.downgrade(),
             stop: stop_rx,
+            status: status_rx.clone(),
         };
         let mut tasks = Vec::new();
         let js = match &cfg.mode {
@@ -557,7 +560,14 @@ async fn export_loop<T: Serialize + Send + Sync + 'static>(
         Sink::Js(j) => j.cfg.max_in_flight.max(1),
     };
     let mut stopping = false;
+    // Server info is cloned on every read: read max_payload once per connection.
+    let mut status = ctx.status.clone();
+    let mut max_payload = ctx.client.server_info().max_payload;
     loop {
+        if status.has_changed().unwrap_or(false) {
+            status.borrow_and_update();
+            max_payload = ctx.client.server_info().max_payload;
+        }
         tokio::select! {
             biased;
             Some(done) = in_flight.next(), if !in_flight.is_empty() => {
@@ -572,7 +582,7 @@ async fn export_loop<T: Serialize + Send + Sync + 'static>(
                     while max_in_flight > 0 && in_flight.len() >= max_in_flight {
                         if let Some(done) = in_flight.next().await { pending.remove(&done); }
                     }
-                    export_one(&ctx, &sink, &env, &mut next_seq, &mut in_flight, &mut pending).await;
+                    export_one(&ctx, &sink, &env, max_payload, &mut next_seq, &mut in_flight, &mut pending).await;
                 }
                 if let Sink::Core = sink {
                     let _ = ctx.client.flush().await;
@@ -580,7 +590,7 @@ async fn export_loop<T: Serialize + Send + Sync + 'static>(
                 waiters.push((next_seq, w));
             }
             r = sub.recv(), if !stopping && (max_in_flight == 0 || in_flight.len() < max_in_flight) => match r {
-                Ok(env) => export_one(&ctx, &sink, &env, &mut next_seq, &mut in_flight, &mut pending).await,
+                Ok(env) => export_one(&ctx, &sink, &env, max_payload, &mut next_seq, &mut in_flight, &mut pending).await,
                 Err(RecvError::Lagged(n)) => tracing::error!(missed = n, "nats exporter lagged (it is lossless: a bug)"),
                 Err(_) => stopping = true,
             },
@@ -606,6 +616,7 @@ async fn export_one<T: Serialize>(
     ctx: &Ctx<T>,
     sink: &Sink,
     env: &Envelope<T>,
+    max_payload: usize,
     next_seq: &mut u64,
     in_flight: &mut FuturesUnordered<AckFuture>,
     pending: &mut BTreeSet<u64>,
@@ -615,7 +626,7 @@ async fn export_one<T: Serialize>(
         inc(&c.echo_skipped);
         return;
     }
-    let wire = match prepare(ctx, env) {
+    let wire = match prepare(ctx.codec, env, max_payload) {
         Ok(w) => w,
         Err(e) => {
             inc(&c.rejected);
@@ -654,9 +665,8 @@ async fn export_one<T: Serialize>(
 }
 
 /// Encodes an envelope and checks its size against the server's max_payload.
-pub(crate) fn prepare<T: Serialize>(ctx: &Ctx<T>, env: &Envelope<T>) -> Result<Wire, NatsError> {
-    let wire = codec::encode(env, ctx.codec)?;
-    let max = ctx.client.server_info().max_payload;
+pub(crate) fn prepare<T: Serialize>(codec: Codec, env: &Envelope<T>, max: usize) -> Result<Wire, NatsError> {
+    let wire = codec::encode(env, codec)?;
     let size = wire.size();
     if max > 0 && size > max {
         return Err(NatsError::PayloadTooLarge {
