@@ -65,7 +65,9 @@ use futures::StreamExt;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::codec::Wire;
+use busline::Envelope;
+
+use crate::codec::{self, Codec, Wire};
 use crate::config::JetStreamConfig;
 use crate::error::NatsError;
 use crate::transport::{dead_headers, dead_subject, deliver, inc, Counters, Ctx, Dedup, Delivered};
@@ -178,15 +180,19 @@ fn backoff(attempt: u32) -> Duration {
 
 impl Js {
     /// Sends `wire` now (in order) and returns a future that resolves once
-    /// it is acknowledged, re-sending it as often as needed.
-    pub(crate) async fn publish(&self, wire: Wire, c: Arc<Counters>) -> BoxFuture<'static, ()> {
+    /// it is acknowledged, re-sending it as often as needed. The first send
+    /// moves `wire`; a retry encodes `env` again (same id, same bytes).
+    pub(crate) async fn publish<T: Serialize + Send + Sync + 'static>(
+        &self,
+        wire: Wire,
+        env: Arc<Envelope<T>>,
+        codec: Codec,
+        c: Arc<Counters>,
+    ) -> BoxFuture<'static, ()> {
+        let (subject, id) = (wire.subject.clone(), wire.id);
         let first = self
             .context
-            .publish_with_headers(
-                wire.subject.clone(),
-                wire.headers.clone(),
-                wire.payload.clone(),
-            )
+            .publish_with_headers(wire.subject, wire.headers, wire.payload)
             .await;
         let context = self.context.clone();
         Box::pin(async move {
@@ -208,14 +214,18 @@ impl Js {
                 };
                 attempt += 1;
                 inc(&c.retried);
-                tracing::debug!(subject = %wire.subject, id = %wire.id, attempt, error = %failure, "jetstream publish not acknowledged; retrying");
+                tracing::debug!(%subject, %id, attempt, error = %failure, "jetstream publish not acknowledged; retrying");
                 tokio::time::sleep(backoff(attempt)).await;
+                // It encoded once, so it encodes again.
+                let wire = match codec::encode(&env, codec, true) {
+                    Ok(w) => w,
+                    Err(e) => {
+                        tracing::error!(error = %e, "re-encoding for a retry failed");
+                        return;
+                    }
+                };
                 sent = context
-                    .publish_with_headers(
-                        wire.subject.clone(),
-                        wire.headers.clone(),
-                        wire.payload.clone(),
-                    )
+                    .publish_with_headers(wire.subject, wire.headers, wire.payload)
                     .await;
             }
         })

@@ -612,10 +612,10 @@ async fn export_loop<T: Serialize + Send + Sync + 'static>(
     }
 }
 
-async fn export_one<T: Serialize>(
+async fn export_one<T: Serialize + Send + Sync + 'static>(
     ctx: &Ctx<T>,
     sink: &Sink,
-    env: &Envelope<T>,
+    env: &Arc<Envelope<T>>,
     max_payload: usize,
     next_seq: &mut u64,
     in_flight: &mut FuturesUnordered<AckFuture>,
@@ -626,7 +626,7 @@ async fn export_one<T: Serialize>(
         inc(&c.echo_skipped);
         return;
     }
-    let wire = match prepare(ctx.codec, env, max_payload) {
+    let wire = match prepare(ctx.codec, env, max_payload, matches!(sink, Sink::Js(_))) {
         Ok(w) => w,
         Err(e) => {
             inc(&c.rejected);
@@ -655,7 +655,7 @@ async fn export_one<T: Serialize>(
         }
         Sink::Js(js) => {
             pending.insert(seq);
-            let fut = js.publish(wire, c.clone()).await;
+            let fut = js.publish(wire, env.clone(), ctx.codec, c.clone()).await;
             in_flight.push(Box::pin(async move {
                 fut.await;
                 seq
@@ -665,8 +665,13 @@ async fn export_one<T: Serialize>(
 }
 
 /// Encodes an envelope and checks its size against the server's max_payload.
-pub(crate) fn prepare<T: Serialize>(codec: Codec, env: &Envelope<T>, max: usize) -> Result<Wire, NatsError> {
-    let wire = codec::encode(env, codec)?;
+pub(crate) fn prepare<T: Serialize>(
+    codec: Codec,
+    env: &Envelope<T>,
+    max: usize,
+    msg_id: bool,
+) -> Result<Wire, NatsError> {
+    let wire = codec::encode(env, codec, msg_id)?;
     let size = wire.size();
     if max > 0 && size > max {
         return Err(NatsError::PayloadTooLarge {

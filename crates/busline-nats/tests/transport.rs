@@ -225,7 +225,7 @@ async fn undecodable_message_goes_to_dead_letter_and_import_goes_on() {
     let (a, ta) = exporter(&srv.url(), "d.>").await;
     let raw = async_nats::jetstream::new(ta.client().clone());
     let mut h = async_nats::HeaderMap::new();
-    h.insert("Content-Type", "application/json");
+    h.insert("Busline", "v=1;ts=1;ct=json");
     raw.publish_with_headers("d.bad", h, "{not json".into())
         .await
         .unwrap()

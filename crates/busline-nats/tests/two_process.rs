@@ -12,13 +12,25 @@ async fn publishers_in_a_child_process_reach_a_subscriber_here() {
     let (_b, mut sub, tb) = importer(&srv.url(), "two.>", "here").await;
     let (publishers, per) = (3u32, 1000u64);
     let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_busline-nats-peer"))
-        .args([srv.url().as_str(), "two", &publishers.to_string(), &per.to_string()])
+        .args([
+            srv.url().as_str(),
+            "two",
+            &publishers.to_string(),
+            &per.to_string(),
+        ])
         .output()
         .await
         .expect("spawn the peer process");
-    assert!(out.status.success(), "peer failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "peer failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let total = publishers as u64 * per;
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), format!("acked {total}"));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        format!("acked {total}")
+    );
 
     let got = recv_n(&mut sub, total as usize).await;
     let mut next = vec![0u64; publishers as usize];

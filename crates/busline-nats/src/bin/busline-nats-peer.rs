@@ -20,7 +20,9 @@ struct Ev {
 async fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.len() != 5 {
-        eprintln!("usage: busline-nats-peer <url> <topic-prefix> <publishers> <events-per-publisher>");
+        eprintln!(
+            "usage: busline-nats-peer <url> <topic-prefix> <publishers> <events-per-publisher>"
+        );
         std::process::exit(2);
     }
     let (url, prefix) = (&args[1], &args[2]);
@@ -30,7 +32,10 @@ async fn main() {
     let cfg = NatsConfig::new(url.as_str())
         .name("busline-nats-peer")
         .export(format!("{prefix}.>"))
-        .jetstream(JetStreamConfig { durable: "peer".into(), ..JetStreamConfig::default() });
+        .jetstream(JetStreamConfig {
+            durable: "peer".into(),
+            ..JetStreamConfig::default()
+        });
     let nats = match NatsTransport::connect(&bus, cfg).await {
         Ok(n) => n,
         Err(e) => {
@@ -44,8 +49,18 @@ async fn main() {
         let topic = format!("{prefix}.p{p}");
         tasks.push(tokio::spawn(async move {
             for n in 0..per {
-                let ev = Ev { publisher: p, n, body: format!("p{p}-{n}") };
-                bus.send(Message::new(ev).topic(topic.as_str()).source(format!("peer-{p}"))).await.unwrap();
+                let ev = Ev {
+                    publisher: p,
+                    n,
+                    body: format!("p{p}-{n}"),
+                };
+                bus.send(
+                    Message::new(ev)
+                        .topic(topic.as_str())
+                        .source(format!("peer-{p}")),
+                )
+                .await
+                .unwrap();
             }
         }));
     }
