@@ -281,7 +281,7 @@ where
             flush_tx = Some(ftx);
             let sink = match &js {
                 None => Sink::Core,
-                Some(j) => Sink::Js(j.clone()),
+                Some(j) => Sink::Js(Box::new(j.clone())),
             };
             tasks.push(tokio::spawn(export_loop(ctx.clone(), sub, sink, frx)));
         }
@@ -537,7 +537,7 @@ async fn on_event<T: Send + Sync + 'static>(
 
 pub(crate) enum Sink {
     Core,
-    Js(jetstream::Js),
+    Js(Box<jetstream::Js>),
 }
 
 type AckFuture = futures::future::BoxFuture<'static, u64>;
