@@ -2,6 +2,8 @@
 
 mod bench;
 mod bench_nats;
+mod bench_log;
+mod log_cmd;
 
 /// Events are allocated on one thread and freed on another; mimalloc handles
 /// that far better than glibc's malloc (see `busline bench fanout`).
@@ -24,12 +26,16 @@ enum Command {
     /// Benchmarks, busline beside its peers in one process.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// Durable log tools: append, read, verify, info.
+    #[command(subcommand)]
+    Log(log_cmd::LogCommand),
 }
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Some(Command::Bench(b)) => bench::run(b),
+        Some(Command::Log(c)) => tokio::runtime::Runtime::new()?.block_on(log_cmd::run(c)),
         None => {
             println!("busline: try `busline --help`");
             Ok(())

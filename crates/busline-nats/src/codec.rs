@@ -361,7 +361,7 @@ fn fresh_id() -> EventId {
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_nanos())
             .unwrap_or(0);
-    EventId((hi << 64) | NEXT.fetch_add(1, Ordering::Relaxed) as u128)
+    EventId::from_u128((hi << 64) | NEXT.fetch_add(1, Ordering::Relaxed) as u128)
 }
 
 #[cfg(test)]

@@ -40,7 +40,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
 use crate::codec::{self, Codec, Wire};
-use crate::config::{Auth, Mode, NatsConfig, StatusMap};
+use crate::config::{Auth, Mode, NatsConfig};
 use crate::error::{connect_error, NatsError};
 use crate::jetstream;
 
@@ -241,13 +241,20 @@ where
             last_error: None,
         });
         let status_tx = Arc::new(status_tx);
-        let opts = options(
-            &cfg,
-            status_tx.clone(),
-            bus.downgrade(),
-            cfg.status_map.clone(),
-        )
-        .await?;
+        // Status events reach the bus through one task, in order.
+        let (events_tx, mut events_rx) = mpsc::unbounded_channel::<StatusEvent>();
+        let events_task = cfg.status_map.clone().map(|map| {
+            let bus = bus.downgrade();
+            tokio::spawn(async move {
+                while let Some(se) = events_rx.recv().await {
+                    let Some(bus) = bus.upgrade() else { break };
+                    if let Some(ev) = map(&se) {
+                        let _ = bus.publish_to(se.topic(), ev).await;
+                    }
+                }
+            })
+        });
+        let opts = options(&cfg, status_tx.clone(), events_tx).await?;
         let client = opts
             .connect(server.as_str())
             .await
@@ -266,7 +273,7 @@ where
             stop: stop_rx,
             status: status_rx.clone(),
         };
-        let mut tasks = Vec::new();
+        let mut tasks: Vec<JoinHandle<()>> = events_task.into_iter().collect();
         let js = match &cfg.mode {
             Mode::Core => None,
             Mode::JetStream(js) => {
@@ -430,8 +437,7 @@ fn export_subscription<T: Send + Sync + 'static>(
 async fn options<T: Send + Sync + 'static>(
     cfg: &NatsConfig<T>,
     status: Arc<watch::Sender<Status>>,
-    bus: WeakBus<T>,
-    map: Option<StatusMap<T>>,
+    events: mpsc::UnboundedSender<StatusEvent>,
 ) -> Result<async_nats::ConnectOptions, NatsError> {
     let server = cfg.server.clone();
     let mut o = match &cfg.auth {
@@ -476,20 +482,18 @@ async fn options<T: Send + Sync + 'static>(
         })
         .event_callback(move |ev| {
             let status = status.clone();
-            let bus = bus.clone();
-            let map = map.clone();
+            let events = events.clone();
             let server = server.clone();
-            async move { on_event(ev, &server, &status, bus, map).await }
+            async move { on_event(ev, &server, &status, &events) }
         });
     Ok(o)
 }
 
-async fn on_event<T: Send + Sync + 'static>(
+fn on_event(
     ev: async_nats::Event,
     server: &str,
     status: &watch::Sender<Status>,
-    bus: WeakBus<T>,
-    map: Option<StatusMap<T>>,
+    events: &mpsc::UnboundedSender<StatusEvent>,
 ) {
     use async_nats::Event as E;
     let server = server.to_string();
@@ -526,11 +530,7 @@ async fn on_event<T: Send + Sync + 'static>(
         E::Draining => return,
     };
     tracing::info!(event = ?se, "nats status");
-    if let (Some(map), Some(bus)) = (map, bus.upgrade()) {
-        if let Some(ev) = map(&se) {
-            let _ = bus.publish_to(se.topic(), ev).await;
-        }
-    }
+    let _ = events.send(se);
 }
 
 // ----- export -----------------------------------------------------------------

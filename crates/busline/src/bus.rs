@@ -16,6 +16,7 @@ use crate::envelope::{Envelope, Event, EventId, Message};
 use crate::error::{PublishError, ReplyError, RequestError, SubscribeError};
 use crate::router::Trie;
 use crate::stats::{BusStats, SubscriberStats};
+use crate::store::{Durable, EventStore, Replay, StartAt, StoreError};
 use crate::subscription::{Policy, State, SubShared, Subscription, SubscriptionBuilder};
 use crate::topic::{Pattern, Topic};
 
@@ -66,6 +67,7 @@ pub(crate) struct BusInner<T> {
     inbox_prefix: String,
     next_inbox: AtomicU64,
     pending: Mutex<AHashMap<u64, oneshot::Sender<Arc<Envelope<T>>>>>,
+    stores: RwLock<Vec<PersistRule<T>>>,
 }
 
 #[derive(Default)]
@@ -89,6 +91,10 @@ pub(crate) struct Route<T> {
     topic: Topic,
     /// Sorted by id: publishers lock them in this order.
     subs: Box<[Arc<SubShared<T>>]>,
+    /// Whether any of them has a filter.
+    filtered: bool,
+    /// The durable store events on this topic go to first, if any.
+    store: Option<Arc<dyn EventStore<T>>>,
 }
 
 /// The bus-wide backpressure signal (see the crate docs on watermarks).
@@ -193,6 +199,7 @@ impl BusBuilder {
                 inbox_prefix: format!("_INBOX.{node:016x}"),
                 next_inbox: AtomicU64::new(0),
                 pending: Mutex::new(AHashMap::new()),
+                stores: RwLock::new(Vec::new()),
             }),
         }
     }
@@ -234,14 +241,71 @@ impl<T: Send + Sync + 'static> Bus<T> {
             name: None,
             filter: None,
             watermarks: None,
+            start: StartAt::Now,
+            consumer: None,
+            store: None,
         }
     }
 
     pub(crate) fn subscribe_with(
         &self,
-        b: SubscriptionBuilder<'_, T>,
+        mut b: SubscriptionBuilder<'_, T>,
     ) -> Result<Subscription<T>, SubscribeError> {
         let pattern = Pattern::new(&b.pattern)?;
+        let start = std::mem::replace(&mut b.start, StartAt::Now);
+        let consumer = b.consumer.take();
+        let explicit = b.store.take();
+        let store = match (&start, &consumer, explicit) {
+            (StartAt::Now, None, _) => None,
+            (_, _, Some(s)) => Some(s),
+            (_, _, None) => match self.inner.stores.read().first() {
+                Some((_, s)) => Some(s.clone()),
+                None => {
+                    return Err(SubscribeError::Options {
+                        pattern: b.pattern.clone(),
+                        reason: "starting in the past or as a named consumer needs a durable store, and the bus persists no topic".into(),
+                    })
+                }
+            },
+        };
+        if start == StartAt::Committed && consumer.is_none() {
+            return Err(SubscribeError::Options {
+                pattern: b.pattern.clone(),
+                reason: "StartAt::Committed needs a consumer name (.consumer(name))".into(),
+            });
+        }
+        let mut sub = self.register(b, pattern)?;
+        let Some(store) = store else {
+            return Ok(sub);
+        };
+        let store_err = |e: StoreError| SubscribeError::Store(e);
+        // Live first, then the store's end: see the `store` module docs.
+        let end = store.end();
+        let from = match &start {
+            StartAt::Now => None,
+            StartAt::Beginning => Some(0),
+            StartAt::Offset(o) => Some(*o),
+            StartAt::Time(t) => Some(store.offset_for_time(*t).map_err(store_err)?),
+            StartAt::Committed => Some(
+                store
+                    .committed_offset(consumer.as_deref().unwrap_or_default())
+                    .map_err(store_err)?
+                    .unwrap_or(0),
+            ),
+        };
+        if let Some(from) = from {
+            let events = store.read(from.min(end), end).map_err(store_err)?;
+            sub.replay = Some(Replay { events, end });
+        }
+        sub.durable = Some(Durable { store, consumer });
+        Ok(sub)
+    }
+
+    fn register(
+        &self,
+        b: SubscriptionBuilder<'_, T>,
+        pattern: Pattern,
+    ) -> Result<Subscription<T>, SubscribeError> {
         let inner = &self.inner;
         let capacity = b.capacity.unwrap_or(inner.default_capacity);
         let bad = |reason: String| {
@@ -278,6 +342,10 @@ impl<T: Send + Sync + 'static> Bus<T> {
                     bus: Arc::downgrade(inner),
                     local: VecDeque::new(),
                     member,
+                    yielded: 0,
+                    replay: None,
+                    durable: None,
+                    skip_below: None,
                 });
             }
             reg.groups.insert(key, id);
@@ -306,16 +374,17 @@ impl<T: Send + Sync + 'static> Bus<T> {
                 closed: false,
                 lagged: 0,
                 delivered: 0,
+                received: 0,
                 dropped: 0,
                 superseded: 0,
                 discarded: 0,
                 pressured: false,
+                in_hand: 0,
                 peak: 0,
                 members: 1,
             }),
             filtered: AtomicU64::new(0),
             blocked_ns: AtomicU64::new(0),
-            received: AtomicU64::new(0),
         });
         reg.trie.insert(&pattern, id);
         reg.subs.insert(id, shared.clone());
@@ -327,6 +396,10 @@ impl<T: Send + Sync + 'static> Bus<T> {
             bus: Arc::downgrade(inner),
             local: VecDeque::new(),
             member,
+            yielded: 0,
+            replay: None,
+            durable: None,
+            skip_below: None,
         })
     }
 
@@ -341,22 +414,78 @@ impl<T: Send + Sync + 'static> Bus<T> {
     where
         T: Event,
     {
-        let topic = event.topic().into_owned();
-        self.send(Message::new(event).topic(topic)).await
+        let route = self.route_checked(&event.topic());
+        let env = self.wrap(route, Message::new(event))?;
+        self.persist_and_deliver(env.0, env.1).await
     }
 
     /// Publishes `event` on `topic`. See [`publish`](Self::publish).
     pub async fn publish_to(&self, topic: &str, event: T) -> Result<Receipt, PublishError<T>> {
-        let (route, env) = self.prepare(topic, Message::new(event))?;
-        self.deliver(route, env).await
+        let (route, env) = self.wrap(self.route_checked(topic), Message::new(event))?;
+        self.persist_and_deliver(route, env).await
     }
 
     /// Publishes a [`Message`] (an event with metadata). The message must name
     /// a topic unless the event type implements [`Event`] (use [`publish`](Self::publish)).
     pub async fn send(&self, mut msg: Message<T>) -> Result<Receipt, PublishError<T>> {
         let topic = msg.topic.take().unwrap_or_default();
-        let (route, env) = self.prepare(&topic, msg)?;
+        let (route, env) = self.wrap(self.route_checked(&topic), msg)?;
+        self.persist_and_deliver(route, env).await
+    }
+
+    /// Appends to the route's store first (if the topic is persisted), then delivers.
+    async fn persist_and_deliver(
+        &self,
+        route: Arc<Route<T>>,
+        mut env: Envelope<T>,
+    ) -> Result<Receipt, PublishError<T>> {
+        let Some(store) = route.store.clone() else {
+            return self.deliver(route, env).await;
+        };
+        match store.append(&env).await {
+            Ok(offset) => env.offset = Some(offset),
+            Err(error) => {
+                return Err(PublishError::Store {
+                    error,
+                    event: env.payload,
+                })
+            }
+        }
+        // Route again now that the event is durable: a subscriber that
+        // registered meanwhile (say, one switching from replay to live) must
+        // get it live, since it read the store's end before this offset.
+        let route = match self.route(route.topic.as_str()) {
+            Ok(r) => r,
+            Err(_) => route,
+        };
         self.deliver(route, env).await
+    }
+
+    /// Persists events on topics matching `pattern` to `store` before they are
+    /// delivered (see [`store`](crate::store)). The first matching pattern wins.
+    pub fn persist(
+        &self,
+        pattern: &str,
+        store: Arc<dyn EventStore<T>>,
+    ) -> Result<(), crate::TopicError> {
+        let pattern = Pattern::new(pattern)?;
+        let inner = &*self.inner;
+        let _reg = inner.registry.write();
+        inner.stores.write().push((pattern, store));
+        inner.epoch.fetch_add(1, Ordering::Release);
+        inner.cache.write().clear();
+        Ok(())
+    }
+
+    /// The store persisting `topic`, if any.
+    pub fn store_for(&self, topic: &str) -> Option<Arc<dyn EventStore<T>>> {
+        let topic = Topic::new(topic).ok()?;
+        self.inner
+            .stores
+            .read()
+            .iter()
+            .find(|(p, _)| p.matches(&topic))
+            .map(|(_, s)| s.clone())
     }
 
     /// Publishes without waiting: if a lossless subscriber has no room, no
@@ -366,19 +495,34 @@ impl<T: Send + Sync + 'static> Bus<T> {
     where
         T: Event,
     {
-        let topic = event.topic().into_owned();
-        self.try_send(Message::new(event).topic(topic))
+        let route = self.route_checked(&event.topic());
+        let prepared = self.wrap(route, Message::new(event))?;
+        self.try_deliver(prepared)
     }
 
     /// [`try_publish`](Self::try_publish) on a given topic.
     pub fn try_publish_to(&self, topic: &str, event: T) -> Result<Receipt, PublishError<T>> {
-        self.try_send(Message::new(event).topic(topic))
+        let prepared = self.wrap(self.route_checked(topic), Message::new(event))?;
+        self.try_deliver(prepared)
     }
 
     /// [`try_publish`](Self::try_publish) for a [`Message`].
     pub fn try_send(&self, mut msg: Message<T>) -> Result<Receipt, PublishError<T>> {
         let topic = msg.topic.take().unwrap_or_default();
-        let (route, env) = self.prepare(&topic, msg)?;
+        let prepared = self.wrap(self.route_checked(&topic), msg)?;
+        self.try_deliver(prepared)
+    }
+
+    fn try_deliver(&self, (route, env): Prepared<T>) -> Result<Receipt, PublishError<T>> {
+        if route.store.is_some() {
+            return Err(PublishError::Store {
+                error: StoreError::new(
+                    format!("try_publish on persisted topic `{}`", route.topic),
+                    "it cannot wait for the store to acknowledge; use publish",
+                ),
+                event: env.payload,
+            });
+        }
         let env = Arc::new(env);
         let targets = targets(&route, &env);
         match commit(&targets, &env, None) {
@@ -407,28 +551,33 @@ impl<T: Send + Sync + 'static> Bus<T> {
         }
     }
 
-    fn prepare(
-        &self,
-        topic: &str,
-        msg: Message<T>,
-    ) -> Result<(Arc<Route<T>>, Envelope<T>), PublishError<T>> {
-        let inner = &*self.inner;
-        if inner.closed.load(Ordering::Acquire) {
-            return Err(PublishError::Closed { event: msg.payload });
+    /// The route for `topic`, unless the bus is closed or the topic is malformed.
+    fn route_checked(&self, topic: &str) -> Result<Arc<Route<T>>, RouteError> {
+        if self.inner.closed.load(Ordering::Acquire) {
+            return Err(RouteError::Closed);
         }
-        let route = match self.route(topic) {
+        self.route(topic).map_err(RouteError::Topic)
+    }
+
+    /// Wraps the message in its envelope (the one place envelopes are made).
+    fn wrap(
+        &self,
+        route: Result<Arc<Route<T>>, RouteError>,
+        msg: Message<T>,
+    ) -> Result<Prepared<T>, PublishError<T>> {
+        let route = match route {
             Ok(r) => r,
-            Err(error) => {
+            Err(RouteError::Closed) => return Err(PublishError::Closed { event: msg.payload }),
+            Err(RouteError::Topic(error)) => {
                 return Err(PublishError::InvalidTopic {
                     error,
                     event: msg.payload,
                 })
             }
         };
+        let inner = &*self.inner;
         let seq = inner.seq.fetch_add(1, Ordering::Relaxed);
-        let id = msg
-            .id
-            .unwrap_or(EventId(((inner.node as u128) << 64) | seq as u128));
+        let id = msg.id.unwrap_or(EventId::from_parts(inner.node, seq));
         let env = Envelope::from_parts(
             seq,
             id,
@@ -462,9 +611,17 @@ impl<T: Send + Sync + 'static> Bus<T> {
         ids.dedup();
         let subs: Box<[_]> = ids.iter().map(|id| reg.subs[id].clone()).collect();
         drop(reg);
+        let store = inner
+            .stores
+            .read()
+            .iter()
+            .find(|(p, _)| p.matches(&topic))
+            .map(|(_, s)| s.clone());
         let route = Arc::new(Route {
             epoch,
             topic: topic.clone(),
+            filtered: subs.iter().any(|s| s.filter.is_some()),
+            store,
             subs,
         });
         let mut cache = inner.cache.write();
@@ -480,6 +637,10 @@ impl<T: Send + Sync + 'static> Bus<T> {
         route: Arc<Route<T>>,
         env: Envelope<T>,
     ) -> Result<Receipt, PublishError<T>> {
+        // Take part in tokio's cooperative scheduling: a publisher loop that
+        // never has to wait still yields every so often, so subscribers on the
+        // same worker get to run instead of lagging for no reason.
+        tokio::task::consume_budget().await;
         let env = Arc::new(env);
         let targets = targets(&route, &env);
         let mut waiting: Option<(u64, Instant)> = None;
@@ -557,7 +718,7 @@ impl<T: Send + Sync + 'static> Bus<T> {
         inner.pending.lock().insert(n, tx);
         let _cleanup = PendingGuard { inner, n };
         let work = async {
-            let (route, env) = match self.prepare(&topic, msg.reply_to(reply_to)) {
+            let (route, env) = match self.wrap(self.route_checked(&topic), msg.reply_to(reply_to)) {
                 Ok(x) => x,
                 Err(PublishError::InvalidTopic { error, .. }) => {
                     return Err(RequestError::Topic(error))
@@ -568,7 +729,7 @@ impl<T: Send + Sync + 'static> Bus<T> {
                     })
                 }
             };
-            match self.deliver(route, env).await {
+            match self.persist_and_deliver(route, env).await {
                 Ok(r) if r.subscribers == 0 => {
                     return Err(RequestError::NoResponders {
                         topic: topic.clone(),
@@ -628,11 +789,11 @@ impl<T: Send + Sync + 'static> Bus<T> {
             };
             let mut msg = msg;
             msg.topic = None;
-            let (_, env) =
-                self.prepare(reply_to.as_str(), msg)
-                    .map_err(|_| ReplyError::RequesterGone {
-                        reply_to: reply_to.to_string(),
-                    })?;
+            let (_, env) = self
+                .wrap(self.route_checked(reply_to.as_str()), msg)
+                .map_err(|_| ReplyError::RequesterGone {
+                    reply_to: reply_to.to_string(),
+                })?;
             return tx
                 .send(Arc::new(env))
                 .map_err(|_| ReplyError::RequesterGone {
@@ -800,14 +961,53 @@ fn unwrap_env<T>(env: Arc<Envelope<T>>) -> T {
     }
 }
 
-type Targets<'a, T> = SmallVec<[&'a Arc<SubShared<T>>; 8]>;
+/// Why an event could not be routed.
+enum RouteError {
+    Closed,
+    Topic(crate::TopicError),
+}
+
+/// Topics matching the pattern are persisted to the store.
+type PersistRule<T> = (Pattern, Arc<dyn EventStore<T>>);
+
+/// An event wrapped in its envelope, with the subscribers it goes to.
+type Prepared<T> = (Arc<Route<T>>, Envelope<T>);
+
+/// The subscribers an event goes to: the whole route, or those whose filter took it.
+enum Targets<'a, T> {
+    All(&'a [Arc<SubShared<T>>]),
+    Filtered(SmallVec<[&'a Arc<SubShared<T>>; 8]>),
+}
+
+impl<T> Targets<'_, T> {
+    fn len(&self) -> usize {
+        match self {
+            Targets::All(s) => s.len(),
+            Targets::Filtered(v) => v.len(),
+        }
+    }
+
+    fn get(&self, i: usize) -> &Arc<SubShared<T>> {
+        match self {
+            Targets::All(s) => &s[i],
+            Targets::Filtered(v) => v[i],
+        }
+    }
+}
 
 fn targets<'a, T>(route: &'a Route<T>, env: &Envelope<T>) -> Targets<'a, T> {
-    route.subs.iter().filter(|s| s.accepts(env)).collect()
+    if route.filtered {
+        Targets::Filtered(route.subs.iter().filter(|s| s.accepts(env)).collect())
+    } else {
+        Targets::All(&route.subs)
+    }
 }
 
 fn add_blocked<T>(targets: &Targets<'_, T>, id: u64, d: Duration) {
-    if let Some(s) = targets.iter().find(|s| s.id == id) {
+    if let Some(s) = (0..targets.len())
+        .map(|i| targets.get(i))
+        .find(|s| s.id == id)
+    {
         s.blocked_ns
             .fetch_add(d.as_nanos().min(u64::MAX as u128) as u64, Ordering::Relaxed);
     }
@@ -821,9 +1021,11 @@ fn commit<T>(
     env: &Arc<Envelope<T>>,
     waker: Option<&Waker>,
 ) -> Result<usize, u64> {
-    let mut guards: SmallVec<[MutexGuard<'_, State<T>>; 8]> =
-        targets.iter().map(|s| s.state.lock()).collect();
-    for (sub, st) in targets.iter().zip(guards.iter_mut()) {
+    let n = targets.len();
+    let mut guards: SmallVec<[MutexGuard<'_, State<T>>; 8]> = SmallVec::with_capacity(n);
+    for i in 0..n {
+        let sub = targets.get(i);
+        let mut st = sub.state.lock();
         if !st.closed && !st.has_room(sub) {
             if let Some(w) = waker {
                 if !st.tx_wakers.iter().any(|x| x.will_wake(w)) {
@@ -832,15 +1034,16 @@ fn commit<T>(
             }
             return Err(sub.id);
         }
+        guards.push(st);
     }
     let mut wake: SmallVec<[Waker; 8]> = SmallVec::new();
-    let mut n = 0;
-    for (sub, st) in targets.iter().zip(guards.iter_mut()) {
+    let mut delivered = 0;
+    for (i, st) in guards.iter_mut().enumerate() {
         if st.closed {
             continue;
         }
-        n += 1;
-        if let Some(w) = st.push(sub, env) {
+        delivered += 1;
+        if let Some(w) = st.push(targets.get(i), env) {
             wake.push(w);
         }
     }
@@ -848,5 +1051,5 @@ fn commit<T>(
     for w in wake {
         w.wake();
     }
-    Ok(n)
+    Ok(delivered)
 }

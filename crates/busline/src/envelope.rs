@@ -33,22 +33,45 @@ use crate::topic::Topic;
 ///
 /// The high 64 bits are random per bus instance, the low 64 bits count up, so
 /// ids are unique across processes (NATS de-duplicates on them) and cheap to make.
+///
+/// Stored as two `u64` halves (not a `u128`) so an envelope needs only 8-byte
+/// alignment, which keeps its allocation on the allocator's fast path.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct EventId(pub u128);
+pub struct EventId {
+    hi: u64,
+    lo: u64,
+}
 
 impl EventId {
-    /// Parses 32 hex digits.
+    /// The id with these 128 bits.
+    pub const fn from_u128(v: u128) -> Self {
+        EventId {
+            hi: (v >> 64) as u64,
+            lo: v as u64,
+        }
+    }
+
+    /// The id's 128 bits.
+    pub const fn as_u128(self) -> u128 {
+        ((self.hi as u128) << 64) | self.lo as u128
+    }
+
+    pub(crate) const fn from_parts(hi: u64, lo: u64) -> Self {
+        EventId { hi, lo }
+    }
+
+    /// Parses 32 hex digits (as printed by `Display`).
     pub fn parse(s: &str) -> Option<EventId> {
-        if s.len() != 32 {
+        if s.len() != 32 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
             return None;
         }
-        u128::from_str_radix(s, 16).ok().map(EventId)
+        u128::from_str_radix(s, 16).ok().map(EventId::from_u128)
     }
 }
 
 impl fmt::Display for EventId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:032x}", self.0)
+        write!(f, "{:016x}{:016x}", self.hi, self.lo)
     }
 }
 
@@ -100,6 +123,9 @@ pub struct Envelope<T> {
     pub reply_to: Option<Topic>,
     /// Free-form headers.
     pub headers: Headers,
+    /// Its offset in the bus's durable store, for events on persisted topics
+    /// (see [`store`](crate::store)); `None` otherwise.
+    pub offset: Option<u64>,
     /// The event itself.
     pub payload: T,
 }
@@ -138,8 +164,15 @@ impl<T> Envelope<T> {
             causation_id,
             reply_to,
             headers,
+            offset: None,
             payload,
         }
+    }
+
+    /// The same envelope with its store offset set.
+    pub fn with_offset(mut self, offset: u64) -> Self {
+        self.offset = Some(offset);
+        self
     }
 }
 

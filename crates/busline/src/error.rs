@@ -27,6 +27,9 @@ pub enum SubscribeError {
     /// The bus was closed.
     #[error("the bus is closed")]
     Closed,
+    /// The durable store failed while setting up a replay.
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
     /// A capacity of zero, or low watermark above the high one.
     #[error("invalid subscription options for `{pattern}`: {reason}")]
     Options {
@@ -38,7 +41,7 @@ pub enum SubscribeError {
 }
 
 /// What a subscriber's receive reports instead of an event.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum RecvError {
     /// A lossy subscriber fell behind: this many events were dropped (oldest
@@ -50,6 +53,9 @@ pub enum RecvError {
     /// this subscriber has been received.
     #[error("the bus is closed and this subscription is drained")]
     Closed,
+    /// Replaying from the durable store failed; the subscription goes on live.
+    #[error(transparent)]
+    Store(crate::store::StoreError),
 }
 
 /// Why an event was not published. The event is handed back in every case.
@@ -64,6 +70,14 @@ pub enum PublishError<T> {
     },
     /// The bus was closed.
     Closed {
+        /// The event, not published.
+        event: T,
+    },
+    /// The durable store persisting this topic did not acknowledge the event
+    /// (or `try_publish` was used on a persisted topic). No subscriber received it.
+    Store {
+        /// What the store said.
+        error: crate::store::StoreError,
         /// The event, not published.
         event: T,
     },
@@ -84,6 +98,7 @@ impl<T> PublishError<T> {
     pub fn into_event(self) -> T {
         match self {
             PublishError::InvalidTopic { event, .. }
+            | PublishError::Store { event, .. }
             | PublishError::Closed { event }
             | PublishError::Full { event, .. } => event,
         }
@@ -95,6 +110,7 @@ impl<T> fmt::Display for PublishError<T> {
         match self {
             PublishError::InvalidTopic { error, .. } => write!(f, "not published: {error}"),
             PublishError::Closed { .. } => f.write_str("not published: the bus is closed"),
+            PublishError::Store { error, .. } => write!(f, "not published: {error}"),
             PublishError::Full {
                 subscriber, topic, ..
             } => write!(

@@ -89,8 +89,12 @@
 //! returns [`PublishError::Full`] naming the full subscriber and hands the
 //! event back. Delivery is all or nothing: a publish that waits has delivered
 //! to no one yet, so dropping its future loses nothing and duplicates nothing.
-//! A subscriber may hold one batch of up to 64 events it has taken from its
-//! queue in addition to the queue's capacity.
+//!
+//! A subscriber takes everything waiting in its queue in one go, to keep
+//! locking off the per-event path. For a lossless subscriber the batch it
+//! holds still counts against its capacity and watermarks until it comes back
+//! for more, so capacity is a hard bound on events waiting for it. (A lossy
+//! subscriber may hold one batch beyond its capacity: those are already its.)
 //!
 //! ## Watermarks
 //!
@@ -98,6 +102,8 @@
 //! capacity). When a queue reaches its high watermark the bus's
 //! [`Backpressure`] signal goes high, and it stays high until that queue
 //! drains to its low watermark (and no other queue is above its high one).
+//! The backlog is re-measured whenever the subscriber comes back to its queue
+//! for more, so the signal clears then.
 //! Publishers that can slow down or shed load at the source watch it.
 //!
 //! ```
@@ -115,7 +121,8 @@
 //!     }
 //!     other => panic!("{other:?}"),
 //! }
-//! for _ in 0..3 { sub.recv().await.unwrap(); }
+//! for _ in 0..4 { sub.recv().await.unwrap(); }
+//! assert!(sub.try_recv().unwrap().is_none()); // back at its queue: it is empty
 //! assert!(!pressure.is_high()); // drained to the low watermark
 //! # }
 //! ```
@@ -220,16 +227,32 @@
 //! counted as `filtered`.
 
 pub mod bus;
+pub mod config;
+pub mod conformance;
+pub mod context;
 pub mod envelope;
 pub mod error;
+pub mod middleware;
+pub mod module;
 mod router;
+pub mod runtime;
 pub mod stats;
+pub mod store;
+pub mod stream;
 pub mod subscription;
+pub mod supervisor;
 pub mod topic;
 
 pub use bus::{Backpressure, Bus, BusBuilder, Receipt, WeakBus, DEFAULT_CAPACITY};
+pub use config::{Config, ConfigError, ModuleSettings};
+pub use context::{Context, ModuleSubscription, ModuleSubscriptionBuilder};
 pub use envelope::{Envelope, Event, EventId, Headers, Message};
 pub use error::{PublishError, RecvError, ReplyError, RequestError, SubscribeError, TopicError};
+pub use module::{BoxError, Module, ModuleState, ModuleStatus, SystemEvent, STATUS_TOPIC};
+pub use runtime::{ModuleSpec, Report, Runtime, RuntimeError, RuntimeHandle, StopReason};
 pub use stats::{BusStats, SubscriberStats};
+pub use store::{EventStore, StartAt, StoreError};
+pub use stream::StreamOpsExt;
 pub use subscription::{Filter, Policy, Subscription, SubscriptionBuilder};
+pub use supervisor::{Backoff, Restart, Supervision};
 pub use topic::{Pattern, Topic};

@@ -36,7 +36,7 @@ pub struct SubscriberStats {
     pub filtered: u64,
     /// Events still queued when it unsubscribed or was dropped.
     pub discarded: u64,
-    /// Events waiting in its queue now (its lag).
+    /// Events waiting for it now (its lag): its queue plus the batch it holds.
     pub queued: usize,
     /// The most events ever waiting in its queue.
     pub peak: usize,
@@ -68,12 +68,12 @@ impl SubscriberStats {
             policy: s.policy.to_string(),
             capacity: s.capacity,
             delivered: st.delivered,
-            received: s.received.load(Ordering::Relaxed),
+            received: st.received,
             dropped: st.dropped,
             superseded: st.superseded,
             filtered: s.filtered.load(Ordering::Relaxed),
             discarded: st.discarded,
-            queued: st.len(),
+            queued: st.depth(),
             peak: st.peak,
             blocked: Duration::from_nanos(s.blocked_ns.load(Ordering::Relaxed)),
             pressured: st.pressured,

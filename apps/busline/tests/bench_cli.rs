@@ -1,0 +1,90 @@
+//! The benchmark commands run, print the JSON the README relies on, and lose nothing.
+
+use std::process::Command;
+
+fn busline(args: &[&str]) -> serde_json::Value {
+    let out = Command::new(env!("CARGO_BIN_EXE_busline"))
+        .args(args)
+        .output()
+        .expect("run busline");
+    assert!(
+        out.status.success(),
+        "busline {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("one JSON object on stdout")
+}
+
+#[test]
+fn fanout_json_has_every_system_and_loses_nothing() {
+    for policy in ["lossless", "lossy"] {
+        let v = busline(&[
+            "bench",
+            "fanout",
+            "--subscribers",
+            "3",
+            "--events",
+            "20000",
+            "--rounds",
+            "1",
+            "--policy",
+            policy,
+            "--json",
+        ]);
+        let results = v["results"].as_array().unwrap();
+        let systems: Vec<&str> = results
+            .iter()
+            .map(|r| r["system"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            systems,
+            [
+                &*format!("busline-{policy}"),
+                "tokio-broadcast-naive",
+                "tokio-broadcast-yield64",
+                "tokio-mpsc-per-subscriber"
+            ]
+        );
+        for r in results {
+            assert_eq!(r["lost"], 0, "{r}");
+            let delivered = r["delivered"].as_u64().unwrap();
+            let lagged = r["lagged"].as_u64().unwrap();
+            assert_eq!(delivered + lagged, 60_000, "{r}");
+            assert!(r["deliveries_per_s"].as_f64().unwrap() > 0.0);
+        }
+        if policy == "lossless" {
+            assert_eq!(results[0]["delivered"], 60_000);
+        }
+    }
+}
+
+#[test]
+fn routing_json_reports_cost_and_ratio() {
+    let v = busline(&[
+        "bench",
+        "routing",
+        "--subscribers",
+        "2000",
+        "--publishes",
+        "2000",
+        "--rounds",
+        "1",
+        "--json",
+    ]);
+    let results = v["results"].as_array().unwrap();
+    assert_eq!(results.len(), 2);
+    assert_eq!(results[0]["subscribers"], 10);
+    assert_eq!(results[1]["subscribers"], 2000);
+    assert!(v["ns_per_publish"].as_f64().unwrap() > 0.0);
+    assert!(v["ratio_vs_10"].as_f64().unwrap() > 0.0);
+}
+
+#[test]
+fn bad_arguments_are_clear_errors() {
+    let out = Command::new(env!("CARGO_BIN_EXE_busline"))
+        .args(["bench", "fanout", "--events", "0"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("must be at least 1"));
+}

@@ -1,0 +1,271 @@
+//! Modules: independent parts of an application that talk only through the bus.
+//!
+//! A module is a value with a [name](Module::name) and an async
+//! [`run`](Module::run) that gets a [`Context`]: its publisher, its
+//! subscriptions, its shutdown signal. A network listener, a logger, a UI, an
+//! alerter are each a module; the [`Runtime`](crate::Runtime) starts,
+//! supervises and stops them.
+//!
+//! ```
+//! use busline::{BoxError, Context, Module};
+//!
+//! #[derive(Clone)]
+//! struct Logger;
+//!
+//! impl Module<String> for Logger {
+//!     fn name(&self) -> &str { "logger" }
+//!
+//!     async fn run(&mut self, ctx: Context<String>) -> Result<(), BoxError> {
+//!         let mut events = ctx.subscribe(">")?;
+//!         loop {
+//!             tokio::select! {
+//!                 _ = ctx.shutdown_requested() => return Ok(()),
+//!                 ev = events.recv() => println!("logger: received event: {}", ev?.payload),
+//!             }
+//!         }
+//!     }
+//! }
+//! ```
+//!
+//! # Lifecycle
+//!
+//! ```text
+//! add() ─► Starting ─► Running ─┬─ run() returns Ok ───────────────────────► Stopped
+//!   │                    ▲      │  (under Restart::Always: as a failure)
+//!   │                    │      ├─ run() returns Err, or panics
+//!   │                    │      │      └─► does the policy restart it, within its limit?
+//!   │                    │      │             │ yes                        │ no
+//!   │                    │      │             ▼                            ▼
+//!   │                    └──────┼── backoff ── Restarting               Failed ─► the run
+//!   │                           │               │ (shutdown)                     ends with
+//!   │                           │               └──────────────────► Stopped    an error
+//!   │                           └─ shutdown ─► Stopping ─┬─ returns by its deadline ─► Stopped
+//!   │                                                    └─ deadline passes ─► Aborted
+//!   └─ config `enabled = false` ─► Disabled
+//! ```
+//!
+//! Starts, stops, failures and restarts are published as [`SystemEvent`]s on
+//! the runtime's system bus, on `$sys.module.<name>.<started|stopped|failed|restarting>`.
+//!
+//! # Restarts need a fresh instance
+//!
+//! A module that panicked may have left its state half-updated, so a restart
+//! never reuses the instance that failed: the runtime makes a new one, either
+//! by cloning the value given to [`Runtime::add`](crate::Runtime::add)
+//! (`M: Clone`; the clone is taken *before* the first run, so it is the
+//! pristine value) or by calling the factory given to
+//! [`Runtime::add_factory`](crate::Runtime::add_factory).
+//!
+//! # System events and the typed bus
+//!
+//! The application's bus is typed over its own event type `T`, and busline's
+//! lifecycle events are not `T`. Rather than ask every application to add a
+//! variant for them (`T: From<SystemEvent>`), the runtime owns a second bus,
+//! a `Bus<SystemEvent>` ([`Runtime::system_bus`](crate::Runtime::system_bus),
+//! [`Context::system`](crate::Context::system)), on which every topic starts
+//! with `$sys.`. User code subscribes to it with the usual patterns and needs
+//! no conversion code: `system.subscribe("$sys.module.*.failed")`.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::context::Context;
+
+/// The error a module's `run` returns: any error type works with `?`.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// A part of an application that runs on its own and talks only through the bus.
+///
+/// Implement `run` with an `async fn`; its future must be `Send` (it runs on
+/// a tokio task). See the [module docs](self) for the lifecycle.
+pub trait Module<T: Send + Sync + 'static>: Send + 'static {
+    /// The module's name: unique in its runtime, one topic token (no `.`,
+    /// whitespace, `*` or `>`). It is the `source` of what the module publishes
+    /// and names it in `$sys.module.<name>.*` topics.
+    fn name(&self) -> &str;
+
+    /// Runs the module until it is done, fails, or is told to stop
+    /// ([`Context::shutdown_requested`]). `Ok(())` is a normal stop, `Err` a
+    /// failure (subject to the restart policy), and so is a panic.
+    fn run(&mut self, ctx: Context<T>) -> impl Future<Output = Result<(), BoxError>> + Send;
+}
+
+/// Where a module is in its [lifecycle](self#lifecycle).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum ModuleState {
+    /// Turned off by configuration; never started.
+    Disabled,
+    /// Registered, not started yet.
+    Starting,
+    /// Its `run` is executing.
+    Running,
+    /// It failed (or finished under [`Restart::Always`](crate::Restart::Always))
+    /// and waits for its backoff delay before a new instance starts.
+    Restarting,
+    /// Told to stop; the runtime waits for it up to its shutdown deadline.
+    Stopping,
+    /// Its `run` returned (or it was stopped) and it will not run again.
+    Stopped,
+    /// It failed and will not be restarted.
+    Failed,
+    /// It did not stop by its shutdown deadline and its task was aborted.
+    Aborted,
+}
+
+impl ModuleState {
+    /// The state as a lowercase word (`running`, `restarting`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ModuleState::Disabled => "disabled",
+            ModuleState::Starting => "starting",
+            ModuleState::Running => "running",
+            ModuleState::Restarting => "restarting",
+            ModuleState::Stopping => "stopping",
+            ModuleState::Stopped => "stopped",
+            ModuleState::Failed => "failed",
+            ModuleState::Aborted => "aborted",
+        }
+    }
+}
+
+impl std::fmt::Display for ModuleState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One module's line in a status answer or a runtime report.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct ModuleStatus {
+    /// The module's name.
+    pub name: String,
+    /// Its state now.
+    pub state: ModuleState,
+    /// How many times it was restarted.
+    pub restarts: u32,
+    /// How long its current instance has been running (`None` unless running).
+    pub uptime: Option<Duration>,
+    /// The last error or panic message, if it ever failed.
+    pub last_error: Option<String>,
+    /// Events left in its subscriptions' queues when its instances stopped:
+    /// they were discarded (see the runtime docs on shutdown).
+    pub discarded: u64,
+}
+
+/// busline's own events, published by the runtime on its system bus under
+/// `$sys.` topics (see [`SystemEvent::topic`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum SystemEvent {
+    /// An instance of the module started (`$sys.module.<name>.started`).
+    Started {
+        /// The module.
+        module: String,
+        /// Restarts before this start (0 for the first start).
+        restarts: u32,
+    },
+    /// The module stopped and will not run again (`$sys.module.<name>.stopped`).
+    Stopped {
+        /// The module.
+        module: String,
+        /// Whether it had to be aborted at its shutdown deadline.
+        aborted: bool,
+    },
+    /// An instance failed: returned an error or panicked (`$sys.module.<name>.failed`).
+    Failed {
+        /// The module.
+        module: String,
+        /// The error or panic message.
+        error: String,
+        /// Whether it panicked.
+        panicked: bool,
+        /// Whether the runtime will restart it.
+        will_restart: bool,
+    },
+    /// A new instance will start after `delay` (`$sys.module.<name>.restarting`).
+    Restarting {
+        /// The module.
+        module: String,
+        /// Which restart this is (1 for the first).
+        restart: u32,
+        /// The backoff delay before it starts.
+        delay: Duration,
+    },
+    /// The runtime began its graceful shutdown (`$sys.runtime.shutdown`).
+    ShuttingDown {
+        /// Why.
+        reason: String,
+    },
+    /// A request for the runtime's status (send it to [`STATUS_TOPIC`] with
+    /// `request`; the answer is [`SystemEvent::Status`]).
+    StatusRequest,
+    /// The runtime's answer to a [`SystemEvent::StatusRequest`]: every
+    /// module, in the order they were added.
+    Status {
+        /// One line per module.
+        modules: Vec<ModuleStatus>,
+    },
+}
+
+/// The topic the runtime answers status requests on.
+pub const STATUS_TOPIC: &str = "$sys.runtime.status";
+
+/// The topic of [`SystemEvent::ShuttingDown`].
+pub const SHUTDOWN_TOPIC: &str = "$sys.runtime.shutdown";
+
+impl SystemEvent {
+    /// The `$sys.` topic this event is published on.
+    pub fn topic(&self) -> String {
+        match self {
+            SystemEvent::Started { module, .. } => format!("$sys.module.{module}.started"),
+            SystemEvent::Stopped { module, .. } => format!("$sys.module.{module}.stopped"),
+            SystemEvent::Failed { module, .. } => format!("$sys.module.{module}.failed"),
+            SystemEvent::Restarting { module, .. } => format!("$sys.module.{module}.restarting"),
+            SystemEvent::ShuttingDown { .. } => SHUTDOWN_TOPIC.to_string(),
+            SystemEvent::StatusRequest | SystemEvent::Status { .. } => STATUS_TOPIC.to_string(),
+        }
+    }
+
+    /// The module this event is about, if any.
+    pub fn module(&self) -> Option<&str> {
+        match self {
+            SystemEvent::Started { module, .. }
+            | SystemEvent::Stopped { module, .. }
+            | SystemEvent::Failed { module, .. }
+            | SystemEvent::Restarting { module, .. } => Some(module),
+            _ => None,
+        }
+    }
+}
+
+impl crate::Event for SystemEvent {
+    fn topic(&self) -> std::borrow::Cow<'_, str> {
+        SystemEvent::topic(self).into()
+    }
+}
+
+/// Checks that `name` can name a module: one topic token.
+pub(crate) fn check_name(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("it is empty".into());
+    }
+    if let Some(c) = name
+        .chars()
+        .find(|c| c.is_whitespace() || c.is_control() || matches!(c, '.' | '*' | '>'))
+    {
+        return Err(format!(
+            "it contains {c:?}; a module name is one topic token (no `.`, `*`, `>` or whitespace)"
+        ));
+    }
+    Ok(())
+}
+
+/// A shared, cheap name.
+pub(crate) type Name = Arc<str>;

@@ -1,0 +1,501 @@
+//! Tests that try to break the bus: loss, duplication, ordering, closing.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use busline::{Bus, Message, PublishError, RecvError, RequestError};
+use proptest::prelude::*;
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// For a lossy subscriber, received + reported lag == published, exactly,
+    /// whatever the interleaving of publishes and receives.
+    #[test]
+    fn lossy_received_plus_lag_equals_published(
+        capacity in 1usize..40,
+        ops in proptest::collection::vec(0u8..4, 1..600),
+    ) {
+        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        rt.block_on(async {
+            let bus = Bus::<u64>::new();
+            let mut sub = bus.subscriber("t").lossy(capacity).subscribe().unwrap();
+            let (mut published, mut received, mut lag) = (0u64, 0u64, 0u64);
+            let mut last_seen: Option<u64> = None;
+            for op in ops {
+                if op < 3 {
+                    bus.try_publish_to("t", published).unwrap();
+                    published += 1;
+                } else {
+                    match sub.try_recv() {
+                        Ok(Some(e)) => {
+                            // Order kept, and no event comes back twice.
+                            if let Some(l) = last_seen { prop_assert!(e.payload > l); }
+                            last_seen = Some(e.payload);
+                            received += 1;
+                        }
+                        Ok(None) => {}
+                        Err(RecvError::Lagged(n)) => lag += n,
+                        Err(e) => panic!("{e}"),
+                    }
+                }
+            }
+            drop(bus);
+            loop {
+                match sub.recv().await {
+                    Ok(e) => {
+                        if let Some(l) = last_seen { prop_assert!(e.payload > l); }
+                        last_seen = Some(e.payload);
+                        received += 1;
+                    }
+                    Err(RecvError::Lagged(n)) => lag += n,
+                    Err(RecvError::Closed) => break,
+                    Err(e) => panic!("{e}"),
+                }
+            }
+            prop_assert_eq!(received + lag, published);
+            Ok(())
+        })?;
+    }
+}
+
+/// A lossless subscriber that stalls again and again loses nothing over
+/// 1,000,000 events, while a lossy one beside it keeps running.
+#[test]
+fn stalled_lossless_loses_nothing_over_a_million_events() {
+    const N: u64 = 1_000_000;
+    rt().block_on(async {
+        let bus = Bus::<u64>::new();
+        let mut lossless = bus
+            .subscriber("m.>")
+            .lossless(256)
+            .name("slow")
+            .subscribe()
+            .unwrap();
+        let mut lossy = bus
+            .subscriber("m.*")
+            .lossy(64)
+            .name("fast")
+            .subscribe()
+            .unwrap();
+        let slow = tokio::spawn(async move {
+            let mut next = 0u64;
+            loop {
+                match lossless.recv().await {
+                    Ok(e) => {
+                        assert_eq!(e.payload, next, "lossless order or loss");
+                        next += 1;
+                        if next % 100_000 == 0 {
+                            // Stall: the publisher must wait, not drop.
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                        }
+                    }
+                    Err(RecvError::Closed) => break,
+                    Err(e) => panic!("lossless subscriber got {e}"),
+                }
+            }
+            next
+        });
+        let fast = tokio::spawn(async move {
+            let (mut got, mut lag, mut last) = (0u64, 0u64, None);
+            loop {
+                match lossy.recv().await {
+                    Ok(e) => {
+                        assert!(last.is_none_or(|l| e.payload > l));
+                        last = Some(e.payload);
+                        got += 1;
+                    }
+                    Err(RecvError::Lagged(n)) => lag += n,
+                    Err(RecvError::Closed) => break,
+                    Err(e) => panic!("{e}"),
+                }
+            }
+            (got, lag)
+        });
+        let stats_bus = bus.clone();
+        let publisher = tokio::spawn(async move {
+            for i in 0..N {
+                bus.publish_to("m.x", i).await.unwrap();
+            }
+        });
+        publisher.await.unwrap();
+        let stats = stats_bus.stats();
+        drop(stats_bus);
+        assert_eq!(slow.await.unwrap(), N);
+        let (got, lag) = fast.await.unwrap();
+        assert_eq!(got + lag, N);
+        assert_eq!(stats.published, N);
+        let slow = stats.subscriber("slow").unwrap();
+        assert_eq!(slow.delivered, N);
+        assert_eq!(slow.dropped, 0);
+        assert!(
+            slow.blocked > Duration::ZERO,
+            "the publisher waited on the stalled subscriber"
+        );
+        assert_eq!(stats.subscriber("fast").unwrap().dropped, lag);
+    });
+}
+
+/// Queue groups: each event exactly once across members while members come and go.
+#[test]
+fn queue_group_delivers_each_event_once_under_churn() {
+    const N: u64 = 20_000;
+    rt().block_on(async {
+        let bus = Bus::<u64>::new();
+        // One member stays for the whole run so the group always exists.
+        let anchor = bus
+            .subscriber("jobs.*")
+            .queue("workers")
+            .capacity(64)
+            .subscribe()
+            .unwrap();
+        let seen = Arc::new(parking_lot::Mutex::new(Vec::new()));
+        let mut tasks = Vec::new();
+        for w in 0..6u64 {
+            let bus = bus.clone();
+            let seen = seen.clone();
+            tasks.push(tokio::spawn(async move {
+                // Join, take a few, leave; again and again.
+                for round in 0..40u64 {
+                    let mut m = bus
+                        .subscriber("jobs.*")
+                        .queue("workers")
+                        .subscribe()
+                        .unwrap();
+                    let take = 1 + (w * 7 + round * 3) % 25;
+                    for _ in 0..take {
+                        match tokio::time::timeout(Duration::from_millis(50), m.recv()).await {
+                            Ok(Ok(e)) => seen.lock().push(e.payload),
+                            Ok(Err(RecvError::Closed)) => return,
+                            Ok(Err(e)) => panic!("{e}"),
+                            Err(_) => break,
+                        }
+                    }
+                    drop(m);
+                    tokio::task::yield_now().await;
+                }
+            }));
+        }
+        let publisher = {
+            let bus = bus.clone();
+            tokio::spawn(async move {
+                for i in 0..N {
+                    bus.publish_to("jobs.a", i).await.unwrap();
+                }
+            })
+        };
+        let mut anchor = anchor;
+        let seen2 = seen.clone();
+        let drainer = tokio::spawn(async move {
+            while let Ok(e) = anchor.recv().await {
+                seen2.lock().push(e.payload);
+            }
+        });
+        publisher.await.unwrap();
+        for t in tasks {
+            t.await.unwrap();
+        }
+        drop(bus);
+        drainer.await.unwrap();
+        let seen = seen.lock();
+        let unique: HashSet<u64> = seen.iter().copied().collect();
+        assert_eq!(
+            seen.len() as u64,
+            N,
+            "some event was delivered twice or lost"
+        );
+        assert_eq!(unique.len() as u64, N);
+    });
+}
+
+#[tokio::test(start_paused = true)]
+async fn request_times_out_in_virtual_time() {
+    let bus = Bus::<u32>::new();
+    let _silent = bus.subscribe("svc.slow").unwrap();
+    let start = tokio::time::Instant::now();
+    let err = bus
+        .request("svc.slow", 1, Duration::from_secs(30))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err,
+        RequestError::Timeout {
+            topic: "svc.slow".into(),
+            timeout: Duration::from_secs(30)
+        }
+    );
+    assert_eq!(start.elapsed(), Duration::from_secs(30));
+}
+
+#[tokio::test(start_paused = true)]
+async fn request_answered_before_timeout_and_late_reply_is_refused() {
+    let bus = Bus::<u32>::new();
+    let mut svc = bus.subscribe("svc.echo").unwrap();
+    let b = bus.clone();
+    let responder = tokio::spawn(async move {
+        let first = svc.recv().await.unwrap();
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        b.reply(&first, first.payload + 1).await.unwrap();
+        let second = svc.recv().await.unwrap();
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        // The requester gave up at 5 s: the reply is refused, not lost silently.
+        b.reply(&second, 0).await.unwrap_err()
+    });
+    let r = bus
+        .request("svc.echo", 41, Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(r.payload, 42);
+    assert!(r.causation_id.is_some());
+    let err = bus
+        .request("svc.echo", 1, Duration::from_secs(5))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, RequestError::Timeout { .. }));
+    let late = responder.await.unwrap();
+    assert!(late.to_string().contains("gone"), "{late}");
+}
+
+#[tokio::test]
+async fn no_responders_is_immediate() {
+    let bus = Bus::<u32>::new();
+    let err = bus
+        .request("nobody.home", 1, Duration::from_secs(3600))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err,
+        RequestError::NoResponders {
+            topic: "nobody.home".into()
+        }
+    );
+}
+
+#[tokio::test]
+async fn per_publisher_order_holds_with_concurrent_publishers() {
+    let bus = Bus::<(u8, u32)>::new();
+    let mut sub = bus.subscriber("p.*").lossless(16).subscribe().unwrap();
+    let mut pubs = Vec::new();
+    for p in 0..4u8 {
+        let bus = bus.clone();
+        pubs.push(tokio::spawn(async move {
+            for i in 0..5_000u32 {
+                bus.publish_to(&format!("p.{p}"), (p, i)).await.unwrap();
+            }
+        }));
+    }
+    let mut next = [0u32; 4];
+    for _ in 0..20_000 {
+        let e = sub.recv().await.unwrap();
+        let (p, i) = e.payload;
+        assert_eq!(i, next[p as usize], "publisher {p} out of order");
+        next[p as usize] += 1;
+    }
+    for p in pubs {
+        p.await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn dropping_a_full_subscriber_releases_a_waiting_publisher() {
+    let bus = Bus::<u32>::new();
+    let sub = bus.subscriber("x").lossless(1).subscribe().unwrap();
+    bus.publish_to("x", 0).await.unwrap();
+    let b = bus.clone();
+    let waiting = tokio::spawn(async move { b.publish_to("x", 1).await });
+    tokio::task::yield_now().await;
+    assert!(!waiting.is_finished());
+    drop(sub);
+    let r = waiting.await.unwrap().unwrap();
+    assert_eq!(r.subscribers, 0);
+    assert_eq!(bus.stats().discarded, 1, "the unreceived event is counted");
+}
+
+#[tokio::test]
+async fn cancelled_publish_delivers_to_no_one() {
+    let bus = Bus::<u32>::new();
+    let mut full = bus.subscriber("x").lossless(1).subscribe().unwrap();
+    let mut other = bus.subscriber("x").lossy(8).subscribe().unwrap();
+    bus.publish_to("x", 0).await.unwrap();
+    // Times out while waiting for room: the future is dropped.
+    let r = tokio::time::timeout(Duration::from_millis(20), bus.publish_to("x", 1)).await;
+    assert!(r.is_err());
+    assert_eq!(full.recv().await.unwrap().payload, 0);
+    assert_eq!(other.recv().await.unwrap().payload, 0);
+    assert!(
+        other.try_recv().unwrap().is_none(),
+        "all or nothing: no partial delivery"
+    );
+    assert_eq!(bus.stats().cancelled, 1);
+}
+
+#[tokio::test]
+async fn try_publish_full_names_the_subscriber_and_returns_the_event() {
+    let bus = Bus::<String>::new();
+    let _a = bus.subscriber("x").lossy(1).subscribe().unwrap();
+    let _b = bus
+        .subscriber("x")
+        .lossless(1)
+        .name("archive")
+        .subscribe()
+        .unwrap();
+    bus.try_publish_to("x", "one".into()).unwrap();
+    let err = bus.try_publish_to("x", "two".into()).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "not published on `x`: subscriber `archive` is full (lossless); no subscriber received it"
+    );
+    assert_eq!(err.into_event(), "two");
+}
+
+#[tokio::test]
+async fn invalid_topics_are_errors_that_hand_the_event_back() {
+    let bus = Bus::<u32>::new();
+    let err = bus.publish_to("a..b", 7).await.unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "not published: invalid topic `a..b`: token 2 is empty"
+    );
+    assert!(matches!(err, PublishError::InvalidTopic { event: 7, .. }));
+    let err = bus.subscribe("a.>.b").unwrap_err();
+    assert!(err
+        .to_string()
+        .contains("`>` is only allowed as the last token"));
+    let err = bus.send(Message::new(1)).await.unwrap_err();
+    assert!(err.to_string().contains("it is empty"), "{err}");
+}
+
+#[tokio::test]
+async fn subscribers_come_and_go_routes_follow() {
+    let bus = Bus::<u32>::new();
+    assert_eq!(bus.publish_to("a.b", 0).await.unwrap().subscribers, 0);
+    let mut s1 = bus.subscribe("a.*").unwrap();
+    assert_eq!(bus.publish_to("a.b", 1).await.unwrap().subscribers, 1);
+    let s2 = bus.subscribe("a.>").unwrap();
+    assert_eq!(bus.publish_to("a.b", 2).await.unwrap().subscribers, 2);
+    drop(s2);
+    assert_eq!(bus.publish_to("a.b", 3).await.unwrap().subscribers, 1);
+    let got: Vec<u32> = (0..3)
+        .map(|_| s1.try_recv().unwrap().unwrap().payload)
+        .collect();
+    assert_eq!(got, vec![1, 2, 3]);
+    assert_eq!(bus.stats().unrouted, 1);
+}
+
+#[tokio::test]
+async fn one_envelope_shared_by_sixteen_subscribers() {
+    let bus = Bus::<Vec<u8>>::new();
+    let mut subs: Vec<_> = (0..16).map(|_| bus.subscribe("big").unwrap()).collect();
+    bus.publish_to("big", vec![0u8; 1 << 20]).await.unwrap();
+    let first = subs[0].recv().await.unwrap();
+    for s in &mut subs[1..] {
+        assert!(Arc::ptr_eq(&first, &s.recv().await.unwrap()));
+    }
+}
+
+#[tokio::test]
+async fn filters_run_on_top_of_the_pattern_and_are_counted() {
+    let bus = Bus::<u32>::new();
+    let mut even = bus
+        .subscriber("n.>")
+        .filter(|e| e.payload % 2 == 0)
+        .subscribe()
+        .unwrap();
+    for i in 0..10 {
+        bus.publish_to("n.x", i).await.unwrap();
+    }
+    drop(bus);
+    let mut got = Vec::new();
+    while let Ok(e) = even.recv().await {
+        got.push(e.payload);
+    }
+    assert_eq!(got, vec![0, 2, 4, 6, 8]);
+    assert_eq!(even.stats().filtered, 5);
+}
+
+#[tokio::test]
+async fn closing_the_bus_ends_streams_after_draining() {
+    use futures::StreamExt;
+    let bus = Bus::<u32>::new();
+    let sub = bus.subscribe("s").unwrap();
+    for i in 0..3 {
+        bus.publish_to("s", i).await.unwrap();
+    }
+    bus.close();
+    assert!(matches!(
+        bus.publish_to("s", 9).await,
+        Err(PublishError::Closed { event: 9 })
+    ));
+    assert!(bus.subscribe("s").is_err());
+    let got: Vec<u32> = sub.map(|r| r.unwrap().payload).collect().await;
+    assert_eq!(got, vec![0, 1, 2]);
+}
+
+#[tokio::test]
+async fn backpressure_signal_has_hysteresis() {
+    let bus = Bus::<u32>::new();
+    let mut sub = bus
+        .subscriber("w")
+        .lossless(10)
+        .watermarks(8, 2)
+        .subscribe()
+        .unwrap();
+    let mut bp = bus.backpressure();
+    for i in 0..8 {
+        assert!(!bp.is_high(), "raised early at {i}");
+        bus.try_publish_to("w", i).unwrap();
+    }
+    assert!(bp.is_high());
+    // Receiving some brings the backlog below high but not to low: still raised.
+    for _ in 0..4 {
+        sub.try_recv().unwrap().unwrap();
+    }
+    assert_eq!(sub.len(), 4);
+    assert!(bp.is_high());
+    // Capacity still counts what the subscriber holds: it is a hard bound.
+    let mut next = 8;
+    while bus.try_publish_to("w", next).is_ok() {
+        next += 1;
+        assert!(sub.len() <= 10, "capacity exceeded: {}", sub.len());
+    }
+    assert!(next >= 10, "room for at least what was received");
+    let mut got = Vec::new();
+    while let Some(e) = sub.try_recv().unwrap() {
+        got.push(e.payload);
+    }
+    assert_eq!(got, (4..next).collect::<Vec<_>>());
+    assert!(!bp.is_high(), "drained to the low watermark");
+    bp.wait_low().await;
+    assert_eq!(sub.stats().peak, 10);
+}
+
+#[tokio::test]
+async fn stats_export_through_the_metrics_facade() {
+    let bus = Bus::<u32>::new();
+    let mut s = bus
+        .subscriber("m")
+        .lossy(2)
+        .name("dash")
+        .subscribe()
+        .unwrap();
+    for i in 0..5 {
+        bus.publish_to("m", i).await.unwrap();
+    }
+    assert_eq!(s.recv().await.unwrap_err(), RecvError::Lagged(3));
+    let stats = bus.stats();
+    assert_eq!(stats.published, 5);
+    assert_eq!(stats.dropped, 3);
+    let d = stats.subscriber("dash").unwrap();
+    assert_eq!((d.delivered, d.dropped, d.queued), (5, 3, 2));
+    // No recorder installed: exporting is a no-op and must not panic.
+    stats.export();
+}
