@@ -69,7 +69,11 @@ struct Report {
 }
 
 fn event(n: u64, text: &str) -> Ev {
-    Ev { n, host: "web-1".into(), text: text.to_string() }
+    Ev {
+        n,
+        host: "web-1".into(),
+        text: text.to_string(),
+    }
 }
 
 fn median(mut v: Vec<Duration>) -> Duration {
@@ -82,7 +86,10 @@ fn median(mut v: Vec<Duration>) -> Duration {
 fn meta_headers(n: u64, js: bool) -> async_nats::HeaderMap {
     let mut h = async_nats::HeaderMap::new();
     let id = format!("{:032x}", (0xb5u128 << 120) | n as u128);
-    let ts = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos();
+    let ts = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos();
     let meta = if js {
         h.insert(async_nats::header::NATS_MESSAGE_ID, id.as_str());
         format!("v=1;ts={ts};ct=json;ty=bench::Ev")
@@ -93,12 +100,19 @@ fn meta_headers(n: u64, js: bool) -> async_nats::HeaderMap {
     h
 }
 
-async fn raw_core(client: &async_nats::Client, events: u64, text: &str, meta: bool) -> Result<Duration> {
+async fn raw_core(
+    client: &async_nats::Client,
+    events: u64,
+    text: &str,
+    meta: bool,
+) -> Result<Duration> {
     let start = Instant::now();
     for n in 0..events {
         let payload = serde_json::to_vec(&event(n, text))?;
         if meta {
-            client.publish_with_headers("bench.raw.core", meta_headers(n, false), payload.into()).await?;
+            client
+                .publish_with_headers("bench.raw.core", meta_headers(n, false), payload.into())
+                .await?;
         } else {
             client.publish("bench.raw.core", payload.into()).await?;
         }
@@ -123,7 +137,14 @@ async fn raw_js(
         let payload = serde_json::to_vec(&event(n, text))?;
         let ack = match meta {
             // Ids unique per round, so the server stores (not de-duplicates) each one.
-            Some(round) => js.publish_with_headers("bench.raw.js", meta_headers(round * events + n, true), payload.into()).await?,
+            Some(round) => {
+                js.publish_with_headers(
+                    "bench.raw.js",
+                    meta_headers(round * events + n, true),
+                    payload.into(),
+                )
+                .await?
+            }
             None => js.publish("bench.raw.js", payload.into()).await?,
         };
         acks.push(ack.into_future());
@@ -134,10 +155,18 @@ async fn raw_js(
     Ok(start.elapsed())
 }
 
-async fn transport(bus: &Bus<Ev>, t: &NatsTransport<Ev>, topic: &str, events: u64, text: &str) -> Result<Duration> {
+async fn transport(
+    bus: &Bus<Ev>,
+    t: &NatsTransport<Ev>,
+    topic: &str,
+    events: u64,
+    text: &str,
+) -> Result<Duration> {
     let start = Instant::now();
     for n in 0..events {
-        bus.publish_to(topic, event(n, text)).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+        bus.publish_to(topic, event(n, text))
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
     }
     t.flush().await?;
     Ok(start.elapsed())
@@ -157,7 +186,9 @@ pub async fn run(a: NatsArgs) -> Result<()> {
         }
     };
     let text = "x".repeat(a.size);
-    let client = async_nats::connect(url.as_str()).await.with_context(|| format!("connecting to {url}"))?;
+    let client = async_nats::connect(url.as_str())
+        .await
+        .with_context(|| format!("connecting to {url}"))?;
     let js = async_nats::jetstream::new(client.clone());
     let raw_stream = js
         .get_or_create_stream(async_nats::jetstream::stream::Config {
@@ -172,9 +203,19 @@ pub async fn run(a: NatsArgs) -> Result<()> {
         ..JetStreamConfig::default()
     };
     let core_bus: Bus<Ev> = Bus::new();
-    let core_t = NatsTransport::connect(&core_bus, NatsConfig::new(url.as_str()).export("bench.bus.core")).await?;
+    let core_t = NatsTransport::connect(
+        &core_bus,
+        NatsConfig::new(url.as_str()).export("bench.bus.core"),
+    )
+    .await?;
     let js_bus: Bus<Ev> = Bus::new();
-    let js_t = NatsTransport::connect(&js_bus, NatsConfig::new(url.as_str()).export("bench.bus.js").jetstream(js_cfg)).await?;
+    let js_t = NatsTransport::connect(
+        &js_bus,
+        NatsConfig::new(url.as_str())
+            .export("bench.bus.js")
+            .jetstream(js_cfg),
+    )
+    .await?;
     let bus_stream = js.get_stream("BENCH_BUS").await?;
 
     let (mut rc, mut mc, mut tc) = (Vec::new(), Vec::new(), Vec::new());
@@ -192,13 +233,21 @@ pub async fn run(a: NatsArgs) -> Result<()> {
     }
     let stats = js_t.stats();
     if stats.acked != a.events * a.rounds as u64 {
-        bail!("the transport acked {} of {} events", stats.acked, a.events * a.rounds as u64);
+        bail!(
+            "the transport acked {} of {} events",
+            stats.acked,
+            a.events * a.rounds as u64
+        );
     }
     let rate = |d: Duration| a.events as f64 / d.as_secs_f64();
     let mut results = Vec::new();
     for (mode, raw, meta, bus) in [("core", rc, mc, tc), ("jetstream", rj, mj, tj)] {
         let raw = median(raw);
-        for (system, d) in [("async-nats", raw), ("async-nats+meta", median(meta)), ("busline-nats", median(bus))] {
+        for (system, d) in [
+            ("async-nats", raw),
+            ("async-nats+meta", median(meta)),
+            ("busline-nats", median(bus)),
+        ] {
             results.push(CaseResult {
                 system,
                 mode,
@@ -208,14 +257,29 @@ pub async fn run(a: NatsArgs) -> Result<()> {
             });
         }
     }
-    let report = Report { server: url, events: a.events, size: a.size, rounds: a.rounds, results };
+    let report = Report {
+        server: url,
+        events: a.events,
+        size: a.size,
+        rounds: a.rounds,
+        results,
+    };
     if a.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
-        println!("bench nats: {} events x {} rounds, {} B text, server {}", report.events, report.rounds, report.size, report.server);
-        println!("{:<16} {:<10} {:>14} {:>10} {:>8}", "system", "mode", "msgs/s", "median ms", "ratio");
+        println!(
+            "bench nats: {} events x {} rounds, {} B text, server {}",
+            report.events, report.rounds, report.size, report.server
+        );
+        println!(
+            "{:<16} {:<10} {:>14} {:>10} {:>8}",
+            "system", "mode", "msgs/s", "median ms", "ratio"
+        );
         for r in &report.results {
-            println!("{:<16} {:<10} {:>14.0} {:>10.1} {:>8.2}", r.system, r.mode, r.msgs_per_s, r.median_ms, r.ratio_vs_async_nats);
+            println!(
+                "{:<16} {:<10} {:>14.0} {:>10.1} {:>8.2}",
+                r.system, r.mode, r.msgs_per_s, r.median_ms, r.ratio_vs_async_nats
+            );
         }
     }
     core_t.shutdown().await?;

@@ -1,8 +1,8 @@
 //! The `busline` command.
 
 mod bench;
-mod bench_nats;
 mod bench_log;
+mod bench_nats;
 mod log_cmd;
 
 /// Events are allocated on one thread and freed on another; mimalloc handles

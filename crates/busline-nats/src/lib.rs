@@ -34,8 +34,8 @@
 //!
 //! | mode | export | import | after a server restart |
 //! | --- | --- | --- | --- |
-//! | [JetStream](jetstream) | acked by the server, retried until acked, de-duplicated by `Nats-Msg-Id` within the duplicate window | durable consumer, acked after local delivery, redelivered otherwise | nothing acknowledged is lost |
-//! | [core](core) | fire and forget | whatever arrives while connected | messages in flight are lost |
+//! | [JetStream](crate::jetstream) | acked by the server, retried until acked, de-duplicated by `Nats-Msg-Id` within the duplicate window | durable consumer, acked after local delivery, redelivered otherwise | nothing acknowledged is lost |
+//! | [`core`] | fire and forget | whatever arrives while connected | messages in flight are lost |
 //!
 //! Exports read the local bus through one lossless subscription: an event
 //! counts as handed over when [`NatsTransport::flush`] returns (JetStream: the
