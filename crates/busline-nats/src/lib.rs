@@ -6,18 +6,31 @@
 //! bus as if published locally, with their envelope metadata intact. NATS is
 //! the distributed engine; busline does not grow a broker.
 //!
-//! ```no_run
+//! ```
 //! use busline::Bus;
-//! use busline_nats::{JetStreamConfig, NatsConfig, NatsTransport};
-//! # async fn demo() -> Result<(), busline_nats::NatsError> {
-//! let bus: Bus<String> = Bus::new();
-//! let nats = NatsTransport::connect(&bus, NatsConfig::new("nats://127.0.0.1:4222")
-//!     .export("metrics.>")             // local -> NATS
-//!     .import("alerts.>")              // NATS -> local
-//!     .jetstream(JetStreamConfig::default()))   // at-least-once; `.core()` = at-most-once
+//! use busline_nats::{server::NatsServer, JetStreamConfig, NatsConfig, NatsTransport};
+//! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), busline_nats::NatsError> {
+//! # let server = NatsServer::start().expect("nats-server"); let url = server.url();
+//! // Process A: its `metrics.>` events go out to NATS.
+//! let a: Bus<String> = Bus::new();
+//! let to_nats = NatsTransport::connect(&a, NatsConfig::new(&url)
+//!     .export("metrics.>")
+//!     .jetstream(JetStreamConfig::default()))     // at-least-once; `.core()` = at-most-once
 //!     .await?;
-//! bus.publish_to("metrics.cpu", "42".to_string()).await.unwrap();
-//! nats.flush().await?;                 // acknowledged by the server
+//!
+//! // Process B: `metrics.>` from NATS arrives on its bus.
+//! let b: Bus<String> = Bus::new();
+//! let mut dashboard = b.subscribe("metrics.>").unwrap();
+//! let _from_nats = NatsTransport::connect(&b, NatsConfig::new(&url)
+//!     .import("metrics.>")
+//!     .jetstream(JetStreamConfig { durable: "dashboard".into(), ..Default::default() }))
+//!     .await?;
+//!
+//! a.publish_to("metrics.cpu", "42".to_string()).await.unwrap();
+//! to_nats.flush().await?;                        // acknowledged by the server
+//! let env = dashboard.recv().await.unwrap();
+//! assert_eq!((env.topic.as_str(), env.payload.as_str()), ("metrics.cpu", "42"));
+//! assert!(env.header(busline_nats::IMPORTED).is_some());
 //! # Ok(()) }
 //! ```
 //!
