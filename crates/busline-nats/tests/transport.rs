@@ -314,3 +314,72 @@ async fn status_is_observable_and_published_as_sys_events() {
         topics.push(e.topic.to_string());
     }
 }
+
+#[tokio::test]
+async fn a_message_delivered_max_deliver_times_without_ack_is_dead_lettered() {
+    use async_nats::jetstream::consumer::{pull, AckPolicy};
+    use async_nats::jetstream::AckKind;
+    use futures::StreamExt;
+    let srv = server();
+    let (a, ta) = exporter(&srv.url(), "x.>").await;
+    a.publish_to("x.poison", ev(0, 0)).await.unwrap();
+    ta.flush().await.unwrap();
+    // A previous run of the importer took it and died before acking (simulated
+    // with a raw client on the importer's durable consumer).
+    let cfg = busline_nats::JetStreamConfig {
+        max_deliver: 2,
+        ..js("imp")
+    };
+    let raw = async_nats::jetstream::new(ta.client().clone());
+    let consumer: async_nats::jetstream::consumer::PullConsumer = raw
+        .get_stream("BUSLINE")
+        .await
+        .unwrap()
+        .get_or_create_consumer(
+            "imp_x_GT",
+            pull::Config {
+                durable_name: Some("imp_x_GT".into()),
+                filter_subject: "x.>".into(),
+                ack_policy: AckPolicy::Explicit,
+                max_deliver: 2,
+                ack_wait: cfg.ack_wait,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let mut batch = consumer.fetch().max_messages(1).messages().await.unwrap();
+    let m = batch.next().await.unwrap().unwrap();
+    m.ack_with(AckKind::Nak(None)).await.unwrap();
+    drop(batch);
+
+    let b: Bus<Ev> = Bus::new();
+    let mut sub = b.subscribe("x.>").unwrap();
+    let tb = NatsTransport::connect(&b, NatsConfig::new(srv.url()).import("x.>").jetstream(cfg))
+        .await
+        .unwrap();
+    for _ in 0..3000 {
+        if tb.stats().dead_lettered == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(tb.stats().dead_lettered, 1, "{:?}", tb.stats());
+    assert!(
+        sub.try_recv().unwrap().is_none(),
+        "the poison message was not handed over again"
+    );
+    let dead = raw.get_stream("BUSLINE_DEAD").await.unwrap();
+    let m = dead
+        .get_last_raw_message_by_subject("busline-dead.x.poison")
+        .await
+        .unwrap();
+    assert_eq!(
+        m.headers.get("Busline-Dead-Reason").unwrap().as_str(),
+        "delivered 2 times without an ack (max_deliver)"
+    );
+    assert_eq!(
+        m.headers.get("Busline-Dead-Deliveries").unwrap().as_str(),
+        "2"
+    );
+}
