@@ -318,10 +318,14 @@ where
                 }
             });
         }
-        client.flush().await.map_err(|e| NatsError::Subscribe {
-            pattern: cfg.imports.join(","),
-            detail: e.to_string(),
-        })?;
+        if !cfg.imports.is_empty() {
+            round_trip(&client, cfg.connect_timeout)
+                .await
+                .map_err(|detail| NatsError::Subscribe {
+                    pattern: cfg.imports.join(","),
+                    detail,
+                })?;
+        }
         Ok(NatsTransport {
             client,
             server,
@@ -402,6 +406,26 @@ impl<T> Drop for NatsTransport<T> {
         for t in &self.tasks {
             t.abort();
         }
+    }
+}
+
+/// Waits until the server has processed everything this connection sent
+/// before: a message to a private inbox comes back only after that.
+/// (`Client::flush` only waits for the socket write.)
+async fn round_trip(client: &async_nats::Client, timeout: Duration) -> Result<(), String> {
+    let inbox = client.new_inbox();
+    let mut sub = client
+        .subscribe(inbox.clone())
+        .await
+        .map_err(|e| e.to_string())?;
+    client
+        .publish(inbox, bytes::Bytes::new())
+        .await
+        .map_err(|e| e.to_string())?;
+    match tokio::time::timeout(timeout, sub.next()).await {
+        Ok(Some(_)) => Ok(()),
+        Ok(None) => Err("connection closed".into()),
+        Err(_) => Err(format!("no answer from the server within {timeout:?}")),
     }
 }
 
@@ -585,7 +609,10 @@ async fn export_loop<T: Serialize + Send + Sync + 'static>(
                     export_one(&ctx, &sink, &env, max_payload, &mut next_seq, &mut in_flight, &mut pending).await;
                 }
                 if let Sink::Core = sink {
-                    let _ = ctx.client.flush().await;
+                    // The server has processed everything before the marker.
+                    if let Err(e) = round_trip(&ctx.client, Duration::from_secs(30)).await {
+                        tracing::warn!(error = %e, "core nats flush did not complete");
+                    }
                 }
                 waiters.push((next_seq, w));
             }

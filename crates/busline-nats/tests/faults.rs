@@ -123,7 +123,7 @@ async fn slow_consumer_gets_everything_in_order() {
         tokio::time::sleep(Duration::from_millis(2)).await; // a slow consumer
     }
     assert_eq!(slow.stats().dropped, 0);
-    assert_eq!(tb.stats().imported, n);
+    eventually("all imported", || tb.stats().imported == n).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -185,7 +185,10 @@ async fn fan_out_to_separate_durables_and_sharing_within_one() {
             e.payload.n
         );
     }
-    assert_eq!(tq1.stats().imported + tq2.stats().imported, 400);
+    eventually("all imported", || {
+        tq1.stats().imported + tq2.stats().imported == 400
+    })
+    .await;
 }
 
 #[tokio::test]

@@ -43,5 +43,5 @@ async fn publishers_in_a_child_process_reach_a_subscriber_here() {
         assert_eq!(e.source.as_deref(), Some(format!("peer-{p}").as_str()));
         assert!(ids.insert(e.id), "duplicate id");
     }
-    assert_eq!(tb.stats().imported, total);
+    eventually("all imported", || tb.stats().imported == total).await;
 }

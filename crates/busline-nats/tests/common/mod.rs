@@ -115,3 +115,15 @@ pub async fn recv_all(sub: &mut Subscription<Ev>, want: &HashSet<(u32, u64)>) ->
     }
     dups
 }
+
+/// Waits until `f` holds (counters are bumped just after delivery, so a
+/// subscriber can see an event a moment before its counter moves).
+pub async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
+    for _ in 0..3000 {
+        if f() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("{what}: not true within 30 s");
+}
