@@ -93,6 +93,18 @@
 //! is not sent; the exporter logs [`NatsError::PayloadTooLarge`] (naming the
 //! subject, the id, the size and the limit) and counts it as `rejected`.
 //!
+//! # Throughput
+//!
+//! `busline bench nats` publishes the same events through the transport, with
+//! bare `async-nats`, and with `async-nats` carrying the same metadata headers
+//! the transport sends, in one run against one server. On a shared 2-core
+//! machine the transport reached about 0.4-0.7x bare `async-nats` on core
+//! NATS and 0.6-0.65x on JetStream; most of the gap is the envelope
+//! metadata itself (a NATS header costs a few allocations per message in the
+//! client, and `Nats-Msg-Id` costs the server its de-duplication work): against
+//! `async-nats` with the same headers the transport is at 0.7-1.1x. The rest is
+//! the hop from the publishing task to the exporter task through the bus.
+//!
 //! # Authentication and TLS
 //!
 //! [`Auth`] picks one of: user and password, token, nkey seed, or a `.creds`
