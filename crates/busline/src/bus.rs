@@ -415,14 +415,14 @@ impl<T: Send + Sync + 'static> Bus<T> {
         T: Event,
     {
         let route = self.route_checked(&event.topic());
-        let env = self.wrap(route, Message::new(event))?;
-        self.persist_and_deliver(env.0, env.1).await
+        let prepared = self.wrap(route, Message::new(event))?;
+        self.dispatch(prepared).await
     }
 
     /// Publishes `event` on `topic`. See [`publish`](Self::publish).
     pub async fn publish_to(&self, topic: &str, event: T) -> Result<Receipt, PublishError<T>> {
-        let (route, env) = self.wrap(self.route_checked(topic), Message::new(event))?;
-        self.persist_and_deliver(route, env).await
+        let prepared = self.wrap(self.route_checked(topic), Message::new(event))?;
+        self.dispatch(prepared).await
     }
 
     /// Publishes a [`Message`] (an event with metadata). The message must name
@@ -430,7 +430,16 @@ impl<T: Send + Sync + 'static> Bus<T> {
     /// one without is refused as an invalid (empty) topic.
     pub async fn send(&self, mut msg: Message<T>) -> Result<Receipt, PublishError<T>> {
         let topic = msg.topic.take().unwrap_or_default();
-        let (route, env) = self.wrap(self.route_checked(&topic), msg)?;
+        let prepared = self.wrap(self.route_checked(&topic), msg)?;
+        self.dispatch(prepared).await
+    }
+
+    /// Delivers a wrapped event, through the store first if its topic is persisted.
+    async fn dispatch(&self, (route, env): Prepared<T>) -> Result<Receipt, PublishError<T>> {
+        if route.store.is_none() {
+            // The common case: the future holds an `Arc`, not the envelope.
+            return self.deliver(route, Arc::new(env)).await;
+        }
         self.persist_and_deliver(route, env).await
     }
 
@@ -441,7 +450,7 @@ impl<T: Send + Sync + 'static> Bus<T> {
         mut env: Envelope<T>,
     ) -> Result<Receipt, PublishError<T>> {
         let Some(store) = route.store.clone() else {
-            return self.deliver(route, env).await;
+            return self.deliver(route, Arc::new(env)).await;
         };
         match store.append(&env).await {
             Ok(offset) => env.offset = Some(offset),
@@ -459,7 +468,7 @@ impl<T: Send + Sync + 'static> Bus<T> {
             Ok(r) => r,
             Err(_) => route,
         };
-        self.deliver(route, env).await
+        self.deliver(route, Arc::new(env)).await
     }
 
     /// Persists events on topics matching `pattern` to `store` before they are
@@ -636,13 +645,12 @@ impl<T: Send + Sync + 'static> Bus<T> {
     async fn deliver(
         &self,
         route: Arc<Route<T>>,
-        env: Envelope<T>,
+        env: Arc<Envelope<T>>,
     ) -> Result<Receipt, PublishError<T>> {
         // Take part in tokio's cooperative scheduling: a publisher loop that
         // never has to wait still yields every so often, so subscribers on the
         // same worker get to run instead of lagging for no reason.
         tokio::task::consume_budget().await;
-        let env = Arc::new(env);
         let targets = targets(&route, &env);
         let mut waiting: Option<(u64, Instant)> = None;
         let mut done = false;
@@ -730,7 +738,7 @@ impl<T: Send + Sync + 'static> Bus<T> {
                     })
                 }
             };
-            match self.persist_and_deliver(route, env).await {
+            match self.dispatch((route, env)).await {
                 Ok(r) if r.subscribers == 0 => {
                     return Err(RequestError::NoResponders {
                         topic: topic.clone(),
