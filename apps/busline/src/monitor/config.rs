@@ -11,6 +11,9 @@
 //! alert-webhook = "http://127.0.0.1:9000/hooks/busline"
 //! log-file = "metrics.jsonl"
 //! web = "127.0.0.1:7878"
+//! data-dir = "/var/lib/busline"
+//! log-retention-secs = 3600
+//! log-retention-mb = 256
 //! ```
 
 use std::net::{IpAddr, SocketAddr};
@@ -69,6 +72,20 @@ pub struct MonitorArgs {
     /// Stop cleanly after this many seconds.
     #[arg(long, value_name = "SECS")]
     pub duration: Option<f64>,
+    /// Keep every metric in the durable event log in this directory, and warm
+    /// the dashboard and alerter up from its last minute after a restart
+    /// [default: ./busline-data]. An empty value means no log.
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Keep no event log (nothing survives a restart).
+    #[arg(long, conflicts_with = "data_dir")]
+    pub no_data_dir: bool,
+    /// Delete log segments whose newest event is older than this [default: 3600].
+    #[arg(long, value_name = "SECS")]
+    pub log_retention_secs: Option<u64>,
+    /// Delete the oldest log segments while the log is larger than this [default: 256].
+    #[arg(long, value_name = "MB")]
+    pub log_retention_mb: Option<u64>,
 }
 
 /// The file form of [`MonitorArgs`].
@@ -88,6 +105,10 @@ struct FileConfig {
     max_body: Option<usize>,
     no_sim: Option<bool>,
     duration: Option<f64>,
+    data_dir: Option<PathBuf>,
+    no_data_dir: Option<bool>,
+    log_retention_secs: Option<u64>,
+    log_retention_mb: Option<u64>,
 }
 
 /// Everything the monitor runs with, checked.
@@ -115,7 +136,16 @@ pub struct Settings {
     pub simulate: bool,
     /// Stop after this long.
     pub duration: Option<Duration>,
+    /// The durable event log's directory, or `None` for no log.
+    pub data_dir: Option<PathBuf>,
+    /// Log segments older than this are deleted.
+    pub log_retention_age: Duration,
+    /// The log is kept under this many bytes (whole segments are deleted).
+    pub log_retention_bytes: u64,
 }
+
+/// The default directory of the monitor's event log (relative to the working directory).
+pub const DEFAULT_DATA_DIR: &str = "busline-data";
 
 impl Settings {
     /// Merges the options over the config file (if any) and checks the result.
@@ -179,6 +209,32 @@ impl Settings {
             Some(s) => Some(Duration::from_secs_f64(s)),
             None => None,
         };
+        let no_data_dir =
+            args.no_data_dir || (args.data_dir.is_none() && file.no_data_dir.unwrap_or(false));
+        let data_dir = if no_data_dir {
+            None
+        } else {
+            let dir = args
+                .data_dir
+                .clone()
+                .or(file.data_dir)
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
+            (!dir.as_os_str().is_empty()).then_some(dir)
+        };
+        let retention_secs = args
+            .log_retention_secs
+            .or(file.log_retention_secs)
+            .unwrap_or(3600);
+        if retention_secs < 60 {
+            bail!("log-retention-secs {retention_secs} is too short: at least 60 (the warm-up reads the last minute)");
+        }
+        let retention_mb = args
+            .log_retention_mb
+            .or(file.log_retention_mb)
+            .unwrap_or(256);
+        if retention_mb == 0 {
+            bail!("log-retention-mb must be at least 1");
+        }
         Ok(Settings {
             interval: Duration::from_millis(interval_ms),
             error_rate,
@@ -191,6 +247,9 @@ impl Settings {
             max_body,
             simulate: !(args.no_sim || file.no_sim.unwrap_or(false)),
             duration,
+            data_dir,
+            log_retention_age: Duration::from_secs(retention_secs),
+            log_retention_bytes: retention_mb.saturating_mul(1 << 20),
         })
     }
 }
@@ -249,6 +308,29 @@ mod tests {
         assert_eq!(s.alert_threshold, 10);
         assert_eq!(s.web, Some(DEFAULT_WEB.parse().unwrap()));
         assert!(s.simulate);
+        assert_eq!(s.data_dir, Some(PathBuf::from(DEFAULT_DATA_DIR)));
+        assert_eq!(s.log_retention_age, Duration::from_secs(3600));
+    }
+
+    #[test]
+    fn the_data_dir_can_be_turned_off() {
+        let off = |a: MonitorArgs| Settings::resolve(&a).unwrap().data_dir;
+        assert_eq!(
+            off(MonitorArgs {
+                no_data_dir: true,
+                ..Default::default()
+            }),
+            None
+        );
+        assert_eq!(
+            off(MonitorArgs {
+                data_dir: Some(PathBuf::new()),
+                ..Default::default()
+            }),
+            None
+        );
+        let s = with_file("data-dir = \"/tmp/x\"\n", MonitorArgs::default()).unwrap();
+        assert_eq!(s.data_dir, Some(PathBuf::from("/tmp/x")));
     }
 
     #[test]

@@ -22,6 +22,17 @@
 //! full a summary is not printed, and the next one printed says how many
 //! were skipped; the web page and `/api/summary` still get every one.
 //!
+//! ## Warm-up and event time
+//!
+//! With the event log (see [the monitor](super)) the dashboard starts
+//! [`from`](busline::SubscriptionBuilder::from) the last minute of it, so a
+//! restarted monitor shows the errors of the minute before at once. Events
+//! count at the time they happened (their envelope's `timestamp`): one
+//! older than the current window (by more than [`LATE`], for delivery
+//! delays) goes into the second it belongs to in "in the last minute" and into
+//! the totals, not into the current second's counts; one older than a minute
+//! only into the totals.
+//!
 //! The summary it computes each second is also what the web dashboard and
 //! `/api/summary` show: it is published to the shared [`Shared`] state.
 
@@ -41,6 +52,11 @@ use super::Shared;
 pub const DASHBOARD_QUEUE: usize = 1024;
 /// Summaries waiting for a slow terminal before the next is skipped.
 pub const TERMINAL_QUEUE: usize = 4;
+/// How much older than the current window an event may be and still count
+/// in it (delivery through the log takes an fsync).
+pub const LATE: Duration = Duration::from_millis(250);
+/// Seconds in the dashboard's "in the last minute".
+const MINUTE: usize = 60;
 
 /// Writes text to stdout on a thread of its own.
 struct Terminal {
@@ -195,6 +211,30 @@ impl Aggregator {
         }
     }
 
+    /// Counts a metric that happened `before` the current window began (one
+    /// replayed from the event log): into the totals and, for an error, into
+    /// the second of the last minute it belongs to.
+    pub fn record_past(&mut self, m: &Metric, before: Duration) {
+        match m {
+            Metric::Request { .. } => self.totals.requests += 1,
+            Metric::DbQuery { .. } => self.totals.db_queries += 1,
+            Metric::Error { .. } => {
+                self.totals.errors += 1;
+                // 0: the last closed second; the window keeps MINUTE seconds,
+                // the current one included.
+                let k = before.as_secs() as usize;
+                if k + 1 >= MINUTE {
+                    return;
+                }
+                while self.last_minute.len() <= k {
+                    self.last_minute.push_front(0);
+                }
+                let i = self.last_minute.len() - 1 - k;
+                self.last_minute[i] += 1;
+            }
+        }
+    }
+
     /// Counts `n` events missed because the subscription lagged.
     pub fn missed(&mut self, n: u64) {
         self.missed += n;
@@ -208,7 +248,7 @@ impl Aggregator {
         let errors = std::mem::take(&mut self.errors);
         let missed = std::mem::take(&mut self.missed);
         self.last_minute.push_back(errors);
-        while self.last_minute.len() > 60 {
+        while self.last_minute.len() > MINUTE {
             self.last_minute.pop_front();
         }
         self.totals.requests += requests;
@@ -278,12 +318,24 @@ pub fn render(s: &Summary) -> String {
 pub struct Dashboard {
     shared: Arc<Shared>,
     every: Duration,
+    warm_up: bool,
 }
 
 impl Dashboard {
     /// A dashboard printing a summary `every` (normally one second).
     pub fn new(shared: Arc<Shared>, every: Duration) -> Self {
-        Dashboard { shared, every }
+        Dashboard {
+            shared,
+            every,
+            warm_up: false,
+        }
+    }
+
+    /// Starts with the last minute of the bus's event store (the bus must
+    /// persist `metrics.>`).
+    pub fn warm_up(mut self) -> Self {
+        self.warm_up = true;
+        self
     }
 }
 
@@ -294,11 +346,17 @@ impl Module<Metric> for Dashboard {
 
     /// Runs until shutdown.
     async fn run(&mut self, ctx: Context<Metric>) -> Result<(), BoxError> {
-        let mut sub = ctx
+        let mut builder = ctx
             .subscriber("metrics.>")
             .lossy(DASHBOARD_QUEUE)
-            .name("dashboard")
-            .subscribe()?;
+            .name("dashboard");
+        if self.warm_up {
+            let since = SystemTime::now()
+                .checked_sub(Duration::from_secs(MINUTE as u64))
+                .unwrap_or(UNIX_EPOCH);
+            builder = builder.from(busline::StartAt::Time(since));
+        }
+        let mut sub = builder.subscribe()?;
         let mut agg = Aggregator::default();
         let mut terminal = Terminal::start()?;
         let start = tokio::time::Instant::now() + self.every;
@@ -319,9 +377,15 @@ impl Module<Metric> for Dashboard {
                 }
                 ev = sub.recv() => match ev {
                     Ok(env) => {
-                        agg.record(&env.payload);
+                        let age = SystemTime::now()
+                            .duration_since(env.timestamp)
+                            .unwrap_or_default();
+                        match age.checked_sub(last.elapsed() + LATE) {
+                            Some(before) => agg.record_past(&env.payload, before),
+                            None => agg.record(&env.payload),
+                        }
                         if let Metric::Error { source, message } = &env.payload {
-                            self.shared.push_error(source, message);
+                            self.shared.push_error(unix_ms(env.timestamp), source, message);
                         }
                     }
                     Err(RecvError::Lagged(n)) => agg.missed(n),
@@ -333,6 +397,12 @@ impl Module<Metric> for Dashboard {
         terminal.finish().await;
         Ok(())
     }
+}
+
+fn unix_ms(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 /// The monitor's own numbers for `/metrics`.
@@ -485,6 +555,38 @@ mod tests {
             text.contains("summaries were not shown"),
             "no report of the {skipped} skipped: {text}"
         );
+    }
+
+    #[test]
+    fn past_errors_count_in_their_second() {
+        let mut a = Aggregator::default();
+        let e = Metric::Error {
+            source: "db".into(),
+            message: "x".into(),
+        };
+        a.record_past(&e, Duration::from_millis(500)); // the last second
+        a.record_past(&e, Duration::from_secs(30));
+        a.record_past(&e, Duration::from_secs(59)); // leaves at the next tick
+        a.record_past(
+            &Metric::Request {
+                path: "/".into(),
+                latency_ms: 1.0,
+                status: 200,
+            },
+            Duration::from_secs(3),
+        );
+        let s = a.tick(1.0);
+        // Not in this second's counts; in the minute and the totals.
+        assert_eq!((s.errors, s.requests, s.errors_last_min), (0, 0, 2));
+        assert_eq!((s.totals.errors, s.totals.requests), (3, 1));
+        for _ in 0..28 {
+            assert_eq!(a.tick(1.0).errors_last_min, 2);
+        }
+        assert_eq!(a.tick(1.0).errors_last_min, 1); // 30 s + 1 s + 29 s = a minute
+        for _ in 0..29 {
+            assert_eq!(a.tick(1.0).errors_last_min, 1);
+        }
+        assert_eq!(a.tick(1.0).errors_last_min, 0);
     }
 
     #[test]
