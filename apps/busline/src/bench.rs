@@ -16,6 +16,8 @@ pub enum BenchCommand {
     Fanout(FanoutArgs),
     /// Routing: publish cost with 1 matching subscriber among N unrelated ones.
     Routing(RoutingArgs),
+    /// NATS: the transport beside raw async-nats, core and JetStream.
+    Nats(crate::bench_nats::NatsArgs),
     /// The durable log: append throughput (fsync per batch and OS-buffered),
     /// replay throughput, time to open a large log.
     Log(crate::bench_log::BenchLogArgs),
@@ -83,6 +85,7 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
     match cmd {
         BenchCommand::Fanout(a) => fanout(a),
         BenchCommand::Routing(a) => routing(a),
+        BenchCommand::Nats(a) => runtime(None)?.block_on(crate::bench_nats::run(a)),
         BenchCommand::Log(a) => runtime(None)?.block_on(crate::bench_log::run(a)),
         BenchCommand::Es(a) => tokio::runtime::Runtime::new()?.block_on(crate::bench_es::run(a)),
     }

@@ -1,0 +1,288 @@
+//! `busline bench nats`: the NATS transport next to raw `async-nats`
+//! publishing the same events, in the same run, against the same server.
+//!
+//! Cases: core NATS (publish, then flush) and JetStream (pipelined publishes,
+//! until every ack is in). Every system serializes each event to JSON, as a
+//! user of it would. Peers: `async-nats` publishing the bare payload, and
+//! `async-nats+meta` publishing it with the same metadata headers the
+//! transport sends (`Nats-Msg-Id` on JetStream and one `Busline` header), so
+//! the table separates the cost of carrying an envelope from the cost of the
+//! transport itself. Ratios are against bare `async-nats`.
+
+use std::future::IntoFuture;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _, Result};
+use busline::Bus;
+use busline_nats::server::NatsServer;
+use busline_nats::{JetStreamConfig, NatsConfig, NatsTransport};
+use clap::Args;
+use futures::stream::{FuturesUnordered, StreamExt};
+use serde::{Deserialize, Serialize};
+
+/// Options of `bench nats`.
+#[derive(Debug, Args)]
+pub struct NatsArgs {
+    /// Server URL; by default a private `nats-server` is started on a free port.
+    #[arg(long)]
+    pub server: Option<String>,
+    /// Events per round and case.
+    #[arg(long, default_value_t = 100_000)]
+    pub events: u64,
+    /// Size of the event's text field, bytes.
+    #[arg(long, default_value_t = 64)]
+    pub size: usize,
+    /// JetStream publishes awaiting their ack at once (both systems).
+    #[arg(long, default_value_t = 1024)]
+    pub in_flight: usize,
+    /// Rounds; the median is reported.
+    #[arg(long, default_value_t = 3)]
+    pub rounds: usize,
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Ev {
+    n: u64,
+    host: String,
+    text: String,
+}
+
+#[derive(Debug, Serialize)]
+struct CaseResult {
+    system: &'static str,
+    mode: &'static str,
+    msgs_per_s: f64,
+    median_ms: f64,
+    ratio_vs_async_nats: f64,
+}
+
+#[derive(Debug, Serialize)]
+struct Report {
+    server: String,
+    events: u64,
+    size: usize,
+    rounds: usize,
+    results: Vec<CaseResult>,
+}
+
+fn event(n: u64, text: &str) -> Ev {
+    Ev {
+        n,
+        host: "web-1".into(),
+        text: text.to_string(),
+    }
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+/// The headers a hand-written publisher would add to carry the same metadata
+/// the transport carries (`Nats-Msg-Id` on JetStream, one metadata header).
+fn meta_headers(n: u64, js: bool) -> async_nats::HeaderMap {
+    let mut h = async_nats::HeaderMap::new();
+    let id = format!("{:032x}", (0xb5u128 << 120) | n as u128);
+    let ts = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos();
+    let meta = if js {
+        h.insert(async_nats::header::NATS_MESSAGE_ID, id.as_str());
+        format!("v=1;ts={ts};ct=json;ty=bench::Ev")
+    } else {
+        format!("v=1;ts={ts};ct=json;ty=bench::Ev;id={id}")
+    };
+    h.insert("Busline", meta);
+    h
+}
+
+async fn raw_core(
+    client: &async_nats::Client,
+    events: u64,
+    text: &str,
+    meta: bool,
+) -> Result<Duration> {
+    let start = Instant::now();
+    for n in 0..events {
+        let payload = serde_json::to_vec(&event(n, text))?;
+        if meta {
+            client
+                .publish_with_headers("bench.raw.core", meta_headers(n, false), payload.into())
+                .await?;
+        } else {
+            client.publish("bench.raw.core", payload.into()).await?;
+        }
+    }
+    client.flush().await?;
+    Ok(start.elapsed())
+}
+
+async fn raw_js(
+    js: &async_nats::jetstream::Context,
+    events: u64,
+    text: &str,
+    in_flight: usize,
+    meta: Option<u64>,
+) -> Result<Duration> {
+    let start = Instant::now();
+    let mut acks = FuturesUnordered::new();
+    for n in 0..events {
+        while acks.len() >= in_flight {
+            acks.next().await.context("ack")??;
+        }
+        let payload = serde_json::to_vec(&event(n, text))?;
+        let ack = match meta {
+            // Ids unique per round, so the server stores (not de-duplicates) each one.
+            Some(round) => {
+                js.publish_with_headers(
+                    "bench.raw.js",
+                    meta_headers(round * events + n, true),
+                    payload.into(),
+                )
+                .await?
+            }
+            None => js.publish("bench.raw.js", payload.into()).await?,
+        };
+        acks.push(ack.into_future());
+    }
+    while let Some(a) = acks.next().await {
+        a?;
+    }
+    Ok(start.elapsed())
+}
+
+async fn transport(
+    bus: &Bus<Ev>,
+    t: &NatsTransport<Ev>,
+    topic: &str,
+    events: u64,
+    text: &str,
+) -> Result<Duration> {
+    let start = Instant::now();
+    for n in 0..events {
+        bus.publish_to(topic, event(n, text))
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+    }
+    t.flush().await?;
+    Ok(start.elapsed())
+}
+
+/// Runs `bench nats`.
+pub async fn run(a: NatsArgs) -> Result<()> {
+    if a.events == 0 || a.rounds == 0 || a.in_flight == 0 {
+        bail!("--events, --rounds and --in-flight must be at least 1");
+    }
+    let own;
+    let url = match &a.server {
+        Some(u) => u.clone(),
+        None => {
+            own = NatsServer::start().context("starting a private nats-server")?;
+            own.url()
+        }
+    };
+    let text = "x".repeat(a.size);
+    let client = async_nats::connect(url.as_str())
+        .await
+        .with_context(|| format!("connecting to {url}"))?;
+    let js = async_nats::jetstream::new(client.clone());
+    let raw_stream = js
+        .get_or_create_stream(async_nats::jetstream::stream::Config {
+            name: "BENCH_RAW".into(),
+            subjects: vec!["bench.raw.js".into()],
+            ..Default::default()
+        })
+        .await?;
+    let js_cfg = JetStreamConfig {
+        stream: "BENCH_BUS".into(),
+        max_in_flight: a.in_flight,
+        ..JetStreamConfig::default()
+    };
+    let core_bus: Bus<Ev> = Bus::new();
+    let core_t = NatsTransport::connect(
+        &core_bus,
+        NatsConfig::new(url.as_str()).export("bench.bus.core"),
+    )
+    .await?;
+    let js_bus: Bus<Ev> = Bus::new();
+    let js_t = NatsTransport::connect(
+        &js_bus,
+        NatsConfig::new(url.as_str())
+            .export("bench.bus.js")
+            .jetstream(js_cfg),
+    )
+    .await?;
+    let bus_stream = js.get_stream("BENCH_BUS").await?;
+
+    let (mut rc, mut mc, mut tc) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut rj, mut mj, mut tj) = (Vec::new(), Vec::new(), Vec::new());
+    for round in 0..a.rounds {
+        // Interleaved, so drift on a shared machine hits every system alike.
+        rc.push(raw_core(&client, a.events, &text, false).await?);
+        mc.push(raw_core(&client, a.events, &text, true).await?);
+        tc.push(transport(&core_bus, &core_t, "bench.bus.core", a.events, &text).await?);
+        rj.push(raw_js(&js, a.events, &text, a.in_flight, None).await?);
+        mj.push(raw_js(&js, a.events, &text, a.in_flight, Some(round as u64)).await?);
+        tj.push(transport(&js_bus, &js_t, "bench.bus.js", a.events, &text).await?);
+        raw_stream.purge().await?;
+        bus_stream.purge().await?;
+    }
+    let stats = js_t.stats();
+    if stats.acked != a.events * a.rounds as u64 {
+        bail!(
+            "the transport acked {} of {} events",
+            stats.acked,
+            a.events * a.rounds as u64
+        );
+    }
+    let rate = |d: Duration| a.events as f64 / d.as_secs_f64();
+    let mut results = Vec::new();
+    for (mode, raw, meta, bus) in [("core", rc, mc, tc), ("jetstream", rj, mj, tj)] {
+        let raw = median(raw);
+        for (system, d) in [
+            ("async-nats", raw),
+            ("async-nats+meta", median(meta)),
+            ("busline-nats", median(bus)),
+        ] {
+            results.push(CaseResult {
+                system,
+                mode,
+                msgs_per_s: rate(d),
+                median_ms: d.as_secs_f64() * 1e3,
+                ratio_vs_async_nats: rate(d) / rate(raw),
+            });
+        }
+    }
+    let report = Report {
+        server: url,
+        events: a.events,
+        size: a.size,
+        rounds: a.rounds,
+        results,
+    };
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!(
+            "bench nats: {} events x {} rounds, {} B text, server {}",
+            report.events, report.rounds, report.size, report.server
+        );
+        println!(
+            "{:<16} {:<10} {:>14} {:>10} {:>8}",
+            "system", "mode", "msgs/s", "median ms", "ratio"
+        );
+        for r in &report.results {
+            println!(
+                "{:<16} {:<10} {:>14.0} {:>10.1} {:>8.2}",
+                r.system, r.mode, r.msgs_per_s, r.median_ms, r.ratio_vs_async_nats
+            );
+        }
+    }
+    core_t.shutdown().await?;
+    js_t.shutdown().await?;
+    Ok(())
+}

@@ -1,0 +1,56 @@
+//! Core NATS: at-most-once, for throw-away streams.
+//!
+//! Nothing is stored and nothing is acknowledged: an event exported while no
+//! process subscribes, or while the connection is down past the client's
+//! buffer, is gone; an importer that falls behind the server's limits loses
+//! messages (reported as `$sys.nats.slow_consumer`). Use it for live
+//! metrics where the next value replaces a lost one; use
+//! [JetStream](crate::jetstream) for events that must arrive.
+//!
+//! Undecodable messages go to `<dead_letter_prefix>.<subject>` with the same
+//! headers as on JetStream, published with core NATS.
+
+use futures::StreamExt;
+use serde::de::DeserializeOwned;
+
+use crate::transport::{dead_headers, dead_subject, deliver, inc, Ctx, Delivered};
+
+pub(crate) async fn import_loop<T>(ctx: Ctx<T>, mut sub: async_nats::Subscriber)
+where
+    T: DeserializeOwned + Send + Sync + 'static,
+{
+    let mut stop = ctx.stop.clone();
+    loop {
+        let msg = tokio::select! {
+            _ = stop.changed() => break,
+            m = sub.next() => match m { Some(m) => m, None => break },
+        };
+        match deliver(
+            &ctx,
+            msg.subject.as_str(),
+            msg.headers.as_ref(),
+            &msg.payload,
+            None,
+            None,
+        )
+        .await
+        {
+            Delivered::Ok => {}
+            Delivered::Dead(reason) => {
+                let h = dead_headers(msg.headers.as_ref(), msg.subject.as_str(), &reason, 1);
+                let subject = dead_subject(&ctx.dead_prefix, msg.subject.as_str());
+                tracing::warn!(subject = %msg.subject, %reason, "dead letter");
+                if ctx
+                    .client
+                    .publish_with_headers(subject, h, msg.payload.clone())
+                    .await
+                    .is_ok()
+                {
+                    inc(&ctx.counters.dead_lettered);
+                }
+            }
+            Delivered::BusGone => break,
+        }
+    }
+    let _ = sub.unsubscribe().await;
+}

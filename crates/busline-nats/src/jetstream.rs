@@ -1,0 +1,385 @@
+//! JetStream: at-least-once export and import.
+//!
+//! ## Export: pipelined, acknowledged, de-duplicated
+//!
+//! The exporter publishes each event and keeps up to
+//! [`max_in_flight`](crate::JetStreamConfig::max_in_flight) publishes awaiting
+//! their acks at once, instead of one round trip per event. An event counts as
+//! acknowledged when the server has stored it and said so. A publish whose ack
+//! does not come within [`ack_timeout`](crate::JetStreamConfig::ack_timeout)
+//! (the server restarted, the connection broke) is sent again, with backoff,
+//! until it is acknowledged. Every publish carries `Nats-Msg-Id` = the event
+//! id, so the server drops a retry of an event it already stored, as long as
+//! the retry arrives within the stream's
+//! [`duplicate_window`](crate::JetStreamConfig::duplicate_window) (default
+//! 2 minutes); such retries are counted as `publish_duplicates`.
+//! [`NatsTransport::flush`](crate::NatsTransport::flush) waits until every
+//! event published before it is acknowledged.
+//!
+//! Ordering: events of one publisher are sent in publish order and stored in
+//! that order while the connection holds. A retry after a failure may be
+//! stored after events published later than it.
+//!
+//! ## Import: durable, acked after local delivery
+//!
+//! Each import pattern gets a durable pull consumer named
+//! `<durable>_<pattern>` (`.` → `_`, `*` → `STAR`, `>` → `GT`). A message is
+//! acknowledged only after `bus.send(..)` has returned, i.e. after every
+//! lossless subscriber has it in its queue; a crash before that means the
+//! server redelivers it after [`ack_wait`](crate::JetStreamConfig::ack_wait),
+//! never that it is lost. A redelivered message whose id this import has
+//! already delivered (the last
+//! [`dedup_window`](crate::JetStreamConfig::dedup_window) ids) is acked and
+//! dropped, counted as `import_duplicates`; after a *process* restart that
+//! memory is gone, so subscribers may see an event twice: at-least-once.
+//!
+//! ## Dead letters
+//!
+//! A message that cannot be decoded, or that was delivered
+//! [`max_deliver`](crate::JetStreamConfig::max_deliver) times without an ack
+//! (a poison message that crashed the process each time), is published to
+//! `<dead_letter_prefix>.<subject>` (stored in the stream `<stream>_DEAD`)
+//! with headers `Busline-Dead-Reason`, `Busline-Dead-Subject` and
+//! `Busline-Dead-Deliveries`, and then acknowledged; the import goes on.
+//!
+//! ## What the server's durability means
+//!
+//! An ack means the server has the message, not necessarily that it is on
+//! disk: by default JetStream fsyncs its file store every 2 minutes
+//! (`sync_interval`), so a power loss of the server machine can lose events
+//! that busline saw acknowledged, although busline did everything right. Set
+//! `jetstream { sync_interval: always }` on the server (or run a replicated
+//! cluster, `num_replicas: 3`) when that matters. A process crash of
+//! `nats-server` alone (SIGKILL) loses nothing acknowledged: the data is in
+//! the OS page cache.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy};
+use async_nats::jetstream::message::AckKind;
+use async_nats::jetstream::stream::{Config as StreamConfig, StorageType};
+use async_nats::jetstream::Context;
+use futures::future::BoxFuture;
+use futures::StreamExt;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use busline::Envelope;
+
+use crate::codec::{self, Codec, Wire};
+use crate::config::JetStreamConfig;
+use crate::error::NatsError;
+use crate::transport::{dead_headers, dead_subject, deliver, inc, Counters, Ctx, Dedup, Delivered};
+
+/// A JetStream context with its settings.
+#[derive(Clone)]
+pub(crate) struct Js {
+    pub context: Context,
+    pub cfg: JetStreamConfig,
+}
+
+/// Whether every subject `inner` matches is matched by `outer`.
+fn covers(outer: &str, inner: &str) -> bool {
+    let (o, i): (Vec<&str>, Vec<&str>) = (outer.split('.').collect(), inner.split('.').collect());
+    for (k, ot) in o.iter().enumerate() {
+        if *ot == ">" {
+            return i.len() > k;
+        }
+        let Some(it) = i.get(k) else { return false };
+        if *it == ">" {
+            return false;
+        }
+        if *ot != "*" && ot != it {
+            return false;
+        }
+    }
+    o.len() == i.len()
+}
+
+/// The patterns without those another one already covers (a stream rejects overlaps).
+pub(crate) fn minimal_cover(patterns: &[String]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for p in patterns {
+        if out.iter().any(|o| covers(o, p)) {
+            continue;
+        }
+        out.retain(|o| !covers(p, o));
+        out.push(p.clone());
+    }
+    out
+}
+
+/// Consumer name for an import pattern.
+pub(crate) fn durable_name(prefix: &str, pattern: &str) -> String {
+    let p = pattern
+        .replace('.', "_")
+        .replace('*', "STAR")
+        .replace('>', "GT");
+    format!("{prefix}_{p}")
+}
+
+pub(crate) async fn setup<T>(
+    ctx: &Ctx<T>,
+    cfg: &JetStreamConfig,
+    exports: &[String],
+    imports: &[String],
+) -> Result<Js, NatsError> {
+    let mut context = async_nats::jetstream::new(ctx.client.clone());
+    context.set_timeout(cfg.ack_timeout);
+    let subjects = if cfg.subjects.is_empty() {
+        let all: Vec<String> = exports.iter().chain(imports).cloned().collect();
+        minimal_cover(&all)
+    } else {
+        cfg.subjects.clone()
+    };
+    let storage = if cfg.file_storage {
+        StorageType::File
+    } else {
+        StorageType::Memory
+    };
+    let err = |name: &str, e: String| NatsError::JetStreamSetup {
+        name: name.to_string(),
+        server: ctx.server.clone(),
+        detail: e,
+    };
+    if !subjects.is_empty() {
+        context
+            .get_or_create_stream(StreamConfig {
+                name: cfg.stream.clone(),
+                subjects,
+                duplicate_window: cfg.duplicate_window,
+                storage,
+                max_age: cfg.max_age,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| err(&cfg.stream, e.to_string()))?;
+    }
+    if !imports.is_empty() {
+        let dead = format!("{}_DEAD", cfg.stream);
+        context
+            .get_or_create_stream(StreamConfig {
+                name: dead.clone(),
+                subjects: vec![format!("{}.>", ctx.dead_prefix)],
+                storage,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| err(&dead, e.to_string()))?;
+    }
+    Ok(Js {
+        context,
+        cfg: cfg.clone(),
+    })
+}
+
+fn backoff(attempt: u32) -> Duration {
+    Duration::from_millis((50u64 << attempt.min(5)).min(1000))
+}
+
+impl Js {
+    /// Sends `wire` now (in order) and returns a future that resolves once
+    /// it is acknowledged, re-sending it as often as needed. The first send
+    /// moves `wire`; a retry encodes `env` again (same id, same bytes).
+    pub(crate) async fn publish<T: Serialize + Send + Sync + 'static>(
+        &self,
+        wire: Wire,
+        env: Arc<Envelope<T>>,
+        codec: Codec,
+        c: Arc<Counters>,
+    ) -> BoxFuture<'static, ()> {
+        let (subject, id) = (wire.subject.clone(), wire.id);
+        let first = self
+            .context
+            .publish_with_headers(wire.subject, wire.headers, wire.payload)
+            .await;
+        let context = self.context.clone();
+        Box::pin(async move {
+            let mut sent = first;
+            let mut attempt = 0u32;
+            loop {
+                let failure = match sent {
+                    Ok(ack) => match ack.await {
+                        Ok(ack) => {
+                            if ack.duplicate {
+                                inc(&c.publish_duplicates);
+                            }
+                            inc(&c.acked);
+                            return;
+                        }
+                        Err(e) => e.to_string(),
+                    },
+                    Err(e) => e.to_string(),
+                };
+                attempt += 1;
+                inc(&c.retried);
+                tracing::debug!(%subject, %id, attempt, error = %failure, "jetstream publish not acknowledged; retrying");
+                tokio::time::sleep(backoff(attempt)).await;
+                // It encoded once, so it encodes again.
+                let wire = match codec::encode(&env, codec, true) {
+                    Ok(w) => w,
+                    Err(e) => {
+                        tracing::error!(error = %e, "re-encoding for a retry failed");
+                        return;
+                    }
+                };
+                sent = context
+                    .publish_with_headers(wire.subject, wire.headers, wire.payload)
+                    .await;
+            }
+        })
+    }
+}
+
+pub(crate) async fn open(js: &Js, durable: &str, pattern: &str) -> Result<pull::Stream, String> {
+    let stream = js
+        .context
+        .get_stream(&js.cfg.stream)
+        .await
+        .map_err(|e| e.to_string())?;
+    let consumer = stream
+        .get_or_create_consumer(
+            durable,
+            pull::Config {
+                durable_name: Some(durable.to_string()),
+                filter_subject: pattern.to_string(),
+                ack_policy: AckPolicy::Explicit,
+                deliver_policy: DeliverPolicy::All,
+                max_deliver: js.cfg.max_deliver,
+                ack_wait: js.cfg.ack_wait,
+                ..Default::default()
+            },
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    // Pull requests expire well within ack_wait, so a request left behind by
+    // a stopped import cannot take redeliveries for long.
+    let expires = (js.cfg.ack_wait / 2).clamp(Duration::from_secs(1), Duration::from_secs(10));
+    consumer
+        .stream()
+        .max_messages_per_batch(256)
+        .heartbeat(expires / 4)
+        .expires(expires)
+        .messages()
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// One durable import: pulls, delivers to the bus, acks; reopens after errors.
+pub(crate) async fn import_loop<T>(ctx: Ctx<T>, js: Js, pattern: String, first: pull::Stream)
+where
+    T: Serialize + DeserializeOwned + Send + Sync + 'static,
+{
+    let durable = durable_name(&js.cfg.durable, &pattern);
+    let mut dedup = Dedup::new(js.cfg.dedup_window);
+    let mut stop = ctx.stop.clone();
+    let mut attempt = 0u32;
+    let mut first = Some(first);
+    'outer: loop {
+        if *stop.borrow() {
+            break;
+        }
+        let opened = match first.take() {
+            Some(f) => Ok(f),
+            None => open(&js, &durable, &pattern).await,
+        };
+        let mut messages = match opened {
+            Ok(m) => m,
+            Err(e) => {
+                attempt += 1;
+                tracing::warn!(consumer = %durable, error = %e, "cannot open jetstream consumer; retrying");
+                tokio::select! {
+                    _ = stop.changed() => break 'outer,
+                    _ = tokio::time::sleep(backoff(attempt)) => continue 'outer,
+                }
+            }
+        };
+        attempt = 0;
+        loop {
+            let next = tokio::select! {
+                _ = stop.changed() => break 'outer,
+                m = messages.next() => m,
+            };
+            let msg = match next {
+                None => break,
+                Some(Err(e)) => {
+                    tracing::warn!(consumer = %durable, error = %e, "jetstream consumer error; reopening");
+                    break;
+                }
+                Some(Ok(m)) => m,
+            };
+            let delivered = msg.info().map(|i| i.delivered).unwrap_or(1);
+            let last = js.cfg.max_deliver > 0 && delivered >= js.cfg.max_deliver;
+            let outcome = deliver(
+                &ctx,
+                msg.subject.as_str(),
+                msg.headers.as_ref(),
+                &msg.payload,
+                Some(&mut dedup),
+                last.then_some(delivered),
+            )
+            .await;
+            match outcome {
+                Delivered::Ok => {
+                    let _ = msg.ack().await;
+                }
+                Delivered::Dead(reason) => {
+                    let h = dead_headers(
+                        msg.headers.as_ref(),
+                        msg.subject.as_str(),
+                        &reason,
+                        delivered,
+                    );
+                    let subject = dead_subject(&ctx.dead_prefix, msg.subject.as_str());
+                    tracing::warn!(subject = %msg.subject, %reason, "dead letter");
+                    let stored = match js
+                        .context
+                        .publish_with_headers(subject, h, msg.payload.clone())
+                        .await
+                    {
+                        Ok(ack) => ack.await.map_err(|e| e.to_string()),
+                        Err(e) => Err(e.to_string()),
+                    };
+                    match stored {
+                        Ok(_) => {
+                            inc(&ctx.counters.dead_lettered);
+                            let _ = msg.ack().await;
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "dead letter not stored; will retry");
+                            let _ = msg
+                                .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
+                                .await;
+                        }
+                    }
+                }
+                Delivered::BusGone => break 'outer,
+            }
+        }
+        tokio::select! {
+            _ = stop.changed() => break 'outer,
+            _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cover() {
+        assert!(covers("a.>", "a.b.c"));
+        assert!(covers("a.*", "a.b"));
+        assert!(!covers("a.*", "a.b.c"));
+        assert!(!covers("a.b", "a.*"));
+        assert!(covers(">", "a"));
+        let v = |s: &[&str]| s.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            minimal_cover(&v(&["a.b", "a.>", "c", "a.*"])),
+            v(&["a.>", "c"])
+        );
+        assert_eq!(durable_name("d", "a.*.>"), "d_a_STAR_GT");
+    }
+}

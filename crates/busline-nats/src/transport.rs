@@ -1,0 +1,846 @@
+//! The transport: one NATS connection, an exporter and the importers.
+//!
+//! [`NatsTransport::connect`] wires a [`Bus`] to a server:
+//!
+//! * **export** — one lossless subscription on the bus (named `nats-export`,
+//!   capacity = [`NatsConfig::buffer`]) takes every local event whose topic
+//!   matches an export pattern and publishes it on the subject of the same
+//!   name. When the server is away the client's buffer and then this queue
+//!   fill up, and local publishers wait: backpressure, not loss.
+//! * **import** — every NATS message on an import pattern is published on the
+//!   local bus with its envelope metadata (id, time, source, correlation,
+//!   causation, headers) intact, plus the header [`IMPORTED`].
+//!
+//! ## No echo
+//!
+//! An imported event carries the [`IMPORTED`] header and the exporter skips
+//! events that carry it, so a process that both imports and exports `a.>`
+//! does not send its imports back (counted as `echo_skipped`). Topics under
+//! `$sys.` and `_INBOX.` are only exported by patterns that name them
+//! explicitly.
+//!
+//! ## Status
+//!
+//! [`NatsTransport::status`] is a `watch` of the connection state that always
+//! works; with [`NatsConfig::status_events`] each change is also published on
+//! the bus as `$sys.nats.<connected|disconnected|error|slow_consumer|lame_duck|closed>`.
+
+use std::collections::{BTreeSet, HashSet, VecDeque};
+use std::marker::PhantomData;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use busline::{Bus, Envelope, EventId, Message, Pattern, RecvError, Subscription, WeakBus};
+use futures::stream::FuturesUnordered;
+use futures::StreamExt;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+
+use crate::codec::{self, Codec, Wire};
+use crate::config::{Auth, Mode, NatsConfig};
+use crate::error::{connect_error, NatsError};
+use crate::jetstream;
+
+/// Header put on every imported event; the exporter skips events carrying it.
+pub const IMPORTED: &str = "busline-nats-imported";
+
+/// Connection state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ConnState {
+    /// Connected to the server.
+    Connected,
+    /// Lost the connection; reconnecting (outgoing events wait in the buffer).
+    Disconnected,
+    /// Shut down.
+    Closed,
+}
+
+/// The transport's current status, as seen by [`NatsTransport::status`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Status {
+    /// Connection state.
+    pub state: ConnState,
+    /// The configured server address.
+    pub server: String,
+    /// Times the connection was re-established.
+    pub reconnects: u64,
+    /// The last error the server or client reported, if any.
+    pub last_error: Option<String>,
+}
+
+/// A status change, as handed to the [`NatsConfig::status_events`] mapping.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StatusEvent {
+    /// (Re)connected.
+    Connected {
+        /// The server address.
+        server: String,
+    },
+    /// Connection lost.
+    Disconnected {
+        /// The server address.
+        server: String,
+    },
+    /// An error reported by the server or the client.
+    Error {
+        /// The server address.
+        server: String,
+        /// The message.
+        message: String,
+    },
+    /// The server dropped messages for a slow subscription (core NATS).
+    SlowConsumer {
+        /// The server address.
+        server: String,
+    },
+    /// The server is shutting down gracefully.
+    LameDuck {
+        /// The server address.
+        server: String,
+    },
+    /// The connection is closed for good.
+    Closed {
+        /// The server address.
+        server: String,
+    },
+}
+
+impl StatusEvent {
+    /// The local topic the event is published on: `$sys.nats.<kind>`.
+    pub fn topic(&self) -> &'static str {
+        match self {
+            StatusEvent::Connected { .. } => "$sys.nats.connected",
+            StatusEvent::Disconnected { .. } => "$sys.nats.disconnected",
+            StatusEvent::Error { .. } => "$sys.nats.error",
+            StatusEvent::SlowConsumer { .. } => "$sys.nats.slow_consumer",
+            StatusEvent::LameDuck { .. } => "$sys.nats.lame_duck",
+            StatusEvent::Closed { .. } => "$sys.nats.closed",
+        }
+    }
+}
+
+/// Counters of the transport.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct TransportStats {
+    /// Local events handed to NATS.
+    pub exported: u64,
+    /// Of those, acknowledged by JetStream (core NATS: flushed to the socket).
+    pub acked: u64,
+    /// Publishes the server reported as duplicates (a retry of an event it already had).
+    pub publish_duplicates: u64,
+    /// Publishes re-sent after an ack timed out or failed.
+    pub retried: u64,
+    /// Local events not sent: too large for the server or not encodable (each logged).
+    pub rejected: u64,
+    /// Imported events skipped by the exporter (no echo).
+    pub echo_skipped: u64,
+    /// NATS messages delivered to the local bus.
+    pub imported: u64,
+    /// Redelivered messages dropped because this import already delivered them.
+    pub import_duplicates: u64,
+    /// Messages sent to the dead-letter subject.
+    pub dead_lettered: u64,
+}
+
+#[derive(Default)]
+pub(crate) struct Counters {
+    pub exported: AtomicU64,
+    pub acked: AtomicU64,
+    pub publish_duplicates: AtomicU64,
+    pub retried: AtomicU64,
+    pub rejected: AtomicU64,
+    pub echo_skipped: AtomicU64,
+    pub imported: AtomicU64,
+    pub import_duplicates: AtomicU64,
+    pub dead_lettered: AtomicU64,
+}
+
+pub(crate) fn inc(c: &AtomicU64) {
+    c.fetch_add(1, Ordering::Relaxed);
+}
+
+/// What the exporter and importers share.
+pub(crate) struct Ctx<T> {
+    pub client: async_nats::Client,
+    pub server: String,
+    pub codec: Codec,
+    pub counters: Arc<Counters>,
+    pub dead_prefix: String,
+    pub bus: WeakBus<T>,
+    pub stop: watch::Receiver<bool>,
+    pub status: watch::Receiver<Status>,
+}
+
+impl<T> Clone for Ctx<T> {
+    fn clone(&self) -> Self {
+        Ctx {
+            client: self.client.clone(),
+            server: self.server.clone(),
+            codec: self.codec,
+            counters: self.counters.clone(),
+            dead_prefix: self.dead_prefix.clone(),
+            bus: self.bus.clone(),
+            stop: self.stop.clone(),
+            status: self.status.clone(),
+        }
+    }
+}
+
+/// A bus connected to NATS. Dropping it stops the exporter and importers at
+/// once; [`shutdown`](Self::shutdown) first sends what is queued.
+pub struct NatsTransport<T> {
+    client: async_nats::Client,
+    server: String,
+    counters: Arc<Counters>,
+    status: watch::Receiver<Status>,
+    status_tx: Arc<watch::Sender<Status>>,
+    stop: watch::Sender<bool>,
+    flush_tx: Option<mpsc::Sender<oneshot::Sender<()>>>,
+    tasks: Vec<JoinHandle<()>>,
+    _t: PhantomData<fn(T)>,
+}
+
+impl<T> std::fmt::Debug for NatsTransport<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NatsTransport")
+            .field("server", &self.server)
+            .field("status", &*self.status.borrow())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<T> NatsTransport<T>
+where
+    T: Serialize + DeserializeOwned + Send + Sync + 'static,
+{
+    /// Connects `bus` to the server in `cfg`, starts exporting and importing.
+    ///
+    /// Fails at once — never retried with weaker settings — when the server
+    /// is unreachable, refuses the credentials or presents an untrusted
+    /// certificate ([`NatsError::Connect`] names the server and the cause);
+    /// after a successful start, connection losses are retried forever.
+    pub async fn connect(bus: &Bus<T>, cfg: NatsConfig<T>) -> Result<Self, NatsError> {
+        let exports = parse_patterns(&cfg.exports, "export")?;
+        parse_patterns(&cfg.imports, "import")?;
+        if cfg.dead_letter_prefix.is_empty() || Pattern::new(&cfg.dead_letter_prefix).is_err() {
+            return Err(NatsError::Config(format!(
+                "dead letter prefix `{}` is not a valid subject",
+                cfg.dead_letter_prefix
+            )));
+        }
+        let server = cfg.server.clone();
+        let (status_tx, status_rx) = watch::channel(Status {
+            state: ConnState::Disconnected,
+            server: server.clone(),
+            reconnects: 0,
+            last_error: None,
+        });
+        let status_tx = Arc::new(status_tx);
+        // Status events reach the bus through one task, in order.
+        let (events_tx, mut events_rx) = mpsc::unbounded_channel::<StatusEvent>();
+        let events_task = cfg.status_map.clone().map(|map| {
+            let bus = bus.downgrade();
+            tokio::spawn(async move {
+                while let Some(se) = events_rx.recv().await {
+                    let Some(bus) = bus.upgrade() else { break };
+                    if let Some(ev) = map(&se) {
+                        let _ = bus.publish_to(se.topic(), ev).await;
+                    }
+                }
+            })
+        });
+        let opts = options(&cfg, status_tx.clone(), events_tx).await?;
+        let client = opts
+            .connect(server.as_str())
+            .await
+            .map_err(|e| connect_error(&server, e))?;
+        status_tx.send_modify(|s| s.state = ConnState::Connected);
+
+        let counters = Arc::new(Counters::default());
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let ctx = Ctx {
+            client: client.clone(),
+            server: server.clone(),
+            codec: cfg.codec,
+            counters: counters.clone(),
+            dead_prefix: cfg.dead_letter_prefix.clone(),
+            bus: bus.downgrade(),
+            stop: stop_rx,
+            status: status_rx.clone(),
+        };
+        let mut tasks: Vec<JoinHandle<()>> = events_task.into_iter().collect();
+        let js = match &cfg.mode {
+            Mode::Core => None,
+            Mode::JetStream(js) => {
+                Some(jetstream::setup(&ctx, js, &cfg.exports, &cfg.imports).await?)
+            }
+        };
+
+        let mut flush_tx = None;
+        if !exports.is_empty() {
+            let sub = export_subscription(bus, exports, cfg.buffer)?;
+            let (ftx, frx) = mpsc::channel(16);
+            flush_tx = Some(ftx);
+            let sink = match &js {
+                None => Sink::Core,
+                Some(j) => Sink::Js(Box::new(j.clone())),
+            };
+            tasks.push(tokio::spawn(export_loop(ctx.clone(), sub, sink, frx)));
+        }
+        // Imports subscribe before `connect` returns, so a failure is a
+        // startup error and nothing published after it is missed.
+        for pattern in &cfg.imports {
+            let ctx = ctx.clone();
+            let pattern = pattern.clone();
+            let sub_err = |detail: String| NatsError::Subscribe {
+                pattern: pattern.clone(),
+                detail,
+            };
+            tasks.push(match &js {
+                None => {
+                    let sub = client
+                        .subscribe(pattern.clone())
+                        .await
+                        .map_err(|e| sub_err(e.to_string()))?;
+                    tokio::spawn(crate::core::import_loop(ctx, sub))
+                }
+                Some(j) => {
+                    let durable = jetstream::durable_name(&j.cfg.durable, &pattern);
+                    let first = jetstream::open(j, &durable, &pattern)
+                        .await
+                        .map_err(sub_err)?;
+                    tokio::spawn(jetstream::import_loop(ctx, j.clone(), pattern, first))
+                }
+            });
+        }
+        if !cfg.imports.is_empty() {
+            round_trip(&client, cfg.connect_timeout)
+                .await
+                .map_err(|detail| NatsError::Subscribe {
+                    pattern: cfg.imports.join(","),
+                    detail,
+                })?;
+        }
+        Ok(NatsTransport {
+            client,
+            server,
+            counters,
+            status: status_rx,
+            status_tx,
+            stop: stop_tx,
+            flush_tx,
+            tasks,
+            _t: PhantomData,
+        })
+    }
+}
+
+impl<T> NatsTransport<T> {
+    /// The connection status; `changed().await` on it to follow changes.
+    pub fn status(&self) -> watch::Receiver<Status> {
+        self.status.clone()
+    }
+
+    /// The counters so far.
+    pub fn stats(&self) -> TransportStats {
+        let c = &self.counters;
+        let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        TransportStats {
+            exported: l(&c.exported),
+            acked: l(&c.acked),
+            publish_duplicates: l(&c.publish_duplicates),
+            retried: l(&c.retried),
+            rejected: l(&c.rejected),
+            echo_skipped: l(&c.echo_skipped),
+            imported: l(&c.imported),
+            import_duplicates: l(&c.import_duplicates),
+            dead_lettered: l(&c.dead_lettered),
+        }
+    }
+
+    /// The underlying `async-nats` client (for raw access, e.g. benchmarks).
+    pub fn client(&self) -> &async_nats::Client {
+        &self.client
+    }
+
+    /// The server's `max_payload`, from the connection's server info.
+    pub fn max_payload(&self) -> usize {
+        self.client.server_info().max_payload
+    }
+
+    /// Waits until every event published on the bus before this call and
+    /// matching an export is settled: acknowledged by JetStream (or, on core
+    /// NATS, flushed to the server), or rejected and counted. While the server
+    /// is away this waits for it.
+    pub async fn flush(&self) -> Result<(), NatsError> {
+        let Some(tx) = &self.flush_tx else {
+            return Ok(());
+        };
+        let (done_tx, done_rx) = oneshot::channel();
+        tx.send(done_tx).await.map_err(|_| NatsError::Shutdown)?;
+        done_rx.await.map_err(|_| NatsError::Shutdown)
+    }
+
+    /// Stops importing, sends everything still queued for export and waits
+    /// for its acks, then closes the connection.
+    pub async fn shutdown(mut self) -> Result<(), NatsError> {
+        let flushed = self.flush().await;
+        let _ = self.stop.send(true);
+        for t in self.tasks.drain(..) {
+            let _ = t.await;
+        }
+        let _ = self.client.flush().await;
+        self.status_tx.send_modify(|s| s.state = ConnState::Closed);
+        flushed
+    }
+}
+
+impl<T> Drop for NatsTransport<T> {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+/// Waits until the server has processed everything this connection sent
+/// before: a message to a private inbox comes back only after that.
+/// (`Client::flush` only waits for the socket write.)
+async fn round_trip(client: &async_nats::Client, timeout: Duration) -> Result<(), String> {
+    let inbox = client.new_inbox();
+    let mut sub = client
+        .subscribe(inbox.clone())
+        .await
+        .map_err(|e| e.to_string())?;
+    client
+        .publish(inbox, bytes::Bytes::new())
+        .await
+        .map_err(|e| e.to_string())?;
+    match tokio::time::timeout(timeout, sub.next()).await {
+        Ok(Some(_)) => Ok(()),
+        Ok(None) => Err("connection closed".into()),
+        Err(_) => Err(format!("no answer from the server within {timeout:?}")),
+    }
+}
+
+fn parse_patterns(ps: &[String], what: &str) -> Result<Vec<Pattern>, NatsError> {
+    ps.iter()
+        .map(|p| Pattern::new(p).map_err(|e| NatsError::Config(format!("{what} pattern: {e}"))))
+        .collect()
+}
+
+fn export_subscription<T: Send + Sync + 'static>(
+    bus: &Bus<T>,
+    exports: Vec<Pattern>,
+    buffer: usize,
+) -> Result<Subscription<T>, NatsError> {
+    bus.subscriber(">")
+        .lossless(buffer)
+        .name("nats-export")
+        .filter(move |env: &Envelope<T>| {
+            let t = env.topic.as_str();
+            let reserved = t.starts_with("$sys.") || t.starts_with("_INBOX.");
+            exports.iter().any(|p| {
+                p.matches(&env.topic)
+                    && (!reserved || p.as_str().starts_with(t.split('.').next().unwrap_or("")))
+            })
+        })
+        .subscribe()
+        .map_err(|e| NatsError::Subscribe {
+            pattern: ">".into(),
+            detail: e.to_string(),
+        })
+}
+
+async fn options<T: Send + Sync + 'static>(
+    cfg: &NatsConfig<T>,
+    status: Arc<watch::Sender<Status>>,
+    events: mpsc::UnboundedSender<StatusEvent>,
+) -> Result<async_nats::ConnectOptions, NatsError> {
+    let server = cfg.server.clone();
+    let mut o = match &cfg.auth {
+        Auth::None => async_nats::ConnectOptions::new(),
+        Auth::UserPassword { user, password } => {
+            async_nats::ConnectOptions::with_user_and_password(user.clone(), password.clone())
+        }
+        Auth::Token(t) => async_nats::ConnectOptions::with_token(t.clone()),
+        Auth::NKey(seed) => async_nats::ConnectOptions::with_nkey(seed.clone()),
+        Auth::CredentialsFile(path) => async_nats::ConnectOptions::with_credentials_file(path)
+            .await
+            .map_err(|e| NatsError::Connect {
+                server: server.clone(),
+                cause: crate::error::ConnectCause::Authentication,
+                detail: format!("credentials file {}: {e}", path.display()),
+            })?,
+    };
+    if cfg.tls.required {
+        o = o.require_tls(true);
+    }
+    if let Some(ca) = &cfg.tls.ca_file {
+        if !ca.exists() {
+            return Err(NatsError::Config(format!(
+                "tls ca file {} does not exist",
+                ca.display()
+            )));
+        }
+        o = o.add_root_certificates(ca.clone()).require_tls(true);
+    }
+    if let Some((cert, key)) = &cfg.tls.client_cert {
+        o = o
+            .add_client_certificate(cert.clone(), key.clone())
+            .require_tls(true);
+    }
+    let o = o
+        .name(&cfg.name)
+        .connection_timeout(cfg.connect_timeout)
+        .client_capacity(cfg.buffer.max(64))
+        .max_reconnects(None)
+        .reconnect_delay_callback(|attempts| {
+            Duration::from_millis((attempts as u64 * 50).min(1000))
+        })
+        .event_callback(move |ev| {
+            let status = status.clone();
+            let events = events.clone();
+            let server = server.clone();
+            async move { on_event(ev, &server, &status, &events) }
+        });
+    Ok(o)
+}
+
+fn on_event(
+    ev: async_nats::Event,
+    server: &str,
+    status: &watch::Sender<Status>,
+    events: &mpsc::UnboundedSender<StatusEvent>,
+) {
+    use async_nats::Event as E;
+    let server = server.to_string();
+    let se = match ev {
+        E::Connected => {
+            status.send_modify(|s| {
+                if s.state == ConnState::Disconnected {
+                    s.reconnects += 1;
+                }
+                s.state = ConnState::Connected;
+            });
+            StatusEvent::Connected { server }
+        }
+        E::Disconnected => {
+            status.send_modify(|s| s.state = ConnState::Disconnected);
+            StatusEvent::Disconnected { server }
+        }
+        E::Closed => {
+            status.send_modify(|s| s.state = ConnState::Closed);
+            StatusEvent::Closed { server }
+        }
+        E::LameDuckMode => StatusEvent::LameDuck { server },
+        E::SlowConsumer(_) => StatusEvent::SlowConsumer { server },
+        E::ServerError(e) => {
+            let message = e.to_string();
+            status.send_modify(|s| s.last_error = Some(message.clone()));
+            StatusEvent::Error { server, message }
+        }
+        E::ClientError(e) => {
+            let message = e.to_string();
+            status.send_modify(|s| s.last_error = Some(message.clone()));
+            StatusEvent::Error { server, message }
+        }
+        E::Draining => return,
+    };
+    tracing::info!(event = ?se, "nats status");
+    let _ = events.send(se);
+}
+
+// ----- export -----------------------------------------------------------------
+
+pub(crate) enum Sink {
+    Core,
+    Js(Box<jetstream::Js>),
+}
+
+type AckFuture = futures::future::BoxFuture<'static, u64>;
+
+/// The exporter: takes events off its bus subscription in order, publishes
+/// them, and (JetStream) keeps up to `max_in_flight` awaiting their acks.
+async fn export_loop<T: Serialize + Send + Sync + 'static>(
+    ctx: Ctx<T>,
+    mut sub: Subscription<T>,
+    sink: Sink,
+    mut flush_rx: mpsc::Receiver<oneshot::Sender<()>>,
+) {
+    let mut stop = ctx.stop.clone();
+    let mut next_seq: u64 = 0;
+    let mut in_flight: FuturesUnordered<AckFuture> = FuturesUnordered::new();
+    let mut pending: BTreeSet<u64> = BTreeSet::new();
+    let mut waiters: Vec<(u64, oneshot::Sender<()>)> = Vec::new();
+    let max_in_flight = match &sink {
+        Sink::Core => 0,
+        Sink::Js(j) => j.cfg.max_in_flight.max(1),
+    };
+    let mut stopping = false;
+    // Server info is cloned on every read: read max_payload once per connection.
+    let mut status = ctx.status.clone();
+    let mut max_payload = ctx.client.server_info().max_payload;
+    loop {
+        if status.has_changed().unwrap_or(false) {
+            status.borrow_and_update();
+            max_payload = ctx.client.server_info().max_payload;
+        }
+        tokio::select! {
+            biased;
+            Some(done) = in_flight.next(), if !in_flight.is_empty() => {
+                pending.remove(&done);
+            }
+            _ = stop.changed(), if !stopping => {
+                stopping = true;
+            }
+            Some(w) = flush_rx.recv() => {
+                // Everything published before the flush call is already in our queue.
+                while let Ok(Some(env)) = sub.try_recv() {
+                    while max_in_flight > 0 && in_flight.len() >= max_in_flight {
+                        if let Some(done) = in_flight.next().await { pending.remove(&done); }
+                    }
+                    export_one(&ctx, &sink, &env, max_payload, &mut next_seq, &mut in_flight, &mut pending).await;
+                }
+                if let Sink::Core = sink {
+                    // The server has processed everything before the marker.
+                    if let Err(e) = round_trip(&ctx.client, Duration::from_secs(30)).await {
+                        tracing::warn!(error = %e, "core nats flush did not complete");
+                    }
+                }
+                waiters.push((next_seq, w));
+            }
+            r = sub.recv(), if !stopping && (max_in_flight == 0 || in_flight.len() < max_in_flight) => match r {
+                Ok(env) => export_one(&ctx, &sink, &env, max_payload, &mut next_seq, &mut in_flight, &mut pending).await,
+                Err(RecvError::Lagged(n)) => tracing::error!(missed = n, "nats exporter lagged (it is lossless: a bug)"),
+                Err(_) => stopping = true,
+            },
+        }
+        // Settle waiters: everything below their mark is done.
+        let done_below = pending.iter().next().copied().unwrap_or(next_seq);
+        let mut i = 0;
+        while i < waiters.len() {
+            if waiters[i].0 <= done_below {
+                let (_, w) = waiters.swap_remove(i);
+                let _ = w.send(());
+            } else {
+                i += 1;
+            }
+        }
+        if stopping && in_flight.is_empty() {
+            break;
+        }
+    }
+}
+
+async fn export_one<T: Serialize + Send + Sync + 'static>(
+    ctx: &Ctx<T>,
+    sink: &Sink,
+    env: &Arc<Envelope<T>>,
+    max_payload: usize,
+    next_seq: &mut u64,
+    in_flight: &mut FuturesUnordered<AckFuture>,
+    pending: &mut BTreeSet<u64>,
+) {
+    let c = &ctx.counters;
+    if env.header(IMPORTED).is_some() {
+        inc(&c.echo_skipped);
+        return;
+    }
+    let wire = match prepare(ctx.codec, env, max_payload, matches!(sink, Sink::Js(_))) {
+        Ok(w) => w,
+        Err(e) => {
+            inc(&c.rejected);
+            tracing::error!(error = %e, "event not exported");
+            return;
+        }
+    };
+    inc(&c.exported);
+    let seq = *next_seq;
+    *next_seq += 1;
+    match sink {
+        Sink::Core => {
+            // Waits while the client's buffer is full (backpressure, also
+            // during a reconnect); fails only once the client is closed.
+            match ctx
+                .client
+                .publish_with_headers(wire.subject, wire.headers, wire.payload)
+                .await
+            {
+                Ok(()) => inc(&c.acked),
+                Err(e) => {
+                    inc(&c.rejected);
+                    tracing::error!(error = %e, "core nats publish failed");
+                }
+            }
+        }
+        Sink::Js(js) => {
+            pending.insert(seq);
+            let fut = js.publish(wire, env.clone(), ctx.codec, c.clone()).await;
+            in_flight.push(Box::pin(async move {
+                fut.await;
+                seq
+            }));
+        }
+    }
+}
+
+/// Encodes an envelope and checks its size against the server's max_payload.
+pub(crate) fn prepare<T: Serialize>(
+    codec: Codec,
+    env: &Envelope<T>,
+    max: usize,
+    msg_id: bool,
+) -> Result<Wire, NatsError> {
+    let wire = codec::encode(env, codec, msg_id)?;
+    let size = wire.size();
+    if max > 0 && size > max {
+        return Err(NatsError::PayloadTooLarge {
+            subject: wire.subject,
+            id: env.id.to_string(),
+            size,
+            max,
+        });
+    }
+    Ok(wire)
+}
+
+// ----- import -----------------------------------------------------------------
+
+/// Ids an import delivered recently, to drop redelivered duplicates.
+pub(crate) struct Dedup {
+    set: HashSet<EventId>,
+    order: VecDeque<EventId>,
+    cap: usize,
+}
+
+impl Dedup {
+    pub(crate) fn new(cap: usize) -> Self {
+        Dedup {
+            set: HashSet::new(),
+            order: VecDeque::new(),
+            cap,
+        }
+    }
+    pub(crate) fn contains(&self, id: &EventId) -> bool {
+        self.set.contains(id)
+    }
+    pub(crate) fn insert(&mut self, id: EventId) {
+        if self.cap == 0 || !self.set.insert(id) {
+            return;
+        }
+        self.order.push_back(id);
+        if self.order.len() > self.cap {
+            if let Some(old) = self.order.pop_front() {
+                self.set.remove(&old);
+            }
+        }
+    }
+}
+
+/// The outcome of handing one NATS message to the bus.
+pub(crate) enum Delivered {
+    /// On the bus (or a known duplicate): ack it.
+    Ok,
+    /// Undecodable: dead-letter it with this reason.
+    Dead(String),
+    /// The bus is gone: leave it unacked for redelivery.
+    BusGone,
+}
+
+/// Decodes a message and publishes it on the local bus, returning once every
+/// lossless subscriber has it queued.
+pub(crate) async fn deliver<T: DeserializeOwned + Send + Sync + 'static>(
+    ctx: &Ctx<T>,
+    subject: &str,
+    headers: Option<&async_nats::HeaderMap>,
+    payload: &[u8],
+    dedup: Option<&mut Dedup>,
+    exhausted: Option<i64>,
+) -> Delivered {
+    let env = match codec::decode::<T>(subject, headers, payload, ctx.codec) {
+        Ok(env) => env,
+        Err(e) => return Delivered::Dead(e.to_string()),
+    };
+    if let Some(d) = &dedup {
+        if d.contains(&env.id) {
+            inc(&ctx.counters.import_duplicates);
+            return Delivered::Ok;
+        }
+    }
+    if let Some(n) = exhausted {
+        return Delivered::Dead(format!("delivered {n} times without an ack (max_deliver)"));
+    }
+    let Some(bus) = ctx.bus.upgrade() else {
+        return Delivered::BusGone;
+    };
+    let id = env.id;
+    let mut msg = Message::new(env.payload)
+        .topic(env.topic.as_str())
+        .id(env.id)
+        .timestamp(env.timestamp)
+        .correlation_id(env.correlation_id)
+        .header(IMPORTED, ctx.server.as_str());
+    if let Some(s) = env.source {
+        msg = msg.source(s);
+    }
+    if let Some(c) = env.causation_id {
+        msg = msg.causation_id(c);
+    }
+    if let Some(r) = env.reply_to {
+        msg = msg.reply_to(r);
+    }
+    for (k, v) in env.headers {
+        msg = msg.header(k, v);
+    }
+    match bus.send(msg).await {
+        Ok(_) => {
+            inc(&ctx.counters.imported);
+            if let Some(d) = dedup {
+                d.insert(id);
+            }
+            Delivered::Ok
+        }
+        Err(busline::PublishError::Closed { .. }) => Delivered::BusGone,
+        Err(e) => Delivered::Dead(e.to_string()),
+    }
+}
+
+/// The dead-letter subject for a message that arrived on `subject`.
+pub(crate) fn dead_subject(prefix: &str, subject: &str) -> String {
+    format!("{prefix}.{subject}")
+}
+
+/// Builds the dead-letter headers: the original ones plus the reason.
+pub(crate) fn dead_headers(
+    original: Option<&async_nats::HeaderMap>,
+    subject: &str,
+    reason: &str,
+    deliveries: i64,
+) -> async_nats::HeaderMap {
+    let mut h = original.cloned().unwrap_or_default();
+    // A dead letter is a new message: the server must not drop it as a duplicate of the original.
+    let mut clean = async_nats::HeaderMap::new();
+    for (k, vs) in h.iter() {
+        if AsRef::<str>::as_ref(k) != async_nats::header::NATS_MESSAGE_ID.to_string().as_str() {
+            for v in vs {
+                clean.append(AsRef::<str>::as_ref(k), v.as_str());
+            }
+        }
+    }
+    h = clean;
+    let reason: String = reason
+        .chars()
+        .map(|c| if c == '\r' || c == '\n' { ' ' } else { c })
+        .collect();
+    h.insert(codec::header::DEAD_REASON, reason);
+    h.insert(codec::header::DEAD_SUBJECT, subject);
+    h.insert(codec::header::DEAD_DELIVERIES, deliveries.to_string());
+    h
+}

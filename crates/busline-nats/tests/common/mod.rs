@@ -1,0 +1,129 @@
+//! Shared test support: a managed server, an event type, receive helpers.
+//! Written so the lead's conformance suite can lift these behaviours as they are.
+#![allow(dead_code)]
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use busline::{Bus, Envelope, Subscription};
+use busline_nats::server::NatsServer;
+use busline_nats::{JetStreamConfig, NatsConfig, NatsTransport};
+use serde::{Deserialize, Serialize};
+
+/// The test event.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Ev {
+    pub publisher: u32,
+    pub n: u64,
+    pub body: String,
+}
+
+pub fn ev(publisher: u32, n: u64) -> Ev {
+    Ev {
+        publisher,
+        n,
+        body: format!("p{publisher}-{n}"),
+    }
+}
+
+/// A fresh server; fails loudly (no skip) when nats-server is missing.
+pub fn server() -> NatsServer {
+    NatsServer::start().unwrap_or_else(|e| panic!("these tests need a real nats-server: {e}"))
+}
+
+pub fn server_with(conf: &str) -> NatsServer {
+    NatsServer::with_config(conf)
+        .unwrap_or_else(|e| panic!("these tests need a real nats-server: {e}"))
+}
+
+/// JetStream settings with short timers, so redelivery after a kill is quick.
+pub fn js(durable: &str) -> JetStreamConfig {
+    JetStreamConfig {
+        durable: durable.into(),
+        ack_wait: Duration::from_secs(2),
+        ack_timeout: Duration::from_secs(2),
+        ..JetStreamConfig::default()
+    }
+}
+
+pub async fn exporter(url: &str, pattern: &str) -> (Bus<Ev>, NatsTransport<Ev>) {
+    let bus = Bus::new();
+    let t = NatsTransport::connect(
+        &bus,
+        NatsConfig::new(url).export(pattern).jetstream(js("exp")),
+    )
+    .await
+    .expect("exporter connects");
+    (bus, t)
+}
+
+pub async fn importer(
+    url: &str,
+    pattern: &str,
+    durable: &str,
+) -> (Bus<Ev>, Subscription<Ev>, NatsTransport<Ev>) {
+    let bus = Bus::new();
+    let sub = bus
+        .subscriber(pattern)
+        .lossless(100_000)
+        .subscribe()
+        .unwrap();
+    let t = NatsTransport::connect(
+        &bus,
+        NatsConfig::new(url).import(pattern).jetstream(js(durable)),
+    )
+    .await
+    .expect("importer connects");
+    (bus, sub, t)
+}
+
+/// Receives `n` events, failing (not hanging) if they do not come within a generous guard.
+pub async fn recv_n(sub: &mut Subscription<Ev>, n: usize) -> Vec<Arc<Envelope<Ev>>> {
+    let mut out = Vec::with_capacity(n);
+    while out.len() < n {
+        match tokio::time::timeout(Duration::from_secs(60), sub.recv()).await {
+            Ok(Ok(e)) => out.push(e),
+            Ok(Err(e)) => panic!("recv failed after {} of {n}: {e}", out.len()),
+            Err(_) => panic!("only {} of {n} events arrived within 60 s", out.len()),
+        }
+    }
+    out
+}
+
+/// Receives until every id in `want` has arrived; returns how many duplicates were seen.
+pub async fn recv_all(sub: &mut Subscription<Ev>, want: &HashSet<(u32, u64)>) -> usize {
+    let mut seen = HashSet::new();
+    let mut dups = 0;
+    while !want.is_subset(&seen) {
+        match tokio::time::timeout(Duration::from_secs(60), sub.recv()).await {
+            Ok(Ok(e)) => {
+                if !seen.insert((e.payload.publisher, e.payload.n)) {
+                    dups += 1;
+                }
+            }
+            Ok(Err(e)) => panic!("recv failed: {e}"),
+            Err(_) => {
+                let missing: Vec<_> = want.difference(&seen).take(10).collect();
+                panic!(
+                    "{} of {} events missing after 60 s idle, e.g. {missing:?}",
+                    want.difference(&seen).count(),
+                    want.len()
+                )
+            }
+        }
+    }
+    dups
+}
+
+/// Waits until `f` holds (counters are bumped just after delivery, so a
+/// subscriber can see an event a moment before its counter moves).
+pub async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
+    for _ in 0..3000 {
+        if f() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("{what}: not true within 30 s");
+}
