@@ -14,6 +14,9 @@
 //! data-dir = "/var/lib/busline"
 //! log-retention-secs = 3600
 //! log-retention-mb = 256
+//! modules = "dashboard,logger,alerter,web"
+//! nats = "nats://127.0.0.1:4222"
+//! nats-creds = "/etc/busline/monitor.creds"
 //! ```
 
 use std::net::{IpAddr, SocketAddr};
@@ -86,6 +89,52 @@ pub struct MonitorArgs {
     /// Delete the oldest log segments while the log is larger than this [default: 256].
     #[arg(long, value_name = "MB")]
     pub log_retention_mb: Option<u64>,
+    /// The modules this process runs, comma-separated: `publishers` (=
+    /// `web-sim,db-sim`), `web-sim`, `db-sim`, `dashboard`, `logger`,
+    /// `alerter`, `web`, or `all` [default: all].
+    #[arg(long, value_name = "LIST")]
+    pub modules: Option<String>,
+    /// Connect the monitor's bus to this NATS server (`nats://host:port`,
+    /// several comma-separated): a process running publishers exports
+    /// `metrics.>`, a process running dashboard/logger/alerter imports it.
+    #[arg(long, value_name = "URL")]
+    pub nats: Option<String>,
+    /// NATS credentials file (user JWT + nkey seed).
+    #[arg(long, value_name = "PATH")]
+    pub nats_creds: Option<PathBuf>,
+    /// NATS token.
+    #[arg(
+        long,
+        value_name = "TOKEN",
+        env = "BUSLINE_NATS_TOKEN",
+        hide_env_values = true
+    )]
+    pub nats_token: Option<String>,
+    /// NATS user name (with --nats-password).
+    #[arg(long, value_name = "USER")]
+    pub nats_user: Option<String>,
+    /// NATS password (with --nats-user).
+    #[arg(
+        long,
+        value_name = "PASSWORD",
+        env = "BUSLINE_NATS_PASSWORD",
+        hide_env_values = true
+    )]
+    pub nats_password: Option<String>,
+    /// NATS nkey seed (`SU…`).
+    #[arg(
+        long,
+        value_name = "SEED",
+        env = "BUSLINE_NATS_NKEY",
+        hide_env_values = true
+    )]
+    pub nats_nkey: Option<String>,
+    /// PEM file of the CA that signs the NATS server's certificate (requires TLS).
+    #[arg(long, value_name = "PATH")]
+    pub nats_ca: Option<PathBuf>,
+    /// Core NATS (at-most-once, nothing stored) instead of JetStream.
+    #[arg(long)]
+    pub nats_core: bool,
 }
 
 /// The file form of [`MonitorArgs`].
@@ -109,6 +158,15 @@ struct FileConfig {
     no_data_dir: Option<bool>,
     log_retention_secs: Option<u64>,
     log_retention_mb: Option<u64>,
+    modules: Option<String>,
+    nats: Option<String>,
+    nats_creds: Option<PathBuf>,
+    nats_token: Option<String>,
+    nats_user: Option<String>,
+    nats_password: Option<String>,
+    nats_nkey: Option<String>,
+    nats_ca: Option<PathBuf>,
+    nats_core: Option<bool>,
 }
 
 /// Everything the monitor runs with, checked.
@@ -142,6 +200,103 @@ pub struct Settings {
     pub log_retention_age: Duration,
     /// The log is kept under this many bytes (whole segments are deleted).
     pub log_retention_bytes: u64,
+    /// The modules this process runs.
+    pub modules: Modules,
+    /// The NATS connection, if any.
+    pub nats: Option<NatsSettings>,
+}
+
+/// Which modules a process runs (`--modules`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Modules {
+    /// The simulated web service.
+    pub web_sim: bool,
+    /// The simulated database.
+    pub db_sim: bool,
+    /// The terminal dashboard.
+    pub dashboard: bool,
+    /// The logger.
+    pub logger: bool,
+    /// The alerter.
+    pub alerter: bool,
+    /// The web dashboard and API.
+    pub web: bool,
+}
+
+impl Modules {
+    /// Every module.
+    pub const ALL: Modules = Modules {
+        web_sim: true,
+        db_sim: true,
+        dashboard: true,
+        logger: true,
+        alerter: true,
+        web: true,
+    };
+
+    /// Parses `--modules`: names separated by commas.
+    pub fn parse(text: &str) -> Result<Modules> {
+        let mut m = Modules {
+            web_sim: false,
+            db_sim: false,
+            dashboard: false,
+            logger: false,
+            alerter: false,
+            web: false,
+        };
+        for name in text.split(',').map(str::trim) {
+            match name {
+                "all" => m = Modules::ALL,
+                "publishers" => (m.web_sim, m.db_sim) = (true, true),
+                "web-sim" => m.web_sim = true,
+                "db-sim" => m.db_sim = true,
+                "dashboard" => m.dashboard = true,
+                "logger" => m.logger = true,
+                "alerter" => m.alerter = true,
+                "web" => m.web = true,
+                "" => bail!("modules {text:?}: an empty name"),
+                other => bail!(
+                    "modules: unknown module {other:?}; expected publishers, web-sim, db-sim, \
+                     dashboard, logger, alerter, web or all"
+                ),
+            }
+        }
+        Ok(m)
+    }
+
+    /// Whether it runs a module that reads metrics (dashboard, logger, alerter).
+    pub fn consumes(&self) -> bool {
+        self.dashboard || self.logger || self.alerter
+    }
+
+    /// The names of the consuming modules, sorted, joined by `-` (names the
+    /// process's JetStream consumer).
+    pub fn consumer_key(&self) -> String {
+        let mut names = Vec::new();
+        for (on, name) in [
+            (self.alerter, "alerter"),
+            (self.dashboard, "dashboard"),
+            (self.logger, "logger"),
+        ] {
+            if on {
+                names.push(name);
+            }
+        }
+        names.join("-")
+    }
+}
+
+/// `--nats` and its options.
+#[derive(Debug, Clone)]
+pub struct NatsSettings {
+    /// The server(s).
+    pub url: String,
+    /// Credentials.
+    pub auth: busline_nats::Auth,
+    /// The CA of the server's certificate.
+    pub ca_file: Option<PathBuf>,
+    /// Core NATS instead of JetStream.
+    pub core: bool,
 }
 
 /// The default directory of the monitor's event log (relative to the working directory).
@@ -235,6 +390,56 @@ impl Settings {
         if retention_mb == 0 {
             bail!("log-retention-mb must be at least 1");
         }
+        let modules = match args.modules.as_deref().or(file.modules.as_deref()) {
+            Some(text) => Modules::parse(text)?,
+            None => Modules::ALL,
+        };
+        let nats = match args.nats.clone().or(file.nats) {
+            None => None,
+            Some(url) => {
+                if url.trim().is_empty() {
+                    bail!("nats: an empty server URL");
+                }
+                let creds = args.nats_creds.clone().or(file.nats_creds);
+                let token = args.nats_token.clone().or(file.nats_token);
+                let user = args.nats_user.clone().or(file.nats_user);
+                let password = args.nats_password.clone().or(file.nats_password);
+                let nkey = args.nats_nkey.clone().or(file.nats_nkey);
+                let given = [
+                    creds.is_some(),
+                    token.is_some(),
+                    user.is_some() || password.is_some(),
+                    nkey.is_some(),
+                ]
+                .iter()
+                .filter(|b| **b)
+                .count();
+                if given > 1 {
+                    bail!("nats: give one kind of credentials: --nats-creds, --nats-token, --nats-user/--nats-password or --nats-nkey");
+                }
+                let auth = if let Some(path) = creds {
+                    busline_nats::Auth::CredentialsFile(path)
+                } else if let Some(t) = token {
+                    busline_nats::Auth::Token(t)
+                } else if let Some(seed) = nkey {
+                    busline_nats::Auth::NKey(seed)
+                } else {
+                    match (user, password) {
+                        (Some(user), Some(password)) => {
+                            busline_nats::Auth::UserPassword { user, password }
+                        }
+                        (None, None) => busline_nats::Auth::None,
+                        _ => bail!("nats: --nats-user and --nats-password go together"),
+                    }
+                };
+                Some(NatsSettings {
+                    url,
+                    auth,
+                    ca_file: args.nats_ca.clone().or(file.nats_ca),
+                    core: args.nats_core || file.nats_core.unwrap_or(false),
+                })
+            }
+        };
         Ok(Settings {
             interval: Duration::from_millis(interval_ms),
             error_rate,
@@ -250,6 +455,8 @@ impl Settings {
             data_dir,
             log_retention_age: Duration::from_secs(retention_secs),
             log_retention_bytes: retention_mb.saturating_mul(1 << 20),
+            modules,
+            nats,
         })
     }
 }
@@ -310,6 +517,36 @@ mod tests {
         assert!(s.simulate);
         assert_eq!(s.data_dir, Some(PathBuf::from(DEFAULT_DATA_DIR)));
         assert_eq!(s.log_retention_age, Duration::from_secs(3600));
+    }
+
+    #[test]
+    fn modules_and_nats() {
+        let m = Modules::parse("publishers").unwrap();
+        assert!(m.web_sim && m.db_sim && !m.consumes() && !m.web);
+        let m = Modules::parse("dashboard, logger,alerter").unwrap();
+        assert_eq!(m.consumer_key(), "alerter-dashboard-logger");
+        assert!(!m.web_sim && !m.web);
+        let e = Modules::parse("dashboard,loger").unwrap_err().to_string();
+        assert!(e.contains("\"loger\""), "{e}");
+        let s = Settings::resolve(&MonitorArgs::default()).unwrap();
+        assert_eq!(s.modules, Modules::ALL);
+        assert!(s.nats.is_none());
+        let e = Settings::resolve(&MonitorArgs {
+            nats: Some("nats://127.0.0.1:4222".into()),
+            nats_user: Some("a".into()),
+            ..Default::default()
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("--nats-password"), "{e}");
+        let s = with_file(
+            "nats = \"nats://127.0.0.1:4222\"\nnats-token = \"t0ken\"\nmodules = \"web-sim\"\n",
+            MonitorArgs::default(),
+        )
+        .unwrap();
+        let n = s.nats.unwrap();
+        assert!(matches!(n.auth, busline_nats::Auth::Token(_)) && !n.core);
+        assert!(s.modules.web_sim && !s.modules.db_sim);
     }
 
     #[test]

@@ -9,6 +9,10 @@
 //! | `dashboard` | `metrics.>` | lossy | prints a 1 s summary; feeds the web page |
 //! | `alerter` | `metrics.*.error` | lossless | errors/min over a threshold → `[ALERT]`, webhook |
 //! | `web` | — | — | the page, SSE, `/api/events` (publishes as `api`), `/metrics` |
+//! | `nats` | — | — | with `--nats`: the bus's link to the other processes ([`nats`]) |
+//!
+//! `--modules LIST` picks the modules this process runs (`publishers` =
+//! `web-sim,db-sim`, `dashboard`, `logger`, `alerter`, `web`; default all).
 //!
 //! ## Start and stop
 //!
@@ -42,6 +46,18 @@
 //! timestamps (see [`alerter`] and [`dashboard`]): a restart neither loses
 //! the errors of the minute before nor counts them all as "now". The logger
 //! does not replay: it logs what happens while it runs.
+//!
+//! ## Across processes
+//!
+//! `--nats URL` joins the bus to a NATS server: a process running the
+//! publishers exports `metrics.>`, a process running the dashboard, logger or
+//! alerter imports it (JetStream, at-least-once, a durable consumer per
+//! module set; `--nats-core` for at-most-once). See [`nats`] for the rules:
+//!
+//! ```text
+//! busline monitor --nats nats://127.0.0.1:4222 --modules publishers --no-web
+//! busline monitor --nats nats://127.0.0.1:4222 --modules dashboard,logger,alerter,web
+//! ```
 
 pub mod alerter;
 pub mod config;
@@ -49,6 +65,7 @@ pub mod dashboard;
 pub mod ingest;
 pub mod logger;
 pub mod metric;
+pub mod nats;
 pub mod publishers;
 pub mod web;
 pub mod webhook;
@@ -349,7 +366,8 @@ async fn run_async(settings: Settings, store: Option<Arc<LogStore<Metric>>>) -> 
     let shared = Arc::new(Shared::new(&settings));
 
     // Bind first: a busy port is an error before anything starts.
-    let web = match settings.web {
+    let modules = settings.modules;
+    let web = match settings.web.filter(|_| modules.web) {
         Some(addr) => Some(web::Web::bind(
             addr,
             web::WebConfig {
@@ -372,37 +390,64 @@ async fn run_async(settings: Settings, store: Option<Arc<LogStore<Metric>>>) -> 
     // the one before is subscribed) and stops them in reverse, so the
     // publishers stop first and the logger drains last.
     let mut rt = Runtime::new(bus.clone());
-    let sink = match &settings.log_file {
-        Some(p) => logger::Sink::File(p.clone()),
-        None => logger::Sink::Stdout,
-    };
-    rt.add(logger::Logger::new(sink));
-    let mut dash = dashboard::Dashboard::new(shared.clone(), Duration::from_secs(1));
-    let mut alert = alerter::Alerter::new(settings.alert_threshold, shared.clone(), hook);
-    if warm_up {
-        dash = dash.warm_up();
-        alert = alert.warm_up();
+    if modules.logger {
+        let sink = match &settings.log_file {
+            Some(p) => logger::Sink::File(p.clone()),
+            None => logger::Sink::Stdout,
+        };
+        rt.add(logger::Logger::new(sink));
     }
-    rt.add(dash);
-    rt.add(alert);
+    if modules.dashboard {
+        let mut dash = dashboard::Dashboard::new(shared.clone(), Duration::from_secs(1));
+        if warm_up {
+            dash = dash.warm_up();
+        }
+        rt.add(dash);
+    }
+    if modules.alerter {
+        let mut alert = alerter::Alerter::new(settings.alert_threshold, shared.clone(), hook);
+        if warm_up {
+            alert = alert.warm_up();
+        }
+        rt.add(alert);
+    }
+    if let Some(n) = &settings.nats {
+        let cfg = nats::config(n, &modules, settings.log_retention_age);
+        // An exporter connects before anything publishes; an importer once
+        // the consumers (added above) are subscribed.
+        let link = match nats::Direction::of(&modules) {
+            nats::Direction::Export => {
+                let t = nats::connect(&bus, cfg, &n.url).await?;
+                println!("[nats] exporting metrics.> to {}", n.url);
+                nats::NatsLink::connected(t, &n.url)
+            }
+            nats::Direction::Import => nats::NatsLink::connect_on_start(cfg, &n.url),
+        };
+        rt.add(link).restart(busline::Restart::Never);
+    }
     if let Some(w) = web {
         println!("[web] dashboard on {}", w.url());
         rt.add(w);
     }
     if settings.simulate {
-        for service in [publishers::Service::Web, publishers::Service::Db] {
-            rt.add(publishers::Simulator::new(
-                service,
-                settings.interval,
-                settings.error_rate,
-            ));
+        for (on, service) in [
+            (modules.web_sim, publishers::Service::Web),
+            (modules.db_sim, publishers::Service::Db),
+        ] {
+            if on {
+                rt.add(publishers::Simulator::new(
+                    service,
+                    settings.interval,
+                    settings.error_rate,
+                ));
+            }
         }
     }
     let handle = rt.handle();
     *shared.runtime.lock() = Some(handle.clone());
     println!(
         "[monitor] running: {} (stop with Ctrl-C{})",
-        if settings.simulate {
+        if settings.simulate && (modules.web_sim || modules.db_sim) {
             format!(
                 "simulated web + db every {}ms, error rate {}",
                 settings.interval.as_millis(),
