@@ -129,3 +129,56 @@ fn a_restarted_monitor_remembers_the_last_minute() {
     let n = String::from_utf8_lossy(&r.stdout).lines().count();
     assert_eq!(n, total + published(&out2));
 }
+
+#[test]
+fn a_corrupt_log_stops_the_monitor_at_startup() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut one = Monitor::start(&[
+        "--no-web",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--duration",
+        "1",
+        "--log-file",
+        "/dev/null",
+    ]);
+    assert!(one.wait().success(), "{}", one.stderr.text());
+    assert!(published(&one.stdout.text()) > 4);
+
+    // Flip a byte in the middle of the (only) segment: not a torn tail.
+    let segment = std::fs::read_dir(&data)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .max_by_key(|p| std::fs::metadata(p).unwrap().len())
+        .unwrap();
+    let mut bytes = std::fs::read(&segment).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x55;
+    std::fs::write(&segment, bytes).unwrap();
+
+    let out = busline(&[
+        "monitor",
+        "--no-web",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--duration",
+        "1",
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!(
+            "cannot open the monitor's event log in {}",
+            data.display()
+        )) && err.contains("corrupt")
+            && err.contains("busline log verify"),
+        "{err}"
+    );
+    // Nothing ran.
+    assert!(
+        !String::from_utf8_lossy(&out.stdout).contains("[monitor] running"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}

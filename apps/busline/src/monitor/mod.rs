@@ -134,6 +134,8 @@ impl Shared {
                 "simulate": settings.simulate,
                 "log": settings.log_file.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "stdout".into()),
                 "webhook": settings.alert_webhook.is_some(),
+                "data_dir": settings.data_dir.as_ref().map(|p| p.display().to_string()),
+                "nats": settings.nats.is_some(),
             }),
             summaries: Mutex::new(VecDeque::with_capacity(HISTORY)),
             alerts: Mutex::new(VecDeque::new()),
@@ -329,7 +331,19 @@ fn open_log(settings: &Settings) -> Result<Option<Arc<LogStore<Metric>>>> {
         ..Default::default()
     };
     match LogStore::open(dir, options) {
-        Ok(store) => Ok(Some(Arc::new(store))),
+        Ok(store) => {
+            if let Some(cut) = store.log().recovery() {
+                // A write torn by a crash: never acknowledged, so never delivered.
+                eprintln!(
+                    "[monitor] event log {}: cut a torn write of {} bytes at offset {} in {}",
+                    dir.display(),
+                    cut.bytes_cut,
+                    cut.offset,
+                    cut.segment.display()
+                );
+            }
+            Ok(Some(Arc::new(store)))
+        }
         Err(e) => {
             let hint = match &e {
                 busline_log::Error::Locked { .. } => {
