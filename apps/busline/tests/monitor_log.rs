@@ -119,6 +119,26 @@ fn a_restarted_monitor_remembers_the_last_minute() {
     assert_eq!(v["summary"]["totals"]["errors"], total as u64, "{v}");
     assert!(two.wait().success(), "{}", two.stderr.text());
     let out2 = two.stdout.text();
+    // The dashboard filled its history with run 1's seconds.
+    let backfill = out2
+        .lines()
+        .find(|l| l.contains("earlier events from the event log"))
+        .unwrap_or_else(|| panic!("no backfill line\n{out2}"));
+    let backfilled: usize = backfill
+        .trim_start_matches("[dashboard] ")
+        .split(' ')
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{backfill}"));
+    // Each of run 1's errors counted once: in a past second, or (the last
+    // few, within a moment of the restart) in run 2's first second.
+    let in_run_2: usize = out2
+        .lines()
+        .filter_map(|l| l.strip_prefix("  Errors: "))
+        .map(|l| l.split(' ').next().unwrap().parse::<usize>().unwrap())
+        .sum();
+    assert!(backfilled > 0, "{out2}");
+    assert_eq!(backfilled + in_run_2, total, "{out2}");
     // It fired on run 1's errors (run 2 has none of its own), once.
     let alerts: Vec<&str> = out2.lines().filter(|l| l.starts_with("[ALERT]")).collect();
     assert_eq!(alerts.len(), 1, "{out2}");

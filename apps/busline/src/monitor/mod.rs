@@ -171,6 +171,25 @@ impl Shared {
         self.bump();
     }
 
+    /// A summary of a past second (replayed from the event log): into the
+    /// history in time order, never as the newest.
+    pub fn push_past_summary(&self, s: Summary) {
+        let mut q = self.summaries.lock();
+        let i = q.partition_point(|x| x.at_ms <= s.at_ms);
+        if i == 0 && q.len() == HISTORY {
+            return; // older than everything kept
+        }
+        if i == q.len() && i > 0 {
+            // Newer than the newest live summary: keep the live one last.
+            q.insert(i - 1, Arc::new(s));
+        } else {
+            q.insert(i, Arc::new(s));
+        }
+        if q.len() > HISTORY {
+            q.pop_front();
+        }
+    }
+
     /// The newest summary.
     pub fn latest(&self) -> Option<Arc<Summary>> {
         self.summaries.lock().back().cloned()
