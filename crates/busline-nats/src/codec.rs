@@ -172,6 +172,10 @@ fn valid_header_token(s: &str, value: bool) -> bool {
 }
 
 fn escape_into(out: &mut String, v: &str) {
+    if !v.contains(['%', ';', '=', '\r', '\n']) {
+        out.push_str(v);
+        return;
+    }
     for c in v.chars() {
         match c {
             '%' => out.push_str("%25"),
@@ -247,7 +251,8 @@ pub fn encode<T: Serialize>(
     if let Some(r) = &env.reply_to {
         let _ = write!(m, ";reply={}", r.as_str());
     }
-    h.insert(header::BUSLINE, m);
+    // A static name: no allocation per message.
+    h.insert(async_nats::HeaderName::from_static(header::BUSLINE), m);
     for (k, v) in &env.headers {
         if !valid_header_token(k, false) || !valid_header_token(v, true) {
             return Err(bad(format!(
