@@ -536,3 +536,26 @@ async fn run_async(settings: Settings, store: Option<Arc<LogStore<Metric>>>) -> 
     );
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn past_summaries_go_into_the_history_in_time_order() {
+        let shared = Shared::new(&Settings::resolve(&MonitorArgs::default()).unwrap());
+        let at = |ms: u64| {
+            let mut s = dashboard::Aggregator::default().tick(1.0);
+            s.at_ms = ms;
+            s
+        };
+        shared.push_summary(at(10_000));
+        shared.push_past_summary(at(8_000));
+        shared.push_past_summary(at(3_000));
+        // A past second that ends after the first live tick stays before it.
+        shared.push_past_summary(at(10_500));
+        let order: Vec<u64> = shared.summaries.lock().iter().map(|s| s.at_ms).collect();
+        assert_eq!(order, vec![3_000, 8_000, 10_500, 10_000]);
+        assert_eq!(shared.latest().unwrap().at_ms, 10_000);
+    }
+}
