@@ -311,6 +311,13 @@ impl Shared {
     }
 }
 
+/// Prints a line to stdout; a closed stdout is ignored, never a panic.
+pub(crate) fn say(line: &str) {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}").and_then(|_| out.flush());
+}
+
 fn store_len(store: &Arc<LogStore<Metric>>) -> u64 {
     let log = store.log();
     log.committed_end() - log.first_offset()
@@ -451,7 +458,7 @@ async fn run_async(settings: Settings, store: Option<Arc<LogStore<Metric>>>) -> 
         let link = match nats::Direction::of(&modules) {
             nats::Direction::Export => {
                 let t = nats::connect(&bus, cfg, &n.url).await?;
-                println!("[nats] exporting metrics.> to {}", n.url);
+                say(&format!("[nats] exporting metrics.> to {}", n.url));
                 nats::NatsLink::connected(t, &n.url)
             }
             nats::Direction::Import => nats::NatsLink::connect_on_start(cfg, &n.url),
@@ -498,8 +505,9 @@ async fn run_async(settings: Settings, store: Option<Arc<LogStore<Metric>>>) -> 
         let h = handle.clone();
         tokio::spawn(async move {
             tokio::time::sleep(d).await;
-            println!("[monitor] stopping: --duration elapsed");
+            // Stop first: a closed stdout (`| head`) must not keep it running.
             h.shutdown();
+            say("[monitor] stopping: --duration elapsed");
         });
     }
     let started = Instant::now();
@@ -522,7 +530,7 @@ async fn run_async(settings: Settings, store: Option<Arc<LogStore<Metric>>>) -> 
         StopReason::Requested => "--duration elapsed".to_owned(),
         other => other.to_string(),
     };
-    println!(
+    say(&format!(
         "[monitor] stopped after {:.1}s ({why}): {} events published, {} missed by the lossy dashboard, {} via the API{}",
         started.elapsed().as_secs_f64(),
         stats.published,
@@ -533,7 +541,7 @@ async fn run_async(settings: Settings, store: Option<Arc<LogStore<Metric>>>) -> 
         } else {
             format!("; aborted at the deadline: {}", report.aborted.join(", "))
         }
-    );
+    ));
     Ok(())
 }
 

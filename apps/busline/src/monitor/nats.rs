@@ -163,7 +163,7 @@ impl Module<Metric> for NatsLink {
         let cfg = self.pending.lock().take();
         if let Some(cfg) = cfg {
             let t = connect(ctx.bus(), cfg, &self.url).await?;
-            println!("[nats] importing metrics.> from {}", self.url);
+            super::say(&format!("[nats] importing metrics.> from {}", self.url));
             *self.transport.lock() = Some(t);
         }
         ctx.shutdown_requested().await;
@@ -175,10 +175,10 @@ impl Module<Metric> for NatsLink {
             t.shutdown()
                 .await
                 .with_context(|| format!("disconnecting from NATS at {}", self.url))?;
-            println!(
+            super::say(&format!(
                 "[nats] disconnected: {} exported, {} imported",
                 stats.exported, stats.imported
-            );
+            ));
         }
         Ok(())
     }
