@@ -489,7 +489,12 @@ async fn run_async(settings: Settings, store: Option<Arc<LogStore<Metric>>>) -> 
         "[monitor] running: {} (stop with Ctrl-C{})",
         if settings.simulate && (modules.web_sim || modules.db_sim) {
             format!(
-                "simulated web + db every {}ms, error rate {}",
+                "simulated {} every {}ms, error rate {}",
+                match (modules.web_sim, modules.db_sim) {
+                    (true, true) => "web + db",
+                    (true, false) => "web",
+                    _ => "db",
+                },
                 settings.interval.as_millis(),
                 settings.error_rate
             )
