@@ -35,7 +35,7 @@ struct Cli {
 enum Command {
     /// The live metrics monitor (the default): simulated services, a terminal
     /// dashboard, a logger, an alerter and a web dashboard on one bus.
-    Monitor(monitor::MonitorArgs),
+    Monitor(Box<monitor::MonitorArgs>),
     /// POST metrics (JSON, from arguments or stdin) to a running monitor.
     Publish(monitor::ingest::PublishArgs),
     /// Benchmarks, busline beside its peers in one process.
@@ -50,7 +50,7 @@ fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Some(Command::Bench(b)) => bench::run(b),
-        Some(Command::Monitor(m)) => monitor::run(m),
+        Some(Command::Monitor(m)) => monitor::run(*m),
         Some(Command::Publish(p)) => monitor::ingest::run_publish(p),
         Some(Command::Log(c)) => tokio::runtime::Runtime::new()?.block_on(log_cmd::run(c)),
         None => monitor::run(cli.monitor),

@@ -15,6 +15,14 @@
 //! [ALERT] Error rate back to normal: 8/min
 //! ```
 //!
+//! ## Event time
+//!
+//! An error counts at the time it happened (its envelope's `timestamp`), not
+//! when the alerter got it: errors replayed from the event log after a
+//! restart (see [the monitor](super)) fill the window as they were, so old
+//! errors do not all count as "now" and errors older than a minute do not
+//! count at all. A timestamp in the future counts as now.
+//!
 //! ## Webhook
 //!
 //! With `--alert-webhook URL` each transition is also POSTed as JSON. The
@@ -28,8 +36,9 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use busline::stream::SlidingWindow;
-use busline::{BoxError, Context, Module, RecvError};
+use busline::{BoxError, Context, Module, RecvError, StartAt};
 use serde::Serialize;
+use tokio::time::Instant;
 
 use super::metric::Metric;
 use super::webhook::Webhook;
@@ -119,12 +128,28 @@ pub struct AlertRecord {
     pub text: String,
 }
 
+/// The span of the alerter's window: errors per minute.
+pub const ALERT_WINDOW: Duration = Duration::from_secs(60);
+
+/// Counts `at` (an event's timestamp) into `window` at the matching
+/// [`Instant`]; returns false when it is already older than the window.
+pub fn record_event_time(window: &mut SlidingWindow, at: SystemTime) -> bool {
+    let age = SystemTime::now().duration_since(at).unwrap_or_default();
+    if age >= window.span() {
+        return false;
+    }
+    let now = Instant::now();
+    window.record_at(now.checked_sub(age).unwrap_or(now), 1.0);
+    true
+}
+
 /// The alerter module.
 #[derive(Clone)]
 pub struct Alerter {
     threshold: u64,
     shared: Arc<Shared>,
     webhook: Option<Webhook>,
+    warm_up: bool,
 }
 
 impl Alerter {
@@ -134,7 +159,15 @@ impl Alerter {
             threshold,
             shared,
             webhook,
+            warm_up: false,
         }
+    }
+
+    /// Starts with the errors of the last minute in the bus's event store
+    /// (the bus must persist `metrics.>`).
+    pub fn warm_up(mut self) -> Self {
+        self.warm_up = true;
+        self
     }
 
     fn emit(&mut self, t: Transition) {
@@ -171,11 +204,15 @@ impl Module<Metric> for Alerter {
 
     /// Watches errors until shutdown.
     async fn run(&mut self, ctx: Context<Metric>) -> Result<(), BoxError> {
-        let mut errors = ctx
-            .subscriber("metrics.*.error")
-            .lossless(1024)
-            .subscribe()?;
-        let mut window = SlidingWindow::new(Duration::from_secs(60));
+        let mut builder = ctx.subscriber("metrics.*.error").lossless(1024);
+        if self.warm_up {
+            let since = SystemTime::now()
+                .checked_sub(ALERT_WINDOW)
+                .unwrap_or(UNIX_EPOCH);
+            builder = builder.from(StartAt::Time(since));
+        }
+        let mut errors = builder.subscribe()?;
+        let mut window = SlidingWindow::new(ALERT_WINDOW);
         let mut rule = AlertRule::new(self.threshold);
         let mut tick = tokio::time::interval(Duration::from_millis(250));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -184,7 +221,9 @@ impl Module<Metric> for Alerter {
                 biased;
                 _ = ctx.shutdown_requested() => return Ok(()),
                 r = errors.recv() => match r {
-                    Ok(_) => window.incr(),
+                    Ok(env) => {
+                        record_event_time(&mut window, env.timestamp);
+                    }
                     Err(RecvError::Closed) => return Ok(()),
                     Err(e) => return Err(e.into()),
                 },
@@ -273,6 +312,73 @@ mod tests {
             matches!(alerts[1].transition, Transition::Resolved { rate, .. } if (8..=10).contains(&rate)),
             "{alerts:?}"
         );
+        stop.cancel();
+        task.await.unwrap().unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn errors_count_at_their_event_time() {
+        let mut w = SlidingWindow::new(ALERT_WINDOW);
+        let now = SystemTime::now();
+        assert!(!record_event_time(&mut w, now - Duration::from_secs(61)));
+        assert!(record_event_time(&mut w, now - Duration::from_secs(50)));
+        assert!(record_event_time(&mut w, now - Duration::from_secs(5)));
+        assert!(record_event_time(&mut w, now + Duration::from_secs(5)));
+        assert_eq!(w.count(), 3);
+        // The 50 s old one leaves the window 10 s later, not a minute later.
+        tokio::time::advance(Duration::from_secs(11)).await;
+        assert_eq!(w.count(), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_restart_replays_the_last_minute_at_event_time() {
+        use super::super::config::{MonitorArgs, Settings};
+        use busline::store::MemoryStore;
+        use busline::Bus;
+
+        let bus = Bus::<Metric>::new();
+        bus.persist("metrics.>", Arc::new(MemoryStore::new()))
+            .unwrap();
+        let error = || Metric::Error {
+            source: "db".into(),
+            message: "down".into(),
+        };
+        let now = SystemTime::now();
+        // 20 errors two minutes ago (too old to count), 4 ten seconds ago.
+        for i in 0..24 {
+            let ago = if i < 20 { 120 } else { 10 };
+            bus.send(
+                error()
+                    .message("db-sim")
+                    .timestamp(now - Duration::from_secs(ago)),
+            )
+            .await
+            .unwrap();
+        }
+        let settings = Settings::resolve(&MonitorArgs::default()).unwrap();
+        let shared = Arc::new(Shared::new(&settings));
+        let ctx = Context::detached("alerter", bus.clone());
+        let stop = ctx.shutdown_token();
+        let mut alerter = Alerter::new(3, shared.clone(), None).warm_up();
+        let task = tokio::spawn(async move { alerter.run(ctx).await });
+        while shared.alert_rate.load(std::sync::atomic::Ordering::Relaxed) < 4 {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        // The 4 recent ones fire (4 > 3); the old 20 never counted.
+        let alerts = shared.alerts();
+        assert_eq!(alerts.len(), 1, "{alerts:?}");
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        assert_eq!(
+            shared.alert_rate.load(std::sync::atomic::Ordering::Relaxed),
+            4
+        );
+        // They happened 10 s before the start: gone 50 s after it.
+        tokio::time::sleep(Duration::from_secs(46)).await;
+        assert_eq!(
+            shared.alert_rate.load(std::sync::atomic::Ordering::Relaxed),
+            0
+        );
+        assert_eq!(shared.alerts().len(), 2);
         stop.cancel();
         task.await.unwrap().unwrap();
     }

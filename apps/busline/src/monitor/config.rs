@@ -11,6 +11,12 @@
 //! alert-webhook = "http://127.0.0.1:9000/hooks/busline"
 //! log-file = "metrics.jsonl"
 //! web = "127.0.0.1:7878"
+//! data-dir = "/var/lib/busline"
+//! log-retention-secs = 3600
+//! log-retention-mb = 256
+//! modules = "dashboard,logger,alerter,web"
+//! nats = "nats://127.0.0.1:4222"
+//! nats-creds = "/etc/busline/monitor.creds"
 //! ```
 
 use std::net::{IpAddr, SocketAddr};
@@ -69,6 +75,66 @@ pub struct MonitorArgs {
     /// Stop cleanly after this many seconds.
     #[arg(long, value_name = "SECS")]
     pub duration: Option<f64>,
+    /// Keep every metric in the durable event log in this directory, and warm
+    /// the dashboard and alerter up from its last minute after a restart
+    /// [default: ./busline-data]. An empty value means no log.
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Keep no event log (nothing survives a restart).
+    #[arg(long, conflicts_with = "data_dir")]
+    pub no_data_dir: bool,
+    /// Delete log segments whose newest event is older than this [default: 3600].
+    #[arg(long, value_name = "SECS")]
+    pub log_retention_secs: Option<u64>,
+    /// Delete the oldest log segments while the log is larger than this [default: 256].
+    #[arg(long, value_name = "MB")]
+    pub log_retention_mb: Option<u64>,
+    /// The modules this process runs, comma-separated: `publishers` (=
+    /// `web-sim,db-sim`), `web-sim`, `db-sim`, `dashboard`, `logger`,
+    /// `alerter`, `web`, or `all` [default: all].
+    #[arg(long, value_name = "LIST")]
+    pub modules: Option<String>,
+    /// Connect the monitor's bus to this NATS server (`nats://host:port`,
+    /// several comma-separated): a process running publishers exports
+    /// `metrics.>`, a process running dashboard/logger/alerter imports it.
+    #[arg(long, value_name = "URL")]
+    pub nats: Option<String>,
+    /// NATS credentials file (user JWT + nkey seed).
+    #[arg(long, value_name = "PATH")]
+    pub nats_creds: Option<PathBuf>,
+    /// NATS token.
+    #[arg(
+        long,
+        value_name = "TOKEN",
+        env = "BUSLINE_NATS_TOKEN",
+        hide_env_values = true
+    )]
+    pub nats_token: Option<String>,
+    /// NATS user name (with --nats-password).
+    #[arg(long, value_name = "USER")]
+    pub nats_user: Option<String>,
+    /// NATS password (with --nats-user).
+    #[arg(
+        long,
+        value_name = "PASSWORD",
+        env = "BUSLINE_NATS_PASSWORD",
+        hide_env_values = true
+    )]
+    pub nats_password: Option<String>,
+    /// NATS nkey seed (`SU…`).
+    #[arg(
+        long,
+        value_name = "SEED",
+        env = "BUSLINE_NATS_NKEY",
+        hide_env_values = true
+    )]
+    pub nats_nkey: Option<String>,
+    /// PEM file of the CA that signs the NATS server's certificate (requires TLS).
+    #[arg(long, value_name = "PATH")]
+    pub nats_ca: Option<PathBuf>,
+    /// Core NATS (at-most-once, nothing stored) instead of JetStream.
+    #[arg(long)]
+    pub nats_core: bool,
 }
 
 /// The file form of [`MonitorArgs`].
@@ -88,6 +154,19 @@ struct FileConfig {
     max_body: Option<usize>,
     no_sim: Option<bool>,
     duration: Option<f64>,
+    data_dir: Option<PathBuf>,
+    no_data_dir: Option<bool>,
+    log_retention_secs: Option<u64>,
+    log_retention_mb: Option<u64>,
+    modules: Option<String>,
+    nats: Option<String>,
+    nats_creds: Option<PathBuf>,
+    nats_token: Option<String>,
+    nats_user: Option<String>,
+    nats_password: Option<String>,
+    nats_nkey: Option<String>,
+    nats_ca: Option<PathBuf>,
+    nats_core: Option<bool>,
 }
 
 /// Everything the monitor runs with, checked.
@@ -115,7 +194,113 @@ pub struct Settings {
     pub simulate: bool,
     /// Stop after this long.
     pub duration: Option<Duration>,
+    /// The durable event log's directory, or `None` for no log.
+    pub data_dir: Option<PathBuf>,
+    /// Log segments older than this are deleted.
+    pub log_retention_age: Duration,
+    /// The log is kept under this many bytes (whole segments are deleted).
+    pub log_retention_bytes: u64,
+    /// The modules this process runs.
+    pub modules: Modules,
+    /// The NATS connection, if any.
+    pub nats: Option<NatsSettings>,
 }
+
+/// Which modules a process runs (`--modules`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Modules {
+    /// The simulated web service.
+    pub web_sim: bool,
+    /// The simulated database.
+    pub db_sim: bool,
+    /// The terminal dashboard.
+    pub dashboard: bool,
+    /// The logger.
+    pub logger: bool,
+    /// The alerter.
+    pub alerter: bool,
+    /// The web dashboard and API.
+    pub web: bool,
+}
+
+impl Modules {
+    /// Every module.
+    pub const ALL: Modules = Modules {
+        web_sim: true,
+        db_sim: true,
+        dashboard: true,
+        logger: true,
+        alerter: true,
+        web: true,
+    };
+
+    /// Parses `--modules`: names separated by commas.
+    pub fn parse(text: &str) -> Result<Modules> {
+        let mut m = Modules {
+            web_sim: false,
+            db_sim: false,
+            dashboard: false,
+            logger: false,
+            alerter: false,
+            web: false,
+        };
+        for name in text.split(',').map(str::trim) {
+            match name {
+                "all" => m = Modules::ALL,
+                "publishers" => (m.web_sim, m.db_sim) = (true, true),
+                "web-sim" => m.web_sim = true,
+                "db-sim" => m.db_sim = true,
+                "dashboard" => m.dashboard = true,
+                "logger" => m.logger = true,
+                "alerter" => m.alerter = true,
+                "web" => m.web = true,
+                "" => bail!("modules {text:?}: an empty name"),
+                other => bail!(
+                    "modules: unknown module {other:?}; expected publishers, web-sim, db-sim, \
+                     dashboard, logger, alerter, web or all"
+                ),
+            }
+        }
+        Ok(m)
+    }
+
+    /// Whether it runs a module that reads metrics (dashboard, logger, alerter).
+    pub fn consumes(&self) -> bool {
+        self.dashboard || self.logger || self.alerter
+    }
+
+    /// The names of the consuming modules, sorted, joined by `-` (names the
+    /// process's JetStream consumer).
+    pub fn consumer_key(&self) -> String {
+        let mut names = Vec::new();
+        for (on, name) in [
+            (self.alerter, "alerter"),
+            (self.dashboard, "dashboard"),
+            (self.logger, "logger"),
+        ] {
+            if on {
+                names.push(name);
+            }
+        }
+        names.join("-")
+    }
+}
+
+/// `--nats` and its options.
+#[derive(Debug, Clone)]
+pub struct NatsSettings {
+    /// The server(s).
+    pub url: String,
+    /// Credentials.
+    pub auth: busline_nats::Auth,
+    /// The CA of the server's certificate.
+    pub ca_file: Option<PathBuf>,
+    /// Core NATS instead of JetStream.
+    pub core: bool,
+}
+
+/// The default directory of the monitor's event log (relative to the working directory).
+pub const DEFAULT_DATA_DIR: &str = "busline-data";
 
 impl Settings {
     /// Merges the options over the config file (if any) and checks the result.
@@ -179,6 +364,82 @@ impl Settings {
             Some(s) => Some(Duration::from_secs_f64(s)),
             None => None,
         };
+        let no_data_dir =
+            args.no_data_dir || (args.data_dir.is_none() && file.no_data_dir.unwrap_or(false));
+        let data_dir = if no_data_dir {
+            None
+        } else {
+            let dir = args
+                .data_dir
+                .clone()
+                .or(file.data_dir)
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
+            (!dir.as_os_str().is_empty()).then_some(dir)
+        };
+        let retention_secs = args
+            .log_retention_secs
+            .or(file.log_retention_secs)
+            .unwrap_or(3600);
+        if retention_secs < 60 {
+            bail!("log-retention-secs {retention_secs} is too short: at least 60 (the warm-up reads the last minute)");
+        }
+        let retention_mb = args
+            .log_retention_mb
+            .or(file.log_retention_mb)
+            .unwrap_or(256);
+        if retention_mb == 0 {
+            bail!("log-retention-mb must be at least 1");
+        }
+        let modules = match args.modules.as_deref().or(file.modules.as_deref()) {
+            Some(text) => Modules::parse(text)?,
+            None => Modules::ALL,
+        };
+        let nats = match args.nats.clone().or(file.nats) {
+            None => None,
+            Some(url) => {
+                if url.trim().is_empty() {
+                    bail!("nats: an empty server URL");
+                }
+                let creds = args.nats_creds.clone().or(file.nats_creds);
+                let token = args.nats_token.clone().or(file.nats_token);
+                let user = args.nats_user.clone().or(file.nats_user);
+                let password = args.nats_password.clone().or(file.nats_password);
+                let nkey = args.nats_nkey.clone().or(file.nats_nkey);
+                let given = [
+                    creds.is_some(),
+                    token.is_some(),
+                    user.is_some() || password.is_some(),
+                    nkey.is_some(),
+                ]
+                .iter()
+                .filter(|b| **b)
+                .count();
+                if given > 1 {
+                    bail!("nats: give one kind of credentials: --nats-creds, --nats-token, --nats-user/--nats-password or --nats-nkey");
+                }
+                let auth = if let Some(path) = creds {
+                    busline_nats::Auth::CredentialsFile(path)
+                } else if let Some(t) = token {
+                    busline_nats::Auth::Token(t)
+                } else if let Some(seed) = nkey {
+                    busline_nats::Auth::NKey(seed)
+                } else {
+                    match (user, password) {
+                        (Some(user), Some(password)) => {
+                            busline_nats::Auth::UserPassword { user, password }
+                        }
+                        (None, None) => busline_nats::Auth::None,
+                        _ => bail!("nats: --nats-user and --nats-password go together"),
+                    }
+                };
+                Some(NatsSettings {
+                    url,
+                    auth,
+                    ca_file: args.nats_ca.clone().or(file.nats_ca),
+                    core: args.nats_core || file.nats_core.unwrap_or(false),
+                })
+            }
+        };
         Ok(Settings {
             interval: Duration::from_millis(interval_ms),
             error_rate,
@@ -191,6 +452,11 @@ impl Settings {
             max_body,
             simulate: !(args.no_sim || file.no_sim.unwrap_or(false)),
             duration,
+            data_dir,
+            log_retention_age: Duration::from_secs(retention_secs),
+            log_retention_bytes: retention_mb.saturating_mul(1 << 20),
+            modules,
+            nats,
         })
     }
 }
@@ -249,6 +515,59 @@ mod tests {
         assert_eq!(s.alert_threshold, 10);
         assert_eq!(s.web, Some(DEFAULT_WEB.parse().unwrap()));
         assert!(s.simulate);
+        assert_eq!(s.data_dir, Some(PathBuf::from(DEFAULT_DATA_DIR)));
+        assert_eq!(s.log_retention_age, Duration::from_secs(3600));
+    }
+
+    #[test]
+    fn modules_and_nats() {
+        let m = Modules::parse("publishers").unwrap();
+        assert!(m.web_sim && m.db_sim && !m.consumes() && !m.web);
+        let m = Modules::parse("dashboard, logger,alerter").unwrap();
+        assert_eq!(m.consumer_key(), "alerter-dashboard-logger");
+        assert!(!m.web_sim && !m.web);
+        let e = Modules::parse("dashboard,loger").unwrap_err().to_string();
+        assert!(e.contains("\"loger\""), "{e}");
+        let s = Settings::resolve(&MonitorArgs::default()).unwrap();
+        assert_eq!(s.modules, Modules::ALL);
+        assert!(s.nats.is_none());
+        let e = Settings::resolve(&MonitorArgs {
+            nats: Some("nats://127.0.0.1:4222".into()),
+            nats_user: Some("a".into()),
+            ..Default::default()
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("--nats-password"), "{e}");
+        let s = with_file(
+            "nats = \"nats://127.0.0.1:4222\"\nnats-token = \"t0ken\"\nmodules = \"web-sim\"\n",
+            MonitorArgs::default(),
+        )
+        .unwrap();
+        let n = s.nats.unwrap();
+        assert!(matches!(n.auth, busline_nats::Auth::Token(_)) && !n.core);
+        assert!(s.modules.web_sim && !s.modules.db_sim);
+    }
+
+    #[test]
+    fn the_data_dir_can_be_turned_off() {
+        let off = |a: MonitorArgs| Settings::resolve(&a).unwrap().data_dir;
+        assert_eq!(
+            off(MonitorArgs {
+                no_data_dir: true,
+                ..Default::default()
+            }),
+            None
+        );
+        assert_eq!(
+            off(MonitorArgs {
+                data_dir: Some(PathBuf::new()),
+                ..Default::default()
+            }),
+            None
+        );
+        let s = with_file("data-dir = \"/tmp/x\"\n", MonitorArgs::default()).unwrap();
+        assert_eq!(s.data_dir, Some(PathBuf::from("/tmp/x")));
     }
 
     #[test]

@@ -22,10 +22,24 @@
 //! full a summary is not printed, and the next one printed says how many
 //! were skipped; the web page and `/api/summary` still get every one.
 //!
+//! ## Warm-up and event time
+//!
+//! With the event log (see [the monitor](super)) the dashboard starts
+//! [`from`](busline::SubscriptionBuilder::from) the last minute of it, so a
+//! restarted monitor shows the errors of the minute before at once. Events
+//! count at the time they happened (their envelope's `timestamp`): one
+//! older than the current window (by more than [`LATE`], for delivery
+//! delays) goes into the second it belongs to in "in the last minute" and into
+//! a summary of its own second, not into the current second's counts. At the
+//! next tick those past seconds' summaries go into the web page's history
+//! (charts are drawn by time, so the restarted page shows the minute before)
+//! and their counts into the totals; the terminal gets one line,
+//! `[dashboard] N earlier events from the event log, in S past seconds`.
+//!
 //! The summary it computes each second is also what the web dashboard and
 //! `/api/summary` show: it is published to the shared [`Shared`] state.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::io::Write;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -41,6 +55,11 @@ use super::Shared;
 pub const DASHBOARD_QUEUE: usize = 1024;
 /// Summaries waiting for a slow terminal before the next is skipped.
 pub const TERMINAL_QUEUE: usize = 4;
+/// How much older than the current window an event may be and still count
+/// in it (delivery through the log takes an fsync).
+pub const LATE: Duration = Duration::from_millis(250);
+/// Seconds in the dashboard's "in the last minute".
+const MINUTE: usize = 60;
 
 /// Writes text to stdout on a thread of its own.
 struct Terminal {
@@ -180,6 +199,16 @@ pub struct Aggregator {
     missed: u64,
     last_minute: VecDeque<u64>,
     totals: Totals,
+    past: BTreeMap<u64, PastSecond>,
+}
+
+/// Events of one past second (replayed), for its backfilled summary.
+#[derive(Debug, Default)]
+struct PastSecond {
+    latency: Aggregate,
+    db: Aggregate,
+    requests: u64,
+    errors: u64,
 }
 
 impl Aggregator {
@@ -195,6 +224,70 @@ impl Aggregator {
         }
     }
 
+    /// Counts a metric that happened at `at`, `before` the current window
+    /// began (one replayed from the event log): for an error, into the second
+    /// of the last minute it belongs to; and into a summary of its own second
+    /// that [`take_backfill`](Self::take_backfill) returns.
+    pub fn record_past(&mut self, m: &Metric, at: SystemTime, before: Duration) {
+        let sec = unix_ms(at) / 1000;
+        let past = self.past.entry(sec).or_default();
+        match m {
+            Metric::Request { latency_ms, .. } => {
+                past.requests += 1;
+                past.latency.record(*latency_ms);
+            }
+            Metric::DbQuery { duration_ms, .. } => past.db.record(*duration_ms),
+            Metric::Error { .. } => {
+                past.errors += 1;
+                // 0: the last closed second; the window keeps MINUTE seconds,
+                // the current one included.
+                let k = before.as_secs() as usize;
+                if k + 1 >= MINUTE {
+                    return;
+                }
+                while self.last_minute.len() <= k {
+                    self.last_minute.push_front(0);
+                }
+                let i = self.last_minute.len() - 1 - k;
+                self.last_minute[i] += 1;
+            }
+        }
+    }
+
+    /// Summaries of the past seconds recorded with
+    /// [`record_past`](Self::record_past) since the last call, oldest first
+    /// (their `at_ms` is the end of their second; seconds without events
+    /// have none). Their counts go into the totals.
+    pub fn take_backfill(&mut self) -> Vec<Summary> {
+        let past = std::mem::take(&mut self.past);
+        let errors: Vec<(u64, u64)> = past.iter().map(|(s, p)| (*s, p.errors)).collect();
+        let mut out = Vec::with_capacity(past.len());
+        for (sec, p) in past {
+            self.totals.requests += p.requests;
+            self.totals.db_queries += p.db.count();
+            self.totals.errors += p.errors;
+            let errors_last_min = errors
+                .iter()
+                .filter(|(s, _)| *s <= sec && *s + MINUTE as u64 > sec)
+                .map(|(_, e)| e)
+                .sum();
+            out.push(Summary {
+                at_ms: (sec + 1) * 1000,
+                seconds: 1.0,
+                requests: p.requests,
+                requests_per_sec: p.requests as f64,
+                latency_ms: Latency::of(&p.latency),
+                db_queries: p.db.count(),
+                db_ms: Latency::of(&p.db),
+                errors: p.errors,
+                errors_last_min,
+                missed: 0,
+                totals: self.totals.clone(),
+            });
+        }
+        out
+    }
+
     /// Counts `n` events missed because the subscription lagged.
     pub fn missed(&mut self, n: u64) {
         self.missed += n;
@@ -208,7 +301,7 @@ impl Aggregator {
         let errors = std::mem::take(&mut self.errors);
         let missed = std::mem::take(&mut self.missed);
         self.last_minute.push_back(errors);
-        while self.last_minute.len() > 60 {
+        while self.last_minute.len() > MINUTE {
             self.last_minute.pop_front();
         }
         self.totals.requests += requests;
@@ -278,12 +371,24 @@ pub fn render(s: &Summary) -> String {
 pub struct Dashboard {
     shared: Arc<Shared>,
     every: Duration,
+    warm_up: bool,
 }
 
 impl Dashboard {
     /// A dashboard printing a summary `every` (normally one second).
     pub fn new(shared: Arc<Shared>, every: Duration) -> Self {
-        Dashboard { shared, every }
+        Dashboard {
+            shared,
+            every,
+            warm_up: false,
+        }
+    }
+
+    /// Starts with the last minute of the bus's event store (the bus must
+    /// persist `metrics.>`).
+    pub fn warm_up(mut self) -> Self {
+        self.warm_up = true;
+        self
     }
 }
 
@@ -294,11 +399,17 @@ impl Module<Metric> for Dashboard {
 
     /// Runs until shutdown.
     async fn run(&mut self, ctx: Context<Metric>) -> Result<(), BoxError> {
-        let mut sub = ctx
+        let mut builder = ctx
             .subscriber("metrics.>")
             .lossy(DASHBOARD_QUEUE)
-            .name("dashboard")
-            .subscribe()?;
+            .name("dashboard");
+        if self.warm_up {
+            let since = SystemTime::now()
+                .checked_sub(Duration::from_secs(MINUTE as u64))
+                .unwrap_or(UNIX_EPOCH);
+            builder = builder.from(busline::StartAt::Time(since));
+        }
+        let mut sub = builder.subscribe()?;
         let mut agg = Aggregator::default();
         let mut terminal = Terminal::start()?;
         let start = tokio::time::Instant::now() + self.every;
@@ -312,6 +423,20 @@ impl Module<Metric> for Dashboard {
                 now = tick.tick() => {
                     let secs = now.duration_since(last).as_secs_f64();
                     last = now;
+                    let backfill = agg.take_backfill();
+                    if !backfill.is_empty() {
+                        let n: u64 = backfill
+                            .iter()
+                            .map(|s| s.requests + s.db_queries + s.errors)
+                            .sum();
+                        terminal.show(format!(
+                            "[dashboard] {n} earlier events from the event log, in {} past seconds\n",
+                            backfill.len()
+                        ));
+                        for s in backfill {
+                            self.shared.push_past_summary(s);
+                        }
+                    }
                     let summary = agg.tick(secs);
                     summary_metrics(&summary);
                     terminal.show(render(&summary));
@@ -319,9 +444,15 @@ impl Module<Metric> for Dashboard {
                 }
                 ev = sub.recv() => match ev {
                     Ok(env) => {
-                        agg.record(&env.payload);
+                        let age = SystemTime::now()
+                            .duration_since(env.timestamp)
+                            .unwrap_or_default();
+                        match age.checked_sub(last.elapsed() + LATE) {
+                            Some(before) => agg.record_past(&env.payload, env.timestamp, before),
+                            None => agg.record(&env.payload),
+                        }
                         if let Metric::Error { source, message } = &env.payload {
-                            self.shared.push_error(source, message);
+                            self.shared.push_error(unix_ms(env.timestamp), source, message);
                         }
                     }
                     Err(RecvError::Lagged(n)) => agg.missed(n),
@@ -333,6 +464,12 @@ impl Module<Metric> for Dashboard {
         terminal.finish().await;
         Ok(())
     }
+}
+
+fn unix_ms(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 /// The monitor's own numbers for `/metrics`.
@@ -485,6 +622,62 @@ mod tests {
             text.contains("summaries were not shown"),
             "no report of the {skipped} skipped: {text}"
         );
+    }
+
+    #[test]
+    fn past_errors_count_in_their_second() {
+        let mut a = Aggregator::default();
+        let e = Metric::Error {
+            source: "db".into(),
+            message: "x".into(),
+        };
+        let now = UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let ago = |d: Duration| (now - d, d);
+        for d in [
+            Duration::from_millis(500), // the last second
+            Duration::from_secs(30),
+            Duration::from_secs(59), // leaves the minute at the next tick
+        ] {
+            let (at, before) = ago(d);
+            a.record_past(&e, at, before);
+        }
+        let (at, before) = ago(Duration::from_secs(3));
+        a.record_past(
+            &Metric::Request {
+                path: "/".into(),
+                latency_ms: 7.0,
+                status: 200,
+            },
+            at,
+            before,
+        );
+        // Each past second gets a summary of its own, in time order.
+        let back = a.take_backfill();
+        let at: Vec<u64> = back.iter().map(|s| s.at_ms / 1000).collect();
+        assert_eq!(
+            at,
+            vec![1_000_000 - 58, 1_000_000 - 29, 1_000_000 - 2, 1_000_000]
+        );
+        assert_eq!(
+            back.iter().map(|s| s.errors_last_min).collect::<Vec<_>>(),
+            vec![1, 2, 2, 3]
+        );
+        assert_eq!(back[2].requests, 1);
+        assert_eq!(back[2].latency_ms.unwrap().mean, 7.0);
+        assert_eq!((back[3].totals.errors, back[3].totals.requests), (3, 1));
+        assert!(a.take_backfill().is_empty());
+        let s = a.tick(1.0);
+        // Not in this second's counts; in the minute and the totals.
+        assert_eq!((s.errors, s.requests, s.errors_last_min), (0, 0, 2));
+        assert_eq!((s.totals.errors, s.totals.requests), (3, 1));
+        for _ in 0..28 {
+            assert_eq!(a.tick(1.0).errors_last_min, 2);
+        }
+        assert_eq!(a.tick(1.0).errors_last_min, 1); // 30 s + 1 s + 29 s = a minute
+        for _ in 0..29 {
+            assert_eq!(a.tick(1.0).errors_last_min, 1);
+        }
+        assert_eq!(a.tick(1.0).errors_last_min, 0);
     }
 
     #[test]

@@ -174,11 +174,10 @@ impl Module<Metric> for Simulator {
                         let mut rng = rand::rng();
                         next_metric(self.service, self.error_rate, start.elapsed().as_secs_f64(), &mut rng)
                     };
-                    tokio::select! {
-                        biased;
-                        _ = ctx.shutdown_requested() => return Ok(()),
-                        r = ctx.publish(m) => { r.map_err(|e| e.to_string())?; }
-                    }
+                    // Not cancelled by a stop: a publish under way may be
+                    // in the event log already, so it finishes (the
+                    // consumers stop after the publishers and keep taking).
+                    ctx.publish(m).await.map_err(|e| e.to_string())?;
                 }
             }
         }

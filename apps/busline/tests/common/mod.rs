@@ -92,9 +92,17 @@ pub struct Monitor {
 impl Monitor {
     /// Starts `busline monitor <args>`; if the args serve the web dashboard,
     /// waits for its address (use `--web 127.0.0.1:0` for a free port).
+    /// Without `--data-dir` in the args it runs with `--no-data-dir` (no
+    /// event log in the working directory, no lock shared between tests).
     pub fn start(args: &[&str]) -> Monitor {
+        let no_log: &[&str] = if args.contains(&"--data-dir") {
+            &[]
+        } else {
+            &["--no-data-dir"]
+        };
         let mut child = Command::new(bin())
             .arg("monitor")
+            .args(no_log)
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

@@ -1,0 +1,185 @@
+//! The monitor across processes: its bus over NATS (`--nats URL`).
+//!
+//! Each process runs the modules `--modules` names, and one
+//! [`busline_nats::NatsTransport`] joins its bus to the others':
+//!
+//! | the process runs | `metrics.>` is | connected |
+//! | --- | --- | --- |
+//! | publishers (`web-sim`, `db-sim`) and/or `web`, no consumer | exported | before any module starts |
+//! | a consumer (`dashboard`, `logger`, `alerter`) | imported | once the consumers are subscribed |
+//!
+//! ```text
+//! busline monitor --nats nats://127.0.0.1:4222 --modules publishers --no-web
+//! busline monitor --nats nats://127.0.0.1:4222 --modules dashboard,logger,alerter,web
+//! ```
+//!
+//! ## JetStream, at-least-once
+//!
+//! By default the metrics go through JetStream (stream `BUSLINE_METRICS`,
+//! subjects `metrics.>`, file storage, kept for `--log-retention-secs`): a
+//! publisher's event counts as handed over once the server acknowledged it,
+//! and an importing process reads through a durable consumer named after its
+//! consumer modules (`monitor-alerter-dashboard-logger`), acknowledging an
+//! event only after its lossless subscribers (the logger, the alerter) have
+//! it. So a watching process that restarts goes on where it stopped, and
+//! events published while no watcher ran are not lost; processes with the
+//! same module set share (split) the stream, different sets each get every
+//! event. A new watcher starts with everything the stream still holds;
+//! events count at their own timestamps (see [`alerter`](super::alerter)),
+//! so old ones do not raise alerts. At-least-once: after a crash an event
+//! may be seen twice. `--nats-core` uses core NATS instead: at-most-once,
+//! nothing stored, only what arrives while connected.
+//!
+//! ## One direction per process
+//!
+//! A process exports or imports, never both: with JetStream it would get its
+//! own events back. A process running publishers *and* consumers (the
+//! default `all`) exports, and its consumers see its own events only; run the
+//! consumers in a process of their own to see every publisher's. Events a
+//! consuming process gets on its own `POST /api/events` stay in it.
+//!
+//! ## Credentials
+//!
+//! `--nats-creds`, `--nats-token`, `--nats-user`/`--nats-password`,
+//! `--nats-nkey` and `--nats-ca` map to busline-nats' [`Auth`](busline_nats::Auth)
+//! and [`Tls`](busline_nats::Tls). A wrong one fails at startup, naming the
+//! server and the cause.
+
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use busline::{BoxError, Bus, Context, Module};
+use busline_nats::{JetStreamConfig, NatsConfig, NatsTransport, Tls};
+use parking_lot::Mutex;
+
+use super::config::{Modules, NatsSettings};
+use super::metric::Metric;
+
+/// The JetStream stream holding the metrics.
+pub const STREAM: &str = "BUSLINE_METRICS";
+
+/// What a process does with `metrics.>`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// Sends its events to the others.
+    Export,
+    /// Gets the others' events.
+    Import,
+}
+
+impl Direction {
+    /// The direction of a process running `modules`.
+    pub fn of(modules: &Modules) -> Direction {
+        if modules.consumes() && !modules.web_sim && !modules.db_sim {
+            Direction::Import
+        } else {
+            Direction::Export
+        }
+    }
+}
+
+/// The transport's configuration for this process.
+pub fn config(
+    nats: &NatsSettings,
+    modules: &Modules,
+    retention: std::time::Duration,
+) -> NatsConfig<Metric> {
+    let direction = Direction::of(modules);
+    let mut cfg = NatsConfig::new(nats.url.clone())
+        .auth(nats.auth.clone())
+        .name(format!("busline-monitor-{}", std::process::id()));
+    if let Some(ca) = &nats.ca_file {
+        cfg = cfg.tls(Tls {
+            required: true,
+            ca_file: Some(ca.clone()),
+            client_cert: None,
+        });
+    }
+    cfg = match direction {
+        Direction::Export => cfg.export("metrics.>"),
+        Direction::Import => cfg.import("metrics.>"),
+    };
+    if nats.core {
+        cfg.core()
+    } else {
+        cfg.jetstream(JetStreamConfig {
+            stream: STREAM.into(),
+            subjects: vec!["metrics.>".into()],
+            max_age: retention,
+            durable: format!("monitor-{}", modules.consumer_key()),
+            ..Default::default()
+        })
+    }
+}
+
+/// Connects `bus` as `cfg` says, with an error naming the server.
+pub async fn connect(
+    bus: &Bus<Metric>,
+    cfg: NatsConfig<Metric>,
+    url: &str,
+) -> anyhow::Result<NatsTransport<Metric>> {
+    NatsTransport::connect(bus, cfg)
+        .await
+        .with_context(|| format!("cannot connect the monitor to NATS at {url}"))
+}
+
+/// The module holding the transport: it connects (importing processes) or
+/// takes a connected one (exporting processes), and on stop hands over what
+/// is queued and disconnects. Added after the consumers and before the
+/// publishers, so it stops after the publishers and before the consumers.
+#[derive(Clone)]
+pub struct NatsLink {
+    pending: Arc<Mutex<Option<NatsConfig<Metric>>>>,
+    transport: Arc<Mutex<Option<NatsTransport<Metric>>>>,
+    url: String,
+}
+
+impl NatsLink {
+    /// A link that connects when the module starts.
+    pub fn connect_on_start(cfg: NatsConfig<Metric>, url: &str) -> Self {
+        NatsLink {
+            pending: Arc::new(Mutex::new(Some(cfg))),
+            transport: Arc::new(Mutex::new(None)),
+            url: url.to_owned(),
+        }
+    }
+
+    /// A link around a connected transport.
+    pub fn connected(t: NatsTransport<Metric>, url: &str) -> Self {
+        NatsLink {
+            pending: Arc::new(Mutex::new(None)),
+            transport: Arc::new(Mutex::new(Some(t))),
+            url: url.to_owned(),
+        }
+    }
+}
+
+impl Module<Metric> for NatsLink {
+    fn name(&self) -> &str {
+        "nats"
+    }
+
+    async fn run(&mut self, ctx: Context<Metric>) -> Result<(), BoxError> {
+        let cfg = self.pending.lock().take();
+        if let Some(cfg) = cfg {
+            let t = connect(ctx.bus(), cfg, &self.url).await?;
+            super::say(&format!("[nats] importing metrics.> from {}", self.url));
+            *self.transport.lock() = Some(t);
+        }
+        ctx.shutdown_requested().await;
+        let t = self.transport.lock().take();
+        if let Some(t) = t {
+            // Hand over what is queued (JetStream: until acknowledged).
+            t.flush().await.ok();
+            let stats = t.stats();
+            t.shutdown()
+                .await
+                .with_context(|| format!("disconnecting from NATS at {}", self.url))?;
+            super::say(&format!(
+                "[nats] disconnected: {} exported, {} imported",
+                stats.exported, stats.imported
+            ));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,136 @@
+//! `busline monitor --nats`: publishers in one process, the dashboard,
+//! logger and alerter in another, a real `nats-server` between them.
+
+mod common;
+
+use busline_nats::server::NatsServer;
+use common::*;
+
+/// The "N events published" of the monitor's last line.
+fn published(out: &str) -> usize {
+    let last = out.lines().last().unwrap_or_default();
+    assert!(last.starts_with("[monitor] stopped after"), "{out}");
+    last.split(": ")
+        .nth(1)
+        .and_then(|s| s.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no count in the final line {last:?}"))
+}
+
+#[test]
+fn the_dashboard_in_one_process_shows_the_publishers_of_another() {
+    let server = NatsServer::start().expect("start nats-server");
+    let url = server.url();
+    let dir = tempfile::tempdir().unwrap();
+    let data_b = dir.path().join("b");
+
+    // B watches: dashboard, logger, alerter (with its own event log and the web API).
+    let mut b = Monitor::start(&[
+        "--modules",
+        "dashboard,logger,alerter,web",
+        "--web",
+        "127.0.0.1:0",
+        "--nats",
+        &url,
+        "--data-dir",
+        data_b.to_str().unwrap(),
+        "--alert-threshold",
+        "1000",
+    ]);
+    b.stdout.wait_for("B importing", |l| {
+        l.starts_with("[nats] importing metrics.>")
+    });
+
+    // A publishes, for a few seconds, and exits.
+    let mut a = Monitor::start(&[
+        "--modules",
+        "publishers",
+        "--nats",
+        &url,
+        "--no-web",
+        "--interval-ms",
+        "20",
+        "--error-rate",
+        "0.2",
+        "--duration",
+        "2",
+    ]);
+    assert!(a.wait().success(), "{}", a.stderr.text());
+    let out_a = a.stdout.text();
+    let sent = published(&out_a);
+    assert!(sent > 10, "{out_a}");
+    // A runs no consumer: no summaries, no log lines of its own.
+    assert!(
+        !out_a.contains("[logger]") && !out_a.contains("[dashboard]"),
+        "{out_a}"
+    );
+    assert!(
+        out_a.contains(&format!("[nats] disconnected: {sent} exported")),
+        "{out_a}"
+    );
+
+    // B sees A's events: in its logger, its dashboard and its API.
+    let v = eventually("A's events in B's dashboard", || {
+        let v = get(&b, "/api/summary").json();
+        let t = &v["summary"]["totals"];
+        let seen = t["requests"].as_u64()? + t["db_queries"].as_u64()? + t["errors"].as_u64()?;
+        (seen == sent as u64).then_some(v)
+    });
+    assert_eq!(v["ingested"], 0, "{v}");
+    let logged = eventually("A's events in B's logger", || {
+        let n = b
+            .stdout
+            .lines()
+            .iter()
+            .filter(|l| l.starts_with("[logger] "))
+            .count();
+        (n >= sent).then_some(n)
+    });
+    b.interrupt();
+    assert!(b.wait().success(), "{}", b.stderr.text());
+    let out_b = b.stdout.text();
+    assert!(
+        logged > 0 && logged <= sent,
+        "{logged} logged of {sent}\n{out_b}"
+    );
+    assert_eq!(
+        out_b.lines().filter(|l| l.starts_with("[logger] ")).count(),
+        sent,
+        "{out_b}"
+    );
+    assert!(out_b.contains("[logger] Request { path: \"/"), "{out_b}");
+    assert!(out_b.contains("[dashboard] === 1s summary ==="), "{out_b}");
+    assert!(out_b.contains(&format!("{sent} imported")), "{out_b}");
+}
+
+#[test]
+fn a_bad_nats_server_is_a_clear_error() {
+    let out = std::process::Command::new(bin())
+        .args([
+            "monitor",
+            "--no-data-dir",
+            "--no-web",
+            "--modules",
+            "publishers",
+            "--nats",
+            &dead_nats(),
+            "--duration",
+            "5",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("cannot connect the monitor to NATS at nats://127.0.0.1:"),
+        "{err}"
+    );
+}
+
+/// A NATS URL on a port nothing listens on.
+fn dead_nats() -> String {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    drop(l);
+    format!("nats://127.0.0.1:{port}")
+}
