@@ -569,7 +569,7 @@ impl<T: Send + Sync + 'static> Bus<T> {
         self.route(topic).map_err(RouteError::Topic)
     }
 
-    /// Wraps the message in its envelope (the one place envelopes are made).
+    /// Wraps the message in its envelope, or hands it back with why it can't be routed.
     fn wrap(
         &self,
         route: Result<Arc<Route<T>>, RouteError>,
@@ -585,13 +585,19 @@ impl<T: Send + Sync + 'static> Bus<T> {
                 })
             }
         };
+        let env = self.envelope(route.topic.clone(), msg);
+        Ok((route, env))
+    }
+
+    /// Stamps `msg` with a sequence number, id and time: the one place envelopes are made.
+    fn envelope(&self, topic: Topic, msg: Message<T>) -> Envelope<T> {
         let inner = &*self.inner;
         let seq = inner.seq.fetch_add(1, Ordering::Relaxed);
         let id = msg.id.unwrap_or(EventId::from_parts(inner.node, seq));
-        let env = Envelope::from_parts(
+        Envelope::from_parts(
             seq,
             id,
-            route.topic.clone(),
+            topic,
             msg.timestamp.unwrap_or_else(SystemTime::now),
             msg.source,
             msg.correlation_id.unwrap_or(id),
@@ -599,8 +605,7 @@ impl<T: Send + Sync + 'static> Bus<T> {
             msg.reply_to,
             msg.headers,
             msg.payload,
-        );
-        Ok((route, env))
+        )
     }
 
     /// The subscribers matching `topic`, from the cache when it is current.
@@ -798,11 +803,9 @@ impl<T: Send + Sync + 'static> Bus<T> {
             };
             let mut msg = msg;
             msg.topic = None;
-            let (_, env) = self
-                .wrap(self.route_checked(reply_to.as_str()), msg)
-                .map_err(|_| ReplyError::RequesterGone {
-                    reply_to: reply_to.to_string(),
-                })?;
+            // Straight to the waiting requester: no routing, and no one-off
+            // inbox topic in the route cache.
+            let env = self.envelope(reply_to.clone(), msg);
             return tx
                 .send(Arc::new(env))
                 .map_err(|_| ReplyError::RequesterGone {
@@ -1061,4 +1064,29 @@ fn commit<T>(
         w.wake();
     }
     Ok(delivered)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Replies go straight to the requester: one-off inbox topics never
+    /// enter (and so never flush) the route cache.
+    #[tokio::test]
+    async fn replies_do_not_fill_the_route_cache() {
+        let bus = Bus::<u32>::new();
+        let mut svc = bus.subscribe("svc").unwrap();
+        let b = bus.clone();
+        let responder = tokio::spawn(async move {
+            while let Ok(req) = svc.recv().await {
+                b.reply(&req, req.payload + 1).await.unwrap();
+            }
+        });
+        for i in 0..200 {
+            let r = bus.request("svc", i, Duration::from_secs(5)).await.unwrap();
+            assert_eq!(r.payload, i + 1);
+        }
+        assert_eq!(bus.inner.cache.read().len(), 1, "only `svc` is cached");
+        responder.abort();
+    }
 }
