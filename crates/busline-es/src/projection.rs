@@ -93,7 +93,6 @@ use crate::snapshot::write_atomic;
 use crate::upcast::Upcasters;
 
 const MAGIC: &[u8; 8] = b"BLPROJ01";
-const HEADER: usize = 16;
 
 /// A read model folded from the events of one aggregate type.
 pub trait Projection: Default + Serialize + DeserializeOwned + Send + Sync + 'static {
@@ -288,12 +287,7 @@ impl<P: Projection> ProjectionRunner<P> {
             what: "checkpoint",
             source,
         })?;
-        let mut bytes = Vec::with_capacity(HEADER + json.len());
-        bytes.extend_from_slice(MAGIC);
-        bytes.extend_from_slice(&crc32c::crc32c(&json).to_le_bytes());
-        bytes.extend_from_slice(&(json.len() as u32).to_le_bytes());
-        bytes.extend_from_slice(&json);
-        write_atomic(&self.path, &bytes)?;
+        write_atomic(&self.path, &crate::snapshot::frame(MAGIC, &json))?;
         self.committed = next;
         Ok(())
     }
@@ -334,24 +328,7 @@ fn read_checkpoint<P: DeserializeOwned>(path: &Path) -> Result<Option<(u64, P)>>
         path: path.to_owned(),
         reason,
     };
-    if bytes.len() < HEADER || &bytes[..8] != MAGIC {
-        return Err(bad("bad header".into()));
-    }
-    let crc = u32::from_le_bytes(bytes[8..12].try_into().expect("4 bytes"));
-    let len = u32::from_le_bytes(bytes[12..16].try_into().expect("4 bytes")) as usize;
-    let json = &bytes[HEADER..];
-    if json.len() != len {
-        return Err(bad(format!(
-            "length {len} in header, {} bytes present",
-            json.len()
-        )));
-    }
-    let found = crc32c::crc32c(json);
-    if found != crc {
-        return Err(bad(format!(
-            "crc expected {crc:#010x}, found {found:#010x}"
-        )));
-    }
+    let json = crate::snapshot::unframe(MAGIC, &bytes).map_err(bad)?;
     let c: Checkpoint = serde_json::from_slice(json).map_err(|e| bad(format!("bad json: {e}")))?;
     let state =
         serde_json::from_value(c.s).map_err(|e| bad(format!("state does not decode: {e}")))?;

@@ -96,13 +96,8 @@ impl SnapshotStore {
             what: "snapshot",
             source,
         })?;
-        let mut bytes = Vec::with_capacity(HEADER + json.len());
-        bytes.extend_from_slice(MAGIC);
-        bytes.extend_from_slice(&crc32c::crc32c(&json).to_le_bytes());
-        bytes.extend_from_slice(&(json.len() as u32).to_le_bytes());
-        bytes.extend_from_slice(&json);
         let path = self.path(id);
-        write_atomic(&path, &bytes)
+        write_atomic(&path, &frame(MAGIC, &json))
     }
 
     /// Reads the snapshot of `id`: `Ok(None)` if there is none;
@@ -118,27 +113,7 @@ impl SnapshotStore {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
         };
-        if bytes.len() < HEADER || &bytes[..8] != MAGIC {
-            return Err(format!("{}: bad header", path.display()));
-        }
-        let crc = u32::from_le_bytes(bytes[8..12].try_into().expect("4 bytes"));
-        let len = u32::from_le_bytes(bytes[12..16].try_into().expect("4 bytes")) as usize;
-        let json = &bytes[HEADER..];
-        if json.len() != len {
-            return Err(format!(
-                "{}: length {} in header, {} bytes present",
-                path.display(),
-                len,
-                json.len()
-            ));
-        }
-        let found = crc32c::crc32c(json);
-        if found != crc {
-            return Err(format!(
-                "{}: crc expected {crc:#010x}, found {found:#010x}",
-                path.display()
-            ));
-        }
+        let json = unframe(MAGIC, &bytes).map_err(|e| format!("{}: {e}", path.display()))?;
         let body: Body = serde_json::from_slice(json)
             .map_err(|e| format!("{}: bad json: {e}", path.display()))?;
         if body.t != aggregate_type || body.id != id {
@@ -155,6 +130,40 @@ impl SnapshotStore {
             .map_err(|e| format!("{}: state does not decode: {e}", path.display()))?;
         Ok(Some((body.v, state)))
     }
+}
+
+/// Frames `json` as `magic | crc32c | length | json` (the layout in the module docs).
+pub(crate) fn frame(magic: &[u8; 8], json: &[u8]) -> Vec<u8> {
+    let mut bytes = Vec::with_capacity(HEADER + json.len());
+    bytes.extend_from_slice(magic);
+    bytes.extend_from_slice(&crc32c::crc32c(json).to_le_bytes());
+    bytes.extend_from_slice(&(json.len() as u32).to_le_bytes());
+    bytes.extend_from_slice(json);
+    bytes
+}
+
+/// Checks a [`frame`]d file and returns its JSON, or says what is wrong with it.
+pub(crate) fn unframe<'a>(
+    magic: &[u8; 8],
+    bytes: &'a [u8],
+) -> std::result::Result<&'a [u8], String> {
+    if bytes.len() < HEADER || &bytes[..8] != magic {
+        return Err("bad header".into());
+    }
+    let crc = u32::from_le_bytes(bytes[8..12].try_into().expect("4 bytes"));
+    let len = u32::from_le_bytes(bytes[12..16].try_into().expect("4 bytes")) as usize;
+    let json = &bytes[HEADER..];
+    if json.len() != len {
+        return Err(format!(
+            "length {len} in header, {} bytes present",
+            json.len()
+        ));
+    }
+    let found = crc32c::crc32c(json);
+    if found != crc {
+        return Err(format!("crc expected {crc:#010x}, found {found:#010x}"));
+    }
+    Ok(json)
 }
 
 /// Writes `bytes` to `path` atomically and durably: temp file, fsync,
