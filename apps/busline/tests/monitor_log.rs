@@ -7,17 +7,6 @@ use std::process::Command;
 
 use common::*;
 
-/// The "N events published" of the monitor's last line.
-fn published(out: &str) -> usize {
-    let last = out.lines().last().unwrap_or_default();
-    assert!(last.starts_with("[monitor] stopped after"), "{out}");
-    last.split(": ")
-        .nth(1)
-        .and_then(|s| s.split(' ').next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("no count in the final line {last:?}"))
-}
-
 fn busline(args: &[&str]) -> std::process::Output {
     Command::new(bin()).args(args).output().unwrap()
 }

@@ -6,17 +6,6 @@ mod common;
 use busline_nats::server::NatsServer;
 use common::*;
 
-/// The "N events published" of the monitor's last line.
-fn published(out: &str) -> usize {
-    let last = out.lines().last().unwrap_or_default();
-    assert!(last.starts_with("[monitor] stopped after"), "{out}");
-    last.split(": ")
-        .nth(1)
-        .and_then(|s| s.split(' ').next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("no count in the final line {last:?}"))
-}
-
 #[test]
 fn the_dashboard_in_one_process_shows_the_publishers_of_another() {
     let server = NatsServer::start().expect("start nats-server");

@@ -298,3 +298,14 @@ pub fn eventually<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// The "N events published" of the monitor's last line.
+pub fn published(out: &str) -> usize {
+    let last = out.lines().last().unwrap_or_default();
+    assert!(last.starts_with("[monitor] stopped after"), "{out}");
+    last.split(": ")
+        .nth(1)
+        .and_then(|s| s.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no count in the final line {last:?}"))
+}
