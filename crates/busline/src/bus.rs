@@ -5,7 +5,7 @@ use std::future::poll_fn;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::task::{Poll, Waker};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use ahash::AHashMap;
 use parking_lot::{Mutex, MutexGuard, RwLock};
@@ -598,7 +598,7 @@ impl<T: Send + Sync + 'static> Bus<T> {
             seq,
             id,
             topic,
-            msg.timestamp.unwrap_or_else(SystemTime::now),
+            msg.timestamp.unwrap_or_else(crate::clock::now),
             msg.source,
             msg.correlation_id.unwrap_or(id),
             msg.causation_id,

@@ -227,6 +227,7 @@
 //! counted as `filtered`.
 
 pub mod bus;
+mod clock;
 pub mod config;
 pub mod conformance;
 pub mod context;

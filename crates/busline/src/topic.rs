@@ -47,49 +47,106 @@ pub const MAX_LEN: usize = 1024;
 
 /// A validated topic: the name an event is published under.
 ///
-/// Cheap to clone (an `Arc<str>` inside).
-#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Topic(Arc<str>);
+/// Cheap to clone: a topic of up to 30 bytes is stored inline (cloning it
+/// copies 32 bytes and touches no shared counter, which matters on the
+/// publish path, where every envelope carries its topic to other threads);
+/// a longer one shares an `Arc<str>`.
+#[derive(Clone)]
+pub struct Topic(Repr);
+
+/// Bytes a topic may have and still be stored inline.
+const INLINE: usize = 30;
+
+#[derive(Clone)]
+enum Repr {
+    Inline { len: u8, bytes: [u8; INLINE] },
+    Shared(Arc<str>),
+}
 
 impl Topic {
     /// Validates `s` as a topic.
     pub fn new(s: &str) -> Result<Self, TopicError> {
         validate(s, false)?;
-        Ok(Topic(Arc::from(s)))
+        Ok(Topic::from_valid(s))
+    }
+
+    fn from_valid(s: &str) -> Self {
+        if s.len() <= INLINE {
+            let mut bytes = [0u8; INLINE];
+            bytes[..s.len()].copy_from_slice(s.as_bytes());
+            Topic(Repr::Inline {
+                len: s.len() as u8,
+                bytes,
+            })
+        } else {
+            Topic(Repr::Shared(Arc::from(s)))
+        }
     }
 
     /// The topic as a string slice.
     pub fn as_str(&self) -> &str {
-        &self.0
+        match &self.0 {
+            // Copied whole from a `&str`, so always UTF-8.
+            Repr::Inline { len, bytes } => {
+                std::str::from_utf8(&bytes[..*len as usize]).unwrap_or_default()
+            }
+            Repr::Shared(s) => s,
+        }
     }
 
     /// The topic's tokens.
     pub fn tokens(&self) -> impl Iterator<Item = &str> {
-        self.0.split('.')
+        self.as_str().split('.')
+    }
+}
+
+impl PartialEq for Topic {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl Eq for Topic {}
+
+impl std::hash::Hash for Topic {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.as_str().hash(state)
+    }
+}
+
+impl PartialOrd for Topic {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Topic {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.as_str().cmp(other.as_str())
     }
 }
 
 impl fmt::Display for Topic {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(self.as_str())
     }
 }
 
 impl fmt::Debug for Topic {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Topic({:?})", &*self.0)
+        write!(f, "Topic({:?})", self.as_str())
     }
 }
 
 impl AsRef<str> for Topic {
     fn as_ref(&self) -> &str {
-        &self.0
+        self.as_str()
     }
 }
 
 impl Borrow<str> for Topic {
     fn borrow(&self) -> &str {
-        &self.0
+        self.as_str()
     }
 }
 
@@ -102,7 +159,7 @@ impl TryFrom<&str> for Topic {
 
 impl serde::Serialize for Topic {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&self.0)
+        s.serialize_str(self.as_str())
     }
 }
 
@@ -303,6 +360,27 @@ mod tests {
         }
         let long = "a".repeat(MAX_LEN + 1);
         assert!(Topic::new(&long).unwrap_err().reason.contains("limit"));
+    }
+
+    #[test]
+    fn short_and_long_topics_behave_alike() {
+        use std::collections::HashSet;
+        let short = Topic::new("metrics.web.latency").unwrap();
+        let long_s = "metrics.a-rather-long-service-name.latency.p99";
+        let long = Topic::new(long_s).unwrap();
+        assert!(matches!(short.0, Repr::Inline { .. }));
+        assert!(matches!(long.0, Repr::Shared(_)));
+        assert_eq!(short.as_str(), "metrics.web.latency");
+        assert_eq!(long.as_str(), long_s);
+        assert_eq!(long.clone(), long);
+        assert!(long < short); // ordered as strings, whatever the storage
+        let set: HashSet<Topic> = [short.clone(), long.clone(), short.clone()].into();
+        assert_eq!(set.len(), 2);
+        assert!(set.contains("metrics.web.latency"));
+        let edge = "a".repeat(INLINE);
+        assert_eq!(Topic::new(&edge).unwrap().as_str(), edge);
+        let multi = "é.ü.ß.漢字.tópico";
+        assert_eq!(Topic::new(multi).unwrap().as_str(), multi);
     }
 
     #[test]
