@@ -74,9 +74,51 @@ pub(crate) struct BusInner<T> {
 pub(crate) struct Registry<T> {
     trie: Trie,
     pub(crate) subs: AHashMap<u64, Arc<SubShared<T>>>,
-    groups: AHashMap<(Box<str>, Box<str>), u64>,
+    /// Queue groups and rings that new subscribers can join.
+    shared: AHashMap<ShareKey, u64>,
     /// Counters of subscribers that are gone, so bus totals never go backwards.
-    retired: Retired,
+    pub(crate) retired: Retired,
+}
+
+/// What makes a new subscriber join an existing queue rather than get its own.
+#[derive(PartialEq, Eq, Hash)]
+enum ShareKey {
+    /// A queue group: (pattern, group).
+    Group(Box<str>, Box<str>),
+    /// A ring: unfiltered lossless or lossy subscribers with the same settings.
+    Ring {
+        pattern: Box<str>,
+        lossy: bool,
+        capacity: usize,
+        high: usize,
+        low: usize,
+    },
+}
+
+impl ShareKey {
+    fn of(
+        pattern: &Pattern,
+        policy: &Policy,
+        filtered: bool,
+        capacity: usize,
+        high: usize,
+        low: usize,
+    ) -> Option<Self> {
+        match policy {
+            Policy::Queue(group) => Some(ShareKey::Group(
+                pattern.as_str().into(),
+                group.as_str().into(),
+            )),
+            Policy::Lossless | Policy::Lossy if !filtered => Some(ShareKey::Ring {
+                pattern: pattern.as_str().into(),
+                lossy: *policy == Policy::Lossy,
+                capacity,
+                high,
+                low,
+            }),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Default, Clone, Copy)]
@@ -180,7 +222,7 @@ impl BusBuilder {
                 registry: RwLock::new(Registry {
                     trie: Trie::default(),
                     subs: AHashMap::new(),
-                    groups: AHashMap::new(),
+                    shared: AHashMap::new(),
                     retired: Retired::default(),
                 }),
                 epoch: AtomicU64::new(0),
@@ -326,38 +368,51 @@ impl<T: Send + Sync + 'static> Bus<T> {
             ));
         }
         let id = inner.next_id.fetch_add(1, Ordering::Relaxed);
-        let member = id;
-        let mut reg = inner.registry.write();
-        if inner.closed.load(Ordering::Acquire) {
-            return Err(SubscribeError::Closed);
-        }
-        if let Policy::Queue(group) = &b.policy {
-            let key: (Box<str>, Box<str>) = (pattern.as_str().into(), group.as_str().into());
-            if let Some(gid) = reg.groups.get(&key) {
-                let shared = reg.subs[gid].clone();
-                shared.state.lock().members += 1;
-                drop(reg);
-                return Ok(Subscription {
-                    shared,
-                    bus: Arc::downgrade(inner),
-                    local: VecDeque::new(),
-                    member,
-                    yielded: 0,
-                    replay: None,
-                    durable: None,
-                    skip_below: None,
-                });
-            }
-            reg.groups.insert(key, id);
-        }
         let name: Arc<str> = match (&b.name, &b.policy) {
             (Some(n), _) => n.as_str().into(),
             (None, Policy::Queue(g)) => g.as_str().into(),
             (None, _) => format!("sub-{id}").into(),
         };
+        let handle = |shared: Arc<SubShared<T>>, name: Arc<str>| Subscription {
+            shared,
+            bus: Arc::downgrade(inner),
+            local: VecDeque::new(),
+            member: id,
+            name,
+            yielded: 0,
+            replay: None,
+            durable: None,
+            skip_below: None,
+        };
+        let mut reg = inner.registry.write();
+        if inner.closed.load(Ordering::Acquire) {
+            return Err(SubscribeError::Closed);
+        }
+        // Joining an existing queue group, or a ring with the same settings.
+        let key = ShareKey::of(&pattern, &b.policy, b.filter.is_some(), capacity, high, low);
+        if let Some(key) = &key {
+            if let Some(shared) = reg
+                .shared
+                .get(key)
+                .and_then(|tid| reg.subs.get(tid))
+                .cloned()
+            {
+                let mut st = shared.state.lock();
+                if !st.closed {
+                    if shared.is_group() {
+                        st.members += 1;
+                    } else {
+                        st.join(&shared, id, name.clone());
+                    }
+                    drop(st);
+                    drop(reg);
+                    return Ok(handle(shared, name));
+                }
+            }
+        }
         let shared = Arc::new(SubShared {
             id,
-            name,
+            name: name.clone(),
             pattern: pattern.clone(),
             policy: b.policy.clone(),
             capacity,
@@ -365,42 +420,22 @@ impl<T: Send + Sync + 'static> Bus<T> {
             low,
             filter: b.filter,
             pressure: inner.pressure.clone(),
-            state: parking_lot::Mutex::new(State {
-                queue: VecDeque::new(),
-                latest: AHashMap::new(),
-                latest_order: VecDeque::new(),
-                rx_wakers: SmallVec::new(),
-                tx_wakers: SmallVec::new(),
-                closed: false,
-                lagged: 0,
-                delivered: 0,
-                received: 0,
-                dropped: 0,
-                superseded: 0,
-                discarded: 0,
-                pressured: false,
-                in_hand: 0,
-                peak: 0,
-                members: 1,
-            }),
+            state: parking_lot::Mutex::new(State::new()),
             filtered: AtomicU64::new(0),
             blocked_ns: AtomicU64::new(0),
         });
+        if let Policy::Lossless | Policy::Lossy = b.policy {
+            shared.state.lock().join(&shared, id, name.clone());
+        }
+        if let Some(key) = key {
+            reg.shared.insert(key, id);
+        }
         reg.trie.insert(&pattern, id);
         reg.subs.insert(id, shared.clone());
         inner.epoch.fetch_add(1, Ordering::Release);
         inner.cache.write().clear();
         drop(reg);
-        Ok(Subscription {
-            shared,
-            bus: Arc::downgrade(inner),
-            local: VecDeque::new(),
-            member,
-            yielded: 0,
-            replay: None,
-            durable: None,
-            skip_below: None,
-        })
+        Ok(handle(shared, name))
     }
 
     // ----- publishing --------------------------------------------------------
@@ -535,21 +570,27 @@ impl<T: Send + Sync + 'static> Bus<T> {
         }
         let env = Arc::new(env);
         let targets = targets(&route, &env);
-        match commit(&targets, &env, None) {
+        let (seq, id) = (env.seq, env.id);
+        let mut env = Some(env);
+        match commit(&targets, &mut env, None) {
             Ok(n) => {
                 if n == 0 {
                     self.inner.unrouted.fetch_add(1, Ordering::Relaxed);
                 }
-                Ok(receipt(&env, n))
+                Ok(Receipt {
+                    seq,
+                    id,
+                    subscribers: n,
+                })
             }
             Err(full) => {
+                let subscriber = (0..targets.len())
+                    .map(|i| targets.get(i))
+                    .find(|s| s.id == full)
+                    .map(|s| slowest_name(s));
                 drop(targets);
                 self.inner.cancelled.fetch_add(1, Ordering::Relaxed);
-                let subscriber = route
-                    .subs
-                    .iter()
-                    .find(|s| s.id == full)
-                    .map(|s| s.name.clone());
+                let env = env.expect("an undelivered event is handed back");
                 let topic = env.topic.to_string();
                 let event = unwrap_env(env);
                 Err(PublishError::Full {
@@ -657,6 +698,8 @@ impl<T: Send + Sync + 'static> Bus<T> {
         // same worker get to run instead of lagging for no reason.
         tokio::task::consume_budget().await;
         let targets = targets(&route, &env);
+        let (seq, id) = (env.seq, env.id);
+        let mut env = Some(env);
         let mut waiting: Option<(u64, Instant)> = None;
         let mut done = false;
         let guard = CancelGuard {
@@ -667,7 +710,7 @@ impl<T: Send + Sync + 'static> Bus<T> {
             if self.inner.closed.load(Ordering::Acquire) {
                 return Poll::Ready(Err(()));
             }
-            match commit(&targets, &env, Some(cx.waker())) {
+            match commit(&targets, &mut env, Some(cx.waker())) {
                 Ok(n) => Poll::Ready(Ok(n)),
                 Err(full) => {
                     // Waiting on subscriber `full`; account the time to it.
@@ -690,16 +733,21 @@ impl<T: Send + Sync + 'static> Bus<T> {
             add_blocked(&targets, id, since.elapsed());
         }
         drop(targets);
-        match result {
-            Ok(n) => {
+        match (result, env) {
+            (Ok(n), _) => {
                 if n == 0 {
                     self.inner.unrouted.fetch_add(1, Ordering::Relaxed);
                 }
-                Ok(receipt(&env, n))
+                Ok(Receipt {
+                    seq,
+                    id,
+                    subscribers: n,
+                })
             }
-            Err(()) => Err(PublishError::Closed {
+            (Err(()), Some(env)) => Err(PublishError::Closed {
                 event: unwrap_env(env),
             }),
+            (Err(()), None) => unreachable!("an event is delivered or handed back"),
         }
     }
 
@@ -845,8 +893,11 @@ impl<T: Send + Sync + 'static> Bus<T> {
     pub fn stats(&self) -> BusStats {
         let inner = &*self.inner;
         let reg = inner.registry.read();
-        let mut subscribers: Vec<SubscriberStats> =
-            reg.subs.values().map(|s| SubscriberStats::of(s)).collect();
+        let mut subscribers: Vec<SubscriberStats> = reg
+            .subs
+            .values()
+            .flat_map(|s| SubscriberStats::of(s))
+            .collect();
         let retired = reg.retired;
         drop(reg);
         subscribers.sort_by_key(|s| s.id);
@@ -913,15 +964,24 @@ impl<T> BusInner<T> {
             return;
         }
         reg.trie.remove(&sub.pattern, sub.id);
-        if let Policy::Queue(g) = &sub.policy {
-            reg.groups
-                .remove(&(Box::from(sub.pattern.as_str()), Box::from(g.as_str())));
+        let key = ShareKey::of(
+            &sub.pattern,
+            &sub.policy,
+            sub.filter.is_some(),
+            sub.capacity,
+            sub.high,
+            sub.low,
+        );
+        if let Some(key) = key {
+            if reg.shared.get(&key) == Some(&sub.id) {
+                reg.shared.remove(&key);
+            }
         }
-        let st = sub.state.lock();
-        reg.retired.delivered += st.delivered;
-        reg.retired.dropped += st.dropped;
-        reg.retired.discarded += st.discarded;
-        drop(st);
+        for s in SubscriberStats::of(sub) {
+            reg.retired.delivered += s.delivered;
+            reg.retired.dropped += s.dropped;
+            reg.retired.discarded += s.discarded;
+        }
         self.epoch.fetch_add(1, Ordering::Release);
         self.cache.write().clear();
     }
@@ -955,14 +1015,6 @@ impl<T> Drop for CancelGuard<'_, T> {
         if !*self.done {
             self.inner.cancelled.fetch_add(1, Ordering::Relaxed);
         }
-    }
-}
-
-fn receipt<T>(env: &Envelope<T>, subscribers: usize) -> Receipt {
-    Receipt {
-        seq: env.seq,
-        id: env.id,
-        subscribers,
     }
 }
 
@@ -1015,25 +1067,78 @@ fn targets<'a, T>(route: &'a Route<T>, env: &Envelope<T>) -> Targets<'a, T> {
     }
 }
 
+/// The name of the subscriber a publisher waits on in `sub`: for a ring,
+/// its slowest member.
+fn slowest_name<T>(sub: &SubShared<T>) -> Arc<str> {
+    let st = sub.state.lock();
+    st.readers
+        .iter()
+        .max_by_key(|m| st.member_depth(m))
+        .map_or_else(|| sub.name.clone(), |m| m.name.clone())
+}
+
 fn add_blocked<T>(targets: &Targets<'_, T>, id: u64, d: Duration) {
-    if let Some(s) = (0..targets.len())
+    let Some(s) = (0..targets.len())
         .map(|i| targets.get(i))
         .find(|s| s.id == id)
+    else {
+        return;
+    };
+    let ns = d.as_nanos().min(u64::MAX as u128) as u64;
+    let mut st = s.state.lock();
+    let st = &mut *st;
+    // A ring's publisher waits on its slowest member.
+    let slowest = st.slowest;
+    match st
+        .readers
+        .iter_mut()
+        .find(|m| m.cursor - m.in_hand as u64 == slowest)
     {
-        s.blocked_ns
-            .fetch_add(d.as_nanos().min(u64::MAX as u128) as u64, Ordering::Relaxed);
+        Some(m) => m.blocked_ns += ns,
+        None => {
+            s.blocked_ns.fetch_add(ns, Ordering::Relaxed);
+        }
     }
 }
 
 /// Delivers `env` to every target or to none: locks all targets (in id order),
 /// and if a lossless one is full, registers `waker` there and gives up
-/// (`Err(id)` of the full subscriber). Returns how many received it.
+/// (`Err(id)` of the full target, `env` left in place). Otherwise takes `env`
+/// (it comes back only if every target had closed) and returns how many
+/// subscribers received it.
 fn commit<T>(
     targets: &Targets<'_, T>,
-    env: &Arc<Envelope<T>>,
+    env: &mut Option<Arc<Envelope<T>>>,
     waker: Option<&Waker>,
 ) -> Result<usize, u64> {
     let n = targets.len();
+    if n == 1 {
+        // The common case, without the guard list.
+        let sub = targets.get(0);
+        let mut st = sub.state.lock();
+        if st.closed {
+            return Ok(0);
+        }
+        if !st.has_room(sub) {
+            if let Some(w) = waker {
+                if !st.tx_wakers.iter().any(|x| x.will_wake(w)) {
+                    st.tx_wakers.push(w.clone());
+                }
+            }
+            return Err(sub.id);
+        }
+        let delivered = match sub.policy {
+            Policy::Lossless | Policy::Lossy => st.readers.len(),
+            _ => 1,
+        };
+        let mut wake: SmallVec<[Waker; 8]> = SmallVec::new();
+        st.push(sub, env.take().expect("delivered once"), &mut wake);
+        drop(st);
+        for w in wake {
+            w.wake();
+        }
+        return Ok(delivered);
+    }
     let mut guards: SmallVec<[MutexGuard<'_, State<T>>; 8]> = SmallVec::with_capacity(n);
     for i in 0..n {
         let sub = targets.get(i);
@@ -1048,16 +1153,27 @@ fn commit<T>(
         }
         guards.push(st);
     }
+    let Some(last) = guards.iter().rposition(|st| !st.closed) else {
+        return Ok(0);
+    };
     let mut wake: SmallVec<[Waker; 8]> = SmallVec::new();
     let mut delivered = 0;
-    for (i, st) in guards.iter_mut().enumerate() {
+    for (i, st) in guards.iter_mut().enumerate().take(last + 1) {
         if st.closed {
             continue;
         }
-        delivered += 1;
-        if let Some(w) = st.push(targets.get(i), env) {
-            wake.push(w);
-        }
+        let sub = targets.get(i);
+        delivered += match sub.policy {
+            Policy::Lossless | Policy::Lossy => st.readers.len(),
+            _ => 1,
+        };
+        // The last target gets the publisher's reference: one clone fewer.
+        let e = if i == last {
+            env.take().expect("delivered once")
+        } else {
+            env.clone().expect("delivered once")
+        };
+        st.push(sub, e, &mut wake);
     }
     drop(guards);
     for w in wake {

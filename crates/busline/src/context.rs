@@ -545,10 +545,7 @@ impl<T> Drop for ModuleSubscription<T> {
     fn drop(&mut self) {
         // Only a subscription's own queue is lost with it; a queue group keeps
         // its queue for the other members unless this was the last one.
-        let left = self.inner.shared.state.lock().len() + self.inner.local.len();
-        let group = self.inner.shared.is_group() && self.inner.shared.state.lock().members > 1;
-        if !group {
-            self.discarded.fetch_add(left as u64, Ordering::Relaxed);
-        }
+        let left = self.inner.own_backlog();
+        self.discarded.fetch_add(left as u64, Ordering::Relaxed);
     }
 }

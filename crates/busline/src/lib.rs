@@ -81,6 +81,33 @@
 //! # }
 //! ```
 //!
+//! # Fan-out
+//!
+//! Lossless and lossy subscribers read a ring: the publisher appends each
+//! event once and every subscriber reads it at its own cursor, taking all
+//! that is new in one go. Unfiltered subscribers with the same pattern,
+//! policy, capacity and watermarks share one ring, so publishing to sixteen
+//! of them costs what publishing to one does. Sharing is invisible otherwise:
+//! each keeps its own lag, counters and name, and a lossy one that falls
+//! behind loses events for itself alone.
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")] async fn main() {
+//! use busline::RecvError;
+//! let bus = busline::Bus::<u32>::new();
+//! let mut keen = bus.subscriber("n").lossy(4).name("keen").subscribe().unwrap();
+//! let mut idle = bus.subscriber("n").lossy(4).name("idle").subscribe().unwrap();
+//! for i in 0..4 { bus.publish_to("n", i).await.unwrap(); }
+//! for i in 0..4 { assert_eq!(keen.recv().await.unwrap().payload, i); }
+//! for i in 4..10 { bus.publish_to("n", i).await.unwrap(); }
+//! assert_eq!(keen.recv().await.unwrap_err(), RecvError::Lagged(2)); // 4 and 5 were overwritten
+//! assert_eq!(idle.recv().await.unwrap_err(), RecvError::Lagged(6)); // it had read nothing
+//! assert_eq!(keen.recv().await.unwrap().payload, 6);
+//! assert_eq!(idle.recv().await.unwrap().payload, 6);
+//! assert_eq!((keen.stats().dropped, idle.stats().dropped), (2, 6));
+//! # }
+//! ```
+//!
 //! # Backpressure
 //!
 //! A lossless subscriber's queue is bounded. When it is full, `publish` waits

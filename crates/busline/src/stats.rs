@@ -8,7 +8,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use crate::bus::Retired;
-use crate::subscription::SubShared;
+use crate::subscription::{Policy, SubShared};
 
 /// One subscriber's counters.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -59,9 +59,10 @@ mod duration_ms {
 }
 
 impl SubscriberStats {
-    pub(crate) fn of<T>(s: &SubShared<T>) -> Self {
+    /// The counters of every subscriber reading `s` (a ring may have several).
+    pub(crate) fn of<T>(s: &SubShared<T>) -> Vec<Self> {
         let st = s.state.lock();
-        SubscriberStats {
+        let base = SubscriberStats {
             id: s.id,
             name: s.name.to_string(),
             pattern: s.pattern.to_string(),
@@ -69,16 +70,43 @@ impl SubscriberStats {
             capacity: s.capacity,
             delivered: st.delivered,
             received: st.received,
-            dropped: st.dropped,
+            dropped: 0,
             superseded: st.superseded,
             filtered: s.filtered.load(Ordering::Relaxed),
             discarded: st.discarded,
-            queued: st.depth(),
+            queued: st.depth(s),
             peak: st.peak,
             blocked: Duration::from_nanos(s.blocked_ns.load(Ordering::Relaxed)),
             pressured: st.pressured,
             members: st.members,
+        };
+        if let Policy::Queue(_) | Policy::Latest = s.policy {
+            return vec![base];
         }
+        let tail = st.tail();
+        let depth = st.depth(s);
+        st.readers
+            .iter()
+            .map(|m| {
+                let queued = st.member_depth(m);
+                SubscriberStats {
+                    id: m.id,
+                    name: m.name.to_string(),
+                    delivered: tail - m.joined,
+                    received: m.received,
+                    // Lost and reported, plus lost and not reported yet.
+                    dropped: m.dropped + st.base.saturating_sub(m.cursor),
+                    discarded: m.discarded,
+                    queued,
+                    peak: m.peak.max(queued),
+                    blocked: Duration::from_nanos(m.blocked_ns),
+                    // Raised by the ring's slowest member.
+                    pressured: st.pressured && queued == depth,
+                    members: 1,
+                    ..base.clone()
+                }
+            })
+            .collect()
     }
 }
 

@@ -51,14 +51,32 @@ impl fmt::Display for Policy {
     }
 }
 
-/// Polls that find nothing and yield before the subscriber parks (see
-/// `poll_live`). One measured best on 2 cores (`busline bench fanout` with
-/// `perf stat -e context-switches`): 0 doubles the context switches, more
-/// than a few burn CPU while idle.
+/// Polls that find nothing and yield (with tokio's deferred `yield_now`)
+/// before the subscriber parks (see `poll_ring`). Measured on 2 cores
+/// (`busline bench fanout` under `perf stat -e context-switches,task-clock`):
+/// 0 doubles the context switches; more only burn CPU while idle.
 const SPIN_POLLS: u8 = 1;
 
+/// Lets other tasks run before this one is polled again: tokio's
+/// `yield_now`, which defers the wake-up until the worker has run the other
+/// ready tasks (a plain self-wake could poll this task again at once).
+fn yield_now(cx: &mut Context<'_>) {
+    let mut y = std::pin::pin!(tokio::task::yield_now());
+    let _ = std::future::Future::poll(y.as_mut(), cx);
+}
+
+/// What the router delivers to: one subscriber's queue, or a queue shared by
+/// several subscribers.
+///
+/// - Lossless and lossy subscribers read a **ring**: the publisher appends an
+///   event once, and each member reads it at its own cursor. Unfiltered
+///   subscribers with the same pattern, policy, capacity and watermarks share
+///   one ring, so publishing costs the same with one of them or sixteen.
+/// - A queue group shares one queue that members take from one at a time.
+/// - A `latest` subscriber keeps a map of the newest event per topic.
 pub(crate) struct SubShared<T> {
     pub(crate) id: u64,
+    /// The subscriber's name (queue groups: the group's; rings: the first member's).
     pub(crate) name: Arc<str>,
     pub(crate) pattern: Pattern,
     pub(crate) policy: Policy,
@@ -72,88 +90,191 @@ pub(crate) struct SubShared<T> {
     pub(crate) blocked_ns: AtomicU64,
 }
 
+/// One event in a ring, with the number of members still to read it.
+pub(crate) struct Slot<T> {
+    env: Option<Arc<Envelope<T>>>,
+    /// Members present when it was published that have not read it yet; the
+    /// last one moves the event out instead of cloning it.
+    rem: u32,
+}
+
+/// A subscriber reading a ring.
+pub(crate) struct Member {
+    pub(crate) id: u64,
+    pub(crate) name: Arc<str>,
+    /// The ring position it reads next.
+    pub(crate) cursor: u64,
+    /// The ring's end when it joined: it is delivered everything after.
+    pub(crate) joined: u64,
+    /// Events taken in its last batch and not handed out yet (as of its last
+    /// visit); they still count against a lossless capacity.
+    pub(crate) in_hand: usize,
+    pub(crate) received: u64,
+    /// Lost (lossy) and already reported as `Lagged`.
+    pub(crate) dropped: u64,
+    pub(crate) discarded: u64,
+    pub(crate) peak: usize,
+    pub(crate) blocked_ns: u64,
+    pub(crate) waker: Option<Waker>,
+}
+
+impl Member {
+    fn new(id: u64, name: Arc<str>, tail: u64) -> Self {
+        Member {
+            id,
+            name,
+            cursor: tail,
+            joined: tail,
+            in_hand: 0,
+            received: 0,
+            dropped: 0,
+            discarded: 0,
+            peak: 0,
+            blocked_ns: 0,
+            waker: None,
+        }
+    }
+}
+
 pub(crate) struct State<T> {
+    /// Lossless and lossy: the ring, and the position of its first slot.
+    pub(crate) ring: VecDeque<Slot<T>>,
+    pub(crate) base: u64,
+    pub(crate) readers: SmallVec<[Member; 1]>,
+    /// Lossless rings: the lowest `cursor - in_hand` of any member (the
+    /// oldest event some member has not been handed yet).
+    pub(crate) slowest: u64,
+    /// Queue groups.
     pub(crate) queue: VecDeque<Arc<Envelope<T>>>,
     /// `Latest` only: newest event per topic, and the order topics became pending.
     pub(crate) latest: AHashMap<Topic, Arc<Envelope<T>>>,
     pub(crate) latest_order: VecDeque<Topic>,
-    /// Receivers waiting for an event, by member id.
+    /// Queue groups and `latest`: receivers waiting for an event, by member id.
     pub(crate) rx_wakers: SmallVec<[(u64, Waker); 1]>,
     /// Publishers waiting for room.
     pub(crate) tx_wakers: SmallVec<[Waker; 2]>,
     pub(crate) closed: bool,
-    /// Dropped since the subscriber's last receive; reported as `Lagged`.
-    pub(crate) lagged: u64,
+    /// Queue groups and `latest` (rings count per member).
     pub(crate) delivered: u64,
-    /// Taken out of the queue by the subscriber (it may hold a batch not yet handed out).
     pub(crate) received: u64,
-    pub(crate) dropped: u64,
     pub(crate) superseded: u64,
     pub(crate) discarded: u64,
     pub(crate) pressured: bool,
-    /// Events the subscriber took in its last batch and has not been handed
-    /// yet (as of its last visit to the queue); they still count against
-    /// a lossless capacity and its watermarks.
-    pub(crate) in_hand: usize,
     pub(crate) peak: usize,
     /// Queue groups: members currently joined.
     pub(crate) members: usize,
 }
 
 impl<T> State<T> {
-    pub(crate) fn len(&self) -> usize {
-        self.queue.len() + self.latest_order.len()
+    pub(crate) fn new() -> Self {
+        State {
+            ring: VecDeque::new(),
+            base: 0,
+            readers: SmallVec::new(),
+            slowest: 0,
+            queue: VecDeque::new(),
+            latest: AHashMap::new(),
+            latest_order: VecDeque::new(),
+            rx_wakers: SmallVec::new(),
+            tx_wakers: SmallVec::new(),
+            closed: false,
+            delivered: 0,
+            received: 0,
+            superseded: 0,
+            discarded: 0,
+            pressured: false,
+            peak: 0,
+            members: 1,
+        }
+    }
+
+    /// The ring position the next event gets.
+    pub(crate) fn tail(&self) -> u64 {
+        self.base + self.ring.len() as u64
+    }
+
+    /// Events waiting for ring member `m`: unread in the ring plus its batch.
+    pub(crate) fn member_depth(&self, m: &Member) -> usize {
+        (self.tail() - m.cursor.max(self.base)) as usize + m.in_hand
+    }
+
+    /// Events waiting: for a ring, the most any member has waiting.
+    pub(crate) fn depth(&self, sub: &SubShared<T>) -> usize {
+        match sub.policy {
+            Policy::Lossless => (self.tail() - self.slowest) as usize,
+            Policy::Lossy => self
+                .readers
+                .iter()
+                .map(|m| self.member_depth(m))
+                .max()
+                .unwrap_or(0),
+            Policy::Latest => self.latest_order.len(),
+            Policy::Queue(_) => self.queue.len(),
+        }
     }
 
     /// Puts `env` in the queue following `sub`'s policy (room was checked for
-    /// lossless queues). Returns a receiver to wake, if one waits.
-    pub(crate) fn push(&mut self, sub: &SubShared<T>, env: &Arc<Envelope<T>>) -> Option<Waker> {
-        self.delivered += 1;
+    /// lossless queues); receivers to wake go to `wake`.
+    pub(crate) fn push(
+        &mut self,
+        sub: &SubShared<T>,
+        env: Arc<Envelope<T>>,
+        wake: &mut SmallVec<[Waker; 8]>,
+    ) {
         match sub.policy {
             Policy::Latest => {
+                self.delivered += 1;
                 if let Some(old) = self.latest.get_mut(&env.topic) {
-                    *old = env.clone();
+                    *old = env;
                     self.superseded += 1;
                 } else {
-                    self.latest.insert(env.topic.clone(), env.clone());
                     self.latest_order.push_back(env.topic.clone());
+                    self.latest.insert(env.topic.clone(), env);
                 }
+                self.peak = self.peak.max(self.latest_order.len());
             }
-            Policy::Lossy => {
-                if self.queue.len() >= sub.capacity {
-                    self.queue.pop_front();
-                    self.lagged += 1;
-                    self.dropped += 1;
-                }
-                self.queue.push_back(env.clone());
-            }
-            Policy::Lossless | Policy::Queue(_) => {
-                self.queue.push_back(env.clone());
-                if !self.pressured && self.depth() >= sub.high {
+            Policy::Queue(_) => {
+                self.delivered += 1;
+                self.queue.push_back(env);
+                let depth = self.queue.len();
+                self.peak = self.peak.max(depth);
+                if !self.pressured && depth >= sub.high {
                     self.pressured = true;
                     sub.pressure.raise();
                 }
             }
+            Policy::Lossless | Policy::Lossy => {
+                self.ring.push_back(Slot {
+                    env: Some(env),
+                    rem: self.readers.len() as u32,
+                });
+                if sub.policy == Policy::Lossy {
+                    if self.ring.len() > sub.capacity {
+                        // The oldest goes; members that had not read it
+                        // find out from their cursor (`Lagged`).
+                        self.ring.pop_front();
+                        self.base += 1;
+                    }
+                } else if !self.pressured && self.depth(sub) >= sub.high {
+                    self.pressured = true;
+                    sub.pressure.raise();
+                }
+                for m in self.readers.iter_mut() {
+                    if let Some(w) = m.waker.take() {
+                        wake.push(w);
+                    }
+                }
+                return;
+            }
         }
-        let len = self.depth();
-        if len > self.peak {
-            self.peak = len;
+        if !self.rx_wakers.is_empty() {
+            wake.push(self.rx_wakers.remove(0).1);
         }
-        if self.rx_wakers.is_empty() {
-            None
-        } else {
-            Some(self.rx_wakers.remove(0).1)
-        }
-    }
-
-    /// Events waiting for the subscriber, counting the batch it holds.
-    pub(crate) fn depth(&self) -> usize {
-        self.len() + self.in_hand
     }
 
     pub(crate) fn has_room(&self, sub: &SubShared<T>) -> bool {
         match sub.policy {
-            Policy::Lossless | Policy::Queue(_) => self.depth() < sub.capacity,
+            Policy::Lossless | Policy::Queue(_) => self.depth(sub) < sub.capacity,
             Policy::Lossy | Policy::Latest => true,
         }
     }
@@ -162,7 +283,15 @@ impl<T> State<T> {
     pub(crate) fn close(&mut self, sub: &SubShared<T>, discard: bool) -> SmallVec<[Waker; 4]> {
         self.closed = true;
         if discard {
-            self.discarded += self.len() as u64;
+            let tail = self.tail();
+            let base = self.base;
+            for m in self.readers.iter_mut() {
+                m.discarded += tail - m.cursor.max(base);
+                m.cursor = tail;
+            }
+            self.discarded += (self.queue.len() + self.latest_order.len()) as u64;
+            self.ring.clear();
+            self.base = tail;
             self.queue.clear();
             self.latest.clear();
             self.latest_order.clear();
@@ -173,7 +302,64 @@ impl<T> State<T> {
         }
         let mut w: SmallVec<[Waker; 4]> = self.tx_wakers.drain(..).collect();
         w.extend(self.rx_wakers.drain(..).map(|(_, w)| w));
+        w.extend(self.readers.iter_mut().filter_map(|m| m.waker.take()));
         w
+    }
+
+    /// Recomputes the slowest member after a read, a join or a leave, and
+    /// clears backpressure if the ring drained to its low watermark.
+    fn settle(&mut self, sub: &SubShared<T>) {
+        let tail = self.tail();
+        self.slowest = self
+            .readers
+            .iter()
+            .map(|m| m.cursor - m.in_hand as u64)
+            .min()
+            .unwrap_or(tail);
+        if self.pressured && self.depth(sub) <= sub.low {
+            self.pressured = false;
+            sub.pressure.lower();
+        }
+        // Slots every member has read are gone (moved out by the last reader).
+        while self.ring.front().is_some_and(|s| s.env.is_none()) {
+            self.ring.pop_front();
+            self.base += 1;
+        }
+    }
+
+    /// Adds a ring member reading from now on.
+    pub(crate) fn join(&mut self, sub: &SubShared<T>, id: u64, name: Arc<str>) {
+        let tail = self.tail();
+        self.readers.push(Member::new(id, name, tail));
+        self.settle(sub);
+    }
+
+    /// Removes ring member `id`: what it had not read is counted as discarded
+    /// and released. Returns the member (for its counters) and publishers to wake.
+    pub(crate) fn leave(
+        &mut self,
+        sub: &SubShared<T>,
+        id: u64,
+        in_hand: usize,
+    ) -> (Option<Member>, SmallVec<[Waker; 2]>) {
+        let Some(i) = self.readers.iter().position(|m| m.id == id) else {
+            return (None, SmallVec::new());
+        };
+        let mut m = self.readers.swap_remove(i);
+        let from = m.cursor.max(self.base);
+        for p in from..self.tail() {
+            let slot = &mut self.ring[(p - self.base) as usize];
+            slot.rem = slot.rem.saturating_sub(1);
+            if slot.rem == 0 {
+                slot.env = None;
+            }
+        }
+        m.discarded += self.tail() - from + in_hand as u64;
+        m.received -= in_hand as u64;
+        m.cursor = self.tail();
+        m.in_hand = 0;
+        self.settle(sub);
+        (Some(m), self.tx_wakers.drain(..).collect())
     }
 }
 
@@ -303,7 +489,9 @@ pub struct Subscription<T> {
     pub(crate) shared: Arc<SubShared<T>>,
     pub(crate) bus: Weak<BusInner<T>>,
     pub(crate) local: VecDeque<Arc<Envelope<T>>>,
+    /// This subscriber's id (its member id in a ring or queue group).
     pub(crate) member: u64,
+    pub(crate) name: Arc<str>,
     /// How many polls in a row found nothing and yielded instead of parking.
     pub(crate) yielded: u8,
     /// Events still to replay from the store before going live.
@@ -316,7 +504,7 @@ pub struct Subscription<T> {
 impl<T> fmt::Debug for Subscription<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Subscription")
-            .field("name", &self.shared.name)
+            .field("name", &self.name)
             .field("pattern", &self.shared.pattern)
             .field("policy", &self.shared.policy)
             .finish()
@@ -427,41 +615,122 @@ impl<T: Send + Sync + 'static> Subscription<T> {
         if cx.is_none() {
             self.yielded = 0;
         }
+        match self.shared.policy {
+            Policy::Lossless | Policy::Lossy => self.poll_ring(cx),
+            Policy::Latest | Policy::Queue(_) => self.poll_queue(cx),
+        }
+    }
+
+    /// Reads everything new in the ring at this member's cursor in one go.
+    fn poll_ring(
+        &mut self,
+        cx: Option<&mut Context<'_>>,
+    ) -> Poll<Result<Arc<Envelope<T>>, RecvError>> {
         let sub = &*self.shared;
-        let mut st = sub.state.lock();
-        if st.lagged > 0 {
-            let n = std::mem::take(&mut st.lagged);
+        let mut guard = sub.state.lock();
+        let st = &mut *guard;
+        let Some(i) = st.readers.iter().position(|m| m.id == self.member) else {
+            return Poll::Ready(Err(RecvError::Closed));
+        };
+        let (base, tail) = (st.base, st.tail());
+        let m = &mut st.readers[i];
+        if m.cursor < base {
+            // Lossy: the ring moved past events this member had not read.
+            let n = base - m.cursor;
+            m.cursor = base;
+            m.dropped += n;
+            m.in_hand = 0;
             return Poll::Ready(Err(RecvError::Lagged(n)));
         }
+        let had_in_hand = m.in_hand > 0;
+        let n = (tail - m.cursor) as usize;
+        m.peak = m.peak.max(n + m.in_hand);
+        let from = (m.cursor - base) as usize;
+        m.cursor = tail;
+        m.received += n as u64;
+        for slot in st.ring.range_mut(from..) {
+            slot.rem -= 1;
+            let env = if slot.rem == 0 {
+                slot.env.take()
+            } else {
+                slot.env.clone()
+            };
+            if let Some(env) = env {
+                self.local.push_back(env);
+            }
+        }
+        let got = self.local.pop_front();
+        st.readers[i].in_hand = self.local.len();
+        st.settle(sub);
+        if let Some(e) = got {
+            self.yielded = 0;
+            // Wake waiting publishers once there is real room (half the
+            // capacity), not for every event taken: fewer, larger wake-ups.
+            let wake: SmallVec<[Waker; 2]> = if st.depth(sub) <= sub.capacity / 2 {
+                st.tx_wakers.drain(..).collect()
+            } else {
+                SmallVec::new()
+            };
+            drop(guard);
+            wake.into_iter().for_each(Waker::wake);
+            return Poll::Ready(Ok(e));
+        }
+        let wake: SmallVec<[Waker; 2]> = if had_in_hand {
+            st.tx_wakers.drain(..).collect()
+        } else {
+            SmallVec::new()
+        };
+        if st.closed {
+            drop(guard);
+            wake.into_iter().for_each(Waker::wake);
+            return Poll::Ready(Err(RecvError::Closed));
+        }
+        if let Some(cx) = cx {
+            if self.yielded < SPIN_POLLS {
+                // Found nothing: yield once before parking. Under load the
+                // publisher refills the ring meanwhile, and the task (and its
+                // worker thread) skip a park/unpark round trip, which costs
+                // far more than one extra poll.
+                self.yielded += 1;
+                drop(guard);
+                wake.into_iter().for_each(Waker::wake);
+                yield_now(cx);
+                return Poll::Pending;
+            }
+            self.yielded = 0;
+            let m = &mut st.readers[i];
+            match &mut m.waker {
+                Some(w) => w.clone_from(cx.waker()),
+                None => m.waker = Some(cx.waker().clone()),
+            }
+        }
+        drop(guard);
+        wake.into_iter().for_each(Waker::wake);
+        Poll::Pending
+    }
+
+    /// Queue groups (one event per receive) and `latest`.
+    fn poll_queue(
+        &mut self,
+        cx: Option<&mut Context<'_>>,
+    ) -> Poll<Result<Arc<Envelope<T>>, RecvError>> {
+        let sub = &*self.shared;
+        let mut st = sub.state.lock();
         let got = match sub.policy {
             Policy::Latest => st.latest_order.pop_front().map(|t| {
                 st.latest
                     .remove(&t)
                     .expect("every pending topic has a latest value")
             }),
-            Policy::Queue(_) => st.queue.pop_front(),
-            Policy::Lossless | Policy::Lossy => {
-                // Take the whole queue in O(1): our (empty) buffer becomes the
-                // queue, so no allocation happens in steady state.
-                debug_assert!(self.local.is_empty());
-                std::mem::swap(&mut self.local, &mut st.queue);
-                self.local.pop_front()
-            }
+            _ => st.queue.pop_front(),
         };
-        let room_made = got.is_some() || st.in_hand > 0;
-        st.in_hand = self.local.len();
-        if got.is_some() {
-            st.received += 1 + self.local.len() as u64;
-        }
-        if st.pressured && st.depth() <= sub.low {
+        if st.pressured && st.depth(sub) <= sub.low {
             st.pressured = false;
             sub.pressure.lower();
         }
         if let Some(e) = got {
-            self.yielded = 0;
-            // Wake waiting publishers once there is real room (half the
-            // capacity), not for every event taken: fewer, larger wake-ups.
-            let mut wake: SmallVec<[Waker; 3]> = if st.depth() <= sub.capacity / 2 {
+            st.received += 1;
+            let mut wake: SmallVec<[Waker; 3]> = if st.depth(sub) <= sub.capacity / 2 {
                 st.tx_wakers.drain(..).collect()
             } else {
                 SmallVec::new()
@@ -471,48 +740,25 @@ impl<T: Send + Sync + 'static> Subscription<T> {
                 wake.push(st.rx_wakers.remove(0).1);
             }
             drop(st);
-            for w in wake {
-                w.wake();
-            }
+            wake.into_iter().for_each(Waker::wake);
             return Poll::Ready(Ok(e));
         }
-        let wake: SmallVec<[Waker; 2]> = if room_made {
-            st.tx_wakers.drain(..).collect()
-        } else {
-            SmallVec::new()
-        };
         if st.closed {
-            drop(st);
-            wake.into_iter().for_each(Waker::wake);
             return Poll::Ready(Err(RecvError::Closed));
         }
         if let Some(cx) = cx {
-            if self.yielded < SPIN_POLLS && !sub.is_group() {
-                // Found nothing: yield once before parking. Under load the
-                // publisher refills the queue meanwhile, and the task (and its
-                // worker thread) skip a park/unpark round trip, which costs
-                // far more than one extra poll.
-                self.yielded += 1;
-                drop(st);
-                wake.into_iter().for_each(Waker::wake);
-                cx.waker().wake_by_ref();
-                return Poll::Pending;
-            }
-            self.yielded = 0;
             let member = self.member;
             match st.rx_wakers.iter_mut().find(|(m, _)| *m == member) {
                 Some((_, w)) => w.clone_from(cx.waker()),
                 None => st.rx_wakers.push((member, cx.waker().clone())),
             }
         }
-        drop(st);
-        wake.into_iter().for_each(Waker::wake);
         Poll::Pending
     }
 
     /// The subscriber's name.
     pub fn name(&self) -> &str {
-        &self.shared.name
+        &self.name
     }
 
     /// The pattern subscribed to.
@@ -525,9 +771,35 @@ impl<T: Send + Sync + 'static> Subscription<T> {
         &self.shared.policy
     }
 
+    /// This subscriber's counters.
+    pub fn stats(&self) -> crate::stats::SubscriberStats {
+        let mut all = crate::stats::SubscriberStats::of(&self.shared);
+        let i = all.iter().position(|s| s.id == self.member).unwrap_or(0);
+        let mut mine = all.swap_remove(i);
+        if let Policy::Lossless | Policy::Lossy = self.shared.policy {
+            // Its batch as of now, not as of its last visit to the ring.
+            let st = self.shared.state.lock();
+            if let Some(m) = st.readers.iter().find(|m| m.id == self.member) {
+                mine.queued = (st.tail() - m.cursor.max(st.base)) as usize + self.local.len();
+            }
+        }
+        mine
+    }
+}
+
+impl<T> Subscription<T> {
     /// Events waiting for this subscriber (in its queue and in the batch it holds).
     pub fn len(&self) -> usize {
-        self.shared.state.lock().len() + self.local.len()
+        let st = self.shared.state.lock();
+        let queued = match self.shared.policy {
+            Policy::Lossless | Policy::Lossy => st
+                .readers
+                .iter()
+                .find(|m| m.id == self.member)
+                .map_or(0, |m| (st.tail() - m.cursor.max(st.base)) as usize),
+            _ => st.depth(&self.shared),
+        };
+        queued + self.local.len()
     }
 
     /// Whether no event is waiting.
@@ -535,9 +807,14 @@ impl<T: Send + Sync + 'static> Subscription<T> {
         self.len() == 0
     }
 
-    /// This subscriber's counters.
-    pub fn stats(&self) -> crate::stats::SubscriberStats {
-        crate::stats::SubscriberStats::of(&self.shared)
+    /// Events that would be lost with this subscription if it were dropped
+    /// now: those waiting for it alone (a queue group with other members
+    /// keeps its queue).
+    pub(crate) fn own_backlog(&self) -> usize {
+        if self.shared.is_group() && self.shared.state.lock().members > 1 {
+            return 0;
+        }
+        self.len()
     }
 }
 
@@ -561,24 +838,41 @@ impl<T> Drop for Subscription<T> {
         let mut registry = bus.as_ref().map(|b| b.registry.write());
         let sub = &*self.shared;
         let mut st = sub.state.lock();
-        st.rx_wakers.retain(|(m, _)| *m != self.member);
         let mut wake: SmallVec<[Waker; 4]> = SmallVec::new();
         let mut remove = true;
-        if sub.is_group() {
-            st.members -= 1;
-            if st.members > 0 {
-                remove = false;
-                // Anything this member had not taken stays with the group.
-                if !st.queue.is_empty() && !st.rx_wakers.is_empty() {
-                    wake.push(st.rx_wakers.remove(0).1);
+        match sub.policy {
+            Policy::Lossless | Policy::Lossy => {
+                // Events handed to this subscriber and never received: counted, not silent.
+                let (gone, w) = st.leave(sub, self.member, self.local.len());
+                self.local.clear();
+                wake.extend(w);
+                if !st.readers.is_empty() {
+                    remove = false;
+                    // The others read on; this member's counters stay in the bus totals.
+                    if let (Some(m), Some(reg)) = (gone, registry.as_mut()) {
+                        reg.retired.delivered += st.tail() - m.joined;
+                        reg.retired.dropped += m.dropped;
+                        reg.retired.discarded += m.discarded;
+                    }
+                } else if let Some(m) = gone {
+                    // The last member: its counters go with the ring's below.
+                    st.readers.push(m);
                 }
             }
+            Policy::Queue(_) => {
+                st.rx_wakers.retain(|(m, _)| *m != self.member);
+                st.members -= 1;
+                if st.members > 0 {
+                    remove = false;
+                    // Anything this member had not taken stays with the group.
+                    if !st.queue.is_empty() && !st.rx_wakers.is_empty() {
+                        wake.push(st.rx_wakers.remove(0).1);
+                    }
+                }
+            }
+            Policy::Latest => {}
         }
         if remove {
-            // Events handed to this subscriber and never received: counted, not silent.
-            st.discarded += self.local.len() as u64;
-            st.received -= self.local.len() as u64;
-            self.local.clear();
             wake.extend(st.close(sub, true));
         }
         drop(st);
