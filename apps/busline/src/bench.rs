@@ -97,6 +97,8 @@ type Payload = Arc<[u64; 8]>;
 #[derive(Debug, Clone, Copy, Default)]
 struct Round {
     elapsed: Duration,
+    /// CPU time the whole process used during the round (all threads).
+    cpu: Duration,
     delivered: u64,
     lagged: u64,
 }
@@ -109,6 +111,9 @@ struct FanoutResult {
     lagged: u64,
     lost: u64,
     median_ms: f64,
+    /// CPU time (all threads) per delivery in the median round: less
+    /// sensitive than throughput to a shared machine's other load.
+    cpu_ns_per_delivery: f64,
     ratio_vs_broadcast_best: f64,
     ratio_vs_mpsc: f64,
 }
@@ -146,13 +151,15 @@ fn fanout(a: FanoutArgs) -> Result<()> {
                 });
                 continue;
             }
-            let r = rt.block_on(run_fanout(
+            let cpu = process_cpu_time();
+            let mut r = rt.block_on(run_fanout(
                 sys,
                 a.subscribers,
                 a.events,
                 a.capacity,
                 a.policy,
             ));
+            r.cpu = process_cpu_time().saturating_sub(cpu);
             rounds[i].push(r);
         }
     }
@@ -170,6 +177,7 @@ fn fanout(a: FanoutArgs) -> Result<()> {
                 lagged: m.lagged,
                 lost: expected.saturating_sub(m.delivered + m.lagged),
                 median_ms: m.elapsed.as_secs_f64() * 1e3,
+                cpu_ns_per_delivery: m.cpu.as_nanos() as f64 / m.delivered.max(1) as f64,
                 ratio_vs_broadcast_best: 0.0,
                 ratio_vs_mpsc: 0.0,
             }
@@ -198,19 +206,27 @@ fn fanout(a: FanoutArgs) -> Result<()> {
             a.subscribers, a.events, a.capacity, a.rounds
         );
         println!(
-            "{:<28} {:>14} {:>12} {:>10} {:>6} {:>9} {:>9}",
-            "system", "deliveries/s", "delivered", "lagged", "lost", "vs best", "vs mpsc"
+            "{:<28} {:>14} {:>12} {:>10} {:>6} {:>9} {:>9} {:>11}",
+            "system",
+            "deliveries/s",
+            "delivered",
+            "lagged",
+            "lost",
+            "vs best",
+            "vs mpsc",
+            "cpu ns/del"
         );
         for r in &results {
             println!(
-                "{:<28} {:>14.0} {:>12} {:>10} {:>6} {:>8.2}x {:>8.2}x",
+                "{:<28} {:>14.0} {:>12} {:>10} {:>6} {:>8.2}x {:>8.2}x {:>11.0}",
                 r.system,
                 r.deliveries_per_s,
                 r.delivered,
                 r.lagged,
                 r.lost,
                 r.ratio_vs_broadcast_best,
-                r.ratio_vs_mpsc
+                r.ratio_vs_mpsc,
+                r.cpu_ns_per_delivery
             );
         }
     }
@@ -312,6 +328,25 @@ async fn run_fanout(sys: &str, subs: usize, events: u64, cap: usize, policy: Pol
         }
         other => unreachable!("unknown system {other}"),
     }
+}
+
+/// CPU time used by this process so far (user + system, all threads), from
+/// `/proc/self/stat` (clock ticks of 10 ms); zero where that file is missing.
+fn process_cpu_time() -> Duration {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return Duration::ZERO;
+    };
+    // The command name (field 2) may hold spaces: count fields after its ')'.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the line: indexes 11 and 12 after the `)`.
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    Duration::from_millis((ticks(11) + ticks(12)) * 10)
 }
 
 async fn collect(start: Instant, handles: Vec<tokio::task::JoinHandle<(u64, u64)>>) -> Round {
