@@ -17,7 +17,23 @@
 //! events that carry it, so a process that both imports and exports `a.>`
 //! does not send its imports back (counted as `echo_skipped`). Topics under
 //! `$sys.` and `_INBOX.` are only exported by patterns that name them
-//! explicitly.
+//! explicitly (replies, below, aside).
+//!
+//! ## Request/reply across processes
+//!
+//! A [`Bus::request`] on an exported topic goes out with its reply-to inbox
+//! (`_INBOX.<bus>.<n>`); before the first such request leaves, the
+//! transport subscribes to `_INBOX.<bus>.>` on NATS. A process that imports
+//! the request notes its inbox, and when a module there answers with
+//! [`Bus::reply`], the reply is exported on that inbox subject by core NATS
+//! (also in JetStream mode: a reply is worth nothing once its requester has
+//! given up). Back in the requesting process it goes straight to the
+//! waiting requester, with its id, source, headers, causation (the request)
+//! and correlation intact, plus [`IMPORTED`]; it counts as `imported`. An
+//! importing transport without exports still runs an exporter, for replies
+//! only. As the exporter subscribes to every exported topic, a request on one
+//! never fails with `NoResponders` locally: without an answer anywhere it
+//! times out.
 //!
 //! ## Status
 //!
@@ -174,6 +190,7 @@ pub(crate) struct Ctx<T> {
     pub bus: WeakBus<T>,
     pub stop: watch::Receiver<bool>,
     pub status: watch::Receiver<Status>,
+    pub inboxes: Arc<Inboxes>,
 }
 
 impl<T> Clone for Ctx<T> {
@@ -187,6 +204,7 @@ impl<T> Clone for Ctx<T> {
             bus: self.bus.clone(),
             stop: self.stop.clone(),
             status: self.status.clone(),
+            inboxes: self.inboxes.clone(),
         }
     }
 }
@@ -272,6 +290,7 @@ where
             bus: bus.downgrade(),
             stop: stop_rx,
             status: status_rx.clone(),
+            inboxes: Arc::new(Inboxes::default()),
         };
         let mut tasks: Vec<JoinHandle<()>> = events_task.into_iter().collect();
         let js = match &cfg.mode {
@@ -282,8 +301,9 @@ where
         };
 
         let mut flush_tx = None;
-        if !exports.is_empty() {
-            let sub = export_subscription(bus, exports, cfg.buffer)?;
+        // Importers answer requests: their replies leave through the exporter.
+        if !exports.is_empty() || !cfg.imports.is_empty() {
+            let sub = export_subscription(bus, exports, ctx.inboxes.clone(), cfg.buffer)?;
             let (ftx, frx) = mpsc::channel(16);
             flush_tx = Some(ftx);
             let sink = match &js {
@@ -435,16 +455,23 @@ fn parse_patterns(ps: &[String], what: &str) -> Result<Vec<Pattern>, NatsError> 
         .collect()
 }
 
+/// The exporter's subscription: the export patterns, plus replies to
+/// requests that arrived from NATS (only those, with no exports).
 fn export_subscription<T: Send + Sync + 'static>(
     bus: &Bus<T>,
     exports: Vec<Pattern>,
+    inboxes: Arc<Inboxes>,
     buffer: usize,
 ) -> Result<Subscription<T>, NatsError> {
-    bus.subscriber(">")
+    let pattern = if exports.is_empty() { "_INBOX.>" } else { ">" };
+    bus.subscriber(pattern)
         .lossless(buffer)
         .name("nats-export")
         .filter(move |env: &Envelope<T>| {
             let t = env.topic.as_str();
+            if t.starts_with("_INBOX.") && inboxes.is_remote_reply(t) {
+                return true;
+            }
             let reserved = t.starts_with("$sys.") || t.starts_with("_INBOX.");
             exports.iter().any(|p| {
                 p.matches(&env.topic)
@@ -453,9 +480,128 @@ fn export_subscription<T: Send + Sync + 'static>(
         })
         .subscribe()
         .map_err(|e| NatsError::Subscribe {
-            pattern: ">".into(),
+            pattern: pattern.into(),
             detail: e.to_string(),
         })
+}
+
+// ----- request/reply across processes ------------------------------------------
+
+/// How many requesting buses elsewhere an importer remembers replies for.
+const REMOTE_INBOXES: usize = 1024;
+
+/// The reply inboxes (`_INBOX.<node>`, a bus's request reply-to topics
+/// without their last token) the transport routes replies for.
+pub(crate) struct Inboxes {
+    /// Of requests imported from NATS: local replies to them are exported.
+    remote: std::sync::Mutex<Dedup<String>>,
+    /// Of this bus's own requests that were exported: subscribed on NATS,
+    /// replies arriving there go to the waiting requester.
+    own: std::sync::Mutex<HashSet<String>>,
+}
+
+impl Default for Inboxes {
+    fn default() -> Self {
+        Inboxes {
+            remote: std::sync::Mutex::new(Dedup::new(REMOTE_INBOXES)),
+            own: std::sync::Mutex::new(HashSet::new()),
+        }
+    }
+}
+
+/// The inbox of a reply-to topic: `_INBOX.<node>` of `_INBOX.<node>.<n>`.
+fn inbox_of(reply_to: &str) -> Option<&str> {
+    if !reply_to.starts_with("_INBOX.") {
+        return None;
+    }
+    reply_to.rsplit_once('.').map(|(inbox, _)| inbox)
+}
+
+impl Inboxes {
+    fn is_remote_reply(&self, topic: &str) -> bool {
+        inbox_of(topic).is_some_and(|i| self.remote.lock().map(|r| r.contains(i)).unwrap_or(false))
+    }
+
+    /// Notes the inbox of an imported request's reply-to topic.
+    pub(crate) fn imported_request(&self, reply_to: &str) {
+        if let Some(i) = inbox_of(reply_to) {
+            if let Ok(mut r) = self.remote.lock() {
+                if !r.contains(i) {
+                    r.insert(i.to_string());
+                }
+            }
+        }
+    }
+
+    /// The inbox of an exported request's reply-to topic, if it is not
+    /// subscribed yet (and marks it subscribed).
+    fn new_own(&self, reply_to: &str) -> Option<String> {
+        let i = inbox_of(reply_to)?;
+        let mut own = self.own.lock().ok()?;
+        if own.contains(i) {
+            return None;
+        }
+        own.insert(i.to_string());
+        Some(i.to_string())
+    }
+}
+
+/// Delivers replies arriving on one of this bus's inboxes to the requesters
+/// waiting for them.
+async fn reply_import_loop<T>(ctx: Ctx<T>, mut sub: async_nats::Subscriber)
+where
+    T: DeserializeOwned + Send + Sync + 'static,
+{
+    let mut stop = ctx.stop.clone();
+    loop {
+        let msg = tokio::select! {
+            _ = stop.changed() => break,
+            m = sub.next() => match m { Some(m) => m, None => break },
+        };
+        let (subject, headers) = (msg.subject.as_str(), msg.headers.as_ref());
+        // Decoded twice: the bus hands a reply over against its request,
+        // which needs a payload of its own (only its ids and reply-to count).
+        let decoded =
+            codec::decode::<T>(subject, headers, &msg.payload, ctx.codec).and_then(|env| {
+                codec::decode::<T>(subject, headers, &msg.payload, ctx.codec)
+                    .map(|again| (env, again.payload))
+            });
+        let (env, stand_in) = match decoded {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::warn!(%subject, error = %e, "undecodable reply dropped");
+                continue;
+            }
+        };
+        let Some(bus) = ctx.bus.upgrade() else { break };
+        let request = Envelope::from_parts(
+            0,
+            env.causation_id.unwrap_or(env.id),
+            env.topic.clone(),
+            env.timestamp,
+            None,
+            env.correlation_id,
+            None,
+            Some(env.topic.clone()),
+            Vec::new(),
+            stand_in,
+        );
+        let mut reply = Message::new(env.payload)
+            .id(env.id)
+            .timestamp(env.timestamp)
+            .header(IMPORTED, ctx.server.as_str());
+        if let Some(s) = env.source {
+            reply = reply.source(s);
+        }
+        for (k, v) in env.headers {
+            reply = reply.header(k, v);
+        }
+        match bus.reply_msg(&request, reply).await {
+            Ok(()) => inc(&ctx.counters.imported),
+            Err(e) => tracing::debug!(%subject, error = %e, "reply not delivered"),
+        }
+    }
+    let _ = sub.unsubscribe().await;
 }
 
 async fn options<T: Send + Sync + 'static>(
@@ -614,6 +760,8 @@ impl Unsettled {
 /// What the exporter keeps between events.
 struct Exporter {
     encoder: codec::Encoder,
+    /// For replies to requests from elsewhere: always core NATS.
+    reply_encoder: codec::Encoder,
     max_payload: usize,
     max_in_flight: usize,
     unsettled: Unsettled,
@@ -638,7 +786,7 @@ impl Exporter {
 
 /// The exporter: takes events off its bus subscription in order, publishes
 /// them, and (JetStream) keeps up to `max_in_flight` awaiting their acks.
-async fn export_loop<T: Serialize + Send + Sync + 'static>(
+async fn export_loop<T: Serialize + DeserializeOwned + Send + Sync + 'static>(
     ctx: Ctx<T>,
     mut sub: Subscription<T>,
     sink: Sink,
@@ -648,6 +796,7 @@ async fn export_loop<T: Serialize + Send + Sync + 'static>(
     let mut waiters: Vec<(u64, oneshot::Sender<()>)> = Vec::new();
     let mut ex = Exporter {
         encoder: codec::Encoder::new::<T>(ctx.codec, matches!(sink, Sink::Js(_))),
+        reply_encoder: codec::Encoder::new::<T>(ctx.codec, false),
         // Server info is cloned on every read: read max_payload once per connection.
         max_payload: ctx.client.server_info().max_payload,
         max_in_flight: match &sink {
@@ -726,7 +875,7 @@ async fn export_loop<T: Serialize + Send + Sync + 'static>(
     }
 }
 
-async fn export_one<T: Serialize + Send + Sync + 'static>(
+async fn export_one<T: Serialize + DeserializeOwned + Send + Sync + 'static>(
     ctx: &Ctx<T>,
     sink: &Sink,
     env: &Arc<Envelope<T>>,
@@ -737,7 +886,29 @@ async fn export_one<T: Serialize + Send + Sync + 'static>(
         inc(&c.echo_skipped);
         return;
     }
-    let wire = match prepare(&ex.encoder, env, ex.max_payload) {
+    if let Some(inbox) = env
+        .reply_to
+        .as_ref()
+        .and_then(|r| ctx.inboxes.new_own(r.as_str()))
+    {
+        // A request of this bus leaves: its replies come back on NATS. The
+        // subscription is sent before the request, so the server has it first.
+        match ctx.client.subscribe(format!("{inbox}.>")).await {
+            Ok(sub) => {
+                tokio::spawn(reply_import_loop(ctx.clone(), sub));
+            }
+            Err(e) => tracing::error!(%inbox, error = %e, "cannot subscribe to the reply inbox"),
+        }
+    }
+    let topic = env.topic.as_str();
+    // Replies to requests from elsewhere go by core NATS in either mode.
+    let reply = topic.starts_with("_INBOX.") && ctx.inboxes.is_remote_reply(topic);
+    let encoder = if reply {
+        &ex.reply_encoder
+    } else {
+        &ex.encoder
+    };
+    let wire = match prepare(encoder, env, ex.max_payload) {
         Ok(w) => w,
         Err(e) => {
             inc(&c.rejected);
@@ -747,7 +918,15 @@ async fn export_one<T: Serialize + Send + Sync + 'static>(
     };
     inc(&c.exported);
     match sink {
-        Sink::Core => {
+        Sink::Js(js) if !reply => {
+            let seq = ex.unsettled.open();
+            let fut = js.publish(wire, env.clone(), ctx.codec, c.clone()).await;
+            ex.in_flight.push(Box::pin(async move {
+                fut.await;
+                seq
+            }));
+        }
+        _ => {
             // Waits while the client's buffer is full (backpressure, also
             // during a reconnect); fails only once the client is closed.
             match ctx
@@ -761,14 +940,6 @@ async fn export_one<T: Serialize + Send + Sync + 'static>(
                     tracing::error!(error = %e, "core nats publish failed");
                 }
             }
-        }
-        Sink::Js(js) => {
-            let seq = ex.unsettled.open();
-            let fut = js.publish(wire, env.clone(), ctx.codec, c.clone()).await;
-            ex.in_flight.push(Box::pin(async move {
-                fut.await;
-                seq
-            }));
         }
     }
 }
@@ -795,13 +966,13 @@ pub(crate) fn prepare<T: Serialize>(
 // ----- import -----------------------------------------------------------------
 
 /// Ids an import delivered recently, to drop redelivered duplicates.
-pub(crate) struct Dedup {
-    set: HashSet<EventId>,
-    order: VecDeque<EventId>,
+pub(crate) struct Dedup<K = EventId> {
+    set: HashSet<K>,
+    order: VecDeque<K>,
     cap: usize,
 }
 
-impl Dedup {
+impl<K: std::hash::Hash + Eq + Clone> Dedup<K> {
     pub(crate) fn new(cap: usize) -> Self {
         Dedup {
             set: HashSet::new(),
@@ -809,14 +980,18 @@ impl Dedup {
             cap,
         }
     }
-    pub(crate) fn contains(&self, id: &EventId) -> bool {
-        self.set.contains(id)
+    pub(crate) fn contains<Q>(&self, key: &Q) -> bool
+    where
+        K: std::borrow::Borrow<Q>,
+        Q: std::hash::Hash + Eq + ?Sized,
+    {
+        self.set.contains(key)
     }
-    pub(crate) fn insert(&mut self, id: EventId) {
-        if self.cap == 0 || !self.set.insert(id) {
+    pub(crate) fn insert(&mut self, key: K) {
+        if self.cap == 0 || !self.set.insert(key.clone()) {
             return;
         }
-        self.order.push_back(id);
+        self.order.push_back(key);
         if self.order.len() > self.cap {
             if let Some(old) = self.order.pop_front() {
                 self.set.remove(&old);
@@ -875,6 +1050,8 @@ pub(crate) async fn deliver<T: DeserializeOwned + Send + Sync + 'static>(
         msg = msg.causation_id(c);
     }
     if let Some(r) = env.reply_to {
+        // A request: the reply, sent on this bus, goes back over NATS.
+        ctx.inboxes.imported_request(r.as_str());
         msg = msg.reply_to(r);
     }
     for (k, v) in env.headers {
