@@ -333,17 +333,28 @@ fn push_hex(out: &mut String, id: EventId) {
     out.push_str(std::str::from_utf8(&buf).unwrap_or_default());
 }
 
-/// Appends `n` in decimal, without `fmt`.
+/// Appends `n` in decimal, without `fmt`, two digits a step.
 fn push_decimal(out: &mut String, mut n: u64) {
+    const PAIRS: &[u8; 200] = b"0001020304050607080910111213141516171819\
+        2021222324252627282930313233343536373839\
+        4041424344454647484950515253545556575859\
+        6061626364656667686970717273747576777879\
+        8081828384858687888990919293949596979899";
     let mut buf = [0u8; 20];
     let mut i = buf.len();
-    loop {
+    while n >= 100 {
+        let d = (n % 100) as usize * 2;
+        n /= 100;
+        i -= 2;
+        buf[i..i + 2].copy_from_slice(&PAIRS[d..d + 2]);
+    }
+    if n >= 10 {
+        let d = n as usize * 2;
+        i -= 2;
+        buf[i..i + 2].copy_from_slice(&PAIRS[d..d + 2]);
+    } else {
         i -= 1;
-        buf[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
+        buf[i] = b'0' + n as u8;
     }
     out.push_str(std::str::from_utf8(&buf[i..]).unwrap_or_default());
 }
@@ -465,7 +476,16 @@ mod tests {
             push_hex(&mut s, EventId::from_u128(v));
             assert_eq!(s, EventId::from_u128(v).to_string());
         }
-        for n in [0u64, 7, 10, 1_764_000_000_123_456_789, u64::MAX] {
+        for n in [
+            0u64,
+            7,
+            10,
+            99,
+            100,
+            101,
+            1_764_000_000_123_456_789,
+            u64::MAX,
+        ] {
             let mut s = String::new();
             push_decimal(&mut s, n);
             assert_eq!(s, n.to_string());

@@ -179,17 +179,18 @@ fn backoff(attempt: u32) -> Duration {
 }
 
 impl Js {
-    /// Sends `wire` now (in order) and returns a future that resolves once
-    /// it is acknowledged, re-sending it as often as needed. The first send
-    /// moves `wire`; a retry encodes `env` again (same id, same bytes).
+    /// Sends `wire` now (in order) and returns a future that resolves to
+    /// `seq` once it is acknowledged, re-sending it as often as needed. The
+    /// first send moves `wire`; a retry encodes `env` again (same id, same
+    /// bytes).
     pub(crate) async fn publish<T: Serialize + Send + Sync + 'static>(
         &self,
         wire: Wire,
         env: Arc<Envelope<T>>,
         codec: Codec,
         c: Arc<Counters>,
-    ) -> BoxFuture<'static, ()> {
-        let (subject, id) = (wire.subject.clone(), wire.id);
+        seq: u64,
+    ) -> BoxFuture<'static, u64> {
         let first = self
             .context
             .publish_with_headers(wire.subject, wire.headers, wire.payload)
@@ -206,7 +207,7 @@ impl Js {
                                 inc(&c.publish_duplicates);
                             }
                             inc(&c.acked);
-                            return;
+                            return seq;
                         }
                         Err(e) => e.to_string(),
                     },
@@ -214,14 +215,14 @@ impl Js {
                 };
                 attempt += 1;
                 inc(&c.retried);
-                tracing::debug!(%subject, %id, attempt, error = %failure, "jetstream publish not acknowledged; retrying");
+                tracing::debug!(subject = %env.topic, id = %env.id, attempt, error = %failure, "jetstream publish not acknowledged; retrying");
                 tokio::time::sleep(backoff(attempt)).await;
                 // It encoded once, so it encodes again.
                 let wire = match codec::encode(&env, codec, true) {
                     Ok(w) => w,
                     Err(e) => {
                         tracing::error!(error = %e, "re-encoding for a retry failed");
-                        return;
+                        return seq;
                     }
                 };
                 sent = context

@@ -920,11 +920,10 @@ async fn export_one<T: Serialize + DeserializeOwned + Send + Sync + 'static>(
     match sink {
         Sink::Js(js) if !reply => {
             let seq = ex.unsettled.open();
-            let fut = js.publish(wire, env.clone(), ctx.codec, c.clone()).await;
-            ex.in_flight.push(Box::pin(async move {
-                fut.await;
-                seq
-            }));
+            let acked = js
+                .publish(wire, env.clone(), ctx.codec, c.clone(), seq)
+                .await;
+            ex.in_flight.push(acked);
         }
         _ => {
             // Waits while the client's buffer is full (backpressure, also
