@@ -29,11 +29,12 @@
 //! (also in JetStream mode: a reply is worth nothing once its requester has
 //! given up). Back in the requesting process it goes straight to the
 //! waiting requester, with its id, source, headers, causation (the request)
-//! and correlation intact, plus [`IMPORTED`]; it counts as `imported`. An
-//! importing transport without exports still runs an exporter, for replies
-//! only. As the exporter subscribes to every exported topic, a request on one
-//! never fails with `NoResponders` locally: without an answer anywhere it
-//! times out.
+//! and correlation intact, plus [`IMPORTED`]; it counts as `imported`. A
+//! transport with imports has a second lossless subscription for this,
+//! `nats-export-replies` on `_INBOX.>`, that takes only replies to imported
+//! requests (its exporter runs even without exports). As the exporter
+//! subscribes to every exported topic, a request on one never fails with
+//! `NoResponders` locally: without an answer anywhere it times out.
 //!
 //! ## Status
 //!
@@ -303,7 +304,23 @@ where
         let mut flush_tx = None;
         // Importers answer requests: their replies leave through the exporter.
         if !exports.is_empty() || !cfg.imports.is_empty() {
-            let sub = export_subscription(bus, exports, ctx.inboxes.clone(), cfg.buffer)?;
+            let sub = ExportSubs {
+                exports: if exports.is_empty() {
+                    None
+                } else {
+                    Some(export_subscription(
+                        bus,
+                        exports,
+                        ctx.inboxes.clone(),
+                        cfg.buffer,
+                    )?)
+                },
+                replies: if cfg.imports.is_empty() {
+                    None
+                } else {
+                    Some(reply_subscription(bus, ctx.inboxes.clone(), cfg.buffer)?)
+                },
+            };
             let (ftx, frx) = mpsc::channel(16);
             flush_tx = Some(ftx);
             let sink = match &js {
@@ -455,22 +472,30 @@ fn parse_patterns(ps: &[String], what: &str) -> Result<Vec<Pattern>, NatsError> 
         .collect()
 }
 
-/// The exporter's subscription: the export patterns, plus replies to
-/// requests that arrived from NATS (only those, with no exports).
+/// The exporter's subscription to the export patterns. One pattern that
+/// starts with a literal token is subscribed as it is; otherwise `>` with a
+/// filter (which keeps `$sys.` and `_INBOX.` topics out unless a pattern
+/// names them, and leaves replies to the reply subscription).
 fn export_subscription<T: Send + Sync + 'static>(
     bus: &Bus<T>,
     exports: Vec<Pattern>,
     inboxes: Arc<Inboxes>,
     buffer: usize,
 ) -> Result<Subscription<T>, NatsError> {
-    let pattern = if exports.is_empty() { "_INBOX.>" } else { ">" };
-    bus.subscriber(pattern)
-        .lossless(buffer)
-        .name("nats-export")
-        .filter(move |env: &Envelope<T>| {
+    let pattern = match exports.as_slice() {
+        [p] if !matches!(p.as_str().split('.').next(), Some("*" | ">" | "_INBOX")) => {
+            p.as_str().to_string()
+        }
+        _ => ">".to_string(),
+    };
+    let builder = if pattern != ">" {
+        // Only what it names: no filter to run on every local event.
+        bus.subscriber(&pattern)
+    } else {
+        bus.subscriber(">").filter(move |env: &Envelope<T>| {
             let t = env.topic.as_str();
             if t.starts_with("_INBOX.") && inboxes.is_remote_reply(t) {
-                return true;
+                return false;
             }
             let reserved = t.starts_with("$sys.") || t.starts_with("_INBOX.");
             exports.iter().any(|p| {
@@ -478,9 +503,30 @@ fn export_subscription<T: Send + Sync + 'static>(
                     && (!reserved || p.as_str().starts_with(t.split('.').next().unwrap_or("")))
             })
         })
+    };
+    builder
+        .lossless(buffer)
+        .name("nats-export")
         .subscribe()
         .map_err(|e| NatsError::Subscribe {
-            pattern: pattern.into(),
+            pattern,
+            detail: e.to_string(),
+        })
+}
+
+/// The exporter's subscription to replies to requests imported from NATS.
+fn reply_subscription<T: Send + Sync + 'static>(
+    bus: &Bus<T>,
+    inboxes: Arc<Inboxes>,
+    buffer: usize,
+) -> Result<Subscription<T>, NatsError> {
+    bus.subscriber("_INBOX.>")
+        .lossless(buffer)
+        .name("nats-export-replies")
+        .filter(move |env: &Envelope<T>| inboxes.is_remote_reply(env.topic.as_str()))
+        .subscribe()
+        .map_err(|e| NatsError::Subscribe {
+            pattern: "_INBOX.>".into(),
             detail: e.to_string(),
         })
 }
@@ -788,7 +834,7 @@ impl Exporter {
 /// them, and (JetStream) keeps up to `max_in_flight` awaiting their acks.
 async fn export_loop<T: Serialize + DeserializeOwned + Send + Sync + 'static>(
     ctx: Ctx<T>,
-    mut sub: Subscription<T>,
+    mut sub: ExportSubs<T>,
     sink: Sink,
     mut flush_rx: mpsc::Receiver<oneshot::Sender<()>>,
 ) {
@@ -822,10 +868,12 @@ async fn export_loop<T: Serialize + DeserializeOwned + Send + Sync + 'static>(
                 stopping = true;
             }
             Some(w) = flush_rx.recv() => {
-                // Everything published before the flush call is already in our queue.
-                while let Ok(Some(env)) = sub.try_recv() {
-                    ex.make_room().await;
-                    export_one(&ctx, &sink, &env, &mut ex).await;
+                // Everything published before the flush call is already in our queues.
+                for q in [&mut sub.exports, &mut sub.replies].into_iter().flatten() {
+                    while let Ok(Some(env)) = q.try_recv() {
+                        ex.make_room().await;
+                        export_one(&ctx, &sink, &env, &mut ex).await;
+                    }
                 }
                 if let Sink::Core = sink {
                     // The server has processed everything before the marker.
@@ -835,28 +883,16 @@ async fn export_loop<T: Serialize + DeserializeOwned + Send + Sync + 'static>(
                 }
                 waiters.push((ex.unsettled.next(), w));
             }
-            r = sub.recv(), if !stopping && ex.has_room() => match r {
-                Ok(env) => {
-                    export_one(&ctx, &sink, &env, &mut ex).await;
-                    // Whatever else is queued already, without another select.
-                    for _ in 1..EXPORT_BATCH {
-                        if !ex.has_room() {
-                            break;
-                        }
-                        match sub.try_recv() {
-                            Ok(Some(env)) => export_one(&ctx, &sink, &env, &mut ex).await,
-                            Ok(None) => break,
-                            Err(RecvError::Lagged(n)) => tracing::error!(missed = n, "nats exporter lagged (it is lossless: a bug)"),
-                            Err(_) => {
-                                stopping = true;
-                                break;
-                            }
-                        }
-                    }
+            r = recv_opt(&mut sub.exports), if !stopping && ex.has_room() => {
+                if let Some(q) = &mut sub.exports {
+                    stopping = export_batch(&ctx, &sink, &mut ex, q, r).await;
                 }
-                Err(RecvError::Lagged(n)) => tracing::error!(missed = n, "nats exporter lagged (it is lossless: a bug)"),
-                Err(_) => stopping = true,
-            },
+            }
+            r = recv_opt(&mut sub.replies), if !stopping && ex.has_room() => {
+                if let Some(q) = &mut sub.replies {
+                    stopping = export_batch(&ctx, &sink, &mut ex, q, r).await;
+                }
+            }
         }
         // Settle waiters: everything below their mark is done.
         let done_below = ex.unsettled.below();
@@ -872,6 +908,52 @@ async fn export_loop<T: Serialize + DeserializeOwned + Send + Sync + 'static>(
         if stopping && ex.in_flight.is_empty() {
             break;
         }
+    }
+}
+
+/// The exporter's queues on the bus.
+pub(crate) struct ExportSubs<T> {
+    /// Events on the export patterns.
+    exports: Option<Subscription<T>>,
+    /// Replies to requests that came from NATS (with imports only).
+    replies: Option<Subscription<T>>,
+}
+
+async fn recv_opt<T: Send + Sync + 'static>(
+    q: &mut Option<Subscription<T>>,
+) -> Result<Arc<Envelope<T>>, RecvError> {
+    match q {
+        Some(q) => q.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Exports `first` and whatever else `q` holds already (up to a batch),
+/// without another `select!`. Returns whether the bus is closed.
+async fn export_batch<T: Serialize + DeserializeOwned + Send + Sync + 'static>(
+    ctx: &Ctx<T>,
+    sink: &Sink,
+    ex: &mut Exporter,
+    q: &mut Subscription<T>,
+    first: Result<Arc<Envelope<T>>, RecvError>,
+) -> bool {
+    let mut next = first.map(Some);
+    let mut taken = 0;
+    loop {
+        match next {
+            Ok(Some(env)) => export_one(ctx, sink, &env, ex).await,
+            Ok(None) => return false,
+            Err(RecvError::Lagged(n)) => {
+                tracing::error!(missed = n, "nats exporter lagged (it is lossless: a bug)")
+            }
+            Err(_) => return true,
+        }
+        taken += 1;
+        // Checked before taking the next one, which must not be dropped.
+        if taken == EXPORT_BATCH || !ex.has_room() {
+            return false;
+        }
+        next = q.try_recv();
     }
 }
 
