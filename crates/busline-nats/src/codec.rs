@@ -141,7 +141,9 @@ impl Codec {
 /// An envelope ready for NATS.
 #[derive(Debug, Clone)]
 pub struct Wire {
-    /// The subject (= the topic).
+    /// The subject (= the topic). Hand it to `async-nats` as
+    /// `Subject::from(wire.subject)`, which takes the string over; a
+    /// `String` passed as it is gets copied.
     pub subject: String,
     /// Metadata headers.
     pub headers: HeaderMap,

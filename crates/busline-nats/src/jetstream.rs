@@ -193,7 +193,11 @@ impl Js {
     ) -> BoxFuture<'static, u64> {
         let first = self
             .context
-            .publish_with_headers(wire.subject, wire.headers, wire.payload)
+            .publish_with_headers(
+                async_nats::Subject::from(wire.subject),
+                wire.headers,
+                wire.payload,
+            )
             .await;
         let context = self.context.clone();
         Box::pin(async move {
@@ -226,7 +230,11 @@ impl Js {
                     }
                 };
                 sent = context
-                    .publish_with_headers(wire.subject, wire.headers, wire.payload)
+                    .publish_with_headers(
+                        async_nats::Subject::from(wire.subject),
+                        wire.headers,
+                        wire.payload,
+                    )
                     .await;
             }
         })

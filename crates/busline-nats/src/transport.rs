@@ -1012,7 +1012,11 @@ async fn export_one<T: Serialize + DeserializeOwned + Send + Sync + 'static>(
             // during a reconnect); fails only once the client is closed.
             match ctx
                 .client
-                .publish_with_headers(wire.subject, wire.headers, wire.payload)
+                .publish_with_headers(
+                    async_nats::Subject::from(wire.subject),
+                    wire.headers,
+                    wire.payload,
+                )
                 .await
             {
                 Ok(()) => inc(&c.acked),
