@@ -339,7 +339,7 @@ fn push_hex(out: &mut String, id: EventId) {
 }
 
 /// Appends `n` in decimal, without `fmt`, two digits a step.
-fn push_decimal(out: &mut String, mut n: u64) {
+pub(crate) fn push_decimal(out: &mut String, mut n: u64) {
     const PAIRS: &[u8; 200] = b"0001020304050607080910111213141516171819\
         2021222324252627282930313233343536373839\
         4041424344454647484950515253545556575859\

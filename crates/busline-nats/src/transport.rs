@@ -42,7 +42,7 @@
 //! works; with [`NatsConfig::status_events`] each change is also published on
 //! the bus as `$sys.nats.<connected|disconnected|error|slow_consumer|lame_duck|closed>`.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::marker::PhantomData;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -327,7 +327,16 @@ where
                 None => Sink::Core,
                 Some(j) => Sink::Js(Box::new(j.clone())),
             };
-            tasks.push(tokio::spawn(export_loop(ctx.clone(), sub, sink, frx)));
+            let acks = match (&js, sub.exports.is_some()) {
+                (Some(_), true) => Some(jetstream::ack_inbox(&client).await.map_err(|detail| {
+                    NatsError::Subscribe {
+                        pattern: "_INBOX (jetstream acks)".into(),
+                        detail,
+                    }
+                })?),
+                _ => None,
+            };
+            tasks.push(tokio::spawn(export_loop(ctx.clone(), sub, sink, acks, frx)));
         }
         // Imports subscribe before `connect` returns, so a failure is a
         // startup error and nothing published after it is missed.
@@ -803,30 +812,116 @@ impl Unsettled {
     }
 }
 
+/// A JetStream publish sent and not yet acknowledged.
+struct Waiting<T> {
+    env: Arc<Envelope<T>>,
+    /// The sweep generation it was sent in.
+    generation: u64,
+}
+
+/// Sweeps per ack timeout: an unanswered publish is retried between one and
+/// one and a half timeouts after it was sent.
+const SWEEPS_PER_ACK_TIMEOUT: u32 = 2;
+
 /// What the exporter keeps between events.
-struct Exporter {
+struct Exporter<T> {
     encoder: codec::Encoder,
     /// For replies to requests from elsewhere: always core NATS.
     reply_encoder: codec::Encoder,
     max_payload: usize,
     max_in_flight: usize,
     unsettled: Unsettled,
+    /// Retries (JetStream), each resolving to its sequence number once acknowledged.
     in_flight: FuturesUnordered<AckFuture>,
+    /// Where the server acknowledges first attempts (JetStream).
+    acks: Option<jetstream::AckInbox>,
+    /// First attempts awaiting their ack, by sequence number.
+    waiting: HashMap<u64, Waiting<T>>,
+    generation: u64,
 }
 
-impl Exporter {
+impl<T: Serialize + Send + Sync + 'static> Exporter<T> {
     fn has_room(&self) -> bool {
-        self.max_in_flight == 0 || self.in_flight.len() < self.max_in_flight
+        self.max_in_flight == 0 || self.in_flight.len() + self.waiting.len() < self.max_in_flight
+    }
+
+    fn idle(&self) -> bool {
+        self.in_flight.is_empty() && self.waiting.is_empty()
+    }
+
+    /// An answer on the ack inbox.
+    fn on_ack(&mut self, ctx: &Ctx<T>, sink: &Sink, msg: async_nats::Message) {
+        let Some(seq) = jetstream::acked_seq(&msg) else {
+            return;
+        };
+        // Absent: already given up on and retried (the retry is de-duplicated).
+        let Some(w) = self.waiting.remove(&seq) else {
+            return;
+        };
+        match jetstream::parse_ack(msg.status, &msg.payload) {
+            jetstream::AckReply::Stored { duplicate } => {
+                if duplicate {
+                    inc(&ctx.counters.publish_duplicates);
+                }
+                inc(&ctx.counters.acked);
+                self.unsettled.settle(seq);
+            }
+            jetstream::AckReply::Failed(why) => self.retry(ctx, sink, w.env, seq, why),
+        }
+    }
+
+    /// Retries publishes whose ack is overdue.
+    fn sweep(&mut self, ctx: &Ctx<T>, sink: &Sink) {
+        self.generation += 1;
+        let cutoff = self
+            .generation
+            .saturating_sub(SWEEPS_PER_ACK_TIMEOUT as u64 + 1);
+        let overdue: Vec<u64> = self
+            .waiting
+            .iter()
+            .filter(|(_, w)| w.generation <= cutoff)
+            .map(|(seq, _)| *seq)
+            .collect();
+        for seq in overdue {
+            if let Some(w) = self.waiting.remove(&seq) {
+                self.retry(
+                    ctx,
+                    sink,
+                    w.env,
+                    seq,
+                    "no ack within the ack timeout".into(),
+                );
+            }
+        }
+    }
+
+    fn retry(&mut self, ctx: &Ctx<T>, sink: &Sink, env: Arc<Envelope<T>>, seq: u64, why: String) {
+        if let Sink::Js(js) = sink {
+            let c = ctx.counters.clone();
+            self.in_flight
+                .push(js.retry(env, ctx.codec, c, seq, Some(why)));
+        }
     }
 
     /// Waits until another publish may be in flight.
-    async fn make_room(&mut self) {
+    async fn make_room(&mut self, ctx: &Ctx<T>, sink: &Sink, sweep: &mut tokio::time::Interval) {
         while !self.has_room() {
-            match self.in_flight.next().await {
-                Some(done) => self.unsettled.settle(done),
-                None => break,
+            tokio::select! {
+                biased;
+                Some(done) = self.in_flight.next(), if !self.in_flight.is_empty() => {
+                    self.unsettled.settle(done);
+                }
+                Some(msg) = next_ack(&mut self.acks) => self.on_ack(ctx, sink, msg),
+                _ = sweep.tick() => self.sweep(ctx, sink),
             }
         }
+    }
+}
+
+async fn next_ack(acks: &mut Option<jetstream::AckInbox>) -> Option<async_nats::Message> {
+    match acks {
+        Some(a) => a.sub.next().await,
+        None => std::future::pending().await,
     }
 }
 
@@ -836,9 +931,18 @@ async fn export_loop<T: Serialize + DeserializeOwned + Send + Sync + 'static>(
     ctx: Ctx<T>,
     mut sub: ExportSubs<T>,
     sink: Sink,
+    acks: Option<jetstream::AckInbox>,
     mut flush_rx: mpsc::Receiver<oneshot::Sender<()>>,
 ) {
     let mut stop = ctx.stop.clone();
+    let ack_timeout = match &sink {
+        Sink::Core => Duration::from_secs(5),
+        Sink::Js(j) => j.cfg.ack_timeout,
+    };
+    let mut sweep = tokio::time::interval(
+        (ack_timeout / SWEEPS_PER_ACK_TIMEOUT).max(Duration::from_millis(10)),
+    );
+    sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut waiters: Vec<(u64, oneshot::Sender<()>)> = Vec::new();
     let mut ex = Exporter {
         encoder: codec::Encoder::new::<T>(ctx.codec, matches!(sink, Sink::Js(_))),
@@ -851,6 +955,9 @@ async fn export_loop<T: Serialize + DeserializeOwned + Send + Sync + 'static>(
         },
         unsettled: Unsettled::default(),
         in_flight: FuturesUnordered::new(),
+        acks,
+        waiting: HashMap::new(),
+        generation: 0,
     };
     let mut stopping = false;
     let mut status = ctx.status.clone();
@@ -864,6 +971,12 @@ async fn export_loop<T: Serialize + DeserializeOwned + Send + Sync + 'static>(
             Some(done) = ex.in_flight.next(), if !ex.in_flight.is_empty() => {
                 ex.unsettled.settle(done);
             }
+            Some(msg) = next_ack(&mut ex.acks), if !ex.waiting.is_empty() => {
+                ex.on_ack(&ctx, &sink, msg);
+            }
+            _ = sweep.tick(), if !ex.waiting.is_empty() => {
+                ex.sweep(&ctx, &sink);
+            }
             _ = stop.changed(), if !stopping => {
                 stopping = true;
             }
@@ -871,7 +984,7 @@ async fn export_loop<T: Serialize + DeserializeOwned + Send + Sync + 'static>(
                 // Everything published before the flush call is already in our queues.
                 for q in [&mut sub.exports, &mut sub.replies].into_iter().flatten() {
                     while let Ok(Some(env)) = q.try_recv() {
-                        ex.make_room().await;
+                        ex.make_room(&ctx, &sink, &mut sweep).await;
                         export_one(&ctx, &sink, &env, &mut ex).await;
                     }
                 }
@@ -905,7 +1018,7 @@ async fn export_loop<T: Serialize + DeserializeOwned + Send + Sync + 'static>(
                 i += 1;
             }
         }
-        if stopping && ex.in_flight.is_empty() {
+        if stopping && ex.idle() {
             break;
         }
     }
@@ -933,7 +1046,7 @@ async fn recv_opt<T: Send + Sync + 'static>(
 async fn export_batch<T: Serialize + DeserializeOwned + Send + Sync + 'static>(
     ctx: &Ctx<T>,
     sink: &Sink,
-    ex: &mut Exporter,
+    ex: &mut Exporter<T>,
     q: &mut Subscription<T>,
     first: Result<Arc<Envelope<T>>, RecvError>,
 ) -> bool {
@@ -961,7 +1074,7 @@ async fn export_one<T: Serialize + DeserializeOwned + Send + Sync + 'static>(
     ctx: &Ctx<T>,
     sink: &Sink,
     env: &Arc<Envelope<T>>,
-    ex: &mut Exporter,
+    ex: &mut Exporter<T>,
 ) {
     let c = &ctx.counters;
     if env.header(IMPORTED).is_some() {
@@ -1002,10 +1115,34 @@ async fn export_one<T: Serialize + DeserializeOwned + Send + Sync + 'static>(
     match sink {
         Sink::Js(js) if !reply => {
             let seq = ex.unsettled.open();
-            let acked = js
-                .publish(wire, env.clone(), ctx.codec, c.clone(), seq)
+            let Some(acks) = &ex.acks else {
+                ex.in_flight
+                    .push(js.retry(env.clone(), ctx.codec, c.clone(), seq, None));
+                return;
+            };
+            // Waits while the client's buffer is full, like core NATS.
+            let sent = ctx
+                .client
+                .publish_with_reply_and_headers(
+                    async_nats::Subject::from(wire.subject),
+                    async_nats::Subject::from(acks.reply_to(seq)),
+                    wire.headers,
+                    wire.payload,
+                )
                 .await;
-            ex.in_flight.push(acked);
+            match sent {
+                Ok(()) => {
+                    let generation = ex.generation;
+                    ex.waiting.insert(
+                        seq,
+                        Waiting {
+                            env: env.clone(),
+                            generation,
+                        },
+                    );
+                }
+                Err(e) => ex.retry(ctx, sink, env.clone(), seq, e.to_string()),
+            }
         }
         _ => {
             // Waits while the client's buffer is full (backpressure, also
