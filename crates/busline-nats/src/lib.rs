@@ -126,7 +126,7 @@
 //!
 //! On a shared 2-core machine that puts the transport at about 0.4-0.6x
 //! bare `async-nats` on core NATS (0.65-0.85x of `async-nats` with the same
-//! headers, which itself stays below 0.8x) and at about 0.83-0.94x on
+//! headers, which itself stays below 0.8x) and at about 0.8-0.94x on
 //! JetStream, ahead of `async-nats` with the same headers. The README has the
 //! figures.
 //!
