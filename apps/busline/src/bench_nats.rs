@@ -100,21 +100,45 @@ fn meta_headers(n: u64, js: bool) -> async_nats::HeaderMap {
     h
 }
 
+/// One minimal header, built per message as any publisher would.
+fn one_header() -> async_nats::HeaderMap {
+    let mut h = async_nats::HeaderMap::new();
+    h.insert("Busline", "v=1");
+    h
+}
+
+/// What a raw publish carries besides the payload.
+#[derive(Debug, Clone, Copy)]
+enum Extra {
+    /// Nothing: bare `PUB`.
+    Bare,
+    /// One minimal header.
+    OneHeader,
+    /// The transport's metadata headers.
+    Meta,
+}
+
 async fn raw_core(
     client: &async_nats::Client,
     events: u64,
     text: &str,
-    meta: bool,
+    extra: Extra,
 ) -> Result<Duration> {
     let start = Instant::now();
     for n in 0..events {
         let payload = serde_json::to_vec(&event(n, text))?;
-        if meta {
-            client
-                .publish_with_headers("bench.raw.core", meta_headers(n, false), payload.into())
-                .await?;
-        } else {
-            client.publish("bench.raw.core", payload.into()).await?;
+        match extra {
+            Extra::Bare => client.publish("bench.raw.core", payload.into()).await?,
+            Extra::OneHeader => {
+                client
+                    .publish_with_headers("bench.raw.core", one_header(), payload.into())
+                    .await?
+            }
+            Extra::Meta => {
+                client
+                    .publish_with_headers("bench.raw.core", meta_headers(n, false), payload.into())
+                    .await?
+            }
         }
     }
     client.flush().await?;
@@ -126,7 +150,8 @@ async fn raw_js(
     events: u64,
     text: &str,
     in_flight: usize,
-    meta: Option<u64>,
+    extra: Extra,
+    round: u64,
 ) -> Result<Duration> {
     let start = Instant::now();
     let mut acks = FuturesUnordered::new();
@@ -135,9 +160,14 @@ async fn raw_js(
             acks.next().await.context("ack")??;
         }
         let payload = serde_json::to_vec(&event(n, text))?;
-        let ack = match meta {
+        let ack = match extra {
+            Extra::Bare => js.publish("bench.raw.js", payload.into()).await?,
+            Extra::OneHeader => {
+                js.publish_with_headers("bench.raw.js", one_header(), payload.into())
+                    .await?
+            }
             // Ids unique per round, so the server stores (not de-duplicates) each one.
-            Some(round) => {
+            Extra::Meta => {
                 js.publish_with_headers(
                     "bench.raw.js",
                     meta_headers(round * events + n, true),
@@ -145,7 +175,6 @@ async fn raw_js(
                 )
                 .await?
             }
-            None => js.publish("bench.raw.js", payload.into()).await?,
         };
         acks.push(ack.into_future());
     }
@@ -218,15 +247,18 @@ pub async fn run(a: NatsArgs) -> Result<()> {
     .await?;
     let bus_stream = js.get_stream("BENCH_BUS").await?;
 
-    let (mut rc, mut mc, mut tc) = (Vec::new(), Vec::new(), Vec::new());
-    let (mut rj, mut mj, mut tj) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut rc, mut hc, mut mc, mut tc) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut rj, mut hj, mut mj, mut tj) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for round in 0..a.rounds {
         // Interleaved, so drift on a shared machine hits every system alike.
-        rc.push(raw_core(&client, a.events, &text, false).await?);
-        mc.push(raw_core(&client, a.events, &text, true).await?);
+        let r = round as u64;
+        rc.push(raw_core(&client, a.events, &text, Extra::Bare).await?);
+        hc.push(raw_core(&client, a.events, &text, Extra::OneHeader).await?);
+        mc.push(raw_core(&client, a.events, &text, Extra::Meta).await?);
         tc.push(transport(&core_bus, &core_t, "bench.bus.core", a.events, &text).await?);
-        rj.push(raw_js(&js, a.events, &text, a.in_flight, None).await?);
-        mj.push(raw_js(&js, a.events, &text, a.in_flight, Some(round as u64)).await?);
+        rj.push(raw_js(&js, a.events, &text, a.in_flight, Extra::Bare, r).await?);
+        hj.push(raw_js(&js, a.events, &text, a.in_flight, Extra::OneHeader, r).await?);
+        mj.push(raw_js(&js, a.events, &text, a.in_flight, Extra::Meta, r).await?);
         tj.push(transport(&js_bus, &js_t, "bench.bus.js", a.events, &text).await?);
         raw_stream.purge().await?;
         bus_stream.purge().await?;
@@ -241,10 +273,11 @@ pub async fn run(a: NatsArgs) -> Result<()> {
     }
     let rate = |d: Duration| a.events as f64 / d.as_secs_f64();
     let mut results = Vec::new();
-    for (mode, raw, meta, bus) in [("core", rc, mc, tc), ("jetstream", rj, mj, tj)] {
+    for (mode, raw, one, meta, bus) in [("core", rc, hc, mc, tc), ("jetstream", rj, hj, mj, tj)] {
         let raw = median(raw);
         for (system, d) in [
             ("async-nats", raw),
+            ("async-nats+1hdr", median(one)),
             ("async-nats+meta", median(meta)),
             ("busline-nats", median(bus)),
         ] {

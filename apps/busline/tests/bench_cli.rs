@@ -88,3 +88,35 @@ fn bad_arguments_are_clear_errors() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("must be at least 1"));
 }
+
+#[test]
+fn nats_json_has_every_system_in_both_modes() {
+    // Needs a real nats-server (the bench starts a private one), like the other NATS tests.
+    let v = busline(&[
+        "bench", "nats", "--events", "500", "--rounds", "1", "--json",
+    ]);
+    let rows: Vec<(&str, &str)> = v["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["mode"].as_str().unwrap(), r["system"].as_str().unwrap()))
+        .collect();
+    let mut want = Vec::new();
+    for mode in ["core", "jetstream"] {
+        for system in [
+            "async-nats",
+            "async-nats+1hdr",
+            "async-nats+meta",
+            "busline-nats",
+        ] {
+            want.push((mode, system));
+        }
+    }
+    assert_eq!(rows, want);
+    for r in v["results"].as_array().unwrap() {
+        assert!(r["msgs_per_s"].as_f64().unwrap() > 0.0, "{r}");
+        if r["system"] == "async-nats" {
+            assert_eq!(r["ratio_vs_async_nats"], 1.0, "{r}");
+        }
+    }
+}

@@ -23,10 +23,13 @@
 //! | `reply` | the reply topic, if any |
 //!
 //! Values are percent-escaped for `%`, `;`, `=`, CR and LF. Why one header
-//! and not one per field: every NATS header costs the client a few
-//! allocations per message, and at several hundred thousand messages a
-//! second that halves core NATS throughput (`busline bench nats` measures
-//! it). The topic is the subject: they map 1:1.
+//! and not one per field: in `async-nats` every header costs allocations per
+//! message on the publishing side (map entry, value list, value) and more
+//! bytes for the connection task to serialize and copy, and at a million
+//! messages a second that is a large part of the cost of a core NATS
+//! publish (`busline bench nats` measures it, see the crate docs). The
+//! exporter builds the header value in one pre-sized string, without `fmt`.
+//! The topic is the subject: they map 1:1.
 //!
 //! ## Decoding picks the sender's codec
 //!
@@ -138,7 +141,9 @@ impl Codec {
 /// An envelope ready for NATS.
 #[derive(Debug, Clone)]
 pub struct Wire {
-    /// The subject (= the topic).
+    /// The subject (= the topic). Hand it to `async-nats` as
+    /// `Subject::from(wire.subject)`, which takes the string over; a
+    /// `String` passed as it is gets copied.
     pub subject: String,
     /// Metadata headers.
     pub headers: HeaderMap,
@@ -215,58 +220,148 @@ pub fn encode<T: Serialize>(
     codec: Codec,
     msg_id: bool,
 ) -> Result<Wire, NatsError> {
-    use std::fmt::Write as _;
-    let subject = env.topic.as_str().to_string();
-    let bad = |detail: String| NatsError::Encode {
-        subject: subject.clone(),
-        id: env.id.to_string(),
-        detail,
-    };
-    let payload = codec.encode(&env.payload).map_err(&bad)?;
-    let mut h = HeaderMap::new();
-    let nanos = env
-        .timestamp
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
-    let mut m = String::with_capacity(128);
-    let _ = write!(m, "v={FORMAT_VERSION};ts={nanos};ct={};ty=", codec.name());
-    escape_into(&mut m, std::any::type_name::<T>());
-    if msg_id {
-        h.insert(NATS_MESSAGE_ID, env.id.to_string().as_str());
-    } else {
-        let _ = write!(m, ";id={}", env.id);
-    }
-    if let Some(src) = &env.source {
-        m.push_str(";src=");
-        escape_into(&mut m, src);
-    }
-    if env.correlation_id != env.id {
-        // Omitted when the event starts its own conversation (the decoder's default).
-        let _ = write!(m, ";corr={}", env.correlation_id);
-    }
-    if let Some(c) = env.causation_id {
-        let _ = write!(m, ";cause={c}");
-    }
-    if let Some(r) = &env.reply_to {
-        let _ = write!(m, ";reply={}", r.as_str());
-    }
-    // A static name: no allocation per message.
-    h.insert(async_nats::HeaderName::from_static(header::BUSLINE), m);
-    for (k, v) in &env.headers {
-        if !valid_header_token(k, false) || !valid_header_token(v, true) {
-            return Err(bad(format!(
-                "header `{k}` cannot travel in nats headers (names need printable ascii without `:`, values no line breaks)"
-            )));
+    Encoder::new::<T>(codec, msg_id).encode(env)
+}
+
+/// What [`encode`] computes once per payload type and codec: the exporter
+/// keeps one, so the per-message work is the payload, one pre-sized string
+/// and the header map.
+#[derive(Debug, Clone)]
+pub(crate) struct Encoder {
+    codec: Codec,
+    msg_id: bool,
+    /// `;ct=<codec>;ty=<escaped type name>`
+    fixed: String,
+}
+
+/// Bytes of `;id=` / `;corr=` / `;cause=` plus 32 hex digits, at most.
+const ID_FIELD: usize = 7 + 32;
+
+impl Encoder {
+    pub(crate) fn new<T>(codec: Codec, msg_id: bool) -> Self {
+        let mut fixed = String::with_capacity(64);
+        fixed.push_str(";ct=");
+        fixed.push_str(codec.name());
+        fixed.push_str(";ty=");
+        escape_into(&mut fixed, std::any::type_name::<T>());
+        Encoder {
+            codec,
+            msg_id,
+            fixed,
         }
-        h.append(format!("{}{k}", header::USER_PREFIX), &**v);
     }
-    Ok(Wire {
-        subject,
-        headers: h,
-        payload: payload.into(),
-        id: env.id,
-    })
+
+    pub(crate) fn encode<T: Serialize>(&self, env: &Envelope<T>) -> Result<Wire, NatsError> {
+        let subject = env.topic.as_str().to_string();
+        let bad = |detail: String| NatsError::Encode {
+            subject: subject.clone(),
+            id: env.id.to_string(),
+            detail,
+        };
+        let payload = self.codec.encode(&env.payload).map_err(&bad)?;
+        let nanos = env
+            .timestamp
+            .duration_since(UNIX_EPOCH)
+            .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+            .unwrap_or(0);
+        // One allocation, sized for everything below (escaping aside).
+        let cap = "v=1;ts=".len()
+            + 20
+            + self.fixed.len()
+            + 3 * ID_FIELD
+            + env.source.as_ref().map_or(0, |s| 5 + s.len())
+            + env.reply_to.as_ref().map_or(0, |r| 7 + r.as_str().len());
+        let mut m = String::with_capacity(cap);
+        m.push_str("v=");
+        m.push_str(FORMAT_VERSION);
+        m.push_str(";ts=");
+        push_decimal(&mut m, nanos);
+        m.push_str(&self.fixed);
+        let mut h = HeaderMap::new();
+        if self.msg_id {
+            let mut id = String::with_capacity(32);
+            push_hex(&mut id, env.id);
+            h.insert(NATS_MESSAGE_ID, id);
+        } else {
+            m.push_str(";id=");
+            push_hex(&mut m, env.id);
+        }
+        if let Some(src) = &env.source {
+            m.push_str(";src=");
+            escape_into(&mut m, src);
+        }
+        if env.correlation_id != env.id {
+            // Omitted when the event starts its own conversation (the decoder's default).
+            m.push_str(";corr=");
+            push_hex(&mut m, env.correlation_id);
+        }
+        if let Some(c) = env.causation_id {
+            m.push_str(";cause=");
+            push_hex(&mut m, c);
+        }
+        if let Some(r) = &env.reply_to {
+            m.push_str(";reply=");
+            m.push_str(r.as_str());
+        }
+        // A static name: no allocation per message.
+        h.insert(BUSLINE_NAME, m);
+        for (k, v) in &env.headers {
+            if !valid_header_token(k, false) || !valid_header_token(v, true) {
+                return Err(bad(format!(
+                    "header `{k}` cannot travel in nats headers (names need printable ascii without `:`, values no line breaks)"
+                )));
+            }
+            let mut name = String::with_capacity(header::USER_PREFIX.len() + k.len());
+            name.push_str(header::USER_PREFIX);
+            name.push_str(k);
+            h.append(name, &**v);
+        }
+        Ok(Wire {
+            subject,
+            headers: h,
+            payload: payload.into(),
+            id: env.id,
+        })
+    }
+}
+
+const BUSLINE_NAME: async_nats::HeaderName = async_nats::HeaderName::from_static(header::BUSLINE);
+
+/// Appends an id as 32 lowercase hex digits (as its `Display`), without `fmt`.
+fn push_hex(out: &mut String, id: EventId) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let v = id.as_u128();
+    let mut buf = [0u8; 32];
+    for (i, b) in buf.iter_mut().enumerate() {
+        *b = DIGITS[((v >> (124 - 4 * i)) & 0xf) as usize];
+    }
+    out.push_str(std::str::from_utf8(&buf).unwrap_or_default());
+}
+
+/// Appends `n` in decimal, without `fmt`, two digits a step.
+pub(crate) fn push_decimal(out: &mut String, mut n: u64) {
+    const PAIRS: &[u8; 200] = b"0001020304050607080910111213141516171819\
+        2021222324252627282930313233343536373839\
+        4041424344454647484950515253545556575859\
+        6061626364656667686970717273747576777879\
+        8081828384858687888990919293949596979899";
+    let mut buf = [0u8; 20];
+    let mut i = buf.len();
+    while n >= 100 {
+        let d = (n % 100) as usize * 2;
+        n /= 100;
+        i -= 2;
+        buf[i..i + 2].copy_from_slice(&PAIRS[d..d + 2]);
+    }
+    if n >= 10 {
+        let d = n as usize * 2;
+        i -= 2;
+        buf[i..i + 2].copy_from_slice(&PAIRS[d..d + 2]);
+    } else {
+        i -= 1;
+        buf[i] = b'0' + n as u8;
+    }
+    out.push_str(std::str::from_utf8(&buf[i..]).unwrap_or_default());
 }
 
 /// Decodes a NATS message into an envelope (its `seq` is 0: the local bus
@@ -372,6 +467,35 @@ fn fresh_id() -> EventId {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fast_formatting_matches_display() {
+        for v in [
+            0u128,
+            1,
+            0xdead_beef,
+            u128::MAX,
+            0x0123_4567_89ab_cdef_0011_2233_4455_6677,
+        ] {
+            let mut s = String::new();
+            push_hex(&mut s, EventId::from_u128(v));
+            assert_eq!(s, EventId::from_u128(v).to_string());
+        }
+        for n in [
+            0u64,
+            7,
+            10,
+            99,
+            100,
+            101,
+            1_764_000_000_123_456_789,
+            u64::MAX,
+        ] {
+            let mut s = String::new();
+            push_decimal(&mut s, n);
+            assert_eq!(s, n.to_string());
+        }
+    }
 
     #[test]
     fn escaping_round_trips() {

@@ -5,10 +5,16 @@
 //! The exporter publishes each event and keeps up to
 //! [`max_in_flight`](crate::JetStreamConfig::max_in_flight) publishes awaiting
 //! their acks at once, instead of one round trip per event. An event counts as
-//! acknowledged when the server has stored it and said so. A publish whose ack
-//! does not come within [`ack_timeout`](crate::JetStreamConfig::ack_timeout)
-//! (the server restarted, the connection broke) is sent again, with backoff,
-//! until it is acknowledged. Every publish carries `Nats-Msg-Id` = the event
+//! acknowledged when the server has stored it and said so. The first attempt
+//! is a plain publish whose reply subject is `<inbox>.<n>` on one inbox the
+//! exporter subscribes to at start: the server's ack (the answer
+//! `async-nats`'s JetStream publish waits for) arrives there, so a publish
+//! costs no inbox, channel and timers of its own; overdue acks are found by a
+//! sweep twice per timeout. A publish whose ack does not come within one to
+//! one and a half [`ack_timeout`](crate::JetStreamConfig::ack_timeout)s (the
+//! server restarted, the connection broke), or that the server refuses, is
+//! sent again with `async-nats`'s JetStream publish, with backoff, until it
+//! is acknowledged. Every publish carries `Nats-Msg-Id` = the event
 //! id, so the server drops a retry of an event it already stored, as long as
 //! the retry arrives within the stream's
 //! [`duplicate_window`](crate::JetStreamConfig::duplicate_window) (default
@@ -67,7 +73,7 @@ use serde::Serialize;
 
 use busline::Envelope;
 
-use crate::codec::{self, Codec, Wire};
+use crate::codec::{self, Codec};
 use crate::config::JetStreamConfig;
 use crate::error::NatsError;
 use crate::transport::{dead_headers, dead_subject, deliver, inc, Counters, Ctx, Dedup, Delivered};
@@ -178,55 +184,128 @@ fn backoff(attempt: u32) -> Duration {
     Duration::from_millis((50u64 << attempt.min(5)).min(1000))
 }
 
+/// Where the server acknowledges this exporter's publishes: each one is a
+/// core NATS publish with the reply subject `<prefix>.<seq>`, and the
+/// server's answer (the same one `async-nats`'s JetStream publish waits
+/// for) comes back on one subscription to `<prefix>.*`, instead of one
+/// inbox, channel and timer per publish.
+pub(crate) struct AckInbox {
+    pub prefix: String,
+    pub sub: async_nats::Subscriber,
+}
+
+pub(crate) async fn ack_inbox(client: &async_nats::Client) -> Result<AckInbox, String> {
+    let prefix = client.new_inbox();
+    let sub = client
+        .subscribe(format!("{prefix}.*"))
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(AckInbox { prefix, sub })
+}
+
+impl AckInbox {
+    /// The reply subject for the publish with sequence number `seq`.
+    pub(crate) fn reply_to(&self, seq: u64) -> String {
+        let mut s = String::with_capacity(self.prefix.len() + 21);
+        s.push_str(&self.prefix);
+        s.push('.');
+        codec::push_decimal(&mut s, seq);
+        s
+    }
+}
+
+/// The sequence number an ack message answers.
+pub(crate) fn acked_seq(msg: &async_nats::Message) -> Option<u64> {
+    msg.subject.as_str().rsplit('.').next()?.parse().ok()
+}
+
+/// What the server said to a publish.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum AckReply {
+    /// Stored (or a duplicate of a stored message).
+    Stored { duplicate: bool },
+    /// Not stored: retry.
+    Failed(String),
+}
+
+#[derive(serde::Deserialize)]
+struct PubAck {
+    #[serde(default)]
+    stream: Option<String>,
+    #[serde(default)]
+    duplicate: bool,
+    #[serde(default)]
+    error: Option<serde_json::Value>,
+}
+
+pub(crate) fn parse_ack(status: Option<async_nats::StatusCode>, payload: &[u8]) -> AckReply {
+    if let Some(s) = status {
+        // 503: no stream takes the subject (or JetStream is unavailable).
+        return AckReply::Failed(format!("server status {s}"));
+    }
+    match serde_json::from_slice::<PubAck>(payload) {
+        Ok(PubAck { error: Some(e), .. }) => AckReply::Failed(format!("jetstream error {e}")),
+        Ok(PubAck {
+            stream: Some(_),
+            duplicate,
+            ..
+        }) => AckReply::Stored { duplicate },
+        Ok(_) => AckReply::Failed("an ack without a stream".into()),
+        Err(e) => AckReply::Failed(format!("unreadable ack: {e}")),
+    }
+}
+
 impl Js {
-    /// Sends `wire` now (in order) and returns a future that resolves once
-    /// it is acknowledged, re-sending it as often as needed. The first send
-    /// moves `wire`; a retry encodes `env` again (same id, same bytes).
-    pub(crate) async fn publish<T: Serialize + Send + Sync + 'static>(
+    /// Re-sends `env` (encoded again: same id, same bytes) with `async-nats`'s
+    /// JetStream publish, with backoff, until it is acknowledged; resolves
+    /// to `seq`. `failure` is why the previous attempt did not count (`None`:
+    /// there was none, send at once).
+    pub(crate) fn retry<T: Serialize + Send + Sync + 'static>(
         &self,
-        wire: Wire,
         env: Arc<Envelope<T>>,
         codec: Codec,
         c: Arc<Counters>,
-    ) -> BoxFuture<'static, ()> {
-        let (subject, id) = (wire.subject.clone(), wire.id);
-        let first = self
-            .context
-            .publish_with_headers(wire.subject, wire.headers, wire.payload)
-            .await;
+        seq: u64,
+        failure: Option<String>,
+    ) -> BoxFuture<'static, u64> {
         let context = self.context.clone();
         Box::pin(async move {
-            let mut sent = first;
+            let mut failure = failure;
             let mut attempt = 0u32;
             loop {
-                let failure = match sent {
+                if let Some(why) = failure.take() {
+                    attempt += 1;
+                    inc(&c.retried);
+                    tracing::debug!(subject = %env.topic, id = %env.id, attempt, error = %why, "jetstream publish not acknowledged; retrying");
+                    tokio::time::sleep(backoff(attempt)).await;
+                }
+                let wire = match codec::encode(&env, codec, true) {
+                    Ok(w) => w,
+                    Err(e) => {
+                        tracing::error!(error = %e, "re-encoding for a retry failed");
+                        return seq;
+                    }
+                };
+                let sent = context
+                    .publish_with_headers(
+                        async_nats::Subject::from(wire.subject),
+                        wire.headers,
+                        wire.payload,
+                    )
+                    .await;
+                failure = Some(match sent {
                     Ok(ack) => match ack.await {
                         Ok(ack) => {
                             if ack.duplicate {
                                 inc(&c.publish_duplicates);
                             }
                             inc(&c.acked);
-                            return;
+                            return seq;
                         }
                         Err(e) => e.to_string(),
                     },
                     Err(e) => e.to_string(),
-                };
-                attempt += 1;
-                inc(&c.retried);
-                tracing::debug!(%subject, %id, attempt, error = %failure, "jetstream publish not acknowledged; retrying");
-                tokio::time::sleep(backoff(attempt)).await;
-                // It encoded once, so it encodes again.
-                let wire = match codec::encode(&env, codec, true) {
-                    Ok(w) => w,
-                    Err(e) => {
-                        tracing::error!(error = %e, "re-encoding for a retry failed");
-                        return;
-                    }
-                };
-                sent = context
-                    .publish_with_headers(wire.subject, wire.headers, wire.payload)
-                    .await;
+                });
             }
         })
     }
@@ -367,6 +446,27 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn acks() {
+        assert_eq!(
+            parse_ack(None, br#"{"stream":"S","seq":3}"#),
+            AckReply::Stored { duplicate: false }
+        );
+        assert_eq!(
+            parse_ack(None, br#"{"stream":"S","seq":3,"duplicate":true}"#),
+            AckReply::Stored { duplicate: true }
+        );
+        assert!(matches!(
+            parse_ack(None, br#"{"error":{"code":503,"description":"no"}}"#),
+            AckReply::Failed(_)
+        ));
+        assert!(matches!(
+            parse_ack(Some(async_nats::StatusCode::NO_RESPONDERS), b""),
+            AckReply::Failed(_)
+        ));
+        assert!(matches!(parse_ack(None, b"x"), AckReply::Failed(_)));
+    }
 
     #[test]
     fn cover() {

@@ -17,7 +17,24 @@
 //! events that carry it, so a process that both imports and exports `a.>`
 //! does not send its imports back (counted as `echo_skipped`). Topics under
 //! `$sys.` and `_INBOX.` are only exported by patterns that name them
-//! explicitly.
+//! explicitly (replies, below, aside).
+//!
+//! ## Request/reply across processes
+//!
+//! A [`Bus::request`] on an exported topic goes out with its reply-to inbox
+//! (`_INBOX.<bus>.<n>`); before the first such request leaves, the
+//! transport subscribes to `_INBOX.<bus>.>` on NATS. A process that imports
+//! the request notes its inbox, and when a module there answers with
+//! [`Bus::reply`], the reply is exported on that inbox subject by core NATS
+//! (also in JetStream mode: a reply is worth nothing once its requester has
+//! given up). Back in the requesting process it goes straight to the
+//! waiting requester, with its id, source, headers, causation (the request)
+//! and correlation intact, plus [`IMPORTED`]; it counts as `imported`. A
+//! transport with imports has a second lossless subscription for this,
+//! `nats-export-replies` on `_INBOX.>`, that takes only replies to imported
+//! requests (its exporter runs even without exports). As the exporter
+//! subscribes to every exported topic, a request on one never fails with
+//! `NoResponders` locally: without an answer anywhere it times out.
 //!
 //! ## Status
 //!
@@ -25,7 +42,7 @@
 //! works; with [`NatsConfig::status_events`] each change is also published on
 //! the bus as `$sys.nats.<connected|disconnected|error|slow_consumer|lame_duck|closed>`.
 
-use std::collections::{BTreeSet, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::marker::PhantomData;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -174,6 +191,7 @@ pub(crate) struct Ctx<T> {
     pub bus: WeakBus<T>,
     pub stop: watch::Receiver<bool>,
     pub status: watch::Receiver<Status>,
+    pub inboxes: Arc<Inboxes>,
 }
 
 impl<T> Clone for Ctx<T> {
@@ -187,6 +205,7 @@ impl<T> Clone for Ctx<T> {
             bus: self.bus.clone(),
             stop: self.stop.clone(),
             status: self.status.clone(),
+            inboxes: self.inboxes.clone(),
         }
     }
 }
@@ -272,6 +291,7 @@ where
             bus: bus.downgrade(),
             stop: stop_rx,
             status: status_rx.clone(),
+            inboxes: Arc::new(Inboxes::default()),
         };
         let mut tasks: Vec<JoinHandle<()>> = events_task.into_iter().collect();
         let js = match &cfg.mode {
@@ -282,15 +302,41 @@ where
         };
 
         let mut flush_tx = None;
-        if !exports.is_empty() {
-            let sub = export_subscription(bus, exports, cfg.buffer)?;
+        // Importers answer requests: their replies leave through the exporter.
+        if !exports.is_empty() || !cfg.imports.is_empty() {
+            let sub = ExportSubs {
+                exports: if exports.is_empty() {
+                    None
+                } else {
+                    Some(export_subscription(
+                        bus,
+                        exports,
+                        ctx.inboxes.clone(),
+                        cfg.buffer,
+                    )?)
+                },
+                replies: if cfg.imports.is_empty() {
+                    None
+                } else {
+                    Some(reply_subscription(bus, ctx.inboxes.clone(), cfg.buffer)?)
+                },
+            };
             let (ftx, frx) = mpsc::channel(16);
             flush_tx = Some(ftx);
             let sink = match &js {
                 None => Sink::Core,
                 Some(j) => Sink::Js(Box::new(j.clone())),
             };
-            tasks.push(tokio::spawn(export_loop(ctx.clone(), sub, sink, frx)));
+            let acks = match (&js, sub.exports.is_some()) {
+                (Some(_), true) => Some(jetstream::ack_inbox(&client).await.map_err(|detail| {
+                    NatsError::Subscribe {
+                        pattern: "_INBOX (jetstream acks)".into(),
+                        detail,
+                    }
+                })?),
+                _ => None,
+            };
+            tasks.push(tokio::spawn(export_loop(ctx.clone(), sub, sink, acks, frx)));
         }
         // Imports subscribe before `connect` returns, so a failure is a
         // startup error and nothing published after it is missed.
@@ -435,27 +481,182 @@ fn parse_patterns(ps: &[String], what: &str) -> Result<Vec<Pattern>, NatsError> 
         .collect()
 }
 
+/// The exporter's subscription to the export patterns. One pattern that
+/// starts with a literal token is subscribed as it is; otherwise `>` with a
+/// filter (which keeps `$sys.` and `_INBOX.` topics out unless a pattern
+/// names them, and leaves replies to the reply subscription).
 fn export_subscription<T: Send + Sync + 'static>(
     bus: &Bus<T>,
     exports: Vec<Pattern>,
+    inboxes: Arc<Inboxes>,
     buffer: usize,
 ) -> Result<Subscription<T>, NatsError> {
-    bus.subscriber(">")
-        .lossless(buffer)
-        .name("nats-export")
-        .filter(move |env: &Envelope<T>| {
+    let pattern = match exports.as_slice() {
+        [p] if !matches!(p.as_str().split('.').next(), Some("*" | ">" | "_INBOX")) => {
+            p.as_str().to_string()
+        }
+        _ => ">".to_string(),
+    };
+    let builder = if pattern != ">" {
+        // Only what it names: no filter to run on every local event.
+        bus.subscriber(&pattern)
+    } else {
+        bus.subscriber(">").filter(move |env: &Envelope<T>| {
             let t = env.topic.as_str();
+            if t.starts_with("_INBOX.") && inboxes.is_remote_reply(t) {
+                return false;
+            }
             let reserved = t.starts_with("$sys.") || t.starts_with("_INBOX.");
             exports.iter().any(|p| {
                 p.matches(&env.topic)
                     && (!reserved || p.as_str().starts_with(t.split('.').next().unwrap_or("")))
             })
         })
+    };
+    builder
+        .lossless(buffer)
+        .name("nats-export")
         .subscribe()
         .map_err(|e| NatsError::Subscribe {
-            pattern: ">".into(),
+            pattern,
             detail: e.to_string(),
         })
+}
+
+/// The exporter's subscription to replies to requests imported from NATS.
+fn reply_subscription<T: Send + Sync + 'static>(
+    bus: &Bus<T>,
+    inboxes: Arc<Inboxes>,
+    buffer: usize,
+) -> Result<Subscription<T>, NatsError> {
+    bus.subscriber("_INBOX.>")
+        .lossless(buffer)
+        .name("nats-export-replies")
+        .filter(move |env: &Envelope<T>| inboxes.is_remote_reply(env.topic.as_str()))
+        .subscribe()
+        .map_err(|e| NatsError::Subscribe {
+            pattern: "_INBOX.>".into(),
+            detail: e.to_string(),
+        })
+}
+
+// ----- request/reply across processes ------------------------------------------
+
+/// How many requesting buses elsewhere an importer remembers replies for.
+const REMOTE_INBOXES: usize = 1024;
+
+/// The reply inboxes (`_INBOX.<node>`, a bus's request reply-to topics
+/// without their last token) the transport routes replies for.
+pub(crate) struct Inboxes {
+    /// Of requests imported from NATS: local replies to them are exported.
+    remote: std::sync::Mutex<Dedup<String>>,
+    /// Of this bus's own requests that were exported: subscribed on NATS,
+    /// replies arriving there go to the waiting requester.
+    own: std::sync::Mutex<HashSet<String>>,
+}
+
+impl Default for Inboxes {
+    fn default() -> Self {
+        Inboxes {
+            remote: std::sync::Mutex::new(Dedup::new(REMOTE_INBOXES)),
+            own: std::sync::Mutex::new(HashSet::new()),
+        }
+    }
+}
+
+/// The inbox of a reply-to topic: `_INBOX.<node>` of `_INBOX.<node>.<n>`.
+fn inbox_of(reply_to: &str) -> Option<&str> {
+    if !reply_to.starts_with("_INBOX.") {
+        return None;
+    }
+    reply_to.rsplit_once('.').map(|(inbox, _)| inbox)
+}
+
+impl Inboxes {
+    fn is_remote_reply(&self, topic: &str) -> bool {
+        inbox_of(topic).is_some_and(|i| self.remote.lock().map(|r| r.contains(i)).unwrap_or(false))
+    }
+
+    /// Notes the inbox of an imported request's reply-to topic.
+    pub(crate) fn imported_request(&self, reply_to: &str) {
+        if let Some(i) = inbox_of(reply_to) {
+            if let Ok(mut r) = self.remote.lock() {
+                if !r.contains(i) {
+                    r.insert(i.to_string());
+                }
+            }
+        }
+    }
+
+    /// The inbox of an exported request's reply-to topic, if it is not
+    /// subscribed yet (and marks it subscribed).
+    fn new_own(&self, reply_to: &str) -> Option<String> {
+        let i = inbox_of(reply_to)?;
+        let mut own = self.own.lock().ok()?;
+        if own.contains(i) {
+            return None;
+        }
+        own.insert(i.to_string());
+        Some(i.to_string())
+    }
+}
+
+/// Delivers replies arriving on one of this bus's inboxes to the requesters
+/// waiting for them.
+async fn reply_import_loop<T>(ctx: Ctx<T>, mut sub: async_nats::Subscriber)
+where
+    T: DeserializeOwned + Send + Sync + 'static,
+{
+    let mut stop = ctx.stop.clone();
+    loop {
+        let msg = tokio::select! {
+            _ = stop.changed() => break,
+            m = sub.next() => match m { Some(m) => m, None => break },
+        };
+        let (subject, headers) = (msg.subject.as_str(), msg.headers.as_ref());
+        // Decoded twice: the bus hands a reply over against its request,
+        // which needs a payload of its own (only its ids and reply-to count).
+        let decoded =
+            codec::decode::<T>(subject, headers, &msg.payload, ctx.codec).and_then(|env| {
+                codec::decode::<T>(subject, headers, &msg.payload, ctx.codec)
+                    .map(|again| (env, again.payload))
+            });
+        let (env, stand_in) = match decoded {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::warn!(%subject, error = %e, "undecodable reply dropped");
+                continue;
+            }
+        };
+        let Some(bus) = ctx.bus.upgrade() else { break };
+        let request = Envelope::from_parts(
+            0,
+            env.causation_id.unwrap_or(env.id),
+            env.topic.clone(),
+            env.timestamp,
+            None,
+            env.correlation_id,
+            None,
+            Some(env.topic.clone()),
+            Vec::new(),
+            stand_in,
+        );
+        let mut reply = Message::new(env.payload)
+            .id(env.id)
+            .timestamp(env.timestamp)
+            .header(IMPORTED, ctx.server.as_str());
+        if let Some(s) = env.source {
+            reply = reply.source(s);
+        }
+        for (k, v) in env.headers {
+            reply = reply.header(k, v);
+        }
+        match bus.reply_msg(&request, reply).await {
+            Ok(()) => inc(&ctx.counters.imported),
+            Err(e) => tracing::debug!(%subject, error = %e, "reply not delivered"),
+        }
+    }
+    let _ = sub.unsubscribe().await;
 }
 
 async fn options<T: Send + Sync + 'static>(
@@ -566,47 +767,226 @@ pub(crate) enum Sink {
 
 type AckFuture = futures::future::BoxFuture<'static, u64>;
 
+/// Events taken off the bus queue in one go before the exporter looks at its
+/// other inputs again (acks, flush requests, stop): one `select!` per batch
+/// instead of one per event.
+const EXPORT_BATCH: usize = 64;
+
+/// Export sequence numbers handed out and not yet settled (acknowledged or
+/// given up on), oldest first: settling is O(1), and everything below
+/// [`Unsettled::below`] is settled.
+#[derive(Default)]
+struct Unsettled {
+    base: u64,
+    done: VecDeque<bool>,
+}
+
+impl Unsettled {
+    /// The next sequence number, not yet settled.
+    fn open(&mut self) -> u64 {
+        self.done.push_back(false);
+        self.base + self.done.len() as u64 - 1
+    }
+
+    fn settle(&mut self, seq: u64) {
+        if let Some(d) = seq
+            .checked_sub(self.base)
+            .and_then(|i| self.done.get_mut(i as usize))
+        {
+            *d = true;
+        }
+        while self.done.front() == Some(&true) {
+            self.done.pop_front();
+            self.base += 1;
+        }
+    }
+
+    /// Every sequence number below this one is settled.
+    fn below(&self) -> u64 {
+        self.base
+    }
+
+    /// The sequence number the next [`open`](Self::open) returns.
+    fn next(&self) -> u64 {
+        self.base + self.done.len() as u64
+    }
+}
+
+/// A JetStream publish sent and not yet acknowledged.
+struct Waiting<T> {
+    env: Arc<Envelope<T>>,
+    /// The sweep generation it was sent in.
+    generation: u64,
+}
+
+/// Sweeps per ack timeout: an unanswered publish is retried between one and
+/// one and a half timeouts after it was sent.
+const SWEEPS_PER_ACK_TIMEOUT: u32 = 2;
+
+/// What the exporter keeps between events.
+struct Exporter<T> {
+    encoder: codec::Encoder,
+    /// For replies to requests from elsewhere: always core NATS.
+    reply_encoder: codec::Encoder,
+    max_payload: usize,
+    max_in_flight: usize,
+    unsettled: Unsettled,
+    /// Retries (JetStream), each resolving to its sequence number once acknowledged.
+    in_flight: FuturesUnordered<AckFuture>,
+    /// Where the server acknowledges first attempts (JetStream).
+    acks: Option<jetstream::AckInbox>,
+    /// First attempts awaiting their ack, by sequence number.
+    waiting: HashMap<u64, Waiting<T>>,
+    generation: u64,
+}
+
+impl<T: Serialize + Send + Sync + 'static> Exporter<T> {
+    fn has_room(&self) -> bool {
+        self.max_in_flight == 0 || self.in_flight.len() + self.waiting.len() < self.max_in_flight
+    }
+
+    fn idle(&self) -> bool {
+        self.in_flight.is_empty() && self.waiting.is_empty()
+    }
+
+    /// An answer on the ack inbox.
+    fn on_ack(&mut self, ctx: &Ctx<T>, sink: &Sink, msg: async_nats::Message) {
+        let Some(seq) = jetstream::acked_seq(&msg) else {
+            return;
+        };
+        // Absent: already given up on and retried (the retry is de-duplicated).
+        let Some(w) = self.waiting.remove(&seq) else {
+            return;
+        };
+        match jetstream::parse_ack(msg.status, &msg.payload) {
+            jetstream::AckReply::Stored { duplicate } => {
+                if duplicate {
+                    inc(&ctx.counters.publish_duplicates);
+                }
+                inc(&ctx.counters.acked);
+                self.unsettled.settle(seq);
+            }
+            jetstream::AckReply::Failed(why) => self.retry(ctx, sink, w.env, seq, why),
+        }
+    }
+
+    /// Retries publishes whose ack is overdue.
+    fn sweep(&mut self, ctx: &Ctx<T>, sink: &Sink) {
+        self.generation += 1;
+        let cutoff = self
+            .generation
+            .saturating_sub(SWEEPS_PER_ACK_TIMEOUT as u64 + 1);
+        let overdue: Vec<u64> = self
+            .waiting
+            .iter()
+            .filter(|(_, w)| w.generation <= cutoff)
+            .map(|(seq, _)| *seq)
+            .collect();
+        for seq in overdue {
+            if let Some(w) = self.waiting.remove(&seq) {
+                self.retry(
+                    ctx,
+                    sink,
+                    w.env,
+                    seq,
+                    "no ack within the ack timeout".into(),
+                );
+            }
+        }
+    }
+
+    fn retry(&mut self, ctx: &Ctx<T>, sink: &Sink, env: Arc<Envelope<T>>, seq: u64, why: String) {
+        if let Sink::Js(js) = sink {
+            let c = ctx.counters.clone();
+            self.in_flight
+                .push(js.retry(env, ctx.codec, c, seq, Some(why)));
+        }
+    }
+
+    /// Waits until another publish may be in flight.
+    async fn make_room(&mut self, ctx: &Ctx<T>, sink: &Sink, sweep: &mut tokio::time::Interval) {
+        while !self.has_room() {
+            tokio::select! {
+                biased;
+                Some(done) = self.in_flight.next(), if !self.in_flight.is_empty() => {
+                    self.unsettled.settle(done);
+                }
+                Some(msg) = next_ack(&mut self.acks) => self.on_ack(ctx, sink, msg),
+                _ = sweep.tick() => self.sweep(ctx, sink),
+            }
+        }
+    }
+}
+
+async fn next_ack(acks: &mut Option<jetstream::AckInbox>) -> Option<async_nats::Message> {
+    match acks {
+        Some(a) => a.sub.next().await,
+        None => std::future::pending().await,
+    }
+}
+
 /// The exporter: takes events off its bus subscription in order, publishes
 /// them, and (JetStream) keeps up to `max_in_flight` awaiting their acks.
-async fn export_loop<T: Serialize + Send + Sync + 'static>(
+async fn export_loop<T: Serialize + DeserializeOwned + Send + Sync + 'static>(
     ctx: Ctx<T>,
-    mut sub: Subscription<T>,
+    mut sub: ExportSubs<T>,
     sink: Sink,
+    acks: Option<jetstream::AckInbox>,
     mut flush_rx: mpsc::Receiver<oneshot::Sender<()>>,
 ) {
     let mut stop = ctx.stop.clone();
-    let mut next_seq: u64 = 0;
-    let mut in_flight: FuturesUnordered<AckFuture> = FuturesUnordered::new();
-    let mut pending: BTreeSet<u64> = BTreeSet::new();
+    let ack_timeout = match &sink {
+        Sink::Core => Duration::from_secs(5),
+        Sink::Js(j) => j.cfg.ack_timeout,
+    };
+    let mut sweep = tokio::time::interval(
+        (ack_timeout / SWEEPS_PER_ACK_TIMEOUT).max(Duration::from_millis(10)),
+    );
+    sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut waiters: Vec<(u64, oneshot::Sender<()>)> = Vec::new();
-    let max_in_flight = match &sink {
-        Sink::Core => 0,
-        Sink::Js(j) => j.cfg.max_in_flight.max(1),
+    let mut ex = Exporter {
+        encoder: codec::Encoder::new::<T>(ctx.codec, matches!(sink, Sink::Js(_))),
+        reply_encoder: codec::Encoder::new::<T>(ctx.codec, false),
+        // Server info is cloned on every read: read max_payload once per connection.
+        max_payload: ctx.client.server_info().max_payload,
+        max_in_flight: match &sink {
+            Sink::Core => 0,
+            Sink::Js(j) => j.cfg.max_in_flight.max(1),
+        },
+        unsettled: Unsettled::default(),
+        in_flight: FuturesUnordered::new(),
+        acks,
+        waiting: HashMap::new(),
+        generation: 0,
     };
     let mut stopping = false;
-    // Server info is cloned on every read: read max_payload once per connection.
     let mut status = ctx.status.clone();
-    let mut max_payload = ctx.client.server_info().max_payload;
     loop {
         if status.has_changed().unwrap_or(false) {
             status.borrow_and_update();
-            max_payload = ctx.client.server_info().max_payload;
+            ex.max_payload = ctx.client.server_info().max_payload;
         }
         tokio::select! {
             biased;
-            Some(done) = in_flight.next(), if !in_flight.is_empty() => {
-                pending.remove(&done);
+            Some(done) = ex.in_flight.next(), if !ex.in_flight.is_empty() => {
+                ex.unsettled.settle(done);
+            }
+            Some(msg) = next_ack(&mut ex.acks), if !ex.waiting.is_empty() => {
+                ex.on_ack(&ctx, &sink, msg);
+            }
+            _ = sweep.tick(), if !ex.waiting.is_empty() => {
+                ex.sweep(&ctx, &sink);
             }
             _ = stop.changed(), if !stopping => {
                 stopping = true;
             }
             Some(w) = flush_rx.recv() => {
-                // Everything published before the flush call is already in our queue.
-                while let Ok(Some(env)) = sub.try_recv() {
-                    while max_in_flight > 0 && in_flight.len() >= max_in_flight {
-                        if let Some(done) = in_flight.next().await { pending.remove(&done); }
+                // Everything published before the flush call is already in our queues.
+                for q in [&mut sub.exports, &mut sub.replies].into_iter().flatten() {
+                    while let Ok(Some(env)) = q.try_recv() {
+                        ex.make_room(&ctx, &sink, &mut sweep).await;
+                        export_one(&ctx, &sink, &env, &mut ex).await;
                     }
-                    export_one(&ctx, &sink, &env, max_payload, &mut next_seq, &mut in_flight, &mut pending).await;
                 }
                 if let Sink::Core = sink {
                     // The server has processed everything before the marker.
@@ -614,16 +994,21 @@ async fn export_loop<T: Serialize + Send + Sync + 'static>(
                         tracing::warn!(error = %e, "core nats flush did not complete");
                     }
                 }
-                waiters.push((next_seq, w));
+                waiters.push((ex.unsettled.next(), w));
             }
-            r = sub.recv(), if !stopping && (max_in_flight == 0 || in_flight.len() < max_in_flight) => match r {
-                Ok(env) => export_one(&ctx, &sink, &env, max_payload, &mut next_seq, &mut in_flight, &mut pending).await,
-                Err(RecvError::Lagged(n)) => tracing::error!(missed = n, "nats exporter lagged (it is lossless: a bug)"),
-                Err(_) => stopping = true,
-            },
+            r = recv_opt(&mut sub.exports), if !stopping && ex.has_room() => {
+                if let Some(q) = &mut sub.exports {
+                    stopping = export_batch(&ctx, &sink, &mut ex, q, r).await;
+                }
+            }
+            r = recv_opt(&mut sub.replies), if !stopping && ex.has_room() => {
+                if let Some(q) = &mut sub.replies {
+                    stopping = export_batch(&ctx, &sink, &mut ex, q, r).await;
+                }
+            }
         }
         // Settle waiters: everything below their mark is done.
-        let done_below = pending.iter().next().copied().unwrap_or(next_seq);
+        let done_below = ex.unsettled.below();
         let mut i = 0;
         while i < waiters.len() {
             if waiters[i].0 <= done_below {
@@ -633,27 +1018,92 @@ async fn export_loop<T: Serialize + Send + Sync + 'static>(
                 i += 1;
             }
         }
-        if stopping && in_flight.is_empty() {
+        if stopping && ex.idle() {
             break;
         }
     }
 }
 
-async fn export_one<T: Serialize + Send + Sync + 'static>(
+/// The exporter's queues on the bus.
+pub(crate) struct ExportSubs<T> {
+    /// Events on the export patterns.
+    exports: Option<Subscription<T>>,
+    /// Replies to requests that came from NATS (with imports only).
+    replies: Option<Subscription<T>>,
+}
+
+async fn recv_opt<T: Send + Sync + 'static>(
+    q: &mut Option<Subscription<T>>,
+) -> Result<Arc<Envelope<T>>, RecvError> {
+    match q {
+        Some(q) => q.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Exports `first` and whatever else `q` holds already (up to a batch),
+/// without another `select!`. Returns whether the bus is closed.
+async fn export_batch<T: Serialize + DeserializeOwned + Send + Sync + 'static>(
+    ctx: &Ctx<T>,
+    sink: &Sink,
+    ex: &mut Exporter<T>,
+    q: &mut Subscription<T>,
+    first: Result<Arc<Envelope<T>>, RecvError>,
+) -> bool {
+    let mut next = first.map(Some);
+    let mut taken = 0;
+    loop {
+        match next {
+            Ok(Some(env)) => export_one(ctx, sink, &env, ex).await,
+            Ok(None) => return false,
+            Err(RecvError::Lagged(n)) => {
+                tracing::error!(missed = n, "nats exporter lagged (it is lossless: a bug)")
+            }
+            Err(_) => return true,
+        }
+        taken += 1;
+        // Checked before taking the next one, which must not be dropped.
+        if taken == EXPORT_BATCH || !ex.has_room() {
+            return false;
+        }
+        next = q.try_recv();
+    }
+}
+
+async fn export_one<T: Serialize + DeserializeOwned + Send + Sync + 'static>(
     ctx: &Ctx<T>,
     sink: &Sink,
     env: &Arc<Envelope<T>>,
-    max_payload: usize,
-    next_seq: &mut u64,
-    in_flight: &mut FuturesUnordered<AckFuture>,
-    pending: &mut BTreeSet<u64>,
+    ex: &mut Exporter<T>,
 ) {
     let c = &ctx.counters;
     if env.header(IMPORTED).is_some() {
         inc(&c.echo_skipped);
         return;
     }
-    let wire = match prepare(ctx.codec, env, max_payload, matches!(sink, Sink::Js(_))) {
+    if let Some(inbox) = env
+        .reply_to
+        .as_ref()
+        .and_then(|r| ctx.inboxes.new_own(r.as_str()))
+    {
+        // A request of this bus leaves: its replies come back on NATS. The
+        // subscription is sent before the request, so the server has it first.
+        match ctx.client.subscribe(format!("{inbox}.>")).await {
+            Ok(sub) => {
+                tokio::spawn(reply_import_loop(ctx.clone(), sub));
+            }
+            Err(e) => tracing::error!(%inbox, error = %e, "cannot subscribe to the reply inbox"),
+        }
+    }
+    let topic = env.topic.as_str();
+    // Replies to requests from elsewhere go by core NATS in either mode.
+    let reply = topic.starts_with("_INBOX.") && ctx.inboxes.is_remote_reply(topic);
+    let encoder = if reply {
+        &ex.reply_encoder
+    } else {
+        &ex.encoder
+    };
+    let wire = match prepare(encoder, env, ex.max_payload) {
         Ok(w) => w,
         Err(e) => {
             inc(&c.rejected);
@@ -662,15 +1112,48 @@ async fn export_one<T: Serialize + Send + Sync + 'static>(
         }
     };
     inc(&c.exported);
-    let seq = *next_seq;
-    *next_seq += 1;
     match sink {
-        Sink::Core => {
+        Sink::Js(js) if !reply => {
+            let seq = ex.unsettled.open();
+            let Some(acks) = &ex.acks else {
+                ex.in_flight
+                    .push(js.retry(env.clone(), ctx.codec, c.clone(), seq, None));
+                return;
+            };
+            // Waits while the client's buffer is full, like core NATS.
+            let sent = ctx
+                .client
+                .publish_with_reply_and_headers(
+                    async_nats::Subject::from(wire.subject),
+                    async_nats::Subject::from(acks.reply_to(seq)),
+                    wire.headers,
+                    wire.payload,
+                )
+                .await;
+            match sent {
+                Ok(()) => {
+                    let generation = ex.generation;
+                    ex.waiting.insert(
+                        seq,
+                        Waiting {
+                            env: env.clone(),
+                            generation,
+                        },
+                    );
+                }
+                Err(e) => ex.retry(ctx, sink, env.clone(), seq, e.to_string()),
+            }
+        }
+        _ => {
             // Waits while the client's buffer is full (backpressure, also
             // during a reconnect); fails only once the client is closed.
             match ctx
                 .client
-                .publish_with_headers(wire.subject, wire.headers, wire.payload)
+                .publish_with_headers(
+                    async_nats::Subject::from(wire.subject),
+                    wire.headers,
+                    wire.payload,
+                )
                 .await
             {
                 Ok(()) => inc(&c.acked),
@@ -680,25 +1163,16 @@ async fn export_one<T: Serialize + Send + Sync + 'static>(
                 }
             }
         }
-        Sink::Js(js) => {
-            pending.insert(seq);
-            let fut = js.publish(wire, env.clone(), ctx.codec, c.clone()).await;
-            in_flight.push(Box::pin(async move {
-                fut.await;
-                seq
-            }));
-        }
     }
 }
 
 /// Encodes an envelope and checks its size against the server's max_payload.
 pub(crate) fn prepare<T: Serialize>(
-    codec: Codec,
+    encoder: &codec::Encoder,
     env: &Envelope<T>,
     max: usize,
-    msg_id: bool,
 ) -> Result<Wire, NatsError> {
-    let wire = codec::encode(env, codec, msg_id)?;
+    let wire = encoder.encode(env)?;
     let size = wire.size();
     if max > 0 && size > max {
         return Err(NatsError::PayloadTooLarge {
@@ -714,13 +1188,13 @@ pub(crate) fn prepare<T: Serialize>(
 // ----- import -----------------------------------------------------------------
 
 /// Ids an import delivered recently, to drop redelivered duplicates.
-pub(crate) struct Dedup {
-    set: HashSet<EventId>,
-    order: VecDeque<EventId>,
+pub(crate) struct Dedup<K = EventId> {
+    set: HashSet<K>,
+    order: VecDeque<K>,
     cap: usize,
 }
 
-impl Dedup {
+impl<K: std::hash::Hash + Eq + Clone> Dedup<K> {
     pub(crate) fn new(cap: usize) -> Self {
         Dedup {
             set: HashSet::new(),
@@ -728,14 +1202,18 @@ impl Dedup {
             cap,
         }
     }
-    pub(crate) fn contains(&self, id: &EventId) -> bool {
-        self.set.contains(id)
+    pub(crate) fn contains<Q>(&self, key: &Q) -> bool
+    where
+        K: std::borrow::Borrow<Q>,
+        Q: std::hash::Hash + Eq + ?Sized,
+    {
+        self.set.contains(key)
     }
-    pub(crate) fn insert(&mut self, id: EventId) {
-        if self.cap == 0 || !self.set.insert(id) {
+    pub(crate) fn insert(&mut self, key: K) {
+        if self.cap == 0 || !self.set.insert(key.clone()) {
             return;
         }
-        self.order.push_back(id);
+        self.order.push_back(key);
         if self.order.len() > self.cap {
             if let Some(old) = self.order.pop_front() {
                 self.set.remove(&old);
@@ -794,6 +1272,8 @@ pub(crate) async fn deliver<T: DeserializeOwned + Send + Sync + 'static>(
         msg = msg.causation_id(c);
     }
     if let Some(r) = env.reply_to {
+        // A request: the reply, sent on this bus, goes back over NATS.
+        ctx.inboxes.imported_request(r.as_str());
         msg = msg.reply_to(r);
     }
     for (k, v) in env.headers {
@@ -843,4 +1323,24 @@ pub(crate) fn dead_headers(
     h.insert(codec::header::DEAD_SUBJECT, subject);
     h.insert(codec::header::DEAD_DELIVERIES, deliveries.to_string());
     h
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Unsettled;
+
+    #[test]
+    fn unsettled_tracks_the_lowest_open_sequence() {
+        let mut u = Unsettled::default();
+        let (a, b, c) = (u.open(), u.open(), u.open());
+        assert_eq!((a, b, c, u.below(), u.next()), (0, 1, 2, 0, 3));
+        u.settle(b);
+        assert_eq!(u.below(), 0);
+        u.settle(a);
+        assert_eq!(u.below(), 2);
+        u.settle(a); // settled twice: ignored
+        u.settle(c);
+        assert_eq!((u.below(), u.next()), (3, 3));
+        assert_eq!(u.open(), 3);
+    }
 }

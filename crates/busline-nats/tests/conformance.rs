@@ -3,9 +3,9 @@
 //! by the other bus and received there.
 //!
 //! Not promised here: replay from the bus's own event store after a restart
-//! (`persistent`: JetStream's durability is tested in `faults.rs` instead)
-//! and request/reply across processes (replies go to `_INBOX.` topics, which
-//! are not exported).
+//! (`persistent`: JetStream's durability is tested in `faults.rs` instead).
+//! Request/reply is: the request crosses to the other bus, the reply comes
+//! back (across real processes: `two_process.rs`).
 
 mod common;
 
@@ -66,9 +66,7 @@ async fn harness(codec: Codec) -> NatsHarness {
 }
 
 fn features() -> Features {
-    Features::in_memory()
-        .with_request_reply(false)
-        .with_persistent(false)
+    Features::in_memory().with_persistent(false)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -386,3 +386,33 @@ async fn a_message_delivered_max_deliver_times_without_ack_is_dead_lettered() {
         "2"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jetstream_publishes_the_server_refuses_are_retried_until_stored() {
+    let srv = server();
+    let (bus, t) = exporter(&srv.url(), "refused.>").await;
+    let js = async_nats::jetstream::new(async_nats::connect(srv.url()).await.unwrap());
+    let config = js
+        .get_stream("BUSLINE")
+        .await
+        .unwrap()
+        .cached_info()
+        .config
+        .clone();
+    // No stream takes the subject: the server answers each publish with "no responders".
+    js.delete_stream("BUSLINE").await.unwrap();
+    for n in 0..50 {
+        bus.publish_to("refused.x", ev(0, n)).await.unwrap();
+    }
+    eventually("publishes retried", || t.stats().retried >= 50).await;
+    assert_eq!(t.stats().acked, 0);
+    js.create_stream(config).await.unwrap();
+    // A guard against hanging, not a timing assertion.
+    tokio::time::timeout(Duration::from_secs(60), t.flush())
+        .await
+        .expect("flush after the stream is back")
+        .unwrap();
+    assert_eq!(t.stats().acked, 50);
+    let mut stream = js.get_stream("BUSLINE").await.unwrap();
+    assert_eq!(stream.info().await.unwrap().state.messages, 50);
+}

@@ -1,8 +1,13 @@
-//! A small peer process for the two-process test: publishes events through
-//! the NATS transport and exits once the server has acknowledged all of them.
+//! A small peer process for the two-process tests.
 //!
 //! `busline-nats-peer <url> <topic-prefix> <publishers> <events-per-publisher>`
-//! prints `acked <n>` on success.
+//! publishes events through the NATS transport and prints `acked <n>` once
+//! the server has acknowledged all of them.
+//!
+//! `busline-nats-peer respond <url> <pattern> <core|js> <requests>` imports
+//! `pattern`, prints `ready` once subscribed, answers that many requests
+//! from a module on its bus (body `re: <body>`, source `responder`), and
+//! prints `answered <n>` once the replies have left.
 
 use busline::{Bus, Message};
 use busline_nats::{JetStreamConfig, NatsConfig, NatsTransport};
@@ -16,9 +21,52 @@ struct Ev {
     body: String,
 }
 
+async fn respond(url: &str, pattern: &str, mode: &str, requests: u64) {
+    use std::io::Write as _;
+    let bus: Bus<Ev> = Bus::new();
+    let mut requests_in = bus.subscribe(pattern).expect("subscribe");
+    let mut cfg = NatsConfig::new(url)
+        .name("busline-nats-responder")
+        .import(pattern);
+    if mode == "js" {
+        cfg = cfg.jetstream(JetStreamConfig {
+            durable: "responder".into(),
+            ..JetStreamConfig::default()
+        });
+    }
+    let nats = match NatsTransport::connect(&bus, cfg).await {
+        Ok(n) => n,
+        Err(e) => {
+            eprintln!("{e}");
+            std::process::exit(1);
+        }
+    };
+    println!("ready");
+    let _ = std::io::stdout().flush();
+    // The module: answers each request on the bus, knowing nothing of NATS.
+    for _ in 0..requests {
+        let req = requests_in.recv().await.expect("a request");
+        let answer = Ev {
+            publisher: req.payload.publisher,
+            n: req.payload.n,
+            body: format!("re: {}", req.payload.body),
+        };
+        bus.reply_msg(&req, Message::new(answer).source("responder"))
+            .await
+            .expect("reply");
+    }
+    nats.flush().await.expect("flush");
+    println!("answered {requests}");
+    nats.shutdown().await.expect("shutdown");
+}
+
 #[tokio::main]
 async fn main() {
     let args: Vec<String> = std::env::args().collect();
+    if args.len() == 6 && args[1] == "respond" {
+        let requests = args[5].parse().expect("requests: a number");
+        return respond(&args[2], &args[3], &args[4], requests).await;
+    }
     if args.len() != 5 {
         eprintln!(
             "usage: busline-nats-peer <url> <topic-prefix> <publishers> <events-per-publisher>"
