@@ -1,5 +1,7 @@
 //! `busline monitor --nats`: publishers in one process, the dashboard,
-//! logger and alerter in another, a real `nats-server` between them.
+//! logger and alerter in another, a real `nats-server` between them. The
+//! watching process also takes events on its API: it exports those and
+//! imports everyone's, and still counts each event once.
 
 mod common;
 
@@ -13,7 +15,8 @@ fn the_dashboard_in_one_process_shows_the_publishers_of_another() {
     let dir = tempfile::tempdir().unwrap();
     let data_b = dir.path().join("b");
 
-    // B watches: dashboard, logger, alerter (with its own event log and the web API).
+    // B watches: dashboard, logger, alerter (with its own event log and the
+    // web API, whose events it exports: it runs both ways).
     let mut b = Monitor::start(&[
         "--modules",
         "dashboard,logger,alerter,web",
@@ -26,8 +29,8 @@ fn the_dashboard_in_one_process_shows_the_publishers_of_another() {
         "--alert-threshold",
         "1000",
     ]);
-    b.stdout.wait_for("B importing", |l| {
-        l.starts_with("[nats] importing metrics.>")
+    b.stdout.wait_for("B connected both ways", |l| {
+        l.starts_with("[nats] exporting and importing metrics.>")
     });
 
     // A publishes, for a few seconds, and exits.
@@ -66,6 +69,30 @@ fn the_dashboard_in_one_process_shows_the_publishers_of_another() {
         (seen == sent as u64).then_some(v)
     });
     assert_eq!(v["ingested"], 0, "{v}");
+    // Events posted to B: B's consumers get them once, although B's own
+    // exports come back to it from the server.
+    const POSTED: usize = 5;
+    for i in 0..POSTED {
+        let body =
+            format!(r#"{{"type":"request","path":"/posted/{i}","latency_ms":1,"status":200}}"#);
+        assert_eq!(post(&b, "/api/events", &body).status, 202);
+    }
+    let requests_before = v["summary"]["totals"]["requests"].as_u64().unwrap();
+    eventually("the posted events in B's dashboard", || {
+        let v = get(&b, "/api/summary").json();
+        let r = v["summary"]["totals"]["requests"].as_u64()?;
+        (r == requests_before + POSTED as u64).then_some(())
+    });
+    // Give an echo time to arrive: if B counted its own events again, the
+    // total would move past this.
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let v = get(&b, "/api/summary").json();
+    assert_eq!(
+        v["summary"]["totals"]["requests"].as_u64().unwrap(),
+        requests_before + POSTED as u64,
+        "B counted its own events twice: {v}"
+    );
+    let sent = sent + POSTED;
     let logged = eventually("A's events in B's logger", || {
         let n = b
             .stdout
@@ -89,7 +116,13 @@ fn the_dashboard_in_one_process_shows_the_publishers_of_another() {
     );
     assert!(out_b.contains("[logger] Request { path: \"/"), "{out_b}");
     assert!(out_b.contains("[dashboard] === 1s summary ==="), "{out_b}");
-    assert!(out_b.contains(&format!("{sent} imported")), "{out_b}");
+    assert!(
+        out_b.contains(&format!(
+            "[nats] disconnected: {POSTED} exported, {} imported",
+            sent - POSTED
+        )),
+        "{out_b}"
+    );
 }
 
 #[test]

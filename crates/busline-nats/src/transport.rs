@@ -15,7 +15,12 @@
 //!
 //! An imported event carries the [`IMPORTED`] header and the exporter skips
 //! events that carry it, so a process that both imports and exports `a.>`
-//! does not send its imports back (counted as `echo_skipped`). Topics under
+//! does not send its imports back (counted as `echo_skipped`); and the
+//! importer skips messages whose id says this very bus published them
+//! ([`Bus::node`]): they come back from the server when a process imports
+//! what it exports, and its subscribers had them already (counted as
+//! `import_own`, acknowledged on JetStream). So a process can export and
+//! import the same subjects and see every process's events once. Topics under
 //! `$sys.` and `_INBOX.` are only exported by patterns that name them
 //! explicitly (replies, below, aside).
 //!
@@ -160,6 +165,10 @@ pub struct TransportStats {
     pub imported: u64,
     /// Redelivered messages dropped because this import already delivered them.
     pub import_duplicates: u64,
+    /// Messages this bus had published itself, back from the server on an
+    /// import (a process exporting and importing the same subjects), skipped:
+    /// local subscribers had them already.
+    pub import_own: u64,
     /// Messages sent to the dead-letter subject.
     pub dead_lettered: u64,
 }
@@ -174,6 +183,7 @@ pub(crate) struct Counters {
     pub echo_skipped: AtomicU64,
     pub imported: AtomicU64,
     pub import_duplicates: AtomicU64,
+    pub import_own: AtomicU64,
     pub dead_lettered: AtomicU64,
 }
 
@@ -405,6 +415,7 @@ impl<T> NatsTransport<T> {
             echo_skipped: l(&c.echo_skipped),
             imported: l(&c.imported),
             import_duplicates: l(&c.import_duplicates),
+            import_own: l(&c.import_own),
             dead_lettered: l(&c.dead_lettered),
         }
     }
@@ -1258,6 +1269,11 @@ pub(crate) async fn deliver<T: DeserializeOwned + Send + Sync + 'static>(
     let Some(bus) = ctx.bus.upgrade() else {
         return Delivered::BusGone;
     };
+    if env.id.node() == bus.node() {
+        // Ours, exported and back: delivered locally when it was published.
+        inc(&ctx.counters.import_own);
+        return Delivered::Ok;
+    }
     let id = env.id;
     let mut msg = Message::new(env.payload)
         .topic(env.topic.as_str())

@@ -416,3 +416,63 @@ async fn jetstream_publishes_the_server_refuses_are_retried_until_stored() {
     let mut stream = js.get_stream("BUSLINE").await.unwrap();
     assert_eq!(stream.info().await.unwrap().state.messages, 50);
 }
+
+/// A process that exports *and* imports the same subjects sees its own
+/// events once (locally; not again when the server sends them back) and
+/// another process's once: `import_own` counts the ones that came back.
+async fn exports_and_imports_the_same_subjects(jetstream: bool) {
+    let srv = server();
+    let mode = |cfg: NatsConfig<Ev>, durable: &str| {
+        if jetstream {
+            cfg.jetstream(js(durable))
+        } else {
+            cfg.core()
+        }
+    };
+    let a: Bus<Ev> = Bus::new();
+    let mut seen = a.subscriber("w.>").lossless(10_000).subscribe().unwrap();
+    let ta = NatsTransport::connect(
+        &a,
+        mode(
+            NatsConfig::new(srv.url()).export("w.>").import("w.>"),
+            "both",
+        ),
+    )
+    .await
+    .unwrap();
+    let b: Bus<Ev> = Bus::new();
+    let tb = NatsTransport::connect(&b, mode(NatsConfig::new(srv.url()).export("w.>"), "b"))
+        .await
+        .unwrap();
+    const N: u64 = 300;
+    for n in 0..N {
+        a.publish_to("w.a", ev(0, n)).await.unwrap();
+        b.publish_to("w.b", ev(1, n)).await.unwrap();
+    }
+    ta.flush().await.unwrap();
+    tb.flush().await.unwrap();
+    let want: HashSet<(u32, u64)> = (0..N).flat_map(|n| [(0, n), (1, n)]).collect();
+    assert_eq!(recv_all(&mut seen, &want).await, 0, "no event twice");
+    eventually("a's own events came back and were skipped", || {
+        ta.stats().import_own == N
+    })
+    .await;
+    let st = ta.stats();
+    assert_eq!(st.imported, N, "b's events, imported once: {st:?}");
+    assert_eq!(st.exported, N, "a's own events only, not b's: {st:?}");
+    assert!(
+        seen.try_recv().unwrap().is_none(),
+        "nothing after the {} expected",
+        2 * N
+    );
+}
+
+#[tokio::test]
+async fn core_exports_and_imports_the_same_subjects() {
+    exports_and_imports_the_same_subjects(false).await;
+}
+
+#[tokio::test]
+async fn jetstream_exports_and_imports_the_same_subjects() {
+    exports_and_imports_the_same_subjects(true).await;
+}

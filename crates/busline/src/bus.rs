@@ -910,6 +910,23 @@ impl<T: Send + Sync + 'static> Bus<T> {
         )
     }
 
+    /// This bus instance's random 64-bit id: the [`EventId::node`] of the
+    /// events published on it (unless they bring an id of their own). A
+    /// transport uses it to recognise its own events coming back.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let (a, b) = (busline::Bus::<u8>::new(), busline::Bus::<u8>::new());
+    /// assert_ne!(a.node(), b.node());
+    /// let mut sub = a.subscribe("t").unwrap();
+    /// a.publish_to("t", 1).await.unwrap();
+    /// assert_eq!(sub.recv().await.unwrap().id.node(), a.node());
+    /// # }
+    /// ```
+    pub fn node(&self) -> u64 {
+        self.inner.node
+    }
+
     /// Whether `other` is a handle to the same bus.
     pub fn same_bus(&self, other: &Bus<T>) -> bool {
         Arc::ptr_eq(&self.inner, &other.inner)

@@ -56,6 +56,12 @@ impl EventId {
         ((self.hi as u128) << 64) | self.lo as u128
     }
 
+    /// The high 64 bits: for an event published on a [`Bus`](crate::Bus)
+    /// without an id of its own, that bus's [`node`](crate::Bus::node).
+    pub const fn node(self) -> u64 {
+        self.hi
+    }
+
     pub(crate) const fn from_parts(hi: u64, lo: u64) -> Self {
         EventId { hi, lo }
     }

@@ -51,8 +51,9 @@
 //!
 //! `--nats URL` joins the bus to a NATS server: a process running the
 //! publishers exports `metrics.>`, a process running the dashboard, logger or
-//! alerter imports it (JetStream, at-least-once, a durable consumer per
-//! module set; `--nats-core` for at-most-once). See [`nats`] for the rules:
+//! alerter imports it, and one running both does both and sees each event
+//! once (JetStream, at-least-once, a durable consumer per module set;
+//! `--nats-core` for at-most-once). See [`nats`] for the rules:
 //!
 //! ```text
 //! busline monitor --nats nats://127.0.0.1:4222 --modules publishers --no-web
@@ -461,7 +462,10 @@ async fn run_async(settings: Settings, store: Option<Arc<LogStore<Metric>>>) -> 
                 say(&format!("[nats] exporting metrics.> to {}", n.url));
                 nats::NatsLink::connected(t, &n.url)
             }
-            nats::Direction::Import => nats::NatsLink::connect_on_start(cfg, &n.url),
+            // The link is added after the consumers and before the
+            // publishers: it connects with the consumers subscribed and
+            // before anything publishes.
+            d => nats::NatsLink::connect_on_start(cfg, &n.url, d),
         };
         rt.add(link).restart(busline::Restart::Never);
     }

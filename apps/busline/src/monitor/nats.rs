@@ -6,7 +6,8 @@
 //! | the process runs | `metrics.>` is | connected |
 //! | --- | --- | --- |
 //! | publishers (`web-sim`, `db-sim`) and/or `web`, no consumer | exported | before any module starts |
-//! | a consumer (`dashboard`, `logger`, `alerter`) | imported | once the consumers are subscribed |
+//! | consumers (`dashboard`, `logger`, `alerter`) only | imported | once the consumers are subscribed |
+//! | consumers and something that publishes (the default `all`) | exported and imported | once the consumers are subscribed, before the publishers start |
 //!
 //! ```text
 //! busline monitor --nats nats://127.0.0.1:4222 --modules publishers --no-web
@@ -30,13 +31,14 @@
 //! may be seen twice. `--nats-core` uses core NATS instead: at-most-once,
 //! nothing stored, only what arrives while connected.
 //!
-//! ## One direction per process
+//! ## Both directions
 //!
-//! A process exports or imports, never both: with JetStream it would get its
-//! own events back. A process running publishers *and* consumers (the
-//! default `all`) exports, and its consumers see its own events only; run the
-//! consumers in a process of their own to see every publisher's. Events a
-//! consuming process gets on its own `POST /api/events` stay in it.
+//! A process that publishes and consumes (its simulators, or events posted
+//! to its `POST /api/events`) exports its own events and imports everyone's.
+//! Its own come back from the server too; the transport recognises them by
+//! their ids ([`busline::Bus::node`]) and skips them (`import_own`), as its
+//! consumers had them locally already. So every consumer sees every
+//! process's events once, its own included.
 //!
 //! ## Credentials
 //!
@@ -65,15 +67,27 @@ pub enum Direction {
     Export,
     /// Gets the others' events.
     Import,
+    /// Sends its own events and gets everyone else's.
+    Both,
 }
 
 impl Direction {
     /// The direction of a process running `modules`.
     pub fn of(modules: &Modules) -> Direction {
-        if modules.consumes() && !modules.web_sim && !modules.db_sim {
-            Direction::Import
-        } else {
-            Direction::Export
+        let publishes = modules.web_sim || modules.db_sim || modules.web;
+        match (publishes, modules.consumes()) {
+            (_, false) => Direction::Export,
+            (false, true) => Direction::Import,
+            (true, true) => Direction::Both,
+        }
+    }
+
+    /// What the process does, for its start line.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Direction::Export => "exporting metrics.> to",
+            Direction::Import => "importing metrics.> from",
+            Direction::Both => "exporting and importing metrics.> with",
         }
     }
 }
@@ -98,6 +112,7 @@ pub fn config(
     cfg = match direction {
         Direction::Export => cfg.export("metrics.>"),
         Direction::Import => cfg.import("metrics.>"),
+        Direction::Both => cfg.export("metrics.>").import("metrics.>"),
     };
     if nats.core {
         cfg.core()
@@ -132,15 +147,17 @@ pub struct NatsLink {
     pending: Arc<Mutex<Option<NatsConfig<Metric>>>>,
     transport: Arc<Mutex<Option<NatsTransport<Metric>>>>,
     url: String,
+    direction: Direction,
 }
 
 impl NatsLink {
     /// A link that connects when the module starts.
-    pub fn connect_on_start(cfg: NatsConfig<Metric>, url: &str) -> Self {
+    pub fn connect_on_start(cfg: NatsConfig<Metric>, url: &str, direction: Direction) -> Self {
         NatsLink {
             pending: Arc::new(Mutex::new(Some(cfg))),
             transport: Arc::new(Mutex::new(None)),
             url: url.to_owned(),
+            direction,
         }
     }
 
@@ -150,6 +167,7 @@ impl NatsLink {
             pending: Arc::new(Mutex::new(None)),
             transport: Arc::new(Mutex::new(Some(t))),
             url: url.to_owned(),
+            direction: Direction::Export,
         }
     }
 }
@@ -163,7 +181,11 @@ impl Module<Metric> for NatsLink {
         let cfg = self.pending.lock().take();
         if let Some(cfg) = cfg {
             let t = connect(ctx.bus(), cfg, &self.url).await?;
-            super::say(&format!("[nats] importing metrics.> from {}", self.url));
+            super::say(&format!(
+                "[nats] {} {}",
+                self.direction.describe(),
+                self.url
+            ));
             *self.transport.lock() = Some(t);
         }
         ctx.shutdown_requested().await;
@@ -176,8 +198,8 @@ impl Module<Metric> for NatsLink {
                 .await
                 .with_context(|| format!("disconnecting from NATS at {}", self.url))?;
             super::say(&format!(
-                "[nats] disconnected: {} exported, {} imported",
-                stats.exported, stats.imported
+                "[nats] disconnected: {} exported, {} imported, {} own skipped",
+                stats.exported, stats.imported, stats.import_own
             ));
         }
         Ok(())
