@@ -141,6 +141,8 @@ pub(crate) struct State<T> {
     pub(crate) ring: VecDeque<Slot<T>>,
     pub(crate) base: u64,
     pub(crate) readers: SmallVec<[Member; 1]>,
+    /// Ring members with a waker set (waiting for an event).
+    pub(crate) parked: usize,
     /// Lossless rings: the lowest `cursor - in_hand` of any member (the
     /// oldest event some member has not been handed yet).
     pub(crate) slowest: u64,
@@ -171,6 +173,7 @@ impl<T> State<T> {
             ring: VecDeque::new(),
             base: 0,
             readers: SmallVec::new(),
+            parked: 0,
             slowest: 0,
             queue: VecDeque::new(),
             latest: AHashMap::new(),
@@ -259,10 +262,11 @@ impl<T> State<T> {
                     self.pressured = true;
                     sub.pressure.raise();
                 }
-                for m in self.readers.iter_mut() {
-                    if let Some(w) = m.waker.take() {
-                        wake.push(w);
-                    }
+                // Members' entries are written by their readers on every
+                // batch: look at them only when one of them waits.
+                if self.parked > 0 {
+                    self.parked = 0;
+                    wake.extend(self.readers.iter_mut().filter_map(|m| m.waker.take()));
                 }
                 return;
             }
@@ -303,6 +307,7 @@ impl<T> State<T> {
         let mut w: SmallVec<[Waker; 4]> = self.tx_wakers.drain(..).collect();
         w.extend(self.rx_wakers.drain(..).map(|(_, w)| w));
         w.extend(self.readers.iter_mut().filter_map(|m| m.waker.take()));
+        self.parked = 0;
         w
     }
 
@@ -346,6 +351,9 @@ impl<T> State<T> {
             return (None, SmallVec::new());
         };
         let mut m = self.readers.swap_remove(i);
+        if m.waker.take().is_some() {
+            self.parked = self.parked.saturating_sub(1);
+        }
         let from = m.cursor.max(self.base);
         for p in from..self.tail() {
             let slot = &mut self.ring[(p - self.base) as usize];
@@ -701,7 +709,10 @@ impl<T: Send + Sync + 'static> Subscription<T> {
             let m = &mut st.readers[i];
             match &mut m.waker {
                 Some(w) => w.clone_from(cx.waker()),
-                None => m.waker = Some(cx.waker().clone()),
+                None => {
+                    m.waker = Some(cx.waker().clone());
+                    st.parked += 1;
+                }
             }
         }
         drop(guard);
