@@ -34,13 +34,7 @@ async fn respond(url: &str, pattern: &str, mode: &str, requests: u64) {
             ..JetStreamConfig::default()
         });
     }
-    let nats = match NatsTransport::connect(&bus, cfg).await {
-        Ok(n) => n,
-        Err(e) => {
-            eprintln!("{e}");
-            std::process::exit(1);
-        }
-    };
+    let nats = connect_or_exit(&bus, cfg).await;
     println!("ready");
     let _ = std::io::stdout().flush();
     // The module: answers each request on the bus, knowing nothing of NATS.
@@ -58,6 +52,17 @@ async fn respond(url: &str, pattern: &str, mode: &str, requests: u64) {
     nats.flush().await.expect("flush");
     println!("answered {requests}");
     nats.shutdown().await.expect("shutdown");
+}
+
+/// Connects, or prints why not and exits with status 1.
+async fn connect_or_exit(bus: &Bus<Ev>, cfg: NatsConfig<Ev>) -> NatsTransport<Ev> {
+    match NatsTransport::connect(bus, cfg).await {
+        Ok(n) => n,
+        Err(e) => {
+            eprintln!("{e}");
+            std::process::exit(1);
+        }
+    }
 }
 
 #[tokio::main]
@@ -84,13 +89,7 @@ async fn main() {
             durable: "peer".into(),
             ..JetStreamConfig::default()
         });
-    let nats = match NatsTransport::connect(&bus, cfg).await {
-        Ok(n) => n,
-        Err(e) => {
-            eprintln!("{e}");
-            std::process::exit(1);
-        }
-    };
+    let nats = connect_or_exit(&bus, cfg).await;
     let mut tasks = Vec::new();
     for p in 0..publishers {
         let bus = bus.clone();
