@@ -8,7 +8,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use crate::bus::Retired;
-use crate::subscription::{Policy, SubShared};
+use crate::subscription::{Member, Policy, State, SubShared};
 
 /// One subscriber's counters.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -62,7 +62,18 @@ impl SubscriberStats {
     /// The counters of every subscriber reading `s` (a ring may have several).
     pub(crate) fn of<T>(s: &SubShared<T>) -> Vec<Self> {
         let st = s.state.lock();
-        let base = SubscriberStats {
+        if let Policy::Queue(_) | Policy::Latest = s.policy {
+            return vec![Self::of_queue(s, &st)];
+        }
+        st.readers
+            .iter()
+            .map(|m| Self::of_member(s, &st, m, st.member_depth(m)))
+            .collect()
+    }
+
+    /// A queue group's or a `latest` subscriber's counters.
+    fn of_queue<T>(s: &SubShared<T>, st: &State<T>) -> Self {
+        SubscriberStats {
             id: s.id,
             name: s.name.to_string(),
             pattern: s.pattern.to_string(),
@@ -79,34 +90,32 @@ impl SubscriberStats {
             blocked: Duration::from_nanos(s.blocked_ns.load(Ordering::Relaxed)),
             pressured: st.pressured,
             members: st.members,
-        };
-        if let Policy::Queue(_) | Policy::Latest = s.policy {
-            return vec![base];
         }
-        let tail = st.tail();
-        let depth = st.depth(s);
-        st.readers
-            .iter()
-            .map(|m| {
-                let queued = st.member_depth(m);
-                SubscriberStats {
-                    id: m.id,
-                    name: m.name.to_string(),
-                    delivered: tail - m.joined,
-                    received: m.received,
-                    // Lost and reported, plus lost and not reported yet.
-                    dropped: m.dropped + st.base.saturating_sub(m.cursor),
-                    discarded: m.discarded,
-                    queued,
-                    peak: m.peak.max(queued),
-                    blocked: Duration::from_nanos(m.blocked_ns),
-                    // Raised by the ring's slowest member.
-                    pressured: st.pressured && queued == depth,
-                    members: 1,
-                    ..base.clone()
-                }
-            })
-            .collect()
+    }
+
+    /// Ring member `m`'s counters, with `queued` events waiting for it, all
+    /// read under the one lock the caller holds.
+    pub(crate) fn of_member<T>(s: &SubShared<T>, st: &State<T>, m: &Member, queued: usize) -> Self {
+        SubscriberStats {
+            id: m.id,
+            name: m.name.to_string(),
+            pattern: s.pattern.to_string(),
+            policy: s.policy.to_string(),
+            capacity: s.capacity,
+            delivered: st.tail() - m.joined,
+            received: m.received,
+            // Lost and reported, plus lost and not reported yet.
+            dropped: m.dropped + st.base.saturating_sub(m.cursor),
+            superseded: 0,
+            filtered: s.filtered.load(Ordering::Relaxed),
+            discarded: m.discarded,
+            queued,
+            peak: m.peak.max(queued),
+            blocked: Duration::from_nanos(m.blocked_ns),
+            // Raised by the ring's slowest member.
+            pressured: st.pressured && queued == st.depth(s),
+            members: 1,
+        }
     }
 }
 

@@ -782,19 +782,20 @@ impl<T: Send + Sync + 'static> Subscription<T> {
         &self.shared.policy
     }
 
-    /// This subscriber's counters.
+    /// This subscriber's counters (one consistent snapshot).
     pub fn stats(&self) -> crate::stats::SubscriberStats {
-        let mut all = crate::stats::SubscriberStats::of(&self.shared);
-        let i = all.iter().position(|s| s.id == self.member).unwrap_or(0);
-        let mut mine = all.swap_remove(i);
+        use crate::stats::SubscriberStats;
         if let Policy::Lossless | Policy::Lossy = self.shared.policy {
-            // Its batch as of now, not as of its last visit to the ring.
             let st = self.shared.state.lock();
             if let Some(m) = st.readers.iter().find(|m| m.id == self.member) {
-                mine.queued = (st.tail() - m.cursor.max(st.base)) as usize + self.local.len();
+                // Its batch as of now, not as of its last visit to the ring.
+                let queued = (st.tail() - m.cursor.max(st.base)) as usize + self.local.len();
+                return SubscriberStats::of_member(&self.shared, &st, m, queued);
             }
         }
-        mine
+        let mut all = SubscriberStats::of(&self.shared);
+        let i = all.iter().position(|s| s.id == self.member).unwrap_or(0);
+        all.swap_remove(i)
     }
 }
 

@@ -702,3 +702,106 @@ async fn dropping_the_slowest_ring_member_releases_the_publisher() {
     assert_eq!(stats.discarded, 4, "idle's four unread events");
     assert_eq!(stats.delivered, 5 + 4, "keen's five and idle's four");
 }
+
+/// Threads racing on shared rings: three publishers, lossless and lossy
+/// members that join, read at different speeds and leave while events flow.
+/// Every member sees each publisher's events in order, never twice, and its
+/// counters add up: delivered == received + dropped + discarded. A lost
+/// wake-up would hang this test (it is bounded by a timeout).
+#[test]
+fn ring_members_race_with_publishers_and_account_for_everything() {
+    const PUBLISHERS: u32 = 3;
+    const PER: u64 = 30_000;
+    rt().block_on(async {
+        let bus = Bus::<(u32, u64)>::new();
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let mut members = Vec::new();
+        for m in 0..8u32 {
+            let bus = bus.clone();
+            let stop = stop.clone();
+            members.push(tokio::spawn(async move {
+                let mut generation = 0u32;
+                let mut checked = 0u64;
+                loop {
+                    // Lossless and lossy members, two ring settings each.
+                    let b = bus.subscriber("race.>").name(format!("m{m}-{generation}"));
+                    let b = match m % 4 {
+                        0 => b.lossless(64),
+                        1 => b.lossless(256),
+                        2 => b.lossy(32),
+                        _ => b.lossy(128),
+                    };
+                    let mut sub = b.subscribe().unwrap();
+                    let mut last = [None::<u64>; PUBLISHERS as usize];
+                    let (mut received, mut lag) = (0u64, 0u64);
+                    let quota = 2_000 + 1_000 * m as u64;
+                    let end = loop {
+                        if received >= quota {
+                            break false;
+                        }
+                        match sub.recv().await {
+                            Ok(e) => {
+                                let (p, n) = e.payload;
+                                let l = &mut last[p as usize];
+                                assert!(l.is_none_or(|l| n > l), "member {m}: {p}/{n} after {l:?}");
+                                *l = Some(n);
+                                received += 1;
+                                if m % 2 == 1 && received % 500 == 0 {
+                                    tokio::time::sleep(Duration::from_millis(1)).await;
+                                }
+                            }
+                            Err(RecvError::Lagged(n)) => lag += n,
+                            Err(RecvError::Closed) => break true,
+                            Err(e) => panic!("{e}"),
+                        }
+                    };
+                    let st = sub.stats();
+                    let waiting = st.queued as u64; // taken with the counters, under one lock
+                    assert!(st.dropped >= lag);
+                    assert_eq!(
+                        st.delivered,
+                        received + st.dropped + waiting,
+                        "member {m} gen {generation}: {st:?}, received {received}, waiting {waiting}"
+                    );
+                    if m % 4 < 2 {
+                        assert_eq!(st.dropped, 0, "lossless member {m} lost events");
+                    }
+                    checked += st.delivered;
+                    drop(sub); // leaves; the ring goes on for the others
+                    generation += 1;
+                    if end || stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        return checked;
+                    }
+                }
+            }));
+        }
+        let mut pubs = Vec::new();
+        for p in 0..PUBLISHERS {
+            let bus = bus.clone();
+            pubs.push(tokio::spawn(async move {
+                for n in 0..PER {
+                    bus.publish_to(&format!("race.p{p}"), (p, n)).await.unwrap();
+                }
+            }));
+        }
+        let all = async {
+            for p in pubs {
+                p.await.unwrap();
+            }
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            bus.close();
+            let mut total = 0;
+            for m in members {
+                total += m.await.unwrap();
+            }
+            total
+        };
+        let total = tokio::time::timeout(Duration::from_secs(120), all)
+            .await
+            .expect("a member or publisher hung (lost wake-up?)");
+        assert!(total > 0);
+        let stats = bus.stats();
+        assert_eq!(stats.published, PUBLISHERS as u64 * PER);
+        assert!(stats.subscribers.is_empty(), "every member left");
+    });
+}
