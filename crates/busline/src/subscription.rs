@@ -632,10 +632,19 @@ impl<T: Send + Sync + 'static> Subscription<T> {
     /// Reads everything new in the ring at this member's cursor in one go.
     fn poll_ring(
         &mut self,
-        cx: Option<&mut Context<'_>>,
+        mut cx: Option<&mut Context<'_>>,
     ) -> Poll<Result<Arc<Envelope<T>>, RecvError>> {
         let sub = &*self.shared;
-        let mut guard = sub.state.lock();
+        let mut guard = match (sub.state.try_lock(), cx.as_deref_mut()) {
+            (Some(g), _) => g,
+            (None, Some(cx)) => {
+                // The publisher (or another reader) has the ring: come back
+                // after the other tasks rather than spin on the lock.
+                yield_now(cx);
+                return Poll::Pending;
+            }
+            (None, None) => sub.state.lock(),
+        };
         let st = &mut *guard;
         let Some(i) = st.readers.iter().position(|m| m.id == self.member) else {
             return Poll::Ready(Err(RecvError::Closed));
