@@ -146,9 +146,11 @@ pub mod core;
 pub mod error;
 pub mod jetstream;
 pub mod server;
+pub mod store;
 pub mod transport;
 
 pub use codec::Codec;
 pub use config::{Auth, JetStreamConfig, Mode, NatsConfig, Tls};
 pub use error::{ConnectCause, NatsError};
+pub use store::{JetStreamStore, JetStreamStoreConfig};
 pub use transport::{ConnState, NatsTransport, Status, StatusEvent, TransportStats, IMPORTED};
