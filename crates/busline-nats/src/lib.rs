@@ -39,6 +39,7 @@
 //! | [`transport`] | connect, export, import, no echo, request/reply across processes, status |
 //! | [`jetstream`] | at-least-once: pipelined acked publishes, de-duplication, durable consumers, dead letters, the server's durability |
 //! | [`core`] | at-most-once core NATS |
+//! | [`store`] | [`JetStreamStore`]: a durable [`EventStore`](busline::EventStore) for [`Bus::persist`](busline::Bus::persist) in a JetStream stream, replay-then-live and named consumers from the server |
 //! | [`codec`] | payload codecs (JSON, postcard) and the header layout of the envelope |
 //! | [`config`] | servers, credentials, TLS, modes |
 //! | [`server`] | a managed `nats-server` for tests and benchmarks |

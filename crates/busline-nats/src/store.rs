@@ -13,7 +13,7 @@
 //!   its own JetStream stream could not overlap it.
 //! * **Offsets.** offset = stream sequence − 1: dense from 0 as long as
 //!   nothing is removed from the stream. The metadata travels in the headers
-//!   the transport's [codec](crate::codec) writes, with `Nats-Msg-Id` = the
+//!   the transport's [`codec`] writes, with `Nats-Msg-Id` = the
 //!   event id.
 //! * **Append** publishes and resolves once the server's `PubAck` arrives.
 //!   A publish that fails or gets no ack (the server restarted, the
@@ -332,6 +332,13 @@ where
                 .get_info()
                 .await
                 .map_err(|e| format!("stream info: {e}"))?;
+            let want = format!("{}.>", c.subject_prefix);
+            if !info.config.subjects.contains(&want) {
+                return Err(format!(
+                    "the existing stream captures {:?}, not `{want}` (another subject prefix?)",
+                    info.config.subjects
+                ));
+            }
             Ok::<_, String>((js, stream, offsets, info.state.last_sequence))
         });
         let (js, stream, offsets, last) = tokio::time::timeout(cfg.timeout * 2, task)

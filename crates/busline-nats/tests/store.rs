@@ -218,3 +218,17 @@ async fn removed_events_are_an_error_naming_the_offset_not_other_events() {
         "{err}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_made_for_another_prefix_is_refused_at_open() {
+    let server = common::server();
+    drop(open(&server.url()).await);
+    let err = JetStreamStore::<Ev>::open(cfg(&server.url()).subject_prefix("elsewhere"))
+        .await
+        .err()
+        .expect("refused");
+    assert!(
+        err.to_string().contains("TEST_STORE") && err.to_string().contains("elsewhere.>"),
+        "{err}"
+    );
+}
