@@ -20,7 +20,9 @@
 //!   connection broke) is sent again with the same `Nats-Msg-Id` until the
 //!   store's [`timeout`](JetStreamStoreConfig::timeout) has passed; the server
 //!   stores it once (within the stream's duplicate window, 2 minutes by
-//!   default), and a duplicate's ack names the first copy's sequence.
+//!   default), and a duplicate's ack names the first copy's sequence. An
+//!   error the server would repeat (a payload over its limit, say) is also
+//!   retried until the timeout before it is returned.
 //! * **`end`** is kept locally: the stream's last sequence when the store was
 //!   opened, then raised by every ack this store receives. Events other
 //!   writers append to the same stream meanwhile are not counted until the
@@ -45,6 +47,16 @@
 //!   the subject's last message. Not durable JetStream consumers: the bus,
 //!   not the server, decides what a consumer has handled, and a commit is
 //!   one acknowledged publish.
+//!
+//! ## Two buses, one stream
+//!
+//! A bus that imports events over the [transport](crate::transport) and
+//! persists the same topics to a store on the same stream as the exporting
+//! bus appends each imported copy again; the server recognises it by its
+//! `Nats-Msg-Id` and acknowledges it with the first copy's sequence, so both
+//! buses see one log with the same offsets (tested: `tests/conformance.rs`).
+//! That holds within the stream's duplicate window: a copy imported later
+//! than that (the importer was down for longer) is stored a second time.
 //!
 //! ## Removed events
 //!
