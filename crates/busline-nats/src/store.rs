@@ -683,12 +683,18 @@ where
             while lo < hi {
                 let mid = lo + (hi - lo) / 2;
                 let m = retrying(r.timeout, || async {
-                    r.stream
-                        .get_raw_message(mid + 1)
-                        .await
-                        .map_err(|e| format!("get offset {mid}: {e}"))
+                    match r.stream.get_raw_message(mid + 1).await {
+                        Ok(m) => Ok(Some(m)),
+                        Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => Ok(None),
+                        Err(e) => Err(format!("get offset {mid}: {e}")),
+                    }
                 })
                 .await?;
+                let Some(m) = m else {
+                    return Err(format!(
+                        "offset {mid} is no longer in the stream (removed by limits, a purge or a delete)"
+                    ));
+                };
                 let env = decode_stored::<T>(
                     &r,
                     m.subject.as_str(),

@@ -217,6 +217,17 @@ async fn removed_events_are_an_error_naming_the_offset_not_other_events() {
         err.contains("offset 5") && err.contains("no longer"),
         "{err}"
     );
+    // A time search that has to look at offset 5 (just after offset 4's time;
+    // offset 6 was published after offset 4 was acknowledged) says so too.
+    let t4 = items[1].as_ref().unwrap().timestamp;
+    let err = store
+        .offset_for_time(t4 + Duration::from_nanos(1))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("offset 5") && err.contains("no longer") && err.contains("TEST_STORE"),
+        "{err}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
