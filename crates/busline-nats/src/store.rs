@@ -314,7 +314,9 @@ where
                 .await
                 .map_err(|e| format!("connect: {e}"))?;
             let mut js = async_nats::jetstream::new(client);
-            js.set_timeout(c.timeout);
+            // One attempt gets a quarter of the timeout, so a publish whose ack
+            // was lost (a server restart) is retried within it.
+            js.set_timeout((c.timeout / 4).max(Duration::from_millis(250)));
             let storage = if c.file_storage {
                 StorageType::File
             } else {

@@ -243,3 +243,49 @@ async fn a_stream_made_for_another_prefix_is_refused_at_open() {
         "{err}"
     );
 }
+
+/// Appends in flight while the server is killed are retried with their
+/// `Nats-Msg-Id`: every publish succeeds and the log holds each event once, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn appends_across_a_server_kill_are_stored_once_each() {
+    let mut server = common::server();
+    let store = Arc::new(
+        JetStreamStore::open(cfg(&server.url()).timeout(Duration::from_secs(30)))
+            .await
+            .expect("store opens"),
+    );
+    let bus = bus_on(&store);
+    let mut sub = bus
+        .subscriber("orders.>")
+        .lossless(1_000)
+        .subscribe()
+        .unwrap();
+    let publisher = {
+        let bus = bus.clone();
+        tokio::spawn(async move {
+            for n in 0..300 {
+                bus.publish_to("orders.new", ev(6, n))
+                    .await
+                    .unwrap_or_else(|e| panic!("publish {n}: {e}"));
+            }
+        })
+    };
+    let before = recv_n(&mut sub, 100).await;
+    tokio::task::block_in_place(|| server.restart()).expect("server restarts");
+    publisher.await.unwrap();
+    let after = recv_n(&mut sub, 200).await;
+    let live: Vec<(u64, Option<u64>)> = before
+        .iter()
+        .chain(&after)
+        .map(|e| (e.payload.n, e.offset))
+        .collect();
+    let want: Vec<(u64, Option<u64>)> = (0..300).map(|n| (n, Some(n))).collect();
+    assert_eq!(live, want);
+    assert_eq!(store.end(), 300);
+    let stored: Vec<u64> = store
+        .read(0, 300)
+        .unwrap()
+        .map(|e| e.unwrap().payload.n)
+        .collect();
+    assert_eq!(stored, (0..300).collect::<Vec<_>>());
+}
