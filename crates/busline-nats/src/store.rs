@@ -146,7 +146,8 @@ pub struct JetStreamStoreConfig {
     pub file_storage: bool,
     /// How new events' payloads are encoded (reading decodes by each event's own codec).
     pub codec: Codec,
-    /// How long one operation may take, retries included (default 10 s).
+    /// How long one operation may take, retries included (default 10 s); one
+    /// attempt of a request to the server gets a quarter of it.
     pub timeout: Duration,
     /// The stream's duplicate window, when the store creates the stream (default 2 minutes).
     pub duplicate_window: Duration,
