@@ -25,13 +25,14 @@
 //!   retried until the timeout before it is returned.
 //! * **`end`** is kept locally: the stream's last sequence when the store was
 //!   opened, then raised by every ack this store receives. Events other
-//!   writers append to the same stream meanwhile are not counted until the
-//!   store is opened again: one writing store per stream.
+//!   writers append to the same stream meanwhile are not counted (not
+//!   replayed by this store's subscribers) until this store appends them too
+//!   (below) or is opened again.
 //! * **Reads** (`read`, `offset_for_time`, `committed_offset`) are answered by
 //!   the server. The [`EventStore`] trait calls them synchronously (from
 //!   `subscribe` and while a subscription replays), so the store runs its own
 //!   small tokio runtime on a helper thread with its own connection, does the
-//!   work there and blocks the caller on a channel, never longer than the
+//!   work there and blocks the caller on a channel, for at most twice the
 //!   timeout. That works from any runtime, `current_thread` included, since
 //!   nothing the caller's thread would have to run is involved. A replay reads
 //!   through an ordered consumer starting at the wanted sequence, in batches.
@@ -41,8 +42,8 @@
 //!   ([`offsets_stream`](JetStreamStoreConfig::offsets_stream), default
 //!   `<stream>_OFFSETS`) that keeps the last message per subject, one subject
 //!   `<prefix>-offsets.<consumer>` per consumer: what a JetStream key-value
-//!   bucket is underneath, made directly because `async-nats`' bucket
-//!   creation fails against servers before 2.10. `commit_offset` resolves
+//!   bucket is underneath, made directly because `async-nats` 0.42's bucket
+//!   creation fails against the nats-server 2.9 these tests run on. `commit_offset` resolves
 //!   once the server has acknowledged the publish; `committed_offset` gets
 //!   the subject's last message. Not durable JetStream consumers: the bus,
 //!   not the server, decides what a consumer has handled, and a commit is
@@ -291,7 +292,7 @@ where
     T: Serialize + DeserializeOwned + Send + Sync + 'static,
 {
     /// Connects (on the store's own helper runtime), creates the stream and
-    /// the offsets bucket if they do not exist, and reads the stream's end.
+    /// the offsets stream if they do not exist, and reads the stream's end.
     pub async fn open(cfg: JetStreamStoreConfig) -> Result<Self, StoreError> {
         let what = format!("open stream `{}` on `{}`", cfg.stream, cfg.server);
         let rt = tokio::runtime::Builder::new_multi_thread()
