@@ -39,6 +39,7 @@
 //! | [`transport`] | connect, export, import, no echo, request/reply across processes, status |
 //! | [`jetstream`] | at-least-once: pipelined acked publishes, de-duplication, durable consumers, dead letters, the server's durability |
 //! | [`core`] | at-most-once core NATS |
+//! | [`store`] | [`JetStreamStore`]: a durable [`EventStore`](busline::EventStore) for [`Bus::persist`](busline::Bus::persist) in a JetStream stream, replay-then-live and named consumers from the server |
 //! | [`codec`] | payload codecs (JSON, postcard) and the header layout of the envelope |
 //! | [`config`] | servers, credentials, TLS, modes |
 //! | [`server`] | a managed `nats-server` for tests and benchmarks |
@@ -146,9 +147,11 @@ pub mod core;
 pub mod error;
 pub mod jetstream;
 pub mod server;
+pub mod store;
 pub mod transport;
 
 pub use codec::Codec;
 pub use config::{Auth, JetStreamConfig, Mode, NatsConfig, Tls};
 pub use error::{ConnectCause, NatsError};
+pub use store::{JetStreamStore, JetStreamStoreConfig};
 pub use transport::{ConnState, NatsTransport, Status, StatusEvent, TransportStats, IMPORTED};

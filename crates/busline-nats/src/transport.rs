@@ -670,13 +670,13 @@ where
     let _ = sub.unsubscribe().await;
 }
 
-async fn options<T: Send + Sync + 'static>(
-    cfg: &NatsConfig<T>,
-    status: Arc<watch::Sender<Status>>,
-    events: mpsc::UnboundedSender<StatusEvent>,
+/// Connect options carrying `auth` and `tls` (shared by the transport and the JetStream store).
+pub(crate) async fn credentials(
+    server: &str,
+    auth: &Auth,
+    tls: &crate::config::Tls,
 ) -> Result<async_nats::ConnectOptions, NatsError> {
-    let server = cfg.server.clone();
-    let mut o = match &cfg.auth {
+    let mut o = match auth {
         Auth::None => async_nats::ConnectOptions::new(),
         Auth::UserPassword { user, password } => {
             async_nats::ConnectOptions::with_user_and_password(user.clone(), password.clone())
@@ -686,15 +686,15 @@ async fn options<T: Send + Sync + 'static>(
         Auth::CredentialsFile(path) => async_nats::ConnectOptions::with_credentials_file(path)
             .await
             .map_err(|e| NatsError::Connect {
-                server: server.clone(),
+                server: server.to_string(),
                 cause: crate::error::ConnectCause::Authentication,
                 detail: format!("credentials file {}: {e}", path.display()),
             })?,
     };
-    if cfg.tls.required {
+    if tls.required {
         o = o.require_tls(true);
     }
-    if let Some(ca) = &cfg.tls.ca_file {
+    if let Some(ca) = &tls.ca_file {
         if !ca.exists() {
             return Err(NatsError::Config(format!(
                 "tls ca file {} does not exist",
@@ -703,11 +703,21 @@ async fn options<T: Send + Sync + 'static>(
         }
         o = o.add_root_certificates(ca.clone()).require_tls(true);
     }
-    if let Some((cert, key)) = &cfg.tls.client_cert {
+    if let Some((cert, key)) = &tls.client_cert {
         o = o
             .add_client_certificate(cert.clone(), key.clone())
             .require_tls(true);
     }
+    Ok(o)
+}
+
+async fn options<T: Send + Sync + 'static>(
+    cfg: &NatsConfig<T>,
+    status: Arc<watch::Sender<Status>>,
+    events: mpsc::UnboundedSender<StatusEvent>,
+) -> Result<async_nats::ConnectOptions, NatsError> {
+    let server = cfg.server.clone();
+    let o = credentials(&server, &cfg.auth, &cfg.tls).await?;
     let o = o
         .name(&cfg.name)
         .connection_timeout(cfg.connect_timeout)
