@@ -653,9 +653,29 @@ impl<T: Send + Sync + 'static> Bus<T> {
     fn route(&self, topic: &str) -> Result<Arc<Route<T>>, crate::TopicError> {
         let inner = &*self.inner;
         let epoch = inner.epoch.load(Ordering::Acquire);
+        if let Some(r) = LAST_ROUTE.with(|c| {
+            let c = c.borrow();
+            let e = c.as_ref()?;
+            if e.bus == inner.node && e.epoch == epoch && &*e.topic == topic {
+                e.route.upgrade()?.downcast::<Route<T>>().ok()
+            } else {
+                None
+            }
+        }) {
+            return Ok(r);
+        }
         if let Some(r) = inner.cache.read().get(topic) {
             if r.epoch == epoch {
-                return Ok(r.clone());
+                let r = r.clone();
+                LAST_ROUTE.with(|c| {
+                    *c.borrow_mut() = Some(LastRoute {
+                        bus: inner.node,
+                        epoch,
+                        topic: topic.into(),
+                        route: Arc::downgrade(&r) as Weak<dyn std::any::Any + Send + Sync>,
+                    })
+                });
+                return Ok(r);
             }
         }
         let topic = Topic::new(topic)?;
@@ -1042,6 +1062,21 @@ fn unwrap_env<T>(env: Arc<Envelope<T>>) -> T {
     }
 }
 
+/// The route this thread published on last (a publisher usually repeats
+/// its topic): found without the cache's lock and hash. Valid while the
+/// bus (by its random node id) and its routing epoch are the same. Weak:
+/// it keeps no subscriber or store alive once the bus's cache lets go.
+struct LastRoute {
+    bus: u64,
+    epoch: u64,
+    topic: Box<str>,
+    route: Weak<dyn std::any::Any + Send + Sync>,
+}
+
+thread_local! {
+    static LAST_ROUTE: std::cell::RefCell<Option<LastRoute>> = const { std::cell::RefCell::new(None) };
+}
+
 /// Why an event could not be routed.
 enum RouteError {
     Closed,
@@ -1202,6 +1237,41 @@ fn commit<T>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The per-thread last-route shortcut never crosses buses, never outlives
+    /// a change of subscribers, and keeps nothing alive.
+    #[tokio::test]
+    async fn the_last_route_shortcut_follows_buses_and_subscribers() {
+        let (a, b) = (Bus::<u32>::new(), Bus::<u32>::new());
+        let mut sa = a.subscribe("t").unwrap();
+        let mut sb = b.subscribe("t").unwrap();
+        for i in 0..10 {
+            // Same thread, same topic, alternating buses.
+            a.publish_to("t", i).await.unwrap();
+            b.publish_to("t", 100 + i).await.unwrap();
+        }
+        for i in 0..10 {
+            assert_eq!(sa.recv().await.unwrap().payload, i);
+            assert_eq!(sb.recv().await.unwrap().payload, 100 + i);
+        }
+        assert!(sa.try_recv().unwrap().is_none() && sb.try_recv().unwrap().is_none());
+        // A subscriber that joins is routed to at once, one that leaves is not.
+        a.publish_to("t", 1).await.unwrap();
+        let mut late = a.subscribe("t").unwrap();
+        a.publish_to("t", 2).await.unwrap();
+        assert_eq!(late.recv().await.unwrap().payload, 2);
+        drop(sa);
+        let r = a.publish_to("t", 3).await.unwrap();
+        assert_eq!(r.subscribers, 1, "only `late`");
+        // The route's subscribers are released with the bus's cache.
+        let weak = Arc::downgrade(&late.shared);
+        drop(late);
+        drop(a);
+        assert!(
+            weak.upgrade().is_none(),
+            "nothing keeps a gone subscriber alive"
+        );
+    }
 
     /// Replies go straight to the requester: one-off inbox topics never
     /// enter (and so never flush) the route cache.
