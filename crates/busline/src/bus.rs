@@ -472,8 +472,7 @@ impl<T: Send + Sync + 'static> Bus<T> {
     /// Delivers a wrapped event, through the store first if its topic is persisted.
     async fn dispatch(&self, (route, env): Prepared<T>) -> Result<Receipt, PublishError<T>> {
         if route.store.is_none() {
-            // The common case: the future holds an `Arc`, not the envelope.
-            return self.deliver(route, Arc::new(env)).await;
+            return self.deliver(route, env).await;
         }
         self.persist_and_deliver(route, env).await
     }
@@ -482,17 +481,21 @@ impl<T: Send + Sync + 'static> Bus<T> {
     async fn persist_and_deliver(
         &self,
         route: Arc<Route<T>>,
-        mut env: Envelope<T>,
+        mut env: Arc<Envelope<T>>,
     ) -> Result<Receipt, PublishError<T>> {
         let Some(store) = route.store.clone() else {
-            return self.deliver(route, Arc::new(env)).await;
+            return self.deliver(route, env).await;
         };
         match store.append(&env).await {
-            Ok(offset) => env.offset = Some(offset),
+            Ok(offset) => {
+                Arc::get_mut(&mut env)
+                    .expect("an undelivered envelope has a single owner")
+                    .offset = Some(offset)
+            }
             Err(error) => {
                 return Err(PublishError::Store {
                     error,
-                    event: env.payload,
+                    event: unwrap_env(env),
                 })
             }
         }
@@ -503,7 +506,7 @@ impl<T: Send + Sync + 'static> Bus<T> {
             Ok(r) => r,
             Err(_) => route,
         };
-        self.deliver(route, Arc::new(env)).await
+        self.deliver(route, env).await
     }
 
     /// Persists events on topics matching `pattern` to `store` before they are
@@ -565,10 +568,9 @@ impl<T: Send + Sync + 'static> Bus<T> {
                     format!("try_publish on persisted topic `{}`", route.topic),
                     "it cannot wait for the store to acknowledge; use publish",
                 ),
-                event: env.payload,
+                event: unwrap_env(env),
             });
         }
-        let env = Arc::new(env);
         let targets = targets(&route, &env);
         let (seq, id) = (env.seq, env.id);
         let mut env = Some(env);
@@ -630,12 +632,13 @@ impl<T: Send + Sync + 'static> Bus<T> {
         Ok((route, env))
     }
 
-    /// Stamps `msg` with a sequence number, id and time: the one place envelopes are made.
-    fn envelope(&self, topic: Topic, msg: Message<T>) -> Envelope<T> {
+    /// Stamps `msg` with a sequence number, id and time: the one place
+    /// envelopes are made (straight into their `Arc`, not moved there).
+    fn envelope(&self, topic: Topic, msg: Message<T>) -> Arc<Envelope<T>> {
         let inner = &*self.inner;
         let seq = inner.seq.fetch_add(1, Ordering::Relaxed);
         let id = msg.id.unwrap_or(EventId::from_parts(inner.node, seq));
-        Envelope::from_parts(
+        Arc::new(Envelope::from_parts(
             seq,
             id,
             topic,
@@ -646,7 +649,7 @@ impl<T: Send + Sync + 'static> Bus<T> {
             msg.reply_to,
             msg.headers,
             msg.payload,
-        )
+        ))
     }
 
     /// The subscribers matching `topic`, from the cache when it is current.
@@ -874,11 +877,9 @@ impl<T: Send + Sync + 'static> Bus<T> {
             // Straight to the waiting requester: no routing, and no one-off
             // inbox topic in the route cache.
             let env = self.envelope(reply_to.clone(), msg);
-            return tx
-                .send(Arc::new(env))
-                .map_err(|_| ReplyError::RequesterGone {
-                    reply_to: reply_to.to_string(),
-                });
+            return tx.send(env).map_err(|_| ReplyError::RequesterGone {
+                reply_to: reply_to.to_string(),
+            });
         }
         // Not ours: a transport may carry it to a requester elsewhere.
         match self.send(msg).await {
@@ -1087,7 +1088,7 @@ enum RouteError {
 type PersistRule<T> = (Pattern, Arc<dyn EventStore<T>>);
 
 /// An event wrapped in its envelope, with the subscribers it goes to.
-type Prepared<T> = (Arc<Route<T>>, Envelope<T>);
+type Prepared<T> = (Arc<Route<T>>, Arc<Envelope<T>>);
 
 /// The subscribers an event goes to: the whole route, or those whose filter took it.
 enum Targets<'a, T> {
