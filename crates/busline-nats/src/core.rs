@@ -10,21 +10,16 @@
 //! Undecodable messages go to `<dead_letter_prefix>.<subject>` with the same
 //! headers as on JetStream, published with core NATS.
 
-use futures::StreamExt;
 use serde::de::DeserializeOwned;
 
-use crate::transport::{dead_headers, dead_subject, deliver, inc, Ctx, Delivered};
+use crate::transport::{dead_headers, dead_subject, deliver, inc, next_or_stop, Ctx, Delivered};
 
 pub(crate) async fn import_loop<T>(ctx: Ctx<T>, mut sub: async_nats::Subscriber)
 where
     T: DeserializeOwned + Send + Sync + 'static,
 {
     let mut stop = ctx.stop.clone();
-    loop {
-        let msg = tokio::select! {
-            _ = stop.changed() => break,
-            m = sub.next() => match m { Some(m) => m, None => break },
-        };
+    while let Some(msg) = next_or_stop(&mut sub, &mut stop).await {
         match deliver(
             &ctx,
             msg.subject.as_str(),

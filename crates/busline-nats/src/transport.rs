@@ -612,6 +612,18 @@ impl Inboxes {
     }
 }
 
+/// The next message of a core subscription, or `None` once it ends or the
+/// transport is stopping.
+pub(crate) async fn next_or_stop(
+    sub: &mut async_nats::Subscriber,
+    stop: &mut watch::Receiver<bool>,
+) -> Option<async_nats::Message> {
+    tokio::select! {
+        _ = stop.changed() => None,
+        m = sub.next() => m,
+    }
+}
+
 /// Delivers replies arriving on one of this bus's inboxes to the requesters
 /// waiting for them.
 async fn reply_import_loop<T>(ctx: Ctx<T>, mut sub: async_nats::Subscriber)
@@ -619,11 +631,7 @@ where
     T: DeserializeOwned + Send + Sync + 'static,
 {
     let mut stop = ctx.stop.clone();
-    loop {
-        let msg = tokio::select! {
-            _ = stop.changed() => break,
-            m = sub.next() => match m { Some(m) => m, None => break },
-        };
+    while let Some(msg) = next_or_stop(&mut sub, &mut stop).await {
         let (subject, headers) = (msg.subject.as_str(), msg.headers.as_ref());
         // Decoded twice: the bus hands a reply over against its request,
         // which needs a payload of its own (only its ids and reply-to count).

@@ -1124,10 +1124,8 @@ fn targets<'a, T>(route: &'a Route<T>, env: &Envelope<T>) -> Targets<'a, T> {
 /// its slowest member.
 fn slowest_name<T>(sub: &SubShared<T>) -> Arc<str> {
     let st = sub.state.lock();
-    st.readers
-        .iter()
-        .max_by_key(|m| st.member_depth(m))
-        .map_or_else(|| sub.name.clone(), |m| m.name.clone())
+    st.slowest_member()
+        .map_or_else(|| sub.name.clone(), |i| st.readers[i].name.clone())
 }
 
 fn add_blocked<T>(targets: &Targets<'_, T>, id: u64, d: Duration) {
@@ -1139,15 +1137,9 @@ fn add_blocked<T>(targets: &Targets<'_, T>, id: u64, d: Duration) {
     };
     let ns = d.as_nanos().min(u64::MAX as u128) as u64;
     let mut st = s.state.lock();
-    let st = &mut *st;
     // A ring's publisher waits on its slowest member.
-    let slowest = st.slowest;
-    match st
-        .readers
-        .iter_mut()
-        .find(|m| m.cursor - m.in_hand as u64 == slowest)
-    {
-        Some(m) => m.blocked_ns += ns,
+    match st.slowest_member() {
+        Some(i) => st.readers[i].blocked_ns += ns,
         None => {
             s.blocked_ns.fetch_add(ns, Ordering::Relaxed);
         }

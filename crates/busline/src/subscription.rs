@@ -332,6 +332,12 @@ impl<T> State<T> {
         }
     }
 
+    /// The ring member with the most events waiting: the one a lossless
+    /// publisher waits on.
+    pub(crate) fn slowest_member(&self) -> Option<usize> {
+        (0..self.readers.len()).max_by_key(|&i| self.member_depth(&self.readers[i]))
+    }
+
     /// Adds a ring member reading from now on.
     pub(crate) fn join(&mut self, sub: &SubShared<T>, id: u64, name: Arc<str>) {
         let tail = self.tail();
@@ -351,6 +357,8 @@ impl<T> State<T> {
             return (None, SmallVec::new());
         };
         let mut m = self.readers.swap_remove(i);
+        // Lost and not reported yet (lossy): still dropped, not silent.
+        m.dropped += self.base.saturating_sub(m.cursor);
         if m.waker.take().is_some() {
             self.parked = self.parked.saturating_sub(1);
         }
@@ -683,11 +691,12 @@ impl<T: Send + Sync + 'static> Subscription<T> {
             self.yielded = 0;
             // Wake waiting publishers once there is real room (half the
             // capacity), not for every event taken: fewer, larger wake-ups.
-            let wake: SmallVec<[Waker; 2]> = if st.depth(sub) <= sub.capacity / 2 {
-                st.tx_wakers.drain(..).collect()
-            } else {
-                SmallVec::new()
-            };
+            let wake: SmallVec<[Waker; 2]> =
+                if !st.tx_wakers.is_empty() && st.depth(sub) <= sub.capacity / 2 {
+                    st.tx_wakers.drain(..).collect()
+                } else {
+                    SmallVec::new()
+                };
             drop(guard);
             wake.into_iter().for_each(Waker::wake);
             return Poll::Ready(Ok(e));
@@ -750,11 +759,12 @@ impl<T: Send + Sync + 'static> Subscription<T> {
         }
         if let Some(e) = got {
             st.received += 1;
-            let mut wake: SmallVec<[Waker; 3]> = if st.depth(sub) <= sub.capacity / 2 {
-                st.tx_wakers.drain(..).collect()
-            } else {
-                SmallVec::new()
-            };
+            let mut wake: SmallVec<[Waker; 3]> =
+                if !st.tx_wakers.is_empty() && st.depth(sub) <= sub.capacity / 2 {
+                    st.tx_wakers.drain(..).collect()
+                } else {
+                    SmallVec::new()
+                };
             if sub.is_group() && !st.queue.is_empty() && !st.rx_wakers.is_empty() {
                 // More is waiting: pass the word on to another idle member.
                 wake.push(st.rx_wakers.remove(0).1);
@@ -867,18 +877,14 @@ impl<T> Drop for Subscription<T> {
                 let (gone, w) = st.leave(sub, self.member, self.local.len());
                 self.local.clear();
                 wake.extend(w);
-                if !st.readers.is_empty() {
-                    remove = false;
-                    // The others read on; this member's counters stay in the bus totals.
-                    if let (Some(m), Some(reg)) = (gone, registry.as_mut()) {
-                        reg.retired.delivered += st.tail() - m.joined;
-                        reg.retired.dropped += m.dropped;
-                        reg.retired.discarded += m.discarded;
-                    }
-                } else if let Some(m) = gone {
-                    // The last member: its counters go with the ring's below.
-                    st.readers.push(m);
+                // Its counters stay in the bus totals.
+                if let (Some(m), Some(reg)) = (gone, registry.as_mut()) {
+                    reg.retired.delivered += st.tail() - m.joined;
+                    reg.retired.dropped += m.dropped;
+                    reg.retired.discarded += m.discarded;
                 }
+                // The others read on; the last one takes the ring with it.
+                remove = st.readers.is_empty();
             }
             Policy::Queue(_) => {
                 st.rx_wakers.retain(|(m, _)| *m != self.member);
