@@ -21,8 +21,10 @@
 //!   store's [`timeout`](JetStreamStoreConfig::timeout) has passed; the server
 //!   stores it once (within the stream's duplicate window, 2 minutes by
 //!   default), and a duplicate's ack names the first copy's sequence. An
-//!   error the server would repeat (a payload over its limit, say) is also
-//!   retried until the timeout before it is returned.
+//!   event larger than the server's `max_payload` (payload and headers)
+//!   is refused at once with an error naming both sizes, without a
+//!   publish; other errors the server would repeat are retried until the
+//!   timeout before they are returned.
 //! * **`end`** is kept locally: the stream's last sequence when the store was
 //!   opened, then raised by every ack this store receives. Events other
 //!   writers append to the same stream meanwhile are not counted (not
@@ -217,6 +219,8 @@ impl JetStreamStoreConfig {
 /// What the helper runtime's tasks need.
 #[derive(Clone)]
 struct Remote {
+    /// The helper's connection (for the server's `max_payload`).
+    client: async_nats::Client,
     js: Context,
     stream: Stream,
     offsets: Stream,
@@ -315,7 +319,7 @@ where
                 .connect(c.server.as_str())
                 .await
                 .map_err(|e| format!("connect: {e}"))?;
-            let mut js = async_nats::jetstream::new(client);
+            let mut js = async_nats::jetstream::new(client.clone());
             // One attempt gets a quarter of the timeout, so a publish whose ack
             // was lost (a server restart) is retried within it.
             js.set_timeout((c.timeout / 4).max(Duration::from_millis(250)));
@@ -355,15 +359,16 @@ where
                     info.config.subjects
                 ));
             }
-            Ok::<_, String>((js, stream, offsets, info.state.last_sequence))
+            Ok::<_, String>((client, js, stream, offsets, info.state.last_sequence))
         });
-        let (js, stream, offsets, last) = tokio::time::timeout(cfg.timeout * 2, task)
+        let (client, js, stream, offsets, last) = tokio::time::timeout(cfg.timeout * 2, task)
             .await
             .map_err(|_| StoreError::new(&what, "no answer in time"))?
             .map_err(|e| StoreError::new(&what, e))?
             .map_err(|e| StoreError::new(&what, e))?;
         Ok(JetStreamStore {
             remote: Remote {
+                client,
                 js,
                 stream,
                 offsets,
@@ -590,10 +595,19 @@ where
             Ok(w) => w,
             Err(e) => return Box::pin(std::future::ready(Err(StoreError::new(what(), e)))),
         };
+        // Refused by the client (and so by every retry) when too large: say so now.
+        let subject = format!("{}.{}", self.remote.prefix, wire.subject);
+        let size = wire.size();
+        let max = self.remote.client.server_info().max_payload;
+        if max > 0 && size > max {
+            let e = format!(
+                "it is {size} bytes encoded (payload and headers), over the server's max_payload of {max} bytes"
+            );
+            return Box::pin(std::future::ready(Err(StoreError::new(what(), e))));
+        }
         let r = self.remote.clone();
         let end = self.end.clone();
         let task = self.handle.spawn(async move {
-            let subject = format!("{}.{}", r.prefix, wire.subject);
             let ack = retrying(r.timeout, || {
                 let (js, subject, headers, payload) = (
                     r.js.clone(),

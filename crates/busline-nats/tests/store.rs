@@ -289,3 +289,46 @@ async fn appends_across_a_server_kill_are_stored_once_each() {
         .collect();
     assert_eq!(stored, (0..300).collect::<Vec<_>>());
 }
+
+/// An event over the server's `max_payload` is refused at once with both
+/// sizes (not retried until the store's timeout), handed back to the
+/// publisher, and stores nothing; the events around it are stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_over_max_payload_is_refused_at_once_and_handed_back() {
+    let server = common::server_with("max_payload: 2048");
+    // A long timeout: a refusal that went through the retries would take it.
+    let store = Arc::new(
+        JetStreamStore::<Ev>::open(cfg(&server.url()).timeout(Duration::from_secs(120)))
+            .await
+            .expect("store opens"),
+    );
+    let bus = bus_on(&store);
+    bus.publish_to("orders.new", ev(1, 0)).await.unwrap();
+    let big = Ev {
+        publisher: 1,
+        n: 1,
+        body: "x".repeat(4000),
+    };
+    let err = tokio::time::timeout(
+        Duration::from_secs(30),
+        bus.publish_to("orders.new", big.clone()),
+    )
+    .await
+    .expect("refused without the retries")
+    .expect_err("over max_payload");
+    let text = err.to_string();
+    assert!(
+        text.contains("max_payload of 2048 bytes") && text.contains("orders.new"),
+        "{text}"
+    );
+    assert_eq!(err.into_event(), big, "the event is handed back");
+    bus.publish_to("orders.new", ev(1, 2)).await.unwrap();
+
+    assert_eq!(store.end(), 2);
+    let got: Vec<u64> = store
+        .read(0, 2)
+        .unwrap()
+        .map(|e| e.unwrap().payload.n)
+        .collect();
+    assert_eq!(got, [0, 2]);
+}
