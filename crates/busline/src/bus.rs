@@ -1146,6 +1146,21 @@ fn add_blocked<T>(targets: &Targets<'_, T>, id: u64, d: Duration) {
     }
 }
 
+/// Locks a queue for a publish: a reader holds it for a short batch, so
+/// spin on it a while before parking_lot's slow path (which soon yields the
+/// thread to the kernel).
+fn lock_spinning<S>(m: &parking_lot::Mutex<S>) -> MutexGuard<'_, S> {
+    for _ in 0..SPINS {
+        if let Some(g) = m.try_lock() {
+            return g;
+        }
+        std::hint::spin_loop();
+    }
+    m.lock()
+}
+
+const SPINS: usize = 64;
+
 /// Delivers `env` to every target or to none: locks all targets (in id order),
 /// and if a lossless one is full, registers `waker` there and gives up
 /// (`Err(id)` of the full target, `env` left in place). Otherwise takes `env`
@@ -1160,7 +1175,7 @@ fn commit<T>(
     if n == 1 {
         // The common case, without the guard list.
         let sub = targets.get(0);
-        let mut st = sub.state.lock();
+        let mut st = lock_spinning(&sub.state);
         if st.closed {
             return Ok(0);
         }
@@ -1187,7 +1202,7 @@ fn commit<T>(
     let mut guards: SmallVec<[MutexGuard<'_, State<T>>; 8]> = SmallVec::with_capacity(n);
     for i in 0..n {
         let sub = targets.get(i);
-        let mut st = sub.state.lock();
+        let mut st = lock_spinning(&sub.state);
         if !st.closed && !st.has_room(sub) {
             if let Some(w) = waker {
                 if !st.tx_wakers.iter().any(|x| x.will_wake(w)) {
