@@ -10,6 +10,7 @@
 //! transport itself. Ratios are against bare `async-nats`.
 
 use std::future::IntoFuture;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _, Result};
@@ -41,6 +42,9 @@ pub struct NatsArgs {
     /// Print one JSON object instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// Run only the core NATS cases or only the JetStream ones (for profiling).
+    #[arg(long, hide = true, value_parser = ["core", "jetstream"])]
+    pub only: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -74,6 +78,15 @@ fn event(n: u64, text: &str) -> Ev {
         host: "web-1".into(),
         text: text.to_string(),
     }
+}
+
+/// Runs one system's publisher loop as a task on the runtime's workers, as
+/// an application's publishers run (and as in `bench fanout`), not on the
+/// thread that drives the benchmark.
+async fn task(
+    f: impl std::future::Future<Output = Result<Duration>> + Send + 'static,
+) -> Result<Duration> {
+    tokio::spawn(f).await.context("publisher task")?
 }
 
 fn median(mut v: Vec<Duration>) -> Duration {
@@ -119,11 +132,12 @@ enum Extra {
 }
 
 async fn raw_core(
-    client: &async_nats::Client,
+    client: async_nats::Client,
     events: u64,
-    text: &str,
+    text: Arc<str>,
     extra: Extra,
 ) -> Result<Duration> {
+    let text = &*text;
     let start = Instant::now();
     for n in 0..events {
         let payload = serde_json::to_vec(&event(n, text))?;
@@ -146,13 +160,14 @@ async fn raw_core(
 }
 
 async fn raw_js(
-    js: &async_nats::jetstream::Context,
+    js: async_nats::jetstream::Context,
     events: u64,
-    text: &str,
+    text: Arc<str>,
     in_flight: usize,
     extra: Extra,
     round: u64,
 ) -> Result<Duration> {
+    let text = &*text;
     let start = Instant::now();
     let mut acks = FuturesUnordered::new();
     for n in 0..events {
@@ -185,12 +200,13 @@ async fn raw_js(
 }
 
 async fn transport(
-    bus: &Bus<Ev>,
-    t: &NatsTransport<Ev>,
-    topic: &str,
+    bus: Bus<Ev>,
+    t: Arc<NatsTransport<Ev>>,
+    topic: &'static str,
     events: u64,
-    text: &str,
+    text: Arc<str>,
 ) -> Result<Duration> {
+    let text = &*text;
     let start = Instant::now();
     for n in 0..events {
         bus.publish_to(topic, event(n, text))
@@ -214,7 +230,7 @@ pub async fn run(a: NatsArgs) -> Result<()> {
             own.url()
         }
     };
-    let text = "x".repeat(a.size);
+    let text: Arc<str> = "x".repeat(a.size).into();
     let client = async_nats::connect(url.as_str())
         .await
         .with_context(|| format!("connecting to {url}"))?;
@@ -232,19 +248,23 @@ pub async fn run(a: NatsArgs) -> Result<()> {
         ..JetStreamConfig::default()
     };
     let core_bus: Bus<Ev> = Bus::new();
-    let core_t = NatsTransport::connect(
-        &core_bus,
-        NatsConfig::new(url.as_str()).export("bench.bus.core"),
-    )
-    .await?;
+    let core_t = Arc::new(
+        NatsTransport::connect(
+            &core_bus,
+            NatsConfig::new(url.as_str()).export("bench.bus.core"),
+        )
+        .await?,
+    );
     let js_bus: Bus<Ev> = Bus::new();
-    let js_t = NatsTransport::connect(
-        &js_bus,
-        NatsConfig::new(url.as_str())
-            .export("bench.bus.js")
-            .jetstream(js_cfg),
-    )
-    .await?;
+    let js_t = Arc::new(
+        NatsTransport::connect(
+            &js_bus,
+            NatsConfig::new(url.as_str())
+                .export("bench.bus.js")
+                .jetstream(js_cfg),
+        )
+        .await?,
+    );
     let bus_stream = js.get_stream("BENCH_BUS").await?;
 
     let (mut rc, mut hc, mut mc, mut tc) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
@@ -252,19 +272,28 @@ pub async fn run(a: NatsArgs) -> Result<()> {
     for round in 0..a.rounds {
         // Interleaved, so drift on a shared machine hits every system alike.
         let r = round as u64;
-        rc.push(raw_core(&client, a.events, &text, Extra::Bare).await?);
-        hc.push(raw_core(&client, a.events, &text, Extra::OneHeader).await?);
-        mc.push(raw_core(&client, a.events, &text, Extra::Meta).await?);
-        tc.push(transport(&core_bus, &core_t, "bench.bus.core", a.events, &text).await?);
-        rj.push(raw_js(&js, a.events, &text, a.in_flight, Extra::Bare, r).await?);
-        hj.push(raw_js(&js, a.events, &text, a.in_flight, Extra::OneHeader, r).await?);
-        mj.push(raw_js(&js, a.events, &text, a.in_flight, Extra::Meta, r).await?);
-        tj.push(transport(&js_bus, &js_t, "bench.bus.js", a.events, &text).await?);
+        let (n, f) = (a.events, a.in_flight);
+        let (c, t) = (&client, &text);
+        if a.only.as_deref() != Some("jetstream") {
+            rc.push(task(raw_core(c.clone(), n, t.clone(), Extra::Bare)).await?);
+            hc.push(task(raw_core(c.clone(), n, t.clone(), Extra::OneHeader)).await?);
+            mc.push(task(raw_core(c.clone(), n, t.clone(), Extra::Meta)).await?);
+            let (b, tr) = (core_bus.clone(), core_t.clone());
+            tc.push(task(transport(b, tr, "bench.bus.core", n, t.clone())).await?);
+        }
+        if a.only.as_deref() == Some("core") {
+            continue;
+        }
+        rj.push(task(raw_js(js.clone(), n, t.clone(), f, Extra::Bare, r)).await?);
+        hj.push(task(raw_js(js.clone(), n, t.clone(), f, Extra::OneHeader, r)).await?);
+        mj.push(task(raw_js(js.clone(), n, t.clone(), f, Extra::Meta, r)).await?);
+        let (b, tr) = (js_bus.clone(), js_t.clone());
+        tj.push(task(transport(b, tr, "bench.bus.js", n, t.clone())).await?);
         raw_stream.purge().await?;
         bus_stream.purge().await?;
     }
     let stats = js_t.stats();
-    if stats.acked != a.events * a.rounds as u64 {
+    if a.only.as_deref() != Some("core") && stats.acked != a.events * a.rounds as u64 {
         bail!(
             "the transport acked {} of {} events",
             stats.acked,
@@ -274,6 +303,9 @@ pub async fn run(a: NatsArgs) -> Result<()> {
     let rate = |d: Duration| a.events as f64 / d.as_secs_f64();
     let mut results = Vec::new();
     for (mode, raw, one, meta, bus) in [("core", rc, hc, mc, tc), ("jetstream", rj, hj, mj, tj)] {
+        if raw.is_empty() {
+            continue; // left out with --only
+        }
         let raw = median(raw);
         for (system, d) in [
             ("async-nats", raw),
@@ -315,7 +347,11 @@ pub async fn run(a: NatsArgs) -> Result<()> {
             );
         }
     }
-    core_t.shutdown().await?;
-    js_t.shutdown().await?;
+    for t in [core_t, js_t] {
+        Arc::into_inner(t)
+            .context("the transport is still shared")?
+            .shutdown()
+            .await?;
+    }
     Ok(())
 }
