@@ -26,7 +26,7 @@ pub struct SubscriberStats {
     pub capacity: usize,
     /// Events put in its queue.
     pub delivered: u64,
-    /// Events it has received.
+    /// Events it has received (handed out by `recv`).
     pub received: u64,
     /// Events dropped because it fell behind (lossy), each reported as lag.
     pub dropped: u64,
@@ -36,7 +36,12 @@ pub struct SubscriberStats {
     pub filtered: u64,
     /// Events still queued when it unsubscribed or was dropped.
     pub discarded: u64,
-    /// Events waiting for it now (its lag): its queue plus the batch it holds.
+    /// Events waiting for it now (its lag): its queue plus the part of the
+    /// batch it took from a ring that it has not handed out yet. While it is
+    /// subscribed, `delivered == received + dropped + queued`. Read through
+    /// [`Subscription::stats`](crate::Subscription::stats) the batch is
+    /// counted as it is now; through [`Bus::stats`](crate::Bus::stats), as of
+    /// the subscriber's last visit to its ring.
     pub queued: usize,
     /// The most events ever waiting in its queue.
     pub peak: usize,
@@ -67,7 +72,7 @@ impl SubscriberStats {
         }
         st.readers
             .iter()
-            .map(|m| Self::of_member(s, &st, m, st.member_depth(m)))
+            .map(|m| Self::of_member(s, &st, m, m.in_hand))
             .collect()
     }
 
@@ -93,9 +98,18 @@ impl SubscriberStats {
         }
     }
 
-    /// Ring member `m`'s counters, with `queued` events waiting for it, all
-    /// read under the one lock the caller holds.
-    pub(crate) fn of_member<T>(s: &SubShared<T>, st: &State<T>, m: &Member, queued: usize) -> Self {
+    /// Ring member `m`'s counters, all read under the one lock the caller
+    /// holds, with `in_hand` events of its last batch not handed out yet:
+    /// they count as queued, not received (`m.received` counts whole batches
+    /// as they are taken). The subscription itself knows that number exactly;
+    /// the bus knows it as of the member's last visit to the ring.
+    pub(crate) fn of_member<T>(
+        s: &SubShared<T>,
+        st: &State<T>,
+        m: &Member,
+        in_hand: usize,
+    ) -> Self {
+        let queued = (st.tail() - m.cursor.max(st.base)) as usize + in_hand;
         SubscriberStats {
             id: m.id,
             name: m.name.to_string(),
@@ -103,7 +117,7 @@ impl SubscriberStats {
             policy: s.policy.to_string(),
             capacity: s.capacity,
             delivered: st.tail() - m.joined,
-            received: m.received,
+            received: m.received.saturating_sub(in_hand as u64),
             // Lost and reported, plus lost and not reported yet.
             dropped: m.dropped + st.base.saturating_sub(m.cursor),
             superseded: 0,

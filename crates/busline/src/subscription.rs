@@ -534,9 +534,17 @@ impl<T: Send + Sync + 'static> Subscription<T> {
     /// events, then goes on; returns [`RecvError::Closed`] when the bus is
     /// closed and everything already queued has been received.
     ///
-    /// Cancel safe: if the future is dropped before it completes, no event is lost.
+    /// Cancel safe: if the future is dropped before it completes, no event is
+    /// lost, and in a queue group a wake-up it got for an event it did not
+    /// take goes to another waiting member.
     pub async fn recv(&mut self) -> Result<Arc<Envelope<T>>, RecvError> {
-        std::future::poll_fn(|cx| self.poll_recv(cx)).await
+        let mut wait = WaitGuard {
+            sub: self,
+            armed: true,
+        };
+        let r = std::future::poll_fn(|cx| wait.sub.poll_recv(cx)).await;
+        wait.armed = false;
+        r
     }
 
     /// Receives an event if one is ready: `Ok(None)` when none is.
@@ -689,14 +697,13 @@ impl<T: Send + Sync + 'static> Subscription<T> {
         st.settle(sub);
         if let Some(e) = got {
             self.yielded = 0;
-            // Wake waiting publishers once there is real room (half the
-            // capacity), not for every event taken: fewer, larger wake-ups.
-            let wake: SmallVec<[Waker; 2]> =
-                if !st.tx_wakers.is_empty() && st.depth(sub) <= sub.capacity / 2 {
-                    st.tx_wakers.drain(..).collect()
-                } else {
-                    SmallVec::new()
-                };
+            // Waiting publishers get the room as soon as there is some (this
+            // member was the slowest), so a later publisher cannot take it first.
+            let wake: SmallVec<[Waker; 2]> = if !st.tx_wakers.is_empty() && st.has_room(sub) {
+                st.tx_wakers.drain(..).collect()
+            } else {
+                SmallVec::new()
+            };
             drop(guard);
             wake.into_iter().for_each(Waker::wake);
             return Poll::Ready(Ok(e));
@@ -759,12 +766,13 @@ impl<T: Send + Sync + 'static> Subscription<T> {
         }
         if let Some(e) = got {
             st.received += 1;
-            let mut wake: SmallVec<[Waker; 3]> =
-                if !st.tx_wakers.is_empty() && st.depth(sub) <= sub.capacity / 2 {
-                    st.tx_wakers.drain(..).collect()
-                } else {
-                    SmallVec::new()
-                };
+            // Waiting publishers get the room as soon as there is some, so a
+            // later publisher (`try_publish`) cannot take it first.
+            let mut wake: SmallVec<[Waker; 3]> = if !st.tx_wakers.is_empty() && st.has_room(sub) {
+                st.tx_wakers.drain(..).collect()
+            } else {
+                SmallVec::new()
+            };
             if sub.is_group() && !st.queue.is_empty() && !st.rx_wakers.is_empty() {
                 // More is waiting: pass the word on to another idle member.
                 wake.push(st.rx_wakers.remove(0).1);
@@ -808,8 +816,7 @@ impl<T: Send + Sync + 'static> Subscription<T> {
             let st = self.shared.state.lock();
             if let Some(m) = st.readers.iter().find(|m| m.id == self.member) {
                 // Its batch as of now, not as of its last visit to the ring.
-                let queued = (st.tail() - m.cursor.max(st.base)) as usize + self.local.len();
-                return SubscriberStats::of_member(&self.shared, &st, m, queued);
+                return SubscriberStats::of_member(&self.shared, &st, m, self.local.len());
             }
         }
         let mut all = SubscriberStats::of(&self.shared);
@@ -818,7 +825,42 @@ impl<T: Send + Sync + 'static> Subscription<T> {
     }
 }
 
+/// Withdraws a queue group member's wait when its `recv` future is dropped
+/// before completing (see [`Subscription::recv`]).
+struct WaitGuard<'a, T> {
+    sub: &'a mut Subscription<T>,
+    armed: bool,
+}
+
+impl<T> Drop for WaitGuard<'_, T> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.sub.cancel_wait();
+        }
+    }
+}
+
 impl<T> Subscription<T> {
+    /// A `recv` gave up: a queue group member takes its waker back, and if
+    /// it was woken for an event (its waker is gone) that is still queued,
+    /// passes the wake-up to another waiting member. Without this, the
+    /// group's next event could wake only a member no longer listening.
+    fn cancel_wait(&mut self) {
+        if !self.shared.is_group() {
+            return;
+        }
+        let mut st = self.shared.state.lock();
+        let before = st.rx_wakers.len();
+        st.rx_wakers.retain(|(m, _)| *m != self.member);
+        let wake =
+            (st.rx_wakers.len() == before && !st.queue.is_empty() && !st.rx_wakers.is_empty())
+                .then(|| st.rx_wakers.remove(0).1);
+        drop(st);
+        if let Some(w) = wake {
+            w.wake();
+        }
+    }
+
     /// Events waiting for this subscriber (in its queue and in the batch it holds).
     pub fn len(&self) -> usize {
         let st = self.shared.state.lock();

@@ -813,3 +813,121 @@ fn ring_members_race_with_publishers_and_account_for_everything() {
         assert!(stats.dropped >= lost, "{} < {lost}", stats.dropped);
     });
 }
+
+/// A queue group member whose `recv` gave up (a timeout, a `select!`) stays
+/// a member; the group's next event must still reach a member that waits.
+#[tokio::test(start_paused = true)]
+async fn a_cancelled_queue_group_recv_never_keeps_an_event_from_a_waiting_member() {
+    let bus = Bus::<u32>::new();
+    let mut a = bus.subscriber("jobs").queue("g").subscribe().unwrap();
+    let mut b = bus.subscriber("jobs").queue("g").subscribe().unwrap();
+    // A waits, then gives up before anything comes.
+    assert!(tokio::time::timeout(Duration::from_millis(10), a.recv())
+        .await
+        .is_err());
+    let hb = tokio::spawn(async move { b.recv().await.map(|e| e.payload) });
+    tokio::task::yield_now().await; // B waits now
+    bus.publish_to("jobs", 7).await.unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(5), hb)
+        .await
+        .expect("B never got the job")
+        .unwrap();
+    assert_eq!(got.unwrap(), 7);
+
+    // A is woken for a job, and gives up its recv before it runs (staying a
+    // member): the wake-up goes on to the other waiting member.
+    let mut b = bus.subscriber("jobs").queue("g").subscribe().unwrap();
+    let (give_up, gave_up) = tokio::sync::oneshot::channel::<()>();
+    let ha = tokio::spawn(async move {
+        tokio::select! {
+            biased;
+            _ = gave_up => {}
+            _ = a.recv() => panic!("A was to give up first"),
+        }
+        a // still a member
+    });
+    tokio::task::yield_now().await; // A waits first
+    let hb = tokio::spawn(async move { b.recv().await.map(|e| e.payload) });
+    tokio::task::yield_now().await; // then B
+    bus.publish_to("jobs", 8).await.unwrap(); // wakes A
+    give_up.send(()).unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(5), hb)
+        .await
+        .expect("the job stayed queued with B waiting")
+        .unwrap();
+    assert_eq!(got.unwrap(), 8);
+    let a = ha.await.unwrap();
+    assert_eq!(a.stats().members, 1, "A is still in the group");
+}
+
+/// A publisher waiting for room gets it as soon as a subscriber takes an
+/// event, before any later publisher: in a queue group and in a lossless
+/// ring (where the subscriber takes its whole backlog in one batch).
+#[tokio::test(start_paused = true)]
+async fn a_waiting_publisher_is_woken_as_soon_as_there_is_room() {
+    for group in [true, false] {
+        let bus = Bus::<u32>::new();
+        let b = bus.subscriber("t");
+        let mut s = if group {
+            b.queue("g").capacity(4)
+        } else {
+            b.lossless(4)
+        }
+        .subscribe()
+        .unwrap();
+        for i in 0..4 {
+            bus.try_publish_to("t", i).unwrap();
+        }
+        let bus2 = bus.clone();
+        let p = tokio::spawn(async move { bus2.publish_to("t", 4).await.map(|_| ()) });
+        tokio::task::yield_now().await;
+        assert!(!p.is_finished(), "the queue is full");
+        assert_eq!(s.recv().await.unwrap().payload, 0);
+        tokio::time::timeout(Duration::from_secs(5), p)
+            .await
+            .unwrap_or_else(|_| panic!("group {group}: the waiting publisher was not woken"))
+            .unwrap()
+            .unwrap();
+        assert!(
+            matches!(bus.try_publish_to("t", 5), Err(PublishError::Full { .. })),
+            "group {group}: the room went to the waiting publisher"
+        );
+        for i in 1..5 {
+            assert_eq!(s.recv().await.unwrap().payload, i);
+        }
+    }
+}
+
+/// `delivered == received + dropped + queued` for a ring subscriber holding
+/// part of a batch: the batch counts as queued until it is handed out.
+#[tokio::test]
+async fn a_ring_batch_in_hand_counts_as_queued_not_received() {
+    let bus = Bus::<u32>::new();
+    let mut s = bus.subscriber("t").lossless(16).subscribe().unwrap();
+    for i in 0..4 {
+        bus.try_publish_to("t", i).unwrap();
+    }
+    assert_eq!(s.recv().await.unwrap().payload, 0); // takes all 4, hands out 1
+    let check = |st: &busline::SubscriberStats, received: u64, queued: usize| {
+        assert_eq!(
+            (st.delivered, st.received, st.queued),
+            (4, received, queued),
+            "{st:?}"
+        );
+        assert_eq!(
+            st.delivered,
+            st.received + st.dropped + st.queued as u64,
+            "{st:?}"
+        );
+    };
+    check(&s.stats(), 1, 3);
+    check(&bus.stats().subscribers[0], 1, 3);
+    for _ in 1..4 {
+        s.recv().await.unwrap();
+    }
+    check(&s.stats(), 4, 0);
+    // The bus learns of the rest of the batch at the subscriber's next visit.
+    check(&bus.stats().subscribers[0], 1, 3);
+    assert!(s.try_recv().unwrap().is_none());
+    check(&bus.stats().subscribers[0], 4, 0);
+}
