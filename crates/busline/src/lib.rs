@@ -185,6 +185,13 @@
 //! have had). When the last member leaves the group is gone, and events still
 //! queued are counted as `discarded`.
 //!
+//! An event arriving wakes one waiting member. A `recv` that gives up (a
+//! timeout, the other branch of a `select!`) withdraws its member from the
+//! waiting line, and passes on a wake-up it got for an event it did not
+//! take, so the event reaches another member that waits. A member read as a
+//! [`Stream`](futures::Stream) that stops being polled while it stays
+//! subscribed can hold one such wake-up: drop it, or read with `recv`.
+//!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")] async fn main() {
 //! let bus = busline::Bus::<u32>::new();
