@@ -548,6 +548,44 @@ impl<T: Send + Sync + 'static> Bus<T> {
         self.try_deliver(prepared)
     }
 
+    /// Delivers `event` to every matching subscriber that has room now and
+    /// skips the full ones (lossless subscribers and queue groups), without
+    /// waiting: unlike [`try_publish`](Self::try_publish), one full
+    /// subscriber does not keep the event from the others. Returns how many
+    /// were skipped. For the runtime's system events (a persisted topic is
+    /// delivered, not stored).
+    pub(crate) fn offer(&self, event: T) -> usize
+    where
+        T: Event,
+    {
+        let route = self.route_checked(&event.topic());
+        let Ok((route, env)) = self.wrap(route, Message::new(event)) else {
+            return 0;
+        };
+        let targets = targets(&route, &env);
+        let (mut delivered, mut skipped) = (0, 0);
+        for i in 0..targets.len() {
+            let sub = targets.get(i);
+            let mut st = sub.state.lock();
+            if st.closed {
+                continue;
+            }
+            if !st.has_room(sub) {
+                skipped += 1;
+                continue;
+            }
+            delivered += 1;
+            let mut wake: SmallVec<[Waker; 8]> = SmallVec::new();
+            st.push(sub, env.clone(), &mut wake);
+            drop(st);
+            wake.into_iter().for_each(Waker::wake);
+        }
+        if delivered == 0 && skipped == 0 {
+            self.inner.unrouted.fetch_add(1, Ordering::Relaxed);
+        }
+        skipped
+    }
+
     /// [`try_publish`](Self::try_publish) on a given topic.
     pub fn try_publish_to(&self, topic: &str, event: T) -> Result<Receipt, PublishError<T>> {
         let prepared = self.wrap(self.route_checked(topic), Message::new(event))?;

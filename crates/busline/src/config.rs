@@ -166,11 +166,12 @@ impl ModuleSettings {
         if let Some(n) = self.max_restarts {
             s.max_restarts = n;
         }
-        if let Some(w) = self.restart_window_secs {
-            s.within = Duration::from_secs_f64(w);
+        // Checked by `Config::settings`; an invalid value changes nothing.
+        if let Some(Ok(w)) = self.restart_window_secs.map(Duration::try_from_secs_f64) {
+            s.within = w;
         }
-        if let Some(t) = self.shutdown_timeout_secs {
-            s.shutdown_timeout = Duration::from_secs_f64(t);
+        if let Some(Ok(t)) = self.shutdown_timeout_secs.map(Duration::try_from_secs_f64) {
+            s.shutdown_timeout = t;
         }
     }
 }
@@ -234,7 +235,23 @@ impl Config {
             .filter(|(k, _)| RESERVED_KEYS.contains(&k.as_str()))
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
-        deserialize(module, reserved)
+        let s: ModuleSettings = deserialize(module, reserved)?;
+        for (key, v) in [
+            ("restart_window_secs", s.restart_window_secs),
+            ("shutdown_timeout_secs", s.shutdown_timeout_secs),
+        ] {
+            if let Some(v) = v {
+                if Duration::try_from_secs_f64(v).is_err() {
+                    return Err(ConfigError::Invalid {
+                        module: module.to_string(),
+                        message: format!(
+                            "`{key}` must be a finite number of seconds, 0 or more (got {v})"
+                        ),
+                    });
+                }
+            }
+        }
+        Ok(s)
     }
 
     /// Deserializes `module`'s own keys (all but the [reserved](RESERVED_KEYS)

@@ -191,6 +191,9 @@ impl<T: Send + Sync + 'static> Context<T> {
     }
 
     /// The shutdown signal as a token, for helper tasks the module spawns.
+    /// It is cancelled when the runtime shuts down and also when this
+    /// instance of the module ends (returns, fails or panics), so helpers of
+    /// an instance that was restarted do not outlive it.
     pub fn shutdown_token(&self) -> CancellationToken {
         self.shutdown.clone()
     }

@@ -872,9 +872,8 @@ impl<T: Send + Sync + 'static> Running<T> {
     }
 
     fn emit(&mut self, ev: SystemEvent) {
-        if let Err(crate::PublishError::Full { .. }) = self.system.try_publish(ev) {
-            self.refused += 1;
-        }
+        // Each subscriber with room gets it; a full one is skipped and counted.
+        self.refused += self.system.offer(ev) as u64;
     }
 
     async fn answer(&mut self, req: &crate::Envelope<SystemEvent>) {
@@ -938,7 +937,10 @@ impl<T: Send + Sync + 'static> Running<T> {
         let slot = &mut self.slots[i];
         let was_aborted = slot.state == ModuleState::Aborted;
         slot.started_at = None;
-        slot.token = None;
+        // Helper tasks of the instance that ended are told to stop too.
+        if let Some(t) = slot.token.take() {
+            t.cancel();
+        }
         slot.abort = None;
         let name = slot.name.to_string();
         if was_aborted {
@@ -1005,7 +1007,7 @@ impl<T: Send + Sync + 'static> Running<T> {
                 let delay = slot.supervision.backoff.delay(n);
                 slot.restarts += 1;
                 slot.state = ModuleState::Restarting;
-                slot.restart_at = Some(now + delay);
+                slot.restart_at = Some(after(now, delay));
                 let ev = SystemEvent::Restarting {
                     module: name,
                     restart: slot.restarts,
@@ -1016,6 +1018,17 @@ impl<T: Send + Sync + 'static> Running<T> {
             }
             (true, None) => {
                 slot.state = ModuleState::Failed;
+                if !exit.failed {
+                    // `always` and it returned Ok: its end is still published.
+                    slot.last_error = Some(message.clone());
+                    self.emit(SystemEvent::Failed {
+                        module: name.clone(),
+                        error: message.clone(),
+                        panicked: false,
+                        will_restart: false,
+                    });
+                }
+                let slot = &mut self.slots[i];
                 Some(Fatal::Limit {
                     module: name,
                     restarts: slot.restarts,
@@ -1054,7 +1067,7 @@ impl<T: Send + Sync + 'static> Running<T> {
             if let Some(t) = &slot.token {
                 t.cancel();
             }
-            let deadline = Instant::now() + slot.supervision.shutdown_timeout;
+            let deadline = after(Instant::now(), slot.supervision.shutdown_timeout);
             loop {
                 if self.slots[i].state != ModuleState::Stopping {
                     break;
@@ -1096,6 +1109,13 @@ impl<T: Send + Sync + 'static> Running<T> {
         self.tasks.detach_all();
         abandoned
     }
+}
+
+/// `at + d`, or about 30 years from `at` when `d` is too long to add (a
+/// timeout of `Duration::MAX` meaning "never").
+fn after(at: Instant, d: Duration) -> Instant {
+    at.checked_add(d)
+        .unwrap_or_else(|| at + Duration::from_secs(30 * 365 * 86_400))
 }
 
 /// Runs a module's future and says when it was first polled.

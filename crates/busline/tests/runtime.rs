@@ -1044,3 +1044,171 @@ async fn an_actor_answers_requests_with_its_private_state() {
     handle.shutdown();
     run.await.unwrap().unwrap();
 }
+
+// ----- found by review: each test fails without its fix ----------------------
+
+/// A full lossless system subscriber misses events; a lossy one beside it
+/// gets every one (before, the full one made the runtime skip all of them).
+#[tokio::test(start_paused = true)]
+async fn a_full_system_subscriber_does_not_keep_events_from_the_others() {
+    let mut rt = Runtime::new(Bus::<u32>::new()).handle_signals(false);
+    let _stuck = rt
+        .system_bus()
+        .subscriber("$sys.>")
+        .lossless(1)
+        .subscribe()
+        .unwrap();
+    let mut monitor = rt
+        .system_bus()
+        .subscriber("$sys.>")
+        .lossy(64)
+        .subscribe()
+        .unwrap();
+    rt.add(Quick);
+    let report = rt.run().await.unwrap();
+    let mut topics = Vec::new();
+    while let Ok(Some(ev)) = monitor.try_recv() {
+        topics.push(ev.topic.to_string());
+    }
+    assert_eq!(
+        topics,
+        [
+            "$sys.module.quick.started",
+            "$sys.module.quick.stopped",
+            "$sys.runtime.shutdown"
+        ]
+    );
+    assert_eq!(report.system_events_refused, 2, "the full one missed two");
+}
+
+/// A shutdown timeout too long to add to the clock (`Duration::MAX`,
+/// "never abort") is waited for, not a panic of the runtime.
+#[tokio::test(start_paused = true)]
+async fn a_shutdown_timeout_of_duration_max_means_never_abort() {
+    let mut rt = Runtime::new(Bus::<u32>::new()).handle_signals(false);
+    rt.add(idle("idle")).shutdown_timeout(Duration::MAX);
+    let handle = rt.handle();
+    let run = tokio::spawn(rt.run());
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    handle.shutdown();
+    let report = run.await.expect("the runtime did not panic").unwrap();
+    assert_eq!(report.module("idle").unwrap().state, ModuleState::Stopped);
+}
+
+/// Durations in the config that are negative, not finite or too large are a
+/// config error naming the module and the key, not a panic in `run`.
+#[tokio::test(start_paused = true)]
+async fn a_bad_duration_in_the_config_is_a_config_error() {
+    for (key, value) in [
+        ("restart_window_secs", "-1.0"),
+        ("shutdown_timeout_secs", "nan"),
+        ("shutdown_timeout_secs", "inf"),
+        ("restart_window_secs", "1e300"),
+    ] {
+        let config = Config::from_toml(&format!("[modules.quick]\n{key} = {value}\n")).unwrap();
+        let mut rt = Runtime::new(Bus::<u32>::new())
+            .handle_signals(false)
+            .with_config(config);
+        rt.add(Quick);
+        let res = tokio::spawn(rt.run()).await.expect("run did not panic");
+        match res {
+            Err(RuntimeError::Config(ConfigError::Invalid { module, message })) => {
+                assert_eq!(module, "quick");
+                assert!(message.contains(key), "{message}");
+            }
+            other => panic!("{key} = {value}: {other:?}"),
+        }
+    }
+}
+
+/// Helper tasks an instance spawned with its shutdown token are told to stop
+/// when that instance ends, not only at the runtime's shutdown.
+#[derive(Clone)]
+struct WithHelper {
+    runs: Arc<AtomicU32>,
+    helpers_stopped: Arc<AtomicU32>,
+}
+
+impl Module<u32> for WithHelper {
+    fn name(&self) -> &str {
+        "with-helper"
+    }
+    async fn run(&mut self, ctx: Context<u32>) -> Result<(), BoxError> {
+        let token = ctx.shutdown_token();
+        let stopped = self.helpers_stopped.clone();
+        tokio::spawn(async move {
+            token.cancelled().await;
+            stopped.fetch_add(1, Ordering::SeqCst);
+        });
+        if self.runs.fetch_add(1, Ordering::SeqCst) == 0 {
+            return Err("the first instance fails".into());
+        }
+        ctx.shutdown_requested().await;
+        Ok(())
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn helpers_of_an_instance_that_ended_are_told_to_stop() {
+    let m = WithHelper {
+        runs: Arc::default(),
+        helpers_stopped: Arc::default(),
+    };
+    let (runs, stopped) = (m.runs.clone(), m.helpers_stopped.clone());
+    let mut rt = Runtime::new(Bus::<u32>::new()).handle_signals(false);
+    rt.add(m).backoff(Backoff::fixed(Duration::from_millis(5)));
+    let handle = rt.handle();
+    let run = tokio::spawn(rt.run());
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(runs.load(Ordering::SeqCst), 2);
+    assert_eq!(
+        stopped.load(Ordering::SeqCst),
+        1,
+        "the failed instance's helper"
+    );
+    handle.shutdown();
+    run.await.unwrap().unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(stopped.load(Ordering::SeqCst), 2);
+}
+
+/// `Restart::Always` and a module that returns Ok past its restart limit:
+/// its end is published as `failed` and recorded as its last error.
+#[tokio::test(start_paused = true)]
+async fn an_always_module_past_its_limit_publishes_its_end() {
+    let mut rt = Runtime::new(Bus::<u32>::new()).handle_signals(false);
+    let mut sys = rt
+        .system_bus()
+        .subscriber("$sys.module.>")
+        .lossy(64)
+        .subscribe()
+        .unwrap();
+    rt.add(Quick)
+        .restart(Restart::Always)
+        .backoff(Backoff::NONE)
+        .max_restarts(1, Duration::from_secs(60));
+    let err = rt.run().await.unwrap_err();
+    let status = err.report().unwrap().module("quick").unwrap().clone();
+    assert_eq!(status.state, ModuleState::Failed);
+    assert!(
+        status
+            .last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("always")),
+        "{status:?}"
+    );
+    let mut last = None;
+    while let Ok(Some(ev)) = sys.try_recv() {
+        last = Some(ev.payload.clone());
+    }
+    assert!(
+        matches!(
+            &last,
+            Some(SystemEvent::Failed {
+                will_restart: false,
+                ..
+            })
+        ),
+        "{last:?}"
+    );
+}
