@@ -383,6 +383,7 @@ impl<T: Send + Sync + 'static> Bus<T> {
             replay: None,
             durable: None,
             skip_below: None,
+            discard_counter: None,
         };
         let mut reg = inner.registry.write();
         if inner.closed.load(Ordering::Acquire) {

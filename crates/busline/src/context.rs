@@ -74,7 +74,7 @@
 //! See `examples/actor.rs`.
 
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
@@ -412,10 +412,11 @@ impl<T: Send + Sync + 'static> ModuleSubscriptionBuilder<'_, T> {
                 env.source.as_deref() != Some(&*me) && user.as_ref().is_none_or(|f| f(env))
             }));
         }
+        let mut inner = self.inner.subscribe()?;
+        inner.discard_counter = Some(ctx.discarded.clone());
         Ok(ModuleSubscription {
-            inner: self.inner.subscribe()?,
+            inner,
             cause: ctx.cause.clone(),
-            discarded: ctx.discarded.clone(),
         })
     }
 }
@@ -426,9 +427,9 @@ impl<T: Send + Sync + 'static> ModuleSubscriptionBuilder<'_, T> {
 /// Dropping it (when the module stops) discards what is still queued; the
 /// count goes to the module's `discarded` in the runtime's status and report.
 pub struct ModuleSubscription<T> {
+    /// Counts what it discards into the module's `discarded` when dropped.
     inner: Subscription<T>,
     cause: CauseCell,
-    discarded: Arc<AtomicU64>,
 }
 
 impl<T> std::fmt::Debug for ModuleSubscription<T> {
@@ -541,14 +542,5 @@ impl<T: Send + Sync + 'static> futures::Stream for ModuleSubscription<T> {
             Poll::Ready(r) => Poll::Ready(Some(r)),
             Poll::Pending => Poll::Pending,
         }
-    }
-}
-
-impl<T> Drop for ModuleSubscription<T> {
-    fn drop(&mut self) {
-        // Only a subscription's own queue is lost with it; a queue group keeps
-        // its queue for the other members unless this was the last one.
-        let left = self.inner.own_backlog();
-        self.discarded.fetch_add(left as u64, Ordering::Relaxed);
     }
 }

@@ -515,6 +515,9 @@ pub struct Subscription<T> {
     pub(crate) durable: Option<crate::store::Durable<T>>,
     /// Live events with a store offset below this were replayed already.
     pub(crate) skip_below: Option<u64>,
+    /// Where dropping it adds the number of events it discards (a module's
+    /// count), computed under the same lock as the bus's own count.
+    pub(crate) discard_counter: Option<Arc<AtomicU64>>,
 }
 
 impl<T> fmt::Debug for Subscription<T> {
@@ -879,16 +882,6 @@ impl<T> Subscription<T> {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
-
-    /// Events that would be lost with this subscription if it were dropped
-    /// now: those waiting for it alone (a queue group with other members
-    /// keeps its queue).
-    pub(crate) fn own_backlog(&self) -> usize {
-        if self.shared.is_group() && self.shared.state.lock().members > 1 {
-            return 0;
-        }
-        self.len()
-    }
 }
 
 impl<T: Send + Sync + 'static> futures::Stream for Subscription<T> {
@@ -913,12 +906,14 @@ impl<T> Drop for Subscription<T> {
         let mut st = sub.state.lock();
         let mut wake: SmallVec<[Waker; 4]> = SmallVec::new();
         let mut remove = true;
+        let mut lost = 0;
         match sub.policy {
             Policy::Lossless | Policy::Lossy => {
                 // Events handed to this subscriber and never received: counted, not silent.
                 let (gone, w) = st.leave(sub, self.member, self.local.len());
                 self.local.clear();
                 wake.extend(w);
+                lost = gone.as_ref().map_or(0, |m| m.discarded);
                 // Its counters stay in the bus totals.
                 if let (Some(m), Some(reg)) = (gone, registry.as_mut()) {
                     reg.retired.delivered += st.tail() - m.joined;
@@ -942,9 +937,14 @@ impl<T> Drop for Subscription<T> {
             Policy::Latest => {}
         }
         if remove {
+            let before = st.discarded;
             wake.extend(st.close(sub, true));
+            lost += st.discarded - before;
         }
         drop(st);
+        if let Some(c) = &self.discard_counter {
+            c.fetch_add(lost, Ordering::Relaxed);
+        }
         if remove {
             if let (Some(bus), Some(reg)) = (bus.as_ref(), registry.as_mut()) {
                 bus.unregister(reg, &self.shared);
