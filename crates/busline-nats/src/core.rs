@@ -20,18 +20,23 @@ where
 {
     let mut stop = ctx.stop.clone();
     while let Some(msg) = next_or_stop(&mut sub, &mut stop).await {
-        match deliver(
-            &ctx,
-            msg.subject.as_str(),
-            msg.headers.as_ref(),
-            &msg.payload,
-            None,
-            None,
-        )
-        .await
-        {
+        // A shutdown does not wait for room on the bus (the message is lost:
+        // at-most-once).
+        let outcome = tokio::select! {
+            _ = stop.changed() => break,
+            o = deliver(
+                &ctx,
+                msg.subject.as_str(),
+                msg.headers.as_ref(),
+                &msg.payload,
+                None,
+                None,
+            ) => o,
+        };
+        match outcome {
             Delivered::Ok => {}
-            Delivered::Dead(reason) => {
+            // Core NATS never redelivers: what cannot be delivered now is dead.
+            Delivered::Dead(reason) | Delivered::Retry(reason) => {
                 let h = dead_headers(msg.headers.as_ref(), msg.subject.as_str(), &reason, 1);
                 let subject = dead_subject(&ctx.dead_prefix, msg.subject.as_str());
                 tracing::warn!(subject = %msg.subject, %reason, "dead letter");

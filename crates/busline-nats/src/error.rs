@@ -94,6 +94,16 @@ pub enum NatsError {
     /// The transport has been shut down.
     #[error("the nats transport is shut down")]
     Shutdown,
+    /// A core NATS flush got no confirmation from the server in time.
+    #[error("flush to {server} not confirmed within {waited:?}: {reason}")]
+    FlushTimedOut {
+        /// The server.
+        server: String,
+        /// How long it waited.
+        waited: std::time::Duration,
+        /// What the round trip reported.
+        reason: String,
+    },
     /// The local bus was closed.
     #[error("the local bus is closed")]
     BusClosed,

@@ -14,7 +14,12 @@
 //! one and a half [`ack_timeout`](crate::JetStreamConfig::ack_timeout)s (the
 //! server restarted, the connection broke), or that the server refuses, is
 //! sent again with `async-nats`'s JetStream publish, with backoff, until it
-//! is acknowledged. Every publish carries `Nats-Msg-Id` = the event
+//! is acknowledged. A missing stream, a timeout or a broken connection may
+//! pass and is retried for as long as it lasts (logged as a warning every 20
+//! attempts); an event the server itself refuses three times in a row (an
+//! error answer about the event, such as a size over the stream's
+//! `max_msg_size`) is given up, logged as an error and counted as
+//! `rejected`. Every publish carries `Nats-Msg-Id` = the event
 //! id, so the server drops a retry of an event it already stored, as long as
 //! the retry arrives within the stream's
 //! [`duplicate_window`](crate::JetStreamConfig::duplicate_window) (default
@@ -38,15 +43,24 @@
 //! [`dedup_window`](crate::JetStreamConfig::dedup_window) ids) is acked and
 //! dropped, counted as `import_duplicates`; after a *process* restart that
 //! memory is gone, so subscribers may see an event twice: at-least-once.
+//! A message the bus could not take for a reason that may pass (a failing
+//! [store](busline::Bus::persist)) is left for redelivery (negative ack),
+//! not dead-lettered. A shutdown does not wait for a full lossless
+//! subscriber: the message it was delivering stays unacked and comes again.
 //!
 //! ## Dead letters
 //!
 //! A message that cannot be decoded, or that was delivered
 //! [`max_deliver`](crate::JetStreamConfig::max_deliver) times without an ack
-//! (a poison message that crashed the process each time), is published to
+//! (a poison message that crashed the process each time; the consumer lets
+//! the server deliver it once more, and that delivery only dead-letters it),
+//! is published to
 //! `<dead_letter_prefix>.<subject>` (stored in the stream `<stream>_DEAD`)
 //! with headers `Busline-Dead-Reason`, `Busline-Dead-Subject` and
-//! `Busline-Dead-Deliveries`, and then acknowledged; the import goes on.
+//! `Busline-Dead-Deliveries`, and then acknowledged; the import goes on. If
+//! the dead letter cannot be stored on the server's last delivery of the
+//! message (the dead-letter stream is unavailable), the import retries it
+//! in place until it is stored, since nothing would come again.
 //!
 //! ## What the server's durability means
 //!
@@ -272,11 +286,17 @@ impl Js {
         Box::pin(async move {
             let mut failure = failure;
             let mut attempt = 0u32;
+            // Answers in a row where the server refused the event itself.
+            let mut refused = 0;
             loop {
                 if let Some(why) = failure.take() {
                     attempt += 1;
                     inc(&c.retried);
-                    tracing::debug!(subject = %env.topic, id = %env.id, attempt, error = %why, "jetstream publish not acknowledged; retrying");
+                    if attempt % 20 == 0 {
+                        tracing::warn!(subject = %env.topic, id = %env.id, attempt, error = %why, "jetstream publish still not acknowledged; retrying");
+                    } else {
+                        tracing::debug!(subject = %env.topic, id = %env.id, attempt, error = %why, "jetstream publish not acknowledged; retrying");
+                    }
                     tokio::time::sleep(backoff(attempt)).await;
                 }
                 let wire = match codec::encode(&env, codec, true) {
@@ -293,7 +313,7 @@ impl Js {
                         wire.payload,
                     )
                     .await;
-                failure = Some(match sent {
+                let (why, permanent) = match sent {
                     Ok(ack) => match ack.await {
                         Ok(ack) => {
                             if ack.duplicate {
@@ -302,16 +322,45 @@ impl Js {
                             inc(&c.acked);
                             return seq;
                         }
-                        Err(e) => e.to_string(),
+                        // The server answered with an error about this event
+                        // (over the stream's message size, say): sending it
+                        // again gets the same answer. A missing stream, a
+                        // timeout or a broken connection may pass.
+                        Err(e) => (
+                            e.to_string(),
+                            e.kind() == async_nats::jetstream::context::PublishErrorKind::Other,
+                        ),
                     },
-                    Err(e) => e.to_string(),
-                });
+                    Err(e) => (e.to_string(), false),
+                };
+                refused = if permanent { refused + 1 } else { 0 };
+                if refused >= REFUSALS_TO_REJECT {
+                    inc(&c.rejected);
+                    tracing::error!(subject = %env.topic, id = %env.id, error = %why, "jetstream refuses this event; it is not exported");
+                    return seq;
+                }
+                failure = Some(why);
             }
         })
     }
 }
 
-pub(crate) async fn open(js: &Js, durable: &str, pattern: &str) -> Result<pull::Stream, String> {
+/// Refusals in a row (the server answering with an error about the event)
+/// after which a JetStream export gives the event up, counted as rejected.
+const REFUSALS_TO_REJECT: u32 = 3;
+
+/// The server's delivery limit for import consumers: one more than the
+/// tries, so the last delivery is the one that dead-letters.
+fn max_deliveries(cfg: &JetStreamConfig) -> Option<i64> {
+    (cfg.max_deliver > 0).then_some(cfg.max_deliver + 1)
+}
+
+/// An import consumer's messages, and the deliveries the server makes of
+/// one message (its `max_deliver`; 0 or less: no limit). A consumer made by
+/// an earlier version keeps its own limit, which the import follows.
+pub(crate) type Opened = (pull::Stream, i64);
+
+pub(crate) async fn open(js: &Js, durable: &str, pattern: &str) -> Result<Opened, String> {
     let stream = js
         .context
         .get_stream(&js.cfg.stream)
@@ -325,7 +374,9 @@ pub(crate) async fn open(js: &Js, durable: &str, pattern: &str) -> Result<pull::
                 filter_subject: pattern.to_string(),
                 ack_policy: AckPolicy::Explicit,
                 deliver_policy: DeliverPolicy::All,
-                max_deliver: js.cfg.max_deliver,
+                // One delivery more than the tries: the last one only
+                // dead-letters the message (see `import_loop`).
+                max_deliver: max_deliveries(&js.cfg).unwrap_or(js.cfg.max_deliver),
                 ack_wait: js.cfg.ack_wait,
                 ..Default::default()
             },
@@ -335,18 +386,20 @@ pub(crate) async fn open(js: &Js, durable: &str, pattern: &str) -> Result<pull::
     // Pull requests expire well within ack_wait, so a request left behind by
     // a stopped import cannot take redeliveries for long.
     let expires = (js.cfg.ack_wait / 2).clamp(Duration::from_secs(1), Duration::from_secs(10));
-    consumer
+    let limit = consumer.cached_info().config.max_deliver;
+    let messages = consumer
         .stream()
         .max_messages_per_batch(256)
         .heartbeat(expires / 4)
         .expires(expires)
         .messages()
         .await
-        .map_err(|e| e.to_string())
+        .map_err(|e| e.to_string())?;
+    Ok((messages, limit))
 }
 
 /// One durable import: pulls, delivers to the bus, acks; reopens after errors.
-pub(crate) async fn import_loop<T>(ctx: Ctx<T>, js: Js, pattern: String, first: pull::Stream)
+pub(crate) async fn import_loop<T>(ctx: Ctx<T>, js: Js, pattern: String, first: Opened)
 where
     T: Serialize + DeserializeOwned + Send + Sync + 'static,
 {
@@ -363,7 +416,7 @@ where
             Some(f) => Ok(f),
             None => open(&js, &durable, &pattern).await,
         };
-        let mut messages = match opened {
+        let (mut messages, limit) = match opened {
             Ok(m) => m,
             Err(e) => {
                 attempt += 1;
@@ -389,20 +442,39 @@ where
                 Some(Ok(m)) => m,
             };
             let delivered = msg.info().map(|i| i.delivered).unwrap_or(1);
-            let last = js.cfg.max_deliver > 0 && delivered >= js.cfg.max_deliver;
-            let outcome = deliver(
-                &ctx,
-                msg.subject.as_str(),
-                msg.headers.as_ref(),
-                &msg.payload,
-                Some(&mut dedup),
-                last.then_some(delivered),
-            )
-            .await;
+            // Tried `max_deliver` times without an ack (the process died
+            // with it, say): this delivery, the server's last, dead-letters it.
+            let last = limit > 0 && delivered >= limit;
+            let exhausted = last;
+            // Waiting for room on the bus must not hold up a shutdown: the
+            // message is left unacked and comes again.
+            let outcome = tokio::select! {
+                _ = stop.changed() => break 'outer,
+                o = deliver(
+                    &ctx,
+                    msg.subject.as_str(),
+                    msg.headers.as_ref(),
+                    &msg.payload,
+                    Some(&mut dedup),
+                    exhausted.then_some(delivered - 1),
+                ) => o,
+            };
+            let outcome = match outcome {
+                Delivered::Retry(reason) if exhausted => Delivered::Dead(reason),
+                Delivered::Retry(reason) => {
+                    tracing::warn!(subject = %msg.subject, %reason, "not delivered; it will come again");
+                    let _ = msg
+                        .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
+                        .await;
+                    continue;
+                }
+                o => o,
+            };
             match outcome {
                 Delivered::Ok => {
                     let _ = msg.ack().await;
                 }
+                Delivered::Retry(_) => unreachable!("handled above"),
                 Delivered::Dead(reason) => {
                     let h = dead_headers(
                         msg.headers.as_ref(),
@@ -412,13 +484,32 @@ where
                     );
                     let subject = dead_subject(&ctx.dead_prefix, msg.subject.as_str());
                     tracing::warn!(subject = %msg.subject, %reason, "dead letter");
-                    let stored = match js
-                        .context
-                        .publish_with_headers(subject, h, msg.payload.clone())
-                        .await
-                    {
-                        Ok(ack) => ack.await.map_err(|e| e.to_string()),
-                        Err(e) => Err(e.to_string()),
+                    // On the server's last delivery nothing comes again: the
+                    // dead letter is retried here until it is stored.
+                    let mut attempt = 0;
+                    let stored = loop {
+                        let r = match js
+                            .context
+                            .publish_with_headers(subject.clone(), h.clone(), msg.payload.clone())
+                            .await
+                        {
+                            Ok(ack) => ack.await.map_err(|e| e.to_string()),
+                            Err(e) => Err(e.to_string()),
+                        };
+                        match r {
+                            Err(e) if last => {
+                                attempt += 1;
+                                tracing::warn!(error = %e, attempt, "dead letter not stored on the message's last delivery; retrying");
+                                tokio::select! {
+                                    _ = stop.changed() => {
+                                        tracing::error!(subject = %msg.subject, "stopped before the dead letter of a message on its last delivery was stored: the server will not deliver it again");
+                                        break 'outer;
+                                    }
+                                    _ = tokio::time::sleep(backoff(attempt)) => {}
+                                }
+                            }
+                            r => break r,
+                        }
                     };
                     match stored {
                         Ok(_) => {

@@ -229,7 +229,7 @@ pub struct NatsTransport<T> {
     status: watch::Receiver<Status>,
     status_tx: Arc<watch::Sender<Status>>,
     stop: watch::Sender<bool>,
-    flush_tx: Option<mpsc::Sender<oneshot::Sender<()>>>,
+    flush_tx: Option<mpsc::Sender<FlushWaiter>>,
     tasks: Vec<JoinHandle<()>>,
     _t: PhantomData<fn(T)>,
 }
@@ -432,15 +432,17 @@ impl<T> NatsTransport<T> {
 
     /// Waits until every event published on the bus before this call and
     /// matching an export is settled: acknowledged by JetStream (or, on core
-    /// NATS, flushed to the server), or rejected and counted. While the server
-    /// is away this waits for it.
+    /// NATS, processed by the server), or rejected and counted. On JetStream,
+    /// while the server is away this waits for it; on core NATS it fails with
+    /// [`NatsError::FlushTimedOut`] when the server has not confirmed within
+    /// 30 seconds (what was sent meanwhile may be lost: at-most-once).
     pub async fn flush(&self) -> Result<(), NatsError> {
         let Some(tx) = &self.flush_tx else {
             return Ok(());
         };
         let (done_tx, done_rx) = oneshot::channel();
         tx.send(done_tx).await.map_err(|_| NatsError::Shutdown)?;
-        done_rx.await.map_err(|_| NatsError::Shutdown)
+        done_rx.await.map_err(|_| NatsError::Shutdown)?
     }
 
     /// Stops importing, sends everything still queued for export and waits
@@ -469,6 +471,12 @@ impl<T> Drop for NatsTransport<T> {
 /// Waits until the server has processed everything this connection sent
 /// before: a message to a private inbox comes back only after that.
 /// (`Client::flush` only waits for the socket write.)
+/// How long a core NATS flush waits for the server's confirmation.
+const FLUSH_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Where a flush learns its outcome.
+type FlushWaiter = oneshot::Sender<Result<(), NatsError>>;
+
 async fn round_trip(client: &async_nats::Client, timeout: Duration) -> Result<(), String> {
     let inbox = client.new_inbox();
     let mut sub = client
@@ -961,7 +969,7 @@ async fn export_loop<T: Serialize + DeserializeOwned + Send + Sync + 'static>(
     mut sub: ExportSubs<T>,
     sink: Sink,
     acks: Option<jetstream::AckInbox>,
-    mut flush_rx: mpsc::Receiver<oneshot::Sender<()>>,
+    mut flush_rx: mpsc::Receiver<FlushWaiter>,
 ) {
     let mut stop = ctx.stop.clone();
     let ack_timeout = match &sink {
@@ -972,7 +980,7 @@ async fn export_loop<T: Serialize + DeserializeOwned + Send + Sync + 'static>(
         (ack_timeout / SWEEPS_PER_ACK_TIMEOUT).max(Duration::from_millis(10)),
     );
     sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut waiters: Vec<(u64, oneshot::Sender<()>)> = Vec::new();
+    let mut waiters: Vec<(u64, FlushWaiter)> = Vec::new();
     let mut ex = Exporter {
         encoder: codec::Encoder::new::<T>(ctx.codec, matches!(sink, Sink::Js(_))),
         reply_encoder: codec::Encoder::new::<T>(ctx.codec, false),
@@ -986,7 +994,9 @@ async fn export_loop<T: Serialize + DeserializeOwned + Send + Sync + 'static>(
         in_flight: FuturesUnordered::new(),
         acks,
         waiting: HashMap::new(),
-        generation: 0,
+        // Sweeps count from here, so the first publishes (generation 0 would
+        // be at or below the first sweeps' cutoff) wait a full ack timeout too.
+        generation: SWEEPS_PER_ACK_TIMEOUT as u64 + 1,
     };
     let mut stopping = false;
     let mut status = ctx.status.clone();
@@ -1019,8 +1029,14 @@ async fn export_loop<T: Serialize + DeserializeOwned + Send + Sync + 'static>(
                 }
                 if let Sink::Core = sink {
                     // The server has processed everything before the marker.
-                    if let Err(e) = round_trip(&ctx.client, Duration::from_secs(30)).await {
+                    if let Err(e) = round_trip(&ctx.client, FLUSH_TIMEOUT).await {
                         tracing::warn!(error = %e, "core nats flush did not complete");
+                        let _ = w.send(Err(NatsError::FlushTimedOut {
+                            server: ctx.server.clone(),
+                            waited: FLUSH_TIMEOUT,
+                            reason: e,
+                        }));
+                        continue;
                     }
                 }
                 waiters.push((ex.unsettled.next(), w));
@@ -1042,7 +1058,7 @@ async fn export_loop<T: Serialize + DeserializeOwned + Send + Sync + 'static>(
         while i < waiters.len() {
             if waiters[i].0 <= done_below {
                 let (_, w) = waiters.swap_remove(i);
-                let _ = w.send(());
+                let _ = w.send(Ok(()));
             } else {
                 i += 1;
             }
@@ -1255,8 +1271,11 @@ impl<K: std::hash::Hash + Eq + Clone> Dedup<K> {
 pub(crate) enum Delivered {
     /// On the bus (or a known duplicate): ack it.
     Ok,
-    /// Undecodable: dead-letter it with this reason.
+    /// Undecodable (or refused for good): dead-letter it with this reason.
     Dead(String),
+    /// Not delivered for a reason that may pass (the bus's store failed):
+    /// have it redelivered later where the server redelivers.
+    Retry(String),
     /// The bus is gone: leave it unacked for redelivery.
     BusGone,
 }
@@ -1322,6 +1341,7 @@ pub(crate) async fn deliver<T: DeserializeOwned + Send + Sync + 'static>(
             Delivered::Ok
         }
         Err(busline::PublishError::Closed { .. }) => Delivered::BusGone,
+        Err(e @ busline::PublishError::Store { .. }) => Delivered::Retry(e.to_string()),
         Err(e) => Delivered::Dead(e.to_string()),
     }
 }

@@ -1,0 +1,308 @@
+//! Cases a review of the transport found (each failed before its fix):
+//! nothing lost, nothing hangs, transient failures are retried and
+//! permanent ones are counted.
+
+mod common;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use async_nats::jetstream;
+use busline::store::StoredEvents;
+use busline::{Bus, Envelope, EventStore, StoreError};
+use busline_nats::{JetStreamConfig, NatsConfig, NatsTransport};
+use common::*;
+use futures::future::BoxFuture;
+
+/// A dead letter that cannot be stored on the message's last delivery is
+/// retried in place (the server would not deliver the message again), and
+/// stored once the dead-letter stream is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_letter_failing_on_the_last_delivery_is_retried_until_stored() {
+    let srv = server();
+    let cfg = JetStreamConfig {
+        max_deliver: 2,
+        ..js("imp")
+    };
+    let b: Bus<Ev> = Bus::new();
+    let _sub = b.subscribe("d.>").unwrap();
+    let tb = NatsTransport::connect(&b, NatsConfig::new(srv.url()).import("d.>").jetstream(cfg))
+        .await
+        .unwrap();
+    let raw = jetstream::new(async_nats::connect(srv.url()).await.unwrap());
+    let dead_cfg = raw
+        .get_stream("BUSLINE_DEAD")
+        .await
+        .unwrap()
+        .cached_info()
+        .config
+        .clone();
+    // The dead-letter stream is briefly unavailable.
+    raw.delete_stream("BUSLINE_DEAD").await.unwrap();
+    let mut h = async_nats::HeaderMap::new();
+    h.insert("Busline", "v=1;ts=1;ct=json");
+    raw.publish_with_headers("d.bad", h, "{not json".into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    raw.create_stream(dead_cfg).await.unwrap();
+    // Plenty of time for any retry (ack_wait 2 s, nak delay 1 s).
+    let mut dead_msgs = 0;
+    for _ in 0..20 {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        dead_msgs = raw
+            .get_stream("BUSLINE_DEAD")
+            .await
+            .unwrap()
+            .info()
+            .await
+            .unwrap()
+            .state
+            .messages;
+        if dead_msgs > 0 {
+            break;
+        }
+    }
+    let ci = raw
+        .get_stream("BUSLINE")
+        .await
+        .unwrap()
+        .consumer_info("imp_d_GT")
+        .await
+        .unwrap();
+    assert!(
+        dead_msgs == 1 && tb.stats().dead_lettered == 1,
+        "message neither delivered nor dead-lettered: dead stream has {dead_msgs}, stats {:?}, consumer delivered {:?} ack_floor {:?} ack_pending {} redelivered {} pending {}",
+        tb.stats(),
+        ci.delivered,
+        ci.ack_floor,
+        ci.num_ack_pending,
+        ci.num_redelivered,
+        ci.num_pending
+    );
+}
+
+/// On a healthy server nothing should be retried.
+#[tokio::test]
+async fn a_healthy_server_sees_no_retries() {
+    let srv = server();
+    let (a, ta) = exporter(&srv.url(), "h.>").await;
+    for n in 0..20 {
+        a.publish_to("h.x", ev(0, n)).await.unwrap();
+    }
+    ta.flush().await.unwrap();
+    let s = ta.stats();
+    assert_eq!(s.acked, 20, "{s:?}");
+    assert_eq!((s.retried, s.publish_duplicates), (0, 0), "{s:?}");
+}
+
+/// An event the stream will never take (larger than the stream's
+/// max_message_size, below the server's max_payload) is given up after the
+/// server refused it three times and counted as rejected; flush and
+/// shutdown return.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_the_stream_refuses_is_rejected_and_flush_returns() {
+    let srv = server();
+    let raw = jetstream::new(async_nats::connect(srv.url()).await.unwrap());
+    raw.create_stream(jetstream::stream::Config {
+        name: "BUSLINE".into(),
+        subjects: vec!["m.>".into()],
+        max_message_size: 512,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let (a, ta) = exporter(&srv.url(), "m.>").await;
+    a.publish_to(
+        "m.big",
+        Ev {
+            publisher: 0,
+            n: 0,
+            body: "x".repeat(2000),
+        },
+    )
+    .await
+    .unwrap();
+    a.publish_to("m.small", ev(0, 1)).await.unwrap();
+    let flushed = tokio::time::timeout(Duration::from_secs(20), ta.flush()).await;
+    let s = ta.stats();
+    eprintln!(
+        "after 20 s: flush {:?}, stats {s:?}",
+        flushed.as_ref().map(|_| ())
+    );
+    let shut = tokio::time::timeout(Duration::from_secs(10), ta.shutdown()).await;
+    assert!(
+        flushed.is_ok() && shut.is_ok(),
+        "flush done: {}, shutdown done: {}, stats {s:?}",
+        flushed.is_ok(),
+        shut.is_ok()
+    );
+    assert_eq!(s.acked + s.rejected, 2, "{s:?}");
+}
+
+/// max_deliver = 1: one delivery to the bus before dead-lettering (it was
+/// dead-lettered at its first delivery without reaching the bus).
+#[tokio::test]
+async fn max_deliver_one_still_delivers_once() {
+    let srv = server();
+    let b: Bus<Ev> = Bus::new();
+    let mut sub = b.subscribe("o.>").unwrap();
+    let tb = NatsTransport::connect(
+        &b,
+        NatsConfig::new(srv.url())
+            .import("o.>")
+            .jetstream(JetStreamConfig {
+                max_deliver: 1,
+                ..js("imp")
+            }),
+    )
+    .await
+    .unwrap();
+    let (a, ta) = exporter(&srv.url(), "o.>").await;
+    a.publish_to("o.x", ev(0, 1)).await.unwrap();
+    ta.flush().await.unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(10), sub.recv()).await;
+    assert!(got.is_ok(), "never delivered; stats {:?}", tb.stats());
+}
+
+/// A core flush with the server down fails (after its 30 s) instead of
+/// claiming the server processed everything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn core_flush_fails_while_the_server_is_down() {
+    let mut srv = server();
+    let bus: Bus<Ev> = Bus::new();
+    let t = NatsTransport::connect(&bus, NatsConfig::new(srv.url()).export("c.>").core())
+        .await
+        .unwrap();
+    srv.kill();
+    let mut st = t.status();
+    st.wait_for(|s| s.state == busline_nats::ConnState::Disconnected)
+        .await
+        .unwrap();
+    bus.publish_to("c.x", ev(0, 1)).await.unwrap();
+    let r = tokio::time::timeout(Duration::from_secs(45), t.flush()).await;
+    assert!(
+        !matches!(r, Ok(Ok(()))),
+        "flush returned Ok while the server was down (nothing processed by it); stats {:?}",
+        t.stats()
+    );
+}
+
+/// A local store that fails its first `fail` appends (a transient error).
+struct Flaky {
+    fail: AtomicU64,
+    end: AtomicU64,
+}
+
+impl EventStore<Ev> for Flaky {
+    fn append<'a>(&'a self, _env: &'a Envelope<Ev>) -> BoxFuture<'a, Result<u64, StoreError>> {
+        Box::pin(async move {
+            if self
+                .fail
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |f| f.checked_sub(1))
+                .is_ok()
+            {
+                return Err(StoreError::new("append", "transient: disk busy"));
+            }
+            Ok(self.end.fetch_add(1, Ordering::SeqCst))
+        })
+    }
+    fn end(&self) -> u64 {
+        self.end.load(Ordering::SeqCst)
+    }
+    fn read(&self, _from: u64, _to: u64) -> Result<StoredEvents<Ev>, StoreError> {
+        Ok(Box::new(std::iter::empty()))
+    }
+    fn offset_for_time(&self, _at: SystemTime) -> Result<u64, StoreError> {
+        Ok(self.end())
+    }
+    fn commit_offset<'a>(&'a self, _n: &'a str, _o: u64) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(async { Ok(()) })
+    }
+    fn committed_offset(&self, _n: &str) -> Result<Option<u64>, StoreError> {
+        Ok(None)
+    }
+}
+
+/// A transient local failure (the bus's durable store refused once) leaves
+/// the message for redelivery; it reaches the local subscribers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transient_local_store_error_means_redelivery_not_dead_letter() {
+    let srv = server();
+    let b: Bus<Ev> = Bus::new();
+    b.persist(
+        "s.>",
+        Arc::new(Flaky {
+            fail: AtomicU64::new(1),
+            end: AtomicU64::new(0),
+        }),
+    )
+    .unwrap();
+    let mut sub = b.subscribe("s.>").unwrap();
+    let tb = NatsTransport::connect(
+        &b,
+        NatsConfig::new(srv.url())
+            .import("s.>")
+            .jetstream(js("imp")),
+    )
+    .await
+    .unwrap();
+    let (a, ta) = exporter(&srv.url(), "s.>").await;
+    a.publish_to("s.x", ev(0, 1)).await.unwrap();
+    ta.flush().await.unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(15), sub.recv()).await;
+    assert!(
+        got.is_ok(),
+        "not delivered after a transient local error; stats {:?}",
+        tb.stats()
+    );
+}
+
+/// The first publishes of an exporter wait a full ack timeout before the
+/// sweep retries them (they were retried at its first tick).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_first_publishes_are_not_retried_on_a_healthy_server() {
+    let srv = server();
+    let mut total = (0, 0);
+    for i in 0..10 {
+        let (a, ta) = exporter(&srv.url(), "g.>").await;
+        a.publish_to("g.x", ev(i, 0)).await.unwrap();
+        ta.flush().await.unwrap();
+        let s = ta.stats();
+        total.0 += s.retried;
+        total.1 += s.publish_duplicates;
+    }
+    assert_eq!(
+        total,
+        (0, 0),
+        "(retried, publish_duplicates) over 10 healthy single-event runs"
+    );
+}
+
+/// Shutdown does not wait for an import blocked on a full lossless
+/// subscriber (the message stays unacked and comes again).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_does_not_wait_for_a_full_subscriber() {
+    let srv = server();
+    let b: Bus<Ev> = Bus::new();
+    let _stuck = b.subscriber("f.>").lossless(1).subscribe().unwrap();
+    let tb = NatsTransport::connect(
+        &b,
+        NatsConfig::new(srv.url())
+            .import("f.>")
+            .jetstream(js("imp")),
+    )
+    .await
+    .unwrap();
+    let (a, ta) = exporter(&srv.url(), "f.>").await;
+    for n in 0..3 {
+        a.publish_to("f.x", ev(0, n)).await.unwrap();
+    }
+    ta.flush().await.unwrap();
+    eventually("first import", || tb.stats().imported >= 1).await;
+    let r = tokio::time::timeout(Duration::from_secs(10), tb.shutdown()).await;
+    assert!(r.is_ok(), "shutdown did not return within 10 s");
+}
