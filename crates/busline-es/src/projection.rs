@@ -258,10 +258,17 @@ impl<P: Projection> ProjectionRunner<P> {
     pub fn catch_up(&mut self) -> Result<u64> {
         let mut n = 0;
         while let Some(rec) = self.reader.try_next()? {
-            let stored = Stored::parse(rec.offset, &rec.payload)?;
-            if stored.aggregate_type == P::AGGREGATE_TYPE {
-                let r = decode::<P::Event>(rec.offset, stored, &self.options.upcasters)?;
-                self.shared.state.write().apply(&r);
+            let applied = Stored::parse(rec.offset, &rec.payload).and_then(|stored| {
+                if stored.aggregate_type == P::AGGREGATE_TYPE {
+                    let r = decode::<P::Event>(rec.offset, stored, &self.options.upcasters)?;
+                    self.shared.state.write().apply(&r);
+                }
+                Ok(())
+            });
+            if let Err(e) = applied {
+                // Never skipped: the next catch-up starts at this record again.
+                self.reader = self.log.read_from(rec.offset)?;
+                return Err(e);
             }
             n += 1;
             self.shared.position.send_replace(rec.offset + 1);

@@ -71,8 +71,9 @@ struct Entry {
 
 #[derive(Default)]
 struct Stream {
-    /// Serializes check-and-append of this aggregate.
-    write: tokio::sync::Mutex<()>,
+    /// Serializes check-and-append of this aggregate (shared, so an append
+    /// whose caller went away can keep it until its index update is done).
+    write: Arc<tokio::sync::Mutex<()>>,
     /// Entry `i` is version `i + 1`.
     entries: RwLock<Vec<Entry>>,
 }
@@ -192,7 +193,15 @@ impl<A: Aggregate> EventStore<A> {
 
     /// Ids of every aggregate with at least one event.
     pub fn ids(&self) -> Vec<String> {
-        let mut ids: Vec<String> = self.inner.streams.lock().keys().cloned().collect();
+        // An append that was refused or failed leaves an empty entry behind.
+        let mut ids: Vec<String> = self
+            .inner
+            .streams
+            .lock()
+            .iter()
+            .filter(|(_, s)| !s.entries.read().is_empty())
+            .map(|(id, _)| id.clone())
+            .collect();
         ids.sort();
         ids
     }
@@ -391,7 +400,7 @@ impl<A: Aggregate> EventStore<A> {
         state: Option<A>,
     ) -> Result<Appended> {
         let stream = self.stream_or_create(id);
-        let _guard = stream.write.lock().await;
+        let guard = stream.write.clone().lock_owned().await;
         let actual = stream.entries.read().len() as u64;
         if actual != expected {
             return Err(Error::Concurrency {
@@ -426,15 +435,36 @@ impl<A: Aggregate> EventStore<A> {
                 source,
             })?);
         }
-        let offsets = self.inner.log.append_batch_at(ts, &payloads).await?;
+        let ticket = self.inner.log.submit_batch(ts, &payloads).await?;
+        // The records are queued now: they get written whether or not this
+        // future is polled to the end (a timeout, a `select!`). So waiting
+        // for their acknowledgement and recording them in the aggregate's
+        // index, under its lock, happen in a task of their own: a caller
+        // that goes away cannot leave the index behind the log (a second
+        // append at the same version, a log that no longer opens).
+        let indexed = stream.clone();
+        let acked = tokio::spawn(async move {
+            let offsets = ticket.acknowledged().await?;
+            indexed
+                .entries
+                .write()
+                .extend(offsets.clone().map(|offset| Entry {
+                    offset,
+                    timestamp_ms: ts,
+                }));
+            Ok::<_, busline_log::Error>((offsets, guard))
+        })
+        .await;
+        let (offsets, _guard) = match acked {
+            Ok(r) => r?,
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(_) => {
+                return Err(Error::Log(busline_log::Error::Closed {
+                    path: self.inner.log.dir().to_path_buf(),
+                }))
+            }
+        };
         let version = expected + events.len() as u64;
-        {
-            let mut entries = stream.entries.write();
-            entries.extend(offsets.clone().map(|offset| Entry {
-                offset,
-                timestamp_ms: ts,
-            }));
-        }
         if let Some((snaps, every)) = &self.inner.snapshots {
             if expected / every != version / every {
                 let snap = match state {
