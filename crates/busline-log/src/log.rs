@@ -40,7 +40,9 @@ pub struct Options {
     pub persist: Persist,
     /// A new segment is started once the active one holds this many bytes.
     pub segment_bytes: u64,
-    /// The largest payload accepted.
+    /// The largest payload accepted. Opening a log that holds a larger
+    /// record (written with a larger limit) fails with
+    /// [`Error::InvalidOption`] naming the size it needs; nothing is cut.
     pub max_record_bytes: usize,
     /// A batch (one write, one fsync) holds at most this many records ...
     pub max_batch_records: usize,
@@ -112,6 +114,8 @@ pub(crate) struct Shared {
     pub(crate) segments: RwLock<Vec<SegmentInfo>>,
     retention_lock: Mutex<()>,
     pub(crate) offsets_lock: Mutex<()>,
+    /// Opened with [`Log::open_read_only`]: it changes no file.
+    read_only: bool,
 }
 
 /// A durable append-only log of records in a directory.
@@ -266,6 +270,7 @@ impl Log {
             segments: RwLock::new(segments),
             retention_lock: Mutex::new(()),
             offsets_lock: Mutex::new(()),
+            read_only: mode == Mode::ReadOnly,
             opts: options,
         });
         let writer = match active {
@@ -612,8 +617,18 @@ impl Log {
     /// [`Options::retention_bytes`] or their newest record is older than
     /// [`Options::retention_age`]. Returns the paths removed. The writer
     /// also does this each time it starts a new segment.
+    /// A read-only view removes nothing: it fails with [`Error::ReadOnly`].
     pub fn apply_retention(&self) -> Result<Vec<PathBuf>> {
-        self.inner.shared.apply_retention(now_millis())
+        let shared = &self.inner.shared;
+        if shared.read_only {
+            return Err(Error::ReadOnly {
+                op: "apply retention",
+                path: shared.dir.clone(),
+                kind: std::io::ErrorKind::PermissionDenied,
+                message: "the log was opened read-only".into(),
+            });
+        }
+        shared.apply_retention(now_millis())
     }
 }
 

@@ -258,6 +258,7 @@ fn scan_segment(
     loop {
         let step = cursor.next().map_err(|e| Error::io("read", path, e))?;
         let expected = info.end;
+        let cut_short = matches!(step, Step::Incomplete(_));
         let (pos, problem) = match step {
             Step::End => return Ok(Scanned::Segment(info, None)),
             Step::Record(h, pos) if h.offset == expected => {
@@ -300,6 +301,20 @@ fn scan_segment(
                     found,
                 },
             ),
+            Step::Bad(DecodeError::TooLong { len: big, .. }, pos)
+                if written_with_a_larger_limit(storage, path, pos, big, expected)? =>
+            {
+                // A sound record, from when the log was opened with a larger
+                // limit: never cut it, and say which limit opens the log.
+                return Err(Error::InvalidOption {
+                    name: "max_record_bytes",
+                    reason: format!(
+                        "{} holds a record of {big} bytes (offset {expected}), more than the {} this log was opened with; open it with max_record_bytes of at least {big}",
+                        path.display(),
+                        opts.max_payload
+                    ),
+                });
+            }
             Step::Bad(DecodeError::TooLong { len, .. }, pos) => (
                 pos,
                 Error::Corrupt {
@@ -315,6 +330,19 @@ fn scan_segment(
         };
         if !is_last || opts.mode == Mode::Check {
             return Err(problem);
+        }
+        if opts.mode == Mode::ReadOnly && cut_short {
+            // A view of a log another process appends to: the record being
+            // written is where the view ends for now (nothing is cut).
+            return Ok(Scanned::Segment(
+                info,
+                Some(Recovery {
+                    segment: path.to_owned(),
+                    offset: expected,
+                    position: pos,
+                    bytes_cut: len - pos,
+                }),
+            ));
         }
         // The last segment: a torn tail, unless valid records follow.
         let file = storage
@@ -341,4 +369,24 @@ fn scan_segment(
         w.sync().map_err(|e| Error::io("fsync", path, e))?;
         return Ok(Scanned::Segment(info, Some(cut)));
     }
+}
+
+/// Whether the record at `pos` of `path`, whose length field (`len`) is over
+/// the limit the log was opened with, is a whole record with a good
+/// checksum: written under a larger limit, not a torn or corrupt one.
+fn written_with_a_larger_limit(
+    storage: &dyn Storage,
+    path: &Path,
+    pos: u64,
+    len: u32,
+    offset: u64,
+) -> Result<bool> {
+    let file = storage
+        .open_read(path)
+        .map_err(|e| Error::io("open", path, e))?;
+    let rest = read_rest(&*file, pos).map_err(|e| Error::io("read", path, e))?;
+    Ok(matches!(
+        crate::segment::decode_record(&rest, len),
+        Ok(crate::segment::Decoded::Record { header, .. }) if header.offset == offset
+    ))
 }
