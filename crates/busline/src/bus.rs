@@ -299,13 +299,12 @@ impl<T: Send + Sync + 'static> Bus<T> {
         let explicit = b.store.take();
         let store = match (&start, &consumer, explicit) {
             (StartAt::Now, None, _) => None,
-            (_, _, Some(s)) => Some(s),
-            (_, _, None) => match self.inner.stores.read().first() {
-                Some((_, s)) => Some(s.clone()),
-                None => {
+            (_, _, s) => match self.replay_store(&pattern, s) {
+                Ok(s) => Some(s),
+                Err(reason) => {
                     return Err(SubscribeError::Options {
                         pattern: b.pattern.clone(),
-                        reason: "starting in the past or as a named consumer needs a durable store, and the bus persists no topic".into(),
+                        reason,
                     })
                 }
             },
@@ -341,6 +340,45 @@ impl<T: Send + Sync + 'static> Bus<T> {
         }
         sub.durable = Some(Durable { store, consumer });
         Ok(sub)
+    }
+
+    /// The store a subscription on `pattern` replays from: the one its
+    /// topics are persisted to, which must be one store for all of them, so
+    /// that the replay and the live events' offsets are of the same log.
+    /// `explicit` (`.store(..)`) must be that store too, unless none of the
+    /// pattern's topics is persisted (a store read for its history only).
+    fn replay_store(
+        &self,
+        pattern: &Pattern,
+        explicit: Option<Arc<dyn EventStore<T>>>,
+    ) -> Result<Arc<dyn EventStore<T>>, String> {
+        let stores = self.inner.stores.read();
+        // Each topic goes to the first rule matching it: the first rule that
+        // overlaps the pattern must take all of its topics.
+        let first = stores.iter().find(|(p, _)| p.overlaps(pattern));
+        let same = |a: &Arc<dyn EventStore<T>>, b: &Arc<dyn EventStore<T>>| {
+            std::ptr::eq(Arc::as_ptr(a) as *const (), Arc::as_ptr(b) as *const ())
+        };
+        match (first, explicit) {
+            (Some((p, _)), _) if !p.covers(pattern) => Err(format!(
+                "its topics are not all persisted by one rule (`{p}` takes only some of them), so one log cannot replay them: subscribe to a narrower pattern"
+            )),
+            (Some((_, s)), None) => Ok(s.clone()),
+            (Some((p, s)), Some(x)) if same(s, &x) => {
+                let _ = p;
+                Ok(x)
+            }
+            (Some((p, _)), Some(_)) => Err(format!(
+                "its topics are persisted (by `{p}`) to another store than the one given with .store(..)"
+            )),
+            (None, Some(x)) => Ok(x),
+            (None, None) if stores.is_empty() => Err(
+                "starting in the past or as a named consumer needs a durable store, and the bus persists no topic".into(),
+            ),
+            (None, None) => Err(
+                "starting in the past or as a named consumer needs a durable store, and none of its topics is persisted (name one with .store(..))".into(),
+            ),
+        }
     }
 
     fn register(
@@ -401,6 +439,24 @@ impl<T: Send + Sync + 'static> Bus<T> {
                 let mut st = shared.state.lock();
                 if !st.closed {
                     if shared.is_group() {
+                        // One queue for the group: its first member's settings.
+                        let group = shared.policy.to_string();
+                        if b.filter.is_some() {
+                            drop(st);
+                            return bad(format!(
+                                "{group} shares one queue: a member joining it cannot have a filter of its own (the group's first member sets it)"
+                            ));
+                        }
+                        let given = b.capacity.is_some() || b.watermarks.is_some();
+                        if given
+                            && (shared.capacity, shared.high, shared.low) != (capacity, high, low)
+                        {
+                            drop(st);
+                            return bad(format!(
+                                "{group} already has capacity {} and watermarks {}/{}; a member joining it cannot change them",
+                                shared.capacity, shared.high, shared.low
+                            ));
+                        }
                         st.members += 1;
                     } else {
                         st.join(&shared, id, name.clone());
@@ -860,6 +916,12 @@ impl<T: Send + Sync + 'static> Bus<T> {
                     })
                 }
                 Ok(_) => {}
+                Err(PublishError::Store { error, .. }) => {
+                    return Err(RequestError::Store {
+                        topic: topic.clone(),
+                        reason: error.to_string(),
+                    })
+                }
                 Err(_) => {
                     return Err(RequestError::Closed {
                         topic: topic.clone(),

@@ -156,6 +156,14 @@ pub enum RequestError {
         /// The request's topic.
         topic: String,
     },
+    /// The topic is persisted and its store did not take the request.
+    #[error("request on `{topic}` not sent: {reason}")]
+    Store {
+        /// The request's topic.
+        topic: String,
+        /// The store's error.
+        reason: String,
+    },
 }
 
 /// Why a reply could not be sent.

@@ -185,6 +185,10 @@
 //! have had). When the last member leaves the group is gone, and events still
 //! queued are counted as `discarded`.
 //!
+//! The group has one queue, with its first member's filter, capacity and
+//! watermarks: a member joining with a filter of its own, or with other
+//! capacity or watermarks, is refused with an error saying so.
+//!
 //! An event arriving wakes one waiting member. A `recv` that gives up (a
 //! timeout, the other branch of a `select!`) withdraws its member from the
 //! waiting line, and passes on a wake-up it got for an event it did not

@@ -38,7 +38,8 @@ pub struct SubscriberStats {
     pub discarded: u64,
     /// Events waiting for it now (its lag): its queue plus the part of the
     /// batch it took from a ring that it has not handed out yet. While it is
-    /// subscribed, `delivered == received + dropped + queued`. Read through
+    /// subscribed, `delivered == received + dropped + superseded + queued`
+    /// (`superseded` is only ever non-zero for `latest`). Read through
     /// [`Subscription::stats`](crate::Subscription::stats) the batch is
     /// counted as it is now; through [`Bus::stats`](crate::Bus::stats), as of
     /// the subscriber's last visit to its ring.
@@ -174,8 +175,9 @@ impl BusStats {
     }
 
     /// Hands these counters to the [`metrics`] facade: bus totals as
-    /// `busline_published_total` etc., and per subscriber (label `subscriber`)
-    /// `busline_subscriber_delivered_total`, `…_dropped_total`, `…_queued`,
+    /// `busline_published_total` etc., and per subscriber (labels
+    /// `subscriber`, `pattern` and `policy`: two queue groups of one name on
+    /// different patterns are two series) `busline_subscriber_delivered_total`, `…_dropped_total`, `…_queued`,
     /// `…_blocked_seconds_total`. Call it periodically (the monitor does, every second).
     pub fn export(&self) {
         metrics::counter!("busline_published_total").absolute(self.published);
@@ -186,7 +188,11 @@ impl BusStats {
         metrics::counter!("busline_discarded_total").absolute(self.discarded);
         metrics::gauge!("busline_subscribers").set(self.subscribers.len() as f64);
         for s in &self.subscribers {
-            let labels = [("subscriber", s.name.clone()), ("policy", s.policy.clone())];
+            let labels = [
+                ("subscriber", s.name.clone()),
+                ("pattern", s.pattern.clone()),
+                ("policy", s.policy.clone()),
+            ];
             metrics::counter!("busline_subscriber_delivered_total", &labels).absolute(s.delivered);
             metrics::counter!("busline_subscriber_received_total", &labels).absolute(s.received);
             metrics::counter!("busline_subscriber_dropped_total", &labels).absolute(s.dropped);

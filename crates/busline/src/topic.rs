@@ -243,6 +243,37 @@ impl Pattern {
     pub(crate) fn tokens(&self) -> &[Token] {
         &self.tokens
     }
+
+    /// Whether some topic matches both this pattern and `other`.
+    pub fn overlaps(&self, other: &Pattern) -> bool {
+        let (a, b) = (&*self.tokens, &*other.tokens);
+        for i in 0.. {
+            match (a.get(i), b.get(i)) {
+                (None, None) => return true,
+                // `>` takes the one or more tokens the other has from here.
+                (Some(Token::Rest), Some(_)) | (Some(_), Some(Token::Rest)) => return true,
+                (None, Some(_)) | (Some(_), None) => return false,
+                (Some(Token::Literal(x)), Some(Token::Literal(y))) if x != y => return false,
+                _ => {}
+            }
+        }
+        unreachable!("patterns are finite")
+    }
+
+    /// Whether every topic matching `other` matches this pattern too.
+    pub fn covers(&self, other: &Pattern) -> bool {
+        let (a, b) = (&*self.tokens, &*other.tokens);
+        for i in 0.. {
+            match (a.get(i), b.get(i)) {
+                (None, None) => return true,
+                (Some(Token::Rest), Some(_)) => return true,
+                (Some(Token::One), Some(Token::One | Token::Literal(_))) => {}
+                (Some(Token::Literal(x)), Some(Token::Literal(y))) if x == y => {}
+                _ => return false,
+            }
+        }
+        unreachable!("patterns are finite")
+    }
 }
 
 impl fmt::Display for Pattern {
