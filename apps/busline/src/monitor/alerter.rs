@@ -223,6 +223,12 @@ impl Module<Metric> for Alerter {
                 r = errors.recv() => match r {
                     Ok(env) => {
                         record_event_time(&mut window, env.timestamp);
+                        // Everything ready too (a replay after a restart comes
+                        // at once): the rule sees the whole minute, not the
+                        // first few of it.
+                        while let Ok(Some(env)) = errors.try_recv() {
+                            record_event_time(&mut window, env.timestamp);
+                        }
                     }
                     Err(RecvError::Closed) => return Ok(()),
                     Err(e) => return Err(e.into()),

@@ -361,7 +361,10 @@ impl Settings {
             Some(s) if !(s.is_finite() && s > 0.0) => {
                 bail!("duration {s}: expected a number of seconds > 0")
             }
-            Some(s) => Some(Duration::from_secs_f64(s)),
+            Some(s) => match Duration::try_from_secs_f64(s) {
+                Ok(d) => Some(d),
+                Err(_) => bail!("duration {s}: too long (at most {} seconds)", u64::MAX),
+            },
             None => None,
         };
         let no_data_dir =

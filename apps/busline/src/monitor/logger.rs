@@ -111,12 +111,52 @@ impl Logger {
                 let f = std::fs::OpenOptions::new()
                     .create(true)
                     .append(true)
+                    .read(true)
                     .open(path)
                     .with_context(|| format!("cannot open log file {}", path.display()))?;
+                let cut = drop_cut_off_line(&f).with_context(|| {
+                    format!("cannot check the end of log file {}", path.display())
+                })?;
+                if cut > 0 {
+                    eprintln!(
+                        "[logger] {} ended in a line cut off by a failed write ({cut} bytes): removed it",
+                        path.display()
+                    );
+                }
                 Out::File(BufWriter::with_capacity(64 * 1024, f), path.clone())
             }
         })
     }
+}
+
+/// Truncates `f` after its last complete line, so that lines appended from
+/// now on are whole lines of their own (a write that failed halfway, a full
+/// disk say, left part of one behind). Returns the bytes removed.
+fn drop_cut_off_line(f: &std::fs::File) -> std::io::Result<u64> {
+    use std::io::{Read, Seek, SeekFrom};
+    let len = f.metadata()?.len();
+    if len == 0 {
+        return Ok(0);
+    }
+    let mut r = f;
+    let mut end = len;
+    let mut buf = vec![0u8; 64 * 1024];
+    while end > 0 {
+        let start = end.saturating_sub(buf.len() as u64);
+        let chunk = &mut buf[..(end - start) as usize];
+        r.seek(SeekFrom::Start(start))?;
+        r.read_exact(chunk)?;
+        if let Some(i) = chunk.iter().rposition(|&b| b == b'\n') {
+            let keep = start + i as u64 + 1;
+            if keep < len {
+                f.set_len(keep)?;
+            }
+            return Ok(len - keep);
+        }
+        end = start;
+    }
+    f.set_len(0)?;
+    Ok(len)
 }
 
 impl Module<Metric> for Logger {
@@ -160,5 +200,34 @@ impl Module<Metric> for Logger {
         }
         out.sync().map_err(|e| io(e, &out))?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A line cut off by a failed write (a full disk) is removed when the
+    /// log is opened again, so the next line is not glued onto it.
+    #[test]
+    fn a_cut_off_last_line_is_removed_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.log");
+        std::fs::write(&path, b"{\"seq\":1}\n{\"seq\":2}\n{\"seq\":3,\"metr").unwrap();
+        let logger = Logger::new(Sink::File(path.clone()));
+        let Out::File(mut f, _) = logger.open().unwrap() else {
+            panic!("a file sink")
+        };
+        f.write_all(b"{\"seq\":4}\n").unwrap();
+        f.flush().unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(text, "{\"seq\":1}\n{\"seq\":2}\n{\"seq\":4}\n");
+        // A whole file is left as it is; one without any newline is emptied.
+        drop(f);
+        let _ = logger.open().unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), text);
+        std::fs::write(&path, b"partial").unwrap();
+        let _ = logger.open().unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "");
     }
 }
