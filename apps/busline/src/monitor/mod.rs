@@ -110,6 +110,8 @@ pub struct Shared {
     threshold: u64,
     settings_json: serde_json::Value,
     summaries: Mutex<VecDeque<Arc<Summary>>>,
+    /// Whether the history holds a live summary (its newest entry then).
+    live: std::sync::atomic::AtomicBool,
     alerts: Mutex<VecDeque<AlertRecord>>,
     errors: Mutex<VecDeque<ErrorLine>>,
     runtime: Mutex<Option<RuntimeHandle>>,
@@ -139,6 +141,7 @@ impl Shared {
                 "nats": settings.nats.is_some(),
             }),
             summaries: Mutex::new(VecDeque::with_capacity(HISTORY)),
+            live: std::sync::atomic::AtomicBool::new(false),
             alerts: Mutex::new(VecDeque::new()),
             errors: Mutex::new(VecDeque::new()),
             runtime: Mutex::new(None),
@@ -168,6 +171,7 @@ impl Shared {
                 q.pop_front();
             }
             q.push_back(Arc::new(s));
+            self.live.store(true, std::sync::atomic::Ordering::Relaxed);
         }
         self.bump();
     }
@@ -180,7 +184,7 @@ impl Shared {
         if i == 0 && q.len() == HISTORY {
             return; // older than everything kept
         }
-        if i == q.len() && i > 0 {
+        if i == q.len() && i > 0 && self.live.load(std::sync::atomic::Ordering::Relaxed) {
             // Newer than the newest live summary: keep the live one last.
             q.insert(i - 1, Arc::new(s));
         } else {
@@ -574,5 +578,23 @@ mod tests {
         let order: Vec<u64> = shared.summaries.lock().iter().map(|s| s.at_ms).collect();
         assert_eq!(order, vec![3_000, 8_000, 10_500, 10_000]);
         assert_eq!(shared.latest().unwrap().at_ms, 10_000);
+    }
+
+    /// After a restart the replayed seconds come before any live summary:
+    /// they stay in time order (each new one was put before the newest).
+    #[test]
+    fn past_summaries_before_any_live_one_stay_in_time_order() {
+        let shared = Shared::new(&Settings::resolve(&MonitorArgs::default()).unwrap());
+        let at = |ms: u64| {
+            let mut s = dashboard::Aggregator::default().tick(1.0);
+            s.at_ms = ms;
+            s
+        };
+        for ms in [1_000, 2_000, 3_000, 4_000] {
+            shared.push_past_summary(at(ms));
+        }
+        shared.push_summary(at(4_600));
+        let order: Vec<u64> = shared.summaries.lock().iter().map(|s| s.at_ms).collect();
+        assert_eq!(order, vec![1_000, 2_000, 3_000, 4_000, 4_600]);
     }
 }
