@@ -620,6 +620,7 @@ impl<T: Send + Sync + 'static> Bus<T> {
             return 0;
         };
         let targets = targets(&route, &env);
+        count_filtered(&route, &targets);
         let (mut delivered, mut skipped) = (0, 0);
         for i in 0..targets.len() {
             let sub = targets.get(i);
@@ -671,6 +672,7 @@ impl<T: Send + Sync + 'static> Bus<T> {
         let mut env = Some(env);
         match commit(&targets, &mut env, None) {
             Ok(n) => {
+                count_filtered(&route, &targets);
                 if n == 0 {
                     self.inner.unrouted.fetch_add(1, Ordering::Relaxed);
                 }
@@ -849,6 +851,9 @@ impl<T: Send + Sync + 'static> Bus<T> {
         drop(guard);
         if let Some((id, since)) = waiting {
             add_blocked(&targets, id, since.elapsed());
+        }
+        if result.is_ok() {
+            count_filtered(&route, &targets);
         }
         drop(targets);
         match (result, env) {
@@ -1209,6 +1214,22 @@ impl<T> Targets<'_, T> {
         match self {
             Targets::All(s) => &s[i],
             Targets::Filtered(v) => v[i],
+        }
+    }
+}
+
+/// Counts the event as `filtered` for the route's subscribers whose filter
+/// refused it: once it is delivered (a publish that fails or is retried
+/// counts nothing).
+fn count_filtered<T>(route: &Route<T>, targets: &Targets<'_, T>) {
+    if let Targets::Filtered(taken) = targets {
+        let mut k = 0;
+        for s in route.subs.iter() {
+            if taken.get(k).is_some_and(|t| Arc::ptr_eq(t, s)) {
+                k += 1;
+            } else {
+                s.filtered.fetch_add(1, Ordering::Relaxed);
+            }
         }
     }
 }

@@ -380,17 +380,10 @@ impl<T> State<T> {
 }
 
 impl<T> SubShared<T> {
+    /// Whether its filter (if any) takes `env`. Counted as `filtered` only
+    /// once the event is delivered to the others (see `count_filtered`).
     pub(crate) fn accepts(&self, env: &Envelope<T>) -> bool {
-        match &self.filter {
-            None => true,
-            Some(f) => {
-                let ok = f(env);
-                if !ok {
-                    self.filtered.fetch_add(1, Ordering::Relaxed);
-                }
-                ok
-            }
-        }
+        self.filter.as_ref().is_none_or(|f| f(env))
     }
 
     pub(crate) fn is_group(&self) -> bool {

@@ -197,3 +197,30 @@ fn per_subscriber_metrics_are_told_apart_by_pattern() {
     v.sort();
     assert_eq!(v, vec![1, 3]);
 }
+
+/// `filtered` counts an event once, when it is delivered to the others: a
+/// `try_publish` refused as `Full` and tried again is not counted each time.
+#[tokio::test]
+async fn filtered_counts_delivered_events_only() {
+    let bus = Bus::<u32>::new();
+    let _full = bus
+        .subscriber("t")
+        .name("full")
+        .lossless(1)
+        .subscribe()
+        .unwrap();
+    let picky = bus
+        .subscriber("t")
+        .name("picky")
+        .filter(|e| e.payload == 0)
+        .subscribe()
+        .unwrap();
+    bus.try_publish_to("t", 0).unwrap();
+    for _ in 0..3 {
+        assert!(bus.try_publish_to("t", 1).is_err(), "`full` has no room");
+    }
+    assert_eq!(picky.stats().filtered, 0, "not delivered, not counted");
+    drop(_full);
+    bus.try_publish_to("t", 1).unwrap();
+    assert_eq!(picky.stats().filtered, 1);
+}
