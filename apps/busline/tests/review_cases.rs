@@ -89,3 +89,68 @@ fn after_a_restart_the_alert_reports_the_errors_of_the_last_minute() {
         "{alert}, while the first run counted {errors}"
     );
 }
+
+/// An alert the webhook is still retrying when the monitor stops is
+/// delivered within the alerter's grace time (it used to be dropped with
+/// the runtime, unreported).
+#[test]
+fn an_alert_being_retried_at_stop_is_still_delivered() {
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::net::TcpListener;
+    use std::sync::{Arc, Mutex};
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let delivered = Arc::new(Mutex::new(0));
+    let d = delivered.clone();
+    std::thread::spawn(move || {
+        for (n, stream) in listener.incoming().enumerate() {
+            let Ok(mut s) = stream else { break };
+            let mut r = BufReader::new(s.try_clone().unwrap());
+            let (mut len, mut line) = (0, String::new());
+            while r.read_line(&mut line).unwrap_or(0) > 0 && line != "\r\n" {
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    len = v.trim().parse().unwrap();
+                }
+                line.clear();
+            }
+            let mut body = vec![0; len];
+            let _ = r.read_exact(&mut body);
+            // Busy twice (retried with backoff), then fine.
+            let resp: &[u8] = if n < 2 {
+                b"HTTP/1.1 503 Busy\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
+            } else {
+                *d.lock().unwrap() += 1;
+                b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n"
+            };
+            let _ = s.write_all(resp);
+        }
+    });
+    let o = Command::new(env!("CARGO_BIN_EXE_busline"))
+        .args([
+            "monitor",
+            "--no-web",
+            "--no-data-dir",
+            "--duration",
+            "0.3",
+            "--interval-ms",
+            "20",
+            "--error-rate",
+            "1",
+            "--alert-threshold",
+            "5",
+            "--log-file",
+            "/dev/null",
+            "--alert-webhook",
+            &format!("http://{addr}/h"),
+        ])
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(out.contains("[ALERT] Error rate:"), "{out}");
+    assert_eq!(
+        *delivered.lock().unwrap(),
+        1,
+        "stdout:\n{out}\nstderr:\n{err}"
+    );
+}

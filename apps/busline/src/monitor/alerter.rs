@@ -197,6 +197,10 @@ impl Alerter {
     }
 }
 
+/// How long a stopping alerter waits for alerts still on their way to the
+/// webhook (retries included), within the module's shutdown deadline.
+const WEBHOOK_GRACE: Duration = Duration::from_secs(3);
+
 impl Module<Metric> for Alerter {
     fn name(&self) -> &str {
         "alerter"
@@ -219,7 +223,13 @@ impl Module<Metric> for Alerter {
         loop {
             tokio::select! {
                 biased;
-                _ = ctx.shutdown_requested() => return Ok(()),
+                _ = ctx.shutdown_requested() => {
+                    // Alerts on their way to the webhook get a moment to arrive.
+                    if let Some(w) = &self.webhook {
+                        w.finish(WEBHOOK_GRACE).await;
+                    }
+                    return Ok(());
+                }
                 r = errors.recv() => match r {
                     Ok(env) => {
                         record_event_time(&mut window, env.timestamp);

@@ -50,6 +50,8 @@ pub struct WebhookStats {
     pub dropped: AtomicU64,
     /// Alerts not sent because the breaker was open.
     pub rejected: AtomicU64,
+    /// Alerts queued or being sent (retries included).
+    pub pending: AtomicU64,
     /// The last failure, if any.
     pub last_error: Mutex<Option<String>>,
 }
@@ -140,10 +142,31 @@ impl Webhook {
 
     /// Queues an alert for delivery; never waits.
     pub fn notify(&self, alert: &AlertRecord) {
+        self.stats.pending.fetch_add(1, Ordering::Relaxed);
         if self.tx.try_send(alert.clone()).is_err() {
+            self.stats.pending.fetch_sub(1, Ordering::Relaxed);
             self.stats.dropped.fetch_add(1, Ordering::Relaxed);
             eprintln!(
                 "[alerter] webhook queue full: alert not sent to {}",
+                self.url
+            );
+        }
+    }
+
+    /// At shutdown: waits up to `grace` for alerts still being sent or
+    /// retried, then reports (and counts as dropped) any that are not done.
+    pub async fn finish(&self, grace: Duration) {
+        let deadline = tokio::time::Instant::now() + grace;
+        while self.stats.pending.load(Ordering::Relaxed) > 0
+            && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let left = self.stats.pending.swap(0, Ordering::Relaxed);
+        if left > 0 {
+            self.stats.dropped.fetch_add(left, Ordering::Relaxed);
+            eprintln!(
+                "[alerter] webhook {}: {left} alert(s) not delivered: the monitor stopped while sending them",
                 self.url
             );
         }
@@ -202,6 +225,10 @@ async fn worker<S>(
                 *stats.last_error.lock() = Some(e.to_string());
             }
         }
+        // Never below zero: `finish` may have given up on it already.
+        let _ = stats
+            .pending
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
     }
 }
 
