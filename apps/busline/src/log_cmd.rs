@@ -73,7 +73,14 @@ async fn append(dir: PathBuf) -> anyhow::Result<()> {
     let mut line = String::new();
     loop {
         line.clear();
-        let n = stdin.read_line(&mut line).await.context("reading stdin")?;
+        let n = match stdin.read_line(&mut line).await {
+            Ok(n) => n,
+            Err(e) => {
+                // The lines before it are kept, as with a line that is not JSON.
+                flush(&log, &mut batch).await?;
+                bail!("reading line {} of stdin: {e}", line_no + 1);
+            }
+        };
         if n > 0 {
             line_no += 1;
             let text = line.trim();
@@ -145,14 +152,17 @@ async fn read(dir: PathBuf, from: u64, follow: bool) -> anyhow::Result<()> {
 fn verify(dir: PathBuf) -> anyhow::Result<()> {
     let report = busline_log::verify(&dir, &Options::default())
         .with_context(|| format!("log {} failed verification", dir.display()))?;
-    println!(
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
         "ok: {} records (offsets {}..{}) in {} segments, {} bytes",
         report.end_offset - report.first_offset,
         report.first_offset,
         report.end_offset,
         report.segments,
         report.bytes
-    );
+    )
+    .context("writing to stdout")?;
     Ok(())
 }
 
@@ -160,33 +170,42 @@ fn info(dir: PathBuf) -> anyhow::Result<()> {
     let log = Log::open_read_only(&dir, Options::default())
         .with_context(|| format!("cannot open log {}", dir.display()))?;
     let segments = log.segments();
-    println!(
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
         "{}: offsets {}..{}, {} segments, {} bytes",
         dir.display(),
         log.first_offset(),
         log.committed_end(),
         segments.len(),
         segments.iter().map(|s| s.bytes).sum::<u64>()
-    );
-    println!(
+    )
+    .context("writing to stdout")?;
+    writeln!(
+        out,
         "{:<28} {:>12} {:>12} {:>12} {:>15}",
         "segment", "first", "end", "bytes", "max_timestamp"
-    );
+    )
+    .context("writing to stdout")?;
     for s in segments {
         let name = s.path.file_name().unwrap_or_default().to_string_lossy();
-        println!(
+        writeln!(
+            out,
             "{name:<28} {:>12} {:>12} {:>12} {:>15}",
             s.base, s.end, s.bytes, s.max_timestamp
-        );
+        )
+        .context("writing to stdout")?;
     }
     if let Some(r) = log.recovery() {
-        println!(
+        writeln!(
+            out,
             "torn tail: {} bytes at position {} (offset {}) in {} would be cut by the next writer",
             r.bytes_cut,
             r.position,
             r.offset,
             r.segment.display()
-        );
+        )
+        .context("writing to stdout")?;
     }
     Ok(())
 }

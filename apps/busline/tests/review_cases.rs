@@ -1,6 +1,10 @@
 //! Cases a review found (each failed before its fix), run on the binary.
 
+mod common;
+
 use std::process::Command;
+
+use common::*;
 
 /// A finite but huge `--duration` is a named error, not a panic.
 #[test]
@@ -153,4 +157,76 @@ fn an_alert_being_retried_at_stop_is_still_delivered() {
         1,
         "stdout:\n{out}\nstderr:\n{err}"
     );
+}
+
+/// `POST /api/events` takes JSON only: a `text/plain` POST (what a page on
+/// another site can send to a local monitor without a preflight) is refused.
+#[test]
+fn the_event_api_refuses_what_a_foreign_web_page_could_send() {
+    use std::io::{Read, Write};
+    let m = Monitor::start(&["--web", "127.0.0.1:0", "--duration", "30"]);
+    let addr = m.addr();
+    let event = r#"{"type":"error","source":"evil","message":"x"}"#;
+    let mut s = std::net::TcpStream::connect(&addr).unwrap();
+    write!(
+        s,
+        "POST /api/events HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{event}",
+        event.len()
+    )
+    .unwrap();
+    let mut raw = String::new();
+    let _ = s.read_to_string(&mut raw);
+    assert!(raw.starts_with("HTTP/1.1 415"), "{raw}");
+    let r = post(&m, "/api/events", event);
+    assert_eq!(r.status, 202, "{r:?}");
+}
+
+/// The dashboard URL the monitor prints works with any token it accepts
+/// (`+`, `&`, `%`, `#` were not encoded).
+#[test]
+fn the_printed_url_carries_the_token_encoded() {
+    let token = "s3cret+tok&en%#x";
+    let m = Monitor::start(&["--web", "127.0.0.1:0", "--token", token, "--duration", "30"]);
+    let line = m.stdout.wait_for("[web] dashboard on", |l| {
+        l.starts_with("[web] dashboard on ")
+    });
+    let url = line.trim_start_matches("[web] dashboard on ");
+    let path = &url[url.find("/?").unwrap()..];
+    assert!(!path.contains('&') && !path.contains('#'), "{path}");
+    let host = m.addr();
+    let r = http(&m.addr(), "GET", path, &host, &[], b"");
+    assert_eq!(r.status, 200, "{path}: {r:?}");
+}
+
+/// `busline log append` keeps the lines before one that is not UTF-8 and
+/// names it (it kept none and named no line).
+#[test]
+fn log_append_keeps_the_lines_before_a_bad_one() {
+    use std::io::Write;
+    use std::process::Stdio;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("log");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_busline"))
+        .args(["log", "append", log.to_str().unwrap()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"{\"a\":1}\n{\"a\":2}\n\xff\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("line 3"), "{err}");
+    let info = Command::new(env!("CARGO_BIN_EXE_busline"))
+        .args(["log", "info", log.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&info.stdout);
+    assert!(text.contains("offsets 0..2"), "{text}");
 }

@@ -16,6 +16,10 @@
 //!   cannot reach the API through DNS rebinding. (When bound to an unspecified
 //!   address such as `0.0.0.0`, any IP-literal host is accepted too: DNS
 //!   rebinding needs a name.)
+//! - **JSON only.** `POST /api/events` needs `Content-Type:
+//!   application/json` (415 otherwise): a page on another site can make a
+//!   browser POST `text/plain` to a local monitor without asking first, but
+//!   not JSON (the browser's preflight fails), so it cannot inject events.
 //! - **Token.** With `--token`, every route but the static assets needs
 //!   `Authorization: Bearer <token>`, or `?token=<token>` on a `GET` (so a
 //!   browser can open the page and its event stream). Binding beyond loopback
@@ -182,7 +186,7 @@ impl Web {
             self.addr.to_string()
         };
         match &self.config.token {
-            Some(t) => format!("http://{host}/?token={t}"),
+            Some(t) => format!("http://{host}/?token={}", percent_encode(t)),
             None => format!("http://{host}/"),
         }
     }
@@ -397,7 +401,26 @@ async fn stream(
     Sse::new(s).keep_alive(KeepAlive::default())
 }
 
-async fn events(State(st): State<AppState>, body: Result<Bytes, BytesRejection>) -> Response {
+async fn events(
+    State(st): State<AppState>,
+    headers: axum::http::HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    // JSON only: a web page on another site can POST `text/plain` to a
+    // local monitor without the browser asking first (no preflight), but
+    // not `application/json`.
+    let json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"));
+    if !json {
+        st.shared.rejected.fetch_add(1, Ordering::Relaxed);
+        return error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "send the events as JSON, with `Content-Type: application/json`",
+        );
+    }
     let body = match body {
         Ok(b) => b,
         Err(rej) => {
@@ -471,6 +494,20 @@ async fn prometheus(State(st): State<AppState>) -> Response {
         st.prom.render(),
     )
         .into_response()
+}
+
+/// `s` with every byte but unreserved ones (`A-Z a-z 0-9 - . _ ~`) as `%XX`,
+/// for a query string.
+fn percent_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 #[cfg(test)]
