@@ -156,3 +156,58 @@ fn dead_nats() -> String {
     drop(l);
     format!("nats://127.0.0.1:{port}")
 }
+
+/// Two monitors that both publish and watch (the default modules, each with
+/// its own data directory, as on two hosts) each import every event the
+/// other exported: each has a JetStream consumer of its own. (They shared
+/// one, named after the modules only, and each got about half.)
+#[test]
+fn two_monitors_that_publish_and_watch_each_get_all_of_the_others_events() {
+    let server = NatsServer::start().expect("start nats-server");
+    let url = server.url();
+    let dir = tempfile::tempdir().unwrap();
+    let (da, db) = (dir.path().join("a"), dir.path().join("b"));
+    let mut a = Monitor::start(&[
+        "--nats",
+        &url,
+        "--no-web",
+        "--interval-ms",
+        "20",
+        "--data-dir",
+        da.to_str().unwrap(),
+        "--duration",
+        "8",
+    ]);
+    a.stdout.wait_for("A connected both ways", |l| {
+        l.starts_with("[nats] exporting and importing metrics.>")
+    });
+    let mut b = Monitor::start(&[
+        "--nats",
+        &url,
+        "--no-web",
+        "--interval-ms",
+        "20",
+        "--data-dir",
+        db.to_str().unwrap(),
+        "--duration",
+        "3",
+    ]);
+    assert!(b.wait().success(), "{}", b.stderr.text());
+    let counts = |line: &str| -> Vec<u64> {
+        line.split(|c: char| !c.is_ascii_digit())
+            .filter(|s| !s.is_empty())
+            .map(|s| s.parse().unwrap())
+            .collect()
+    };
+    let lb = b.stdout.wait_for("B's NATS summary", |l| {
+        l.starts_with("[nats] disconnected:")
+    });
+    let b_exported = counts(&lb)[0];
+    assert!(b_exported > 50, "{lb}");
+    assert!(a.wait().success(), "{}", a.stderr.text());
+    let la = a.stdout.wait_for("A's NATS summary", |l| {
+        l.starts_with("[nats] disconnected:")
+    });
+    let a_imported = counts(&la)[1];
+    assert_eq!(a_imported, b_exported, "A: {la}\nB: {lb}");
+}

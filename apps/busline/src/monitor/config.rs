@@ -269,14 +269,17 @@ impl Modules {
         self.dashboard || self.logger || self.alerter
     }
 
-    /// The names of the consuming modules, sorted, joined by `-` (names the
-    /// process's JetStream consumer).
+    /// The names of the modules it runs, sorted, joined by `-` (part of the
+    /// name of the process's JetStream consumer).
     pub fn consumer_key(&self) -> String {
         let mut names = Vec::new();
         for (on, name) in [
             (self.alerter, "alerter"),
             (self.dashboard, "dashboard"),
+            (self.db_sim, "db-sim"),
             (self.logger, "logger"),
+            (self.web, "web"),
+            (self.web_sim, "web-sim"),
         ] {
             if on {
                 names.push(name);
@@ -397,7 +400,14 @@ impl Settings {
             Some(text) => Modules::parse(text)?,
             None => Modules::ALL,
         };
+        let publishes = modules.web_sim || modules.db_sim || modules.web;
         let nats = match args.nats.clone().or(file.nats) {
+            None if !publishes => bail!(
+                "modules: nothing in this process publishes metrics (publishers, web-sim, db-sim or web), so its consumers would have nothing to show; add a publisher, or --nats to get another process's metrics"
+            ),
+            None if !modules.consumes() => bail!(
+                "modules: nothing in this process reads the metrics (dashboard, logger or alerter); add one, or --nats to send them to another process"
+            ),
             None => None,
             Some(url) => {
                 if url.trim().is_empty() {
@@ -520,6 +530,29 @@ mod tests {
         assert!(s.simulate);
         assert_eq!(s.data_dir, Some(PathBuf::from(DEFAULT_DATA_DIR)));
         assert_eq!(s.log_retention_age, Duration::from_secs(3600));
+    }
+
+    /// Without --nats a process must both publish and read metrics.
+    #[test]
+    fn a_module_set_that_could_do_nothing_is_refused() {
+        for (modules, what) in [
+            ("dashboard", "nothing in this process publishes"),
+            ("logger,alerter", "nothing in this process publishes"),
+            ("publishers", "nothing in this process reads"),
+        ] {
+            let args = MonitorArgs {
+                modules: Some(modules.into()),
+                ..MonitorArgs::default()
+            };
+            let e = Settings::resolve(&args).unwrap_err().to_string();
+            assert!(e.contains(what), "{modules}: {e}");
+            let args = MonitorArgs {
+                modules: Some(modules.into()),
+                nats: Some("nats://127.0.0.1:4222".into()),
+                ..MonitorArgs::default()
+            };
+            assert!(Settings::resolve(&args).is_ok(), "{modules} with --nats");
+        }
     }
 
     #[test]

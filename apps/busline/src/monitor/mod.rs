@@ -457,7 +457,12 @@ async fn run_async(settings: Settings, store: Option<Arc<LogStore<Metric>>>) -> 
         rt.add(alert);
     }
     if let Some(n) = &settings.nats {
-        let cfg = nats::config(n, &modules, settings.log_retention_age);
+        let cfg = nats::config(
+            n,
+            &modules,
+            settings.log_retention_age,
+            settings.data_dir.as_deref(),
+        );
         // An exporter connects before anything publishes; an importer once
         // the consumers (added above) are subscribed.
         let link = match nats::Direction::of(&modules) {

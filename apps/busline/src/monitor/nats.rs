@@ -20,12 +20,14 @@
 //! subjects `metrics.>`, file storage, kept for `--log-retention-secs`): a
 //! publisher's event counts as handed over once the server acknowledged it,
 //! and an importing process reads through a durable consumer named after its
-//! consumer modules (`monitor-alerter-dashboard-logger`), acknowledging an
-//! event only after its lossless subscribers (the logger, the alerter) have
-//! it. So a watching process that restarts goes on where it stopped, and
-//! events published while no watcher ran are not lost; processes with the
-//! same module set share (split) the stream, different sets each get every
-//! event. A new watcher starts with everything the stream still holds;
+//! host, its data directory (a short hash) and its modules
+//! (`monitor-1a2b3c4d-alerter-dashboard-logger-web`), acknowledging an event
+//! only after its lossless subscribers (the logger, the alerter) have it. So
+//! a watching process that restarts (same host, data directory and modules)
+//! goes on where it stopped, and events published while no watcher ran are
+//! not lost; every other watching process has a consumer of its own and gets
+//! every event. (Two processes on one host without a data directory and with
+//! the same modules would share one consumer, splitting the stream.) A new watcher starts with everything the stream still holds;
 //! events count at their own timestamps (see [`alerter`](super::alerter)),
 //! so old ones do not raise alerts. At-least-once: after a crash an event
 //! may be seen twice. `--nats-core` uses core NATS instead: at-most-once,
@@ -92,11 +94,37 @@ impl Direction {
     }
 }
 
+/// The name of this process's durable JetStream consumer: its host, its
+/// data directory (as a short hash) and its modules. A restarted process
+/// (same host, data directory and modules) resumes where it stopped; any
+/// other watching process has a consumer of its own and gets every event.
+pub fn consumer_name(modules: &Modules, data_dir: Option<&std::path::Path>) -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::env::var("HOSTNAME"))
+        .unwrap_or_default();
+    let dir = data_dir.map_or_else(
+        || "(no data directory)".to_owned(),
+        |d| {
+            std::fs::canonicalize(d)
+                .unwrap_or_else(|_| d.to_path_buf())
+                .display()
+                .to_string()
+        },
+    );
+    // FNV-1a: the same name on every run and Rust version.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in host.trim().bytes().chain([0]).chain(dir.bytes()) {
+        h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("monitor-{:08x}-{}", h as u32, modules.consumer_key())
+}
+
 /// The transport's configuration for this process.
 pub fn config(
     nats: &NatsSettings,
     modules: &Modules,
     retention: std::time::Duration,
+    data_dir: Option<&std::path::Path>,
 ) -> NatsConfig<Metric> {
     let direction = Direction::of(modules);
     let mut cfg = NatsConfig::new(nats.url.clone())
@@ -121,7 +149,7 @@ pub fn config(
             stream: STREAM.into(),
             subjects: vec!["metrics.>".into()],
             max_age: retention,
-            durable: format!("monitor-{}", modules.consumer_key()),
+            durable: consumer_name(modules, data_dir),
             ..Default::default()
         })
     }
