@@ -224,9 +224,19 @@ impl<A: Aggregate> EventStore<A> {
             .clone()
     }
 
+    /// The aggregate's acknowledged entries (an append's records are in
+    /// the index from the moment they are queued; loads wait for the ack).
     fn entries(&self, id: &str) -> Vec<Entry> {
+        let acked = self.inner.log.committed_end();
         self.stream(id)
-            .map(|s| s.entries.read().clone())
+            .map(|s| {
+                s.entries
+                    .read()
+                    .iter()
+                    .take_while(|e| e.offset < acked)
+                    .cloned()
+                    .collect()
+            })
             .unwrap_or_default()
     }
 
@@ -437,33 +447,21 @@ impl<A: Aggregate> EventStore<A> {
         }
         let ticket = self.inner.log.submit_batch(ts, &payloads).await?;
         // The records are queued now: they get written whether or not this
-        // future is polled to the end (a timeout, a `select!`). So waiting
-        // for their acknowledgement and recording them in the aggregate's
-        // index, under its lock, happen in a task of their own: a caller
-        // that goes away cannot leave the index behind the log (a second
-        // append at the same version, a log that no longer opens).
-        let indexed = stream.clone();
-        let acked = tokio::spawn(async move {
-            let offsets = ticket.acknowledged().await?;
-            indexed
-                .entries
-                .write()
-                .extend(offsets.clone().map(|offset| Entry {
-                    offset,
-                    timestamp_ms: ts,
-                }));
-            Ok::<_, busline_log::Error>((offsets, guard))
-        })
-        .await;
-        let (offsets, _guard) = match acked {
-            Ok(r) => r?,
-            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-            Err(_) => {
-                return Err(Error::Log(busline_log::Error::Closed {
-                    path: self.inner.log.dir().to_path_buf(),
-                }))
-            }
-        };
+        // future is polled to the end (a timeout, a `select!`, a runtime
+        // shutting down). So they go into the aggregate's index at once,
+        // under its lock: a caller that goes away cannot leave the index
+        // behind the log (a second append at the same version, a log that
+        // no longer opens). Loads see them once acknowledged (`entries`).
+        let offsets = ticket.offsets();
+        stream
+            .entries
+            .write()
+            .extend(offsets.clone().map(|offset| Entry {
+                offset,
+                timestamp_ms: ts,
+            }));
+        ticket.acknowledged().await?;
+        let _guard = guard;
         let version = expected + events.len() as u64;
         if let Some((snaps, every)) = &self.inner.snapshots {
             if expected / every != version / every {

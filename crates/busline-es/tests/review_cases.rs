@@ -206,3 +206,79 @@ async fn ids_leaves_out_aggregates_without_events() {
     assert_eq!(store.version("ghost"), 0);
     assert_eq!(store.ids(), Vec::<String>::new());
 }
+
+/// An append polled once on a runtime that then shuts down (its records are
+/// queued in the log's writer thread) still counts: a second append at the
+/// old version is refused and the store reopens.
+#[test]
+fn an_append_dropped_with_its_runtime_still_counts() {
+    let tmp = tempfile::tempdir().unwrap();
+    let log = Log::open(tmp.path().join("log"), Options::default()).unwrap();
+    let store =
+        Arc::new(EventStore::<Counter>::open(log.clone(), StoreOptions::default()).unwrap());
+
+    // Runtime A: the append is polled once (records queued, indexing task
+    // spawned on A), then A shuts down (a runtime per request, a test
+    // harness, a Runtime dropped at the end of a blocking helper).
+    {
+        let rt_a = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let s = store.clone();
+        rt_a.block_on(async move {
+            let fut = s.append("c1", 0, vec![CounterEvent::Added { n: 1 }], Metadata::new());
+            assert!(fut.now_or_never().is_none());
+        });
+        drop(rt_a);
+    }
+
+    let rt_b = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt_b.block_on(async {
+        log.sync().await.unwrap();
+        assert_eq!(
+            log.committed_end(),
+            1,
+            "the first append's record is in the log"
+        );
+        let second = store
+            .append(
+                "c1",
+                0,
+                vec![CounterEvent::Added { n: 10 }],
+                Metadata::new(),
+            )
+            .await;
+        let reopened = EventStore::<Counter>::open(log.clone(), StoreOptions::default());
+        assert!(
+            second.is_err(),
+            "append at expected=0 accepted although version 1 is already in the log (reopen: {:?})",
+            reopened.as_ref().err()
+        );
+        assert!(
+            reopened.is_ok(),
+            "store cannot be reopened: {:?}",
+            reopened.err()
+        );
+    });
+}
+
+/// Append works from any executor (the log's writer is a thread).
+#[test]
+fn append_works_outside_a_tokio_runtime() {
+    let tmp = tempfile::tempdir().unwrap();
+    let log = Log::open(tmp.path().join("log"), Options::default()).unwrap();
+    let store = EventStore::<Counter>::open(log, StoreOptions::default()).unwrap();
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        futures::executor::block_on(store.append(
+            "c1",
+            0,
+            vec![CounterEvent::Added { n: 1 }],
+            Metadata::new(),
+        ))
+    }));
+    assert!(r.is_ok(), "append panicked outside a tokio runtime");
+}
