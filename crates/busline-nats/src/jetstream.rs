@@ -16,10 +16,10 @@
 //! sent again with `async-nats`'s JetStream publish, with backoff, until it
 //! is acknowledged. A missing stream, a timeout or a broken connection may
 //! pass and is retried for as long as it lasts (logged as a warning every 20
-//! attempts); an event the server itself refuses three times in a row (an
-//! error answer about the event, such as a size over the stream's
-//! `max_msg_size`) is given up, logged as an error and counted as
-//! `rejected`. Every publish carries `Nats-Msg-Id` = the event
+//! attempts), and so is any error answer from the server that may pass (full
+//! resources, limits with `DiscardNew`); an event the server refuses three
+//! times in a row as over the stream's `max_msg_size` is given up, logged as
+//! an error and counted as `rejected`. Every publish carries `Nats-Msg-Id` = the event
 //! id, so the server drops a retry of an event it already stored, as long as
 //! the retry arrives within the stream's
 //! [`duplicate_window`](crate::JetStreamConfig::duplicate_window) (default
@@ -60,7 +60,11 @@
 //! `Busline-Dead-Deliveries`, and then acknowledged; the import goes on. If
 //! the dead letter cannot be stored on the server's last delivery of the
 //! message (the dead-letter stream is unavailable), the import retries it
-//! in place until it is stored, since nothing would come again.
+//! in place, since nothing would come again: ten attempts with backoff,
+//! then the message is given up, logged as an error and counted as
+//! `dead_letters_lost` (an import stopped for good would lose more). A dead
+//! letter over the server's `max_payload` with its added headers can never
+//! be stored: its message is given up at once, the same way.
 //!
 //! ## What the server's durability means
 //!
@@ -322,14 +326,19 @@ impl Js {
                             inc(&c.acked);
                             return seq;
                         }
-                        // The server answered with an error about this event
-                        // (over the stream's message size, say): sending it
-                        // again gets the same answer. A missing stream, a
-                        // timeout or a broken connection may pass.
-                        Err(e) => (
-                            e.to_string(),
-                            e.kind() == async_nats::jetstream::context::PublishErrorKind::Other,
-                        ),
+                        // Over the stream's message size: sending it again
+                        // gets the same answer. Anything else (a missing
+                        // stream, full resources, limits with DiscardNew, a
+                        // timeout, a broken connection) may pass.
+                        Err(e) => {
+                            let permanent = std::error::Error::source(&e)
+                                .and_then(|s| s.downcast_ref::<async_nats::jetstream::Error>())
+                                .is_some_and(|j| {
+                                    j.error_code()
+                                        == async_nats::jetstream::ErrorCode::STREAM_MESSAGE_EXCEEDS_MAXIMUM
+                                });
+                            (e.to_string(), permanent)
+                        }
                     },
                     Err(e) => (e.to_string(), false),
                 };
@@ -345,9 +354,32 @@ impl Js {
     }
 }
 
-/// Refusals in a row (the server answering with an error about the event)
-/// after which a JetStream export gives the event up, counted as rejected.
+/// Refusals in a row (the server answering that the event is over the
+/// stream's maximum message size) after which a JetStream export gives the
+/// event up, counted as rejected.
 const REFUSALS_TO_REJECT: u32 = 3;
+
+/// Bytes `h` takes in a message, as the server counts them against
+/// `max_payload` (with the payload).
+fn header_bytes(h: &async_nats::HeaderMap) -> usize {
+    let lines: usize = h
+        .iter()
+        .map(|(k, vs)| {
+            vs.iter()
+                .map(|v| AsRef::<str>::as_ref(k).len() + v.as_str().len() + 4)
+                .sum::<usize>()
+        })
+        .sum();
+    if lines > 0 {
+        lines + 12
+    } else {
+        0
+    }
+}
+
+/// Attempts at storing the dead letter of a message on its last delivery
+/// (with backoff) before it is given up, logged and counted as lost.
+const DEAD_LETTER_ATTEMPTS: u32 = 10;
 
 /// The server's delivery limit for import consumers: one more than the
 /// tries, so the last delivery is the one that dead-letters.
@@ -487,6 +519,16 @@ where
                     // On the server's last delivery nothing comes again: the
                     // dead letter is retried here until it is stored.
                     let mut attempt = 0;
+                    let size = msg.payload.len() + header_bytes(&h);
+                    let max = ctx.client.server_info().max_payload;
+                    if max > 0 && size > max {
+                        // It can never be stored, and coming again would not
+                        // change that: acknowledged, logged and counted.
+                        tracing::error!(subject = %msg.subject, size, max, "the dead letter is over the server's max_payload with its headers: the message is lost");
+                        inc(&ctx.counters.dead_letters_lost);
+                        let _ = msg.ack().await;
+                        continue;
+                    }
                     let stored = loop {
                         let r = match js
                             .context
@@ -497,6 +539,14 @@ where
                             Err(e) => Err(e.to_string()),
                         };
                         match r {
+                            Err(e) if last && attempt + 1 >= DEAD_LETTER_ATTEMPTS => {
+                                // Refused for good (over max_payload with its
+                                // headers, the stream deleted): waiting longer
+                                // would stop the import for every message.
+                                tracing::error!(subject = %msg.subject, error = %e, attempts = DEAD_LETTER_ATTEMPTS, "dead letter of a message on its last delivery not stored: the message is lost");
+                                inc(&ctx.counters.dead_letters_lost);
+                                break Err(e);
+                            }
                             Err(e) if last => {
                                 attempt += 1;
                                 tracing::warn!(error = %e, attempt, "dead letter not stored on the message's last delivery; retrying");
@@ -514,6 +564,10 @@ where
                     match stored {
                         Ok(_) => {
                             inc(&ctx.counters.dead_lettered);
+                            let _ = msg.ack().await;
+                        }
+                        // Given up on the last delivery (counted above).
+                        Err(_) if last => {
                             let _ = msg.ack().await;
                         }
                         Err(e) => {

@@ -171,6 +171,9 @@ pub struct TransportStats {
     pub import_own: u64,
     /// Messages sent to the dead-letter subject.
     pub dead_lettered: u64,
+    /// Messages on their last delivery whose dead letter could not be
+    /// stored after repeated attempts: lost (each logged as an error).
+    pub dead_letters_lost: u64,
 }
 
 #[derive(Default)]
@@ -185,6 +188,7 @@ pub(crate) struct Counters {
     pub import_duplicates: AtomicU64,
     pub import_own: AtomicU64,
     pub dead_lettered: AtomicU64,
+    pub dead_letters_lost: AtomicU64,
 }
 
 pub(crate) fn inc(c: &AtomicU64) {
@@ -417,6 +421,7 @@ impl<T> NatsTransport<T> {
             import_duplicates: l(&c.import_duplicates),
             import_own: l(&c.import_own),
             dead_lettered: l(&c.dead_lettered),
+            dead_letters_lost: l(&c.dead_letters_lost),
         }
     }
 

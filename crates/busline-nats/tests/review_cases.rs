@@ -306,3 +306,80 @@ async fn shutdown_does_not_wait_for_a_full_subscriber() {
     let r = tokio::time::timeout(Duration::from_secs(10), tb.shutdown()).await;
     assert!(r.is_ok(), "shutdown did not return within 10 s");
 }
+
+/// An error answer that passes (a stream holding one message at a time,
+/// discard new, max_age 2 s) is retried until the event is stored, not
+/// rejected (the first version of the refusal rule rejected it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_refused_for_a_passing_reason_is_retried_until_stored() {
+    let srv = server();
+    let raw = jetstream::new(async_nats::connect(srv.url()).await.unwrap());
+    raw.create_stream(jetstream::stream::Config {
+        name: "BUSLINE".into(),
+        subjects: vec!["m.>".into()],
+        max_messages: 1,
+        discard: jetstream::stream::DiscardPolicy::New,
+        max_age: Duration::from_secs(2),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let (a, ta) = exporter(&srv.url(), "m.>").await;
+    a.publish_to("m.one", ev(0, 1)).await.unwrap();
+    a.publish_to("m.two", ev(0, 2)).await.unwrap();
+    let flushed = tokio::time::timeout(Duration::from_secs(20), ta.flush()).await;
+    let s = ta.stats();
+    assert!(flushed.is_ok(), "flush did not return; {s:?}");
+    assert_eq!(
+        (s.acked, s.rejected),
+        (2, 0),
+        "the second event was given up although the stream took it 2 s later: {s:?}"
+    );
+}
+
+/// A dead letter that can never be stored (over max_payload with its
+/// headers) on the message's last delivery is given up after its attempts,
+/// counted as lost; the import goes on with the next message (it stopped
+/// for good).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_letter_that_can_never_be_stored_does_not_stop_the_import() {
+    let srv = server_with("max_payload: 2048");
+    let b: Bus<Ev> = Bus::new();
+    let mut sub = b.subscribe("d.>").unwrap();
+    let tb = NatsTransport::connect(
+        &b,
+        NatsConfig::new(srv.url())
+            .import("d.>")
+            .jetstream(JetStreamConfig {
+                max_deliver: 1,
+                ..js("imp")
+            }),
+    )
+    .await
+    .unwrap();
+    let raw = jetstream::new(async_nats::connect(srv.url()).await.unwrap());
+    // An undecodable message just under the limit: its dead letter is over it.
+    let mut h = async_nats::HeaderMap::new();
+    h.insert("Busline", "v=1;ts=1;ct=json");
+    let body = format!("{{not json {}", "x".repeat(1950));
+    raw.publish_with_headers("d.bad", h, body.into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    // Its first delivery fails to dead-letter (NAK, 1 s); its second, the
+    // server's last, is retried in place. Then a good event, from another bus.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let (a, ta) = exporter(&srv.url(), "d.>").await;
+    a.publish_to("d.good", ev(9, 1)).await.unwrap();
+    ta.flush().await.unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(20), sub.recv()).await;
+    let s = tb.stats();
+    let shut = tokio::time::timeout(Duration::from_secs(10), tb.shutdown()).await;
+    assert_eq!(s.dead_letters_lost, 1, "{s:?}");
+    assert!(
+        got.is_ok(),
+        "the good event never reached the bus in 20 s: the import is stuck retrying the dead letter; stats {s:?}; shutdown returned: {}",
+        shut.is_ok()
+    );
+}
