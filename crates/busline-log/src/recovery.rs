@@ -384,9 +384,17 @@ fn written_with_a_larger_limit(
     let file = storage
         .open_read(path)
         .map_err(|e| Error::io("open", path, e))?;
-    let rest = read_rest(&*file, pos).map_err(|e| Error::io("read", path, e))?;
-    Ok(matches!(
-        crate::segment::decode_record(&rest, len),
-        Ok(crate::segment::Decoded::Record { header, .. }) if header.offset == offset
-    ))
+    // The record only: header and payload (and only if the file holds it,
+    // so a garbage length allocates nothing).
+    let file_len = file.len().map_err(|e| Error::io("read", path, e))?;
+    if pos + (crate::segment::RECORD_HEADER_LEN as u64) + u64::from(len) > file_len {
+        return Ok(false);
+    }
+    let mut rec = vec![0u8; crate::segment::RECORD_HEADER_LEN + len as usize];
+    let n = read_full_at(&*file, pos, &mut rec).map_err(|e| Error::io("read", path, e))?;
+    Ok(n == rec.len()
+        && matches!(
+            crate::segment::decode_record(&rec, len),
+            Ok(crate::segment::Decoded::Record { header, .. }) if header.offset == offset
+        ))
 }

@@ -236,7 +236,9 @@ impl Module<Metric> for Alerter {
                         // Everything ready too (a replay after a restart comes
                         // at once): the rule sees the whole minute, not the
                         // first few of it.
-                        while let Ok(Some(env)) = errors.try_recv() {
+                        // (At most a batch: shutdown and the rule get their turn.)
+                        for _ in 0..4096 {
+                            let Ok(Some(env)) = errors.try_recv() else { break };
                             record_event_time(&mut window, env.timestamp);
                         }
                     }

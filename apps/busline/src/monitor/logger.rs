@@ -108,15 +108,26 @@ impl Logger {
         Ok(match &self.sink {
             Sink::Stdout => Out::Stdout(std::io::stdout()),
             Sink::File(path) => {
-                let f = std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .read(true)
-                    .open(path)
-                    .with_context(|| format!("cannot open log file {}", path.display()))?;
-                let cut = drop_cut_off_line(&f).with_context(|| {
-                    format!("cannot check the end of log file {}", path.display())
-                })?;
+                let open = |read: bool| {
+                    std::fs::OpenOptions::new()
+                        .create(true)
+                        .append(true)
+                        .read(read)
+                        .open(path)
+                        .with_context(|| format!("cannot open log file {}", path.display()))
+                };
+                // A file this process may only write to cannot be checked.
+                let (f, readable) = match open(true) {
+                    Ok(f) => (f, true),
+                    Err(_) => (open(false)?, false),
+                };
+                let cut = if readable {
+                    drop_cut_off_line(&f).with_context(|| {
+                        format!("cannot check the end of log file {}", path.display())
+                    })?
+                } else {
+                    0
+                };
                 if cut > 0 {
                     eprintln!(
                         "[logger] {} ended in a line cut off by a failed write ({cut} bytes): removed it",
