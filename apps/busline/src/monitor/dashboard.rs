@@ -447,7 +447,7 @@ impl Module<Metric> for Dashboard {
                         let age = SystemTime::now()
                             .duration_since(env.timestamp)
                             .unwrap_or_default();
-                        match age.checked_sub(last.elapsed() + LATE) {
+                        match past_offset(age, last.elapsed()) {
                             Some(before) => agg.record_past(&env.payload, env.timestamp, before),
                             None => agg.record(&env.payload),
                         }
@@ -491,9 +491,36 @@ fn summary_metrics(s: &Summary) {
     }
 }
 
+/// For an event `age` old, `elapsed` into the current second: how long
+/// before that second began it happened, if it belongs to an earlier second
+/// (older than the `LATE` allowance). The allowance only decides whether it
+/// is past; its second is where its age puts it.
+fn past_offset(age: Duration, elapsed: Duration) -> Option<Duration> {
+    age.checked_sub(elapsed + LATE)?;
+    Some(age - elapsed)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An event 59.1 s before the current second began belongs to the
+    /// second 59 s back (out of the minute), not 58 (the allowance was
+    /// subtracted twice).
+    #[test]
+    fn a_past_event_counts_in_its_own_second() {
+        let elapsed = Duration::from_millis(400);
+        let age = elapsed + Duration::from_millis(59_100);
+        assert_eq!(
+            past_offset(age, elapsed),
+            Some(Duration::from_millis(59_100))
+        );
+        // Within the allowance: still the current second.
+        assert_eq!(
+            past_offset(elapsed + Duration::from_millis(200), elapsed),
+            None
+        );
+    }
 
     fn req(ms: f64) -> Metric {
         Metric::Request {
