@@ -3,10 +3,9 @@
 mod common;
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::process::Command;
-use std::sync::{Arc, Mutex};
 
 use common::*;
 
@@ -135,30 +134,8 @@ fn dead_url() -> String {
 #[test]
 fn alerts_go_to_the_webhook() {
     // A real HTTP endpoint that records what it receives.
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    let got: Arc<Mutex<Vec<String>>> = Arc::default();
-    let g = got.clone();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut s) = stream else { break };
-            let mut r = BufReader::new(s.try_clone().unwrap());
-            let mut len = 0;
-            let mut line = String::new();
-            while r.read_line(&mut line).unwrap_or(0) > 0 && line != "\r\n" {
-                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                    len = v.trim().parse().unwrap();
-                }
-                line.clear();
-            }
-            let mut body = vec![0; len];
-            r.read_exact(&mut body).unwrap();
-            g.lock().unwrap().push(String::from_utf8(body).unwrap());
-            s.write_all(b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n")
-                .unwrap();
-        }
-    });
-    let url = format!("http://{addr}/hooks/busline");
+    let hook = webhook(|_| b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n");
+    let url = hook.url.clone();
     let mut m = Monitor::start(&[
         "--no-web",
         "--duration",
@@ -175,7 +152,7 @@ fn alerts_go_to_the_webhook() {
         &url,
     ]);
     assert!(m.wait().success(), "{}", m.stderr.text());
-    let bodies = got.lock().unwrap().clone();
+    let bodies = hook.delivered.lock().unwrap().clone();
     assert_eq!(bodies.len(), 1, "{bodies:?}\n{}", m.stdout.text());
     let v: serde_json::Value = serde_json::from_str(&bodies[0]).unwrap();
     assert_eq!(v["state"], "firing", "{v}");

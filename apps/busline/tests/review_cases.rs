@@ -99,34 +99,12 @@ fn after_a_restart_the_alert_reports_the_errors_of_the_last_minute() {
 /// the runtime, unreported).
 #[test]
 fn an_alert_being_retried_at_stop_is_still_delivered() {
-    use std::io::{BufRead, BufReader, Read, Write};
-    use std::net::TcpListener;
-    use std::sync::{Arc, Mutex};
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    let delivered = Arc::new(Mutex::new(0));
-    let d = delivered.clone();
-    std::thread::spawn(move || {
-        for (n, stream) in listener.incoming().enumerate() {
-            let Ok(mut s) = stream else { break };
-            let mut r = BufReader::new(s.try_clone().unwrap());
-            let (mut len, mut line) = (0, String::new());
-            while r.read_line(&mut line).unwrap_or(0) > 0 && line != "\r\n" {
-                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                    len = v.trim().parse().unwrap();
-                }
-                line.clear();
-            }
-            let mut body = vec![0; len];
-            let _ = r.read_exact(&mut body);
-            // Busy twice (retried with backoff), then fine.
-            let resp: &[u8] = if n < 2 {
-                b"HTTP/1.1 503 Busy\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
-            } else {
-                *d.lock().unwrap() += 1;
-                b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n"
-            };
-            let _ = s.write_all(resp);
+    // Busy twice (retried with backoff), then fine.
+    let hook = webhook(|n| {
+        if n < 2 {
+            b"HTTP/1.1 503 Busy\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
+        } else {
+            b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n"
         }
     });
     let o = Command::new(env!("CARGO_BIN_EXE_busline"))
@@ -145,7 +123,7 @@ fn an_alert_being_retried_at_stop_is_still_delivered() {
             "--log-file",
             "/dev/null",
             "--alert-webhook",
-            &format!("http://{addr}/h"),
+            &hook.url,
         ])
         .output()
         .unwrap();
@@ -153,7 +131,7 @@ fn an_alert_being_retried_at_stop_is_still_delivered() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(out.contains("[ALERT] Error rate:"), "{out}");
     assert_eq!(
-        *delivered.lock().unwrap(),
+        hook.delivered.lock().unwrap().len(),
         1,
         "stdout:\n{out}\nstderr:\n{err}"
     );

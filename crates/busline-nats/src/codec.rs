@@ -156,16 +156,25 @@ pub struct Wire {
 impl Wire {
     /// Bytes this message takes against the server's `max_payload`: payload plus headers.
     pub fn size(&self) -> usize {
-        let headers: usize = self
-            .headers
-            .iter()
-            .map(|(k, vs)| {
-                vs.iter()
-                    .map(|v| AsRef::<str>::as_ref(k).len() + v.as_str().len() + 4)
-                    .sum::<usize>()
-            })
-            .sum();
-        self.payload.len() + if headers > 0 { headers + 12 } else { 0 }
+        self.payload.len() + header_bytes(&self.headers)
+    }
+}
+
+/// Bytes a header block takes in a message, as the server counts them
+/// against `max_payload` (with the payload): 0 without headers.
+pub(crate) fn header_bytes(h: &HeaderMap) -> usize {
+    let lines: usize = h
+        .iter()
+        .map(|(k, vs)| {
+            vs.iter()
+                .map(|v| AsRef::<str>::as_ref(k).len() + v.as_str().len() + 4)
+                .sum::<usize>()
+        })
+        .sum();
+    if lines > 0 {
+        lines + 12
+    } else {
+        0
     }
 }
 

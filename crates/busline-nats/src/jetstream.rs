@@ -359,24 +359,6 @@ impl Js {
 /// event up, counted as rejected.
 const REFUSALS_TO_REJECT: u32 = 3;
 
-/// Bytes `h` takes in a message, as the server counts them against
-/// `max_payload` (with the payload).
-fn header_bytes(h: &async_nats::HeaderMap) -> usize {
-    let lines: usize = h
-        .iter()
-        .map(|(k, vs)| {
-            vs.iter()
-                .map(|v| AsRef::<str>::as_ref(k).len() + v.as_str().len() + 4)
-                .sum::<usize>()
-        })
-        .sum();
-    if lines > 0 {
-        lines + 12
-    } else {
-        0
-    }
-}
-
 /// Attempts at storing the dead letter of a message on its last delivery
 /// (with backoff) before it is given up, logged and counted as lost.
 const DEAD_LETTER_ATTEMPTS: u32 = 10;
@@ -519,7 +501,7 @@ where
                     // On the server's last delivery nothing comes again: the
                     // dead letter is retried here until it is stored.
                     let mut attempt = 0;
-                    let size = msg.payload.len() + header_bytes(&h);
+                    let size = msg.payload.len() + codec::header_bytes(&h);
                     let max = ctx.client.server_info().max_payload;
                     if max > 0 && size > max {
                         // It can never be stored, and coming again would not

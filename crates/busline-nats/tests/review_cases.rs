@@ -129,10 +129,6 @@ async fn an_event_the_stream_refuses_is_rejected_and_flush_returns() {
     a.publish_to("m.small", ev(0, 1)).await.unwrap();
     let flushed = tokio::time::timeout(Duration::from_secs(20), ta.flush()).await;
     let s = ta.stats();
-    eprintln!(
-        "after 20 s: flush {:?}, stats {s:?}",
-        flushed.as_ref().map(|_| ())
-    );
     let shut = tokio::time::timeout(Duration::from_secs(10), ta.shutdown()).await;
     assert!(
         flushed.is_ok() && shut.is_ok(),

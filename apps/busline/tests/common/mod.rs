@@ -309,3 +309,43 @@ pub fn published(out: &str) -> usize {
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("no count in the final line {last:?}"))
 }
+
+/// An HTTP endpoint for `--alert-webhook` on a free local port.
+pub struct Webhook {
+    /// Its URL.
+    pub url: String,
+    /// The bodies of the requests it answered with a 2xx status.
+    pub delivered: Arc<Mutex<Vec<String>>>,
+}
+
+/// Starts a [`Webhook`] that answers its request number `n` (from 0) with
+/// the whole HTTP response `answer(n)`.
+pub fn webhook(answer: impl Fn(usize) -> &'static [u8] + Send + 'static) -> Webhook {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/hooks/busline", listener.local_addr().unwrap());
+    let delivered: Arc<Mutex<Vec<String>>> = Arc::default();
+    let d = delivered.clone();
+    std::thread::spawn(move || {
+        for (n, stream) in listener.incoming().enumerate() {
+            let Ok(mut s) = stream else { break };
+            let mut r = BufReader::new(s.try_clone().unwrap());
+            let (mut len, mut line) = (0, String::new());
+            while r.read_line(&mut line).unwrap_or(0) > 0 && line != "\r\n" {
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    len = v.trim().parse().unwrap();
+                }
+                line.clear();
+            }
+            let mut body = vec![0; len];
+            let _ = r.read_exact(&mut body);
+            let resp = answer(n);
+            if resp.starts_with(b"HTTP/1.1 2") {
+                d.lock()
+                    .unwrap()
+                    .push(String::from_utf8_lossy(&body).into_owned());
+            }
+            let _ = s.write_all(resp);
+        }
+    });
+    Webhook { url, delivered }
+}
