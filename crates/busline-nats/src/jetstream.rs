@@ -66,6 +66,13 @@
 //! letter over the server's `max_payload` with its added headers can never
 //! be stored: its message is given up at once, the same way.
 //!
+//! A dead letter carries `Nats-Msg-Id: busline-dead:<stream>:<consumer>:<sequence>`
+//! (the original message's place in its stream): if the same message is
+//! dead-lettered again by the same consumer (the ack of the first time was
+//! lost, or the process died before sending it), the server drops the copy
+//! within the dead-letter stream's duplicate window, and `dead_lettered`
+//! counts it once.
+//!
 //! ## What the server's durability means
 //!
 //! An ack means the server has the message, not necessarily that it is on
@@ -412,6 +419,14 @@ pub(crate) async fn open(js: &Js, durable: &str, pattern: &str) -> Result<Opened
     Ok((messages, limit))
 }
 
+/// The `Nats-Msg-Id` of the dead letter for the message at `seq` in
+/// `stream`, as consumer `consumer` saw it: one per message and consumer,
+/// so a second copy is dropped by the server as a duplicate while two
+/// consumers that both cannot decode a message each leave their own.
+pub(crate) fn dead_letter_id(stream: &str, consumer: &str, seq: u64) -> String {
+    format!("busline-dead:{stream}:{consumer}:{seq}")
+}
+
 /// One durable import: pulls, delivers to the bus, acks; reopens after errors.
 pub(crate) async fn import_loop<T>(ctx: Ctx<T>, js: Js, pattern: String, first: Opened)
 where
@@ -490,12 +505,21 @@ where
                 }
                 Delivered::Retry(_) => unreachable!("handled above"),
                 Delivered::Dead(reason) => {
-                    let h = dead_headers(
+                    let mut h = dead_headers(
                         msg.headers.as_ref(),
                         msg.subject.as_str(),
                         &reason,
                         delivered,
                     );
+                    // The same message dead-lettered again (its ack was lost,
+                    // or the process died before acking it) is the same dead
+                    // letter: the server drops the copy within its duplicate window.
+                    if let Ok(info) = msg.info() {
+                        h.insert(
+                            async_nats::header::NATS_MESSAGE_ID,
+                            dead_letter_id(info.stream, info.consumer, info.stream_sequence),
+                        );
+                    }
                     let subject = dead_subject(&ctx.dead_prefix, msg.subject.as_str());
                     tracing::warn!(subject = %msg.subject, %reason, "dead letter");
                     // On the server's last delivery nothing comes again: the
@@ -544,8 +568,12 @@ where
                         }
                     };
                     match stored {
-                        Ok(_) => {
-                            inc(&ctx.counters.dead_lettered);
+                        Ok(ack) => {
+                            if ack.duplicate {
+                                tracing::debug!(subject = %msg.subject, "dead letter stored before; the message is acked now");
+                            } else {
+                                inc(&ctx.counters.dead_lettered);
+                            }
                             let _ = msg.ack().await;
                         }
                         // Given up on the last delivery (counted above).

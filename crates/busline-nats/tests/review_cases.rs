@@ -379,3 +379,48 @@ async fn a_dead_letter_that_can_never_be_stored_does_not_stop_the_import() {
         shut.is_ok()
     );
 }
+
+/// The same undecodable message dead-lettered a second time by the same
+/// consumer (as after a lost ack, or a crash before the ack) leaves one dead
+/// letter, not two: the consumer is deleted and made again, which delivers
+/// the message again exactly as a lost ack would.
+#[tokio::test]
+async fn a_message_dead_lettered_twice_leaves_one_dead_letter() {
+    let srv = server();
+    let raw = jetstream::new(async_nats::connect(srv.url()).await.unwrap());
+    let (_b, mut sub, tb) = importer(&srv.url(), "d.>", "imp").await;
+    let mut h = async_nats::HeaderMap::new();
+    h.insert("Busline", "v=1;ts=1;ct=json");
+    raw.publish_with_headers("d.bad", h, "{not json".into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    let (a, ta) = exporter(&srv.url(), "d.>").await;
+    a.publish_to("d.good", ev(0, 1)).await.unwrap();
+    ta.flush().await.unwrap();
+    // In stream order: once the good event is here, the bad one was handled.
+    assert_eq!(recv_n(&mut sub, 1).await[0].payload, ev(0, 1));
+    assert_eq!(tb.stats().dead_lettered, 1);
+    tb.shutdown().await.unwrap();
+
+    raw.get_stream("BUSLINE")
+        .await
+        .unwrap()
+        .delete_consumer("imp_d_GT")
+        .await
+        .unwrap();
+    let (_b2, mut sub2, tb2) = importer(&srv.url(), "d.>", "imp").await;
+    assert_eq!(recv_n(&mut sub2, 1).await[0].payload, ev(0, 1));
+    let dead = raw
+        .get_stream("BUSLINE_DEAD")
+        .await
+        .unwrap()
+        .info()
+        .await
+        .unwrap()
+        .state
+        .messages;
+    assert_eq!(dead, 1, "the second dead letter of one message was stored");
+    assert_eq!(tb2.stats().dead_lettered, 0, "{:?}", tb2.stats());
+}
