@@ -17,7 +17,7 @@
 //!
 //! | sink | where a letter goes |
 //! | --- | --- |
-//! | a [`Bus<DeadLetter<T>>`](crate::Bus) | topic `dead_letter.<original topic>` on that bus |
+//! | a [`Bus<DeadLetter<T>>`](crate::Bus) | topic `dead_letter.<original topic>` on that bus (refused when nothing subscribes to it and it is not persisted) |
 //! | a `tokio::sync::mpsc::Sender<DeadLetter<T>>` | the channel |
 //! | [`sink_fn(f)`](sink_fn) | your async function (e.g. republish on the same bus as a `T`) |
 //!
@@ -122,15 +122,26 @@ pub trait DeadLetterSink<T>: Send + Sync + 'static {
 
 impl<T: Send + Sync + 'static> DeadLetterSink<T> for Bus<DeadLetter<T>> {
     /// Publishes on `dead_letter.<original topic>`; waits if a lossless
-    /// subscriber is full; hands the letter back if the bus is closed.
+    /// subscriber is full; hands the letter back if the bus is closed, or if
+    /// nothing took it (no subscriber on that topic, and the topic is not
+    /// [persisted](crate::Bus::persist)).
     fn send(&self, letter: DeadLetter<T>) -> BoxFuture<'static, Result<(), DeadLetter<T>>> {
         let bus = self.clone();
         Box::pin(async move {
             let topic = format!("dead_letter.{}", letter.envelope.topic);
-            bus.publish_to(&topic, letter)
-                .await
-                .map(drop)
-                .map_err(|e| e.into_event())
+            // Kept to hand back if nothing takes the letter (cheap: the
+            // envelope is shared, not copied).
+            let copy = DeadLetter {
+                envelope: letter.envelope.clone(),
+                error: letter.error.clone(),
+                attempts: letter.attempts,
+                failed_at: letter.failed_at,
+            };
+            match bus.publish_to(&topic, letter).await {
+                Ok(r) if r.subscribers == 0 && bus.store_for(&topic).is_none() => Err(copy),
+                Ok(_) => Ok(()),
+                Err(e) => Err(e.into_event()),
+            }
         })
     }
 }
@@ -183,7 +194,7 @@ impl<T> fmt::Display for DeadLetterError<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "event {} on `{}` failed ({}) and the dead-letter sink refused it (closed, or no valid dead-letter topic)",
+            "event {} on `{}` failed ({}) and the dead-letter sink refused it (closed, nothing subscribed to the dead-letter topic, or no valid dead-letter topic)",
             self.letter.envelope.id, self.letter.envelope.topic, self.letter.error
         )
     }
@@ -395,7 +406,7 @@ mod tests {
         assert!(Arc::ptr_eq(&err.letter.envelope, &env));
         assert_eq!(
             err.to_string(),
-            "event 0000000000000000000000000000002a on `a.b` failed (odd 3) and the dead-letter sink refused it (closed, or no valid dead-letter topic)"
+            "event 0000000000000000000000000000002a on `a.b` failed (odd 3) and the dead-letter sink refused it (closed, nothing subscribed to the dead-letter topic, or no valid dead-letter topic)"
         );
     }
 

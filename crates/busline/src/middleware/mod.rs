@@ -98,14 +98,22 @@ pub struct ServeReport {
     /// The last call error, as text.
     pub last_error: Option<String>,
     /// Set if the service stopped being able to take calls (`poll_ready`
-    /// failed): the loop stopped there, leaving the rest of the input unread.
+    /// failed): the loop stopped there, leaving the rest of the input unread
+    /// (it takes an event from the input only once the service is ready).
     pub stopped: Option<String>,
+    /// Errors the input reported that it goes on after (a subscription's
+    /// failed replay, [`RecvError::Store`]).
+    pub input_errors: u64,
+    /// The last of those, as text.
+    pub last_input_error: Option<String>,
 }
 
 /// Drives `events` (a [`Subscription`](crate::Subscription), or any stream of
 /// `Result<Arc<Envelope<T>>, RecvError>`) through `service`, one call at a
-/// time in order, until the input ends. A failed call is counted and the loop
-/// goes on; lag is counted; see [`ServeReport`].
+/// time in order, until the input ends ([`RecvError::Closed`] or the end of
+/// the stream). A failed call is counted and the loop goes on; lag is
+/// counted, and so is a failed replay, after which the subscription goes on
+/// live; see [`ServeReport`].
 pub async fn serve<St, S, T>(events: St, service: S) -> ServeReport
 where
     St: Stream<Item = Result<Arc<Envelope<T>>, RecvError>>,
@@ -128,6 +136,7 @@ where
     let mut in_flight = FuturesUnordered::new();
     let mut events = std::pin::pin!(events);
     let mut input_done = false;
+    let mut ready = false;
     let record = |report: &mut ServeReport, r: Result<S::Response, S::Error>| match r {
         Ok(_) => report.handled += 1,
         Err(e) => {
@@ -139,31 +148,41 @@ where
         if input_done && in_flight.is_empty() {
             return report;
         }
+        if !input_done && !ready && in_flight.len() < limit {
+            // The service is ready before an event is taken from the input:
+            // if it never becomes ready, no event is taken and lost. Calls in
+            // flight are driven meanwhile (a concurrency limit frees up as
+            // they finish).
+            let r = loop {
+                tokio::select! {
+                    biased;
+                    Some(r) = in_flight.next(), if !in_flight.is_empty() => record(&mut report, r),
+                    r = poll_fn(|cx| service.poll_ready(cx)) => break r,
+                }
+            };
+            if let Err(e) = r {
+                report.stopped = Some(e.into().to_string());
+                while let Some(r) = in_flight.next().await {
+                    record(&mut report, r);
+                }
+                return report;
+            }
+            ready = true;
+        }
         tokio::select! {
             biased;
             Some(r) = in_flight.next(), if !in_flight.is_empty() => record(&mut report, r),
-            item = events.next(), if !input_done && in_flight.len() < limit => match item {
-                None => input_done = true,
+            item = events.next(), if !input_done && ready && in_flight.len() < limit => match item {
+                None | Some(Err(RecvError::Closed)) => input_done = true,
                 Some(Err(RecvError::Lagged(n))) => report.lagged += n,
-                Some(Err(_)) => input_done = true,
+                // A failed replay: the subscription goes on live.
+                Some(Err(RecvError::Store(e))) => {
+                    report.input_errors += 1;
+                    report.last_input_error = Some(e.to_string());
+                }
                 Some(Ok(env)) => {
-                    // Wait until the service is ready, still driving the calls
-                    // in flight (a concurrency limit frees up as they finish).
-                    let ready = loop {
-                        tokio::select! {
-                            biased;
-                            Some(r) = in_flight.next(), if !in_flight.is_empty() => record(&mut report, r),
-                            r = poll_fn(|cx| service.poll_ready(cx)) => break r,
-                        }
-                    };
-                    if let Err(e) = ready {
-                        report.stopped = Some(e.into().to_string());
-                        while let Some(r) = in_flight.next().await {
-                            record(&mut report, r);
-                        }
-                        return report;
-                    }
                     in_flight.push(service.call(env));
+                    ready = false;
                 }
             },
         }

@@ -160,24 +160,16 @@ impl RetryLayer {
 
     /// The delay before attempt `attempt + 1`, before jitter.
     pub fn base_delay(&self, attempt: u32) -> Duration {
-        let factor = self
-            .multiplier
-            .powi(attempt.saturating_sub(1).min(1000) as i32);
-        let secs = self.initial.as_secs_f64() * factor;
-        if !secs.is_finite() || secs >= self.max_delay.as_secs_f64() {
-            self.max_delay
-        } else {
-            Duration::from_secs_f64(secs)
-        }
+        crate::supervisor::grown(
+            self.initial,
+            self.multiplier,
+            attempt.saturating_sub(1),
+            self.max_delay,
+        )
     }
 
     fn delay(&self, attempt: u32) -> Duration {
-        let base = self.base_delay(attempt);
-        if self.jitter == 0.0 {
-            return base;
-        }
-        let r: f64 = rand::random();
-        base.mul_f64(1.0 - self.jitter * r)
+        crate::supervisor::jittered(self.base_delay(attempt), self.jitter)
     }
 }
 
