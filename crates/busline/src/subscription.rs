@@ -878,7 +878,9 @@ impl<T> Subscription<T> {
 }
 
 impl<T: Send + Sync + 'static> futures::Stream for Subscription<T> {
-    /// `Err` is only ever [`RecvError::Lagged`]; the stream ends when the bus closes.
+    /// `Err` is [`RecvError::Lagged`], or [`RecvError::Store`] when a replay
+    /// failed (the stream goes on live after it); the stream ends when the
+    /// bus closes.
     type Item = Result<Arc<Envelope<T>>, RecvError>;
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {

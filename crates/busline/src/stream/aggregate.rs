@@ -110,12 +110,13 @@ impl Aggregate {
             return;
         }
         let scaled = (value / RESOLUTION).round();
-        let scaled = if scaled >= u64::MAX as f64 {
-            u64::MAX / 2
-        } else {
-            scaled as u64
-        };
-        if self.hist.record(scaled).is_err() {
+        // Past what the histogram can hold (2^63 units): counted, not ranked
+        // (it was ranked as that limit, far below its real value).
+        if scaled >= (1u64 << 63) as f64 {
+            self.unranked += 1;
+            return;
+        }
+        if self.hist.record(scaled as u64).is_err() {
             self.unranked += 1;
         }
     }

@@ -75,7 +75,9 @@ impl<S: Stream> Stream for Batch<S> {
             match this.stream.as_mut().poll_next(cx) {
                 Poll::Ready(Some(item)) => {
                     if this.buf.is_empty() {
-                        this.timer.as_mut().reset(Instant::now() + *this.max_wait);
+                        this.timer
+                            .as_mut()
+                            .reset(super::later(Instant::now(), *this.max_wait));
                     }
                     this.buf.push(item);
                     if this.buf.len() >= *this.max_items {

@@ -220,7 +220,10 @@ pub trait StreamOpsExt: Stream + Sized {
 
     /// For a stream of `Result<E, RecvError>` (a subscription): yields the
     /// `Ok` values and adds every `Lagged(n)` to a [`Counter`] (read it with
-    /// [`CountLag::lag_counter`]), so lag is never silent.
+    /// [`CountLag::lag_counter`]), so lag is never silent. A failed replay
+    /// ([`RecvError::Store`], after which a subscription goes on live) is
+    /// counted in [`CountLag::store_error_counter`] and the stream goes on;
+    /// [`RecvError::Closed`] ends it.
     fn count_lag<E>(self) -> CountLag<Self>
     where
         Self: Stream<Item = Result<E, RecvError>>,
@@ -236,11 +239,24 @@ pub trait StreamOpsExt: Stream + Sized {
         CountLag {
             stream: self,
             lagged: counter,
+            store_errors: Counter::default(),
         }
     }
 }
 
 impl<S: Stream> StreamOpsExt for S {}
+
+/// How many ready input items an operator takes per poll before it lets
+/// other tasks run (it wakes itself and returns `Pending`).
+pub(crate) const BUDGET: usize = 1024;
+
+/// `t + d`, or a time some 30 years after `t` where that overflows (as
+/// tokio's own `sleep(Duration::MAX)`): a duration of `Duration::MAX` means
+/// "never, by time", not a panic.
+pub(crate) fn later(t: tokio::time::Instant, d: Duration) -> tokio::time::Instant {
+    const FAR: Duration = Duration::from_secs(86_400 * 365 * 30);
+    t.checked_add(d).or_else(|| t.checked_add(FAR)).unwrap_or(t)
+}
 
 pin_project_lite::pin_project! {
     /// See [`StreamOpsExt::count_lag`].
@@ -249,6 +265,7 @@ pin_project_lite::pin_project! {
         #[pin]
         stream: S,
         lagged: Counter,
+        store_errors: Counter,
     }
 }
 
@@ -256,6 +273,12 @@ impl<S> CountLag<S> {
     /// The counter of events lost to lag (summed `Lagged(n)`).
     pub fn lag_counter(&self) -> Counter {
         self.lagged.clone()
+    }
+
+    /// The counter of input errors gone past ([`RecvError::Store`]: a
+    /// replay that failed, after which the subscription goes on live).
+    pub fn store_error_counter(&self) -> Counter {
+        self.store_errors.clone()
     }
 }
 
@@ -271,9 +294,12 @@ where
             match this.stream.as_mut().poll_next(cx) {
                 Poll::Ready(Some(Ok(e))) => return Poll::Ready(Some(e)),
                 Poll::Ready(Some(Err(RecvError::Lagged(n)))) => this.lagged.add(n),
+                Poll::Ready(Some(Err(RecvError::Store(_)))) => this.store_errors.add(1),
                 // Closed ends a subscription stream before it becomes an item;
                 // treat it as the end anyway.
-                Poll::Ready(Some(Err(_))) | Poll::Ready(None) => return Poll::Ready(None),
+                Poll::Ready(Some(Err(RecvError::Closed))) | Poll::Ready(None) => {
+                    return Poll::Ready(None)
+                }
                 Poll::Pending => return Poll::Pending,
             }
         }

@@ -5,8 +5,11 @@
 //! highest non-empty lane first, with a guaranteed share for the others: while
 //! a normal event waits, at least one of every `normal_every` events served is
 //! normal; while a low event waits, at least one of every `low_every` is low.
-//! So under any load, a waiting low event is served within `low_every`
-//! outputs (plus those taken by normal's guaranteed share).
+//! Both shares hold together for any `normal_every` and `low_every` of 2 or
+//! more: when both would fall due at the same output, normal goes one output
+//! early. So under any load a waiting low event is served within `low_every`
+//! outputs. A share of 1 gives its lane every output while it has events
+//! (normal's first, if both are 1).
 //!
 //! Priorities only matter when the consumer is slower than the input: the
 //! operator buffers up to `capacity` events in total; when all lanes together
@@ -131,9 +134,22 @@ where
         }
         let waiting = |lane: usize| !this.queues[lane].is_empty();
         let (normal, low) = (Priority::Normal as usize, Priority::Low as usize);
-        let pick = if waiting(low) && this.skipped[low] + 1 >= this.lanes.low_every {
+        // Outputs a waiting lane can still be skipped before its share is
+        // broken (0: it must go now).
+        let slack = |lane: usize, every: u32| {
+            waiting(lane).then(|| (every - 1).saturating_sub(this.skipped[lane]))
+        };
+        let due = (
+            slack(normal, this.lanes.normal_every),
+            slack(low, this.lanes.low_every),
+        );
+        let pick = if due.0 == Some(0) {
+            normal
+        } else if due.1 == Some(0) {
             low
-        } else if waiting(normal) && this.skipped[normal] + 1 >= this.lanes.normal_every {
+        } else if due == (Some(1), Some(1)) {
+            // Both must go within the next two outputs: one goes now, or
+            // they would meet and one would miss its turn.
             normal
         } else if let Some(lane) = (0..3).find(|&l| waiting(l)) {
             lane

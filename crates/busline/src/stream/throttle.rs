@@ -73,14 +73,14 @@ impl<S: Stream> Stream for Throttle<S> {
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<S::Item>> {
         let mut this = self.project();
-        loop {
+        for _ in 0..super::BUDGET {
             match this.stream.as_mut().poll_next(cx) {
                 Poll::Ready(Some(item)) => {
                     let now = Instant::now();
                     match *this.next_allowed {
                         Some(t) if now < t => this.dropped.add(1),
                         _ => {
-                            *this.next_allowed = Some(now + *this.period);
+                            *this.next_allowed = Some(super::later(now, *this.period));
                             return Poll::Ready(Some(item));
                         }
                     }
@@ -88,6 +88,9 @@ impl<S: Stream> Stream for Throttle<S> {
                 other => return other,
             }
         }
+        // Let other tasks run; more input is taken on the next poll.
+        cx.waker().wake_by_ref();
+        Poll::Pending
     }
 }
 
@@ -128,13 +131,22 @@ impl<S: Stream> Stream for Debounce<S> {
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<S::Item>> {
         let mut this = self.project();
+        let mut budget = super::BUDGET;
         while !*this.done {
+            if budget == 0 {
+                // Let other tasks run; more input is taken on the next poll.
+                cx.waker().wake_by_ref();
+                break;
+            }
+            budget -= 1;
             match this.stream.as_mut().poll_next(cx) {
                 Poll::Ready(Some(item)) => {
                     if this.pending.replace(item).is_some() {
                         this.superseded.add(1);
                     }
-                    this.timer.as_mut().reset(Instant::now() + *this.quiet);
+                    this.timer
+                        .as_mut()
+                        .reset(super::later(Instant::now(), *this.quiet));
                 }
                 Poll::Ready(None) => *this.done = true,
                 Poll::Pending => break,

@@ -144,9 +144,9 @@ use futures::Stream;
 use tokio::time::{Instant, Sleep};
 
 use super::aggregate::{Aggregate, Summary};
+use super::later;
 
-/// How many ready input items an operator takes per poll before yielding.
-const BUDGET: usize = 1024;
+use super::BUDGET;
 
 /// One window of events: `items` in arrival order, with the half-open span
 /// `[start, end)` it covers. `Ts` is [`Instant`] for processing time and
@@ -276,7 +276,7 @@ impl<S: Stream> ProcessingWindows<S> {
             "window slide ({slide:?}) must not exceed its size ({size:?}): events in the gaps would belong to no window"
         );
         let origin = Instant::now();
-        let next_end = origin + slide;
+        let next_end = later(origin, slide);
         ProcessingWindows {
             stream,
             size,
@@ -299,7 +299,8 @@ fn take_window<I: Clone>(
 ) -> Window<I> {
     let start = end.checked_sub(size).unwrap_or(origin).max(origin);
     // Items before the next window's start are needed no more: move them out.
-    let next_start = (end + slide).checked_sub(size).unwrap_or(origin);
+    // (`end + slide - size`, where `slide <= size`: no overflow.)
+    let next_start = end.checked_sub(size - slide).unwrap_or(origin);
     let mut items = Vec::new();
     while let Some((t, _)) = buf.front() {
         if *t >= next_start || *t >= end {
@@ -351,7 +352,7 @@ where
         }
         let end = *this.next_end;
         let w = take_window(this.buf, *this.origin, end, *this.size, *this.slide);
-        *this.next_end = end + *this.slide;
+        *this.next_end = later(end, *this.slide);
         this.timer.as_mut().reset(*this.next_end);
         Poll::Ready(Some(w))
     }
@@ -403,7 +404,7 @@ impl<S, F> TumblingAggregate<S, F> {
             value,
             size,
             start,
-            timer: Box::pin(tokio::time::sleep_until(start + size)),
+            timer: Box::pin(tokio::time::sleep_until(later(start, size))),
             current: Aggregate::new(),
             done: false,
         }
@@ -444,9 +445,9 @@ where
             return Poll::Pending;
         }
         let start = *this.start;
-        let end = start + *this.size;
+        let end = later(start, *this.size);
         *this.start = end;
-        this.timer.as_mut().reset(end + *this.size);
+        this.timer.as_mut().reset(later(end, *this.size));
         Poll::Ready(Some(WindowAggregate {
             start,
             end,
@@ -511,7 +512,7 @@ impl<S: Stream, K, F> KeyedWindows<S, K, F> {
             size,
             max_keys,
             start,
-            timer: Box::pin(tokio::time::sleep_until(start + size)),
+            timer: Box::pin(tokio::time::sleep_until(later(start, size))),
             index: HashMap::new(),
             groups: Vec::new(),
             overflow: Vec::new(),
@@ -572,7 +573,7 @@ where
             return Poll::Pending;
         }
         let start = *this.start;
-        let end = start + *this.size;
+        let end = later(start, *this.size);
         this.index.clear();
         let w = KeyedWindow {
             start,
@@ -581,7 +582,7 @@ where
             overflow: std::mem::take(this.overflow),
         };
         *this.start = end;
-        this.timer.as_mut().reset(end + *this.size);
+        this.timer.as_mut().reset(later(end, *this.size));
         Poll::Ready(Some(w))
     }
 }
@@ -696,10 +697,17 @@ where
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let mut this = self.project();
+        let mut budget = BUDGET;
         loop {
             if let Some(o) = this.out.pop_front() {
                 return Poll::Ready(Some(o));
             }
+            if budget == 0 && !*this.done {
+                // Let other tasks run; more input is taken on the next poll.
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+            budget -= 1;
             if *this.done {
                 // Flush what is still open, oldest first.
                 return Poll::Ready(this.open.pop_first().map(|(s, items)| {
@@ -726,7 +734,8 @@ where
             let mut starts = Vec::with_capacity((size / slide + 1) as usize);
             let mut s = last;
             loop {
-                if s.saturating_add(size) <= t {
+                // A window ending past u64 nanoseconds (year 2554) holds t.
+                if s.checked_add(size).is_some_and(|end| end <= t) {
                     break;
                 }
                 starts.push(s);
@@ -786,6 +795,10 @@ where
 /// window exactly at `t + span`. Reads are exact (no buckets) and cost O(n)
 /// in the values inside the window; memory is one `(Instant, f64)` per value
 /// in the window.
+///
+/// Reading at a time evicts the values that left the window by then, for
+/// good: read in time order (as a loop using the clock does). A read at an
+/// earlier time than a previous read no longer sees the values evicted by it.
 ///
 /// For a rate, record `1.0` for each failure and `0.0` for each success:
 /// the window's `mean` is then the failure rate over the span.
