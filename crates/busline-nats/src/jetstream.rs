@@ -41,8 +41,12 @@
 //! never that it is lost. A redelivered message whose id this import has
 //! already delivered (the last
 //! [`dedup_window`](crate::JetStreamConfig::dedup_window) ids) is acked and
-//! dropped, counted as `import_duplicates`; after a *process* restart that
-//! memory is gone, so subscribers may see an event twice: at-least-once.
+//! dropped, counted as `import_duplicates`. An import starts with the ids
+//! of the newest events (up to 10,000) on its topics in the bus's own
+//! [stores](busline::Bus::persist), so a message stored locally but not
+//! acked before a stop or a crash is not stored again when it comes back.
+//! Otherwise that memory is gone after a *process* restart, so live
+//! subscribers may see an event twice: at-least-once.
 //! A message the bus could not take for a reason that may pass (a failing
 //! [store](busline::Bus::persist)) is left for redelivery (negative ack),
 //! not dead-lettered. A shutdown does not wait for a full lossless
@@ -427,6 +431,59 @@ pub(crate) fn dead_letter_id(stream: &str, consumer: &str, seq: u64) -> String {
     format!("busline-dead:{stream}:{consumer}:{seq}")
 }
 
+/// Events read back from the end of each local store at the start of an
+/// import (at most; and at most the dedup window).
+const SEED_LIMIT: u64 = 10_000;
+
+/// Puts the ids of the newest events on `pattern`'s topics in the bus's own
+/// stores into `dedup`. A message the import had stored locally but not yet
+/// acked when it stopped (a shutdown while a lossless subscriber was full,
+/// a crash) comes again from the server; it is then known, acked and
+/// dropped, not stored a second time. Best effort: a store that cannot be
+/// read is logged and skipped (the event may then be stored twice).
+async fn seed_from_stores<T: Send + Sync + 'static>(
+    bus: &busline::Bus<T>,
+    pattern: &str,
+    dedup: &mut Dedup,
+) {
+    let Ok(pattern) = busline::Pattern::new(pattern) else {
+        return;
+    };
+    let limit = SEED_LIMIT.min(dedup.capacity() as u64);
+    if limit == 0 {
+        return;
+    }
+    for (persisted, store) in bus.persisted() {
+        if !persisted.overlaps(&pattern) {
+            continue;
+        }
+        let p = pattern.clone();
+        // Reading may block on disk.
+        let read = tokio::task::spawn_blocking(move || {
+            let end = store.end();
+            let events = store.read(end.saturating_sub(limit), end)?;
+            let mut ids = Vec::new();
+            for e in events {
+                let e = e?;
+                if p.matches(&e.topic) {
+                    ids.push(e.id);
+                }
+            }
+            Ok::<_, busline::StoreError>(ids)
+        })
+        .await;
+        match read {
+            Ok(Ok(ids)) => ids.into_iter().for_each(|id| dedup.insert(id)),
+            Ok(Err(e)) => {
+                tracing::warn!(pattern = %pattern, error = %e, "cannot read the local store's newest events: an event stored before a restart but not acked may be stored again")
+            }
+            Err(e) => {
+                tracing::warn!(pattern = %pattern, error = %e, "reading the local store's newest events failed")
+            }
+        }
+    }
+}
+
 /// One durable import: pulls, delivers to the bus, acks; reopens after errors.
 pub(crate) async fn import_loop<T>(ctx: Ctx<T>, js: Js, pattern: String, first: Opened)
 where
@@ -434,6 +491,9 @@ where
 {
     let durable = durable_name(&js.cfg.durable, &pattern);
     let mut dedup = Dedup::new(js.cfg.dedup_window);
+    if let Some(bus) = ctx.bus.upgrade() {
+        seed_from_stores(&bus, &pattern, &mut dedup).await;
+    }
     let mut stop = ctx.stop.clone();
     let mut attempt = 0u32;
     let mut first = Some(first);

@@ -1252,6 +1252,9 @@ impl<K: std::hash::Hash + Eq + Clone> Dedup<K> {
             cap,
         }
     }
+    pub(crate) fn capacity(&self) -> usize {
+        self.cap
+    }
     pub(crate) fn contains<Q>(&self, key: &Q) -> bool
     where
         K: std::borrow::Borrow<Q>,

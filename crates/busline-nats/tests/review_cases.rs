@@ -424,3 +424,57 @@ async fn a_message_dead_lettered_twice_leaves_one_dead_letter() {
     assert_eq!(dead, 1, "the second dead letter of one message was stored");
     assert_eq!(tb2.stats().dead_lettered, 0, "{:?}", tb2.stats());
 }
+
+/// An import stopped while delivering a message to a persisted topic (the
+/// store has it; a full lossless subscriber holds up the delivery) leaves
+/// the message unacked. When it comes again to a new import on the same
+/// store (a restarted process), it is known from the store and not stored a
+/// second time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_stored_but_not_acked_is_not_stored_again_after_a_restart() {
+    let srv = server();
+    let store: Arc<busline::store::MemoryStore<Ev>> = Arc::new(busline::store::MemoryStore::new());
+    let b1: Bus<Ev> = Bus::new();
+    b1.persist("p.>", store.clone()).unwrap();
+    let _full = b1.subscriber("p.>").lossless(1).subscribe().unwrap();
+    b1.publish_to("p.local", ev(9, 0)).await.unwrap(); // fills it
+    let t1 = NatsTransport::connect(
+        &b1,
+        NatsConfig::new(srv.url())
+            .import("p.>")
+            .jetstream(js("imp")),
+    )
+    .await
+    .unwrap();
+    let (a, ta) = exporter(&srv.url(), "p.>").await;
+    a.publish_to("p.x", ev(0, 1)).await.unwrap();
+    ta.flush().await.unwrap();
+    let mut waited = 0;
+    while store.end() < 2 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        waited += 1;
+        assert!(waited < 400, "the import never stored the event");
+    }
+    t1.shutdown().await.unwrap(); // mid-delivery: the message stays unacked
+
+    let b2: Bus<Ev> = Bus::new();
+    b2.persist("p.>", store.clone()).unwrap();
+    let _sub = b2.subscribe("p.>").unwrap();
+    let t2 = NatsTransport::connect(
+        &b2,
+        NatsConfig::new(srv.url())
+            .import("p.>")
+            .jetstream(js("imp")),
+    )
+    .await
+    .unwrap();
+    // ack_wait is 2 s: the message comes again within a few seconds.
+    for _ in 0..200 {
+        if t2.stats().import_duplicates > 0 || store.end() > 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(store.end(), 2, "stored twice; stats {:?}", t2.stats());
+    assert_eq!(t2.stats().import_duplicates, 1, "{:?}", t2.stats());
+}

@@ -582,6 +582,12 @@ impl<T: Send + Sync + 'static> Bus<T> {
         Ok(())
     }
 
+    /// The persist rules, in the order they were added (the first matching
+    /// one wins): each pattern with its store.
+    pub fn persisted(&self) -> Vec<(Pattern, Arc<dyn EventStore<T>>)> {
+        self.inner.stores.read().clone()
+    }
+
     /// The store persisting `topic`, if any.
     pub fn store_for(&self, topic: &str) -> Option<Arc<dyn EventStore<T>>> {
         let topic = Topic::new(topic).ok()?;
