@@ -293,15 +293,29 @@ impl Config {
 fn deserialize<C: DeserializeOwned>(module: &str, table: toml::Table) -> Result<C, ConfigError> {
     toml::Value::Table(table).try_into::<C>().map_err(|e| {
         let message = e.message().trim_end().to_string();
+        // The key the error is about (`retry.attempts`): toml only shows it
+        // in its text, as a last line "in `key`".
+        let text = e.to_string();
+        let path = text
+            .lines()
+            .rev()
+            .find_map(|l| l.strip_prefix("in `")?.strip_suffix('`'))
+            .filter(|p| !p.is_empty());
         match unknown_field(&message) {
             Some(key) => ConfigError::UnknownKey {
                 module: module.to_string(),
-                key,
+                key: match path {
+                    Some(p) => format!("{p}.{key}"),
+                    None => key,
+                },
                 message,
             },
             None => ConfigError::Invalid {
                 module: module.to_string(),
-                message,
+                message: match path {
+                    Some(p) => format!("`{p}`: {message}"),
+                    None => message,
+                },
             },
         }
     })

@@ -317,6 +317,12 @@ async fn wildcards<H: Harness>(h: &mut H) -> Result<(), String> {
     if one.try_recv().map_err(|e| e.to_string())?.is_some() {
         return Err("`*` matched two tokens".into());
     }
+    if let Some(e) = rest.try_recv().map_err(|e| e.to_string())? {
+        return Err(format!(
+            "`conformance.wild.>` got an event on `{}`, which it does not match",
+            e.topic
+        ));
+    }
     Ok(())
 }
 

@@ -439,9 +439,15 @@ impl<T> std::fmt::Debug for ModuleSubscription<T> {
 }
 
 impl<T: Send + Sync + 'static> ModuleSubscription<T> {
-    /// Receives the next event and marks it as being handled. Cancel safe.
+    /// Receives the next event and marks it as being handled. Cancel safe,
+    /// as [`Subscription::recv`] (in a queue group a wake-up it got for an
+    /// event it did not take goes to another waiting member).
     pub async fn recv(&mut self) -> Result<Arc<Envelope<T>>, RecvError> {
-        std::future::poll_fn(|cx| self.poll_recv(cx)).await
+        // Waiting ends the handling of the previous event.
+        *self.cause.lock() = None;
+        let r = self.inner.recv().await;
+        self.note(&r.as_ref().map(Some));
+        r
     }
 
     /// Receives an event if one is ready (`Ok(None)` if none), marking it as being handled.
@@ -530,7 +536,9 @@ impl<T: Send + Sync + 'static> ModuleSubscription<T> {
 }
 
 impl<T: Send + Sync + 'static> futures::Stream for ModuleSubscription<T> {
-    /// `Err` is only ever [`RecvError::Lagged`]; the stream ends when the bus closes.
+    /// `Err` is [`RecvError::Lagged`], or [`RecvError::Store`] when a replay
+    /// failed (the stream goes on live after it); the stream ends when the
+    /// bus closes.
     type Item = Result<Arc<Envelope<T>>, RecvError>;
 
     fn poll_next(

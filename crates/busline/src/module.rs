@@ -264,6 +264,17 @@ pub(crate) fn check_name(name: &str) -> Result<(), String> {
             "it contains {c:?}; a module name is one topic token (no `.`, `*`, `>` or whitespace)"
         ));
     }
+    // Its lifecycle events go out on `$sys.module.<name>.restarting` (the
+    // longest of them): that topic must be valid too.
+    let longest = "$sys.module.".len() + name.len() + ".restarting".len();
+    if longest > crate::topic::MAX_LEN {
+        return Err(format!(
+            "it is {} bytes long: its topic `$sys.module.<name>.restarting` would be {longest} bytes, over the limit of {} (so at most {} bytes)",
+            name.len(),
+            crate::topic::MAX_LEN,
+            crate::topic::MAX_LEN - "$sys.module..restarting".len()
+        ));
+    }
     Ok(())
 }
 
