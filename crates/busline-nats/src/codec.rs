@@ -21,9 +21,16 @@
 //! | `corr` | the correlation id, unless it is the event's own id |
 //! | `cause` | the causation id, if any |
 //! | `reply` | the reply topic, if any |
+//! | `hk` | the free-form headers' names in their order, `,`-separated (when there are two or more) |
 //!
-//! Values are percent-escaped for `%`, `;`, `=`, CR and LF. Why one header
-//! and not one per field: in `async-nats` every header costs allocations per
+//! Values are percent-escaped for `%`, `;`, `=`, `,`, CR and LF, a space or
+//! tab at either end (NATS trims them), and the `N` of `Nats-Msg-Id` (the
+//! server finds a message's id by the first place that text appears in its
+//! headers). Free-form headers travel as they are; one that cannot (a line
+//! break, a space at either end, or `Nats-Msg-Id` in a JetStream message)
+//! is refused with an error naming it.
+//!
+//! Why one header and not one per field: in `async-nats` every header costs allocations per
 //! message on the publishing side (map entry, value list, value) and more
 //! bytes for the connection task to serialize and copy, and at a million
 //! messages a second that is a large part of the cost of a core NATS
@@ -178,25 +185,54 @@ pub(crate) fn header_bytes(h: &HeaderMap) -> usize {
     }
 }
 
-fn valid_header_token(s: &str, value: bool) -> bool {
-    !s.is_empty()
-        && !s.bytes().any(|b| {
-            b == b'\r' || b == b'\n' || (!value && (b == b':' || !(33..=126).contains(&b)))
-        })
+/// Why a free-form header cannot travel as a NATS header, if it cannot.
+/// `msg_id`: the message carries `Nats-Msg-Id` (JetStream), which the
+/// server finds by the first place its name appears in the header block.
+fn header_problem(name: &str, value: &str, msg_id: bool) -> Option<&'static str> {
+    if name.is_empty() || name.bytes().any(|b| b == b':' || !(33..=126).contains(&b)) {
+        return Some("a name needs printable ascii without `:` or spaces");
+    }
+    if value.contains(['\r', '\n']) {
+        return Some("a value cannot hold a line break");
+    }
+    if value.starts_with([' ', '\t']) || value.ends_with([' ', '\t']) {
+        return Some("a value cannot start or end with a space or tab (NATS trims them)");
+    }
+    if msg_id && (name.contains(MSG_ID_TEXT) || value.contains(MSG_ID_TEXT)) {
+        return Some("it holds the text `Nats-Msg-Id`, which would hide the message id from JetStream's de-duplication");
+    }
+    None
 }
 
+/// The text the server looks for to find a message's id.
+const MSG_ID_TEXT: &str = "Nats-Msg-Id";
+
+/// Appends `v` percent-escaped for a `Busline` header field: `%`, `;`,
+/// `=`, `,`, CR, LF; a space or tab at either end (NATS trims them); and
+/// the `N` of `Nats-Msg-Id` (the server finds the message id by the first
+/// place that text appears in the header block).
 fn escape_into(out: &mut String, v: &str) {
-    if !v.contains(['%', ';', '=', '\r', '\n']) {
+    let edge = |c: char| c == ' ' || c == '\t';
+    if !v.contains(['%', ';', '=', ',', '\r', '\n'])
+        && !v.starts_with(edge)
+        && !v.ends_with(edge)
+        && !v.contains(MSG_ID_TEXT)
+    {
         out.push_str(v);
         return;
     }
-    for c in v.chars() {
+    let last = v.char_indices().last().map_or(0, |(i, _)| i);
+    for (i, c) in v.char_indices() {
         match c {
             '%' => out.push_str("%25"),
             ';' => out.push_str("%3B"),
             '=' => out.push_str("%3D"),
+            ',' => out.push_str("%2C"),
             '\r' => out.push_str("%0D"),
             '\n' => out.push_str("%0A"),
+            ' ' if i == 0 || i == last => out.push_str("%20"),
+            '\t' if i == 0 || i == last => out.push_str("%09"),
+            'N' if v[i..].starts_with(MSG_ID_TEXT) => out.push_str("%4E"),
             c => out.push(c),
         }
     }
@@ -211,8 +247,11 @@ fn unescape(v: &str) -> Option<String> {
     let mut i = 0;
     while i < b.len() {
         if b[i] == b'%' {
-            let hex = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
+            let hex = b.get(i + 1..i + 3)?;
+            if !hex.iter().all(u8::is_ascii_hexdigit) {
+                return None;
+            }
+            out.push(u8::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok()?);
             i += 3;
         } else {
             out.push(b[i]);
@@ -310,14 +349,25 @@ impl Encoder {
         }
         if let Some(r) = &env.reply_to {
             m.push_str(";reply=");
-            m.push_str(r.as_str());
+            escape_into(&mut m, r.as_str());
+        }
+        if env.headers.len() > 1 {
+            // NATS headers come back in no particular order: the names'
+            // order goes along, so the decoder can rebuild the list as it was.
+            m.push_str(";hk=");
+            for (i, (k, _)) in env.headers.iter().enumerate() {
+                if i > 0 {
+                    m.push(',');
+                }
+                escape_into(&mut m, k);
+            }
         }
         // A static name: no allocation per message.
         h.insert(BUSLINE_NAME, m);
         for (k, v) in &env.headers {
-            if !valid_header_token(k, false) || !valid_header_token(v, true) {
+            if let Some(why) = header_problem(k, v, self.msg_id) {
                 return Err(bad(format!(
-                    "header `{k}` cannot travel in nats headers (names need printable ascii without `:`, values no line breaks)"
+                    "header `{k}` cannot travel in nats headers: {why}"
                 )));
             }
             let mut name = String::with_capacity(header::USER_PREFIX.len() + k.len());
@@ -397,8 +447,23 @@ pub fn decode<T: DeserializeOwned>(
         .transpose()?;
     let (mut codec, mut timestamp, mut source, mut corr, mut cause, mut reply) =
         (default_codec, None, None, None, None, None);
+    let mut order: Option<Vec<String>> = None;
     if let Some(meta) = h.get(header::BUSLINE) {
-        let mut version = None;
+        // The version first: a message of another version is refused for
+        // that, not for a field it writes differently.
+        let version = meta
+            .as_str()
+            .split(';')
+            .find_map(|pair| pair.strip_prefix("v="));
+        match version {
+            Some(FORMAT_VERSION) => {}
+            Some(v) => {
+                return Err(bad(format!(
+                    "unsupported envelope version `{v}` (this build reads `{FORMAT_VERSION}`)"
+                )))
+            }
+            None => return Err(bad("Busline header without a version".into())),
+        }
         for pair in meta.as_str().split(';') {
             let (k, v) = pair
                 .split_once('=')
@@ -406,16 +471,31 @@ pub fn decode<T: DeserializeOwned>(
             let v = unescape(v)
                 .ok_or_else(|| bad(format!("Busline header field `{pair}` is badly escaped")))?;
             match k {
-                "v" => version = Some(v),
+                "v" => {}
                 "id" => id = Some(id_of("id", &v)?),
                 "ts" => {
-                    let n: u128 = v
-                        .parse()
-                        .map_err(|_| bad(format!("ts `{v}` is not a number")))?;
+                    let n: u64 = v.parse().map_err(|_| {
+                        bad(format!(
+                            "ts `{v}` is not a time (nanoseconds since 1970 as a 64-bit number)"
+                        ))
+                    })?;
                     timestamp = Some(
                         UNIX_EPOCH
-                            + Duration::new((n / 1_000_000_000) as u64, (n % 1_000_000_000) as u32),
+                            .checked_add(Duration::from_nanos(n))
+                            .ok_or_else(|| bad(format!("ts `{v}` is past this system's clock")))?,
                     );
+                }
+                "hk" => {
+                    order = Some(
+                        pair["hk=".len()..]
+                            .split(',')
+                            .map(|k| {
+                                unescape(k).ok_or_else(|| {
+                                    bad(format!("Busline header field `{pair}` is badly escaped"))
+                                })
+                            })
+                            .collect::<Result<_, _>>()?,
+                    )
                 }
                 "ct" => {
                     codec =
@@ -428,23 +508,28 @@ pub fn decode<T: DeserializeOwned>(
                 _ => {} // added by a newer version within format 1: ignored
             }
         }
-        match version.as_deref() {
-            Some(FORMAT_VERSION) => {}
-            Some(v) => {
-                return Err(bad(format!(
-                    "unsupported envelope version `{v}` (this build reads `{FORMAT_VERSION}`)"
-                )))
-            }
-            None => return Err(bad("Busline header without a version".into())),
-        }
     }
     let id = id.unwrap_or_else(fresh_id);
     let mut user: Headers = Vec::new();
-    for (k, vs) in h.iter() {
-        if let Some(name) = AsRef::<str>::as_ref(k).strip_prefix(header::USER_PREFIX) {
-            for v in vs {
-                user.push((name.into(), v.as_str().into()));
+    // Each name's values, in order; taken in the sender's order of names
+    // (`hk`), then whatever that list did not name.
+    let mut by_name: Vec<(&str, std::slice::Iter<'_, async_nats::HeaderValue>)> = h
+        .iter()
+        .filter_map(|(k, vs)| {
+            let name = AsRef::<str>::as_ref(k).strip_prefix(header::USER_PREFIX)?;
+            Some((name, vs.iter()))
+        })
+        .collect();
+    for name in order.iter().flatten() {
+        if let Some((_, vs)) = by_name.iter_mut().find(|(n, _)| n == name) {
+            if let Some(v) = vs.next() {
+                user.push((name.as_str().into(), v.as_str().into()));
             }
+        }
+    }
+    for (name, vs) in by_name {
+        for v in vs {
+            user.push((name.into(), v.as_str().into()));
         }
     }
     let payload = codec.decode::<T>(payload).map_err(bad)?;
@@ -529,7 +614,7 @@ mod tests {
         let e = decode::<u32>("a", Some(&h), b"1", Codec::Json).unwrap_err();
         assert_eq!(
             e.to_string(),
-            "cannot decode message on `a`: ts `x` is not a number"
+            "cannot decode message on `a`: ts `x` is not a time (nanoseconds since 1970 as a 64-bit number)"
         );
         // A plain message without metadata still decodes.
         let env = decode::<u32>("a.b", None, b"7", Codec::Json).unwrap();

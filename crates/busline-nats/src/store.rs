@@ -43,7 +43,9 @@
 //! * **Named consumers' offsets** are kept in a second stream
 //!   ([`offsets_stream`](JetStreamStoreConfig::offsets_stream), default
 //!   `<stream>_OFFSETS`) that keeps the last message per subject, one subject
-//!   `<prefix>-offsets.<consumer>` per consumer: what a JetStream key-value
+//!   `<prefix>-offsets.<consumer>` per consumer (a name longer than 200
+//!   bytes as a subject token is a 128-bit hash of it, and the stored value
+//!   names the consumer too, so two names never share a commit): what a JetStream key-value
 //!   bucket is underneath, made directly because `async-nats` 0.42's bucket
 //!   creation fails against the nats-server 2.9 these tests run on. `commit_offset` resolves
 //!   once the server has acknowledged the publish; `committed_offset` gets
@@ -275,7 +277,13 @@ where
     }
 }
 
-/// A consumer name as a subject token: `[A-Za-z0-9_-]` as they are, other bytes `=XX`.
+/// Longest escaped consumer name used as it is in a subject; a longer one
+/// (the server refuses a protocol line over 4 KiB) becomes a hash.
+const KV_KEY_MAX: usize = 200;
+
+/// A consumer name as a subject token: `[A-Za-z0-9_-]` as they are, other
+/// bytes `=XX`; past [`KV_KEY_MAX`] bytes that way, `~` and a 128-bit hash
+/// of the name (the stored value then also holds the name, see [`kv_value`]).
 fn kv_key(name: &str) -> String {
     let mut out = String::with_capacity(name.len());
     for b in name.bytes() {
@@ -288,7 +296,47 @@ fn kv_key(name: &str) -> String {
     if out.is_empty() {
         out.push('=');
     }
+    if out.len() > KV_KEY_MAX {
+        return format!("~{:032x}", fnv1a_128(name.as_bytes()));
+    }
     out
+}
+
+/// FNV-1a, 128 bits: stable across builds and platforms (a subject made
+/// from it must mean the same after an upgrade).
+fn fnv1a_128(bytes: &[u8]) -> u128 {
+    const OFFSET: u128 = 0x6c62272e07bb014262b821756295c58d;
+    const PRIME: u128 = 0x0000000001000000000000000000013B;
+    bytes
+        .iter()
+        .fold(OFFSET, |h, &b| (h ^ b as u128).wrapping_mul(PRIME))
+}
+
+/// The value stored for a commit: the offset, and for a hashed key the
+/// name after a space (so a read can tell another name with the same hash).
+fn kv_value(name: &str, offset: u64) -> String {
+    if kv_key(name).starts_with('~') {
+        format!("{offset} {name}")
+    } else {
+        offset.to_string()
+    }
+}
+
+/// The offset in a stored commit value of consumer `name`.
+fn parse_kv_value(name: &str, value: &str) -> Result<u64, String> {
+    let (offset, stored_name) = match value.split_once(' ') {
+        Some((o, n)) => (o, Some(n)),
+        None => (value, None),
+    };
+    if kv_key(name).starts_with('~') && stored_name != Some(name) {
+        return Err(format!(
+            "the stored commit belongs to another consumer name with the same hash ({:?})",
+            stored_name.unwrap_or("")
+        ));
+    }
+    offset
+        .parse()
+        .map_err(|_| format!("stored value {value:?} is not an offset"))
 }
 
 impl<T> JetStreamStore<T>
@@ -353,9 +401,10 @@ where
                 .await
                 .map_err(|e| format!("stream info: {e}"))?;
             let want = format!("{}.>", c.subject_prefix);
-            if !info.config.subjects.contains(&want) {
+            if info.config.subjects != [want.clone()] {
+                // Anything else it captures would be read back as events.
                 return Err(format!(
-                    "the existing stream captures {:?}, not `{want}` (another subject prefix?)",
+                    "the existing stream captures {:?}, not just `{want}` (another subject prefix, or other subjects as well)",
                     info.config.subjects
                 ));
             }
@@ -439,6 +488,10 @@ fn gone(r: &Remote, offset: u64, first: u64) -> StoreError {
 
 /// Events per round trip of a replay.
 const BATCH: u64 = 256;
+
+/// How long a replay waits for the next event before it checks that the
+/// event is still in the stream.
+const PROBE_AFTER: Duration = Duration::from_millis(500);
 
 type Batch<T> = Vec<Result<Envelope<T>, StoreError>>;
 
@@ -535,7 +588,24 @@ async fn reader_task<T: DeserializeOwned + Send + 'static>(
     while let Some(n) = asks.recv().await {
         let mut batch = Vec::with_capacity(n as usize);
         for _ in 0..n {
-            let m = match tokio::time::timeout(r.timeout, messages.next()).await {
+            // Nothing within a moment: if the wanted event is gone (deleted
+            // at the end of the stream, so no later one shows the gap), say
+            // so now rather than after the whole timeout.
+            let quick = tokio::time::timeout(PROBE_AFTER.min(r.timeout), messages.next()).await;
+            let next_msg = match quick {
+                Ok(m) => Ok(m),
+                Err(_) => match r.stream.get_raw_message(next + 1).await {
+                    Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => {
+                        batch.push(Err(StoreError::new(
+                            what(next),
+                            "the event is no longer in the stream (removed by limits, a purge or a delete)",
+                        )));
+                        break;
+                    }
+                    _ => tokio::time::timeout(r.timeout, messages.next()).await,
+                },
+            };
+            let m = match next_msg {
                 Ok(Some(Ok(m))) => m,
                 Ok(Some(Err(e))) => {
                     batch.push(Err(StoreError::new(what(next), e)));
@@ -742,9 +812,10 @@ where
         );
         let r = self.remote.clone();
         let subject = format!("{}-offsets.{}", r.prefix, kv_key(name));
+        let value = kv_value(name, offset);
         let task = self.handle.spawn(async move {
             retrying(r.timeout, || async {
-                r.js.publish(subject.clone(), offset.to_string().into())
+                r.js.publish(subject.clone(), value.clone().into())
                     .await
                     .map_err(|e| e.to_string())?
                     .await
@@ -768,6 +839,7 @@ where
         );
         let r = self.remote.clone();
         let subject = format!("{}-offsets.{}", r.prefix, kv_key(name));
+        let name = name.to_string();
         self.block_on(&what, async move {
             let v = retrying(r.timeout, || async {
                 match r.offsets.get_last_raw_message_by_subject(&subject).await {
@@ -780,10 +852,9 @@ where
             match v {
                 None => Ok(None),
                 Some(b) => std::str::from_utf8(&b)
-                    .ok()
-                    .and_then(|s| s.parse().ok())
-                    .map(Some)
-                    .ok_or_else(|| format!("stored value {b:?} is not an offset")),
+                    .map_err(|_| format!("stored value {b:?} is not an offset"))
+                    .and_then(|s| parse_kv_value(&name, s))
+                    .map(Some),
             }
         })
     }
