@@ -10,7 +10,7 @@ mod user;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use busline::Bus;
+use busline::{Bus, Subscription};
 use busline_es::{
     EventStore, Metadata, Projection, ProjectionHandle, ProjectionOptions, ProjectionRunner,
     Recorded, StoreOptions,
@@ -76,8 +76,11 @@ enum Query {
 }
 
 /// Answers queries from the projection, never from the event store.
-async fn query_service(bus: Bus<Query>, directory: ProjectionHandle<Directory>) {
-    let mut sub = bus.subscribe("users.query").expect("valid pattern");
+async fn query_service(
+    bus: Bus<Query>,
+    mut sub: Subscription<Query>,
+    directory: ProjectionHandle<Directory>,
+) {
     while let Ok(req) = sub.recv().await {
         let answer = directory.query(|d| match &req.payload {
             Query::GetById(id) => d.by_id.get(id).cloned(),
@@ -134,7 +137,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         let _ = stopped.await;
     }));
     let bus: Bus<Query> = Bus::new();
-    let service = tokio::spawn(query_service(bus.clone(), directory.clone()));
+    // Subscribed before the first question is asked (in the task it could
+    // come too late: the question would find no responder).
+    let queries = bus.subscribe("users.query")?;
+    let service = tokio::spawn(query_service(bus.clone(), queries, directory.clone()));
 
     let app = users
         .execute(

@@ -2,13 +2,13 @@
 
 use std::collections::VecDeque;
 use std::future::poll_fn;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
+use crate::sync::{AtomicBool, AtomicU64, Mutex, MutexGuard, RwLock};
 use ahash::AHashMap;
-use parking_lot::{Mutex, MutexGuard, RwLock};
 use smallvec::SmallVec;
 use tokio::sync::{oneshot, watch};
 
@@ -477,7 +477,7 @@ impl<T: Send + Sync + 'static> Bus<T> {
             low,
             filter: b.filter,
             pressure: inner.pressure.clone(),
-            state: parking_lot::Mutex::new(State::new()),
+            state: Mutex::new(State::new()),
             filtered: AtomicU64::new(0),
             blocked_ns: AtomicU64::new(0),
         });
@@ -1277,7 +1277,10 @@ fn add_blocked<T>(targets: &Targets<'_, T>, id: u64, d: Duration) {
 /// Locks a queue for a publish: a reader holds it for a short batch, so
 /// spin on it a while before parking_lot's slow path (which soon yields the
 /// thread to the kernel).
-fn lock_spinning<S>(m: &parking_lot::Mutex<S>) -> MutexGuard<'_, S> {
+fn lock_spinning<S>(m: &Mutex<S>) -> MutexGuard<'_, S> {
+    // (Not under loom: spinning only adds interleavings for it to explore,
+    // none it cannot reach with a plain lock.)
+    #[cfg(not(busline_loom))]
     for _ in 0..SPINS {
         if let Some(g) = m.try_lock() {
             return g;
@@ -1287,6 +1290,7 @@ fn lock_spinning<S>(m: &parking_lot::Mutex<S>) -> MutexGuard<'_, S> {
     m.lock()
 }
 
+#[cfg(not(busline_loom))]
 const SPINS: usize = 64;
 
 /// Delivers `env` to every target or to none: locks all targets (in id order),

@@ -280,6 +280,7 @@ pub mod store;
 pub mod stream;
 pub mod subscription;
 pub mod supervisor;
+mod sync;
 pub mod topic;
 
 pub use bus::{Backpressure, Bus, BusBuilder, Receipt, WeakBus, DEFAULT_CAPACITY};

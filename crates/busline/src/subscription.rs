@@ -7,12 +7,12 @@
 use std::collections::VecDeque;
 use std::fmt;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 use std::task::{Context, Poll, Waker};
 
+use crate::sync::{AtomicU64, Mutex};
 use ahash::AHashMap;
-use parking_lot::Mutex;
 use smallvec::SmallVec;
 
 use crate::bus::{BusInner, Pressure};
@@ -510,7 +510,7 @@ pub struct Subscription<T> {
     pub(crate) skip_below: Option<u64>,
     /// Where dropping it adds the number of events it discards (a module's
     /// count), computed under the same lock as the bus's own count.
-    pub(crate) discard_counter: Option<Arc<AtomicU64>>,
+    pub(crate) discard_counter: Option<Arc<std::sync::atomic::AtomicU64>>,
 }
 
 impl<T> fmt::Debug for Subscription<T> {
@@ -647,7 +647,13 @@ impl<T: Send + Sync + 'static> Subscription<T> {
         mut cx: Option<&mut Context<'_>>,
     ) -> Poll<Result<Arc<Envelope<T>>, RecvError>> {
         let sub = &*self.shared;
-        let mut guard = match (sub.state.try_lock(), cx.as_deref_mut()) {
+        // (Under loom a plain lock: the yield below only adds a busy loop
+        // for the model checker, no interleaving a blocking lock misses.)
+        #[cfg(busline_loom)]
+        let contended = Some(sub.state.lock());
+        #[cfg(not(busline_loom))]
+        let contended = sub.state.try_lock();
+        let mut guard = match (contended, cx.as_deref_mut()) {
             (Some(g), _) => g,
             (None, Some(cx)) => {
                 // The publisher (or another reader) has the ring: come back

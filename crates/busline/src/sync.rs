@@ -1,0 +1,49 @@
+//! The locks and atomics the bus's delivery protocol is built on, in one
+//! place so that the loom tests (`tests/loom.rs`, built with
+//! `RUSTFLAGS="--cfg busline_loom"`) can swap in loom's models and check
+//! every interleaving of publishers, receivers and wake-ups. Normal builds
+//! use `parking_lot` and the standard atomics.
+
+#[cfg(not(busline_loom))]
+pub(crate) use parking_lot::{Mutex, MutexGuard, RwLock};
+#[cfg(not(busline_loom))]
+pub(crate) use std::sync::atomic::{AtomicBool, AtomicU64};
+
+#[cfg(busline_loom)]
+pub(crate) use loom_shim::{AtomicBool, AtomicU64, Mutex, MutexGuard, RwLock};
+
+#[cfg(busline_loom)]
+mod loom_shim {
+    pub(crate) use loom::sync::atomic::{AtomicBool, AtomicU64};
+    pub(crate) use loom::sync::MutexGuard;
+    use loom::sync::{RwLockReadGuard, RwLockWriteGuard};
+
+    /// loom's mutex with `parking_lot`'s signatures.
+    #[derive(Debug, Default)]
+    pub(crate) struct Mutex<T>(loom::sync::Mutex<T>);
+
+    impl<T> Mutex<T> {
+        pub(crate) fn new(t: T) -> Self {
+            Mutex(loom::sync::Mutex::new(t))
+        }
+        pub(crate) fn lock(&self) -> MutexGuard<'_, T> {
+            self.0.lock().expect("not poisoned")
+        }
+    }
+
+    /// loom's read-write lock with `parking_lot`'s signatures.
+    #[derive(Debug, Default)]
+    pub(crate) struct RwLock<T>(loom::sync::RwLock<T>);
+
+    impl<T> RwLock<T> {
+        pub(crate) fn new(t: T) -> Self {
+            RwLock(loom::sync::RwLock::new(t))
+        }
+        pub(crate) fn read(&self) -> RwLockReadGuard<'_, T> {
+            self.0.read().expect("not poisoned")
+        }
+        pub(crate) fn write(&self) -> RwLockWriteGuard<'_, T> {
+            self.0.write().expect("not poisoned")
+        }
+    }
+}

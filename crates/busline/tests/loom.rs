@@ -1,0 +1,217 @@
+//! Model checks of the delivery protocol with [loom]: every interleaving of
+//! publishers, receivers, wake-ups and closing, up to a preemption bound.
+//! The bus's locks and atomics are loom's models in this build
+//! (`src/sync.rs`); a lost wake-up shows up as a deadlock, a lost or
+//! duplicated event as a failed assertion.
+//!
+//! Run with (its own target directory, since the cfg rebuilds everything):
+//!
+//! ```text
+//! RUSTFLAGS="--cfg busline_loom" CARGO_TARGET_DIR=target/loom \
+//!     cargo test -p busline --release --test loom
+//! ```
+#![cfg(busline_loom)]
+
+use std::collections::BTreeSet;
+
+use busline::{Bus, RecvError};
+use loom::future::block_on;
+use loom::thread;
+
+fn model(f: impl Fn() + Sync + Send + 'static) {
+    model_bounded(3, f)
+}
+
+/// A model with at most `preemptions` forced thread switches per run (loom's
+/// bound on the state space; most concurrency bugs need two or three).
+fn model_bounded(preemptions: usize, f: impl Fn() + Sync + Send + 'static) {
+    let mut b = loom::model::Builder::new();
+    b.preemption_bound = Some(preemptions);
+    b.check(f);
+}
+
+/// Lossless, capacity 1: the publisher waits for room three times and the
+/// receiver for events; each side wakes the other. Nothing is lost, the
+/// order holds, and neither side sleeps for ever.
+#[test]
+fn lossless_backpressure_wakes_both_sides_and_loses_nothing() {
+    model(|| {
+        let bus: Bus<u32> = Bus::new();
+        let mut sub = bus.subscriber("t").lossless(1).subscribe().unwrap();
+        let publisher = thread::spawn(move || {
+            block_on(async {
+                for i in 0..3 {
+                    bus.publish_to("t", i).await.unwrap();
+                }
+            })
+        });
+        let got: Vec<u32> = block_on(async {
+            let mut got = Vec::new();
+            while let Ok(e) = sub.recv().await {
+                got.push(e.payload);
+            }
+            got
+        });
+        publisher.join().unwrap();
+        assert_eq!(got, [0, 1, 2]);
+    });
+}
+
+/// Two publishers (one event and two) on one lossless subscriber of
+/// capacity 1: both finish and every event arrives once. (Three threads: a
+/// smaller bound.)
+#[test]
+fn two_waiting_publishers_both_get_room() {
+    model_bounded(2, || {
+        let bus: Bus<u32> = Bus::new();
+        let mut sub = bus.subscriber("t").lossless(1).subscribe().unwrap();
+        let publishers: Vec<_> = [0u32, 10]
+            .into_iter()
+            .map(|base| {
+                let bus = bus.clone();
+                thread::spawn(move || {
+                    block_on(async {
+                        for i in 0..(1 + base / 10) {
+                            bus.publish_to("t", base + i).await.unwrap();
+                        }
+                    })
+                })
+            })
+            .collect();
+        drop(bus);
+        let got: Vec<u32> = block_on(async {
+            let mut got = Vec::new();
+            while let Ok(e) = sub.recv().await {
+                got.push(e.payload);
+            }
+            got
+        });
+        for p in publishers {
+            p.join().unwrap();
+        }
+        let mut got = got;
+        got.sort_unstable();
+        assert_eq!(got, [0, 10, 11]);
+    });
+}
+
+/// Lossy, capacity 1: the publisher never waits; the receiver gets events
+/// in order, always the newest, and what it got plus the reported lag is
+/// exactly what was published.
+#[test]
+fn lossy_reports_exactly_what_it_dropped() {
+    model(|| {
+        let bus: Bus<u32> = Bus::new();
+        let mut sub = bus.subscriber("t").lossy(1).subscribe().unwrap();
+        let publisher = thread::spawn(move || {
+            block_on(async {
+                for i in 0..3 {
+                    bus.publish_to("t", i).await.unwrap();
+                }
+            })
+        });
+        let (got, lagged) = block_on(async {
+            let (mut got, mut lagged) = (Vec::new(), 0);
+            loop {
+                match sub.recv().await {
+                    Ok(e) => got.push(e.payload),
+                    Err(RecvError::Lagged(n)) => lagged += n,
+                    Err(_) => break,
+                }
+            }
+            (got, lagged)
+        });
+        publisher.join().unwrap();
+        assert_eq!(got.len() as u64 + lagged, 3, "{got:?} + {lagged}");
+        assert!(got.windows(2).all(|w| w[0] < w[1]), "{got:?}");
+        assert_eq!(got.last(), Some(&2), "the newest event is never dropped");
+    });
+}
+
+/// A queue group of two members on their own threads: each event goes to
+/// exactly one of them, and both end when the publisher is gone.
+#[test]
+fn queue_group_delivers_each_event_exactly_once() {
+    model(|| {
+        let bus: Bus<u32> = Bus::new();
+        let members: Vec<_> = (0..2)
+            .map(|_| {
+                let mut sub = bus.subscriber("t").queue("g").subscribe().unwrap();
+                thread::spawn(move || {
+                    block_on(async {
+                        let mut got = Vec::new();
+                        while let Ok(e) = sub.recv().await {
+                            got.push(e.payload);
+                        }
+                        got
+                    })
+                })
+            })
+            .collect();
+        block_on(async {
+            for i in 0..2 {
+                bus.publish_to("t", i).await.unwrap();
+            }
+        });
+        drop(bus);
+        let mut all = Vec::new();
+        for m in members {
+            all.extend(m.join().unwrap());
+        }
+        all.sort_unstable();
+        assert_eq!(all, [0, 1]);
+    });
+}
+
+/// Closing the bus while a receiver waits ends the receive (after what was
+/// queued) instead of leaving it asleep.
+#[test]
+fn close_wakes_a_waiting_receiver_after_it_drained() {
+    model(|| {
+        let bus: Bus<u32> = Bus::new();
+        let mut sub = bus.subscriber("t").lossless(4).subscribe().unwrap();
+        let closer = {
+            let bus = bus.clone();
+            thread::spawn(move || {
+                block_on(async { bus.publish_to("t", 1).await.unwrap() });
+                bus.close();
+            })
+        };
+        let got: BTreeSet<u32> = block_on(async {
+            let mut got = BTreeSet::new();
+            loop {
+                match sub.recv().await {
+                    Ok(e) => {
+                        got.insert(e.payload);
+                    }
+                    Err(RecvError::Closed) => break got,
+                    Err(e) => panic!("{e}"),
+                }
+            }
+        });
+        closer.join().unwrap();
+        assert_eq!(got, BTreeSet::from([1]));
+    });
+}
+
+/// A publisher waiting on a full lossless subscriber is released when that
+/// subscription is dropped: dropping never leaves a publisher blocked.
+#[test]
+fn dropping_a_full_subscription_releases_its_publisher() {
+    model(|| {
+        let bus: Bus<u32> = Bus::new();
+        let sub = bus.subscriber("t").lossless(1).subscribe().unwrap();
+        let publisher = {
+            let bus = bus.clone();
+            thread::spawn(move || {
+                block_on(async {
+                    bus.publish_to("t", 1).await.unwrap();
+                    bus.publish_to("t", 2).await.unwrap(); // waits for room
+                })
+            })
+        };
+        drop(sub);
+        publisher.join().unwrap();
+        assert_eq!(bus.stats().published, 2);
+    });
+}
