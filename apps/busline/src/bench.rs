@@ -130,6 +130,9 @@ fn fanout(a: FanoutArgs) -> Result<()> {
     if a.subscribers == 0 || a.events == 0 || a.rounds == 0 || a.capacity == 0 {
         bail!("--subscribers, --events, --rounds and --capacity must be at least 1");
     }
+    if a.threads == Some(0) {
+        bail!("--threads must be at least 1");
+    }
     let rt = runtime(a.threads)?;
     let systems: [&'static str; 4] = [
         match a.policy {

@@ -108,6 +108,11 @@ pub async fn run(args: EsArgs) -> Result<()> {
         args.events > 0 && args.rounds > 0,
         "--events and --rounds must be positive"
     );
+    ensure!(
+        args.snapshot_every >= 1 && args.snapshot_every <= args.events,
+        "--snapshot-every must be between 1 and --events ({}): the bench compares a load from a snapshot with a full replay",
+        args.events
+    );
     let tmp = tempfile::tempdir()?;
     let log = busline_log::Log::open(tmp.path().join("log"), Default::default())?;
     let store = EventStore::<Account>::open(

@@ -44,6 +44,10 @@ struct Case {
 
 /// Runs the benchmark and prints the results.
 pub async fn run(args: BenchLogArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        args.batch >= 1 && args.events >= 1,
+        "--batch and --events must be at least 1"
+    );
     let tmp_root;
     let root = match &args.dir {
         Some(d) => d.clone(),

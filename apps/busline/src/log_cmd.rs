@@ -120,6 +120,9 @@ async fn flush(log: &Log, batch: &mut Vec<String>) -> anyhow::Result<()> {
 async fn read(dir: PathBuf, from: u64, follow: bool) -> anyhow::Result<()> {
     let log = Log::open_read_only(&dir, Options::default())
         .with_context(|| format!("cannot open log {}", dir.display()))?;
+    if log.segments().is_empty() {
+        return Err(not_a_log(&dir));
+    }
     let mut reader = log.read_from(from)?;
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     loop {
@@ -149,9 +152,21 @@ async fn read(dir: PathBuf, from: u64, follow: bool) -> anyhow::Result<()> {
     }
 }
 
+/// A directory without a single segment file is not a log (a typo, or
+/// another directory): an error, not an empty log.
+fn not_a_log(dir: &std::path::Path) -> anyhow::Error {
+    anyhow::anyhow!(
+        "{} holds no log (no segment files); `busline log append` or `busline monitor --data-dir` creates one",
+        dir.display()
+    )
+}
+
 fn verify(dir: PathBuf) -> anyhow::Result<()> {
     let report = busline_log::verify(&dir, &Options::default())
         .with_context(|| format!("log {} failed verification", dir.display()))?;
+    if report.segments == 0 {
+        return Err(not_a_log(&dir));
+    }
     let mut out = std::io::stdout().lock();
     writeln!(
         out,
@@ -170,6 +185,9 @@ fn info(dir: PathBuf) -> anyhow::Result<()> {
     let log = Log::open_read_only(&dir, Options::default())
         .with_context(|| format!("cannot open log {}", dir.display()))?;
     let segments = log.segments();
+    if segments.is_empty() {
+        return Err(not_a_log(&dir));
+    }
     let mut out = std::io::stdout().lock();
     writeln!(
         out,

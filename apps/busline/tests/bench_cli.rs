@@ -81,12 +81,52 @@ fn routing_json_reports_cost_and_ratio() {
 
 #[test]
 fn bad_arguments_are_clear_errors() {
-    let out = Command::new(env!("CARGO_BIN_EXE_busline"))
-        .args(["bench", "fanout", "--events", "0"])
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("must be at least 1"));
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("no/such/dir/metrics.jsonl");
+    let empty = dir.path().display().to_string();
+    // (Each of these once ran on, hung, panicked or said something else.)
+    for (args, says) in [
+        (
+            vec!["bench", "fanout", "--events", "0"],
+            "must be at least 1",
+        ),
+        (
+            vec!["bench", "fanout", "--threads", "0"],
+            "--threads must be at least 1",
+        ),
+        (
+            vec!["bench", "log", "--batch", "0"],
+            "--batch and --events must be at least 1",
+        ),
+        (
+            vec!["bench", "es", "--snapshot-every", "0"],
+            "--snapshot-every must be between 1 and --events",
+        ),
+        (vec!["log", "verify", &empty], "holds no log"),
+        (vec!["log", "info", &empty], "holds no log"),
+        (vec!["log", "read", &empty], "holds no log"),
+        (
+            vec![
+                "monitor",
+                "--log-file",
+                missing.to_str().unwrap(),
+                "--duration",
+                "1",
+                "--no-web",
+                "--no-data-dir",
+            ],
+            "--log-file: cannot open",
+        ),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_busline"))
+            .args(&args)
+            .env_remove("RUST_BACKTRACE")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} succeeded: {stderr}");
+        assert!(stderr.contains(says), "{args:?}: {stderr}");
+    }
 }
 
 #[test]

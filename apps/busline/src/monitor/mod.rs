@@ -437,7 +437,18 @@ async fn run_async(settings: Settings, store: Option<Arc<LogStore<Metric>>>) -> 
     let mut rt = Runtime::new(bus.clone());
     if modules.logger {
         let sink = match &settings.log_file {
-            Some(p) => logger::Sink::File(p.clone()),
+            Some(p) => {
+                // A file that cannot be written is an error now, not a
+                // logger failing (and restarting) once the monitor runs.
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(p)
+                    .with_context(|| {
+                        format!("--log-file: cannot open {} to append", p.display())
+                    })?;
+                logger::Sink::File(p.clone())
+            }
             None => logger::Sink::Stdout,
         };
         rt.add(logger::Logger::new(sink));
