@@ -281,6 +281,11 @@ pub mod stream;
 pub mod subscription;
 pub mod supervisor;
 mod sync;
+
+/// The README's example, compiled and run as a doc test (so it stays true).
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+mod readme {}
 pub mod topic;
 
 pub use bus::{Backpressure, Bus, BusBuilder, Receipt, WeakBus, DEFAULT_CAPACITY};
