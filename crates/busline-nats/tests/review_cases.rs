@@ -53,15 +53,7 @@ async fn a_dead_letter_failing_on_the_last_delivery_is_retried_until_stored() {
     let mut dead_msgs = 0;
     for _ in 0..20 {
         tokio::time::sleep(Duration::from_secs(1)).await;
-        dead_msgs = raw
-            .get_stream("BUSLINE_DEAD")
-            .await
-            .unwrap()
-            .info()
-            .await
-            .unwrap()
-            .state
-            .messages;
+        dead_msgs = stream_messages(&raw, "BUSLINE_DEAD").await;
         if dead_msgs > 0 {
             break;
         }
@@ -389,13 +381,7 @@ async fn a_message_dead_lettered_twice_leaves_one_dead_letter() {
     let srv = server();
     let raw = jetstream::new(async_nats::connect(srv.url()).await.unwrap());
     let (_b, mut sub, tb) = importer(&srv.url(), "d.>", "imp").await;
-    let mut h = async_nats::HeaderMap::new();
-    h.insert("Busline", "v=1;ts=1;ct=json");
-    raw.publish_with_headers("d.bad", h, "{not json".into())
-        .await
-        .unwrap()
-        .await
-        .unwrap();
+    publish_undecodable(&raw, "d.bad").await;
     let (a, ta) = exporter(&srv.url(), "d.>").await;
     a.publish_to("d.good", ev(0, 1)).await.unwrap();
     ta.flush().await.unwrap();
@@ -412,15 +398,7 @@ async fn a_message_dead_lettered_twice_leaves_one_dead_letter() {
         .unwrap();
     let (_b2, mut sub2, tb2) = importer(&srv.url(), "d.>", "imp").await;
     assert_eq!(recv_n(&mut sub2, 1).await[0].payload, ev(0, 1));
-    let dead = raw
-        .get_stream("BUSLINE_DEAD")
-        .await
-        .unwrap()
-        .info()
-        .await
-        .unwrap()
-        .state
-        .messages;
+    let dead = stream_messages(&raw, "BUSLINE_DEAD").await;
     assert_eq!(dead, 1, "the second dead letter of one message was stored");
     assert_eq!(tb2.stats().dead_lettered, 0, "{:?}", tb2.stats());
 }
@@ -438,14 +416,7 @@ async fn a_message_stored_but_not_acked_is_not_stored_again_after_a_restart() {
     b1.persist("p.>", store.clone()).unwrap();
     let _full = b1.subscriber("p.>").lossless(1).subscribe().unwrap();
     b1.publish_to("p.local", ev(9, 0)).await.unwrap(); // fills it
-    let t1 = NatsTransport::connect(
-        &b1,
-        NatsConfig::new(srv.url())
-            .import("p.>")
-            .jetstream(js("imp")),
-    )
-    .await
-    .unwrap();
+    let t1 = import_into(&b1, &srv.url(), "p.>", "imp").await;
     let (a, ta) = exporter(&srv.url(), "p.>").await;
     a.publish_to("p.x", ev(0, 1)).await.unwrap();
     ta.flush().await.unwrap();
@@ -460,14 +431,7 @@ async fn a_message_stored_but_not_acked_is_not_stored_again_after_a_restart() {
     let b2: Bus<Ev> = Bus::new();
     b2.persist("p.>", store.clone()).unwrap();
     let _sub = b2.subscribe("p.>").unwrap();
-    let t2 = NatsTransport::connect(
-        &b2,
-        NatsConfig::new(srv.url())
-            .import("p.>")
-            .jetstream(js("imp")),
-    )
-    .await
-    .unwrap();
+    let t2 = import_into(&b2, &srv.url(), "p.>", "imp").await;
     // ack_wait is 2 s: the message comes again within a few seconds.
     for _ in 0..200 {
         if t2.stats().import_duplicates > 0 || store.end() > 2 {

@@ -3,6 +3,8 @@
 //! of breaker transitions holds, delays keep growing to their cap and never
 //! panic.
 
+mod common;
+
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
@@ -12,8 +14,8 @@ use busline::middleware::{
     DeadLetterLayer, RetryLayer,
 };
 use busline::store::MemoryStore;
-use busline::{Backoff, Bus, Envelope, EventId, EventStore, RecvError, StartAt, StoreError, Topic};
-use futures::future::BoxFuture;
+use busline::{Backoff, Bus, Envelope, EventId, RecvError, StartAt, StoreError, Topic};
+use common::FlakyReplay;
 use futures::StreamExt;
 use tower::{Layer, Service, ServiceExt};
 
@@ -63,42 +65,10 @@ async fn serve_goes_on_after_a_store_error() {
     );
 }
 
-/// A store whose reads fail: a replaying subscription reports `Store` once.
-struct FailingRead(MemoryStore<u32>);
-
-impl EventStore<u32> for FailingRead {
-    fn append<'a>(&'a self, env: &'a Envelope<u32>) -> BoxFuture<'a, Result<u64, StoreError>> {
-        self.0.append(env)
-    }
-    fn end(&self) -> u64 {
-        self.0.end()
-    }
-    fn read(&self, _: u64, _: u64) -> Result<busline::store::StoredEvents<u32>, StoreError> {
-        Ok(Box::new(std::iter::once(Err(StoreError::new(
-            "read",
-            "bad sector",
-        )))))
-    }
-    fn offset_for_time(&self, at: SystemTime) -> Result<u64, StoreError> {
-        self.0.offset_for_time(at)
-    }
-    fn commit_offset<'a>(
-        &'a self,
-        name: &'a str,
-        offset: u64,
-    ) -> BoxFuture<'a, Result<(), StoreError>> {
-        self.0.commit_offset(name, offset)
-    }
-    fn committed_offset(&self, name: &str) -> Result<Option<u64>, StoreError> {
-        self.0.committed_offset(name)
-    }
-}
-
 #[tokio::test(start_paused = true)]
 async fn serve_goes_on_live_after_a_failed_replay() {
     let bus = Bus::<u32>::new();
-    bus.persist("n", Arc::new(FailingRead(MemoryStore::new())))
-        .unwrap();
+    bus.persist("n", Arc::new(FlakyReplay::new(0))).unwrap();
     bus.publish_to("n", 0).await.unwrap(); // stored: its replay fails
     let sub = bus
         .subscriber("n")

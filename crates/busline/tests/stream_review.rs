@@ -3,54 +3,23 @@
 //! value, a far-future timestamp, `Duration::MAX`), the priority shares hold,
 //! and no operator takes unbounded input in one poll.
 
+mod common;
+
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, UNIX_EPOCH};
 
-use busline::store::{MemoryStore, StoredEvents};
 use busline::stream::{Aggregate, Lanes, Priority, StreamOpsExt, Windowed};
-use busline::{Bus, Envelope, EventStore, StartAt, StoreError};
-use futures::future::BoxFuture;
+use busline::{Bus, StartAt};
+use common::FlakyReplay;
 use futures::{Stream, StreamExt};
-
-/// A memory store whose replay yields the first stored event, then fails.
-struct FlakyRead(MemoryStore<u32>);
-
-impl EventStore<u32> for FlakyRead {
-    fn append<'a>(&'a self, env: &'a Envelope<u32>) -> BoxFuture<'a, Result<u64, StoreError>> {
-        self.0.append(env)
-    }
-    fn end(&self) -> u64 {
-        self.0.end()
-    }
-    fn read(&self, from: u64, to: u64) -> Result<StoredEvents<u32>, StoreError> {
-        let first = self.0.read(from, to)?.take(1);
-        Ok(Box::new(first.chain(std::iter::once(Err(
-            StoreError::new("read", "disk hiccup"),
-        )))))
-    }
-    fn offset_for_time(&self, at: SystemTime) -> Result<u64, StoreError> {
-        self.0.offset_for_time(at)
-    }
-    fn commit_offset<'a>(
-        &'a self,
-        name: &'a str,
-        offset: u64,
-    ) -> BoxFuture<'a, Result<(), StoreError>> {
-        self.0.commit_offset(name, offset)
-    }
-    fn committed_offset(&self, name: &str) -> Result<Option<u64>, StoreError> {
-        self.0.committed_offset(name)
-    }
-}
 
 /// A failed replay does not end `count_lag`: the subscription goes on live,
 /// and the error is counted.
 #[tokio::test]
 async fn count_lag_goes_on_live_after_a_failed_replay() {
     let bus = Bus::<u32>::new();
-    bus.persist("t", Arc::new(FlakyRead(MemoryStore::new())))
-        .unwrap();
+    bus.persist("t", Arc::new(FlakyReplay::new(1))).unwrap();
     for i in 0..3 {
         bus.publish_to("t", i).await.unwrap();
     }

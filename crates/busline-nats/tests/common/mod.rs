@@ -58,6 +58,46 @@ pub async fn exporter(url: &str, pattern: &str) -> (Bus<Ev>, NatsTransport<Ev>) 
     (bus, t)
 }
 
+/// Publishes an undecodable message (a `Busline` header, a payload that is
+/// not JSON) on `subject` through JetStream, acknowledged.
+pub async fn publish_undecodable(js: &async_nats::jetstream::Context, subject: &str) {
+    let mut h = async_nats::HeaderMap::new();
+    h.insert("Busline", "v=1;ts=1;ct=json");
+    js.publish_with_headers(subject.to_string(), h, "{not json".into())
+        .await
+        .expect("published")
+        .await
+        .expect("stored");
+}
+
+/// Messages stream `name` holds now.
+pub async fn stream_messages(js: &async_nats::jetstream::Context, name: &str) -> u64 {
+    js.get_stream(name)
+        .await
+        .expect("the stream exists")
+        .info()
+        .await
+        .expect("stream info")
+        .state
+        .messages
+}
+
+/// A JetStream transport importing `pattern` into an existing `bus` with
+/// durable consumer `durable` (see [`js`]).
+pub async fn import_into(
+    bus: &Bus<Ev>,
+    url: &str,
+    pattern: &str,
+    durable: &str,
+) -> NatsTransport<Ev> {
+    NatsTransport::connect(
+        bus,
+        NatsConfig::new(url).import(pattern).jetstream(js(durable)),
+    )
+    .await
+    .expect("importer connects")
+}
+
 pub async fn importer(
     url: &str,
     pattern: &str,
