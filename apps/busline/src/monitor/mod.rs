@@ -530,17 +530,28 @@ async fn run_async(settings: Settings, store: Option<Arc<LogStore<Metric>>>) -> 
             None => String::new(),
         }
     );
-    if let Some(d) = settings.duration {
+    let fired = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let timer = settings.duration.map(|d| {
         let h = handle.clone();
+        let fired = fired.clone();
         tokio::spawn(async move {
             tokio::time::sleep(d).await;
+            fired.store(true, Ordering::SeqCst);
             // Stop first: a closed stdout (`| head`) must not keep it running.
             h.shutdown();
             say("[monitor] stopping: --duration elapsed");
-        });
-    }
+        })
+    });
     let started = Instant::now();
     let result = rt.run().await;
+    if let Some(t) = timer {
+        if fired.load(Ordering::SeqCst) {
+            // Its line comes before the last one (it may still be printing).
+            let _ = t.await;
+        } else {
+            t.abort();
+        }
+    }
     *shared.runtime.lock() = None;
     let stats = bus.stats();
     bus.close();
