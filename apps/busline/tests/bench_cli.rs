@@ -102,6 +102,15 @@ fn bad_arguments_are_clear_errors() {
             vec!["bench", "es", "--snapshot-every", "0"],
             "--snapshot-every must be between 1 and --events",
         ),
+        (
+            vec![
+                "publish",
+                "--to",
+                "bad url",
+                r#"{"type":"request","path":"/x","latency_ms":1,"status":200}"#,
+            ],
+            "--to `bad url` is not a monitor address",
+        ),
         (vec!["log", "verify", &empty], "holds no log"),
         (vec!["log", "info", &empty], "holds no log"),
         (vec!["log", "read", &empty], "holds no log"),

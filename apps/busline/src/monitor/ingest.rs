@@ -360,6 +360,13 @@ pub fn run_publish(args: PublishArgs) -> anyhow::Result<()> {
         format!("http://{}", args.to)
     };
     let url = format!("{base}/api/events");
+    // A malformed address is an error about the address, not "cannot reach".
+    reqwest::Url::parse(&url).map_err(|e| {
+        anyhow::anyhow!(
+            "--to `{}` is not a monitor address ({e}); give host:port or a URL",
+            args.to
+        )
+    })?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
