@@ -111,6 +111,17 @@ fn bad_arguments_are_clear_errors() {
             ],
             "--to `bad url` is not a monitor address",
         ),
+        (
+            vec![
+                "monitor",
+                "--data-dir",
+                "/etc/passwd",
+                "--duration",
+                "1",
+                "--no-web",
+            ],
+            "it is a file, not a directory",
+        ),
         (vec!["log", "verify", &empty], "holds no log"),
         (vec!["log", "info", &empty], "holds no log"),
         (vec!["log", "read", &empty], "holds no log"),

@@ -380,6 +380,9 @@ fn open_log(settings: &Settings) -> Result<Option<Arc<LogStore<Metric>>>> {
                 busline_log::Error::Locked { .. } => {
                     "is another monitor running on it? Stop it, or pass another --data-dir (or --no-data-dir)"
                 }
+                _ if dir.exists() && !dir.is_dir() => {
+                    "it is a file, not a directory: pass a directory as --data-dir (or --no-data-dir)"
+                }
                 _ => "`busline log verify DIR` shows what is wrong; move the directory away or pass another --data-dir (or --no-data-dir)",
             };
             anyhow::bail!(
