@@ -215,3 +215,22 @@ fn dropping_a_full_subscription_releases_its_publisher() {
         assert_eq!(bus.stats().published, 2);
     });
 }
+
+/// A queue-group member whose receive is given up (a `select!` lost) after
+/// it registered leaves no stale wake-up behind: the member still waiting
+/// on another thread gets the event.
+#[test]
+fn a_cancelled_receive_does_not_strand_the_group() {
+    model(|| {
+        let bus: Bus<u32> = Bus::new();
+        let mut quitter = bus.subscriber("t").queue("g").subscribe().unwrap();
+        let mut waiter = bus.subscriber("t").queue("g").subscribe().unwrap();
+        let waiting = thread::spawn(move || block_on(waiter.recv()).map(|e| e.payload));
+        block_on(async {
+            let mut gave_up = std::pin::pin!(quitter.recv());
+            let _ = futures::poll!(gave_up.as_mut()); // registers, then is dropped
+        });
+        block_on(bus.publish_to("t", 7)).unwrap();
+        assert_eq!(waiting.join().unwrap(), Ok(7));
+    });
+}
