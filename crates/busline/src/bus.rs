@@ -469,7 +469,12 @@ impl<T: Send + Sync + 'static> Bus<T> {
         }
         let shared = Arc::new(SubShared {
             id,
-            name: name.clone(),
+            // A queue group is named after the group (in stats, metrics and
+            // `Full` errors), not after whichever member came first.
+            name: match &b.policy {
+                Policy::Queue(g) => g.as_str().into(),
+                _ => name.clone(),
+            },
             pattern: pattern.clone(),
             policy: b.policy.clone(),
             capacity,
@@ -1087,9 +1092,13 @@ impl<T> Clone for WeakBus<T> {
 }
 
 impl<T> WeakBus<T> {
-    /// The bus, if it is still open.
+    /// The bus, if it is still open: `None` once it is closed (by
+    /// [`Bus::close`] or by dropping its last handle).
     pub fn upgrade(&self) -> Option<Bus<T>> {
-        self.inner.upgrade().map(|inner| Bus { inner })
+        self.inner
+            .upgrade()
+            .filter(|inner| !inner.closed.load(Ordering::Acquire))
+            .map(|inner| Bus { inner })
     }
 }
 

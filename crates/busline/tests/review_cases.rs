@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use busline::store::{EventStore, MemoryStore, StoredEvents};
-use busline::{Bus, Envelope, RequestError, StartAt, StoreError, SubscribeError};
+use busline::{Bus, Envelope, PublishError, RequestError, StartAt, StoreError, SubscribeError};
 use futures::future::BoxFuture;
 
 /// With two stores, a subscriber starting in the past on topics persisted
@@ -223,4 +223,43 @@ async fn filtered_counts_delivered_events_only() {
     drop(_full);
     bus.try_publish_to("t", 1).unwrap();
     assert_eq!(picky.stats().filtered, 1);
+}
+
+/// `WeakBus::upgrade` gives the bus only while it is open: after `close`
+/// as after dropping the last handle (it gave a closed bus).
+#[tokio::test]
+async fn a_weak_bus_does_not_upgrade_to_a_closed_bus() {
+    let bus = Bus::<u32>::new();
+    let weak = bus.downgrade();
+    assert!(weak.upgrade().is_some());
+    bus.close();
+    assert!(weak.upgrade().is_none());
+}
+
+/// A queue group is named after the group in stats and `Full` errors, not
+/// after its first member (which may have left).
+#[tokio::test]
+async fn a_queue_group_is_named_after_the_group() {
+    let bus = Bus::<u32>::new();
+    let w1 = bus
+        .subscriber("jobs")
+        .queue("workers")
+        .capacity(1)
+        .name("w1")
+        .subscribe()
+        .unwrap();
+    let w2 = bus
+        .subscriber("jobs")
+        .queue("workers")
+        .name("w2")
+        .subscribe()
+        .unwrap();
+    assert_eq!((w1.name(), w2.name()), ("w1", "w2")); // members keep theirs
+    drop(w1);
+    assert_eq!(bus.stats().subscribers[0].name, "workers");
+    bus.try_publish_to("jobs", 1).unwrap();
+    match bus.try_publish_to("jobs", 2) {
+        Err(PublishError::Full { subscriber, .. }) => assert_eq!(&*subscriber, "workers"),
+        other => panic!("{other:?}"),
+    }
 }
