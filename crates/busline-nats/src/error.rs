@@ -107,10 +107,20 @@ pub enum NatsError {
     /// The local bus was closed.
     #[error("the local bus is closed")]
     BusClosed,
-    /// A subscription on the local bus or on NATS could not be made.
+    /// A subscription on the local bus could not be made.
     #[error("cannot subscribe to `{pattern}`: {detail}")]
     Subscribe {
         /// The pattern.
+        pattern: String,
+        /// Why.
+        detail: String,
+    },
+    /// A subscription or JetStream consumer on the server could not be made.
+    #[error("cannot subscribe to `{pattern}` on {server}: {detail}")]
+    ServerSubscribe {
+        /// The server.
+        server: String,
+        /// The subject pattern (and the consumer, for JetStream).
         pattern: String,
         /// Why.
         detail: String,

@@ -235,6 +235,8 @@ pub struct NatsTransport<T> {
     stop: watch::Sender<bool>,
     flush_tx: Option<mpsc::Sender<FlushWaiter>>,
     tasks: Vec<JoinHandle<()>>,
+    /// Where the `$sys.nats.*` events go (for `closed` at shutdown).
+    status_events: mpsc::UnboundedSender<StatusEvent>,
     _t: PhantomData<fn(T)>,
 }
 
@@ -276,17 +278,40 @@ where
         let status_tx = Arc::new(status_tx);
         // Status events reach the bus through one task, in order.
         let (events_tx, mut events_rx) = mpsc::unbounded_channel::<StatusEvent>();
+        let (stop_tx, stop_rx) = watch::channel(false);
         let events_task = cfg.status_map.clone().map(|map| {
             let bus = bus.downgrade();
+            let mut stop = stop_rx.clone();
             tokio::spawn(async move {
-                while let Some(se) = events_rx.recv().await {
-                    let Some(bus) = bus.upgrade() else { break };
-                    if let Some(ev) = map(&se) {
-                        let _ = bus.publish_to(se.topic(), ev).await;
+                let publish = |se: StatusEvent| {
+                    let bus = bus.upgrade();
+                    let ev = map(&se);
+                    async move {
+                        if let (Some(bus), Some(ev)) = (bus, ev) {
+                            let _ = bus.publish_to(se.topic(), ev).await;
+                        }
+                    }
+                };
+                loop {
+                    tokio::select! {
+                        biased;
+                        se = events_rx.recv() => match se {
+                            Some(se) => publish(se).await,
+                            None => break,
+                        },
+                        // The client (and its callback's sender) outlives
+                        // the stop: publish what is queued, then end.
+                        _ = stop.changed() => {
+                            while let Ok(se) = events_rx.try_recv() {
+                                publish(se).await;
+                            }
+                            break;
+                        }
                     }
                 }
             })
         });
+        let closed_tx = events_tx.clone();
         let opts = options(&cfg, status_tx.clone(), events_tx).await?;
         let client = opts
             .connect(server.as_str())
@@ -295,7 +320,6 @@ where
         status_tx.send_modify(|s| s.state = ConnState::Connected);
 
         let counters = Arc::new(Counters::default());
-        let (stop_tx, stop_rx) = watch::channel(false);
         let ctx = Ctx {
             client: client.clone(),
             server: server.clone(),
@@ -343,7 +367,8 @@ where
             };
             let acks = match (&js, sub.exports.is_some()) {
                 (Some(_), true) => Some(jetstream::ack_inbox(&client).await.map_err(|detail| {
-                    NatsError::Subscribe {
+                    NatsError::ServerSubscribe {
+                        server: server.clone(),
                         pattern: "_INBOX (jetstream acks)".into(),
                         detail,
                     }
@@ -357,8 +382,9 @@ where
         for pattern in &cfg.imports {
             let ctx = ctx.clone();
             let pattern = pattern.clone();
-            let sub_err = |detail: String| NatsError::Subscribe {
-                pattern: pattern.clone(),
+            let sub_err = |pattern: String, detail: String| NatsError::ServerSubscribe {
+                server: server.clone(),
+                pattern,
                 detail,
             };
             tasks.push(match &js {
@@ -366,14 +392,17 @@ where
                     let sub = client
                         .subscribe(pattern.clone())
                         .await
-                        .map_err(|e| sub_err(e.to_string()))?;
+                        .map_err(|e| sub_err(pattern.clone(), e.to_string()))?;
                     tokio::spawn(crate::core::import_loop(ctx, sub))
                 }
                 Some(j) => {
                     let durable = jetstream::durable_name(&j.cfg.durable, &pattern);
-                    let first = jetstream::open(j, &durable, &pattern)
-                        .await
-                        .map_err(sub_err)?;
+                    let first = jetstream::open(j, &durable, &pattern).await.map_err(|e| {
+                        sub_err(
+                            pattern.clone(),
+                            format!("JetStream consumer `{durable}`: {e}"),
+                        )
+                    })?;
                     tokio::spawn(jetstream::import_loop(ctx, j.clone(), pattern, first))
                 }
             });
@@ -381,7 +410,8 @@ where
         if !cfg.imports.is_empty() {
             round_trip(&client, cfg.connect_timeout)
                 .await
-                .map_err(|detail| NatsError::Subscribe {
+                .map_err(|detail| NatsError::ServerSubscribe {
+                    server: server.clone(),
                     pattern: cfg.imports.join(","),
                     detail,
                 })?;
@@ -395,6 +425,7 @@ where
             stop: stop_tx,
             flush_tx,
             tasks,
+            status_events: closed_tx,
             _t: PhantomData,
         })
     }
@@ -454,12 +485,17 @@ impl<T> NatsTransport<T> {
     /// for its acks, then closes the connection.
     pub async fn shutdown(mut self) -> Result<(), NatsError> {
         let flushed = self.flush().await;
+        self.status_tx.send_modify(|s| s.state = ConnState::Closed);
+        // Published (with any status event before it) by the events task,
+        // which ends after it once stopped.
+        let _ = self.status_events.send(StatusEvent::Closed {
+            server: self.server.clone(),
+        });
         let _ = self.stop.send(true);
         for t in self.tasks.drain(..) {
             let _ = t.await;
         }
         let _ = self.client.flush().await;
-        self.status_tx.send_modify(|s| s.state = ConnState::Closed);
         flushed
     }
 }

@@ -442,3 +442,63 @@ async fn a_message_stored_but_not_acked_is_not_stored_again_after_a_restart() {
     assert_eq!(store.end(), 2, "stored twice; stats {:?}", t2.stats());
     assert_eq!(t2.stats().import_duplicates, 1, "{:?}", t2.stats());
 }
+
+/// With status events configured, `shutdown` returns (it waited for ever
+/// on the task publishing them, whose channel the live client kept open),
+/// and `$sys.nats.closed` is published as the last of them.
+#[tokio::test]
+async fn shutdown_returns_with_status_events_and_publishes_closed() {
+    for jetstream in [false, true] {
+        let srv = server();
+        let bus: Bus<Ev> = Bus::new();
+        let mut sys = bus.subscribe("$sys.nats.>").unwrap();
+        let cfg = NatsConfig::new(srv.url()).export("a.>").status_events(|s| {
+            Some(ev(0, 0)).map(|e| Ev {
+                body: s.topic().into(),
+                ..e
+            })
+        });
+        let cfg = if jetstream {
+            cfg.jetstream(js("d"))
+        } else {
+            cfg.core()
+        };
+        let t = NatsTransport::connect(&bus, cfg).await.unwrap();
+        bus.publish_to("a.x", ev(0, 1)).await.unwrap();
+        let r = tokio::time::timeout(Duration::from_secs(15), t.shutdown()).await;
+        assert!(r.is_ok(), "shutdown hung (jetstream {jetstream})");
+        r.unwrap().unwrap();
+        let mut last = None;
+        while let Ok(Some(e)) = sys.try_recv() {
+            last = Some(e.payload.body.clone());
+        }
+        assert_eq!(
+            last.as_deref(),
+            Some("$sys.nats.closed"),
+            "jetstream {jetstream}"
+        );
+    }
+}
+
+/// A JetStream import that cannot be set up is an error naming the server,
+/// the pattern and the consumer (it named only the pattern).
+#[tokio::test]
+async fn an_import_that_cannot_be_set_up_names_the_server_and_consumer() {
+    let srv = server();
+    let bus: Bus<Ev> = Bus::new();
+    let cfg = JetStreamConfig {
+        subjects: vec!["other.>".into()],
+        ..js("d")
+    };
+    let e = NatsTransport::connect(
+        &bus,
+        NatsConfig::new(srv.url()).import("a.>").jetstream(cfg),
+    )
+    .await
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains(&srv.url()) && e.contains("`a.>`") && e.contains("`d_a_GT`"),
+        "{e}"
+    );
+}
