@@ -101,14 +101,7 @@ async fn slow_consumer_gets_everything_in_order() {
         .name("slow")
         .subscribe()
         .unwrap();
-    let tb = NatsTransport::connect(
-        &b,
-        NatsConfig::new(srv.url())
-            .import("s.>")
-            .jetstream(js("imp")),
-    )
-    .await
-    .unwrap();
+    let tb = import_into(&b, &srv.url(), "s.>", "imp").await;
     let n = 600u64;
     for i in 0..n {
         a.publish_to("s.x", ev(0, i)).await.unwrap();

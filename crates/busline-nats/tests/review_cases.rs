@@ -230,14 +230,7 @@ async fn a_transient_local_store_error_means_redelivery_not_dead_letter() {
     )
     .unwrap();
     let mut sub = b.subscribe("s.>").unwrap();
-    let tb = NatsTransport::connect(
-        &b,
-        NatsConfig::new(srv.url())
-            .import("s.>")
-            .jetstream(js("imp")),
-    )
-    .await
-    .unwrap();
+    let tb = import_into(&b, &srv.url(), "s.>", "imp").await;
     let (a, ta) = exporter(&srv.url(), "s.>").await;
     a.publish_to("s.x", ev(0, 1)).await.unwrap();
     ta.flush().await.unwrap();
@@ -277,14 +270,7 @@ async fn shutdown_does_not_wait_for_a_full_subscriber() {
     let srv = server();
     let b: Bus<Ev> = Bus::new();
     let _stuck = b.subscriber("f.>").lossless(1).subscribe().unwrap();
-    let tb = NatsTransport::connect(
-        &b,
-        NatsConfig::new(srv.url())
-            .import("f.>")
-            .jetstream(js("imp")),
-    )
-    .await
-    .unwrap();
+    let tb = import_into(&b, &srv.url(), "f.>", "imp").await;
     let (a, ta) = exporter(&srv.url(), "f.>").await;
     for n in 0..3 {
         a.publish_to("f.x", ev(0, n)).await.unwrap();

@@ -592,14 +592,16 @@ async fn run_async(settings: Settings, store: Option<Arc<LogStore<Metric>>>) -> 
 mod tests {
     use super::*;
 
+    /// An empty one-second summary stamped `ms`.
+    fn at(ms: u64) -> dashboard::Summary {
+        let mut s = dashboard::Aggregator::default().tick(1.0);
+        s.at_ms = ms;
+        s
+    }
+
     #[test]
     fn past_summaries_go_into_the_history_in_time_order() {
         let shared = Shared::new(&Settings::resolve(&MonitorArgs::default()).unwrap());
-        let at = |ms: u64| {
-            let mut s = dashboard::Aggregator::default().tick(1.0);
-            s.at_ms = ms;
-            s
-        };
         shared.push_summary(at(10_000));
         shared.push_past_summary(at(8_000));
         shared.push_past_summary(at(3_000));
@@ -615,11 +617,6 @@ mod tests {
     #[test]
     fn past_summaries_before_any_live_one_stay_in_time_order() {
         let shared = Shared::new(&Settings::resolve(&MonitorArgs::default()).unwrap());
-        let at = |ms: u64| {
-            let mut s = dashboard::Aggregator::default().tick(1.0);
-            s.at_ms = ms;
-            s
-        };
         for ms in [1_000, 2_000, 3_000, 4_000] {
             shared.push_past_summary(at(ms));
         }
