@@ -825,6 +825,35 @@ impl<T: Send + Sync + 'static> Subscription<T> {
         let i = all.iter().position(|s| s.id == self.member).unwrap_or(0);
         all.swap_remove(i)
     }
+
+    /// Ends the subscription, as dropping it does, and returns how many
+    /// events it had been handed and never received. Those are discarded and
+    /// counted in the bus's `discarded`, as on drop. Use it to learn what
+    /// was lost: drain with [`try_recv`](Self::try_recv), then unsubscribe.
+    /// A queue group member returns 0: what the group holds stays with the
+    /// other members, and only the last one to leave discards it.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let bus: busline::Bus<u32> = busline::Bus::new();
+    /// let sub = bus.subscriber("a").subscribe().unwrap();
+    /// bus.publish_to("a", 1).await.unwrap();
+    /// bus.publish_to("a", 2).await.unwrap();
+    /// assert_eq!(sub.unsubscribe(), 2);
+    /// assert_eq!(bus.stats().discarded, 2);
+    /// # }
+    /// ```
+    pub fn unsubscribe(mut self) -> u64 {
+        use std::sync::atomic::AtomicU64;
+        let mine = Arc::new(AtomicU64::new(0));
+        let outer = self.discard_counter.replace(mine.clone());
+        drop(self);
+        let n = mine.load(Ordering::Relaxed);
+        if let Some(c) = outer {
+            c.fetch_add(n, Ordering::Relaxed);
+        }
+        n
+    }
 }
 
 /// Withdraws a queue group member's wait when its `recv` future is dropped
