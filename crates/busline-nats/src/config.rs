@@ -137,6 +137,7 @@ pub struct NatsConfig<T> {
     pub(crate) dead_letter_prefix: String,
     pub(crate) name: String,
     pub(crate) connect_timeout: Duration,
+    pub(crate) shutdown_timeout: Duration,
     pub(crate) status_map: Option<StatusMap<T>>,
 }
 
@@ -171,6 +172,7 @@ impl<T> NatsConfig<T> {
             dead_letter_prefix: "busline-dead".into(),
             name: "busline".into(),
             connect_timeout: Duration::from_secs(5),
+            shutdown_timeout: Duration::from_secs(30),
             status_map: None,
         }
     }
@@ -245,6 +247,16 @@ impl<T> NatsConfig<T> {
     /// How long the first connection may take. Default 5 s.
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
         self.connect_timeout = timeout;
+        self
+    }
+
+    /// How long [`shutdown`](crate::NatsTransport::shutdown) may take to send
+    /// what is queued and, on JetStream, to get it acknowledged (waiting for
+    /// a server that is away). Past it, shutdown gives up and counts what
+    /// it gave up on ([`NatsError::ShutdownTimedOut`](crate::NatsError::ShutdownTimedOut)).
+    /// Default 30 s.
+    pub fn shutdown_timeout(mut self, timeout: Duration) -> Self {
+        self.shutdown_timeout = timeout;
         self
     }
 

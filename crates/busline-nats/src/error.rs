@@ -94,6 +94,23 @@ pub enum NatsError {
     /// The transport has been shut down.
     #[error("the nats transport is shut down")]
     Shutdown,
+    /// [`shutdown`](crate::NatsTransport::shutdown) reached its deadline
+    /// (see [`NatsConfig::shutdown_timeout`](crate::NatsConfig::shutdown_timeout))
+    /// with events still unacknowledged, the server away: it gave up on them.
+    #[error(
+        "shutdown gave up after {waited:?}: {abandoned} events not acknowledged by {server} \
+         (counted in `abandoned`; JetStream may hold some of them)"
+    )]
+    ShutdownTimedOut {
+        /// The server.
+        server: String,
+        /// How long it waited.
+        waited: std::time::Duration,
+        /// Events given up on.
+        abandoned: u64,
+        /// The transport's final counters.
+        stats: Box<crate::TransportStats>,
+    },
     /// A core NATS flush got no confirmation from the server in time.
     #[error("flush to {server} not confirmed within {waited:?}: {reason}")]
     FlushTimedOut {

@@ -57,6 +57,14 @@
 //! *process* dies is lost with the process, like any event on the in-memory
 //! bus; use the durable log for that.
 //!
+//! [`NatsTransport::shutdown`] sends what the exporter holds and, on
+//! JetStream, waits for its acks, for at most
+//! [`NatsConfig::shutdown_timeout`] (default 30 s) even with the server
+//! away. It returns the final [`TransportStats`]: every event the exporter
+//! was handed was sent or is counted in `abandoned` (given up on at the
+//! deadline, or published while the exporter closed its queue), never lost
+//! silently.
+//!
 //! ## Redelivery and duplicates
 //!
 //! At-least-once means an event may arrive twice, never zero times. Duplicates

@@ -174,6 +174,11 @@ pub struct TransportStats {
     /// Messages on their last delivery whose dead letter could not be
     /// stored after repeated attempts: lost (each logged as an error).
     pub dead_letters_lost: u64,
+    /// Events the exporter was handed and gave up on at shutdown: still
+    /// unacknowledged when [`NatsConfig::shutdown_timeout`] passed, or
+    /// published on an exported topic while the exporter was closing its
+    /// queue (each shutdown that abandons any logs a warning).
+    pub abandoned: u64,
 }
 
 #[derive(Default)]
@@ -189,6 +194,7 @@ pub(crate) struct Counters {
     pub import_own: AtomicU64,
     pub dead_lettered: AtomicU64,
     pub dead_letters_lost: AtomicU64,
+    pub abandoned: AtomicU64,
 }
 
 pub(crate) fn inc(c: &AtomicU64) {
@@ -234,6 +240,11 @@ pub struct NatsTransport<T> {
     status_tx: Arc<watch::Sender<Status>>,
     stop: watch::Sender<bool>,
     flush_tx: Option<mpsc::Sender<FlushWaiter>>,
+    /// The exporter (shutdown waits for it first, up to its deadline).
+    exporter: Option<JoinHandle<()>>,
+    /// Tells the exporter to give up on what is unacknowledged (shutdown's deadline).
+    give_up: Arc<tokio::sync::Notify>,
+    shutdown_timeout: Duration,
     tasks: Vec<JoinHandle<()>>,
     /// Where the `$sys.nats.*` events go (for `closed` at shutdown).
     status_events: mpsc::UnboundedSender<StatusEvent>,
@@ -340,6 +351,8 @@ where
         };
 
         let mut flush_tx = None;
+        let mut exporter = None;
+        let give_up = Arc::new(tokio::sync::Notify::new());
         // Importers answer requests: their replies leave through the exporter.
         if !exports.is_empty() || !cfg.imports.is_empty() {
             let sub = ExportSubs {
@@ -375,7 +388,14 @@ where
                 })?),
                 _ => None,
             };
-            tasks.push(tokio::spawn(export_loop(ctx.clone(), sub, sink, acks, frx)));
+            exporter = Some(tokio::spawn(export_loop(
+                ctx.clone(),
+                sub,
+                sink,
+                acks,
+                frx,
+                give_up.clone(),
+            )));
         }
         // Imports subscribe before `connect` returns, so a failure is a
         // startup error and nothing published after it is missed.
@@ -424,6 +444,9 @@ where
             status_tx,
             stop: stop_tx,
             flush_tx,
+            exporter,
+            give_up,
+            shutdown_timeout: cfg.shutdown_timeout,
             tasks,
             status_events: closed_tx,
             _t: PhantomData,
@@ -453,6 +476,7 @@ impl<T> NatsTransport<T> {
             import_own: l(&c.import_own),
             dead_lettered: l(&c.dead_lettered),
             dead_letters_lost: l(&c.dead_letters_lost),
+            abandoned: l(&c.abandoned),
         }
     }
 
@@ -481,22 +505,75 @@ impl<T> NatsTransport<T> {
         done_rx.await.map_err(|_| NatsError::Shutdown)?
     }
 
-    /// Stops importing, sends everything still queued for export and waits
-    /// for its acks, then closes the connection.
-    pub async fn shutdown(mut self) -> Result<(), NatsError> {
-        let flushed = self.flush().await;
-        self.status_tx.send_modify(|s| s.state = ConnState::Closed);
+    /// Stops importing, sends everything the exporter holds and waits for
+    /// its acks (on core NATS: for the server to confirm it processed it),
+    /// then closes the connection. Returns the final counters.
+    ///
+    /// Every event the exporter was handed is accounted for: sent, or
+    /// counted in [`TransportStats::abandoned`]. Events published on an
+    /// exported topic after the exporter closed its queue reach no
+    /// subscriber here (their `Receipt` says so).
+    ///
+    /// It ends by [`NatsConfig::shutdown_timeout`] (default 30 s) even with
+    /// the server away. Past it, it gives up. On JetStream that is
+    /// [`NatsError::ShutdownTimedOut`], counting the unacknowledged events
+    /// as `abandoned`; on core NATS, [`NatsError::FlushTimedOut`] (what the
+    /// client still held may be lost: at-most-once).
+    pub async fn shutdown(mut self) -> Result<TransportStats, NatsError> {
+        let waited = self.shutdown_timeout;
+        let deadline = tokio::time::Instant::now() + waited;
         // Published (with any status event before it) by the events task,
-        // which ends after it once stopped.
-        let _ = self.status_events.send(StatusEvent::Closed {
-            server: self.server.clone(),
+        // which ends after it once stopped. Sent under the status lock: no
+        // event from the client follows it.
+        self.status_tx.send_modify(|s| {
+            s.state = ConnState::Closed;
+            let _ = self.status_events.send(StatusEvent::Closed {
+                server: self.server.clone(),
+            });
         });
+        // The exporter sends what its queues hold, closes them, and waits
+        // for the acks; the importers and the events task end.
         let _ = self.stop.send(true);
-        for t in self.tasks.drain(..) {
-            let _ = t.await;
+        let before = self.counters.abandoned.load(Ordering::Relaxed);
+        let mut gave_up = false;
+        if let Some(mut ex) = self.exporter.take() {
+            if tokio::time::timeout_at(deadline, &mut ex).await.is_err() {
+                self.give_up.notify_one();
+                let _ = ex.await;
+                gave_up = true;
+            }
         }
-        let _ = self.client.flush().await;
-        flushed
+        for mut t in self.tasks.drain(..) {
+            if tokio::time::timeout_at(deadline, &mut t).await.is_err() {
+                t.abort();
+            }
+        }
+        let abandoned = self.counters.abandoned.load(Ordering::Relaxed) - before;
+        if abandoned > 0 {
+            tracing::warn!(server = %self.server, abandoned, "nats shutdown abandoned events");
+        }
+        if gave_up {
+            return Err(NatsError::ShutdownTimedOut {
+                server: self.server.clone(),
+                waited,
+                abandoned,
+                stats: Box::new(self.stats()),
+            });
+        }
+        if self.flush_tx.is_some() {
+            // The server has processed everything before the marker (core
+            // publishes, and replies, which go by core NATS in either mode).
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if let Err(reason) = round_trip(&self.client, left).await {
+                return Err(NatsError::FlushTimedOut {
+                    server: self.server.clone(),
+                    waited,
+                    reason,
+                });
+            }
+        }
+        let _ = tokio::time::timeout_at(deadline, self.client.flush()).await;
+        Ok(self.stats())
     }
 }
 
@@ -799,41 +876,53 @@ fn on_event(
     events: &mpsc::UnboundedSender<StatusEvent>,
 ) {
     use async_nats::Event as E;
+    if matches!(ev, E::Draining) {
+        return;
+    }
     let server = server.to_string();
-    let se = match ev {
-        E::Connected => {
-            status.send_modify(|s| {
+    // Under the status lock, so the order of the events is the order of the
+    // changes, and nothing follows `closed` (the client reports some events
+    // late, from its own task: a `connected` could land after shutdown's
+    // `closed`).
+    status.send_if_modified(|s| {
+        if s.state == ConnState::Closed {
+            return false;
+        }
+        let before = s.clone();
+        let se = match ev {
+            E::Connected => {
                 if s.state == ConnState::Disconnected {
                     s.reconnects += 1;
                 }
                 s.state = ConnState::Connected;
-            });
-            StatusEvent::Connected { server }
-        }
-        E::Disconnected => {
-            status.send_modify(|s| s.state = ConnState::Disconnected);
-            StatusEvent::Disconnected { server }
-        }
-        E::Closed => {
-            status.send_modify(|s| s.state = ConnState::Closed);
-            StatusEvent::Closed { server }
-        }
-        E::LameDuckMode => StatusEvent::LameDuck { server },
-        E::SlowConsumer(_) => StatusEvent::SlowConsumer { server },
-        E::ServerError(e) => {
-            let message = e.to_string();
-            status.send_modify(|s| s.last_error = Some(message.clone()));
-            StatusEvent::Error { server, message }
-        }
-        E::ClientError(e) => {
-            let message = e.to_string();
-            status.send_modify(|s| s.last_error = Some(message.clone()));
-            StatusEvent::Error { server, message }
-        }
-        E::Draining => return,
-    };
-    tracing::info!(event = ?se, "nats status");
-    let _ = events.send(se);
+                StatusEvent::Connected { server }
+            }
+            E::Disconnected => {
+                s.state = ConnState::Disconnected;
+                StatusEvent::Disconnected { server }
+            }
+            E::Closed => {
+                s.state = ConnState::Closed;
+                StatusEvent::Closed { server }
+            }
+            E::LameDuckMode => StatusEvent::LameDuck { server },
+            E::SlowConsumer(_) => StatusEvent::SlowConsumer { server },
+            E::ServerError(e) => {
+                let message = e.to_string();
+                s.last_error = Some(message.clone());
+                StatusEvent::Error { server, message }
+            }
+            E::ClientError(e) => {
+                let message = e.to_string();
+                s.last_error = Some(message.clone());
+                StatusEvent::Error { server, message }
+            }
+            E::Draining => return false,
+        };
+        tracing::info!(event = ?se, "nats status");
+        let _ = events.send(se);
+        *s != before
+    });
 }
 
 // ----- export -----------------------------------------------------------------
@@ -916,6 +1005,8 @@ struct Exporter<T> {
     /// First attempts awaiting their ack, by sequence number.
     waiting: HashMap<u64, Waiting<T>>,
     generation: u64,
+    /// An event taken off the bus queue and not yet sent (or settled).
+    busy: bool,
 }
 
 impl<T: Serialize + Send + Sync + 'static> Exporter<T> {
@@ -1010,9 +1101,9 @@ async fn export_loop<T: Serialize + DeserializeOwned + Send + Sync + 'static>(
     mut sub: ExportSubs<T>,
     sink: Sink,
     acks: Option<jetstream::AckInbox>,
-    mut flush_rx: mpsc::Receiver<FlushWaiter>,
+    flush_rx: mpsc::Receiver<FlushWaiter>,
+    give_up: Arc<tokio::sync::Notify>,
 ) {
-    let mut stop = ctx.stop.clone();
     let ack_timeout = match &sink {
         Sink::Core => Duration::from_secs(5),
         Sink::Js(j) => j.cfg.ack_timeout,
@@ -1021,7 +1112,6 @@ async fn export_loop<T: Serialize + DeserializeOwned + Send + Sync + 'static>(
         (ack_timeout / SWEEPS_PER_ACK_TIMEOUT).max(Duration::from_millis(10)),
     );
     sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut waiters: Vec<(u64, FlushWaiter)> = Vec::new();
     let mut ex = Exporter {
         encoder: codec::Encoder::new::<T>(ctx.codec, matches!(sink, Sink::Js(_))),
         reply_encoder: codec::Encoder::new::<T>(ctx.codec, false),
@@ -1038,7 +1128,41 @@ async fn export_loop<T: Serialize + DeserializeOwned + Send + Sync + 'static>(
         // Sweeps count from here, so the first publishes (generation 0 would
         // be at or below the first sweeps' cutoff) wait a full ack timeout too.
         generation: SWEEPS_PER_ACK_TIMEOUT as u64 + 1,
+        busy: false,
     };
+    let gave_up = {
+        let run = export_run(&ctx, &mut sub, &sink, &mut ex, flush_rx, sweep);
+        tokio::select! {
+            _ = run => false,
+            _ = give_up.notified() => true,
+        }
+    };
+    if gave_up {
+        // Shutdown's deadline passed: what is unacknowledged, in hand or
+        // still queued is given up on, and counted.
+        let mut n = (ex.waiting.len() + ex.in_flight.len() + ex.busy as usize) as u64;
+        for q in [sub.exports.take(), sub.replies.take()]
+            .into_iter()
+            .flatten()
+        {
+            n += q.unsubscribe();
+        }
+        ctx.counters.abandoned.fetch_add(n, Ordering::Relaxed);
+    }
+}
+
+/// The exporter's loop: ends once stopped, with everything it was handed
+/// settled (given up on from outside at shutdown's deadline).
+async fn export_run<T: Serialize + DeserializeOwned + Send + Sync + 'static>(
+    ctx: &Ctx<T>,
+    sub: &mut ExportSubs<T>,
+    sink: &Sink,
+    ex: &mut Exporter<T>,
+    mut flush_rx: mpsc::Receiver<FlushWaiter>,
+    mut sweep: tokio::time::Interval,
+) {
+    let mut stop = ctx.stop.clone();
+    let mut waiters: Vec<(u64, FlushWaiter)> = Vec::new();
     let mut stopping = false;
     let mut status = ctx.status.clone();
     loop {
@@ -1052,21 +1176,27 @@ async fn export_loop<T: Serialize + DeserializeOwned + Send + Sync + 'static>(
                 ex.unsettled.settle(done);
             }
             Some(msg) = next_ack(&mut ex.acks), if !ex.waiting.is_empty() => {
-                ex.on_ack(&ctx, &sink, msg);
+                ex.on_ack(ctx, sink, msg);
             }
             _ = sweep.tick(), if !ex.waiting.is_empty() => {
-                ex.sweep(&ctx, &sink);
+                ex.sweep(ctx, sink);
             }
             _ = stop.changed(), if !stopping => {
                 stopping = true;
+                // Everything handed to the exporter goes out; what lands
+                // between the last take and the unsubscribe is counted.
+                for q in [&mut sub.exports, &mut sub.replies] {
+                    if let Some(mut s) = q.take() {
+                        drain(ctx, sink, ex, &mut s, &mut sweep).await;
+                        let late = s.unsubscribe();
+                        ctx.counters.abandoned.fetch_add(late, Ordering::Relaxed);
+                    }
+                }
             }
             Some(w) = flush_rx.recv() => {
                 // Everything published before the flush call is already in our queues.
                 for q in [&mut sub.exports, &mut sub.replies].into_iter().flatten() {
-                    while let Ok(Some(env)) = q.try_recv() {
-                        ex.make_room(&ctx, &sink, &mut sweep).await;
-                        export_one(&ctx, &sink, &env, &mut ex).await;
-                    }
+                    drain(ctx, sink, ex, q, &mut sweep).await;
                 }
                 if let Sink::Core = sink {
                     // The server has processed everything before the marker.
@@ -1084,12 +1214,12 @@ async fn export_loop<T: Serialize + DeserializeOwned + Send + Sync + 'static>(
             }
             r = recv_opt(&mut sub.exports), if !stopping && ex.has_room() => {
                 if let Some(q) = &mut sub.exports {
-                    stopping = export_batch(&ctx, &sink, &mut ex, q, r).await;
+                    stopping = export_batch(ctx, sink, ex, q, r).await;
                 }
             }
             r = recv_opt(&mut sub.replies), if !stopping && ex.has_room() => {
                 if let Some(q) = &mut sub.replies {
-                    stopping = export_batch(&ctx, &sink, &mut ex, q, r).await;
+                    stopping = export_batch(ctx, sink, ex, q, r).await;
                 }
             }
         }
@@ -1127,6 +1257,32 @@ async fn recv_opt<T: Send + Sync + 'static>(
     }
 }
 
+/// Exports what `q` holds now (not what publishers add meanwhile, or it
+/// could chase them for ever), waiting for room in the JetStream window.
+async fn drain<T: Serialize + DeserializeOwned + Send + Sync + 'static>(
+    ctx: &Ctx<T>,
+    sink: &Sink,
+    ex: &mut Exporter<T>,
+    q: &mut Subscription<T>,
+    sweep: &mut tokio::time::Interval,
+) {
+    for _ in 0..q.len() {
+        match q.try_recv() {
+            Ok(Some(env)) => {
+                ex.busy = true;
+                ex.make_room(ctx, sink, sweep).await;
+                export_one(ctx, sink, &env, ex).await;
+                ex.busy = false;
+            }
+            Ok(None) => return,
+            Err(RecvError::Lagged(n)) => {
+                tracing::error!(missed = n, "nats exporter lagged (it is lossless: a bug)")
+            }
+            Err(_) => return,
+        }
+    }
+}
+
 /// Exports `first` and whatever else `q` holds already (up to a batch),
 /// without another `select!`. Returns whether the bus is closed.
 async fn export_batch<T: Serialize + DeserializeOwned + Send + Sync + 'static>(
@@ -1140,7 +1296,11 @@ async fn export_batch<T: Serialize + DeserializeOwned + Send + Sync + 'static>(
     let mut taken = 0;
     loop {
         match next {
-            Ok(Some(env)) => export_one(ctx, sink, &env, ex).await,
+            Ok(Some(env)) => {
+                ex.busy = true;
+                export_one(ctx, sink, &env, ex).await;
+                ex.busy = false;
+            }
             Ok(None) => return false,
             Err(RecvError::Lagged(n)) => {
                 tracing::error!(missed = n, "nats exporter lagged (it is lossless: a bug)")

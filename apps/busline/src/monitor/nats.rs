@@ -219,15 +219,15 @@ impl Module<Metric> for NatsLink {
         ctx.shutdown_requested().await;
         let t = self.transport.lock().take();
         if let Some(t) = t {
-            // Hand over what is queued (JetStream: until acknowledged).
-            t.flush().await.ok();
-            let stats = t.stats();
-            t.shutdown()
+            // Hands over what is queued (JetStream: until acknowledged), up
+            // to the transport's shutdown timeout.
+            let stats = t
+                .shutdown()
                 .await
                 .with_context(|| format!("disconnecting from NATS at {}", self.url))?;
             super::say(&format!(
-                "[nats] disconnected: {} exported, {} imported, {} own skipped",
-                stats.exported, stats.imported, stats.import_own
+                "[nats] disconnected: {} exported, {} imported, {} own skipped, {} abandoned",
+                stats.exported, stats.imported, stats.import_own, stats.abandoned
             ));
         }
         Ok(())
