@@ -151,7 +151,10 @@ impl StatusEvent {
 pub struct TransportStats {
     /// Local events handed to NATS.
     pub exported: u64,
-    /// Of those, acknowledged by JetStream (core NATS: flushed to the socket).
+    /// Of those, acknowledged by JetStream. On core NATS there is no ack:
+    /// counted once the client took the message into its outgoing buffer,
+    /// which a connection loss can still lose (at-most-once).
+    /// [`NatsTransport::flush`] confirms the server processed what was sent.
     pub acked: u64,
     /// Publishes the server reported as duplicates (a retry of an event it already had).
     pub publish_duplicates: u64,
