@@ -52,10 +52,13 @@ impl fmt::Display for Policy {
 }
 
 /// Polls that find nothing and yield (with tokio's deferred `yield_now`)
-/// before the subscriber parks (see `poll_ring`). Measured on 2 cores
-/// (`busline bench fanout` under `perf stat -e context-switches,task-clock`):
-/// 0 doubles the context switches; more only burn CPU while idle.
-const SPIN_POLLS: u8 = 1;
+/// before the subscriber parks (see `poll_ring`). Measured on 2 cores with
+/// `busline bench fanout`: 0 doubles the context switches (`perf stat -e
+/// context-switches`). With another busy process on the machine, 1 gave
+/// 7.8 M deliveries/s against broadcast's 12.5 M and 2 gave 9.3–10.7 M
+/// (parking and being woken costs more when the cores are contended); 3
+/// and 4 gave no more, and on a quiet machine 1 to 3 measure the same.
+const SPIN_POLLS: u8 = 2;
 
 /// Lets other tasks run before this one is polled again: tokio's
 /// `yield_now`, which defers the wake-up until the worker has run the other
