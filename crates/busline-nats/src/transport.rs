@@ -1188,9 +1188,9 @@ async fn export_run<T: Serialize + DeserializeOwned + Send + Sync + 'static>(
                 stopping = true;
                 // Everything handed to the exporter goes out; what lands
                 // between the last take and the unsubscribe is counted.
-                for q in [&mut sub.exports, &mut sub.replies] {
+                for (q, windowed) in [(&mut sub.exports, true), (&mut sub.replies, false)] {
                     if let Some(mut s) = q.take() {
-                        drain(ctx, sink, ex, &mut s, &mut sweep).await;
+                        drain(ctx, sink, ex, &mut s, windowed, &mut sweep).await;
                         let late = s.unsubscribe();
                         ctx.counters.abandoned.fetch_add(late, Ordering::Relaxed);
                     }
@@ -1198,8 +1198,11 @@ async fn export_run<T: Serialize + DeserializeOwned + Send + Sync + 'static>(
             }
             Some(w) = flush_rx.recv() => {
                 // Everything published before the flush call is already in our queues.
-                for q in [&mut sub.exports, &mut sub.replies].into_iter().flatten() {
-                    drain(ctx, sink, ex, q, &mut sweep).await;
+                if let Some(q) = &mut sub.exports {
+                    drain(ctx, sink, ex, q, true, &mut sweep).await;
+                }
+                if let Some(q) = &mut sub.replies {
+                    drain(ctx, sink, ex, q, false, &mut sweep).await;
                 }
                 if let Sink::Core = sink {
                     // The server has processed everything before the marker.
@@ -1217,12 +1220,13 @@ async fn export_run<T: Serialize + DeserializeOwned + Send + Sync + 'static>(
             }
             r = recv_opt(&mut sub.exports), if !stopping && ex.has_room() => {
                 if let Some(q) = &mut sub.exports {
-                    stopping = export_batch(ctx, sink, ex, q, r).await;
+                    stopping = export_batch(ctx, sink, ex, q, true, r).await;
                 }
             }
-            r = recv_opt(&mut sub.replies), if !stopping && ex.has_room() => {
+            // Replies go by core NATS in either mode: no JetStream window.
+            r = recv_opt(&mut sub.replies), if !stopping => {
                 if let Some(q) = &mut sub.replies {
-                    stopping = export_batch(ctx, sink, ex, q, r).await;
+                    stopping = export_batch(ctx, sink, ex, q, false, r).await;
                 }
             }
         }
@@ -1261,19 +1265,23 @@ async fn recv_opt<T: Send + Sync + 'static>(
 }
 
 /// Exports what `q` holds now (not what publishers add meanwhile, or it
-/// could chase them for ever), waiting for room in the JetStream window.
+/// could chase them for ever); `windowed`: waiting for room in the
+/// JetStream window (not for replies, which go by core NATS).
 async fn drain<T: Serialize + DeserializeOwned + Send + Sync + 'static>(
     ctx: &Ctx<T>,
     sink: &Sink,
     ex: &mut Exporter<T>,
     q: &mut Subscription<T>,
+    windowed: bool,
     sweep: &mut tokio::time::Interval,
 ) {
     for _ in 0..q.len() {
         match q.try_recv() {
             Ok(Some(env)) => {
                 ex.busy = true;
-                ex.make_room(ctx, sink, sweep).await;
+                if windowed {
+                    ex.make_room(ctx, sink, sweep).await;
+                }
                 export_one(ctx, sink, &env, ex).await;
                 ex.busy = false;
             }
@@ -1287,12 +1295,14 @@ async fn drain<T: Serialize + DeserializeOwned + Send + Sync + 'static>(
 }
 
 /// Exports `first` and whatever else `q` holds already (up to a batch),
-/// without another `select!`. Returns whether the bus is closed.
+/// without another `select!`; `windowed`: while the JetStream window has
+/// room. Returns whether the bus is closed.
 async fn export_batch<T: Serialize + DeserializeOwned + Send + Sync + 'static>(
     ctx: &Ctx<T>,
     sink: &Sink,
     ex: &mut Exporter<T>,
     q: &mut Subscription<T>,
+    windowed: bool,
     first: Result<Arc<Envelope<T>>, RecvError>,
 ) -> bool {
     let mut next = first.map(Some);
@@ -1312,7 +1322,7 @@ async fn export_batch<T: Serialize + DeserializeOwned + Send + Sync + 'static>(
         }
         taken += 1;
         // Checked before taking the next one, which must not be dropped.
-        if taken == EXPORT_BATCH || !ex.has_room() {
+        if taken == EXPORT_BATCH || (windowed && !ex.has_room()) {
             return false;
         }
         next = q.try_recv();

@@ -488,3 +488,64 @@ async fn an_import_that_cannot_be_set_up_names_the_server_and_consumer() {
         "{e}"
     );
 }
+
+/// Replies to requests from elsewhere go by core NATS even in JetStream
+/// mode, so they do not wait for room in the JetStream publish window: with
+/// the window held by an export that cannot be stored (no stream takes its
+/// subject, so it is retried for ever), a request is still answered (the
+/// reply waited for the window for ever).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reply_does_not_wait_for_a_full_jetstream_window() {
+    let srv = server();
+    let responder: Bus<Ev> = Bus::new();
+    let mut requests = responder.subscribe("rpc.>").unwrap();
+    let tr = NatsTransport::connect(
+        &responder,
+        NatsConfig::new(srv.url())
+            .import("rpc.>")
+            .export("ev.>")
+            .jetstream(JetStreamConfig {
+                // Only the requests' subject is stored: `ev.stuck` never is.
+                subjects: vec!["rpc.>".into()],
+                max_in_flight: 1,
+                ..js("responder")
+            }),
+    )
+    .await
+    .unwrap();
+    responder.publish_to("ev.stuck", ev(1, 0)).await.unwrap();
+    eventually("the export retried", || tr.stats().retried >= 1).await;
+
+    let asker: Bus<Ev> = Bus::new();
+    let ta = NatsTransport::connect(
+        &asker,
+        NatsConfig::new(srv.url())
+            .export("rpc.>")
+            .jetstream(js("asker")),
+    )
+    .await
+    .unwrap();
+    let answer = tokio::spawn(async move {
+        let req = requests.recv().await.unwrap();
+        responder
+            .reply(&req, ev(2, req.payload.n))
+            .await
+            .expect("reply");
+        responder
+    });
+    // A guard against hanging, not a timing assertion.
+    let reply = asker
+        .request("rpc.echo", ev(3, 7), Duration::from_secs(30))
+        .await;
+    let s = tr.stats();
+    assert!(reply.is_ok(), "no reply: {reply:?}; responder stats {s:?}");
+    assert_eq!(reply.unwrap().payload.n, 7);
+    // The reply counts as exported and (core NATS) acked; the stuck event not.
+    assert_eq!(
+        (s.exported, s.acked),
+        (2, 1),
+        "the stuck export is still unacknowledged: {s:?}"
+    );
+    answer.await.unwrap();
+    drop(ta);
+}
