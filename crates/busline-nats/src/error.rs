@@ -96,9 +96,10 @@ pub enum NatsError {
     Shutdown,
     /// [`shutdown`](crate::NatsTransport::shutdown) reached its deadline
     /// (see [`NatsConfig::shutdown_timeout`](crate::NatsConfig::shutdown_timeout))
-    /// with events still unacknowledged, the server away: it gave up on them.
+    /// with events it could not hand over (JetStream: unacknowledged; core:
+    /// not yet taken by the client), the server away: it gave up on them.
     #[error(
-        "shutdown gave up after {waited:?}: {abandoned} events not acknowledged by {server} \
+        "shutdown gave up after {waited:?}: {abandoned} events not handed over to {server} \
          (counted in `abandoned`; JetStream may hold some of them)"
     )]
     ShutdownTimedOut {

@@ -518,10 +518,18 @@ impl<T> NatsTransport<T> {
     /// subscriber here (their `Receipt` says so).
     ///
     /// It ends by [`NatsConfig::shutdown_timeout`] (default 30 s) even with
-    /// the server away. Past it, it gives up. On JetStream that is
-    /// [`NatsError::ShutdownTimedOut`], counting the unacknowledged events
-    /// as `abandoned`; on core NATS, [`NatsError::FlushTimedOut`] (what the
-    /// client still held may be lost: at-most-once).
+    /// the server away, plus at most a second for the server's final
+    /// confirmation. Past the deadline it gives up:
+    /// - events the exporter still held (JetStream: unacknowledged; core:
+    ///   not yet taken by the client, whose buffer was full) are counted as
+    ///   `abandoned` and it returns [`NatsError::ShutdownTimedOut`];
+    /// - with none held but the server not confirming what was sent, it
+    ///   returns [`NatsError::FlushTimedOut`] (on core NATS what the client
+    ///   still had may be lost: at-most-once).
+    ///
+    /// Dropping the transport, or this future, stops everything at once
+    /// without counting (the bus counts what the exporter's queue held as
+    /// discarded).
     pub async fn shutdown(mut self) -> Result<TransportStats, NatsError> {
         let waited = self.shutdown_timeout;
         let deadline = tokio::time::Instant::now() + waited;
@@ -539,15 +547,17 @@ impl<T> NatsTransport<T> {
         let _ = self.stop.send(true);
         let before = self.counters.abandoned.load(Ordering::Relaxed);
         let mut gave_up = false;
-        if let Some(mut ex) = self.exporter.take() {
-            if tokio::time::timeout_at(deadline, &mut ex).await.is_err() {
+        // Left in place (not taken): if this future is dropped, dropping
+        // the transport aborts the exporter.
+        if let Some(ex) = self.exporter.as_mut() {
+            if tokio::time::timeout_at(deadline, &mut *ex).await.is_err() {
                 self.give_up.notify_one();
                 let _ = ex.await;
                 gave_up = true;
             }
         }
-        for mut t in self.tasks.drain(..) {
-            if tokio::time::timeout_at(deadline, &mut t).await.is_err() {
+        for t in self.tasks.iter_mut() {
+            if tokio::time::timeout_at(deadline, &mut *t).await.is_err() {
                 t.abort();
             }
         }
@@ -555,7 +565,8 @@ impl<T> NatsTransport<T> {
         if abandoned > 0 {
             tracing::warn!(server = %self.server, abandoned, "nats shutdown abandoned events");
         }
-        if gave_up {
+        // Given up with nothing pending (a deadline of zero, say): not a failure.
+        if gave_up && abandoned > 0 {
             return Err(NatsError::ShutdownTimedOut {
                 server: self.server.clone(),
                 waited,
@@ -566,7 +577,11 @@ impl<T> NatsTransport<T> {
         if self.flush_tx.is_some() {
             // The server has processed everything before the marker (core
             // publishes, and replies, which go by core NATS in either mode).
-            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            // At least a moment for it, so a deadline used up by the
+            // exporter does not fail a shutdown that lost nothing.
+            let left = deadline
+                .saturating_duration_since(tokio::time::Instant::now())
+                .max(FINAL_CONFIRMATION);
             if let Err(reason) = round_trip(&self.client, left).await {
                 return Err(NatsError::FlushTimedOut {
                     server: self.server.clone(),
@@ -583,7 +598,8 @@ impl<T> NatsTransport<T> {
 impl<T> Drop for NatsTransport<T> {
     fn drop(&mut self) {
         let _ = self.stop.send(true);
-        for t in &self.tasks {
+        self.give_up.notify_one();
+        for t in self.tasks.iter().chain(&self.exporter) {
             t.abort();
         }
     }
@@ -595,24 +611,34 @@ impl<T> Drop for NatsTransport<T> {
 /// How long a core NATS flush waits for the server's confirmation.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// The least time shutdown gives the server to confirm what was sent, even
+/// past its deadline.
+const FINAL_CONFIRMATION: Duration = Duration::from_secs(1);
+
 /// Where a flush learns its outcome.
 type FlushWaiter = oneshot::Sender<Result<(), NatsError>>;
 
 async fn round_trip(client: &async_nats::Client, timeout: Duration) -> Result<(), String> {
-    let inbox = client.new_inbox();
-    let mut sub = client
-        .subscribe(inbox.clone())
+    // All of it under the timeout: while the client reconnects, sending
+    // the subscribe and the marker waits for room in its full buffer too.
+    let trip = async {
+        let inbox = client.new_inbox();
+        let mut sub = client
+            .subscribe(inbox.clone())
+            .await
+            .map_err(|e| e.to_string())?;
+        client
+            .publish(inbox, bytes::Bytes::new())
+            .await
+            .map_err(|e| e.to_string())?;
+        match sub.next().await {
+            Some(_) => Ok(()),
+            None => Err("connection closed".to_string()),
+        }
+    };
+    tokio::time::timeout(timeout, trip)
         .await
-        .map_err(|e| e.to_string())?;
-    client
-        .publish(inbox, bytes::Bytes::new())
-        .await
-        .map_err(|e| e.to_string())?;
-    match tokio::time::timeout(timeout, sub.next()).await {
-        Ok(Some(_)) => Ok(()),
-        Ok(None) => Err("connection closed".into()),
-        Err(_) => Err(format!("no answer from the server within {timeout:?}")),
-    }
+        .unwrap_or_else(|_| Err(format!("no answer from the server within {timeout:?}")))
 }
 
 fn parse_patterns(ps: &[String], what: &str) -> Result<Vec<Pattern>, NatsError> {
@@ -1189,8 +1215,12 @@ async fn export_run<T: Serialize + DeserializeOwned + Send + Sync + 'static>(
                 // Everything handed to the exporter goes out; what lands
                 // between the last take and the unsubscribe is counted.
                 for (q, windowed) in [(&mut sub.exports, true), (&mut sub.replies, false)] {
-                    if let Some(mut s) = q.take() {
-                        drain(ctx, sink, ex, &mut s, windowed, &mut sweep).await;
+                    // Drained in place: if shutdown gives up meanwhile, what
+                    // is still queued is counted there (not dropped with a local).
+                    if let Some(s) = q.as_mut() {
+                        drain(ctx, sink, ex, s, windowed, &mut sweep).await;
+                    }
+                    if let Some(s) = q.take() {
                         let late = s.unsubscribe();
                         ctx.counters.abandoned.fetch_add(late, Ordering::Relaxed);
                     }

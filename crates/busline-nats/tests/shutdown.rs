@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use busline::Bus;
-use busline_nats::{NatsConfig, NatsError, NatsTransport};
+use busline_nats::{ConnState, JetStreamConfig, NatsConfig, NatsError, NatsTransport};
 use common::*;
 use futures::StreamExt;
 
@@ -192,4 +192,162 @@ async fn core_shutdown_with_the_server_gone_ends_at_its_deadline() {
         matches!(r, Err(NatsError::FlushTimedOut { .. })),
         "expected FlushTimedOut, got {r:?}"
     );
+}
+
+async fn wait_disconnected(t: &NatsTransport<Ev>) {
+    let mut st = t.status();
+    tokio::time::timeout(Duration::from_secs(30), async {
+        while st.borrow_and_update().state != ConnState::Disconnected {
+            st.changed().await.unwrap();
+        }
+    })
+    .await
+    .expect("the transport notices the server is gone");
+}
+
+/// The JetStream window full and the server gone: what is still queued for
+/// the exporter when the deadline passes is counted too (it was dropped with
+/// the queue, uncounted, when the queue was being drained).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_still_queued_at_the_deadline_are_counted() {
+    let mut srv = server();
+    let bus: Bus<Ev> = Bus::new();
+    let t = NatsTransport::connect(
+        &bus,
+        NatsConfig::new(srv.url())
+            .export("s.>")
+            .jetstream(JetStreamConfig {
+                max_in_flight: 4,
+                ..js("exp")
+            })
+            .shutdown_timeout(Duration::from_secs(2)),
+    )
+    .await
+    .unwrap();
+    for n in 0..10 {
+        bus.publish_to("s.x", ev(0, n)).await.unwrap();
+    }
+    t.flush().await.unwrap();
+    srv.kill();
+    let mut handed = 0;
+    for n in 10..60 {
+        handed += bus.publish_to("s.x", ev(0, n)).await.unwrap().subscribers as u64;
+    }
+    let r = tokio::time::timeout(Duration::from_secs(60), t.shutdown())
+        .await
+        .expect("shutdown ends by its deadline with the server gone");
+    match r {
+        Err(NatsError::ShutdownTimedOut {
+            abandoned, stats, ..
+        }) => {
+            assert_eq!(stats.acked, 10, "stats {stats:?}");
+            assert_eq!(abandoned, handed, "stats {stats:?}");
+        }
+        other => panic!("expected ShutdownTimedOut, got {other:?}"),
+    }
+}
+
+/// Core NATS with the server gone and the client's buffer full: shutdown
+/// ends by its deadline (the server's final confirmation waited for room in
+/// the full buffer for ever), and what the client never took is counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn core_shutdown_with_the_client_buffer_full_ends_and_counts() {
+    for events in [64u64, 80] {
+        let mut srv = server();
+        let bus: Bus<Ev> = Bus::new();
+        let t = NatsTransport::connect(
+            &bus,
+            NatsConfig::new(srv.url())
+                .export("s.>")
+                .buffer(64)
+                .shutdown_timeout(Duration::from_secs(2)),
+        )
+        .await
+        .unwrap();
+        srv.kill();
+        wait_disconnected(&t).await;
+        let mut handed = 0;
+        for n in 0..events {
+            // The bus queue fills too once the client's is full.
+            match tokio::time::timeout(Duration::from_secs(2), bus.publish_to("s.x", ev(0, n)))
+                .await
+            {
+                Ok(r) => handed += r.unwrap().subscribers as u64,
+                Err(_) => break,
+            }
+        }
+        let r = tokio::time::timeout(Duration::from_secs(60), t.shutdown())
+            .await
+            .expect("shutdown ends by its deadline with the server gone");
+        match r {
+            // The client took everything: only the confirmation is missing.
+            Err(NatsError::FlushTimedOut { .. }) => {}
+            Err(NatsError::ShutdownTimedOut {
+                abandoned, stats, ..
+            }) => assert_eq!(
+                stats.acked + abandoned,
+                handed,
+                "{events} events: every one taken by the client or counted; stats {stats:?}"
+            ),
+            other => panic!("{events} events: expected a timeout error, got {other:?}"),
+        }
+    }
+}
+
+/// Dropping the transport, or a shutdown future, stops its exporter at once
+/// (it went on for ever, holding its bus queue, once shutdown's exporter had
+/// its own handle).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_transport_or_shutdown_leaves_no_exporter_behind() {
+    for cancel_shutdown in [false, true] {
+        let mut srv = server();
+        let bus: Bus<Ev> = Bus::new();
+        let t = NatsTransport::connect(
+            &bus,
+            NatsConfig::new(srv.url())
+                .export("s.>")
+                .jetstream(JetStreamConfig {
+                    max_in_flight: 1,
+                    ..js("exp")
+                }),
+        )
+        .await
+        .unwrap();
+        srv.kill();
+        for n in 0..5 {
+            bus.publish_to("s.x", ev(0, n)).await.unwrap();
+        }
+        if cancel_shutdown {
+            let r = tokio::time::timeout(Duration::from_millis(500), t.shutdown()).await;
+            assert!(r.is_err(), "the default 30 s deadline: still running");
+        } else {
+            drop(t);
+        }
+        eventually("the exporter's queue is gone", || {
+            bus.stats().subscribers.is_empty()
+        })
+        .await;
+    }
+}
+
+/// A deadline of zero on an idle transport is not a failure (it gave up at
+/// random before the exporter had seen the stop, or before the server
+/// confirmed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_zero_deadline_on_an_idle_transport_succeeds() {
+    let srv = server();
+    for i in 0..10 {
+        let bus: Bus<Ev> = Bus::new();
+        let mut cfg = NatsConfig::new(srv.url())
+            .export("s.>")
+            .shutdown_timeout(Duration::ZERO);
+        if i % 2 == 0 {
+            cfg = cfg.jetstream(js("exp"));
+        }
+        let t = NatsTransport::connect(&bus, cfg).await.unwrap();
+        let r = tokio::time::timeout(Duration::from_secs(30), t.shutdown())
+            .await
+            .expect("returns");
+        assert!(r.is_ok(), "run {i}: {r:?}");
+    }
 }
