@@ -14,7 +14,7 @@
 //! | --- | --- |
 //! | `v` | envelope format version, `1` |
 //! | `id` | the event id (core NATS, where there is no `Nats-Msg-Id`) |
-//! | `ts` | publish time, nanoseconds since the Unix epoch |
+//! | `ts` | publish time, nanoseconds since the Unix epoch (an event timed before 1970 or after 2554 is refused: the exporter counts it as `rejected`) |
 //! | `ct` | payload codec: `json` or `postcard` |
 //! | `ty` | the Rust type name of the payload |
 //! | `src` | the publishing module, if any |
@@ -43,8 +43,12 @@
 //! A receiver decodes by the message's `ct`, so processes that chose
 //! different codecs still understand each other. A message without a
 //! `Busline` header (e.g. from a plain NATS client) is decoded with the
-//! receiver's own codec, stamped with the time it arrived, and gets a fresh
-//! id unless it carries `Nats-Msg-Id`.
+//! receiver's own codec and stamped with the time it arrived. Its id comes
+//! from its `Nats-Msg-Id`: the id itself if it is 32 hex digits, otherwise
+//! one made from that string (the same each time, so de-duplication still
+//! works). Without one, a JetStream import gives it an id made from its
+//! stream, the time the server stored it and its sequence, the same at every
+//! redelivery; a core NATS message gets a fresh id.
 //!
 //! ```
 //! use busline::{Bus, Message};
@@ -307,11 +311,18 @@ impl Encoder {
             detail,
         };
         let payload = self.codec.encode(&env.payload).map_err(&bad)?;
+        // Refused, not clamped: a time `ts` cannot hold would arrive as another.
         let nanos = env
             .timestamp
             .duration_since(UNIX_EPOCH)
-            .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
-            .unwrap_or(0);
+            .ok()
+            .and_then(|d| u64::try_from(d.as_nanos()).ok())
+            .ok_or_else(|| {
+                bad(format!(
+                    "timestamp {:?} is outside 1970 to 2554 (what `ts` holds)",
+                    env.timestamp
+                ))
+            })?;
         // One allocation, sized for everything below (escaping aside).
         let cap = "v=1;ts=".len()
             + 20
@@ -441,10 +452,11 @@ pub fn decode<T: DeserializeOwned>(
     let id_of = |name: &str, s: &str| {
         EventId::parse(s).ok_or_else(|| bad(format!("{name} `{s}` is not an event id")))
     };
+    // Any string is a valid `Nats-Msg-Id` (a plain client's own ids): one
+    // that is not an event id stands for the id made from it.
     let mut id = h
         .get(NATS_MESSAGE_ID)
-        .map(|v| id_of("Nats-Msg-Id", v.as_str()))
-        .transpose()?;
+        .map(|v| EventId::parse(v.as_str()).unwrap_or_else(|| id_from(v.as_str())));
     let (mut codec, mut timestamp, mut source, mut corr, mut cause, mut reply) =
         (default_codec, None, None, None, None, None);
     let mut order: Option<Vec<String>> = None;
@@ -545,6 +557,21 @@ pub fn decode<T: DeserializeOwned>(
         user,
         payload,
     ))
+}
+
+/// A 128-bit id made from any string (two FNV-1a hashes).
+fn id_from(s: &str) -> EventId {
+    let fnv = |seed: u64| {
+        let mut h = seed;
+        for b in s.bytes() {
+            h ^= b as u64;
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        h
+    };
+    EventId::from_u128(
+        ((fnv(0xcbf2_9ce4_8422_2325) as u128) << 64) | fnv(0x6c62_272e_07bb_0142) as u128,
+    )
 }
 
 fn fresh_id() -> EventId {

@@ -201,6 +201,10 @@ impl<T> NatsConfig<T> {
     }
 
     /// Brings NATS messages whose subject matches `pattern` onto the local bus.
+    /// A pattern another one covers (`o.b` beside `o.>`) adds nothing, so
+    /// each message comes once. Patterns that only partly overlap (`a.*`
+    /// and `*.b`) each deliver the messages they share: choose patterns
+    /// that do not.
     pub fn import(mut self, pattern: impl Into<String>) -> Self {
         self.imports.push(pattern.into());
         self

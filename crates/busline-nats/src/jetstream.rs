@@ -48,8 +48,11 @@
 //! Otherwise that memory is gone after a *process* restart, so live
 //! subscribers may see an event twice: at-least-once.
 //! A message the bus could not take for a reason that may pass (a failing
-//! [store](busline::Bus::persist)) is left for redelivery (negative ack),
-//! not dead-lettered. A shutdown does not wait for a full lossless
+//! [store](busline::Bus::persist)) is retried in place with backoff (up to
+//! a second apart), its ack deadline pushed back meanwhile, until it is
+//! delivered or the import stops: not dead-lettered, and the messages after
+//! it wait, so their order holds. (A negative ack would count as a
+//! delivery, and enough of them would dead-letter a good event.) A shutdown does not wait for a full lossless
 //! subscriber: the message it was delivering stays unacked and comes again.
 //!
 //! ## Dead letters
@@ -145,13 +148,43 @@ pub(crate) fn minimal_cover(patterns: &[String]) -> Vec<String> {
     out
 }
 
-/// Consumer name for an import pattern.
+/// Consumer name for an import pattern: one per pattern. The short form
+/// (`.` → `_`, `*` → `STAR`, `>` → `GT`) is kept where it names one
+/// pattern only (no `_` in it, no token `STAR` or `GT`); any other pattern is
+/// escaped byte by byte after a `__` no short form has.
 pub(crate) fn durable_name(prefix: &str, pattern: &str) -> String {
-    let p = pattern
-        .replace('.', "_")
-        .replace('*', "STAR")
-        .replace('>', "GT");
-    format!("{prefix}_{p}")
+    let short = pattern
+        .split('.')
+        .all(|t| !t.contains('_') && t != "STAR" && t != "GT");
+    if short {
+        let p = pattern
+            .replace('.', "_")
+            .replace('*', "STAR")
+            .replace('>', "GT");
+        return format!("{prefix}_{p}");
+    }
+    let mut s = format!("{prefix}__");
+    for b in pattern.bytes() {
+        if b.is_ascii_alphanumeric() || b == b'-' {
+            s.push(b as char);
+        } else {
+            s.push_str(&format!("_{b:02X}"));
+        }
+    }
+    s
+}
+
+/// A stable id for a JetStream message that carries none (a plain NATS
+/// client's): the same at every redelivery, so the import's dedup (and its
+/// seeding from the local stores) knows it again. From the stream, the time
+/// the server received the message and its sequence.
+fn stable_id(stream: &str, published_nanos: i128, seq: u64) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in stream.bytes().chain(published_nanos.to_le_bytes()) {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{h:016x}{seq:016x}")
 }
 
 pub(crate) async fn setup<T>(
@@ -537,27 +570,56 @@ where
             let exhausted = last;
             // Waiting for room on the bus must not hold up a shutdown: the
             // message is left unacked and comes again.
-            let outcome = tokio::select! {
-                _ = stop.changed() => break 'outer,
-                o = deliver(
-                    &ctx,
-                    msg.subject.as_str(),
-                    msg.headers.as_ref(),
-                    &msg.payload,
-                    Some(&mut dedup),
-                    exhausted.then_some(delivered - 1),
-                ) => o,
-            };
-            let outcome = match outcome {
-                Delivered::Retry(reason) if exhausted => Delivered::Dead(reason),
-                Delivered::Retry(reason) => {
-                    tracing::warn!(subject = %msg.subject, %reason, "not delivered; it will come again");
-                    let _ = msg
-                        .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
-                        .await;
-                    continue;
+            // A message without an id of its own gets a stable one.
+            let derived;
+            let headers = match (msg.headers.as_ref(), msg.info()) {
+                (h, Ok(info))
+                    if h.and_then(|h| h.get(async_nats::header::NATS_MESSAGE_ID))
+                        .is_none() =>
+                {
+                    let mut h = h.cloned().unwrap_or_default();
+                    h.insert(
+                        async_nats::header::NATS_MESSAGE_ID,
+                        stable_id(
+                            info.stream,
+                            info.published.unix_timestamp_nanos(),
+                            info.stream_sequence,
+                        ),
+                    );
+                    derived = h;
+                    Some(&derived)
                 }
-                o => o,
+                (h, _) => h,
+            };
+            // A reason that may pass (a failing store) is retried here, the
+            // message kept with in-progress acks: a negative ack would count
+            // as a delivery, and enough of them would dead-letter it.
+            let mut tries = 0u32;
+            let outcome = loop {
+                let o = tokio::select! {
+                    _ = stop.changed() => break 'outer,
+                    o = deliver(
+                        &ctx,
+                        msg.subject.as_str(),
+                        headers,
+                        &msg.payload,
+                        Some(&mut dedup),
+                        exhausted.then_some(delivered - 1),
+                    ) => o,
+                };
+                match o {
+                    Delivered::Retry(reason) if exhausted => break Delivered::Dead(reason),
+                    Delivered::Retry(reason) => {
+                        tries += 1;
+                        tracing::warn!(subject = %msg.subject, %reason, tries, "not delivered; retrying");
+                        let _ = msg.ack_with(AckKind::Progress).await;
+                        tokio::select! {
+                            _ = stop.changed() => break 'outer,
+                            _ = tokio::time::sleep(backoff(tries)) => {}
+                        }
+                    }
+                    o => break o,
+                }
             };
             match outcome {
                 Delivered::Ok => {
@@ -696,5 +758,7 @@ mod tests {
             v(&["a.>", "c"])
         );
         assert_eq!(durable_name("d", "a.*.>"), "d_a_STAR_GT");
+        assert_ne!(durable_name("d", "a.b"), durable_name("d", "a_b"));
+        assert_ne!(durable_name("d", "a.*"), durable_name("d", "a.STAR"));
     }
 }

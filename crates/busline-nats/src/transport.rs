@@ -402,7 +402,9 @@ where
         }
         // Imports subscribe before `connect` returns, so a failure is a
         // startup error and nothing published after it is missed.
-        for pattern in &cfg.imports {
+        // Overlapping patterns would each deliver what they share (one
+        // consumer or subscription each): only those no other one covers.
+        for pattern in &jetstream::minimal_cover(&cfg.imports) {
             let ctx = ctx.clone();
             let pattern = pattern.clone();
             let sub_err = |pattern: String, detail: String| NatsError::ServerSubscribe {

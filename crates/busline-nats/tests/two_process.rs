@@ -103,6 +103,8 @@ async fn requests_answered_across_processes(jetstream: bool) {
         Some(format!("answered {requests}"))
     );
     assert!(child.wait().await.unwrap().success());
+    // Counted just after the reply reached the requester: wait for the count.
+    eventually("every reply counted", || t.stats().imported >= requests).await;
     assert_eq!(t.stats().imported, requests, "every reply delivered once");
     t.shutdown().await.unwrap();
 }
