@@ -2,15 +2,13 @@
 
 mod common;
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, UNIX_EPOCH};
 
-use busline::store::StoredEvents;
-use busline::{Bus, Envelope, EventId, EventStore, Message, StoreError};
+use busline::{Bus, EventId, EventStore, Message};
 use busline_nats::{JetStreamConfig, NatsConfig, NatsTransport};
 use common::*;
-use futures::future::BoxFuture;
 
 async fn jsctx(url: &str) -> async_nats::jetstream::Context {
     async_nats::jetstream::new(async_nats::connect(url).await.unwrap())
@@ -284,42 +282,6 @@ async fn a_consumer_deleted_while_importing_is_recreated() {
         tb.stats().import_duplicates == 1
     })
     .await;
-}
-
-/// A local store that fails its first `fail` appends.
-struct Flaky {
-    fail: AtomicU64,
-    end: AtomicU64,
-}
-
-impl EventStore<Ev> for Flaky {
-    fn append<'a>(&'a self, _env: &'a Envelope<Ev>) -> BoxFuture<'a, Result<u64, StoreError>> {
-        Box::pin(async move {
-            if self
-                .fail
-                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |f| f.checked_sub(1))
-                .is_ok()
-            {
-                return Err(StoreError::new("append", "transient: disk busy"));
-            }
-            Ok(self.end.fetch_add(1, Ordering::SeqCst))
-        })
-    }
-    fn end(&self) -> u64 {
-        self.end.load(Ordering::SeqCst)
-    }
-    fn read(&self, _from: u64, _to: u64) -> Result<StoredEvents<Ev>, StoreError> {
-        Ok(Box::new(std::iter::empty()))
-    }
-    fn offset_for_time(&self, _at: SystemTime) -> Result<u64, StoreError> {
-        Ok(self.end())
-    }
-    fn commit_offset<'a>(&'a self, _n: &'a str, _o: u64) -> BoxFuture<'a, Result<(), StoreError>> {
-        Box::pin(async { Ok(()) })
-    }
-    fn committed_offset(&self, _n: &str) -> Result<Option<u64>, StoreError> {
-        Ok(None)
-    }
 }
 
 /// "a message the bus could not take for a reason that may pass (a

@@ -4,16 +4,14 @@
 
 mod common;
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use async_nats::jetstream;
-use busline::store::StoredEvents;
-use busline::{Bus, Envelope, EventStore, StoreError};
+use busline::{Bus, EventStore};
 use busline_nats::{JetStreamConfig, NatsConfig, NatsTransport};
 use common::*;
-use futures::future::BoxFuture;
 
 /// A dead letter that cannot be stored on the message's last delivery is
 /// retried in place (the server would not deliver the message again), and
@@ -179,44 +177,8 @@ async fn core_flush_fails_while_the_server_is_down() {
     );
 }
 
-/// A local store that fails its first `fail` appends (a transient error).
-struct Flaky {
-    fail: AtomicU64,
-    end: AtomicU64,
-}
-
-impl EventStore<Ev> for Flaky {
-    fn append<'a>(&'a self, _env: &'a Envelope<Ev>) -> BoxFuture<'a, Result<u64, StoreError>> {
-        Box::pin(async move {
-            if self
-                .fail
-                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |f| f.checked_sub(1))
-                .is_ok()
-            {
-                return Err(StoreError::new("append", "transient: disk busy"));
-            }
-            Ok(self.end.fetch_add(1, Ordering::SeqCst))
-        })
-    }
-    fn end(&self) -> u64 {
-        self.end.load(Ordering::SeqCst)
-    }
-    fn read(&self, _from: u64, _to: u64) -> Result<StoredEvents<Ev>, StoreError> {
-        Ok(Box::new(std::iter::empty()))
-    }
-    fn offset_for_time(&self, _at: SystemTime) -> Result<u64, StoreError> {
-        Ok(self.end())
-    }
-    fn commit_offset<'a>(&'a self, _n: &'a str, _o: u64) -> BoxFuture<'a, Result<(), StoreError>> {
-        Box::pin(async { Ok(()) })
-    }
-    fn committed_offset(&self, _n: &str) -> Result<Option<u64>, StoreError> {
-        Ok(None)
-    }
-}
-
-/// A transient local failure (the bus's durable store refused once) leaves
-/// the message for redelivery; it reaches the local subscribers.
+/// A transient local failure (the bus's durable store refused once) is
+/// retried, not dead-lettered; the message reaches the local subscribers.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_transient_local_store_error_means_redelivery_not_dead_letter() {
     let srv = server();

@@ -167,3 +167,52 @@ pub async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
     }
     panic!("{what}: not true within 30 s");
 }
+
+/// A local store that fails its first `fail` appends (a transient error,
+/// "disk busy"), then appends (it keeps nothing).
+pub struct Flaky {
+    pub fail: std::sync::atomic::AtomicU64,
+    pub end: std::sync::atomic::AtomicU64,
+}
+
+impl busline::EventStore<Ev> for Flaky {
+    fn append<'a>(
+        &'a self,
+        _env: &'a Envelope<Ev>,
+    ) -> futures::future::BoxFuture<'a, Result<u64, busline::StoreError>> {
+        use std::sync::atomic::Ordering::SeqCst;
+        Box::pin(async move {
+            if self
+                .fail
+                .fetch_update(SeqCst, SeqCst, |f| f.checked_sub(1))
+                .is_ok()
+            {
+                return Err(busline::StoreError::new("append", "transient: disk busy"));
+            }
+            Ok(self.end.fetch_add(1, SeqCst))
+        })
+    }
+    fn end(&self) -> u64 {
+        self.end.load(std::sync::atomic::Ordering::SeqCst)
+    }
+    fn read(
+        &self,
+        _from: u64,
+        _to: u64,
+    ) -> Result<busline::store::StoredEvents<Ev>, busline::StoreError> {
+        Ok(Box::new(std::iter::empty()))
+    }
+    fn offset_for_time(&self, _at: std::time::SystemTime) -> Result<u64, busline::StoreError> {
+        Ok(self.end())
+    }
+    fn commit_offset<'a>(
+        &'a self,
+        _n: &'a str,
+        _o: u64,
+    ) -> futures::future::BoxFuture<'a, Result<(), busline::StoreError>> {
+        Box::pin(async { Ok(()) })
+    }
+    fn committed_offset(&self, _n: &str) -> Result<Option<u64>, busline::StoreError> {
+        Ok(None)
+    }
+}
