@@ -90,7 +90,8 @@ pub struct JetStreamConfig {
     pub ack_timeout: Duration,
     /// Publishes in flight (awaiting their ack) at once.
     pub max_in_flight: usize,
-    /// Ids remembered by each import to drop redelivered duplicates locally.
+    /// Ids remembered per import pattern to drop redelivered duplicates
+    /// locally (the imports share one memory of this size times their number).
     pub dedup_window: usize,
 }
 
@@ -203,8 +204,9 @@ impl<T> NatsConfig<T> {
     /// Brings NATS messages whose subject matches `pattern` onto the local bus.
     /// A pattern another one covers (`o.b` beside `o.>`) adds nothing, so
     /// each message comes once. Patterns that only partly overlap (`a.*`
-    /// and `*.b`) each deliver the messages they share: choose patterns
-    /// that do not.
+    /// and `*.b`) each receive the messages they share; the imports share
+    /// one memory of delivered ids, so the second copy is dropped and
+    /// counted as `import_duplicates`.
     pub fn import(mut self, pattern: impl Into<String>) -> Self {
         self.imports.push(pattern.into());
         self

@@ -12,10 +12,17 @@
 
 use serde::de::DeserializeOwned;
 
-use crate::transport::{dead_headers, dead_subject, deliver, inc, next_or_stop, Ctx, Delivered};
+use crate::transport::{
+    dead_headers, dead_subject, deliver, inc, next_or_stop, Ctx, Delivered, SharedDedup,
+};
 
-pub(crate) async fn import_loop<T>(ctx: Ctx<T>, mut sub: async_nats::Subscriber)
-where
+/// `dedup`: shared by the transport's imports when there are several (a
+/// message two patterns match comes on each subscription).
+pub(crate) async fn import_loop<T>(
+    ctx: Ctx<T>,
+    mut sub: async_nats::Subscriber,
+    dedup: Option<SharedDedup>,
+) where
     T: DeserializeOwned + Send + Sync + 'static,
 {
     let mut stop = ctx.stop.clone();
@@ -29,7 +36,7 @@ where
                 msg.subject.as_str(),
                 msg.headers.as_ref(),
                 &msg.payload,
-                None,
+                dedup.as_deref(),
                 None,
             ) => o,
         };

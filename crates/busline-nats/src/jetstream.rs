@@ -108,7 +108,10 @@ use busline::Envelope;
 use crate::codec::{self, Codec};
 use crate::config::JetStreamConfig;
 use crate::error::NatsError;
-use crate::transport::{dead_headers, dead_subject, deliver, inc, Counters, Ctx, Dedup, Delivered};
+use crate::transport::{
+    dead_headers, dead_subject, deliver, inc, lock_dedup, Counters, Ctx, Dedup, Delivered,
+    SharedDedup,
+};
 
 /// A JetStream context with its settings.
 #[derive(Clone)]
@@ -477,12 +480,12 @@ const SEED_LIMIT: u64 = 10_000;
 async fn seed_from_stores<T: Send + Sync + 'static>(
     bus: &busline::Bus<T>,
     pattern: &str,
-    dedup: &mut Dedup,
+    dedup: &std::sync::Mutex<Dedup>,
 ) {
     let Ok(pattern) = busline::Pattern::new(pattern) else {
         return;
     };
-    let limit = SEED_LIMIT.min(dedup.capacity() as u64);
+    let limit = SEED_LIMIT.min(lock_dedup(dedup).capacity() as u64);
     if limit == 0 {
         return;
     }
@@ -506,7 +509,10 @@ async fn seed_from_stores<T: Send + Sync + 'static>(
         })
         .await;
         match read {
-            Ok(Ok(ids)) => ids.into_iter().for_each(|id| dedup.insert(id)),
+            Ok(Ok(ids)) => {
+                let mut d = lock_dedup(dedup);
+                ids.into_iter().for_each(|id| d.insert(id));
+            }
             Ok(Err(e)) => {
                 tracing::warn!(pattern = %pattern, error = %e, "cannot read the local store's newest events: an event stored before a restart but not acked may be stored again")
             }
@@ -518,14 +524,18 @@ async fn seed_from_stores<T: Send + Sync + 'static>(
 }
 
 /// One durable import: pulls, delivers to the bus, acks; reopens after errors.
-pub(crate) async fn import_loop<T>(ctx: Ctx<T>, js: Js, pattern: String, first: Opened)
-where
+pub(crate) async fn import_loop<T>(
+    ctx: Ctx<T>,
+    js: Js,
+    pattern: String,
+    first: Opened,
+    dedup: SharedDedup,
+) where
     T: Serialize + DeserializeOwned + Send + Sync + 'static,
 {
     let durable = durable_name(&js.cfg.durable, &pattern);
-    let mut dedup = Dedup::new(js.cfg.dedup_window);
     if let Some(bus) = ctx.bus.upgrade() {
-        seed_from_stores(&bus, &pattern, &mut dedup).await;
+        seed_from_stores(&bus, &pattern, &dedup).await;
     }
     let mut stop = ctx.stop.clone();
     let mut attempt = 0u32;
@@ -603,7 +613,7 @@ where
                         msg.subject.as_str(),
                         headers,
                         &msg.payload,
-                        Some(&mut dedup),
+                        Some(&dedup),
                         exhausted.then_some(delivered - 1),
                     ) => o,
                 };

@@ -403,8 +403,17 @@ where
         // Imports subscribe before `connect` returns, so a failure is a
         // startup error and nothing published after it is missed.
         // Overlapping patterns would each deliver what they share (one
-        // consumer or subscription each): only those no other one covers.
-        for pattern in &jetstream::minimal_cover(&cfg.imports) {
+        // consumer or subscription each): only those no other one covers,
+        // and one dedup for all, for patterns that partly overlap.
+        let patterns = jetstream::minimal_cover(&cfg.imports);
+        let window = match &js {
+            Some(j) => j.cfg.dedup_window,
+            None => CORE_OVERLAP_WINDOW,
+        };
+        let dedup: SharedDedup = Arc::new(std::sync::Mutex::new(Dedup::new(
+            window.saturating_mul(patterns.len()),
+        )));
+        for pattern in &patterns {
             let ctx = ctx.clone();
             let pattern = pattern.clone();
             let sub_err = |pattern: String, detail: String| NatsError::ServerSubscribe {
@@ -418,7 +427,9 @@ where
                         .subscribe(pattern.clone())
                         .await
                         .map_err(|e| sub_err(pattern.clone(), e.to_string()))?;
-                    tokio::spawn(crate::core::import_loop(ctx, sub))
+                    // One pattern: nothing to meet twice (core NATS never redelivers).
+                    let d = (patterns.len() > 1).then(|| dedup.clone());
+                    tokio::spawn(crate::core::import_loop(ctx, sub, d))
                 }
                 Some(j) => {
                     let durable = jetstream::durable_name(&j.cfg.durable, &pattern);
@@ -428,7 +439,13 @@ where
                             format!("JetStream consumer `{durable}`: {e}"),
                         )
                     })?;
-                    tokio::spawn(jetstream::import_loop(ctx, j.clone(), pattern, first))
+                    tokio::spawn(jetstream::import_loop(
+                        ctx,
+                        j.clone(),
+                        pattern,
+                        first,
+                        dedup.clone(),
+                    ))
                 }
             });
         }
@@ -612,6 +629,10 @@ impl<T> Drop for NatsTransport<T> {
 /// (`Client::flush` only waits for the socket write.)
 /// How long a core NATS flush waits for the server's confirmation.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Ids remembered per core NATS import pattern when there are several (to
+/// deliver once what partly overlapping patterns share).
+const CORE_OVERLAP_WINDOW: usize = 65_536;
 
 /// The least time shutdown gives the server to confirm what was sent, even
 /// past its deadline.
@@ -1504,8 +1525,16 @@ impl<K: std::hash::Hash + Eq + Clone> Dedup<K> {
         self.set.contains(key)
     }
     pub(crate) fn insert(&mut self, key: K) {
-        if self.cap == 0 || !self.set.insert(key.clone()) {
-            return;
+        self.claim(key);
+    }
+    /// Remembers `key` unless it is known: whether it was new (always true
+    /// with no window).
+    pub(crate) fn claim(&mut self, key: K) -> bool {
+        if self.cap == 0 {
+            return true;
+        }
+        if !self.set.insert(key.clone()) {
+            return false;
         }
         self.order.push_back(key);
         if self.order.len() > self.cap {
@@ -1513,7 +1542,23 @@ impl<K: std::hash::Hash + Eq + Clone> Dedup<K> {
                 self.set.remove(&old);
             }
         }
+        true
     }
+    /// Forgets a claimed `key` whose delivery failed (rare: a linear scan).
+    pub(crate) fn release(&mut self, key: &K) {
+        if self.set.remove(key) {
+            self.order.retain(|k| k != key);
+        }
+    }
+}
+
+/// Ids delivered by all of a transport's imports: a message two patterns
+/// both match (`a.*` and `*.b`) arrives on each, and goes to the bus once.
+pub(crate) type SharedDedup = Arc<std::sync::Mutex<Dedup>>;
+
+/// Locks a shared dedup (a panic elsewhere while it was held leaves it usable).
+pub(crate) fn lock_dedup(d: &std::sync::Mutex<Dedup>) -> std::sync::MutexGuard<'_, Dedup> {
+    d.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// The outcome of handing one NATS message to the bus.
@@ -1536,15 +1581,15 @@ pub(crate) async fn deliver<T: DeserializeOwned + Send + Sync + 'static>(
     subject: &str,
     headers: Option<&async_nats::HeaderMap>,
     payload: &[u8],
-    dedup: Option<&mut Dedup>,
+    dedup: Option<&std::sync::Mutex<Dedup>>,
     exhausted: Option<i64>,
 ) -> Delivered {
     let env = match codec::decode::<T>(subject, headers, payload, ctx.codec) {
         Ok(env) => env,
         Err(e) => return Delivered::Dead(e.to_string()),
     };
-    if let Some(d) = &dedup {
-        if d.contains(&env.id) {
+    if let Some(d) = dedup {
+        if lock_dedup(d).contains(&env.id) {
             inc(&ctx.counters.import_duplicates);
             return Delivered::Ok;
         }
@@ -1561,6 +1606,14 @@ pub(crate) async fn deliver<T: DeserializeOwned + Send + Sync + 'static>(
         return Delivered::Ok;
     }
     let id = env.id;
+    // Claimed before delivering, so another import holding the same
+    // message meanwhile counts it as a duplicate instead of delivering it.
+    if let Some(d) = dedup {
+        if !lock_dedup(d).claim(id) {
+            inc(&ctx.counters.import_duplicates);
+            return Delivered::Ok;
+        }
+    }
     let mut msg = Message::new(env.payload)
         .topic(env.topic.as_str())
         .id(env.id)
@@ -1581,12 +1634,13 @@ pub(crate) async fn deliver<T: DeserializeOwned + Send + Sync + 'static>(
     for (k, v) in env.headers {
         msg = msg.header(k, v);
     }
-    match bus.send(msg).await {
+    let sent = bus.send(msg).await;
+    if let (Err(_), Some(d)) = (&sent, dedup) {
+        lock_dedup(d).release(&id);
+    }
+    match sent {
         Ok(_) => {
             inc(&ctx.counters.imported);
-            if let Some(d) = dedup {
-                d.insert(id);
-            }
             Delivered::Ok
         }
         Err(busline::PublishError::Closed { .. }) => Delivered::BusGone,

@@ -322,3 +322,52 @@ async fn a_store_failing_for_a_while_does_not_dead_letter_good_events() {
         tb.stats()
     );
 }
+
+/// Patterns that partly overlap (`x.*` and `*.b`) both receive `x.b`: it
+/// reaches the bus once and the second copy is counted, on core NATS and on
+/// JetStream (each import had its own memory of delivered ids).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partly_overlapping_imports_deliver_a_shared_message_once() {
+    for jetstream in [false, true] {
+        let srv = server();
+        let b: Bus<Ev> = Bus::new();
+        let mut sub = b.subscriber(">").lossless(1000).subscribe().unwrap();
+        // A stream cannot hold subjects that overlap: name its subjects.
+        let js = |durable: &str| JetStreamConfig {
+            subjects: vec!["x.*".into(), "y.b".into()],
+            ..js(durable)
+        };
+        let mut cfg = NatsConfig::new(srv.url()).import("x.*").import("*.b");
+        if jetstream {
+            cfg = cfg.jetstream(js("imp"));
+        }
+        let tb = NatsTransport::connect(&b, cfg).await.unwrap();
+        let a: Bus<Ev> = Bus::new();
+        let mut cfg = NatsConfig::new(srv.url()).export("x.*").export("*.b");
+        if jetstream {
+            cfg = cfg.jetstream(js("exp"));
+        }
+        let ta = NatsTransport::connect(&a, cfg).await.unwrap();
+        a.publish_to("x.b", ev(0, 1)).await.unwrap(); // both patterns
+        a.publish_to("x.z", ev(0, 2)).await.unwrap(); // one
+        a.publish_to("y.b", ev(0, 3)).await.unwrap(); // the other
+        ta.flush().await.unwrap();
+        eventually("both copies of x.b seen", || {
+            let s = tb.stats();
+            s.imported + s.import_duplicates == 4
+        })
+        .await;
+        let s = tb.stats();
+        assert_eq!(
+            (s.imported, s.import_duplicates),
+            (3, 1),
+            "jetstream {jetstream}: {s:?}"
+        );
+        let mut got: Vec<u64> = Vec::new();
+        while let Ok(Some(e)) = sub.try_recv() {
+            got.push(e.payload.n);
+        }
+        got.sort();
+        assert_eq!(got, [1, 2, 3], "jetstream {jetstream}");
+    }
+}
