@@ -122,6 +122,15 @@ pub enum NatsError {
         /// What the round trip reported.
         reason: String,
     },
+    /// A core NATS flush: the connection was lost and re-established since
+    /// events it covers were handed to the client; some may be lost.
+    #[error("core nats flush to {server}: the connection was re-established since {sent} events were sent; some may be lost (at-most-once)")]
+    Reconnected {
+        /// The server.
+        server: String,
+        /// Events handed to the client since the previous flush.
+        sent: u64,
+    },
     /// The local bus was closed.
     #[error("the local bus is closed")]
     BusClosed,

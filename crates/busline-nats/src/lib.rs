@@ -83,7 +83,12 @@
 //! acknowledged, even though busline did everything right. Configure the
 //! server with `jetstream { sync_interval: always }`, or a replicated stream,
 //! when that matters. Killing only the `nats-server` process loses nothing
-//! acknowledged (tested: `tests/faults.rs`).
+//! acknowledged (tested: `tests/faults.rs`), with file storage (the
+//! default). A memory stream (`file_storage: false`) is gone when its server
+//! restarts, with everything acknowledged in it; the transport creates its
+//! stream only when it connects, so after such a restart its exports are
+//! retried until the stream exists again (created by another process, or
+//! by reconnecting this one).
 //!
 //! # Backpressure and reconnects
 //!

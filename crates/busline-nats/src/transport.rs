@@ -514,7 +514,11 @@ impl<T> NatsTransport<T> {
 
     /// Waits until every event published on the bus before this call and
     /// matching an export is settled: acknowledged by JetStream (or, on core
-    /// NATS, processed by the server), or rejected and counted. On JetStream,
+    /// NATS, processed by the server), or rejected and counted. On core NATS,
+    /// if the connection was lost and re-established since the first event
+    /// this flush covers was handed to the client, it fails with
+    /// [`NatsError::Reconnected`]: what was in the lost connection's buffers
+    /// may be gone (at-most-once), and nothing else reports it. On JetStream,
     /// while the server is away this waits for it; on core NATS it fails with
     /// [`NatsError::FlushTimedOut`] when the server has not confirmed within
     /// 30 seconds (what was sent meanwhile may be lost: at-most-once).
@@ -903,6 +907,7 @@ async fn options<T: Send + Sync + 'static>(
     events: mpsc::UnboundedSender<StatusEvent>,
 ) -> Result<async_nats::ConnectOptions, NatsError> {
     let server = cfg.server.clone();
+    let initial = Arc::new(std::sync::atomic::AtomicBool::new(true));
     let o = credentials(&server, &cfg.auth, &cfg.tls).await?;
     let o = o
         .name(&cfg.name)
@@ -916,13 +921,16 @@ async fn options<T: Send + Sync + 'static>(
             let status = status.clone();
             let events = events.clone();
             let server = server.clone();
-            async move { on_event(ev, &server, &status, &events) }
+            let first =
+                matches!(ev, async_nats::Event::Connected) && initial.swap(false, Ordering::SeqCst);
+            async move { on_event(ev, first, &server, &status, &events) }
         });
     Ok(o)
 }
 
 fn on_event(
     ev: async_nats::Event,
+    first: bool,
     server: &str,
     status: &watch::Sender<Status>,
     events: &mpsc::UnboundedSender<StatusEvent>,
@@ -943,7 +951,9 @@ fn on_event(
         let before = s.clone();
         let se = match ev {
             E::Connected => {
-                if s.state == ConnState::Disconnected {
+                // The initial connection's event may come before or after
+                // `connect` marked the state connected: it is no reconnect.
+                if s.state == ConnState::Disconnected && !first {
                     s.reconnects += 1;
                 }
                 s.state = ConnState::Connected;
@@ -1059,6 +1069,11 @@ struct Exporter<T> {
     generation: u64,
     /// An event taken off the bus queue and not yet sent (or settled).
     busy: bool,
+    /// Core publishes handed to the client since the last flush, and the
+    /// client's connection count before the first of them: a flush that
+    /// finds another connection cannot vouch for them.
+    core_sent: u64,
+    core_connects: u64,
 }
 
 impl<T: Serialize + Send + Sync + 'static> Exporter<T> {
@@ -1181,6 +1196,8 @@ async fn export_loop<T: Serialize + DeserializeOwned + Send + Sync + 'static>(
         // be at or below the first sweeps' cutoff) wait a full ack timeout too.
         generation: SWEEPS_PER_ACK_TIMEOUT as u64 + 1,
         busy: false,
+        core_sent: 0,
+        core_connects: 0,
     };
     let gave_up = {
         let run = export_run(&ctx, &mut sub, &sink, &mut ex, flush_rx, sweep);
@@ -1265,6 +1282,16 @@ async fn export_run<T: Serialize + DeserializeOwned + Send + Sync + 'static>(
                             server: ctx.server.clone(),
                             waited: FLUSH_TIMEOUT,
                             reason: e,
+                        }));
+                        continue;
+                    }
+                    let connects = ctx.client.statistics().connects.load(Ordering::SeqCst);
+                    let sent = std::mem::take(&mut ex.core_sent);
+                    if sent > 0 && connects != ex.core_connects {
+                        tracing::warn!(sent, "core nats flush after a reconnect: events sent before it may be lost");
+                        let _ = w.send(Err(NatsError::Reconnected {
+                            server: ctx.server.clone(),
+                            sent,
                         }));
                         continue;
                     }
@@ -1457,6 +1484,8 @@ async fn export_one<T: Serialize + DeserializeOwned + Send + Sync + 'static>(
             }
         }
         _ => {
+            // Read before the hand-off: a connection lost after it changes the count.
+            let connects = ctx.client.statistics().connects.load(Ordering::SeqCst);
             // Waits while the client's buffer is full (backpressure, also
             // during a reconnect); fails only once the client is closed.
             match ctx
@@ -1468,7 +1497,13 @@ async fn export_one<T: Serialize + DeserializeOwned + Send + Sync + 'static>(
                 )
                 .await
             {
-                Ok(()) => inc(&c.acked),
+                Ok(()) => {
+                    inc(&c.acked);
+                    if ex.core_sent == 0 {
+                        ex.core_connects = connects;
+                    }
+                    ex.core_sent += 1;
+                }
                 Err(e) => {
                     inc(&c.rejected);
                     tracing::error!(error = %e, "core nats publish failed");

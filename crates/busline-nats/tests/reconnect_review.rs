@@ -1,0 +1,169 @@
+//! Review of the reconnect promises: core flush across a reconnect, status
+//! events and `reconnects` across several restarts.
+
+mod common;
+
+use std::time::Duration;
+
+use busline::Bus;
+use busline_nats::{ConnState, NatsConfig, NatsTransport, StatusEvent};
+use common::*;
+
+/// Core NATS: `flush()` documents "waits until every event published on the
+/// bus before this call ... is settled: ... on core NATS, processed by the
+/// server", failing with `FlushTimedOut` otherwise. A witness stream on the
+/// server stores every message it processes on `k.>`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn core_flush_ok_across_a_reconnect_means_the_server_processed_everything() {
+    let mut srv = server();
+    let url = srv.url();
+    let nc = async_nats::connect(&url).await.unwrap();
+    let jsx = async_nats::jetstream::new(nc.clone());
+    jsx.create_stream(async_nats::jetstream::stream::Config {
+        name: "WITNESS".into(),
+        subjects: vec!["k.>".into()],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let a: Bus<Ev> = Bus::new();
+    let ta = NatsTransport::connect(&a, NatsConfig::new(&url).export("k.>").core())
+        .await
+        .unwrap();
+    let n = 20_000u64;
+    let a2 = a.clone();
+    let publisher = tokio::spawn(async move {
+        for i in 0..n {
+            a2.publish_to("k.x", ev(0, i)).await.unwrap();
+        }
+    });
+    eventually("half handed to the client", || ta.stats().acked >= n / 2).await;
+    srv.kill();
+    srv.restart().unwrap();
+    tokio::time::timeout(Duration::from_secs(120), publisher)
+        .await
+        .expect("publisher finished")
+        .unwrap();
+    let flushed = tokio::time::timeout(Duration::from_secs(120), ta.flush())
+        .await
+        .expect("flush ends");
+    let st = ta.stats();
+    let stored = tokio::time::timeout(Duration::from_secs(30), stream_messages(&jsx, "WITNESS"))
+        .await
+        .expect("stream info");
+    eprintln!(
+        "flush: {flushed:?}; witness stored {stored} of {n}; stats {st:?}; status {:?}",
+        *ta.status().borrow()
+    );
+    if flushed.is_ok() {
+        assert_eq!(
+            stored, n,
+            "flush() returned Ok after a reconnect, but the server only processed {stored} of {n} \
+             events; nothing counts the rest: {st:?}"
+        );
+    }
+}
+
+fn status_ev(se: &StatusEvent) -> Option<Ev> {
+    Some(Ev {
+        publisher: 0,
+        n: 0,
+        body: se.topic().to_string(),
+    })
+}
+
+/// Three kill/restart cycles: `reconnects` is 3, and the `$sys.nats.*`
+/// events are `disconnected, connected` three times, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_events_and_reconnects_across_three_restarts() {
+    let mut srv = server();
+    let url = srv.url();
+    let a: Bus<Ev> = Bus::new();
+    let mut sys = a
+        .subscriber("$sys.nats.>")
+        .lossless(10_000)
+        .subscribe()
+        .unwrap();
+    let ta = NatsTransport::connect(
+        &a,
+        NatsConfig::new(&url)
+            .export("k.>")
+            .core()
+            .status_events(status_ev),
+    )
+    .await
+    .unwrap();
+    let mut status = ta.status();
+    for i in 1..=3u64 {
+        srv.kill();
+        tokio::time::timeout(
+            Duration::from_secs(60),
+            status.wait_for(|s| s.state == ConnState::Disconnected),
+        )
+        .await
+        .expect("disconnected")
+        .unwrap();
+        srv.restart().unwrap();
+        tokio::time::timeout(
+            Duration::from_secs(60),
+            status.wait_for(|s| s.state == ConnState::Connected),
+        )
+        .await
+        .expect("connected")
+        .unwrap();
+        assert_eq!(status.borrow().reconnects, i, "{:?}", *status.borrow());
+    }
+    let _ = ta.shutdown().await;
+    let mut seen = Vec::new();
+    while let Ok(Some(e)) = sys.try_recv() {
+        if e.topic.as_str() != "$sys.nats.error" {
+            seen.push(
+                e.topic
+                    .as_str()
+                    .trim_start_matches("$sys.nats.")
+                    .to_string(),
+            );
+        }
+    }
+    let want = [
+        "connected",
+        "disconnected",
+        "connected",
+        "disconnected",
+        "connected",
+        "disconnected",
+        "connected",
+        "closed",
+    ];
+    assert_eq!(seen, want);
+}
+
+/// Right after `connect`, the initial connection is not a reconnect.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_initial_connection_is_not_counted_as_a_reconnect() {
+    let srv = server();
+    for round in 0..100 {
+        let a: Bus<Ev> = Bus::new();
+        let mut sys = a
+            .subscriber("$sys.nats.connected")
+            .lossless(16)
+            .subscribe()
+            .unwrap();
+        let ta = NatsTransport::connect(
+            &a,
+            NatsConfig::new(srv.url())
+                .export("k.>")
+                .core()
+                .status_events(status_ev),
+        )
+        .await
+        .unwrap();
+        tokio::time::timeout(Duration::from_secs(10), sys.recv())
+            .await
+            .expect("the initial connected event")
+            .unwrap();
+        let s = ta.status().borrow().clone();
+        assert_eq!(s.reconnects, 0, "round {round}: {s:?}");
+        drop(ta);
+    }
+}
