@@ -75,8 +75,8 @@ pub struct JetStreamConfig {
     /// How long the server remembers message ids to drop duplicates (`Nats-Msg-Id`).
     pub duplicate_window: Duration,
     /// File storage (durable) or memory. A memory stream, and everything
-    /// acknowledged in it, is gone when the server restarts; this transport
-    /// creates the stream only when it connects (see the crate docs).
+    /// acknowledged in it, is gone when the server restarts; the transport
+    /// then makes it again and goes on (see the crate docs).
     pub file_storage: bool,
     /// Maximum age of stored messages (zero = unlimited).
     pub max_age: Duration,

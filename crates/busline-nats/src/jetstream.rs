@@ -118,6 +118,20 @@ use crate::transport::{
 pub(crate) struct Js {
     pub context: Context,
     pub cfg: JetStreamConfig,
+    /// The streams `setup` made sure of: made again when one is found
+    /// missing (a memory stream after a server restart, one deleted).
+    pub streams: Arc<Vec<StreamConfig>>,
+}
+
+impl Js {
+    /// Creates whichever of this transport's streams is missing.
+    pub(crate) async fn ensure_streams(&self) {
+        for cfg in self.streams.iter() {
+            if let Err(e) = self.context.get_or_create_stream(cfg.clone()).await {
+                tracing::debug!(stream = %cfg.name, error = %e, "cannot create the stream again yet");
+            }
+        }
+    }
 }
 
 /// Whether every subject `inner` matches is matched by `outer`.
@@ -214,34 +228,35 @@ pub(crate) async fn setup<T>(
         server: ctx.server.clone(),
         detail: e,
     };
+    let mut streams = Vec::new();
     if !subjects.is_empty() {
-        context
-            .get_or_create_stream(StreamConfig {
-                name: cfg.stream.clone(),
-                subjects,
-                duplicate_window: cfg.duplicate_window,
-                storage,
-                max_age: cfg.max_age,
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| err(&cfg.stream, e.to_string()))?;
+        streams.push(StreamConfig {
+            name: cfg.stream.clone(),
+            subjects,
+            duplicate_window: cfg.duplicate_window,
+            storage,
+            max_age: cfg.max_age,
+            ..Default::default()
+        });
     }
     if !imports.is_empty() {
-        let dead = format!("{}_DEAD", cfg.stream);
+        streams.push(StreamConfig {
+            name: format!("{}_DEAD", cfg.stream),
+            subjects: vec![format!("{}.>", ctx.dead_prefix)],
+            storage,
+            ..Default::default()
+        });
+    }
+    for s in &streams {
         context
-            .get_or_create_stream(StreamConfig {
-                name: dead.clone(),
-                subjects: vec![format!("{}.>", ctx.dead_prefix)],
-                storage,
-                ..Default::default()
-            })
+            .get_or_create_stream(s.clone())
             .await
-            .map_err(|e| err(&dead, e.to_string()))?;
+            .map_err(|e| err(&s.name, e.to_string()))?;
     }
     Ok(Js {
         context,
         cfg: cfg.clone(),
+        streams: Arc::new(streams),
     })
 }
 
@@ -334,6 +349,7 @@ impl Js {
         failure: Option<String>,
     ) -> BoxFuture<'static, u64> {
         let context = self.context.clone();
+        let js = self.clone();
         Box::pin(async move {
             let mut failure = failure;
             let mut attempt = 0u32;
@@ -365,28 +381,34 @@ impl Js {
                     )
                     .await;
                 let (why, permanent) = match sent {
-                    Ok(ack) => match ack.await {
-                        Ok(ack) => {
-                            if ack.duplicate {
-                                inc(&c.publish_duplicates);
+                    Ok(ack) => {
+                        match ack.await {
+                            Ok(ack) => {
+                                if ack.duplicate {
+                                    inc(&c.publish_duplicates);
+                                }
+                                inc(&c.acked);
+                                return seq;
                             }
-                            inc(&c.acked);
-                            return seq;
-                        }
-                        // Over the stream's message size: sending it again
-                        // gets the same answer. Anything else (a missing
-                        // stream, full resources, limits with DiscardNew, a
-                        // timeout, a broken connection) may pass.
-                        Err(e) => {
-                            let permanent = std::error::Error::source(&e)
+                            // Over the stream's message size: sending it again
+                            // gets the same answer. Anything else (a missing
+                            // stream, full resources, limits with DiscardNew, a
+                            // timeout, a broken connection) may pass.
+                            Err(e) => {
+                                if e.kind() == async_nats::jetstream::context::PublishErrorKind::StreamNotFound {
+                                // Gone (a memory stream after a server restart): made again.
+                                js.ensure_streams().await;
+                            }
+                                let permanent = std::error::Error::source(&e)
                                 .and_then(|s| s.downcast_ref::<async_nats::jetstream::Error>())
                                 .is_some_and(|j| {
                                     j.error_code()
                                         == async_nats::jetstream::ErrorCode::STREAM_MESSAGE_EXCEEDS_MAXIMUM
                                 });
-                            (e.to_string(), permanent)
+                                (e.to_string(), permanent)
+                            }
                         }
-                    },
+                    }
                     Err(e) => (e.to_string(), false),
                 };
                 refused = if permanent { refused + 1 } else { 0 };
@@ -422,11 +444,18 @@ fn max_deliveries(cfg: &JetStreamConfig) -> Option<i64> {
 pub(crate) type Opened = (pull::Stream, i64);
 
 pub(crate) async fn open(js: &Js, durable: &str, pattern: &str) -> Result<Opened, String> {
-    let stream = js
-        .context
-        .get_stream(&js.cfg.stream)
-        .await
-        .map_err(|e| e.to_string())?;
+    let stream = match js.context.get_stream(&js.cfg.stream).await {
+        Ok(s) => s,
+        Err(e) => {
+            // Gone (a memory stream after a server restart): made again.
+            tracing::warn!(stream = %js.cfg.stream, error = %e, "stream missing; creating it again");
+            js.ensure_streams().await;
+            js.context
+                .get_stream(&js.cfg.stream)
+                .await
+                .map_err(|e| e.to_string())?
+        }
+    };
     let consumer = stream
         .get_or_create_consumer(
             durable,

@@ -85,10 +85,9 @@
 //! when that matters. Killing only the `nats-server` process loses nothing
 //! acknowledged (tested: `tests/faults.rs`), with file storage (the
 //! default). A memory stream (`file_storage: false`) is gone when its server
-//! restarts, with everything acknowledged in it; the transport creates its
-//! stream only when it connects, so after such a restart its exports are
-//! retried until the stream exists again (created by another process, or
-//! by reconnecting this one).
+//! restarts, with everything acknowledged in it; the transport then makes
+//! its streams again when an export or an import finds one missing, and
+//! goes on (tested: `tests/reconnect_review.rs`).
 //!
 //! # Backpressure and reconnects
 //!

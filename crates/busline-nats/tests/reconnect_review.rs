@@ -6,7 +6,7 @@ mod common;
 use std::time::Duration;
 
 use busline::Bus;
-use busline_nats::{ConnState, NatsConfig, NatsTransport, StatusEvent};
+use busline_nats::{ConnState, JetStreamConfig, NatsConfig, NatsTransport, StatusEvent};
 use common::*;
 
 /// Core NATS: `flush()` documents "waits until every event published on the
@@ -166,4 +166,63 @@ async fn the_initial_connection_is_not_counted_as_a_reconnect() {
         assert_eq!(s.reconnects, 0, "round {round}: {s:?}");
         drop(ta);
     }
+}
+
+/// A memory stream is gone when its server restarts (with what was
+/// acknowledged in it: documented). The exporter makes it again and its
+/// events are stored (it retried "no stream" for ever); an importer running
+/// across the restart, and one started after it, receive them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_memory_stream_lost_in_a_server_restart_is_made_again() {
+    let mut srv = server();
+    let url = srv.url();
+    let mem = |durable: &str| JetStreamConfig {
+        file_storage: false,
+        ..js(durable)
+    };
+    let a: Bus<Ev> = Bus::new();
+    let ta = NatsTransport::connect(
+        &a,
+        NatsConfig::new(&url).export("m.>").jetstream(mem("exp")),
+    )
+    .await
+    .unwrap();
+    // An importer running across the restart, and one started after it.
+    let b1: Bus<Ev> = Bus::new();
+    let mut sub1 = b1.subscriber("m.>").lossless(100).subscribe().unwrap();
+    let _tb1 = NatsTransport::connect(
+        &b1,
+        NatsConfig::new(&url).import("m.>").jetstream(mem("imp1")),
+    )
+    .await
+    .unwrap();
+    a.publish_to("m.x", ev(0, 1)).await.unwrap();
+    ta.flush().await.unwrap();
+    assert_eq!(recv_n(&mut sub1, 1).await[0].payload.n, 1);
+    srv.kill();
+    srv.restart().unwrap();
+    a.publish_to("m.x", ev(0, 2)).await.unwrap();
+    // A guard against hanging, not a timing assertion.
+    let flushed = tokio::time::timeout(Duration::from_secs(60), ta.flush()).await;
+    let st = ta.stats();
+    assert!(
+        matches!(flushed, Ok(Ok(()))),
+        "after the restart the exporter never got an ack again (flush: {flushed:?}); {st:?}"
+    );
+    assert_eq!(st.acked, 2, "{st:?}");
+    let b: Bus<Ev> = Bus::new();
+    let mut sub = b.subscriber("m.>").lossless(100).subscribe().unwrap();
+    let _tb = NatsTransport::connect(
+        &b,
+        NatsConfig::new(&url).import("m.>").jetstream(mem("imp")),
+    )
+    .await
+    .unwrap();
+    let got = recv_n(&mut sub, 1).await;
+    assert_eq!(got[0].payload.n, 2, "the event stored after the restart");
+    let got = recv_n(&mut sub1, 1).await;
+    assert_eq!(
+        got[0].payload.n, 2,
+        "the importer running across the restart"
+    );
 }
