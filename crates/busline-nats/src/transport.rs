@@ -198,6 +198,11 @@ pub(crate) struct Counters {
     pub dead_lettered: AtomicU64,
     pub dead_letters_lost: AtomicU64,
     pub abandoned: AtomicU64,
+    /// Core publishes handed to the client since the last confirmed flush,
+    /// and the client's connection count before the first of them: a
+    /// confirmation over another connection cannot vouch for them.
+    pub core_unconfirmed: AtomicU64,
+    pub core_connects_at: AtomicU64,
 }
 
 pub(crate) fn inc(c: &AtomicU64) {
@@ -550,6 +555,10 @@ impl<T> NatsTransport<T> {
     ///   returns [`NatsError::FlushTimedOut`] (on core NATS what the client
     ///   still had may be lost: at-most-once).
     ///
+    /// On core NATS, as with [`flush`](Self::flush), a connection lost and
+    /// re-established since events were last confirmed is
+    /// [`NatsError::Reconnected`]: some of them may be lost.
+    ///
     /// Dropping the transport, or this future, stops everything at once
     /// without counting (the bus counts what the exporter's queue held as
     /// discarded).
@@ -610,6 +619,17 @@ impl<T> NatsTransport<T> {
                     server: self.server.clone(),
                     waited,
                     reason,
+                });
+            }
+            // As in `flush`: a confirmation over another connection than
+            // the one core publishes went out on cannot vouch for them.
+            let c = &self.counters;
+            let sent = c.core_unconfirmed.swap(0, Ordering::SeqCst);
+            let connects = self.client.statistics().connects.load(Ordering::SeqCst);
+            if sent > 0 && connects != c.core_connects_at.load(Ordering::SeqCst) {
+                return Err(NatsError::Reconnected {
+                    server: self.server.clone(),
+                    sent,
                 });
             }
         }
@@ -1069,11 +1089,6 @@ struct Exporter<T> {
     generation: u64,
     /// An event taken off the bus queue and not yet sent (or settled).
     busy: bool,
-    /// Core publishes handed to the client since the last flush, and the
-    /// client's connection count before the first of them: a flush that
-    /// finds another connection cannot vouch for them.
-    core_sent: u64,
-    core_connects: u64,
 }
 
 impl<T: Serialize + Send + Sync + 'static> Exporter<T> {
@@ -1196,8 +1211,6 @@ async fn export_loop<T: Serialize + DeserializeOwned + Send + Sync + 'static>(
         // be at or below the first sweeps' cutoff) wait a full ack timeout too.
         generation: SWEEPS_PER_ACK_TIMEOUT as u64 + 1,
         busy: false,
-        core_sent: 0,
-        core_connects: 0,
     };
     let gave_up = {
         let run = export_run(&ctx, &mut sub, &sink, &mut ex, flush_rx, sweep);
@@ -1286,8 +1299,9 @@ async fn export_run<T: Serialize + DeserializeOwned + Send + Sync + 'static>(
                         continue;
                     }
                     let connects = ctx.client.statistics().connects.load(Ordering::SeqCst);
-                    let sent = std::mem::take(&mut ex.core_sent);
-                    if sent > 0 && connects != ex.core_connects {
+                    let c = &ctx.counters;
+                    let sent = c.core_unconfirmed.swap(0, Ordering::SeqCst);
+                    if sent > 0 && connects != c.core_connects_at.load(Ordering::SeqCst) {
                         tracing::warn!(sent, "core nats flush after a reconnect: events sent before it may be lost");
                         let _ = w.send(Err(NatsError::Reconnected {
                             server: ctx.server.clone(),
@@ -1499,10 +1513,10 @@ async fn export_one<T: Serialize + DeserializeOwned + Send + Sync + 'static>(
             {
                 Ok(()) => {
                     inc(&c.acked);
-                    if ex.core_sent == 0 {
-                        ex.core_connects = connects;
+                    if c.core_unconfirmed.load(Ordering::SeqCst) == 0 {
+                        c.core_connects_at.store(connects, Ordering::SeqCst);
                     }
-                    ex.core_sent += 1;
+                    c.core_unconfirmed.fetch_add(1, Ordering::SeqCst);
                 }
                 Err(e) => {
                     inc(&c.rejected);

@@ -15,6 +15,16 @@ use common::*;
 /// server stores every message it processes on `k.>`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn core_flush_ok_across_a_reconnect_means_the_server_processed_everything() {
+    core_confirmation_across_a_reconnect(false).await;
+}
+
+/// The same for shutdown's final confirmation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn core_shutdown_ok_across_a_reconnect_means_the_server_processed_everything() {
+    core_confirmation_across_a_reconnect(true).await;
+}
+
+async fn core_confirmation_across_a_reconnect(via_shutdown: bool) {
     let mut srv = server();
     let url = srv.url();
     let nc = async_nats::connect(&url).await.unwrap();
@@ -44,23 +54,30 @@ async fn core_flush_ok_across_a_reconnect_means_the_server_processed_everything(
         .await
         .expect("publisher finished")
         .unwrap();
-    let flushed = tokio::time::timeout(Duration::from_secs(120), ta.flush())
-        .await
-        .expect("flush ends");
-    let st = ta.stats();
+    // Guards against hanging, not timing assertions.
+    let confirmed = if via_shutdown {
+        tokio::time::timeout(Duration::from_secs(120), ta.shutdown())
+            .await
+            .expect("shutdown ends")
+            .map(|_| ())
+    } else {
+        tokio::time::timeout(Duration::from_secs(120), ta.flush())
+            .await
+            .expect("flush ends")
+    };
     let stored = tokio::time::timeout(Duration::from_secs(30), stream_messages(&jsx, "WITNESS"))
         .await
         .expect("stream info");
-    eprintln!(
-        "flush: {flushed:?}; witness stored {stored} of {n}; stats {st:?}; status {:?}",
-        *ta.status().borrow()
-    );
-    if flushed.is_ok() {
-        assert_eq!(
+    match confirmed {
+        Ok(()) => assert_eq!(
             stored, n,
-            "flush() returned Ok after a reconnect, but the server only processed {stored} of {n} \
-             events; nothing counts the rest: {st:?}"
-        );
+            "confirmed (shutdown: {via_shutdown}) after a reconnect, but the server only \
+             processed {stored} of {n} events and nothing counts the rest"
+        ),
+        Err(e) => assert!(
+            matches!(e, busline_nats::NatsError::Reconnected { .. }),
+            "shutdown: {via_shutdown}: {e:?}"
+        ),
     }
 }
 

@@ -221,14 +221,21 @@ impl Module<Metric> for NatsLink {
         if let Some(t) = t {
             // Hands over what is queued (JetStream: until acknowledged), up
             // to the transport's shutdown timeout.
-            let stats = t
-                .shutdown()
-                .await
-                .with_context(|| format!("disconnecting from NATS at {}", self.url))?;
-            super::say(&format!(
-                "[nats] disconnected: {} exported, {} imported, {} own skipped, {} abandoned",
-                stats.exported, stats.imported, stats.import_own, stats.abandoned
-            ));
+            match t.shutdown().await {
+                Ok(stats) => super::say(&format!(
+                    "[nats] disconnected: {} exported, {} imported, {} own skipped, {} abandoned",
+                    stats.exported, stats.imported, stats.import_own, stats.abandoned
+                )),
+                // Core NATS, at-most-once: said, not a failure of the run.
+                Err(e @ busline_nats::NatsError::Reconnected { .. }) => {
+                    super::say(&format!("[nats] disconnected: {e}"))
+                }
+                Err(e) => {
+                    return Err(anyhow::Error::new(e)
+                        .context(format!("disconnecting from NATS at {}", self.url))
+                        .into())
+                }
+            }
         }
         Ok(())
     }
