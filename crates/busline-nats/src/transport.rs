@@ -1089,6 +1089,8 @@ struct Exporter<T> {
     generation: u64,
     /// An event taken off the bus queue and not yet sent (or settled).
     busy: bool,
+    /// The client's counters (its connection count), fetched once.
+    client_stats: Arc<async_nats::Statistics>,
 }
 
 impl<T: Serialize + Send + Sync + 'static> Exporter<T> {
@@ -1211,6 +1213,7 @@ async fn export_loop<T: Serialize + DeserializeOwned + Send + Sync + 'static>(
         // be at or below the first sweeps' cutoff) wait a full ack timeout too.
         generation: SWEEPS_PER_ACK_TIMEOUT as u64 + 1,
         busy: false,
+        client_stats: ctx.client.statistics(),
     };
     let gave_up = {
         let run = export_run(&ctx, &mut sub, &sink, &mut ex, flush_rx, sweep);
@@ -1498,8 +1501,14 @@ async fn export_one<T: Serialize + DeserializeOwned + Send + Sync + 'static>(
             }
         }
         _ => {
-            // Read before the hand-off: a connection lost after it changes the count.
-            let connects = ctx.client.statistics().connects.load(Ordering::SeqCst);
+            // The first since the last confirmation notes the connection
+            // count, read before the hand-off (a connection lost after it
+            // changes the count).
+            let first = c.core_unconfirmed.load(Ordering::Relaxed) == 0;
+            if first {
+                let connects = ex.client_stats.connects.load(Ordering::Relaxed);
+                c.core_connects_at.store(connects, Ordering::Relaxed);
+            }
             // Waits while the client's buffer is full (backpressure, also
             // during a reconnect); fails only once the client is closed.
             match ctx
@@ -1513,10 +1522,7 @@ async fn export_one<T: Serialize + DeserializeOwned + Send + Sync + 'static>(
             {
                 Ok(()) => {
                     inc(&c.acked);
-                    if c.core_unconfirmed.load(Ordering::SeqCst) == 0 {
-                        c.core_connects_at.store(connects, Ordering::SeqCst);
-                    }
-                    c.core_unconfirmed.fetch_add(1, Ordering::SeqCst);
+                    inc(&c.core_unconfirmed);
                 }
                 Err(e) => {
                     inc(&c.rejected);
@@ -1637,15 +1643,6 @@ pub(crate) async fn deliver<T: DeserializeOwned + Send + Sync + 'static>(
         Ok(env) => env,
         Err(e) => return Delivered::Dead(e.to_string()),
     };
-    if let Some(d) = dedup {
-        if lock_dedup(d).contains(&env.id) {
-            inc(&ctx.counters.import_duplicates);
-            return Delivered::Ok;
-        }
-    }
-    if let Some(n) = exhausted {
-        return Delivered::Dead(format!("delivered {n} times without an ack (max_deliver)"));
-    }
     let Some(bus) = ctx.bus.upgrade() else {
         return Delivered::BusGone;
     };
@@ -1655,13 +1652,22 @@ pub(crate) async fn deliver<T: DeserializeOwned + Send + Sync + 'static>(
         return Delivered::Ok;
     }
     let id = env.id;
-    // Claimed before delivering, so another import holding the same
-    // message meanwhile counts it as a duplicate instead of delivering it.
     if let Some(d) = dedup {
-        if !lock_dedup(d).claim(id) {
+        let mut d = lock_dedup(d);
+        // Claimed before delivering, so another import holding the same
+        // message meanwhile counts it as a duplicate instead of delivering
+        // it. A last delivery only dead-letters: nothing to claim.
+        let known = match exhausted {
+            Some(_) => d.contains(&id),
+            None => !d.claim(id),
+        };
+        if known {
             inc(&ctx.counters.import_duplicates);
             return Delivered::Ok;
         }
+    }
+    if let Some(n) = exhausted {
+        return Delivered::Dead(format!("delivered {n} times without an ack (max_deliver)"));
     }
     let mut msg = Message::new(env.payload)
         .topic(env.topic.as_str())
