@@ -2,7 +2,6 @@
 
 mod common;
 
-use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
@@ -292,14 +291,7 @@ async fn a_consumer_deleted_while_importing_is_recreated() {
 async fn a_store_failing_for_a_while_does_not_dead_letter_good_events() {
     let srv = server();
     let b: Bus<Ev> = Bus::new();
-    b.persist(
-        "s.>",
-        Arc::new(Flaky {
-            fail: AtomicU64::new(4),
-            end: AtomicU64::new(0),
-        }),
-    )
-    .unwrap();
+    b.persist("s.>", Flaky::failing(4)).unwrap();
     let mut sub = b.subscribe("s.>").unwrap();
     let tb = NatsTransport::connect(
         &b,

@@ -4,7 +4,6 @@
 
 mod common;
 
-use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -183,14 +182,7 @@ async fn core_flush_fails_while_the_server_is_down() {
 async fn a_transient_local_store_error_means_redelivery_not_dead_letter() {
     let srv = server();
     let b: Bus<Ev> = Bus::new();
-    b.persist(
-        "s.>",
-        Arc::new(Flaky {
-            fail: AtomicU64::new(1),
-            end: AtomicU64::new(0),
-        }),
-    )
-    .unwrap();
+    b.persist("s.>", Flaky::failing(1)).unwrap();
     let mut sub = b.subscribe("s.>").unwrap();
     let tb = import_into(&b, &srv.url(), "s.>", "imp").await;
     let (a, ta) = exporter(&srv.url(), "s.>").await;

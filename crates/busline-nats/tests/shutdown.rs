@@ -130,40 +130,50 @@ async fn jetstream_shutdown_while_publishing_stores_or_counts_every_event() {
 
 /// With the server gone, a JetStream shutdown gives up at its deadline and
 /// says how many events it could not get acknowledged (it used to wait for
-/// the server for ever).
+/// the server for ever): with a window that holds them all (in flight), and
+/// with a small one, where most are still queued for the exporter (they
+/// were dropped with the queue being drained, uncounted).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jetstream_shutdown_with_the_server_gone_ends_at_its_deadline_and_counts_the_rest() {
-    let mut srv = server();
-    let bus: Bus<Ev> = Bus::new();
-    let t = NatsTransport::connect(
-        &bus,
-        NatsConfig::new(srv.url())
-            .export("s.>")
-            .jetstream(js("exp"))
-            .shutdown_timeout(Duration::from_secs(2)),
-    )
-    .await
-    .unwrap();
-    for n in 0..100 {
-        bus.publish_to("s.x", ev(0, n)).await.unwrap();
-    }
-    t.flush().await.unwrap();
-    srv.kill();
-    for n in 100..150 {
-        bus.publish_to("s.x", ev(0, n)).await.unwrap();
-    }
-    let r = tokio::time::timeout(Duration::from_secs(60), t.shutdown())
+    for max_in_flight in [1024, 4] {
+        let mut srv = server();
+        let bus: Bus<Ev> = Bus::new();
+        let t = NatsTransport::connect(
+            &bus,
+            NatsConfig::new(srv.url())
+                .export("s.>")
+                .jetstream(JetStreamConfig {
+                    max_in_flight,
+                    ..js("exp")
+                })
+                .shutdown_timeout(Duration::from_secs(2)),
+        )
         .await
-        .expect("shutdown ends by its deadline with the server gone");
-    match r {
-        Err(NatsError::ShutdownTimedOut {
-            abandoned, stats, ..
-        }) => {
-            assert_eq!(abandoned, 50, "stats {stats:?}");
-            assert_eq!(stats.acked, 100, "stats {stats:?}");
-            assert_eq!(stats.abandoned, 50, "stats {stats:?}");
+        .unwrap();
+        for n in 0..100 {
+            bus.publish_to("s.x", ev(0, n)).await.unwrap();
         }
-        other => panic!("expected ShutdownTimedOut, got {other:?}"),
+        t.flush().await.unwrap();
+        srv.kill();
+        let mut handed = 0;
+        for n in 100..150 {
+            handed += bus.publish_to("s.x", ev(0, n)).await.unwrap().subscribers as u64;
+        }
+        assert_eq!(handed, 50);
+        let r = tokio::time::timeout(Duration::from_secs(60), t.shutdown())
+            .await
+            .expect("shutdown ends by its deadline with the server gone");
+        match r {
+            Err(NatsError::ShutdownTimedOut {
+                abandoned, stats, ..
+            }) => {
+                let w = max_in_flight;
+                assert_eq!(abandoned, handed, "window {w}: stats {stats:?}");
+                assert_eq!(stats.acked, 100, "window {w}: stats {stats:?}");
+                assert_eq!(stats.abandoned, 50, "window {w}: stats {stats:?}");
+            }
+            other => panic!("window {max_in_flight}: expected ShutdownTimedOut, got {other:?}"),
+        }
     }
 }
 
@@ -203,48 +213,6 @@ async fn wait_disconnected(t: &NatsTransport<Ev>) {
     })
     .await
     .expect("the transport notices the server is gone");
-}
-
-/// The JetStream window full and the server gone: what is still queued for
-/// the exporter when the deadline passes is counted too (it was dropped with
-/// the queue, uncounted, when the queue was being drained).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn events_still_queued_at_the_deadline_are_counted() {
-    let mut srv = server();
-    let bus: Bus<Ev> = Bus::new();
-    let t = NatsTransport::connect(
-        &bus,
-        NatsConfig::new(srv.url())
-            .export("s.>")
-            .jetstream(JetStreamConfig {
-                max_in_flight: 4,
-                ..js("exp")
-            })
-            .shutdown_timeout(Duration::from_secs(2)),
-    )
-    .await
-    .unwrap();
-    for n in 0..10 {
-        bus.publish_to("s.x", ev(0, n)).await.unwrap();
-    }
-    t.flush().await.unwrap();
-    srv.kill();
-    let mut handed = 0;
-    for n in 10..60 {
-        handed += bus.publish_to("s.x", ev(0, n)).await.unwrap().subscribers as u64;
-    }
-    let r = tokio::time::timeout(Duration::from_secs(60), t.shutdown())
-        .await
-        .expect("shutdown ends by its deadline with the server gone");
-    match r {
-        Err(NatsError::ShutdownTimedOut {
-            abandoned, stats, ..
-        }) => {
-            assert_eq!(stats.acked, 10, "stats {stats:?}");
-            assert_eq!(abandoned, handed, "stats {stats:?}");
-        }
-        other => panic!("expected ShutdownTimedOut, got {other:?}"),
-    }
 }
 
 /// Core NATS with the server gone and the client's buffer full: shutdown

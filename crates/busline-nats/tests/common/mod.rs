@@ -175,6 +175,16 @@ pub struct Flaky {
     pub end: std::sync::atomic::AtomicU64,
 }
 
+impl Flaky {
+    /// A store whose first `n` appends fail.
+    pub fn failing(n: u64) -> Arc<Flaky> {
+        Arc::new(Flaky {
+            fail: std::sync::atomic::AtomicU64::new(n),
+            end: std::sync::atomic::AtomicU64::new(0),
+        })
+    }
+}
+
 impl busline::EventStore<Ev> for Flaky {
     fn append<'a>(
         &'a self,
