@@ -14,6 +14,7 @@ use tokio::sync::{oneshot, watch};
 
 use crate::envelope::{Envelope, Event, EventId, Message};
 use crate::error::{PublishError, ReplyError, RequestError, SubscribeError};
+use crate::ring::Ring;
 use crate::router::Trie;
 use crate::stats::{BusStats, SubscriberStats};
 use crate::store::{Durable, EventStore, Replay, StartAt, StoreError};
@@ -411,10 +412,11 @@ impl<T: Send + Sync + 'static> Bus<T> {
             (None, Policy::Queue(g)) => g.as_str().into(),
             (None, _) => format!("sub-{id}").into(),
         };
-        let handle = |shared: Arc<SubShared<T>>, name: Arc<str>| Subscription {
+        let handle = |shared: Arc<SubShared<T>>, name: Arc<str>, reader| Subscription {
             shared,
             bus: Arc::downgrade(inner),
             local: VecDeque::new(),
+            reader,
             member: id,
             name,
             yielded: 0,
@@ -458,12 +460,14 @@ impl<T: Send + Sync + 'static> Bus<T> {
                             ));
                         }
                         st.members += 1;
-                    } else {
-                        st.join(&shared, id, name.clone());
+                        drop(st);
+                        drop(reg);
+                        return Ok(handle(shared, name, None));
                     }
+                    let reader = st.join(&shared, id, name.clone());
                     drop(st);
                     drop(reg);
-                    return Ok(handle(shared, name));
+                    return Ok(handle(shared, name, Some(reader)));
                 }
             }
         }
@@ -483,12 +487,15 @@ impl<T: Send + Sync + 'static> Bus<T> {
             filter: b.filter,
             pressure: inner.pressure.clone(),
             state: Mutex::new(State::new()),
+            ring: matches!(b.policy, Policy::Lossless | Policy::Lossy)
+                .then(|| Ring::new(capacity, b.policy == Policy::Lossless)),
             filtered: AtomicU64::new(0),
             blocked_ns: AtomicU64::new(0),
         });
-        if let Policy::Lossless | Policy::Lossy = b.policy {
-            shared.state.lock().join(&shared, id, name.clone());
-        }
+        let reader = shared
+            .ring
+            .is_some()
+            .then(|| shared.state.lock().join(&shared, id, name.clone()));
         if let Some(key) = key {
             reg.shared.insert(key, id);
         }
@@ -497,7 +504,7 @@ impl<T: Send + Sync + 'static> Bus<T> {
         inner.epoch.fetch_add(1, Ordering::Release);
         inner.cache.write().clear();
         drop(reg);
-        Ok(handle(shared, name))
+        Ok(handle(shared, name, reader))
     }
 
     // ----- publishing --------------------------------------------------------
@@ -1261,7 +1268,7 @@ fn targets<'a, T>(route: &'a Route<T>, env: &Envelope<T>) -> Targets<'a, T> {
 /// its slowest member.
 fn slowest_name<T>(sub: &SubShared<T>) -> Arc<str> {
     let st = sub.state.lock();
-    st.slowest_member()
+    st.slowest_member(sub)
         .map_or_else(|| sub.name.clone(), |i| st.readers[i].name.clone())
 }
 
@@ -1275,7 +1282,7 @@ fn add_blocked<T>(targets: &Targets<'_, T>, id: u64, d: Duration) {
     let ns = d.as_nanos().min(u64::MAX as u128) as u64;
     let mut st = s.state.lock();
     // A ring's publisher waits on its slowest member.
-    match st.slowest_member() {
+    match st.slowest_member(s) {
         Some(i) => st.readers[i].blocked_ns += ns,
         None => {
             s.blocked_ns.fetch_add(ns, Ordering::Relaxed);
@@ -1283,9 +1290,9 @@ fn add_blocked<T>(targets: &Targets<'_, T>, id: u64, d: Duration) {
     }
 }
 
-/// Locks a queue for a publish: a reader holds it for a short batch, so
-/// spin on it a while before parking_lot's slow path (which soon yields the
-/// thread to the kernel).
+/// Locks a queue for a publish: other holders (another publisher, a reader
+/// parking or settling) hold it briefly, so spin on it a while before
+/// parking_lot's slow path (which soon yields the thread to the kernel).
 fn lock_spinning<S>(m: &Mutex<S>) -> MutexGuard<'_, S> {
     // (Not under loom: spinning only adds interleavings for it to explore,
     // none it cannot reach with a plain lock.)
@@ -1320,12 +1327,7 @@ fn commit<T>(
         if st.closed {
             return Ok(0);
         }
-        if !st.has_room(sub) {
-            if let Some(w) = waker {
-                if !st.tx_wakers.iter().any(|x| x.will_wake(w)) {
-                    st.tx_wakers.push(w.clone());
-                }
-            }
+        if !st.has_room(sub) && !st.wait_for_room(sub, waker) {
             return Err(sub.id);
         }
         let delivered = match sub.policy {
@@ -1344,12 +1346,7 @@ fn commit<T>(
     for i in 0..n {
         let sub = targets.get(i);
         let mut st = lock_spinning(&sub.state);
-        if !st.closed && !st.has_room(sub) {
-            if let Some(w) = waker {
-                if !st.tx_wakers.iter().any(|x| x.will_wake(w)) {
-                    st.tx_wakers.push(w.clone());
-                }
-            }
+        if !st.closed && !st.has_room(sub) && !st.wait_for_room(sub, waker) {
             return Err(sub.id);
         }
         guards.push(st);

@@ -123,11 +123,11 @@
 //! event back. Delivery is all or nothing: a publish that waits has delivered
 //! to no one yet, so dropping its future loses nothing and duplicates nothing.
 //!
-//! A subscriber takes everything waiting in its queue in one go, to keep
-//! locking off the per-event path. For a lossless subscriber the batch it
-//! holds still counts against its capacity and watermarks until it comes back
-//! for more, so capacity is a hard bound on events waiting for it. (A lossy
-//! subscriber may hold one batch beyond its capacity: those are already its.)
+//! Lossless and lossy subscribers read their queue (a ring the publisher
+//! appends each event to once) without taking its lock: the publisher and a
+//! reader meet only on the slot they both touch, and the lock is taken only
+//! to park and to wake (see the `ring` module's source). Capacity is a hard
+//! bound on the events waiting for a subscriber.
 //!
 //! ## Watermarks
 //!
@@ -135,8 +135,9 @@
 //! capacity). When a queue reaches its high watermark the bus's
 //! [`Backpressure`] signal goes high, and it stays high until that queue
 //! drains to its low watermark (and no other queue is above its high one).
-//! The backlog is re-measured whenever the subscriber comes back to its queue
-//! for more, so the signal clears then.
+//! The slowest subscriber checks the backlog as it reads once the signal is
+//! raised, so the signal clears as soon as that queue is down to its low
+//! watermark.
 //! Publishers that can slow down or shed load at the source watch it.
 //!
 //! ```
@@ -279,6 +280,7 @@ pub mod envelope;
 pub mod error;
 pub mod middleware;
 pub mod module;
+mod ring;
 mod router;
 pub mod runtime;
 pub mod stats;

@@ -36,15 +36,17 @@ pub struct SubscriberStats {
     pub filtered: u64,
     /// Events still queued when it unsubscribed or was dropped.
     pub discarded: u64,
-    /// Events waiting for it now (its lag): its queue plus the part of the
-    /// batch it took from a ring that it has not handed out yet. While it is
-    /// subscribed, `delivered == received + dropped + superseded + queued`
-    /// (`superseded` is only ever non-zero for `latest`). Read through
-    /// [`Subscription::stats`](crate::Subscription::stats) the batch is
-    /// counted as it is now; through [`Bus::stats`](crate::Bus::stats), as of
-    /// the subscriber's last visit to its ring.
+    /// Events waiting for it now (its lag). While it is subscribed,
+    /// `delivered == received + dropped + superseded + queued`
+    /// (`superseded` is only ever non-zero for `latest`); a ring member
+    /// publishes its counters as it reads, so a snapshot taken while it reads
+    /// may be one event apart between them.
     pub queued: usize,
-    /// The most events ever waiting in its queue.
+    /// The most events waiting in its queue. For lossless and lossy
+    /// subscribers it is sampled, not tracked on every publish: when the
+    /// subscriber looks for new events, when a publisher finds its queue
+    /// near full, and when the snapshot is taken; a higher peak between
+    /// those moments is not seen.
     pub peak: usize,
     /// Total time publishers spent waiting for room in its queue.
     #[serde(with = "duration_ms")]
@@ -73,7 +75,7 @@ impl SubscriberStats {
         }
         st.readers
             .iter()
-            .map(|m| Self::of_member(s, &st, m, m.in_hand))
+            .map(|m| Self::of_member(s, &st, m))
             .collect()
     }
 
@@ -99,33 +101,29 @@ impl SubscriberStats {
         }
     }
 
-    /// Ring member `m`'s counters, all read under the one lock the caller
-    /// holds, with `in_hand` events of its last batch not handed out yet:
-    /// they count as queued, not received (`m.received` counts whole batches
-    /// as they are taken). The subscription itself knows that number exactly;
-    /// the bus knows it as of the member's last visit to the ring.
-    pub(crate) fn of_member<T>(
-        s: &SubShared<T>,
-        st: &State<T>,
-        m: &Member,
-        in_hand: usize,
-    ) -> Self {
-        let queued = (st.tail() - m.cursor.max(st.base)) as usize + in_hand;
+    /// Ring member `m`'s counters, read under the subscriber's lock (the
+    /// member's own counters it publishes as it reads, without the lock).
+    pub(crate) fn of_member<T>(s: &SubShared<T>, st: &State<T>, m: &Member) -> Self {
+        let ring = s.ring();
+        let tail = ring.tail();
+        let cursor = m.cursor();
+        let oldest = ring.oldest(tail);
+        let queued = (tail - cursor.max(oldest)) as usize;
         SubscriberStats {
             id: m.id,
             name: m.name.to_string(),
             pattern: s.pattern.to_string(),
             policy: s.policy.to_string(),
             capacity: s.capacity,
-            delivered: st.tail() - m.joined,
-            received: m.received.saturating_sub(in_hand as u64),
+            delivered: tail - m.joined,
+            received: m.cell.received.load(Ordering::Relaxed),
             // Lost and reported, plus lost and not reported yet.
-            dropped: m.dropped + st.base.saturating_sub(m.cursor),
+            dropped: m.dropped() + oldest.saturating_sub(cursor),
             superseded: 0,
             filtered: s.filtered.load(Ordering::Relaxed),
             discarded: m.discarded,
             queued,
-            peak: m.peak.max(queued),
+            peak: (m.cell.peak.load(Ordering::Relaxed).max(m.peak) as usize).max(queued),
             blocked: Duration::from_nanos(m.blocked_ns),
             // Raised by the ring's slowest member.
             pressured: st.pressured && queued == st.depth(s),

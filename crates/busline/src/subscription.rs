@@ -11,13 +11,14 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 use std::task::{Context, Poll, Waker};
 
-use crate::sync::{AtomicU64, Mutex};
+use crate::sync::{fence, AtomicU64, Mutex};
 use ahash::AHashMap;
 use smallvec::SmallVec;
 
 use crate::bus::{BusInner, Pressure};
 use crate::envelope::Envelope;
 use crate::error::{RecvError, SubscribeError};
+use crate::ring::{MemberCell, Padded, Ring, PRESSURED, WAITING};
 use crate::topic::{Pattern, Topic};
 
 /// A predicate run by the publisher on each matching event; `false` skips this
@@ -89,65 +90,58 @@ pub(crate) struct SubShared<T> {
     pub(crate) filter: Option<Filter<T>>,
     pub(crate) pressure: Arc<Pressure>,
     pub(crate) state: Mutex<State<T>>,
+    /// Lossless and lossy: the ring its members read.
+    pub(crate) ring: Option<Ring<T>>,
     pub(crate) filtered: AtomicU64,
     pub(crate) blocked_ns: AtomicU64,
 }
 
-/// One event in a ring, with the number of members still to read it.
-pub(crate) struct Slot<T> {
-    env: Option<Arc<Envelope<T>>>,
-    /// Members present when it was published that have not read it yet; the
-    /// last one moves the event out instead of cloning it.
-    rem: u32,
-}
-
-/// A subscriber reading a ring.
+/// A subscriber reading a ring (kept under the subscriber's lock).
 pub(crate) struct Member {
     pub(crate) id: u64,
     pub(crate) name: Arc<str>,
-    /// The ring position it reads next.
-    pub(crate) cursor: u64,
+    /// What its subscription publishes as it reads.
+    pub(crate) cell: Arc<Padded<MemberCell>>,
     /// The ring's end when it joined: it is delivered everything after.
     pub(crate) joined: u64,
-    /// Events taken in its last batch and not handed out yet (as of its last
-    /// visit); they still count against a lossless capacity.
-    pub(crate) in_hand: usize,
-    pub(crate) received: u64,
-    /// Lost (lossy) and already reported as `Lagged`.
-    pub(crate) dropped: u64,
     pub(crate) discarded: u64,
-    pub(crate) peak: usize,
     pub(crate) blocked_ns: u64,
+    /// The most events a publisher found waiting for it (its reader keeps
+    /// the most it found; the member's peak is the larger).
+    pub(crate) peak: u64,
     pub(crate) waker: Option<Waker>,
 }
 
 impl Member {
-    fn new(id: u64, name: Arc<str>, tail: u64) -> Self {
-        Member {
-            id,
-            name,
-            cursor: tail,
-            joined: tail,
-            in_hand: 0,
-            received: 0,
-            dropped: 0,
-            discarded: 0,
-            peak: 0,
-            blocked_ns: 0,
-            waker: None,
-        }
+    /// The next position it reads.
+    pub(crate) fn cursor(&self) -> u64 {
+        self.cell.cursor.load(Ordering::Acquire)
+    }
+
+    /// Lost (lossy) and already reported as `Lagged`.
+    pub(crate) fn dropped(&self) -> u64 {
+        self.cell.dropped.load(Ordering::Relaxed)
     }
 }
 
+/// A ring member's own side: its cursor, and the ring's end as it last read it.
+pub(crate) struct Reader {
+    pub(crate) cell: Arc<Padded<MemberCell>>,
+    pub(crate) cursor: u64,
+    /// Positions before it are written (a ring's end it read).
+    pub(crate) known_tail: u64,
+    pub(crate) received: u64,
+    pub(crate) peak: u64,
+}
+
 pub(crate) struct State<T> {
-    /// Lossless and lossy: the ring, and the position of its first slot.
-    pub(crate) ring: VecDeque<Slot<T>>,
-    pub(crate) base: u64,
+    /// Lossless and lossy: the ring's members.
     pub(crate) readers: SmallVec<[Member; 1]>,
     /// Ring members with a waker set (waiting for an event).
     pub(crate) parked: usize,
-    /// Lossless rings: the lowest `cursor - in_hand` of any member (the
-    /// oldest event some member has not been handed yet).
+    /// Lossless rings: a lower bound of the lowest member cursor (the
+    /// oldest event some member has not read), refreshed from the members'
+    /// cursors when the ring looks full.
     pub(crate) slowest: u64,
     /// Queue groups.
     pub(crate) queue: VecDeque<Arc<Envelope<T>>>,
@@ -173,8 +167,6 @@ pub(crate) struct State<T> {
 impl<T> State<T> {
     pub(crate) fn new() -> Self {
         State {
-            ring: VecDeque::new(),
-            base: 0,
             readers: SmallVec::new(),
             parked: 0,
             slowest: 0,
@@ -194,24 +186,44 @@ impl<T> State<T> {
         }
     }
 
-    /// The ring position the next event gets.
-    pub(crate) fn tail(&self) -> u64 {
-        self.base + self.ring.len() as u64
+    /// Events waiting for ring member `m` (a lossy ring holds at most its capacity).
+    pub(crate) fn member_depth(&self, sub: &SubShared<T>, m: &Member) -> usize {
+        let ring = sub.ring();
+        let tail = ring.tail();
+        (tail - m.cursor().max(ring.oldest(tail))) as usize
     }
 
-    /// Events waiting for ring member `m`: unread in the ring plus its batch.
-    pub(crate) fn member_depth(&self, m: &Member) -> usize {
-        (self.tail() - m.cursor.max(self.base)) as usize + m.in_hand
+    /// The lowest cursor of any member (the ring's end if it has none).
+    fn lowest_cursor(&self, sub: &SubShared<T>) -> u64 {
+        self.readers
+            .iter()
+            .map(Member::cursor)
+            .min()
+            .unwrap_or_else(|| sub.ring().tail())
+    }
+
+    /// Refreshes [`slowest`](Self::slowest) from the members' cursors, and
+    /// their peaks from what each has waiting.
+    fn refresh_slowest(&mut self, sub: &SubShared<T>) -> u64 {
+        let tail = sub.ring().tail();
+        let mut slowest = tail;
+        for m in self.readers.iter_mut() {
+            let c = m.cursor();
+            slowest = slowest.min(c);
+            m.peak = m.peak.max(tail - c);
+        }
+        self.slowest = slowest;
+        slowest
     }
 
     /// Events waiting: for a ring, the most any member has waiting.
     pub(crate) fn depth(&self, sub: &SubShared<T>) -> usize {
         match sub.policy {
-            Policy::Lossless => (self.tail() - self.slowest) as usize,
+            Policy::Lossless => (sub.ring().tail() - self.lowest_cursor(sub)) as usize,
             Policy::Lossy => self
                 .readers
                 .iter()
-                .map(|m| self.member_depth(m))
+                .map(|m| self.member_depth(sub, m))
                 .max()
                 .unwrap_or(0),
             Policy::Latest => self.latest_order.len(),
@@ -250,27 +262,32 @@ impl<T> State<T> {
                 }
             }
             Policy::Lossless | Policy::Lossy => {
-                self.ring.push_back(Slot {
-                    env: Some(env),
-                    rem: self.readers.len() as u32,
-                });
-                if sub.policy == Policy::Lossy {
-                    if self.ring.len() > sub.capacity {
-                        // The oldest goes; members that had not read it
-                        // find out from their cursor (`Lagged`).
-                        self.ring.pop_front();
-                        self.base += 1;
+                let ring = sub.ring();
+                // A lossy ring's oldest event goes (members that had not
+                // read it find out from their cursor: `Lagged`).
+                let old = ring.push(env, self.readers.len() as u32);
+                if sub.policy == Policy::Lossless && !self.pressured {
+                    let tail = ring.tail();
+                    if tail - self.slowest >= sub.high as u64 {
+                        // Flag first, then look: a reader moving on at the
+                        // same time either is seen or sees the flag.
+                        ring.flags.fetch_or(PRESSURED, Ordering::Relaxed);
+                        fence(Ordering::SeqCst);
+                        if tail - self.refresh_slowest(sub) >= sub.high as u64 {
+                            self.pressured = true;
+                            sub.pressure.raise();
+                        } else {
+                            ring.flags.fetch_and(!PRESSURED, Ordering::Relaxed);
+                        }
                     }
-                } else if !self.pressured && self.depth(sub) >= sub.high {
-                    self.pressured = true;
-                    sub.pressure.raise();
                 }
-                // Members' entries are written by their readers on every
-                // batch: look at them only when one of them waits.
+                // Members' entries are written by their readers only when
+                // they park: look at them only when one of them waits.
                 if self.parked > 0 {
                     self.parked = 0;
                     wake.extend(self.readers.iter_mut().filter_map(|m| m.waker.take()));
                 }
+                drop(old);
                 return;
             }
         }
@@ -279,26 +296,50 @@ impl<T> State<T> {
         }
     }
 
-    pub(crate) fn has_room(&self, sub: &SubShared<T>) -> bool {
+    /// Whether a lossless queue can take one more event now.
+    pub(crate) fn has_room(&mut self, sub: &SubShared<T>) -> bool {
         match sub.policy {
-            Policy::Lossless | Policy::Queue(_) => self.depth(sub) < sub.capacity,
+            Policy::Lossless => {
+                let tail = sub.ring().tail();
+                let cap = sub.capacity as u64;
+                tail - self.slowest < cap || tail - self.refresh_slowest(sub) < cap
+            }
+            Policy::Queue(_) => self.queue.len() < sub.capacity,
             Policy::Lossy | Policy::Latest => true,
         }
+    }
+
+    /// No room (see [`has_room`](Self::has_room)): registers `waker` to be
+    /// woken when there is, unless room appeared meanwhile (then `true`).
+    pub(crate) fn wait_for_room(&mut self, sub: &SubShared<T>, waker: Option<&Waker>) -> bool {
+        let Some(w) = waker else {
+            return false;
+        };
+        if sub.policy == Policy::Lossless {
+            // Flag first, then look again: the reader that makes room
+            // either is seen here or sees the flag and wakes us.
+            sub.ring().flags.fetch_or(WAITING, Ordering::Relaxed);
+            fence(Ordering::SeqCst);
+            if self.has_room(sub) {
+                return true;
+            }
+        }
+        if !self.tx_wakers.iter().any(|x| x.will_wake(w)) {
+            self.tx_wakers.push(w.clone());
+        }
+        false
     }
 
     /// Marks closed and discards what is queued; returns wakers to wake.
     pub(crate) fn close(&mut self, sub: &SubShared<T>, discard: bool) -> SmallVec<[Waker; 4]> {
         self.closed = true;
         if discard {
-            let tail = self.tail();
-            let base = self.base;
-            for m in self.readers.iter_mut() {
-                m.discarded += tail - m.cursor.max(base);
-                m.cursor = tail;
+            // (A ring is discarded only once its last member left.)
+            debug_assert!(self.readers.is_empty());
+            if let Some(ring) = &sub.ring {
+                ring.clear();
             }
             self.discarded += (self.queue.len() + self.latest_order.len()) as u64;
-            self.ring.clear();
-            self.base = tail;
             self.queue.clear();
             self.latest.clear();
             self.latest_order.clear();
@@ -314,71 +355,86 @@ impl<T> State<T> {
         w
     }
 
-    /// Recomputes the slowest member after a read, a join or a leave, and
-    /// clears backpressure if the ring drained to its low watermark.
-    fn settle(&mut self, sub: &SubShared<T>) {
-        let tail = self.tail();
-        self.slowest = self
-            .readers
-            .iter()
-            .map(|m| m.cursor - m.in_hand as u64)
-            .min()
-            .unwrap_or(tail);
-        if self.pressured && self.depth(sub) <= sub.low {
+    /// After a member read or left: clears backpressure if the ring drained
+    /// to its low watermark, and hands waiting publishers the room there is.
+    pub(crate) fn settle(&mut self, sub: &SubShared<T>) -> SmallVec<[Waker; 2]> {
+        let ring = sub.ring();
+        let tail = ring.tail();
+        let slowest = self.refresh_slowest(sub);
+        if self.pressured && tail - slowest <= sub.low as u64 {
             self.pressured = false;
             sub.pressure.lower();
+            ring.flags.fetch_and(!PRESSURED, Ordering::Relaxed);
         }
-        // Slots every member has read are gone (moved out by the last reader).
-        while self.ring.front().is_some_and(|s| s.env.is_none()) {
-            self.ring.pop_front();
-            self.base += 1;
+        let mut wake = SmallVec::new();
+        if !self.tx_wakers.is_empty()
+            && (sub.policy != Policy::Lossless || tail - slowest < sub.capacity as u64)
+        {
+            wake.extend(self.tx_wakers.drain(..));
         }
+        if self.tx_wakers.is_empty() {
+            ring.flags.fetch_and(!WAITING, Ordering::Relaxed);
+        }
+        wake
     }
 
     /// The ring member with the most events waiting: the one a lossless
     /// publisher waits on.
-    pub(crate) fn slowest_member(&self) -> Option<usize> {
-        (0..self.readers.len()).max_by_key(|&i| self.member_depth(&self.readers[i]))
+    pub(crate) fn slowest_member(&self, sub: &SubShared<T>) -> Option<usize> {
+        (0..self.readers.len()).max_by_key(|&i| self.member_depth(sub, &self.readers[i]))
     }
 
     /// Adds a ring member reading from now on.
-    pub(crate) fn join(&mut self, sub: &SubShared<T>, id: u64, name: Arc<str>) {
-        let tail = self.tail();
-        self.readers.push(Member::new(id, name, tail));
-        self.settle(sub);
+    pub(crate) fn join(&mut self, sub: &SubShared<T>, id: u64, name: Arc<str>) -> Reader {
+        let tail = sub.ring().tail();
+        let cell = Arc::new(MemberCell::new(tail));
+        self.readers.push(Member {
+            id,
+            name,
+            cell: cell.clone(),
+            joined: tail,
+            discarded: 0,
+            blocked_ns: 0,
+            peak: 0,
+            waker: None,
+        });
+        Reader {
+            cell,
+            cursor: tail,
+            known_tail: tail,
+            received: 0,
+            peak: 0,
+        }
     }
 
-    /// Removes ring member `id`: what it had not read is counted as discarded
-    /// and released. Returns the member (for its counters) and publishers to wake.
+    /// Removes ring member `id`: what it had not read is counted as
+    /// discarded (lost and not reported yet: as dropped) and released.
+    /// Returns the member (for its counters) and publishers to wake.
     pub(crate) fn leave(
         &mut self,
         sub: &SubShared<T>,
         id: u64,
-        in_hand: usize,
     ) -> (Option<Member>, SmallVec<[Waker; 2]>) {
         let Some(i) = self.readers.iter().position(|m| m.id == id) else {
             return (None, SmallVec::new());
         };
         let mut m = self.readers.swap_remove(i);
-        // Lost and not reported yet (lossy): still dropped, not silent.
-        m.dropped += self.base.saturating_sub(m.cursor);
         if m.waker.take().is_some() {
             self.parked = self.parked.saturating_sub(1);
         }
-        let from = m.cursor.max(self.base);
-        for p in from..self.tail() {
-            let slot = &mut self.ring[(p - self.base) as usize];
-            slot.rem = slot.rem.saturating_sub(1);
-            if slot.rem == 0 {
-                slot.env = None;
-            }
+        let ring = sub.ring();
+        let tail = ring.tail();
+        let cursor = m.cursor();
+        let from = cursor.max(ring.oldest(tail));
+        for p in from..tail {
+            ring.release(p);
         }
-        m.discarded += self.tail() - from + in_hand as u64;
-        m.received -= in_hand as u64;
-        m.cursor = self.tail();
-        m.in_hand = 0;
-        self.settle(sub);
-        (Some(m), self.tx_wakers.drain(..).collect())
+        // Lost and not reported yet (lossy): still dropped, not silent.
+        m.cell.dropped.fetch_add(from - cursor, Ordering::Relaxed);
+        m.discarded += tail - from;
+        m.cell.cursor.store(tail, Ordering::Release);
+        let wake = self.settle(sub);
+        (Some(m), wake)
     }
 }
 
@@ -391,6 +447,12 @@ impl<T> SubShared<T> {
 
     pub(crate) fn is_group(&self) -> bool {
         matches!(self.policy, Policy::Queue(_))
+    }
+
+    pub(crate) fn ring(&self) -> &Ring<T> {
+        self.ring
+            .as_ref()
+            .expect("lossless and lossy subscribers have a ring")
     }
 }
 
@@ -501,6 +563,8 @@ pub struct Subscription<T> {
     pub(crate) shared: Arc<SubShared<T>>,
     pub(crate) bus: Weak<BusInner<T>>,
     pub(crate) local: VecDeque<Arc<Envelope<T>>>,
+    /// Lossless and lossy: its place in the ring.
+    pub(crate) reader: Option<Reader>,
     /// This subscriber's id (its member id in a ring or queue group).
     pub(crate) member: u64,
     pub(crate) name: Arc<str>,
@@ -644,110 +708,97 @@ impl<T: Send + Sync + 'static> Subscription<T> {
         }
     }
 
-    /// Reads everything new in the ring at this member's cursor in one go.
+    /// Reads the next event at this member's cursor, without the
+    /// subscriber's lock (see [`ring`](crate::ring)); takes it only to park.
     fn poll_ring(
         &mut self,
         mut cx: Option<&mut Context<'_>>,
     ) -> Poll<Result<Arc<Envelope<T>>, RecvError>> {
         let sub = &*self.shared;
-        // (Under loom a plain lock: the yield below only adds a busy loop
-        // for the model checker, no interleaving a blocking lock misses.)
-        #[cfg(busline_loom)]
-        let contended = Some(sub.state.lock());
-        #[cfg(not(busline_loom))]
-        let contended = sub.state.try_lock();
-        let mut guard = match (contended, cx.as_deref_mut()) {
-            (Some(g), _) => g,
-            (None, Some(cx)) => {
-                // The publisher (or another reader) has the ring: come back
-                // after the other tasks rather than spin on the lock.
-                yield_now(cx);
-                return Poll::Pending;
-            }
-            (None, None) => sub.state.lock(),
-        };
-        let st = &mut *guard;
-        let Some(i) = st.readers.iter().position(|m| m.id == self.member) else {
+        let ring = sub.ring();
+        let Some(r) = self.reader.as_mut() else {
             return Poll::Ready(Err(RecvError::Closed));
         };
-        let (base, tail) = (st.base, st.tail());
-        let m = &mut st.readers[i];
-        if m.cursor < base {
-            // Lossy: the ring moved past events this member had not read.
-            let n = base - m.cursor;
-            m.cursor = base;
-            m.dropped += n;
-            m.in_hand = 0;
-            return Poll::Ready(Err(RecvError::Lagged(n)));
-        }
-        let had_in_hand = m.in_hand > 0;
-        let n = (tail - m.cursor) as usize;
-        m.peak = m.peak.max(n + m.in_hand);
-        let from = (m.cursor - base) as usize;
-        m.cursor = tail;
-        m.received += n as u64;
-        for slot in st.ring.range_mut(from..) {
-            slot.rem -= 1;
-            let env = if slot.rem == 0 {
-                slot.env.take()
-            } else {
-                slot.env.clone()
-            };
-            if let Some(env) = env {
-                self.local.push_back(env);
+        loop {
+            if r.cursor == r.known_tail {
+                let tail = ring.tail();
+                if tail == r.cursor {
+                    if let Some(cx) = cx.as_deref_mut() {
+                        if self.yielded < SPIN_POLLS {
+                            // Found nothing: yield before parking. Under load
+                            // the publisher refills the ring meanwhile, and
+                            // the task (and its worker thread) skip a
+                            // park/unpark round trip, which costs far more
+                            // than one extra poll.
+                            self.yielded += 1;
+                            yield_now(cx);
+                            return Poll::Pending;
+                        }
+                    }
+                    let mut st = sub.state.lock();
+                    if ring.tail() != r.cursor {
+                        continue;
+                    }
+                    if st.closed {
+                        return Poll::Ready(Err(RecvError::Closed));
+                    }
+                    let Some(i) = st.readers.iter().position(|m| m.id == self.member) else {
+                        return Poll::Ready(Err(RecvError::Closed));
+                    };
+                    if let Some(cx) = cx {
+                        self.yielded = 0;
+                        let st = &mut *st;
+                        match &mut st.readers[i].waker {
+                            Some(w) => w.clone_from(cx.waker()),
+                            w @ None => {
+                                *w = Some(cx.waker().clone());
+                                st.parked += 1;
+                            }
+                        }
+                    }
+                    return Poll::Pending;
+                }
+                r.known_tail = tail;
+                let depth = tail - r.cursor.max(ring.oldest(tail));
+                if depth > r.peak {
+                    r.peak = depth;
+                    r.cell.peak.store(depth, Ordering::Relaxed);
+                }
             }
-        }
-        let got = self.local.pop_front();
-        st.readers[i].in_hand = self.local.len();
-        st.settle(sub);
-        if let Some(e) = got {
-            self.yielded = 0;
-            // Waiting publishers get the room as soon as there is some (this
-            // member was the slowest), so a later publisher cannot take it first.
-            let wake: SmallVec<[Waker; 2]> = if !st.tx_wakers.is_empty() && st.has_room(sub) {
-                st.tx_wakers.drain(..).collect()
-            } else {
-                SmallVec::new()
-            };
-            drop(guard);
-            wake.into_iter().for_each(Waker::wake);
-            return Poll::Ready(Ok(e));
-        }
-        let wake: SmallVec<[Waker; 2]> = if had_in_hand {
-            st.tx_wakers.drain(..).collect()
-        } else {
-            SmallVec::new()
-        };
-        if st.closed {
-            drop(guard);
-            wake.into_iter().for_each(Waker::wake);
-            return Poll::Ready(Err(RecvError::Closed));
-        }
-        if let Some(cx) = cx {
-            if self.yielded < SPIN_POLLS {
-                // Found nothing: yield once before parking. Under load the
-                // publisher refills the ring meanwhile, and the task (and its
-                // worker thread) skip a park/unpark round trip, which costs
-                // far more than one extra poll.
-                self.yielded += 1;
-                drop(guard);
-                wake.into_iter().for_each(Waker::wake);
-                yield_now(cx);
-                return Poll::Pending;
-            }
-            self.yielded = 0;
-            let m = &mut st.readers[i];
-            match &mut m.waker {
-                Some(w) => w.clone_from(cx.waker()),
-                None => {
-                    m.waker = Some(cx.waker().clone());
-                    st.parked += 1;
+            let pos = r.cursor;
+            match ring.read(pos) {
+                Ok(env) => {
+                    r.cursor = pos + 1;
+                    r.received += 1;
+                    r.cell.received.store(r.received, Ordering::Relaxed);
+                    self.yielded = 0;
+                    if sub.policy == Policy::Lossless {
+                        // Moved on, then look: a publisher waiting for room
+                        // (or backpressure to clear) either saw the cursor
+                        // or flagged it (see `State::wait_for_room`).
+                        r.cell.cursor.store(pos + 1, Ordering::Release);
+                        fence(Ordering::SeqCst);
+                        let flags = ring.flags.load(Ordering::Relaxed);
+                        if flags != 0 {
+                            settle_after_read(sub, flags, pos);
+                        }
+                    } else {
+                        r.cell.cursor.store(pos + 1, Ordering::Release);
+                    }
+                    return Poll::Ready(Ok(env));
+                }
+                Err(oldest) => {
+                    // Lossy: the ring moved past events this member had not read.
+                    let n = oldest - pos;
+                    r.cursor = oldest;
+                    r.known_tail = r.known_tail.max(oldest);
+                    let dropped = r.cell.dropped.load(Ordering::Relaxed) + n;
+                    r.cell.dropped.store(dropped, Ordering::Relaxed);
+                    r.cell.cursor.store(oldest, Ordering::Release);
+                    return Poll::Ready(Err(RecvError::Lagged(n)));
                 }
             }
         }
-        drop(guard);
-        wake.into_iter().for_each(Waker::wake);
-        Poll::Pending
     }
 
     /// Queue groups (one event per receive) and `latest`.
@@ -820,8 +871,7 @@ impl<T: Send + Sync + 'static> Subscription<T> {
         if let Policy::Lossless | Policy::Lossy = self.shared.policy {
             let st = self.shared.state.lock();
             if let Some(m) = st.readers.iter().find(|m| m.id == self.member) {
-                // Its batch as of now, not as of its last visit to the ring.
-                return SubscriberStats::of_member(&self.shared, &st, m, self.local.len());
+                return SubscriberStats::of_member(&self.shared, &st, m);
             }
         }
         let mut all = SubscriberStats::of(&self.shared);
@@ -856,6 +906,22 @@ impl<T: Send + Sync + 'static> Subscription<T> {
             c.fetch_add(n, Ordering::Relaxed);
         }
         n
+    }
+}
+
+/// A lossless member read `pos` while `flags` were set: if it may be the
+/// member a waiting publisher (or raised backpressure) depends on, it
+/// settles the ring under the lock. Only the slowest members can be: a
+/// publisher waits on members that have the whole capacity waiting, and
+/// backpressure clears when the slowest one is down to the low watermark.
+fn settle_after_read<T>(sub: &SubShared<T>, flags: u32, pos: u64) {
+    let ring = sub.ring();
+    let before = ring.tail() - pos;
+    let room = flags & WAITING != 0 && before >= ring.capacity();
+    let low = flags & PRESSURED != 0 && before - 1 <= sub.low as u64;
+    if room || low {
+        let wake = sub.state.lock().settle(sub);
+        wake.into_iter().for_each(Waker::wake);
     }
 }
 
@@ -895,16 +961,16 @@ impl<T> Subscription<T> {
         }
     }
 
-    /// Events waiting for this subscriber (in its queue and in the batch it holds).
+    /// Events waiting for this subscriber.
     pub fn len(&self) -> usize {
-        let st = self.shared.state.lock();
-        let queued = match self.shared.policy {
-            Policy::Lossless | Policy::Lossy => st
-                .readers
-                .iter()
-                .find(|m| m.id == self.member)
-                .map_or(0, |m| (st.tail() - m.cursor.max(st.base)) as usize),
-            _ => st.depth(&self.shared),
+        let queued = match (&self.reader, &self.shared.policy) {
+            (Some(r), _) => {
+                let ring = self.shared.ring();
+                let tail = ring.tail();
+                (tail - r.cursor.max(ring.oldest(tail))) as usize
+            }
+            (None, Policy::Lossless | Policy::Lossy) => 0,
+            _ => self.shared.state.lock().depth(&self.shared),
         };
         queued + self.local.len()
     }
@@ -943,14 +1009,13 @@ impl<T> Drop for Subscription<T> {
         match sub.policy {
             Policy::Lossless | Policy::Lossy => {
                 // Events handed to this subscriber and never received: counted, not silent.
-                let (gone, w) = st.leave(sub, self.member, self.local.len());
-                self.local.clear();
+                let (gone, w) = st.leave(sub, self.member);
                 wake.extend(w);
                 lost = gone.as_ref().map_or(0, |m| m.discarded);
                 // Its counters stay in the bus totals.
                 if let (Some(m), Some(reg)) = (gone, registry.as_mut()) {
-                    reg.retired.delivered += st.tail() - m.joined;
-                    reg.retired.dropped += m.dropped;
+                    reg.retired.delivered += sub.ring().tail() - m.joined;
+                    reg.retired.dropped += m.dropped();
                     reg.retired.discarded += m.discarded;
                 }
                 // The others read on; the last one takes the ring with it.

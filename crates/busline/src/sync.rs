@@ -7,14 +7,38 @@
 #[cfg(not(busline_loom))]
 pub(crate) use parking_lot::{Mutex, MutexGuard, RwLock};
 #[cfg(not(busline_loom))]
-pub(crate) use std::sync::atomic::{AtomicBool, AtomicU64};
+pub(crate) use std::sync::atomic::{fence, AtomicBool, AtomicU32, AtomicU64};
 
 #[cfg(busline_loom)]
-pub(crate) use loom_shim::{AtomicBool, AtomicU64, Mutex, MutexGuard, RwLock};
+pub(crate) use loom::cell::UnsafeCell;
+#[cfg(busline_loom)]
+pub(crate) use loom::sync::atomic::fence;
+
+/// `std`'s cell with loom's signatures (loom's checks each access against
+/// the others in its models).
+#[cfg(not(busline_loom))]
+#[derive(Debug, Default)]
+pub(crate) struct UnsafeCell<T>(std::cell::UnsafeCell<T>);
+
+#[cfg(not(busline_loom))]
+impl<T> UnsafeCell<T> {
+    pub(crate) fn new(t: T) -> Self {
+        UnsafeCell(std::cell::UnsafeCell::new(t))
+    }
+    pub(crate) fn with<R>(&self, f: impl FnOnce(*const T) -> R) -> R {
+        f(self.0.get())
+    }
+    pub(crate) fn with_mut<R>(&self, f: impl FnOnce(*mut T) -> R) -> R {
+        f(self.0.get())
+    }
+}
+
+#[cfg(busline_loom)]
+pub(crate) use loom_shim::{AtomicBool, AtomicU32, AtomicU64, Mutex, MutexGuard, RwLock};
 
 #[cfg(busline_loom)]
 mod loom_shim {
-    pub(crate) use loom::sync::atomic::{AtomicBool, AtomicU64};
+    pub(crate) use loom::sync::atomic::{AtomicBool, AtomicU32, AtomicU64};
     pub(crate) use loom::sync::MutexGuard;
     use loom::sync::{RwLockReadGuard, RwLockWriteGuard};
 

@@ -234,3 +234,73 @@ fn a_cancelled_receive_does_not_strand_the_group() {
         assert_eq!(waiting.join().unwrap(), Ok(7));
     });
 }
+
+/// Two lossless members sharing one ring (same pattern and settings),
+/// capacity 1, each on its own thread: the publisher waits for the slower
+/// one each time, both get every event once, and the ring's reference to
+/// each event is dropped by whichever member reads it last (loom checks
+/// every access to the slot against the others).
+#[test]
+fn members_sharing_a_lossless_ring_both_get_everything() {
+    model_bounded(1, || {
+        let bus: Bus<u32> = Bus::new();
+        let readers: Vec<_> = (0..2)
+            .map(|_| {
+                let mut sub = bus.subscriber("t").lossless(1).subscribe().unwrap();
+                thread::spawn(move || {
+                    block_on(async {
+                        let mut got = Vec::new();
+                        while let Ok(e) = sub.recv().await {
+                            got.push(e.payload);
+                        }
+                        got
+                    })
+                })
+            })
+            .collect();
+        block_on(async {
+            for i in 0..2 {
+                bus.publish_to("t", i).await.unwrap();
+            }
+        });
+        drop(bus);
+        for r in readers {
+            assert_eq!(r.join().unwrap(), [0, 1]);
+        }
+    });
+}
+
+/// Backpressure raised by a publisher while the subscriber reads at the
+/// same time is always cleared once the subscriber has read everything
+/// (high watermark 1, low 0): the publisher's raise and the reader's
+/// check for it never miss each other.
+#[test]
+fn backpressure_raised_while_reading_clears_once_drained() {
+    model(|| {
+        let bus: Bus<u32> = Bus::new();
+        let mut sub = bus
+            .subscriber("t")
+            .lossless(2)
+            .watermarks(1, 0)
+            .subscribe()
+            .unwrap();
+        let bp = bus.backpressure();
+        let publisher = {
+            let bus = bus.clone();
+            thread::spawn(move || {
+                block_on(async {
+                    for i in 0..2 {
+                        bus.publish_to("t", i).await.unwrap();
+                    }
+                })
+            })
+        };
+        block_on(async {
+            for i in 0..2 {
+                assert_eq!(sub.recv().await.unwrap().payload, i);
+            }
+        });
+        publisher.join().unwrap();
+        assert!(!bp.is_high(), "raised with nothing queued");
+    });
+}
