@@ -211,6 +211,17 @@ impl<T> Ring<T> {
     pub(crate) fn read(&self, pos: u64) -> Result<Arc<Envelope<T>>, u64> {
         let slot = self.slot(pos);
         if self.lossless {
+            if slot.rem.load(Ordering::Acquire) == 1 {
+                // The only member still to read it: move it out instead of
+                // cloning it (one shared-count update fewer per event, and
+                // none at all with a single subscriber).
+                // SAFETY: every other member is done with it (its `AcqRel`
+                // decrement came after its clone), and the publisher does
+                // not write it again before this member's cursor moves on.
+                let env = slot.env.with_mut(|e| unsafe { (*e).take() });
+                slot.rem.store(0, Ordering::Relaxed);
+                return Ok(env.expect("an unread slot holds its event"));
+            }
             // SAFETY: written before `tail` passed `pos`, not written again
             // before this member's cursor does (see `Slot`).
             let env = slot.env.with(|e| unsafe { (*e).clone() });
@@ -229,6 +240,15 @@ impl<T> Ring<T> {
             // lock was released (see `push`).
             debug_assert!(written > pos && written != u64::MAX);
             return Err(self.oldest(self.tail()).max(written + 1 - self.capacity));
+        }
+        if slot.rem.load(Ordering::Acquire) == 1 {
+            // SAFETY: the only member still to read it (as above for a
+            // lossless ring); the shared lock keeps the publisher out, and
+            // other readers under it only look at `pos`.
+            let env = slot.env.with_mut(|e| unsafe { (*e).take() });
+            slot.rem.store(0, Ordering::Relaxed);
+            drop(r);
+            return Ok(env.expect("an unread slot holds its event"));
         }
         // SAFETY: under the slot's shared lock.
         let env = slot.env.with(|e| unsafe { (*e).clone() });

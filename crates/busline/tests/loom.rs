@@ -304,3 +304,43 @@ fn backpressure_raised_while_reading_clears_once_drained() {
         assert!(!bp.is_high(), "raised with nothing queued");
     });
 }
+
+/// Two lossy members sharing one ring of capacity 1, each on its own
+/// thread, while the publisher writes over events they may be reading:
+/// each gets what it got plus what it was told it missed, exactly, and
+/// the slot's event is never taken while another member clones it.
+#[test]
+fn members_sharing_a_lossy_ring_account_for_every_event() {
+    model_bounded(1, || {
+        let bus: Bus<u32> = Bus::new();
+        let readers: Vec<_> = (0..2)
+            .map(|_| {
+                let mut sub = bus.subscriber("t").lossy(1).subscribe().unwrap();
+                thread::spawn(move || {
+                    block_on(async {
+                        let (mut got, mut lagged) = (Vec::new(), 0);
+                        loop {
+                            match sub.recv().await {
+                                Ok(e) => got.push(e.payload),
+                                Err(RecvError::Lagged(n)) => lagged += n,
+                                Err(_) => break,
+                            }
+                        }
+                        (got, lagged)
+                    })
+                })
+            })
+            .collect();
+        block_on(async {
+            for i in 0..2 {
+                bus.publish_to("t", i).await.unwrap();
+            }
+        });
+        drop(bus);
+        for r in readers {
+            let (got, lagged) = r.join().unwrap();
+            assert_eq!(got.len() as u64 + lagged, 2, "{got:?} + {lagged}");
+            assert_eq!(got.last(), Some(&1), "the newest event is never dropped");
+        }
+    });
+}
