@@ -216,6 +216,7 @@ impl BusBuilder {
 
     /// Makes the bus.
     pub fn build<T: Send + Sync + 'static>(self) -> Bus<T> {
+        crate::clock::warm_up();
         let node: u64 = rand::random();
         let (tx, _) = watch::channel(false);
         Bus {

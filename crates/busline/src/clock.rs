@@ -23,6 +23,13 @@ thread_local! {
     static ANCHOR: Cell<Option<(SystemTime, u64)>> = const { Cell::new(None) };
 }
 
+/// Calibrates the counter (once per process, a few milliseconds of
+/// measuring) if that has not been done yet: called when a bus is made, so
+/// that its first publish does not pay for it.
+pub(crate) fn warm_up() {
+    CLOCK.get_or_init(quanta::Clock::new);
+}
+
 /// The current wall-clock time.
 pub(crate) fn now() -> SystemTime {
     let clock = CLOCK.get_or_init(quanta::Clock::new);
