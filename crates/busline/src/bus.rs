@@ -690,6 +690,14 @@ impl<T: Send + Sync + 'static> Bus<T> {
         let (seq, id) = (env.seq, env.id);
         let mut env = Some(env);
         match commit(&targets, &mut env, None) {
+            // Every target closed under it because the bus closed: the event comes back.
+            Ok(0) if env.is_some() && self.inner.closed.load(Ordering::Acquire) => {
+                drop(targets);
+                let env = env.expect("an undelivered event is handed back");
+                Err(PublishError::Closed {
+                    event: unwrap_env(env),
+                })
+            }
             Ok(n) => {
                 count_filtered(&route, &targets);
                 if n == 0 {
@@ -704,8 +712,8 @@ impl<T: Send + Sync + 'static> Bus<T> {
             Err(full) => {
                 let subscriber = (0..targets.len())
                     .map(|i| targets.get(i))
-                    .find(|s| s.id == full)
-                    .map(|s| slowest_name(s));
+                    .find(|s| s.id == full.sub)
+                    .map(|s| member_name(s, full.member));
                 drop(targets);
                 self.inner.cancelled.fetch_add(1, Ordering::Relaxed);
                 let env = env.expect("an undelivered event is handed back");
@@ -839,7 +847,7 @@ impl<T: Send + Sync + 'static> Bus<T> {
         let targets = targets(&route, &env);
         let (seq, id) = (env.seq, env.id);
         let mut env = Some(env);
-        let mut waiting: Option<(u64, Instant)> = None;
+        let mut waiting: Option<(Full, Instant)> = None;
         let mut done = false;
         let guard = CancelGuard {
             inner: &self.inner,
@@ -852,7 +860,7 @@ impl<T: Send + Sync + 'static> Bus<T> {
             match commit(&targets, &mut env, Some(cx.waker())) {
                 Ok(n) => Poll::Ready(Ok(n)),
                 Err(full) => {
-                    // Waiting on subscriber `full`; account the time to it.
+                    // Waiting on `full`; account the time to it.
                     match waiting {
                         Some((id, since)) if id != full => {
                             add_blocked(&targets, id, since.elapsed());
@@ -875,7 +883,16 @@ impl<T: Send + Sync + 'static> Bus<T> {
             count_filtered(&route, &targets);
         }
         drop(targets);
+        // Every target closed under it: if that was the bus closing (it
+        // checked before this publish locked them), the event comes back.
+        let closed = self.inner.closed.load(Ordering::Acquire);
         match (result, env) {
+            (Ok(0), Some(env)) if closed => {
+                // (Like the refusal above when it sees the bus closed.)
+                Err(PublishError::Closed {
+                    event: unwrap_env(env),
+                })
+            }
             (Ok(n), _) => {
                 if n == 0 {
                     self.inner.unrouted.fetch_add(1, Ordering::Relaxed);
@@ -1265,29 +1282,50 @@ fn targets<'a, T>(route: &'a Route<T>, env: &Envelope<T>) -> Targets<'a, T> {
     }
 }
 
-/// The name of the subscriber a publisher waits on in `sub`: for a ring,
-/// its slowest member.
-fn slowest_name<T>(sub: &SubShared<T>) -> Arc<str> {
-    let st = sub.state.lock();
-    st.slowest_member(sub)
-        .map_or_else(|| sub.name.clone(), |i| st.readers[i].name.clone())
+/// The subscriber a publish found full, and in a ring the member it waits
+/// on (the slowest one when it found it full; otherwise the subscriber's id).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Full {
+    sub: u64,
+    member: u64,
 }
 
-fn add_blocked<T>(targets: &Targets<'_, T>, id: u64, d: Duration) {
+impl Full {
+    fn at<T>(sub: &SubShared<T>, st: &State<T>) -> Full {
+        Full {
+            sub: sub.id,
+            member: st.slowest_member(sub).map_or(sub.id, |i| st.readers[i].id),
+        }
+    }
+}
+
+/// The name of the subscriber a publisher found full in `sub`: for a
+/// ring, of member `member` (the subscriber's own name if it left).
+fn member_name<T>(sub: &SubShared<T>, member: u64) -> Arc<str> {
+    let st = sub.state.lock();
+    st.readers
+        .iter()
+        .find(|m| m.id == member)
+        .map_or_else(|| sub.name.clone(), |m| m.name.clone())
+}
+
+/// Charges `d` of waiting to the subscriber (for a ring, the member) the
+/// publisher found full; nothing if that member has left since.
+fn add_blocked<T>(targets: &Targets<'_, T>, full: Full, d: Duration) {
     let Some(s) = (0..targets.len())
         .map(|i| targets.get(i))
-        .find(|s| s.id == id)
+        .find(|s| s.id == full.sub)
     else {
         return;
     };
     let ns = d.as_nanos().min(u64::MAX as u128) as u64;
+    if s.ring.is_none() {
+        s.blocked_ns.fetch_add(ns, Ordering::Relaxed);
+        return;
+    }
     let mut st = s.state.lock();
-    // A ring's publisher waits on its slowest member.
-    match st.slowest_member(s) {
-        Some(i) => st.readers[i].blocked_ns += ns,
-        None => {
-            s.blocked_ns.fetch_add(ns, Ordering::Relaxed);
-        }
+    if let Some(m) = st.readers.iter_mut().find(|m| m.id == full.member) {
+        m.blocked_ns += ns;
     }
 }
 
@@ -1312,14 +1350,14 @@ const SPINS: usize = 64;
 
 /// Delivers `env` to every target or to none: locks all targets (in id order),
 /// and if a lossless one is full, registers `waker` there and gives up
-/// (`Err(id)` of the full target, `env` left in place). Otherwise takes `env`
+/// (`Err` naming the full target, `env` left in place). Otherwise takes `env`
 /// (it comes back only if every target had closed) and returns how many
 /// subscribers received it.
 fn commit<T>(
     targets: &Targets<'_, T>,
     env: &mut Option<Arc<Envelope<T>>>,
     waker: Option<&Waker>,
-) -> Result<usize, u64> {
+) -> Result<usize, Full> {
     let n = targets.len();
     if n == 1 {
         // The common case, without the guard list.
@@ -1329,7 +1367,7 @@ fn commit<T>(
             return Ok(0);
         }
         if !st.has_room(sub) && !st.wait_for_room(sub, waker) {
-            return Err(sub.id);
+            return Err(Full::at(sub, &st));
         }
         let delivered = match sub.policy {
             Policy::Lossless | Policy::Lossy => st.readers.len(),
@@ -1348,7 +1386,7 @@ fn commit<T>(
         let sub = targets.get(i);
         let mut st = lock_spinning(&sub.state);
         if !st.closed && !st.has_room(sub) && !st.wait_for_room(sub, waker) {
-            return Err(sub.id);
+            return Err(Full::at(sub, &st));
         }
         guards.push(st);
     }

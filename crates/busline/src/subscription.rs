@@ -212,12 +212,15 @@ impl<T> State<T> {
     /// Refreshes [`slowest`](Self::slowest) from the members' cursors, and
     /// their peaks from what each has waiting.
     fn refresh_slowest(&mut self, sub: &SubShared<T>) -> u64 {
-        let tail = sub.ring().tail();
+        let ring = sub.ring();
+        let tail = ring.tail();
+        let oldest = ring.oldest(tail);
         let mut slowest = tail;
         for m in self.readers.iter_mut() {
             let c = m.cursor();
             slowest = slowest.min(c);
-            m.peak = m.peak.max(tail - c);
+            // (A lossy member behind the oldest event has lost the rest.)
+            m.peak = m.peak.max(tail - c.max(oldest));
         }
         self.slowest = slowest;
         slowest
