@@ -87,8 +87,6 @@ pub(crate) struct Ring<T> {
     tail: Padded<AtomicU64>,
     /// [`WAITING`] and [`PRESSURED`].
     pub(crate) flags: Padded<AtomicU32>,
-    /// Members reading it (written under the subscriber's lock).
-    pub(crate) members: AtomicU32,
 }
 
 // SAFETY: the cells are shared by the rules on `Slot`; what they hold is
@@ -129,7 +127,6 @@ impl<T> Ring<T> {
             chunks: (0..chunks).map(|_| OnceLock::new()).collect(),
             tail: Padded(AtomicU64::new(0)),
             flags: Padded(AtomicU32::new(0)),
-            members: AtomicU32::new(0),
         }
     }
 

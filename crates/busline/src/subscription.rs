@@ -59,13 +59,6 @@ impl fmt::Display for Policy {
 /// 7.8 M deliveries/s against broadcast's 12.5 M and 2 gave 9.3–10.7 M
 /// (parking and being woken costs more when the cores are contended); 3
 /// and 4 gave no more, and on a quiet machine 1 to 3 measure the same.
-///
-/// Only members of a ring shared by several subscribers yield: a lone
-/// subscriber parks at once. On an Intel Xeon VM (2026-12-01, `busline
-/// bench fanout --subscribers 1 --rounds 3`) yielding twice made it
-/// 2.4–2.5 M deliveries/s at 610–640 CPU ns each, parking at once 3.7–4.0 M
-/// at 320 ns; with 4 subscribers yielding measured 0.75–0.81x broadcast
-/// and parking at once 0.74–0.75x.
 const SPIN_POLLS: u8 = 2;
 
 /// Lets other tasks run before this one is polled again: tokio's
@@ -397,7 +390,6 @@ impl<T> State<T> {
     /// Adds a ring member reading from now on.
     pub(crate) fn join(&mut self, sub: &SubShared<T>, id: u64, name: Arc<str>) -> Reader {
         let tail = sub.ring().tail();
-        sub.ring().members.fetch_add(1, Ordering::Relaxed);
         let cell = Arc::new(MemberCell::new(tail));
         self.readers.push(Member {
             id,
@@ -434,7 +426,6 @@ impl<T> State<T> {
             self.parked = self.parked.saturating_sub(1);
         }
         let ring = sub.ring();
-        ring.members.fetch_sub(1, Ordering::Relaxed);
         let tail = ring.tail();
         let cursor = m.cursor();
         let from = cursor.max(ring.oldest(tail));
@@ -736,7 +727,7 @@ impl<T: Send + Sync + 'static> Subscription<T> {
                 let tail = ring.tail();
                 if tail == r.cursor {
                     if let Some(cx) = cx.as_deref_mut() {
-                        if self.yielded < SPIN_POLLS && ring.members.load(Ordering::Relaxed) > 1 {
+                        if self.yielded < SPIN_POLLS {
                             // Found nothing: yield before parking. Under load
                             // the publisher refills the ring meanwhile, and
                             // the task (and its worker thread) skip a
