@@ -59,6 +59,12 @@ impl fmt::Display for Policy {
 /// 7.8 M deliveries/s against broadcast's 12.5 M and 2 gave 9.3–10.7 M
 /// (parking and being woken costs more when the cores are contended); 3
 /// and 4 gave no more, and on a quiet machine 1 to 3 measure the same.
+///
+/// Parking at once when the subscriber is alone on its ring was tried (an
+/// Intel Xeon VM, 2026-12-01): `bench fanout --subscribers 1` went from
+/// 2.4–2.5 M to 3.7–4.0 M deliveries/s, but the NATS exporter, such a
+/// subscriber, fell from 0.83–0.84x to 0.77–0.78x raw async-nats on
+/// JetStream (`busline bench nats --rounds 5`), so every subscriber yields.
 const SPIN_POLLS: u8 = 2;
 
 /// Lets other tasks run before this one is polled again: tokio's
