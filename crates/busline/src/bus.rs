@@ -1283,7 +1283,8 @@ fn targets<'a, T>(route: &'a Route<T>, env: &Envelope<T>) -> Targets<'a, T> {
 }
 
 /// The subscriber a publish found full, and in a ring the member it waits
-/// on (the slowest one when it found it full; otherwise the subscriber's id).
+/// on (the slowest one, as the room check just found it; otherwise the
+/// subscriber's id).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Full {
     sub: u64,
@@ -1294,7 +1295,11 @@ impl Full {
     fn at<T>(sub: &SubShared<T>, st: &State<T>) -> Full {
         Full {
             sub: sub.id,
-            member: st.slowest_member(sub).map_or(sub.id, |i| st.readers[i].id),
+            member: if sub.ring.is_some() {
+                st.slowest_id
+            } else {
+                sub.id
+            },
         }
     }
 }

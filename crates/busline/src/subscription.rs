@@ -149,6 +149,9 @@ pub(crate) struct State<T> {
     /// oldest event some member has not read), refreshed from the members'
     /// cursors when the ring looks full.
     pub(crate) slowest: u64,
+    /// The member whose cursor the last refresh found lowest: the one a
+    /// lossless publisher that found the ring full waits on.
+    pub(crate) slowest_id: u64,
     /// Queue groups.
     pub(crate) queue: VecDeque<Arc<Envelope<T>>>,
     /// `Latest` only: newest event per topic, and the order topics became pending.
@@ -176,6 +179,7 @@ impl<T> State<T> {
             readers: SmallVec::new(),
             parked: 0,
             slowest: 0,
+            slowest_id: 0,
             queue: VecDeque::new(),
             latest: AHashMap::new(),
             latest_order: VecDeque::new(),
@@ -199,17 +203,9 @@ impl<T> State<T> {
         (tail - m.cursor().max(ring.oldest(tail))) as usize
     }
 
-    /// The lowest cursor of any member (the ring's end if it has none).
-    fn lowest_cursor(&self, sub: &SubShared<T>) -> u64 {
-        self.readers
-            .iter()
-            .map(Member::cursor)
-            .min()
-            .unwrap_or_else(|| sub.ring().tail())
-    }
-
-    /// Refreshes [`slowest`](Self::slowest) from the members' cursors, and
-    /// their peaks from what each has waiting.
+    /// Refreshes [`slowest`](Self::slowest) and
+    /// [`slowest_id`](Self::slowest_id) from the members' cursors, and their
+    /// peaks from what each has waiting.
     fn refresh_slowest(&mut self, sub: &SubShared<T>) -> u64 {
         let ring = sub.ring();
         let tail = ring.tail();
@@ -217,7 +213,10 @@ impl<T> State<T> {
         let mut slowest = tail;
         for m in self.readers.iter_mut() {
             let c = m.cursor();
-            slowest = slowest.min(c);
+            if c < slowest {
+                slowest = c;
+                self.slowest_id = m.id;
+            }
             // (A lossy member behind the oldest event has lost the rest.)
             m.peak = m.peak.max(tail - c.max(oldest));
         }
@@ -228,8 +227,7 @@ impl<T> State<T> {
     /// Events waiting: for a ring, the most any member has waiting.
     pub(crate) fn depth(&self, sub: &SubShared<T>) -> usize {
         match sub.policy {
-            Policy::Lossless => (sub.ring().tail() - self.lowest_cursor(sub)) as usize,
-            Policy::Lossy => self
+            Policy::Lossless | Policy::Lossy => self
                 .readers
                 .iter()
                 .map(|m| self.member_depth(sub, m))
@@ -385,12 +383,6 @@ impl<T> State<T> {
             ring.flags.fetch_and(!WAITING, Ordering::Relaxed);
         }
         wake
-    }
-
-    /// The ring member with the most events waiting: the one a lossless
-    /// publisher waits on.
-    pub(crate) fn slowest_member(&self, sub: &SubShared<T>) -> Option<usize> {
-        (0..self.readers.len()).max_by_key(|&i| self.member_depth(sub, &self.readers[i]))
     }
 
     /// Adds a ring member reading from now on.
