@@ -64,8 +64,12 @@ impl<V> std::ops::Deref for Padded<V> {
 ///   brings it to 0 (after every other member's clone, by the `AcqRel`
 ///   chain on `rem`) takes the ring's reference. Nobody reads `pos`.
 /// - **Lossy rings** write over events members may not have read, so every
-///   access is under `lock`: shared to read `pos` and clone, exclusive to
-///   write or take.
+///   access is under `lock`: the publisher writes under the exclusive lock;
+///   members read `pos` under the shared one and, when it is theirs, clone
+///   and take as on a lossless ring (a member whose `pos` is not the slot's
+///   looks at nothing else, so `rem` alone orders the members).
+/// - Either way, the only member still to read a slot (it sees `rem` at 1)
+///   moves the event out instead of cloning it.
 struct Slot<T> {
     lock: RwLock<()>,
     /// The position written here last (`u64::MAX`: never written).
@@ -211,25 +215,8 @@ impl<T> Ring<T> {
     pub(crate) fn read(&self, pos: u64) -> Result<Arc<Envelope<T>>, u64> {
         let slot = self.slot(pos);
         if self.lossless {
-            if slot.rem.load(Ordering::Acquire) == 1 {
-                // The only member still to read it: move it out instead of
-                // cloning it (one shared-count update fewer per event, and
-                // none at all with a single subscriber).
-                // SAFETY: every other member is done with it (its `AcqRel`
-                // decrement came after its clone), and the publisher does
-                // not write it again before this member's cursor moves on.
-                let env = slot.env.with_mut(|e| unsafe { (*e).take() });
-                slot.rem.store(0, Ordering::Relaxed);
-                return Ok(env.expect("an unread slot holds its event"));
-            }
-            // SAFETY: written before `tail` passed `pos`, not written again
-            // before this member's cursor does (see `Slot`).
-            let env = slot.env.with(|e| unsafe { (*e).clone() });
-            let env = env.expect("an unread slot holds its event");
-            if slot.rem.fetch_sub(1, Ordering::AcqRel) == 1 {
-                // SAFETY: the last reader: every other one is done with it.
-                drop(slot.env.with_mut(|e| unsafe { (*e).take() }));
-            }
+            let (env, left) = self.hand_out(slot);
+            drop(left);
             return Ok(env);
         }
         let r = slot.lock.read();
@@ -241,23 +228,9 @@ impl<T> Ring<T> {
             debug_assert!(written > pos && written != u64::MAX);
             return Err(self.oldest(self.tail()).max(written + 1 - self.capacity));
         }
-        if slot.rem.load(Ordering::Acquire) == 1 {
-            // SAFETY: the only member still to read it (as above for a
-            // lossless ring); the shared lock keeps the publisher out, and
-            // other readers under it only look at `pos`.
-            let env = slot.env.with_mut(|e| unsafe { (*e).take() });
-            slot.rem.store(0, Ordering::Relaxed);
-            drop(r);
-            return Ok(env.expect("an unread slot holds its event"));
-        }
-        // SAFETY: under the slot's shared lock.
-        let env = slot.env.with(|e| unsafe { (*e).clone() });
-        let env = env.expect("an unread slot holds its event");
-        let last = slot.rem.fetch_sub(1, Ordering::AcqRel) == 1;
+        let (env, left) = self.hand_out(slot);
         drop(r);
-        if last {
-            self.take_lossy(slot, pos);
-        }
+        drop(left);
         Ok(env)
     }
 
@@ -266,10 +239,7 @@ impl<T> Ring<T> {
     pub(crate) fn release(&self, pos: u64) {
         let slot = self.slot(pos);
         if self.lossless {
-            if slot.rem.fetch_sub(1, Ordering::AcqRel) == 1 {
-                // SAFETY: the last reader (see `read`).
-                drop(slot.env.with_mut(|e| unsafe { (*e).take() }));
-            }
+            drop(self.forgo(slot));
             return;
         }
         let r = slot.lock.read();
@@ -277,26 +247,41 @@ impl<T> Ring<T> {
         if slot.pos.with(|p| unsafe { *p }) != pos {
             return;
         }
-        let last = slot.rem.fetch_sub(1, Ordering::AcqRel) == 1;
+        let left = self.forgo(slot);
         drop(r);
-        if last {
-            self.take_lossy(slot, pos);
-        }
+        drop(left);
     }
 
-    /// Drops a lossy ring's reference to `pos` if the slot still holds it.
-    fn take_lossy(&self, slot: &Slot<T>, pos: u64) {
-        let w = slot.lock.write();
-        // SAFETY: under the slot's exclusive lock.
-        let old = unsafe {
-            if slot.pos.with(|p| *p) == pos {
-                slot.env.with_mut(|e| (*e).take())
-            } else {
-                None
-            }
-        };
-        drop(w);
-        drop(old);
+    /// Hands the slot's event to one member that has not read it (the
+    /// caller keeps the publisher out: by the rules on `Slot`, or under the
+    /// slot's shared lock, where other readers only look at `pos`). The only
+    /// member left moves it out instead of cloning it (one shared-count
+    /// update fewer, none with a single subscriber); otherwise the last to
+    /// clone it takes the ring's reference, returned for the caller to drop
+    /// once it lets the slot go.
+    fn hand_out(&self, slot: &Slot<T>) -> (Arc<Envelope<T>>, Option<Arc<Envelope<T>>>) {
+        if slot.rem.load(Ordering::Acquire) == 1 {
+            // SAFETY: every other member is done with it (its `AcqRel`
+            // decrement came after its clone), and writers are kept out.
+            let env = slot.env.with_mut(|e| unsafe { (*e).take() });
+            slot.rem.store(0, Ordering::Relaxed);
+            return (env.expect("an unread slot holds its event"), None);
+        }
+        // SAFETY: members clone it side by side; writers are kept out.
+        let env = slot.env.with(|e| unsafe { (*e).clone() });
+        let env = env.expect("an unread slot holds its event");
+        (env, self.forgo(slot))
+    }
+
+    /// One member fewer still to read the slot (it read or left): the last
+    /// one takes the ring's reference (the caller drops it).
+    fn forgo(&self, slot: &Slot<T>) -> Option<Arc<Envelope<T>>> {
+        if slot.rem.fetch_sub(1, Ordering::AcqRel) != 1 {
+            return None;
+        }
+        // SAFETY: the last member: every other one is done with it, and
+        // writers are kept out.
+        slot.env.with_mut(|e| unsafe { (*e).take() })
     }
 
     /// Drops every event the ring still holds: its last member left (under
