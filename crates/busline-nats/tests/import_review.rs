@@ -293,17 +293,16 @@ async fn a_store_failing_for_a_while_does_not_dead_letter_good_events() {
     let b: Bus<Ev> = Bus::new();
     b.persist("s.>", Flaky::failing(4)).unwrap();
     let mut sub = b.subscribe("s.>").unwrap();
-    let tb = NatsTransport::connect(
+    let tb = import_with(
         &b,
-        NatsConfig::new(srv.url())
-            .import("s.>")
-            .jetstream(JetStreamConfig {
-                max_deliver: 3,
-                ..js("imp")
-            }),
+        &srv.url(),
+        "s.>",
+        JetStreamConfig {
+            max_deliver: 3,
+            ..js("imp")
+        },
     )
-    .await
-    .unwrap();
+    .await;
     let (a, ta) = exporter(&srv.url(), "s.>").await;
     a.publish_to("s.x", ev(0, 1)).await.unwrap();
     ta.flush().await.unwrap();

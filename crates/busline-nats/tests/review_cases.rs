@@ -135,17 +135,16 @@ async fn max_deliver_one_still_delivers_once() {
     let srv = server();
     let b: Bus<Ev> = Bus::new();
     let mut sub = b.subscribe("o.>").unwrap();
-    let tb = NatsTransport::connect(
+    let tb = import_with(
         &b,
-        NatsConfig::new(srv.url())
-            .import("o.>")
-            .jetstream(JetStreamConfig {
-                max_deliver: 1,
-                ..js("imp")
-            }),
+        &srv.url(),
+        "o.>",
+        JetStreamConfig {
+            max_deliver: 1,
+            ..js("imp")
+        },
     )
-    .await
-    .unwrap();
+    .await;
     let (a, ta) = exporter(&srv.url(), "o.>").await;
     a.publish_to("o.x", ev(0, 1)).await.unwrap();
     ta.flush().await.unwrap();
@@ -274,17 +273,16 @@ async fn a_dead_letter_that_can_never_be_stored_does_not_stop_the_import() {
     let srv = server_with("max_payload: 2048");
     let b: Bus<Ev> = Bus::new();
     let mut sub = b.subscribe("d.>").unwrap();
-    let tb = NatsTransport::connect(
+    let tb = import_with(
         &b,
-        NatsConfig::new(srv.url())
-            .import("d.>")
-            .jetstream(JetStreamConfig {
-                max_deliver: 1,
-                ..js("imp")
-            }),
+        &srv.url(),
+        "d.>",
+        JetStreamConfig {
+            max_deliver: 1,
+            ..js("imp")
+        },
     )
-    .await
-    .unwrap();
+    .await;
     let raw = jetstream::new(async_nats::connect(srv.url()).await.unwrap());
     // An undecodable message just under the limit: its dead letter is over it.
     let mut h = async_nats::HeaderMap::new();

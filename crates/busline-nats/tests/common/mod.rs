@@ -90,9 +90,19 @@ pub async fn import_into(
     pattern: &str,
     durable: &str,
 ) -> NatsTransport<Ev> {
+    import_with(bus, url, pattern, js(durable)).await
+}
+
+/// A JetStream transport importing `pattern` into `bus` with `jetstream`.
+pub async fn import_with(
+    bus: &Bus<Ev>,
+    url: &str,
+    pattern: &str,
+    jetstream: JetStreamConfig,
+) -> NatsTransport<Ev> {
     NatsTransport::connect(
         bus,
-        NatsConfig::new(url).import(pattern).jetstream(js(durable)),
+        NatsConfig::new(url).import(pattern).jetstream(jetstream),
     )
     .await
     .expect("importer connects")
@@ -109,12 +119,7 @@ pub async fn importer(
         .lossless(100_000)
         .subscribe()
         .unwrap();
-    let t = NatsTransport::connect(
-        &bus,
-        NatsConfig::new(url).import(pattern).jetstream(js(durable)),
-    )
-    .await
-    .expect("importer connects");
+    let t = import_into(&bus, url, pattern, durable).await;
     (bus, sub, t)
 }
 
