@@ -1,33 +1,40 @@
 //! The ring that lossless and lossy subscribers read.
 //!
 //! A publisher appends each event once; each member reads it at its own
-//! cursor, **without taking the subscriber's lock**:
+//! cursor, **without taking a lock**:
 //!
-//! - Slots are locked one by one (a read lock per reader, the write lock for
-//!   the publisher), as `tokio::sync::broadcast` does, so a reader and the
-//!   publisher meet only on the slot they both touch.
 //! - The publisher appends under the subscriber's lock (it orders publishers
 //!   and wake-ups) and then moves `tail` on (`Release`); a reader learns what
 //!   is new from `tail` (`Acquire`) and takes the lock only to park.
-//! - Each member publishes its cursor in its own [`MemberCell`]. A lossless
-//!   publisher finds the slowest member from those when the ring looks full.
-//! - A lossless reader that moved its cursor checks [`Ring::flags`] (both
+//! - Each member publishes its cursor in its own [`MemberCell`]. The
+//!   publisher writes a slot only once every member's cursor is past the
+//!   event it held before; it finds the slowest member from those cursors
+//!   when the ring looks full.
+//! - When a **lossless** ring is full, the publisher waits for room. A
+//!   lossless reader that moved its cursor checks [`Ring::flags`] (both
 //!   sides `SeqCst`, so one of them always sees the other): a publisher
 //!   waiting for room, or backpressure to clear, makes the reader that can
 //!   change that take the lock and settle it.
+//! - When a **lossy** ring is full, the publisher moves the cursor of each
+//!   member still at the oldest event past it (a compare-and-swap, counted
+//!   as dropped for that member), then writes over it. A lossy reader claims
+//!   the position it reads by setting [`BUSY`] on its cursor with a
+//!   compare-and-swap: the claim fails if the publisher moved the cursor
+//!   first (the member reports `Lagged`), and a publisher that finds the
+//!   claim waits the few instructions until the reader moves on.
 //! - Each slot counts the members still to read it; the last one drops the
 //!   slot's reference, so a read event is not kept alive by the ring.
 //!
 //! Slots are allocated in chunks as the ring first fills them, so a large
 //! capacity costs memory only once it is used.
 
-#![allow(unsafe_code)] // The lossless read path: see `Slot` and the README's benchmark.
+#![allow(unsafe_code)] // The lock-free read path: see `Slot` and the README's benchmark.
 
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, OnceLock};
 
 use crate::envelope::Envelope;
-use crate::sync::{AtomicU32, AtomicU64, RwLock, UnsafeCell};
+use crate::sync::{spin_wait, AtomicU32, AtomicU64, UnsafeCell};
 
 /// Slots per allocated chunk.
 const CHUNK: usize = 1024;
@@ -37,6 +44,10 @@ const CHUNK: usize = 1024;
 pub(crate) const WAITING: u32 = 1;
 /// Backpressure is raised and waits for the ring to drain to its low watermark.
 pub(crate) const PRESSURED: u32 = 2;
+
+/// Set on a lossy member's cursor while it reads the slot there: the
+/// publisher does not write over that slot until the member moves on.
+pub(crate) const BUSY: u64 = 1 << 63;
 
 /// Keeps a value on a cache line of its own (what one core writes often
 /// does not slow down what another reads).
@@ -52,28 +63,29 @@ impl<V> std::ops::Deref for Padded<V> {
 
 /// One position of the ring.
 ///
-/// Who touches `pos` and `env`, and when (the safety argument of every
-/// `unsafe` block below):
-/// - **Lossless rings** take no lock. The publisher writes a slot only when
-///   every member's cursor is past the event it held before (it checks
-///   their cursors, published with `Release` after the member was done with
-///   the slot, or it holds the subscriber's lock that a leaving member
-///   released the slot under). Members read it only between the ring's
-///   `tail` (`Acquire`, published after the write) and their own cursor
-///   moving past it; each clones, then decrements `rem`, and the one that
-///   brings it to 0 (after every other member's clone, by the `AcqRel`
-///   chain on `rem`) takes the ring's reference. Nobody reads `pos`.
-/// - **Lossy rings** write over events members may not have read, so every
-///   access is under `lock`: the publisher writes under the exclusive lock;
-///   members read `pos` under the shared one and, when it is theirs, clone
-///   and take as on a lossless ring (a member whose `pos` is not the slot's
-///   looks at nothing else, so `rem` alone orders the members).
-/// - Either way, the only member still to read a slot (it sees `rem` at 1)
-///   moves the event out instead of cloning it.
+/// Who touches `env`, and when (the safety argument of every `unsafe` block
+/// below):
+/// - The publisher writes a slot (under the subscriber's lock) only when
+///   every member's cursor is past the event it held before. It learns that
+///   from their cursors, published with `Release` after the member was done
+///   with the slot (or it holds the subscriber's lock that a leaving member
+///   released the slot under). A lossless publisher waits for that; a lossy
+///   one moves the cursors that are not past it on itself, with a
+///   compare-and-swap that fails while the member's [`BUSY`] claim is on it.
+/// - A member reads a slot only between the ring's `tail` (`Acquire`,
+///   published after the write) and its own cursor moving past it: a
+///   lossless member's cursor moves only by itself; a lossy member reads
+///   only under the claim it set with a compare-and-swap on the cursor it
+///   expected, so the publisher had not moved that cursor on (and had not
+///   written over the slot) first.
+/// - Each reader clones, then decrements `rem`, and the one that brings it
+///   to 0 (after every other member's clone, by the `AcqRel` chain on
+///   `rem`) takes the ring's reference. The only member still to read a
+///   slot (it sees `rem` at 1) moves the event out instead of cloning it.
+///   A lossy member moved past a slot never decrements its `rem`, so `rem`
+///   is never below the members that still read it; the publisher takes
+///   what is left when it writes over the slot.
 struct Slot<T> {
-    lock: RwLock<()>,
-    /// The position written here last (`u64::MAX`: never written).
-    pos: UnsafeCell<u64>,
     env: UnsafeCell<Option<Arc<Envelope<T>>>>,
     /// Members present when it was written that have not read it yet.
     rem: AtomicU32,
@@ -99,13 +111,16 @@ unsafe impl<T: Send + Sync> Sync for Ring<T> {}
 unsafe impl<T: Send + Sync> Send for Ring<T> {}
 
 /// What a member publishes for the publisher and for statistics; written
-/// only by the member's own [`Subscription`](crate::Subscription).
+/// by the member's own [`Subscription`](crate::Subscription), except that a
+/// lossy publisher moves the cursor past an event it writes over.
 #[derive(Default)]
 pub(crate) struct MemberCell {
-    /// The next position it reads: everything before it is read or lost.
+    /// The next position it reads: everything before it is read or lost
+    /// ([`BUSY`] while a lossy member reads there).
     pub(crate) cursor: AtomicU64,
     pub(crate) received: AtomicU64,
-    /// Lost (lossy) and reported as `Lagged`.
+    /// Lost (lossy): counted as the publisher moves the cursor past, and
+    /// reported as `Lagged` at the member's next receive.
     pub(crate) dropped: AtomicU64,
     /// The most events it has had waiting.
     pub(crate) peak: AtomicU64,
@@ -176,85 +191,40 @@ impl<T> Ring<T> {
         let chunk = self.chunks[c].get_or_init(|| {
             (0..len)
                 .map(|_| Slot {
-                    lock: RwLock::new(()),
-                    pos: UnsafeCell::new(u64::MAX),
                     env: UnsafeCell::new(None),
                     rem: AtomicU32::new(0),
                 })
                 .collect()
         });
         let slot = &chunk[i];
-        if self.lossless {
-            slot.rem.store(readers, Ordering::Relaxed);
-            // SAFETY: every member is past the event this slot held (see `Slot`).
-            let old = slot.env.with_mut(|e| unsafe { (*e).replace(env) });
-            debug_assert!(
-                old.is_none(),
-                "a lossless slot is written over only once read"
-            );
-            self.tail.store(pos + 1, Ordering::Release);
-            return old;
-        }
-        let w = slot.lock.write();
         slot.rem.store(readers, Ordering::Relaxed);
-        // SAFETY: under the slot's exclusive lock.
-        let old = unsafe {
-            slot.pos.with_mut(|p| *p = pos);
-            slot.env.with_mut(|e| (*e).replace(env))
-        };
-        // Still under the slot's lock: a reader that finds this slot
-        // written over also finds the ring's end past it.
+        // SAFETY: every member is past the event this slot held (see `Slot`).
+        let old = slot.env.with_mut(|e| unsafe { (*e).replace(env) });
+        debug_assert!(
+            !self.lossless || old.is_none(),
+            "a lossless slot is written over only once read"
+        );
         self.tail.store(pos + 1, Ordering::Release);
-        drop(w);
         old
     }
 
-    /// Reads `pos` (`pos < tail`) for one member: the event, or, if a lossy
-    /// ring wrote over it already, `Err` with the oldest position it holds
-    /// now. The last member to read a slot drops the ring's reference.
-    pub(crate) fn read(&self, pos: u64) -> Result<Arc<Envelope<T>>, u64> {
-        let slot = self.slot(pos);
-        if self.lossless {
-            let (env, left) = self.hand_out(slot);
-            drop(left);
-            return Ok(env);
-        }
-        let r = slot.lock.read();
-        // SAFETY: under the slot's shared lock.
-        let written = slot.pos.with(|p| unsafe { *p });
-        if written != pos {
-            // Written over, and the end moved past it before the slot's
-            // lock was released (see `push`).
-            debug_assert!(written > pos && written != u64::MAX);
-            return Err(self.oldest(self.tail()).max(written + 1 - self.capacity));
-        }
-        let (env, left) = self.hand_out(slot);
-        drop(r);
+    /// Reads `pos` (`pos < tail`) for one member whose cursor is at it (a
+    /// lossy member holding its claim). The last member to read a slot drops
+    /// the ring's reference.
+    pub(crate) fn read(&self, pos: u64) -> Arc<Envelope<T>> {
+        let (env, left) = self.hand_out(self.slot(pos));
         drop(left);
-        Ok(env)
+        env
     }
 
-    /// A member leaves without reading `pos` (`pos < tail`; under the
-    /// subscriber's lock): one reader fewer for it.
+    /// A member leaves without reading `pos` (`pos < tail`, and its cursor
+    /// is at or before it; under the subscriber's lock): one reader fewer.
     pub(crate) fn release(&self, pos: u64) {
-        let slot = self.slot(pos);
-        if self.lossless {
-            drop(self.forgo(slot));
-            return;
-        }
-        let r = slot.lock.read();
-        // SAFETY: under the slot's shared lock.
-        if slot.pos.with(|p| unsafe { *p }) != pos {
-            return;
-        }
-        let left = self.forgo(slot);
-        drop(r);
-        drop(left);
+        drop(self.forgo(self.slot(pos)));
     }
 
     /// Hands the slot's event to one member that has not read it (the
-    /// caller keeps the publisher out: by the rules on `Slot`, or under the
-    /// slot's shared lock, where other readers only look at `pos`). The only
+    /// caller keeps the publisher out by the rules on `Slot`). The only
     /// member left moves it out instead of cloning it (one shared-count
     /// update fewer, none with a single subscriber); otherwise the last to
     /// clone it takes the ring's reference, returned for the caller to drop
@@ -289,12 +259,36 @@ impl<T> Ring<T> {
     pub(crate) fn clear(&self) {
         for chunk in self.chunks.iter().filter_map(|c| c.get()) {
             for slot in chunk.iter() {
-                let w = slot.lock.write();
-                // SAFETY: no member is left to read, no publisher can write,
-                // and the slot's exclusive lock is held.
-                let old = slot.env.with_mut(|e| unsafe { (*e).take() });
-                drop(w);
-                drop(old);
+                // SAFETY: no member is left to read and no publisher can write.
+                drop(slot.env.with_mut(|e| unsafe { (*e).take() }));
+            }
+        }
+    }
+
+    /// A lossy ring about to write over `old` (under the subscriber's lock):
+    /// moves `cell`'s cursor past it if it is still there (counted as
+    /// dropped), waiting out a read in progress. Returns the cursor.
+    pub(crate) fn move_past(&self, cell: &MemberCell, old: u64) -> u64 {
+        let mut spins = 0;
+        loop {
+            let c = cell.cursor.load(Ordering::Acquire);
+            if c & !BUSY > old {
+                return c & !BUSY;
+            }
+            if c & BUSY != 0 {
+                // Reading the slot now: it moves on within a few instructions.
+                spin_wait(&mut spins);
+                continue;
+            }
+            // A cursor is never behind the oldest event (this keeps it so).
+            debug_assert_eq!(c, old, "a lossy cursor fell behind the ring");
+            if cell
+                .cursor
+                .compare_exchange(c, old + 1, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+            {
+                cell.dropped.fetch_add(1, Ordering::Relaxed);
+                return old + 1;
             }
         }
     }

@@ -117,8 +117,8 @@ impl SubscriberStats {
             capacity: s.capacity,
             delivered: tail - m.joined,
             received: m.cell.received.load(Ordering::Relaxed),
-            // Lost and reported, plus lost and not reported yet.
-            dropped: m.dropped() + oldest.saturating_sub(cursor),
+            // Lost: reported, or to be at its next receive.
+            dropped: m.dropped(),
             superseded: 0,
             filtered: s.filtered.load(Ordering::Relaxed),
             discarded: m.discarded,

@@ -18,7 +18,7 @@ use smallvec::SmallVec;
 use crate::bus::{BusInner, Pressure};
 use crate::envelope::Envelope;
 use crate::error::{RecvError, SubscribeError};
-use crate::ring::{MemberCell, Padded, Ring, PRESSURED, WAITING};
+use crate::ring::{MemberCell, Padded, Ring, BUSY, PRESSURED, WAITING};
 use crate::topic::{Pattern, Topic};
 
 /// A predicate run by the publisher on each matching event; `false` skips this
@@ -121,10 +121,10 @@ pub(crate) struct Member {
 impl Member {
     /// The next position it reads.
     pub(crate) fn cursor(&self) -> u64 {
-        self.cell.cursor.load(Ordering::Acquire)
+        self.cell.cursor.load(Ordering::Acquire) & !BUSY
     }
 
-    /// Lost (lossy) and already reported as `Lagged`.
+    /// Lost (lossy): reported as `Lagged`, or to be at its next receive.
     pub(crate) fn dropped(&self) -> u64 {
         self.cell.dropped.load(Ordering::Relaxed)
     }
@@ -134,7 +134,8 @@ impl Member {
 pub(crate) struct Reader {
     pub(crate) cell: Arc<Padded<MemberCell>>,
     pub(crate) cursor: u64,
-    /// Positions before it are written (a ring's end it read).
+    /// While above `cursor`: positions before it are written (a ring's end
+    /// it read). At `cursor`, it reads the ring's end again.
     pub(crate) known_tail: u64,
     pub(crate) received: u64,
     pub(crate) peak: u64,
@@ -145,9 +146,9 @@ pub(crate) struct State<T> {
     pub(crate) readers: SmallVec<[Member; 1]>,
     /// Ring members with a waker set (waiting for an event).
     pub(crate) parked: usize,
-    /// Lossless rings: a lower bound of the lowest member cursor (the
-    /// oldest event some member has not read), refreshed from the members'
-    /// cursors when the ring looks full.
+    /// Rings: a lower bound of the lowest member cursor (the oldest event
+    /// some member has not read), refreshed from the members' cursors when
+    /// the ring looks full.
     pub(crate) slowest: u64,
     /// The member whose cursor the last refresh found lowest: the one a
     /// lossless publisher that found the ring full waits on.
@@ -270,8 +271,10 @@ impl<T> State<T> {
             }
             Policy::Lossless | Policy::Lossy => {
                 let ring = sub.ring();
-                // A lossy ring's oldest event goes (members that had not
-                // read it find out from their cursor: `Lagged`).
+                if sub.policy == Policy::Lossy {
+                    self.make_way(ring);
+                }
+                // A lossy ring's oldest event goes if a member had not read it.
                 let old = ring.push(env, self.readers.len() as u32);
                 if sub.policy == Policy::Lossless && !self.pressured {
                     let tail = ring.tail();
@@ -301,6 +304,24 @@ impl<T> State<T> {
         if !self.rx_wakers.is_empty() {
             wake.push(self.rx_wakers.remove(0).1);
         }
+    }
+
+    /// A full lossy ring is about to write over its oldest event: members
+    /// that have not read it are moved past it (they find out from their
+    /// cursor: `Lagged`).
+    fn make_way(&mut self, ring: &Ring<T>) {
+        let tail = ring.tail();
+        let Some(old) = tail.checked_sub(ring.capacity()) else {
+            return;
+        };
+        if self.slowest > old {
+            return;
+        }
+        let mut slowest = tail;
+        for m in &self.readers {
+            slowest = slowest.min(ring.move_past(&m.cell, old));
+        }
+        self.slowest = slowest;
     }
 
     /// Whether a lossless queue can take one more event now.
@@ -409,7 +430,7 @@ impl<T> State<T> {
     }
 
     /// Removes ring member `id`: what it had not read is counted as
-    /// discarded (lost and not reported yet: as dropped) and released.
+    /// discarded and released (what it lost stays counted as dropped).
     /// Returns the member (for its counters) and publishers to wake.
     pub(crate) fn leave(
         &mut self,
@@ -425,14 +446,12 @@ impl<T> State<T> {
         }
         let ring = sub.ring();
         let tail = ring.tail();
+        // (Never behind a lossy ring's oldest event: see `make_way`.)
         let cursor = m.cursor();
-        let from = cursor.max(ring.oldest(tail));
-        for p in from..tail {
+        for p in cursor..tail {
             ring.release(p);
         }
-        // Lost and not reported yet (lossy): still dropped, not silent.
-        m.cell.dropped.fetch_add(from - cursor, Ordering::Relaxed);
-        m.discarded += tail - from;
+        m.discarded += tail - cursor;
         m.cell.cursor.store(tail, Ordering::Release);
         let wake = self.settle(sub);
         (Some(m), wake)
@@ -723,7 +742,9 @@ impl<T: Send + Sync + 'static> Subscription<T> {
         loop {
             if r.cursor == r.known_tail {
                 let tail = ring.tail();
-                if tail == r.cursor {
+                // (A lossy member moved past events may find its cursor
+                // beyond the end it can see yet.)
+                if tail <= r.cursor {
                     if let Some(cx) = cx.as_deref_mut() {
                         if self.yielded < SPIN_POLLS {
                             // Found nothing: yield before parking. Under load
@@ -737,7 +758,7 @@ impl<T: Send + Sync + 'static> Subscription<T> {
                         }
                     }
                     let mut st = sub.state.lock();
-                    if ring.tail() != r.cursor {
+                    if ring.tail() > r.cursor {
                         continue;
                     }
                     if st.closed {
@@ -767,38 +788,44 @@ impl<T: Send + Sync + 'static> Subscription<T> {
                 }
             }
             let pos = r.cursor;
-            match ring.read(pos) {
-                Ok(env) => {
-                    r.cursor = pos + 1;
-                    r.received += 1;
-                    r.cell.received.store(r.received, Ordering::Relaxed);
-                    self.yielded = 0;
-                    if sub.policy == Policy::Lossless {
-                        // Moved on, then look: a publisher waiting for room
-                        // (or backpressure to clear) either saw the cursor
-                        // or flagged it (see `State::wait_for_room`).
-                        r.cell.cursor.store(pos + 1, Ordering::Release);
-                        fence(Ordering::SeqCst);
-                        let flags = ring.flags.load(Ordering::Relaxed);
-                        if flags != 0 {
-                            settle_after_read(sub, flags, pos);
-                        }
-                    } else {
-                        r.cell.cursor.store(pos + 1, Ordering::Release);
-                    }
-                    return Poll::Ready(Ok(env));
-                }
-                Err(oldest) => {
-                    // Lossy: the ring moved past events this member had not read.
-                    let n = oldest - pos;
-                    r.cursor = oldest;
-                    r.known_tail = r.known_tail.max(oldest);
-                    let dropped = r.cell.dropped.load(Ordering::Relaxed) + n;
-                    r.cell.dropped.store(dropped, Ordering::Relaxed);
-                    r.cell.cursor.store(oldest, Ordering::Release);
-                    return Poll::Ready(Err(RecvError::Lagged(n)));
+            let lossless = sub.policy == Policy::Lossless;
+            if !lossless {
+                // Claim the slot, unless the publisher moved this member
+                // past it (and others after it) first. `Release` too: a
+                // publisher that reads the claim is after this member's
+                // read of the slot before.
+                if let Err(now) = r.cell.cursor.compare_exchange(
+                    pos,
+                    pos | BUSY,
+                    Ordering::AcqRel,
+                    Ordering::Relaxed,
+                ) {
+                    debug_assert!(now > pos && now & BUSY == 0);
+                    r.cursor = now;
+                    // Not an end it read: if it is past the end it knew, it
+                    // reads the end again before reading on.
+                    r.known_tail = r.known_tail.max(now);
+                    return Poll::Ready(Err(RecvError::Lagged(now - pos)));
                 }
             }
+            let env = ring.read(pos);
+            r.cursor = pos + 1;
+            // Moved on (and a lossy member's claim let go).
+            r.cell.cursor.store(pos + 1, Ordering::Release);
+            r.received += 1;
+            r.cell.received.store(r.received, Ordering::Relaxed);
+            self.yielded = 0;
+            if lossless {
+                // Then look: a publisher waiting for room (or backpressure
+                // to clear) either saw the cursor or flagged it (see
+                // `State::wait_for_room`).
+                fence(Ordering::SeqCst);
+                let flags = ring.flags.load(Ordering::Relaxed);
+                if flags != 0 {
+                    settle_after_read(sub, flags, pos);
+                }
+            }
+            return Poll::Ready(Ok(env));
         }
     }
 
@@ -968,7 +995,7 @@ impl<T> Subscription<T> {
             (Some(r), _) => {
                 let ring = self.shared.ring();
                 let tail = ring.tail();
-                (tail - r.cursor.max(ring.oldest(tail))) as usize
+                tail.saturating_sub(r.cursor.max(ring.oldest(tail))) as usize
             }
             (None, Policy::Lossless | Policy::Lossy) => 0,
             _ => self.shared.state.lock().depth(&self.shared),

@@ -11,6 +11,24 @@ pub(crate) use std::sync::atomic::{fence, AtomicBool, AtomicU32, AtomicU64};
 
 #[cfg(busline_loom)]
 pub(crate) use loom::cell::UnsafeCell;
+
+/// One round of waiting for another thread that will be done within a few
+/// instructions (unless it was preempted: then the thread yields).
+#[cfg(not(busline_loom))]
+pub(crate) fn spin_wait(spins: &mut u32) {
+    if *spins < 100 {
+        *spins += 1;
+        std::hint::spin_loop();
+    } else {
+        std::thread::yield_now();
+    }
+}
+
+/// loom runs one thread at a time: waiting lets the other one run.
+#[cfg(busline_loom)]
+pub(crate) fn spin_wait(_spins: &mut u32) {
+    loom::thread::yield_now();
+}
 #[cfg(busline_loom)]
 pub(crate) use loom::sync::atomic::fence;
 

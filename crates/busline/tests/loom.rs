@@ -344,3 +344,53 @@ fn members_sharing_a_lossy_ring_account_for_every_event() {
         }
     });
 }
+
+/// A lossy member that leaves after one receive, beside one that reads on,
+/// while the publisher writes over a ring of capacity 1 (so it moves both
+/// members' cursors past events they may be about to read): the member that
+/// stays gets what it got plus what it was told it missed, exactly, and the
+/// bus's totals account for every delivery to either member.
+#[test]
+fn a_lossy_member_leaving_while_the_ring_is_written_over_loses_nothing_silently() {
+    model_bounded(1, || {
+        let bus: Bus<u32> = Bus::new();
+        let mut stay = bus.subscriber("t").lossy(1).subscribe().unwrap();
+        let mut leave = bus.subscriber("t").lossy(1).subscribe().unwrap();
+        let stayer = thread::spawn(move || {
+            block_on(async {
+                let (mut got, mut lagged) = (0u64, 0);
+                loop {
+                    match stay.recv().await {
+                        Ok(_) => got += 1,
+                        Err(RecvError::Lagged(n)) => lagged += n,
+                        Err(_) => break,
+                    }
+                }
+                (got, lagged, stay)
+            })
+        });
+        let leaver = thread::spawn(move || {
+            let got = block_on(leave.recv()).is_ok() as u64;
+            drop(leave);
+            got
+        });
+        block_on(async {
+            for i in 0..2 {
+                bus.publish_to("t", i).await.unwrap();
+            }
+        });
+        let left_got = leaver.join().unwrap();
+        bus.close();
+        let (got, lagged, stay) = stayer.join().unwrap();
+        assert_eq!(got + lagged, 2, "{got} + {lagged}");
+        let stats = bus.stats();
+        let mine = &stats.subscribers[0];
+        assert_eq!((mine.received, mine.dropped), (got, lagged));
+        assert_eq!(
+            stats.delivered,
+            got + left_got + stats.dropped + stats.discarded,
+            "{stats:?}"
+        );
+        drop(stay);
+    });
+}
