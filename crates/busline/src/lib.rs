@@ -65,8 +65,11 @@
 //! A lossy subscriber that falls behind loses the *oldest* queued events. Its
 //! next receive returns [`RecvError::Lagged(n)`](RecvError::Lagged) with the
 //! exact number lost since its previous receive; after that it continues with
-//! the oldest event still queued. Publishers never wait for a lossy subscriber.
-//! So for a lossy subscriber, events received + the sum of reported lag ==
+//! the oldest event still queued. Publishers never wait for a lossy subscriber
+//! to make room (one that writes over the very event a subscriber is taking
+//! at that instant lets that one read finish first). The lost events count
+//! in the subscriber's `dropped` as they are written over, before its next
+//! receive reports them. So for a lossy subscriber, events received + the sum of reported lag ==
 //! events published to it.
 //!
 //! ```

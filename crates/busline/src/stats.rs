@@ -28,7 +28,8 @@ pub struct SubscriberStats {
     pub delivered: u64,
     /// Events it has received (handed out by `recv`).
     pub received: u64,
-    /// Events dropped because it fell behind (lossy), each reported as lag.
+    /// Events dropped because it fell behind (lossy), each reported as lag
+    /// (at its next receive, for those dropped since).
     pub dropped: u64,
     /// Events replaced by a newer one on the same topic before it received them (latest).
     pub superseded: u64,
