@@ -39,9 +39,8 @@ pub struct SubscriberStats {
     pub discarded: u64,
     /// Events waiting for it now (its lag). While it is subscribed,
     /// `delivered == received + dropped + superseded + queued`
-    /// (`superseded` is only ever non-zero for `latest`); a ring member
-    /// publishes its counters as it reads, so a snapshot taken while it reads
-    /// may be one event apart between them.
+    /// (`superseded` is only ever non-zero for `latest`), in every snapshot
+    /// (a ring member's `received` is derived from its cursor).
     pub queued: usize,
     /// The most events waiting in its queue. For lossless and lossy
     /// subscribers it is sampled, not tracked on every publish: when the
@@ -117,7 +116,10 @@ impl SubscriberStats {
             policy: s.policy.to_string(),
             capacity: s.capacity,
             delivered: tail - m.joined,
-            received: m.cell.received.load(Ordering::Relaxed),
+            // From the cursor, not the member's own `received` (published
+            // after the cursor, and it may have read on since): what it moved
+            // past is what it read or lost, so the snapshot balances.
+            received: cursor - m.joined - m.dropped(),
             // Lost: reported, or to be at its next receive.
             dropped: m.dropped(),
             superseded: 0,

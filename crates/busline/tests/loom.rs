@@ -394,3 +394,152 @@ fn a_lossy_member_leaving_while_the_ring_is_written_over_loses_nothing_silently(
         drop(stay);
     });
 }
+
+/// A lossy member of a ring of capacity 2 reading on its own thread while
+/// the publisher writes over it four times: with two slots, the publisher
+/// can move the member's cursor past one event to a position below the
+/// ring's end the member last read (it then reads on without reading the
+/// end again), or to one beyond it (it must read the end again first).
+/// Every receive is exact: the event at the member's position, or
+/// `Lagged(k)` for exactly the events it skipped; its counters agree.
+#[test]
+fn lossy_capacity_two_reader_moved_past_part_of_what_it_saw() {
+    model(|| {
+        let bus: Bus<u32> = Bus::new();
+        let mut sub = bus.subscriber("t").lossy(2).subscribe().unwrap();
+        let reader = thread::spawn(move || {
+            block_on(async {
+                let (mut next, mut got, mut lagged) = (0u32, 0u64, 0u64);
+                loop {
+                    match sub.recv().await {
+                        Ok(e) => {
+                            assert_eq!(e.payload, next, "got {} at position {next}", e.payload);
+                            next += 1;
+                            got += 1;
+                        }
+                        Err(RecvError::Lagged(n)) => {
+                            next += n as u32;
+                            lagged += n;
+                        }
+                        Err(_) => break,
+                    }
+                }
+                let st = sub.stats();
+                assert_eq!((st.received, st.dropped, st.queued), (got, lagged, 0));
+                (next, got)
+            })
+        });
+        block_on(async {
+            for i in 0..4 {
+                bus.publish_to("t", i).await.unwrap();
+            }
+        });
+        drop(bus);
+        let (next, got) = reader.join().unwrap();
+        assert_eq!(next, 4, "received + lag == published");
+        assert!(got >= 2, "the newest two events are never dropped");
+    });
+}
+
+/// What a lossy member received until the bus closed, as `Ok(payload)` or
+/// `Err(lag)`.
+fn read_log(sub: &mut busline::Subscription<u32>) -> Vec<Result<u64, u64>> {
+    block_on(async {
+        let mut log = Vec::new();
+        loop {
+            match sub.recv().await {
+                Ok(e) => log.push(Ok(e.payload as u64)),
+                Err(RecvError::Lagged(n)) => log.push(Err(n)),
+                Err(_) => break log,
+            }
+        }
+    })
+}
+
+/// Checks a lossy member's receives, exactly, against the `published`
+/// events (payload = position) and its counters: it joined `delivered`
+/// before the end; each event is the one at its position, each lag the
+/// events it skipped, and the newest event is never lost.
+fn check_log(log: &[Result<u64, u64>], sub: &busline::Subscription<u32>, published: u64) {
+    let st = sub.stats();
+    let mut pos = published - st.delivered;
+    let (mut got, mut lag) = (0, 0);
+    for r in log {
+        match *r {
+            Ok(v) => {
+                assert_eq!(v, pos, "{log:?} {st:?}");
+                pos += 1;
+                got += 1;
+            }
+            Err(n) => {
+                pos += n;
+                lag += n;
+            }
+        }
+    }
+    assert_eq!(
+        pos, published,
+        "received + lag == delivered: {log:?} {st:?}"
+    );
+    assert_eq!(
+        (st.received, st.dropped, st.queued),
+        (got, lag, 0),
+        "{log:?}"
+    );
+    if st.delivered > 0 {
+        assert_eq!(
+            log.last(),
+            Some(&Ok(published - 1)),
+            "the newest event is lost"
+        );
+    }
+}
+
+/// A lossy member joins a ring of capacity 1 on its own thread while the
+/// publisher writes over it: the publisher's cached lowest cursor must not
+/// let it skip moving the newcomer, and the newcomer starts where it
+/// joined. First with the ring's other member reading on a third thread
+/// (bound 1), then with it read only once the publisher is done, so that
+/// it lags behind the newcomer throughout (two threads, bound 4). Each
+/// member's receives are exact from where it joined (see `check_log`).
+#[test]
+fn a_lossy_member_joining_while_the_ring_is_written_over_starts_where_it_joined() {
+    for concurrent_reader in [true, false] {
+        let bound = if concurrent_reader { 1 } else { 4 };
+        model_bounded(bound, move || {
+            let bus: Bus<u32> = Bus::new();
+            let mut first = Some(bus.subscriber("t").lossy(1).subscribe().unwrap());
+            let reader = if concurrent_reader {
+                let mut first = first.take().unwrap();
+                Some(thread::spawn(move || (read_log(&mut first), first)))
+            } else {
+                None
+            };
+            let joiner = {
+                let bus = bus.clone();
+                thread::spawn(move || {
+                    let mut sub = bus.subscriber("t").lossy(1).subscribe().unwrap();
+                    drop(bus);
+                    (read_log(&mut sub), sub)
+                })
+            };
+            block_on(async {
+                for i in 0..3 {
+                    bus.publish_to("t", i).await.unwrap();
+                }
+            });
+            drop(bus);
+            let (log, sub) = joiner.join().unwrap();
+            check_log(&log, &sub, 3);
+            let (log, first) = match reader {
+                Some(r) => r.join().unwrap(),
+                None => {
+                    let mut first = first.take().unwrap();
+                    (read_log(&mut first), first)
+                }
+            };
+            check_log(&log, &first, 3);
+            drop((sub, first));
+        });
+    }
+}
