@@ -25,7 +25,7 @@
 //! is never let go, a reader parked with events queued), never speed
 //! assertions.
 
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, Ordering::SeqCst};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
 use std::sync::mpsc::RecvTimeoutError;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -36,97 +36,21 @@ use futures::executor::block_on;
 
 // ----- helpers -------------------------------------------------------------
 
-/// Counts, per payload, how often it was dropped.
-struct Ledger {
-    drops: Vec<AtomicU32>,
-    made: AtomicU64,
-    live: AtomicI64,
-}
+#[path = "support/ledger.rs"]
+mod ledger;
+use ledger::{Ledger, Rng, P};
 
-impl Ledger {
-    fn new(max: usize) -> Arc<Self> {
-        Arc::new(Ledger {
-            drops: (0..max).map(|_| AtomicU32::new(0)).collect(),
-            made: AtomicU64::new(0),
-            live: AtomicI64::new(0),
+/// `n` lossy members of capacity `cap` on `t`, named `m0`, `m1`, ...
+fn lossy_members(bus: &Bus<P>, cap: usize, n: usize) -> Vec<Subscription<P>> {
+    (0..n)
+        .map(|j| {
+            bus.subscriber("t")
+                .lossy(cap)
+                .name(format!("m{j}"))
+                .subscribe()
+                .unwrap()
         })
-    }
-
-    fn make(self: &Arc<Self>, publisher: u32, n: u64) -> P {
-        let id = self.made.fetch_add(1, SeqCst);
-        assert!((id as usize) < self.drops.len(), "ledger too small");
-        self.live.fetch_add(1, SeqCst);
-        P {
-            id,
-            publisher,
-            n,
-            ledger: self.clone(),
-        }
-    }
-
-    fn live(&self) -> i64 {
-        self.live.load(SeqCst)
-    }
-
-    /// Every payload made was dropped exactly once.
-    fn assert_each_dropped_once(&self, what: &str) {
-        let made = self.made.load(SeqCst) as usize;
-        let bad: Vec<_> = self.drops[..made]
-            .iter()
-            .enumerate()
-            .map(|(i, d)| (i, d.load(SeqCst)))
-            .filter(|&(_, d)| d != 1)
-            .take(20)
-            .collect();
-        assert!(
-            bad.is_empty(),
-            "{what}: payloads (id, times dropped) not dropped exactly once: {bad:?}"
-        );
-        assert_eq!(self.live(), 0, "{what}: payloads still alive");
-    }
-}
-
-/// A payload that records its drop.
-struct P {
-    id: u64,
-    publisher: u32,
-    /// Its publisher's sequence number (the ring position with one publisher).
-    n: u64,
-    ledger: Arc<Ledger>,
-}
-
-impl Drop for P {
-    fn drop(&mut self) {
-        let before = self.ledger.drops[self.id as usize].fetch_add(1, SeqCst);
-        assert_eq!(before, 0, "payload {} dropped twice", self.id);
-        self.ledger.live.fetch_sub(1, SeqCst);
-    }
-}
-
-impl std::fmt::Debug for P {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "P{{id {}, p {}, n {}}}", self.id, self.publisher, self.n)
-    }
-}
-
-/// A small deterministic generator (xorshift64*).
-struct Rng(u64);
-
-impl Rng {
-    fn new(seed: u64) -> Self {
-        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
-    }
-    fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.0 = x;
-        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
+        .collect()
 }
 
 /// A publisher's pace: bursts, and pauses of up to a microsecond or so, so
@@ -376,15 +300,7 @@ fn spinning_readers_race_the_overwrite_on_tiny_rings() {
         watchdog(TIMEOUT, &what.clone(), move |fails| {
             let bus = Bus::<P>::new();
             let published = Arc::new(AtomicBool::new(false));
-            let subs: Vec<_> = (0..members)
-                .map(|j| {
-                    bus.subscriber("t")
-                        .lossy(cap)
-                        .name(format!("m{j}"))
-                        .subscribe()
-                        .unwrap()
-                })
-                .collect();
+            let subs = lossy_members(&bus, cap, members);
             let mut idle = bus
                 .subscriber("t")
                 .lossy(cap)
@@ -911,15 +827,7 @@ fn closing_the_bus_while_lossy_readers_claim() {
                 .build()
                 .unwrap();
             let bus = Bus::<P>::new();
-            let mut subs: Vec<_> = (0..3)
-                .map(|j| {
-                    bus.subscriber("t")
-                        .lossy(cap)
-                        .name(format!("m{j}"))
-                        .subscribe()
-                        .unwrap()
-                })
-                .collect();
+            let mut subs = lossy_members(&bus, cap, 3);
             subs.push(
                 bus.subscriber("t")
                     .lossy(cap + 1)

@@ -5,8 +5,7 @@
 //! Timeouts here are deadlock detectors only, never speed assertions.
 
 use std::collections::HashMap;
-use std::fmt;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, Ordering::SeqCst};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,79 +13,9 @@ use busline::{Bus, PublishError, RecvError, Subscription};
 
 // ----- helpers -------------------------------------------------------------
 
-/// Counts, per payload, how often it was dropped.
-struct Ledger {
-    drops: Vec<AtomicU32>,
-    made: AtomicU64,
-    live: AtomicI64,
-}
-
-impl Ledger {
-    fn new(max: usize) -> Arc<Self> {
-        Arc::new(Ledger {
-            drops: (0..max).map(|_| AtomicU32::new(0)).collect(),
-            made: AtomicU64::new(0),
-            live: AtomicI64::new(0),
-        })
-    }
-
-    fn make(self: &Arc<Self>, publisher: u32, n: u64) -> P {
-        let id = self.made.fetch_add(1, SeqCst);
-        assert!((id as usize) < self.drops.len(), "ledger too small");
-        self.live.fetch_add(1, SeqCst);
-        P {
-            id,
-            publisher,
-            n,
-            ledger: self.clone(),
-        }
-    }
-
-    fn live(&self) -> i64 {
-        self.live.load(SeqCst)
-    }
-
-    /// Every payload made was dropped exactly once.
-    fn assert_each_dropped_once(&self) {
-        let made = self.made.load(SeqCst) as usize;
-        let mut bad = Vec::new();
-        for (i, d) in self.drops.iter().enumerate().take(made) {
-            let d = d.load(SeqCst);
-            if d != 1 {
-                bad.push((i, d));
-            }
-        }
-        assert!(
-            bad.is_empty(),
-            "payloads (id, times dropped) not dropped exactly once: {:?}{}",
-            &bad[..bad.len().min(20)],
-            if bad.len() > 20 { " ..." } else { "" }
-        );
-        assert_eq!(self.live(), 0, "payloads still alive");
-    }
-}
-
-/// A payload that records its drop.
-struct P {
-    id: u64,
-    publisher: u32,
-    /// Its publisher's sequence number (or the ring position in model tests).
-    n: u64,
-    ledger: Arc<Ledger>,
-}
-
-impl Drop for P {
-    fn drop(&mut self) {
-        self.ledger.drops[self.id as usize].fetch_add(1, SeqCst);
-        self.ledger.live.fetch_sub(1, SeqCst);
-    }
-}
-
-impl fmt::Debug for P {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "P{{id {}, p {}, n {}}}", self.id, self.publisher, self.n)
-    }
-}
+#[path = "support/ledger.rs"]
+mod ledger;
+use ledger::{Ledger, Rng, P};
 
 /// `RING_REVIEW_WORKERS` overrides the worker threads (more threads than
 /// cores preempt tasks inside the protocol's windows more often).
@@ -100,23 +29,6 @@ fn rt(workers: usize) -> tokio::runtime::Runtime {
         .enable_all()
         .build()
         .unwrap()
-}
-
-/// A small deterministic generator (xorshift64*).
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.0 = x;
-        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
 }
 
 /// Publishes `p`, first with `try_publish` when `try_first` (falling back to
@@ -378,7 +290,7 @@ fn model_ring(lossless: bool, cap: usize, seed: u64, steps: usize) {
         }
         drop(subs);
         drop(bus);
-        ledger.assert_each_dropped_once();
+        ledger.assert_each_dropped_once("model_ring");
     });
 }
 
@@ -732,7 +644,7 @@ async fn bus_drop_then_subscribers_drop_releases_every_payload_once() {
     }
     drop(ll);
     drop(ly);
-    ledger.assert_each_dropped_once();
+    ledger.assert_each_dropped_once("bus_drop_then_subscribers_drop_releases_every_payload_once");
 }
 
 /// Closing a bus with a shared ring part read: each member gets its own
@@ -991,7 +903,7 @@ fn shared_rings_churn_with_mixed_publishers() {
         assert!(stats.subscribers.is_empty());
         drop(bus);
     });
-    ledger.assert_each_dropped_once();
+    ledger.assert_each_dropped_once("shared_rings_churn_with_mixed_publishers");
 }
 
 /// Two publishers and three members on a capacity-1 (and 2) lossless ring,
@@ -1051,7 +963,7 @@ fn tiny_lossless_rings_two_publishers_three_members() {
                 .await
                 .expect("hung");
         });
-        ledger.assert_each_dropped_once();
+        ledger.assert_each_dropped_once("tiny_lossless_rings_two_publishers_three_members");
     }
 }
 
@@ -1134,7 +1046,7 @@ fn lossy_members_lag_many_times_with_a_concurrent_publisher() {
                 );
             }
         });
-        ledger.assert_each_dropped_once();
+        ledger.assert_each_dropped_once("lossy_members_lag_many_times_with_a_concurrent_publisher");
     }
 }
 
@@ -1215,7 +1127,7 @@ fn large_lossless_rings_wrap_around() {
                 .await
                 .expect("hung");
         });
-        ledger.assert_each_dropped_once();
+        ledger.assert_each_dropped_once("large_lossless_rings_wrap_around");
     }
 }
 
@@ -1285,7 +1197,7 @@ fn dropping_a_member_a_publisher_waits_on_never_hangs() {
             drop(bus);
         }
     });
-    ledger.assert_each_dropped_once();
+    ledger.assert_each_dropped_once("dropping_a_member_a_publisher_waits_on_never_hangs");
 }
 
 /// Backpressure on a shared lossless ring with members reading at their
@@ -1461,7 +1373,7 @@ fn concurrent_readers_leave_no_event_behind() {
             }
             drop(subs);
         });
-        ledger.assert_each_dropped_once();
+        ledger.assert_each_dropped_once("concurrent_readers_leave_no_event_behind");
     }
 }
 
@@ -1590,7 +1502,7 @@ fn cancelled_waiting_publishes_deliver_nothing() {
             .expect("hung");
             assert_eq!(got, vec![N, N], "cap {cap} ({gave_up} give-ups)");
         });
-        ledger.assert_each_dropped_once();
+        ledger.assert_each_dropped_once("cancelled_waiting_publishes_deliver_nothing");
     }
 }
 
@@ -1712,7 +1624,7 @@ fn close_races_waiting_publishers_and_readers() {
             .unwrap_or_else(|_| panic!("round {round}: hung"));
             drop(bus);
         });
-        ledger.assert_each_dropped_once();
+        ledger.assert_each_dropped_once("close_races_waiting_publishers_and_readers");
     }
 }
 
