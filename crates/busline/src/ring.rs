@@ -118,7 +118,6 @@ pub(crate) struct MemberCell {
     /// The next position it reads: everything before it is read or lost
     /// ([`BUSY`] while a lossy member reads there).
     pub(crate) cursor: AtomicU64,
-    pub(crate) received: AtomicU64,
     /// Lost (lossy): counted as the publisher moves the cursor past, and
     /// reported as `Lagged` at the member's next receive.
     pub(crate) dropped: AtomicU64,
@@ -130,7 +129,6 @@ impl MemberCell {
     pub(crate) fn new(cursor: u64) -> Padded<MemberCell> {
         Padded(MemberCell {
             cursor: AtomicU64::new(cursor),
-            received: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
             peak: AtomicU64::new(0),
         })

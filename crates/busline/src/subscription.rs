@@ -137,7 +137,6 @@ pub(crate) struct Reader {
     /// While above `cursor`: positions before it are written (a ring's end
     /// it read). At `cursor`, it reads the ring's end again.
     pub(crate) known_tail: u64,
-    pub(crate) received: u64,
     pub(crate) peak: u64,
 }
 
@@ -424,7 +423,6 @@ impl<T> State<T> {
             cell,
             cursor: tail,
             known_tail: tail,
-            received: 0,
             peak: 0,
         }
     }
@@ -812,8 +810,6 @@ impl<T: Send + Sync + 'static> Subscription<T> {
             r.cursor = pos + 1;
             // Moved on (and a lossy member's claim let go).
             r.cell.cursor.store(pos + 1, Ordering::Release);
-            r.received += 1;
-            r.cell.received.store(r.received, Ordering::Relaxed);
             self.yielded = 0;
             if lossless {
                 // Then look: a publisher waiting for room (or backpressure
