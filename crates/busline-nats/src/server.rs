@@ -6,6 +6,9 @@
 //! (SIGKILL) and restarted on the same port and store, and it is killed and its
 //! directory removed on `Drop`.
 //!
+//! [`make_test_certs`] writes a private CA, a server certificate it signed
+//! for `127.0.0.1`, and an unrelated CA, for TLS tests.
+//!
 //! The binary is `$NATS_SERVER_BIN`, else `nats-server` on `PATH`, else
 //! `/usr/sbin/nats-server`. When none exists, `start` returns an error that
 //! says so: tests fail loudly rather than pass without a server.
@@ -195,4 +198,79 @@ impl Drop for NatsServer {
         self.kill();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+fn openssl(dir: &Path, args: &[&str]) -> io::Result<()> {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .map_err(|e| io::Error::new(e.kind(), format!("the openssl command: {e}")))?;
+    if !out.status.success() {
+        return Err(io::Error::other(format!(
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )));
+    }
+    Ok(())
+}
+
+/// Writes, with the `openssl` command, TLS material for tests into `dir`:
+/// `ca.pem`/`ca.key` (a private CA), `server.pem`/`server.key` (signed by
+/// it for `127.0.0.1` and `localhost`), and `other.pem`/`other.key` (a CA
+/// that signed nothing here). Valid for two days.
+pub fn make_test_certs(dir: &Path) -> io::Result<()> {
+    for ca in ["ca", "other"] {
+        let (key, pem, subj) = (
+            format!("{ca}.key"),
+            format!("{ca}.pem"),
+            format!("/CN={ca}"),
+        );
+        openssl(
+            dir,
+            &[
+                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", &key, "-out", &pem,
+                "-days", "2", "-subj", &subj,
+            ],
+        )?;
+    }
+    openssl(
+        dir,
+        &[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=localhost",
+        ],
+    )?;
+    std::fs::write(
+        dir.join("ext.cnf"),
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\n",
+    )?;
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.pem",
+            "-days",
+            "2",
+            "-extfile",
+            "ext.cnf",
+        ],
+    )
 }

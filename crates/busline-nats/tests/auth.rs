@@ -3,16 +3,32 @@
 
 mod common;
 
-use std::path::Path;
-use std::process::Command;
-
 use busline::Bus;
 use busline_nats::{Auth, ConnectCause, NatsConfig, NatsError, NatsTransport, Tls};
 use common::*;
 
 async fn connect(cfg: NatsConfig<Ev>) -> Result<NatsTransport<Ev>, NatsError> {
     let bus: Bus<Ev> = Bus::new();
-    NatsTransport::connect(&bus, cfg.import("a.>")).await
+    // Exports too: core exports have a connection of their own, made with
+    // the same credentials.
+    NatsTransport::connect(&bus, cfg.import("a.>").export("b.>")).await
+}
+
+/// With these settings an event goes from one process to another: the
+/// exporter's own connection and the importer's client both got in.
+async fn flows(cfg: impl Fn() -> NatsConfig<Ev>) {
+    let a: Bus<Ev> = Bus::new();
+    let ta = NatsTransport::connect(&a, cfg().export("f.>"))
+        .await
+        .unwrap();
+    let b: Bus<Ev> = Bus::new();
+    let mut sub = b.subscribe("f.>").unwrap();
+    let _tb = NatsTransport::connect(&b, cfg().import("f.>"))
+        .await
+        .unwrap();
+    a.publish_to("f.x", ev(0, 7)).await.unwrap();
+    ta.flush().await.unwrap();
+    assert_eq!(recv_n(&mut sub, 1).await[0].payload, ev(0, 7));
 }
 
 fn expect_connect_error(
@@ -49,6 +65,13 @@ async fn user_and_password() {
     }))
     .await;
     assert!(ok.is_ok(), "{:?}", ok.err());
+    flows(|| {
+        NatsConfig::new(&url).auth(Auth::UserPassword {
+            user: "alice".into(),
+            password: "wonderland".into(),
+        })
+    })
+    .await;
     let bad = connect(NatsConfig::new(&url).auth(Auth::UserPassword {
         user: "alice".into(),
         password: "guess".into(),
@@ -72,6 +95,7 @@ async fn token() {
             .await
             .is_ok()
     );
+    flows(|| NatsConfig::new(&url).auth(Auth::Token("s3cret".into()))).await;
     expect_connect_error(
         connect(NatsConfig::new(&url).auth(Auth::Token("nope".into()))).await,
         &url,
@@ -90,6 +114,7 @@ async fn nkey() {
     let url = srv.url();
     let ok = connect(NatsConfig::new(&url).auth(Auth::NKey(user.seed().unwrap()))).await;
     assert!(ok.is_ok(), "{:?}", ok.err());
+    flows(|| NatsConfig::new(&url).auth(Auth::NKey(user.seed().unwrap()))).await;
     expect_connect_error(
         connect(NatsConfig::new(&url).auth(Auth::NKey(other.seed().unwrap()))).await,
         &url,
@@ -112,88 +137,11 @@ async fn missing_credentials_file_is_a_startup_error_naming_it() {
     assert!(msg.contains("/nonexistent/user.creds"), "{msg}");
 }
 
-fn openssl(dir: &Path, args: &[&str]) {
-    let out = Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .unwrap_or_else(|e| panic!("the tls test needs the openssl command: {e}"));
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// A CA, a server certificate it signed for 127.0.0.1, and an unrelated CA.
-fn make_certs(dir: &Path) {
-    for ca in ["ca", "other"] {
-        openssl(
-            dir,
-            &[
-                "req",
-                "-x509",
-                "-newkey",
-                "rsa:2048",
-                "-nodes",
-                "-keyout",
-                &format!("{ca}.key"),
-                "-out",
-                &format!("{ca}.pem"),
-                "-days",
-                "2",
-                "-subj",
-                &format!("/CN={ca}"),
-            ],
-        );
-    }
-    openssl(
-        dir,
-        &[
-            "req",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            "server.key",
-            "-out",
-            "server.csr",
-            "-subj",
-            "/CN=localhost",
-        ],
-    );
-    std::fs::write(
-        dir.join("ext.cnf"),
-        "subjectAltName=IP:127.0.0.1,DNS:localhost\n",
-    )
-    .unwrap();
-    openssl(
-        dir,
-        &[
-            "x509",
-            "-req",
-            "-in",
-            "server.csr",
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-out",
-            "server.pem",
-            "-days",
-            "2",
-            "-extfile",
-            "ext.cnf",
-        ],
-    );
-}
-
 #[tokio::test]
 async fn tls_with_a_private_ca_and_untrusted_certificates() {
     let certs = std::env::temp_dir().join(format!("busline-nats-certs-{}", std::process::id()));
     std::fs::create_dir_all(&certs).unwrap();
-    make_certs(&certs);
+    busline_nats::server::make_test_certs(&certs).expect("the tls test needs the openssl command");
     let srv = server_with(&format!(
         "tls {{ cert_file: {:?}, key_file: {:?} }}",
         certs.join("server.pem").display().to_string(),
@@ -207,6 +155,7 @@ async fn tls_with_a_private_ca_and_untrusted_certificates() {
 
     let ok = connect(NatsConfig::new(&url).tls(tls("ca.pem"))).await;
     assert!(ok.is_ok(), "{:?}", ok.err());
+    flows(|| NatsConfig::new(&url).tls(tls("ca.pem"))).await;
     // Signed by a CA we do not trust.
     expect_connect_error(
         connect(NatsConfig::new(&url).tls(tls("other.pem"))).await,
