@@ -140,6 +140,20 @@ impl Codec {
         }
     }
 
+    /// Encodes a payload at the end of `out`.
+    pub(crate) fn encode_into<T: Serialize>(
+        self,
+        payload: &T,
+        out: &mut Vec<u8>,
+    ) -> Result<(), String> {
+        match self {
+            Codec::Json => serde_json::to_writer(&mut *out, payload).map_err(|e| e.to_string()),
+            Codec::Postcard => postcard::to_io(payload, &mut *out)
+                .map(|_| ())
+                .map_err(|e| e.to_string()),
+        }
+    }
+
     /// Decodes a payload.
     pub fn decode<T: DeserializeOwned>(self, bytes: &[u8]) -> Result<T, String> {
         match self {
@@ -305,82 +319,22 @@ impl Encoder {
 
     pub(crate) fn encode<T: Serialize>(&self, env: &Envelope<T>) -> Result<Wire, NatsError> {
         let subject = env.topic.as_str().to_string();
-        let bad = |detail: String| NatsError::Encode {
-            subject: subject.clone(),
-            id: env.id.to_string(),
-            detail,
-        };
-        let payload = self.codec.encode(&env.payload).map_err(&bad)?;
-        // Refused, not clamped: a time `ts` cannot hold would arrive as another.
-        let nanos = env
-            .timestamp
-            .duration_since(UNIX_EPOCH)
-            .ok()
-            .and_then(|d| u64::try_from(d.as_nanos()).ok())
-            .ok_or_else(|| {
-                bad(format!(
-                    "timestamp {:?} is outside 1970 to 2554 (what `ts` holds)",
-                    env.timestamp
-                ))
-            })?;
-        // One allocation, sized for everything below (escaping aside).
-        let cap = "v=1;ts=".len()
-            + 20
-            + self.fixed.len()
-            + 3 * ID_FIELD
-            + env.source.as_ref().map_or(0, |s| 5 + s.len())
-            + env.reply_to.as_ref().map_or(0, |r| 7 + r.as_str().len());
-        let mut m = String::with_capacity(cap);
-        m.push_str("v=");
-        m.push_str(FORMAT_VERSION);
-        m.push_str(";ts=");
-        push_decimal(&mut m, nanos);
-        m.push_str(&self.fixed);
+        let payload = self
+            .codec
+            .encode(&env.payload)
+            .map_err(|detail| encode_error(env, detail))?;
+        // One allocation, sized for everything (escaping aside).
+        let mut m = String::with_capacity(self.meta_capacity(env));
+        self.meta_into(env, &mut m)?;
         let mut h = HeaderMap::new();
         if self.msg_id {
             let mut id = String::with_capacity(32);
             push_hex(&mut id, env.id);
             h.insert(NATS_MESSAGE_ID, id);
-        } else {
-            m.push_str(";id=");
-            push_hex(&mut m, env.id);
-        }
-        if let Some(src) = &env.source {
-            m.push_str(";src=");
-            escape_into(&mut m, src);
-        }
-        if env.correlation_id != env.id {
-            // Omitted when the event starts its own conversation (the decoder's default).
-            m.push_str(";corr=");
-            push_hex(&mut m, env.correlation_id);
-        }
-        if let Some(c) = env.causation_id {
-            m.push_str(";cause=");
-            push_hex(&mut m, c);
-        }
-        if let Some(r) = &env.reply_to {
-            m.push_str(";reply=");
-            escape_into(&mut m, r.as_str());
-        }
-        if env.headers.len() > 1 {
-            // NATS headers come back in no particular order: the names'
-            // order goes along, so the decoder can rebuild the list as it was.
-            m.push_str(";hk=");
-            for (i, (k, _)) in env.headers.iter().enumerate() {
-                if i > 0 {
-                    m.push(',');
-                }
-                escape_into(&mut m, k);
-            }
         }
         // A static name: no allocation per message.
         h.insert(BUSLINE_NAME, m);
         for (k, v) in &env.headers {
-            if let Some(why) = header_problem(k, v, self.msg_id) {
-                return Err(bad(format!(
-                    "header `{k}` cannot travel in nats headers: {why}"
-                )));
-            }
             let mut name = String::with_capacity(header::USER_PREFIX.len() + k.len());
             name.push_str(header::USER_PREFIX);
             name.push_str(k);
@@ -393,29 +347,201 @@ impl Encoder {
             id: env.id,
         })
     }
+
+    /// Appends the envelope as one core NATS `HPUB` to `out`, the protocol
+    /// text the server reads: subject, header block (the same headers
+    /// [`encode`](Self::encode) makes), payload. Refused, with `out` as it
+    /// was, when it cannot be encoded or is larger than `max` bytes (the
+    /// server's `max_payload`; 0: no limit). `scratch` holds the payload
+    /// and `meta` the `Busline` value while they are built (kept by the
+    /// caller, so a message costs no allocation once they have grown).
+    pub(crate) fn encode_hpub<T: Serialize>(
+        &self,
+        env: &Envelope<T>,
+        max: usize,
+        out: &mut Vec<u8>,
+        scratch: &mut Vec<u8>,
+        meta: &mut String,
+    ) -> Result<(), NatsError> {
+        scratch.clear();
+        self.codec
+            .encode_into(&env.payload, scratch)
+            .map_err(|detail| encode_error(env, detail))?;
+        meta.clear();
+        self.meta_into(env, meta)?;
+        const VERSION_LINE: &[u8] = b"NATS/1.0\r\n";
+        let id_line = if self.msg_id {
+            MSG_ID_TEXT.len() + 2 + 32 + 2
+        } else {
+            0
+        };
+        let user: usize = env
+            .headers
+            .iter()
+            .map(|(k, v)| header::USER_PREFIX.len() + k.len() + 2 + v.len() + 2)
+            .sum();
+        let head =
+            VERSION_LINE.len() + id_line + header::BUSLINE.len() + 2 + meta.len() + 2 + user + 2;
+        let total = head + scratch.len();
+        if max > 0 && total > max {
+            return Err(NatsError::PayloadTooLarge {
+                subject: env.topic.as_str().to_string(),
+                id: env.id.to_string(),
+                size: total,
+                max,
+            });
+        }
+        // A topic holds no space or line break (`Topic` refuses them), so
+        // it is a valid subject and cannot break the protocol line.
+        let mut num = [0u8; 20];
+        out.reserve(5 + env.topic.as_str().len() + 44 + total + 2);
+        out.extend_from_slice(b"HPUB ");
+        out.extend_from_slice(env.topic.as_str().as_bytes());
+        out.push(b' ');
+        out.extend_from_slice(decimal(head as u64, &mut num));
+        out.push(b' ');
+        out.extend_from_slice(decimal(total as u64, &mut num));
+        out.extend_from_slice(b"\r\n");
+        out.extend_from_slice(VERSION_LINE);
+        if self.msg_id {
+            out.extend_from_slice(MSG_ID_TEXT.as_bytes());
+            out.extend_from_slice(b": ");
+            out.extend_from_slice(&hex(env.id));
+            out.extend_from_slice(b"\r\n");
+        }
+        out.extend_from_slice(header::BUSLINE.as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(meta.as_bytes());
+        out.extend_from_slice(b"\r\n");
+        for (k, v) in &env.headers {
+            out.extend_from_slice(header::USER_PREFIX.as_bytes());
+            out.extend_from_slice(k.as_bytes());
+            out.extend_from_slice(b": ");
+            out.extend_from_slice(v.as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+        out.extend_from_slice(b"\r\n");
+        out.extend_from_slice(scratch);
+        out.extend_from_slice(b"\r\n");
+        Ok(())
+    }
+
+    /// Bytes the `Busline` value of `env` takes, escaping aside.
+    fn meta_capacity<T>(&self, env: &Envelope<T>) -> usize {
+        "v=1;ts=".len()
+            + 20
+            + self.fixed.len()
+            + 3 * ID_FIELD
+            + env.source.as_ref().map_or(0, |s| 5 + s.len())
+            + env.reply_to.as_ref().map_or(0, |r| 7 + r.as_str().len())
+    }
+
+    /// Appends the `Busline` header's value to `m`, after checking that the
+    /// envelope's time and free-form headers can travel.
+    fn meta_into<T>(&self, env: &Envelope<T>, m: &mut String) -> Result<(), NatsError> {
+        // Refused, not clamped: a time `ts` cannot hold would arrive as another.
+        let nanos = env
+            .timestamp
+            .duration_since(UNIX_EPOCH)
+            .ok()
+            .and_then(|d| u64::try_from(d.as_nanos()).ok())
+            .ok_or_else(|| {
+                encode_error(
+                    env,
+                    format!(
+                        "timestamp {:?} is outside 1970 to 2554 (what `ts` holds)",
+                        env.timestamp
+                    ),
+                )
+            })?;
+        for (k, v) in &env.headers {
+            if let Some(why) = header_problem(k, v, self.msg_id) {
+                return Err(encode_error(
+                    env,
+                    format!("header `{k}` cannot travel in nats headers: {why}"),
+                ));
+            }
+        }
+        m.push_str("v=");
+        m.push_str(FORMAT_VERSION);
+        m.push_str(";ts=");
+        push_decimal(m, nanos);
+        m.push_str(&self.fixed);
+        if !self.msg_id {
+            m.push_str(";id=");
+            push_hex(m, env.id);
+        }
+        if let Some(src) = &env.source {
+            m.push_str(";src=");
+            escape_into(m, src);
+        }
+        if env.correlation_id != env.id {
+            // Omitted when the event starts its own conversation (the decoder's default).
+            m.push_str(";corr=");
+            push_hex(m, env.correlation_id);
+        }
+        if let Some(c) = env.causation_id {
+            m.push_str(";cause=");
+            push_hex(m, c);
+        }
+        if let Some(r) = &env.reply_to {
+            m.push_str(";reply=");
+            escape_into(m, r.as_str());
+        }
+        if env.headers.len() > 1 {
+            // NATS headers come back in no particular order: the names'
+            // order goes along, so the decoder can rebuild the list as it was.
+            m.push_str(";hk=");
+            for (i, (k, _)) in env.headers.iter().enumerate() {
+                if i > 0 {
+                    m.push(',');
+                }
+                escape_into(m, k);
+            }
+        }
+        Ok(())
+    }
+}
+
+fn encode_error<T>(env: &Envelope<T>, detail: String) -> NatsError {
+    NatsError::Encode {
+        subject: env.topic.as_str().to_string(),
+        id: env.id.to_string(),
+        detail,
+    }
 }
 
 const BUSLINE_NAME: async_nats::HeaderName = async_nats::HeaderName::from_static(header::BUSLINE);
 
 /// Appends an id as 32 lowercase hex digits (as its `Display`), without `fmt`.
 fn push_hex(out: &mut String, id: EventId) {
+    out.push_str(std::str::from_utf8(&hex(id)).unwrap_or_default());
+}
+
+/// The id's 32 lowercase hex digits.
+fn hex(id: EventId) -> [u8; 32] {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let v = id.as_u128();
     let mut buf = [0u8; 32];
     for (i, b) in buf.iter_mut().enumerate() {
         *b = DIGITS[((v >> (124 - 4 * i)) & 0xf) as usize];
     }
-    out.push_str(std::str::from_utf8(&buf).unwrap_or_default());
+    buf
 }
 
 /// Appends `n` in decimal, without `fmt`, two digits a step.
-pub(crate) fn push_decimal(out: &mut String, mut n: u64) {
+pub(crate) fn push_decimal(out: &mut String, n: u64) {
+    let mut buf = [0u8; 20];
+    out.push_str(std::str::from_utf8(decimal(n, &mut buf)).unwrap_or_default());
+}
+
+/// `n` in decimal, in the end of `buf`.
+fn decimal(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
     const PAIRS: &[u8; 200] = b"0001020304050607080910111213141516171819\
         2021222324252627282930313233343536373839\
         4041424344454647484950515253545556575859\
         6061626364656667686970717273747576777879\
         8081828384858687888990919293949596979899";
-    let mut buf = [0u8; 20];
     let mut i = buf.len();
     while n >= 100 {
         let d = (n % 100) as usize * 2;
@@ -431,7 +557,7 @@ pub(crate) fn push_decimal(out: &mut String, mut n: u64) {
         i -= 1;
         buf[i] = b'0' + n as u8;
     }
-    out.push_str(std::str::from_utf8(&buf[i..]).unwrap_or_default());
+    &buf[i..]
 }
 
 /// Decodes a NATS message into an envelope (its `seq` is 0: the local bus
@@ -616,6 +742,138 @@ mod tests {
             push_decimal(&mut s, n);
             assert_eq!(s, n.to_string());
         }
+    }
+
+    /// Parses one `HPUB` as the server would: the sizes on its line must
+    /// frame the header block and the payload exactly.
+    fn parse_hpub(text: &[u8]) -> (String, HeaderMap, Vec<u8>, usize) {
+        let eol = text.windows(2).position(|w| w == b"\r\n").unwrap();
+        let line = std::str::from_utf8(&text[..eol]).unwrap();
+        let parts: Vec<&str> = line.split(' ').collect();
+        assert_eq!(parts.len(), 4, "{line}");
+        assert_eq!(parts[0], "HPUB");
+        let (hlen, total): (usize, usize) = (parts[2].parse().unwrap(), parts[3].parse().unwrap());
+        let body = &text[eol + 2..];
+        assert_eq!(
+            &body[total..total + 2],
+            b"\r\n",
+            "payload framed by the sizes"
+        );
+        let head = std::str::from_utf8(&body[..hlen]).unwrap();
+        assert!(
+            head.starts_with("NATS/1.0\r\n") && head.ends_with("\r\n\r\n"),
+            "{head:?}"
+        );
+        let mut h = HeaderMap::new();
+        for l in head["NATS/1.0\r\n".len()..head.len() - 4].split("\r\n") {
+            let (k, v) = l.split_once(": ").unwrap();
+            // As the client parses them (`Nats-Msg-Id` is a standard name).
+            h.append(k.parse::<async_nats::header::HeaderName>().unwrap(), v);
+        }
+        let used = eol + 2 + total + 2;
+        (parts[1].to_string(), h, body[hlen..total].to_vec(), used)
+    }
+
+    fn envelope(headers: Headers) -> Envelope<Vec<String>> {
+        Envelope::from_parts(
+            1,
+            EventId::from_u128(0x0123_4567_89ab_cdef_0011_2233_4455_6677),
+            busline::Topic::new("a.b.c").unwrap(),
+            std::time::UNIX_EPOCH + std::time::Duration::new(1_700_000_000, 42),
+            Some("src;=%".into()),
+            EventId::from_u128(7),
+            Some(EventId::from_u128(8)),
+            Some(busline::Topic::new("_INBOX.x.1").unwrap()),
+            headers,
+            vec!["é\r\n".to_string(), String::new()],
+        )
+    }
+
+    #[test]
+    fn hpub_text_carries_what_the_header_map_does() {
+        for codec in [Codec::Json, Codec::Postcard] {
+            for msg_id in [false, true] {
+                let enc = Encoder::new::<Vec<String>>(codec, msg_id);
+                let env = envelope(vec![
+                    ("unit".into(), "ms".into()),
+                    ("k2".into(), "v 2".into()),
+                ]);
+                let wire = enc.encode(&env).unwrap();
+                let (mut out, mut scratch, mut meta) =
+                    (b"junk".to_vec(), Vec::new(), String::new());
+                enc.encode_hpub(&env, 0, &mut out, &mut scratch, &mut meta)
+                    .unwrap();
+                // Appended after what was there, and then a second one.
+                assert_eq!(&out[..4], b"junk");
+                enc.encode_hpub(&env, 0, &mut out, &mut scratch, &mut meta)
+                    .unwrap();
+                let (subject, h, payload, used) = parse_hpub(&out[4..]);
+                assert_eq!(parse_hpub(&out[4 + used..]).3, used);
+                assert_eq!(4 + 2 * used, out.len());
+                assert_eq!(subject, "a.b.c");
+                assert_eq!(payload, &wire.payload[..]);
+                let mut got: Vec<_> = h
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), format!("{v:?}")))
+                    .collect();
+                let mut want: Vec<_> = wire
+                    .headers
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), format!("{v:?}")))
+                    .collect();
+                got.sort();
+                want.sort();
+                assert_eq!(got, want);
+                let back: Envelope<Vec<String>> =
+                    decode("a.b.c", Some(&h), &payload, codec).unwrap();
+                assert_eq!(back.id, env.id);
+                assert_eq!(back.timestamp, env.timestamp);
+                assert_eq!(back.source, env.source);
+                assert_eq!(back.correlation_id, env.correlation_id);
+                assert_eq!(back.causation_id, env.causation_id);
+                assert_eq!(back.reply_to, env.reply_to);
+                assert_eq!(back.header("unit"), Some("ms"));
+                assert_eq!(back.header("k2"), Some("v 2"));
+                assert_eq!(back.payload, env.payload);
+            }
+        }
+    }
+
+    #[test]
+    fn hpub_refusals_leave_the_buffer_as_it_was() {
+        let enc = Encoder::new::<Vec<String>>(Codec::Json, true);
+        let (mut out, mut scratch, mut meta) = (b"keep".to_vec(), Vec::new(), String::new());
+        let env = envelope(vec![]);
+        enc.encode_hpub(&env, 0, &mut out, &mut scratch, &mut meta)
+            .unwrap();
+        // The limit counts header block and payload (the last number on
+        // the line), as the server does.
+        let line = out[4..].split(|&b| b == b'\r').next().unwrap();
+        let size: usize = std::str::from_utf8(line)
+            .unwrap()
+            .rsplit(' ')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        out.truncate(4);
+        let e = enc
+            .encode_hpub(&env, size - 1, &mut out, &mut scratch, &mut meta)
+            .unwrap_err();
+        assert!(
+            matches!(e, NatsError::PayloadTooLarge { max, .. } if max == size - 1),
+            "{e}"
+        );
+        assert_eq!(out, b"keep");
+        enc.encode_hpub(&env, size, &mut out, &mut scratch, &mut meta)
+            .unwrap();
+        out.truncate(4);
+        let bad = envelope(vec![("k".into(), "line\r\nbreak".into())]);
+        let e = enc
+            .encode_hpub(&bad, 0, &mut out, &mut scratch, &mut meta)
+            .unwrap_err();
+        assert!(e.to_string().contains("header `k` cannot travel"), "{e}");
+        assert_eq!(out, b"keep");
     }
 
     #[test]

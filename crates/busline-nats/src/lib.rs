@@ -92,10 +92,11 @@
 //! # Backpressure and reconnects
 //!
 //! After a successful start, a lost connection is retried forever with a
-//! bounded backoff. Outgoing events wait in bounded buffers (the client's
-//! command queue and the exporter's bus queue, both [`NatsConfig::buffer`]);
-//! when they are full, local publishers to exported topics wait, exactly as
-//! for any slow lossless subscriber. Nothing is dropped. The state is always
+//! bounded backoff (core exports' own connection too). Outgoing events wait in bounded buffers (the client's
+//! command queue and the exporter's bus queue, both [`NatsConfig::buffer`];
+//! on core NATS the exporter's write buffer, 64 KiB); when they are full,
+//! local publishers to exported topics wait, exactly as for any slow
+//! lossless subscriber. Nothing is dropped. The state is always
 //! observable via [`NatsTransport::status`] and, if the event type allows it
 //! ([`NatsConfig::status_events`]), as `$sys.nats.*` events on the bus.
 //!
@@ -113,35 +114,38 @@
 //! `async-nats` carrying the same metadata headers the transport sends, in
 //! one run against one server. Where the time goes, on core NATS:
 //!
-//! * Not the server: `nats-server` spends 0.1-0.3 µs of CPU per message
-//!   with or without headers, and waiting for a server round trip after the
-//!   last publish instead of only the socket write changes the rate by
-//!   under 1%.
 //! * The client's header path: `async-nats` keeps headers in a `HashMap`
 //!   (a table, a `Vec` and a `String` per header, allocated per message),
 //!   and its connection task serializes them into a fresh, repeatedly grown
 //!   buffer and copies that into its write buffer. One minimal header per
-//!   message already costs bare `async-nats` 10-30% of its rate; the
+//!   message already costs bare `async-nats` 10-40% of its rate, and the
 //!   transport's metadata (id, time, type, source, correlation, causation)
-//!   is more bytes to format and copy. With glibc's allocator it is worse:
-//!   the header allocations are made on the publishing thread and freed on
-//!   the connection's, and the two contend for the arena lock (the `busline`
-//!   binary uses mimalloc).
-//! * The transport's own part: the hop from the publisher through the bus
-//!   queue to the exporter, which then encodes. The exporter takes queued
-//!   events in batches and builds the metadata header without `fmt`, in
-//!   one pre-sized string.
+//!   costs it 40-50%: through `async-nats`, 0.8x was out of reach.
+//! * So core NATS exports do not go through `async-nats`: the exporter
+//!   encodes each event straight into a buffer as the protocol's `HPUB`
+//!   text (the same headers, no map, no per-message allocation once the
+//!   buffers have grown) and writes up to 1024 events or 64 KiB at once to
+//!   a second connection it opens itself with the same servers,
+//!   credentials and TLS settings (see the `direct` module's docs in the
+//!   source). Imports, JetStream, reply inboxes and status stay on the
+//!   `async-nats` client.
+//! * What is left is the transport's own part (the hop from the publisher
+//!   through the bus queue to the exporter) and the bytes the envelope adds
+//!   for the server and the kernel to move.
 //!
-//! On JetStream the exporter also skips `async-nats`'s per-publish request
+//! On JetStream the server's work per message (storing it, acking it)
+//! dominates, and the exporter skips `async-nats`'s per-publish request
 //! machinery (an inbox subject, a response channel and timers per message):
 //! it publishes with a reply subject on one ack inbox of its own (see
 //! [`jetstream`]).
 //!
-//! On a shared 2-core machine that puts the transport at about 0.4-0.6x
-//! bare `async-nats` on core NATS (0.65-0.85x of `async-nats` with the same
-//! headers, which itself stays below 0.8x) and at about 0.8-0.94x on
-//! JetStream, ahead of `async-nats` with the same headers. The README has the
-//! figures.
+//! On a shared 2-core machine that puts the transport at about 0.8-0.95x
+//! bare `async-nats` on core NATS (bare `async-nats` with the same headers:
+//! about 0.5-0.6x), and at about 0.75-0.9x on JetStream, level with or
+//! ahead of `async-nats` with the same headers: there the gap to bare
+//! `async-nats` is the envelope's bytes the server stores. The numbers move
+//! by 10-20% from run to run on such a machine; the README has the figures
+//! and the command.
 //!
 //! # Authentication and TLS
 //!
@@ -156,6 +160,7 @@
 pub mod codec;
 pub mod config;
 pub mod core;
+mod direct;
 pub mod error;
 pub mod jetstream;
 pub mod server;

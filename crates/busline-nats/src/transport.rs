@@ -1,12 +1,13 @@
-//! The transport: one NATS connection, an exporter and the importers.
+//! The transport: a NATS connection, an exporter and the importers.
 //!
 //! [`NatsTransport::connect`] wires a [`Bus`] to a server:
 //!
 //! * **export** — one lossless subscription on the bus (named `nats-export`,
 //!   capacity = [`NatsConfig::buffer`]) takes every local event whose topic
 //!   matches an export pattern and publishes it on the subject of the same
-//!   name. When the server is away the client's buffer and then this queue
-//!   fill up, and local publishers wait: backpressure, not loss.
+//!   name. When the server is away the client's buffer (on core NATS the
+//!   exporter's own connection's, see below) and then this queue fill up,
+//!   and local publishers wait: backpressure, not loss.
 //! * **import** — every NATS message on an import pattern is published on the
 //!   local bus with its envelope metadata (id, time, source, correlation,
 //!   causation, headers) intact, plus the header [`IMPORTED`].
@@ -23,6 +24,23 @@
 //! import the same subjects and see every process's events once. Topics under
 //! `$sys.` and `_INBOX.` are only exported by patterns that name them
 //! explicitly (replies, below, aside).
+//!
+//! ## Two connections on core NATS
+//!
+//! With core NATS exports the transport opens a second connection, named
+//! `<name> (exports)`, with the same servers, credentials and TLS settings;
+//! the exporter writes its events there as protocol text, a batch at a
+//! time, instead of handing each to the `async-nats` client (see the crate
+//! docs, *Throughput*). It only publishes. It reconnects by itself to the
+//! configured server (not to servers a cluster announces, which the client
+//! may also use), while the exporter, and then local publishers, wait. A server's `-ERR` on it (a
+//! publish the account may not make) is logged and published as
+//! `$sys.nats.error`. Ordering across the two connections is kept where it
+//! matters: a request's reply inbox is subscribed, and confirmed by the
+//! server, before the request is written. [`NatsTransport::flush`] and
+//! `shutdown` confirm with a round trip on this connection, and report
+//! [`NatsError::Reconnected`] when it was re-established under unconfirmed
+//! events.
 //!
 //! ## Request/reply across processes
 //!
@@ -63,6 +81,7 @@ use tokio::task::JoinHandle;
 
 use crate::codec::{self, Codec, Wire};
 use crate::config::{Auth, Mode, NatsConfig};
+use crate::direct::{self, Direct, DirectConfig};
 use crate::error::{connect_error, NatsError};
 use crate::jetstream;
 
@@ -256,8 +275,13 @@ pub struct NatsTransport<T> {
     tasks: Vec<JoinHandle<()>>,
     /// Where the `$sys.nats.*` events go (for `closed` at shutdown).
     status_events: mpsc::UnboundedSender<StatusEvent>,
+    /// The exporter's own connection for core NATS exports.
+    direct: Option<SharedDirect>,
     _t: PhantomData<fn(T)>,
 }
+
+/// The exporter's own connection, shared with `shutdown` for the final confirmation.
+type SharedDirect = Arc<tokio::sync::Mutex<Direct>>;
 
 impl<T> std::fmt::Debug for NatsTransport<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -331,11 +355,27 @@ where
             })
         });
         let closed_tx = events_tx.clone();
+        let direct_events = events_tx.clone();
         let opts = options(&cfg, status_tx.clone(), events_tx).await?;
         let client = opts
             .connect(server.as_str())
             .await
             .map_err(|e| connect_error(&server, e))?;
+        // Core exports go out on a connection of the exporter's own.
+        let direct = match (&cfg.mode, exports.is_empty()) {
+            (Mode::Core, false) => Some(Arc::new(tokio::sync::Mutex::new(
+                Direct::connect(DirectConfig {
+                    server: server.clone(),
+                    auth: cfg.auth.clone(),
+                    tls: cfg.tls.clone(),
+                    name: format!("{} (exports)", cfg.name),
+                    connect_timeout: cfg.connect_timeout,
+                    events: direct_events,
+                })
+                .await?,
+            ))),
+            _ => None,
+        };
         status_tx.send_modify(|s| s.state = ConnState::Connected);
 
         let counters = Arc::new(Counters::default());
@@ -401,6 +441,7 @@ where
                 sub,
                 sink,
                 acks,
+                direct.clone(),
                 frx,
                 give_up.clone(),
             )));
@@ -476,6 +517,7 @@ where
             shutdown_timeout: cfg.shutdown_timeout,
             tasks,
             status_events: closed_tx,
+            direct,
             _t: PhantomData,
         })
     }
@@ -549,8 +591,9 @@ impl<T> NatsTransport<T> {
     /// the server away, plus at most a second for the server's final
     /// confirmation. Past the deadline it gives up:
     /// - events the exporter still held (JetStream: unacknowledged; core:
-    ///   not yet taken by the client, whose buffer was full) are counted as
-    ///   `abandoned` and it returns [`NatsError::ShutdownTimedOut`];
+    ///   not yet written, its connection down, or not yet taken by the
+    ///   client, whose buffer was full) are counted as `abandoned` and it
+    ///   returns [`NatsError::ShutdownTimedOut`];
     /// - with none held but the server not confirming what was sent, it
     ///   returns [`NatsError::FlushTimedOut`] (on core NATS what the client
     ///   still had may be lost: at-most-once).
@@ -614,18 +657,31 @@ impl<T> NatsTransport<T> {
             let left = deadline
                 .saturating_duration_since(tokio::time::Instant::now())
                 .max(FINAL_CONFIRMATION);
-            if let Err(reason) = round_trip(&self.client, left).await {
-                return Err(NatsError::FlushTimedOut {
-                    server: self.server.clone(),
-                    waited,
-                    reason,
-                });
-            }
+            let confirmed = match &self.direct {
+                // Core exports went out on the exporter's own connection.
+                Some(d) => {
+                    let mut d = d.lock().await;
+                    let r = d.round_trip(left).await;
+                    r.map(|()| d.connects)
+                }
+                None => round_trip(&self.client, left)
+                    .await
+                    .map(|()| self.client.statistics().connects.load(Ordering::SeqCst)),
+            };
+            let connects = match confirmed {
+                Ok(c) => c,
+                Err(reason) => {
+                    return Err(NatsError::FlushTimedOut {
+                        server: self.server.clone(),
+                        waited,
+                        reason,
+                    })
+                }
+            };
             // As in `flush`: a confirmation over another connection than
             // the one core publishes went out on cannot vouch for them.
             let c = &self.counters;
             let sent = c.core_unconfirmed.swap(0, Ordering::SeqCst);
-            let connects = self.client.statistics().connects.load(Ordering::SeqCst);
             if sent > 0 && connects != c.core_connects_at.load(Ordering::SeqCst) {
                 return Err(NatsError::Reconnected {
                     server: self.server.clone(),
@@ -1021,6 +1077,9 @@ type AckFuture = futures::future::BoxFuture<'static, u64>;
 /// instead of one per event.
 const EXPORT_BATCH: usize = 64;
 
+/// The same on core NATS's own connection, where a batch is one write.
+const DIRECT_BATCH: usize = 1024;
+
 /// Export sequence numbers handed out and not yet settled (acknowledged or
 /// given up on), oldest first: settling is O(1), and everything below
 /// [`Unsettled::below`] is settled.
@@ -1091,6 +1150,22 @@ struct Exporter<T> {
     busy: bool,
     /// The client's counters (its connection count), fetched once.
     client_stats: Arc<async_nats::Statistics>,
+    /// Core NATS: the exporter's own connection, which its events (and
+    /// replies) are written to instead of the client.
+    direct: Option<SharedDirect>,
+    /// `direct`, locked for the batch being exported (one lock a batch).
+    held: Option<tokio::sync::OwnedMutexGuard<Direct>>,
+}
+
+impl<T> Exporter<T> {
+    /// The exporter's own connection, locked (taking the batch's lock if
+    /// it holds one); `None` when exports go by the client.
+    async fn hold_direct(&mut self) -> Option<tokio::sync::OwnedMutexGuard<Direct>> {
+        match self.held.take() {
+            Some(g) => Some(g),
+            None => Some(self.direct.clone()?.lock_owned().await),
+        }
+    }
 }
 
 impl<T: Serialize + Send + Sync + 'static> Exporter<T> {
@@ -1185,6 +1260,7 @@ async fn export_loop<T: Serialize + DeserializeOwned + Send + Sync + 'static>(
     mut sub: ExportSubs<T>,
     sink: Sink,
     acks: Option<jetstream::AckInbox>,
+    direct: Option<SharedDirect>,
     flush_rx: mpsc::Receiver<FlushWaiter>,
     give_up: Arc<tokio::sync::Notify>,
 ) {
@@ -1214,6 +1290,8 @@ async fn export_loop<T: Serialize + DeserializeOwned + Send + Sync + 'static>(
         generation: SWEEPS_PER_ACK_TIMEOUT as u64 + 1,
         busy: false,
         client_stats: ctx.client.statistics(),
+        direct,
+        held: None,
     };
     let gave_up = {
         let run = export_run(&ctx, &mut sub, &sink, &mut ex, flush_rx, sweep);
@@ -1226,6 +1304,11 @@ async fn export_loop<T: Serialize + DeserializeOwned + Send + Sync + 'static>(
         // Shutdown's deadline passed: what is unacknowledged, in hand or
         // still queued is given up on, and counted.
         let mut n = (ex.waiting.len() + ex.in_flight.len() + ex.busy as usize) as u64;
+        if let Some(mut d) = ex.hold_direct().await {
+            // Encoded, never written.
+            n += std::mem::take(&mut d.pending);
+            d.buf.clear();
+        }
         for q in [sub.exports.take(), sub.replies.take()]
             .into_iter()
             .flatten()
@@ -1292,7 +1375,19 @@ async fn export_run<T: Serialize + DeserializeOwned + Send + Sync + 'static>(
                 }
                 if let Sink::Core = sink {
                     // The server has processed everything before the marker.
-                    if let Err(e) = round_trip(&ctx.client, FLUSH_TIMEOUT).await {
+                    let confirmed = match ex.hold_direct().await {
+                        Some(mut d) => {
+                            write_direct(ctx, &mut d).await;
+                            let r = d.round_trip(FLUSH_TIMEOUT).await;
+                            r.map(|()| d.connects)
+                        }
+                        None => round_trip(&ctx.client, FLUSH_TIMEOUT)
+                            .await
+                            .map(|()| ctx.client.statistics().connects.load(Ordering::SeqCst)),
+                    };
+                    let connects = match confirmed {
+                        Ok(c) => c,
+                        Err(e) => {
                         tracing::warn!(error = %e, "core nats flush did not complete");
                         let _ = w.send(Err(NatsError::FlushTimedOut {
                             server: ctx.server.clone(),
@@ -1300,8 +1395,8 @@ async fn export_run<T: Serialize + DeserializeOwned + Send + Sync + 'static>(
                             reason: e,
                         }));
                         continue;
-                    }
-                    let connects = ctx.client.statistics().connects.load(Ordering::SeqCst);
+                        }
+                    };
                     let c = &ctx.counters;
                     let sent = c.core_unconfirmed.swap(0, Ordering::SeqCst);
                     if sent > 0 && connects != c.core_connects_at.load(Ordering::SeqCst) {
@@ -1372,6 +1467,18 @@ async fn drain<T: Serialize + DeserializeOwned + Send + Sync + 'static>(
     windowed: bool,
     sweep: &mut tokio::time::Interval,
 ) {
+    drain_queue(ctx, sink, ex, q, windowed, sweep).await;
+    release_direct(ctx, ex).await;
+}
+
+async fn drain_queue<T: Serialize + DeserializeOwned + Send + Sync + 'static>(
+    ctx: &Ctx<T>,
+    sink: &Sink,
+    ex: &mut Exporter<T>,
+    q: &mut Subscription<T>,
+    windowed: bool,
+    sweep: &mut tokio::time::Interval,
+) {
     for _ in 0..q.len() {
         match q.try_recv() {
             Ok(Some(env)) => {
@@ -1402,8 +1509,56 @@ async fn export_batch<T: Serialize + DeserializeOwned + Send + Sync + 'static>(
     windowed: bool,
     first: Result<Arc<Envelope<T>>, RecvError>,
 ) -> bool {
+    let closed = take_batch(ctx, sink, ex, q, windowed, first).await;
+    release_direct(ctx, ex).await;
+    closed
+}
+
+/// Writes what the exporter's own connection has buffered (core NATS),
+/// and unlocks it.
+async fn release_direct<T>(ctx: &Ctx<T>, ex: &mut Exporter<T>) {
+    if let Some(mut d) = ex.hold_direct().await {
+        write_direct(ctx, &mut d).await;
+    }
+}
+
+/// Writes the buffered events to the exporter's own connection (waiting
+/// for a connection if it is down), and counts them as handed over
+/// (`acked` on core NATS): a connection that breaks under them may lose
+/// them, which the next flush reports.
+async fn write_direct<T>(ctx: &Ctx<T>, d: &mut Direct) {
+    if d.pending == 0 {
+        return;
+    }
+    d.connected().await;
+    let c = &ctx.counters;
+    // The first since the last confirmation notes the connection it goes out on.
+    if c.core_unconfirmed.load(Ordering::Relaxed) == 0 {
+        c.core_connects_at.store(d.connects, Ordering::Relaxed);
+    }
+    let n = match d.write().await {
+        Ok(n) | Err(n) => n,
+    };
+    c.acked.fetch_add(n, Ordering::Relaxed);
+    c.core_unconfirmed.fetch_add(n, Ordering::Relaxed);
+}
+
+async fn take_batch<T: Serialize + DeserializeOwned + Send + Sync + 'static>(
+    ctx: &Ctx<T>,
+    sink: &Sink,
+    ex: &mut Exporter<T>,
+    q: &mut Subscription<T>,
+    windowed: bool,
+    first: Result<Arc<Envelope<T>>, RecvError>,
+) -> bool {
     let mut next = first.map(Some);
     let mut taken = 0;
+    // The exporter's own connection writes every `WRITE_AT` bytes anyway.
+    let limit = if ex.direct.is_some() {
+        DIRECT_BATCH
+    } else {
+        EXPORT_BATCH
+    };
     loop {
         match next {
             Ok(Some(env)) => {
@@ -1419,7 +1574,7 @@ async fn export_batch<T: Serialize + DeserializeOwned + Send + Sync + 'static>(
         }
         taken += 1;
         // Checked before taking the next one, which must not be dropped.
-        if taken == EXPORT_BATCH || (windowed && !ex.has_room()) {
+        if taken == limit || (windowed && !ex.has_room()) {
             return false;
         }
         next = q.try_recv();
@@ -1447,6 +1602,13 @@ async fn export_one<T: Serialize + DeserializeOwned + Send + Sync + 'static>(
         match ctx.client.subscribe(format!("{inbox}.>")).await {
             Ok(sub) => {
                 tokio::spawn(reply_import_loop(ctx.clone(), sub));
+                // The request leaves on another connection: the server
+                // must have the subscription before it has the request.
+                if ex.direct.is_some() {
+                    if let Err(e) = round_trip(&ctx.client, FLUSH_TIMEOUT).await {
+                        tracing::error!(%inbox, error = %e, "reply inbox subscription not confirmed");
+                    }
+                }
             }
             Err(e) => tracing::error!(%inbox, error = %e, "cannot subscribe to the reply inbox"),
         }
@@ -1459,6 +1621,31 @@ async fn export_one<T: Serialize + DeserializeOwned + Send + Sync + 'static>(
     } else {
         &ex.encoder
     };
+    if let Some(shared) = &ex.direct {
+        // Core NATS on the exporter's own connection: encoded straight
+        // into its buffer, written a batch at a time.
+        if ex.held.is_none() {
+            ex.held = Some(shared.clone().lock_owned().await);
+        }
+        let Some(d) = ex.held.as_deref_mut() else {
+            return;
+        };
+        let max = d.max_payload();
+        match encoder.encode_hpub(env, max, &mut d.buf, &mut d.scratch, &mut d.meta) {
+            Ok(()) => {
+                inc(&c.exported);
+                d.pending += 1;
+                if d.buf.len() >= direct::WRITE_AT {
+                    write_direct(ctx, d).await;
+                }
+            }
+            Err(e) => {
+                inc(&c.rejected);
+                tracing::error!(error = %e, "event not exported");
+            }
+        }
+        return;
+    }
     let wire = match prepare(encoder, env, ex.max_payload) {
         Ok(w) => w,
         Err(e) => {

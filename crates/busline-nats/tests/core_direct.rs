@@ -1,0 +1,198 @@
+//! Core NATS exports go out on a connection of the exporter's own (see the
+//! crate's `direct` module): what it must do that the client did for it.
+
+mod common;
+
+use std::time::Duration;
+
+use busline::Bus;
+use busline_nats::{Auth, NatsConfig, NatsError, NatsTransport, StatusEvent};
+use common::*;
+
+fn user(name: &str, password: &str) -> Auth {
+    Auth::UserPassword {
+        user: name.into(),
+        password: password.into(),
+    }
+}
+
+fn status_ev(se: &StatusEvent) -> Option<Ev> {
+    let body = match se {
+        StatusEvent::Error { message, .. } => format!("{} {message}", se.topic()),
+        _ => se.topic().to_string(),
+    };
+    Some(Ev {
+        publisher: 0,
+        n: 0,
+        body,
+    })
+}
+
+async fn core_importer(
+    url: &str,
+    pattern: &str,
+) -> (Bus<Ev>, busline::Subscription<Ev>, NatsTransport<Ev>) {
+    core_importer_with(NatsConfig::new(url), pattern).await
+}
+
+async fn core_importer_with(
+    cfg: NatsConfig<Ev>,
+    pattern: &str,
+) -> (Bus<Ev>, busline::Subscription<Ev>, NatsTransport<Ev>) {
+    let bus: Bus<Ev> = Bus::new();
+    let sub = bus
+        .subscriber(pattern)
+        .lossless(100_000)
+        .subscribe()
+        .unwrap();
+    let t = NatsTransport::connect(&bus, cfg.import(pattern))
+        .await
+        .unwrap();
+    (bus, sub, t)
+}
+
+/// An event larger than the server's `max_payload` (header block and
+/// payload, as the server counts) is refused and counted; the next flows.
+#[tokio::test]
+async fn too_large_is_rejected_and_the_rest_flows() {
+    let srv = server_with("max_payload: 2048");
+    let url = srv.url();
+    let (_b, mut sub, _tb) = core_importer(&url, "l.>").await;
+    let a: Bus<Ev> = Bus::new();
+    let ta = NatsTransport::connect(&a, NatsConfig::new(&url).export("l.>"))
+        .await
+        .unwrap();
+    let big = |n: u64, len: usize| Ev {
+        publisher: 0,
+        n,
+        body: "x".repeat(len),
+    };
+    a.publish_to("l.x", big(0, 4000)).await.unwrap();
+    // The payload alone fits; with its header block it does not.
+    a.publish_to("l.x", big(1, 2000)).await.unwrap();
+    a.publish_to("l.x", ev(0, 2)).await.unwrap();
+    ta.flush().await.unwrap();
+    let s = ta.stats();
+    assert_eq!((s.rejected, s.acked, s.exported), (2, 1, 1), "{s:?}");
+    assert_eq!(recv_n(&mut sub, 1).await[0].payload, ev(0, 2));
+}
+
+/// A publish the server refuses (no permission for the subject) is not
+/// silent: its `-ERR` becomes a `$sys.nats.error` event naming it, and the
+/// connection goes on carrying the rest.
+#[tokio::test]
+async fn a_refused_publish_is_reported_and_the_rest_flows() {
+    let srv = server_with(
+        "authorization { users = [ \
+           { user: alice, password: pw1, permissions: { publish: { deny: [\"p.secret\"] } } }, \
+           { user: bob, password: pw2 } ] }",
+    );
+    let url = srv.url();
+    let (_b, mut sub, _tb) =
+        core_importer_with(NatsConfig::new(&url).auth(user("bob", "pw2")), "p.>").await;
+    let a: Bus<Ev> = Bus::new();
+    let mut errors = a.subscribe("$sys.nats.error").unwrap();
+    let ta = NatsTransport::connect(
+        &a,
+        NatsConfig::new(&url)
+            .auth(user("alice", "pw1"))
+            .export("p.>")
+            .status_events(status_ev),
+    )
+    .await
+    .unwrap();
+    a.publish_to("p.secret", ev(0, 0)).await.unwrap();
+    a.publish_to("p.open", ev(0, 1)).await.unwrap();
+    ta.flush().await.unwrap();
+    let got = recv_n(&mut sub, 1).await;
+    assert_eq!(got[0].payload, ev(0, 1));
+    assert_eq!(got[0].topic.as_str(), "p.open");
+    let e = tokio::time::timeout(Duration::from_secs(30), errors.recv())
+        .await
+        .expect("the refusal is reported")
+        .unwrap();
+    assert!(
+        e.payload.body.contains("Permissions Violation") && e.payload.body.contains("p.secret"),
+        "{}",
+        e.payload.body
+    );
+}
+
+/// Requests leave on the exporter's connection, their reply inbox is
+/// subscribed on the client's: the subscription must be in place first,
+/// or the first answer would go nowhere. Every request of a fresh
+/// transport is answered.
+#[tokio::test]
+async fn the_first_requests_are_answered() {
+    let srv = server();
+    let url = srv.url();
+    for round in 0..5u64 {
+        // The answering side: imports requests, exports its replies.
+        let b: Bus<Ev> = Bus::new();
+        let mut reqs = b.subscribe("q.>").unwrap();
+        let _tb = NatsTransport::connect(&b, NatsConfig::new(&url).import("q.>"))
+            .await
+            .unwrap();
+        let answerer = tokio::spawn(async move {
+            while let Ok(r) = reqs.recv().await {
+                let mut p = r.payload.clone();
+                p.n += 1000;
+                b.reply(&r, p).await.unwrap();
+            }
+        });
+        let a: Bus<Ev> = Bus::new();
+        let _ta = NatsTransport::connect(&a, NatsConfig::new(&url).export("q.>"))
+            .await
+            .unwrap();
+        let answer = tokio::time::timeout(
+            Duration::from_secs(30),
+            a.request("q.ask", ev(0, round), Duration::from_secs(20)),
+        )
+        .await
+        .expect("an answer or a timeout error")
+        .unwrap_or_else(|e| panic!("round {round}: {e}"));
+        assert_eq!(answer.payload.n, round + 1000);
+        answerer.abort();
+    }
+}
+
+/// The server restarted under a steady stream: the exporter's connection
+/// comes back by itself, a flush says events may have been lost (core NATS
+/// is at-most-once), and what is published afterwards arrives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_connection_comes_back_after_a_restart() {
+    let mut srv = server();
+    let url = srv.url();
+    let a: Bus<Ev> = Bus::new();
+    let ta = NatsTransport::connect(&a, NatsConfig::new(&url).export("r.>"))
+        .await
+        .unwrap();
+    for n in 0..1000 {
+        a.publish_to("r.x", ev(0, n)).await.unwrap();
+    }
+    ta.flush().await.unwrap();
+    srv.kill();
+    srv.restart().unwrap();
+    // Published while the connection is down or coming back.
+    for n in 1000..2000 {
+        a.publish_to("r.x", ev(0, n)).await.unwrap();
+    }
+    let r = tokio::time::timeout(Duration::from_secs(120), ta.flush())
+        .await
+        .expect("flush ends");
+    match r {
+        Ok(()) | Err(NatsError::Reconnected { .. }) => {}
+        Err(e) => panic!("flush after a restart: {e}"),
+    }
+    let (_b, mut sub, _tb) = core_importer(&url, "r.>").await;
+    for n in 2000..2100 {
+        a.publish_to("r.x", ev(0, n)).await.unwrap();
+    }
+    tokio::time::timeout(Duration::from_secs(120), ta.flush())
+        .await
+        .expect("flush ends")
+        .expect("nothing lost once the connection is back");
+    let got = recv_n(&mut sub, 100).await;
+    let ns: Vec<u64> = got.iter().map(|e| e.payload.n).collect();
+    assert_eq!(ns, (2000..2100).collect::<Vec<_>>());
+}
