@@ -292,6 +292,16 @@ pub async fn run(a: NatsArgs) -> Result<()> {
         raw_stream.purge().await?;
         bus_stream.purge().await?;
     }
+    // Core: `flush` returned Ok after each round, so the server processed
+    // every event handed to the connection; all must have been handed.
+    let core = core_t.stats();
+    if a.only.as_deref() != Some("jetstream") && core.acked != a.events * a.rounds as u64 {
+        bail!(
+            "the transport sent {} of {} events on core NATS",
+            core.acked,
+            a.events * a.rounds as u64
+        );
+    }
     let stats = js_t.stats();
     if a.only.as_deref() != Some("core") && stats.acked != a.events * a.rounds as u64 {
         bail!(

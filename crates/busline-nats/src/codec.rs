@@ -349,15 +349,17 @@ impl Encoder {
     }
 
     /// Appends the envelope as one core NATS `HPUB` to `out`, the protocol
-    /// text the server reads: subject, header block (the same headers
-    /// [`encode`](Self::encode) makes), payload. Refused, with `out` as it
-    /// was, when it cannot be encoded or is larger than `max` bytes (the
-    /// server's `max_payload`; 0: no limit). `scratch` holds the payload
-    /// and `meta` the `Busline` value while they are built (kept by the
-    /// caller, so a message costs no allocation once they have grown).
+    /// text the server reads: subject, reply subject `<prefix>.<seq>` if
+    /// `reply` is given (a JetStream publish's ack inbox), header block (the
+    /// same headers [`encode`](Self::encode) makes), payload. Refused, with
+    /// `out` as it was, when it cannot be encoded or is larger than `max`
+    /// bytes (the server's `max_payload`; 0: no limit). `scratch` holds the
+    /// payload and `meta` the `Busline` value while they are built (kept by
+    /// the caller, so a message costs no allocation once they have grown).
     pub(crate) fn encode_hpub<T: Serialize>(
         &self,
         env: &Envelope<T>,
+        reply: Option<(&str, u64)>,
         max: usize,
         out: &mut Vec<u8>,
         scratch: &mut Vec<u8>,
@@ -394,10 +396,18 @@ impl Encoder {
         // A topic holds no space or line break (`Topic` refuses them), so
         // it is a valid subject and cannot break the protocol line.
         let mut num = [0u8; 20];
-        out.reserve(5 + env.topic.as_str().len() + 44 + total + 2);
+        let reply_len = reply.map_or(0, |(p, _)| p.len() + 22);
+        out.reserve(5 + env.topic.as_str().len() + reply_len + 44 + total + 2);
         out.extend_from_slice(b"HPUB ");
         out.extend_from_slice(env.topic.as_str().as_bytes());
         out.push(b' ');
+        // An inbox prefix the client made: no space or line break either.
+        if let Some((prefix, seq)) = reply {
+            out.extend_from_slice(prefix.as_bytes());
+            out.push(b'.');
+            out.extend_from_slice(decimal(seq, &mut num));
+            out.push(b' ');
+        }
         out.extend_from_slice(decimal(head as u64, &mut num));
         out.push(b' ');
         out.extend_from_slice(decimal(total as u64, &mut num));
@@ -746,12 +756,13 @@ mod tests {
 
     /// Parses one `HPUB` as the server would: the sizes on its line must
     /// frame the header block and the payload exactly.
-    fn parse_hpub(text: &[u8]) -> (String, HeaderMap, Vec<u8>, usize) {
+    fn parse_hpub(text: &[u8]) -> (String, Option<String>, HeaderMap, Vec<u8>, usize) {
         let eol = text.windows(2).position(|w| w == b"\r\n").unwrap();
         let line = std::str::from_utf8(&text[..eol]).unwrap();
-        let parts: Vec<&str> = line.split(' ').collect();
-        assert_eq!(parts.len(), 4, "{line}");
+        let mut parts: Vec<&str> = line.split(' ').collect();
+        assert!(parts.len() == 4 || parts.len() == 5, "{line}");
         assert_eq!(parts[0], "HPUB");
+        let reply = (parts.len() == 5).then(|| parts.remove(2).to_string());
         let (hlen, total): (usize, usize) = (parts[2].parse().unwrap(), parts[3].parse().unwrap());
         let body = &text[eol + 2..];
         assert_eq!(
@@ -771,7 +782,13 @@ mod tests {
             h.append(k.parse::<async_nats::header::HeaderName>().unwrap(), v);
         }
         let used = eol + 2 + total + 2;
-        (parts[1].to_string(), h, body[hlen..total].to_vec(), used)
+        (
+            parts[1].to_string(),
+            reply,
+            h,
+            body[hlen..total].to_vec(),
+            used,
+        )
     }
 
     fn envelope(headers: Headers) -> Envelope<Vec<String>> {
@@ -801,15 +818,27 @@ mod tests {
                 let wire = enc.encode(&env).unwrap();
                 let (mut out, mut scratch, mut meta) =
                     (b"junk".to_vec(), Vec::new(), String::new());
-                enc.encode_hpub(&env, 0, &mut out, &mut scratch, &mut meta)
+                enc.encode_hpub(&env, None, 0, &mut out, &mut scratch, &mut meta)
                     .unwrap();
                 // Appended after what was there, and then a second one.
                 assert_eq!(&out[..4], b"junk");
-                enc.encode_hpub(&env, 0, &mut out, &mut scratch, &mut meta)
-                    .unwrap();
-                let (subject, h, payload, used) = parse_hpub(&out[4..]);
-                assert_eq!(parse_hpub(&out[4 + used..]).3, used);
-                assert_eq!(4 + 2 * used, out.len());
+                let first = out.len();
+                enc.encode_hpub(
+                    &env,
+                    Some(("_INBOX.ab", 42)),
+                    0,
+                    &mut out,
+                    &mut scratch,
+                    &mut meta,
+                )
+                .unwrap();
+                let (subject, reply, h, payload, used) = parse_hpub(&out[4..]);
+                let second = parse_hpub(&out[first..]);
+                assert_eq!(reply, None);
+                assert_eq!(second.1.as_deref(), Some("_INBOX.ab.42"));
+                assert_eq!((&second.0, &second.3), (&subject, &payload));
+                assert_eq!(4 + used, first);
+                assert_eq!(first + second.4, out.len());
                 assert_eq!(subject, "a.b.c");
                 assert_eq!(payload, &wire.payload[..]);
                 let mut got: Vec<_> = h
@@ -844,11 +873,12 @@ mod tests {
         let enc = Encoder::new::<Vec<String>>(Codec::Json, true);
         let (mut out, mut scratch, mut meta) = (b"keep".to_vec(), Vec::new(), String::new());
         let env = envelope(vec![]);
-        enc.encode_hpub(&env, 0, &mut out, &mut scratch, &mut meta)
+        enc.encode_hpub(&env, None, 0, &mut out, &mut scratch, &mut meta)
             .unwrap();
         // The limit counts header block and payload (the last number on
         // the line), as the server does.
         let line = out[4..].split(|&b| b == b'\r').next().unwrap();
+        assert_eq!(parse_hpub(&out[4..]).4 + 4, out.len());
         let size: usize = std::str::from_utf8(line)
             .unwrap()
             .rsplit(' ')
@@ -858,19 +888,19 @@ mod tests {
             .unwrap();
         out.truncate(4);
         let e = enc
-            .encode_hpub(&env, size - 1, &mut out, &mut scratch, &mut meta)
+            .encode_hpub(&env, None, size - 1, &mut out, &mut scratch, &mut meta)
             .unwrap_err();
         assert!(
             matches!(e, NatsError::PayloadTooLarge { max, .. } if max == size - 1),
             "{e}"
         );
         assert_eq!(out, b"keep");
-        enc.encode_hpub(&env, size, &mut out, &mut scratch, &mut meta)
+        enc.encode_hpub(&env, None, size, &mut out, &mut scratch, &mut meta)
             .unwrap();
         out.truncate(4);
         let bad = envelope(vec![("k".into(), "line\r\nbreak".into())]);
         let e = enc
-            .encode_hpub(&bad, 0, &mut out, &mut scratch, &mut meta)
+            .encode_hpub(&bad, None, 0, &mut out, &mut scratch, &mut meta)
             .unwrap_err();
         assert!(e.to_string().contains("header `k` cannot travel"), "{e}");
         assert_eq!(out, b"keep");

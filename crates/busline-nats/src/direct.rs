@@ -1,13 +1,13 @@
-//! Core NATS exports written straight onto a connection of the exporter's own.
+//! Exports written straight onto a connection of the exporter's own.
 //!
-//! On core NATS the exporter does not hand each event to `async-nats`
+//! The exporter does not hand each event to `async-nats`
 //! (a channel send per message, a header map with its allocations, and the
 //! client's connection task serializing it again): it encodes the event as
 //! protocol text (`HPUB`, see [`codec`](crate::codec)) into a buffer and
 //! writes a batch at a time to a second connection it opens itself, with the
-//! same server list, credentials and TLS settings. Everything else, imports,
-//! JetStream, requests' reply inboxes, status, stays on the `async-nats`
-//! client.
+//! same server, credentials and TLS settings. Everything else, imports,
+//! JetStream acks (an inbox the client subscribes to) and retries,
+//! requests' reply inboxes, status, stays on the `async-nats` client.
 //!
 //! The connection speaks the least of the protocol a publisher needs:
 //! `INFO`, `CONNECT` (user and password, token, nkey or credentials file,
@@ -19,9 +19,10 @@
 //! once its queue is full, local publishers: backpressure). Servers a
 //! cluster announces in `INFO` are not used.
 //!
-//! Guarantees are those of core NATS (at-most-once): bytes the kernel took
-//! for a connection that then broke are lost, and a flush after a reconnect
-//! says so ([`NatsError::Reconnected`]).
+//! Bytes the kernel took for a connection that then broke are lost: on core
+//! NATS (at-most-once) a flush after a reconnect says so
+//! ([`NatsError::Reconnected`]); on JetStream their acks never come, and the
+//! exporter sends them again.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -164,7 +165,7 @@ impl Drop for Conn {
     }
 }
 
-/// The exporter's own connection for core NATS publishes: a buffer of
+/// The exporter's own connection for its publishes: a buffer of
 /// protocol text and the connection it is written to.
 pub(crate) struct Direct {
     cfg: DirectConfig,
@@ -174,7 +175,8 @@ pub(crate) struct Direct {
     conn: Option<Conn>,
     /// Protocol text not yet written.
     pub buf: Vec<u8>,
-    /// Events in `buf`.
+    /// Core NATS events in `buf` (JetStream publishes in it are counted
+    /// by their acks).
     pub pending: u64,
     /// Connections made, the first one included.
     pub connects: u64,
@@ -312,10 +314,12 @@ impl Direct {
     }
 
     /// Writes what is buffered, connecting first if the connection is
-    /// gone (waiting as long as that takes). Returns the events written,
-    /// `Err` with their number if the write failed: the connection broke
-    /// under it, and what it took may be lost (core NATS is at-most-once;
-    /// the buffer is not sent again, which could duplicate a prefix).
+    /// gone (waiting as long as that takes). Returns the core NATS events
+    /// written ([`pending`](Self::pending)), `Err` with their number if the
+    /// write failed: the connection broke under it, and what it took may be
+    /// lost (core NATS is at-most-once; the buffer is not sent again, which
+    /// could duplicate a prefix; JetStream publishes in it are sent again
+    /// when their acks are overdue).
     pub(crate) async fn write(&mut self) -> Result<u64, u64> {
         if self.buf.is_empty() {
             return Ok(0);

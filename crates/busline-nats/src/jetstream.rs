@@ -7,10 +7,12 @@
 //! their acks at once, instead of one round trip per event. An event counts as
 //! acknowledged when the server has stored it and said so. The first attempt
 //! is a plain publish whose reply subject is `<inbox>.<n>` on one inbox the
-//! exporter subscribes to at start: the server's ack (the answer
-//! `async-nats`'s JetStream publish waits for) arrives there, so a publish
-//! costs no inbox, channel and timers of its own; overdue acks are found by a
-//! sweep twice per timeout. A publish whose ack does not come within one to
+//! exporter subscribes to at start (on the client, confirmed by the server
+//! before the first publish), written as protocol text on the exporter's
+//! own connection a batch at a time (see the transport's docs): the
+//! server's ack (the answer `async-nats`'s JetStream publish waits for)
+//! arrives there, so a publish costs no inbox, channel and timers of its
+//! own; overdue acks are found by a sweep twice per timeout. A publish whose ack does not come within one to
 //! one and a half [`ack_timeout`](crate::JetStreamConfig::ack_timeout)s (the
 //! server restarted, the connection broke), or that the server refuses, is
 //! sent again with `async-nats`'s JetStream publish, with backoff, until it

@@ -92,11 +92,12 @@
 //! # Backpressure and reconnects
 //!
 //! After a successful start, a lost connection is retried forever with a
-//! bounded backoff (core exports' own connection too). Outgoing events wait in bounded buffers (the client's
-//! command queue and the exporter's bus queue, both [`NatsConfig::buffer`];
-//! on core NATS the exporter's write buffer, 64 KiB); when they are full,
-//! local publishers to exported topics wait, exactly as for any slow
-//! lossless subscriber. Nothing is dropped. The state is always
+//! bounded backoff (the exporter's own connection too). Outgoing events
+//! wait in bounded buffers (the exporter's bus queue, [`NatsConfig::buffer`],
+//! and its write buffer, 64 KiB; on JetStream at most
+//! [`max_in_flight`](JetStreamConfig::max_in_flight) unacknowledged); when
+//! they are full, local publishers to exported topics wait, exactly as for
+//! any slow lossless subscriber. Nothing is dropped. The state is always
 //! observable via [`NatsTransport::status`] and, if the event type allows it
 //! ([`NatsConfig::status_events`]), as `$sys.nats.*` events on the bus.
 //!
@@ -121,31 +122,30 @@
 //!   message already costs bare `async-nats` 10-40% of its rate, and the
 //!   transport's metadata (id, time, type, source, correlation, causation)
 //!   costs it 40-50%: through `async-nats`, 0.8x was out of reach.
-//! * So core NATS exports do not go through `async-nats`: the exporter
-//!   encodes each event straight into a buffer as the protocol's `HPUB`
-//!   text (the same headers, no map, no per-message allocation once the
-//!   buffers have grown) and writes up to 1024 events or 64 KiB at once to
-//!   a second connection it opens itself with the same servers,
-//!   credentials and TLS settings (see the `direct` module's docs in the
-//!   source). Imports, JetStream, reply inboxes and status stay on the
-//!   `async-nats` client.
+//! * So exports do not go through `async-nats`: the exporter encodes each
+//!   event straight into a buffer as the protocol's `HPUB` text (the same
+//!   headers, no map, no per-message allocation once the buffers have
+//!   grown) and writes up to 1024 events or 64 KiB at once to a second
+//!   connection it opens itself with the same server, credentials and TLS
+//!   settings (see [`transport`], *The exporter's own connection*).
+//!   Imports, JetStream acks and retries, reply inboxes and status stay on
+//!   the `async-nats` client.
 //! * What is left is the transport's own part (the hop from the publisher
 //!   through the bus queue to the exporter) and the bytes the envelope adds
 //!   for the server and the kernel to move.
 //!
 //! On JetStream the server's work per message (storing it, acking it)
-//! dominates, and the exporter skips `async-nats`'s per-publish request
-//! machinery (an inbox subject, a response channel and timers per message):
-//! it publishes with a reply subject on one ack inbox of its own (see
-//! [`jetstream`]).
+//! dominates. The exporter skips `async-nats`'s per-publish request
+//! machinery as well (an inbox subject, a response channel and timers per
+//! message): its publishes, written the same way, carry a reply subject on
+//! one ack inbox of its own (see [`jetstream`]).
 //!
-//! On a shared 2-core machine that puts the transport at about 0.8-0.95x
+//! On a shared 2-core machine that puts the transport at about 0.8-1.4x
 //! bare `async-nats` on core NATS (bare `async-nats` with the same headers:
-//! about 0.5-0.6x), and at about 0.75-0.9x on JetStream, level with or
-//! ahead of `async-nats` with the same headers: there the gap to bare
-//! `async-nats` is the envelope's bytes the server stores. The numbers move
-//! by 10-20% from run to run on such a machine; the README has the figures
-//! and the command.
+//! about 0.5-0.8x) and at about 0.85-1.05x on JetStream (bare `async-nats`
+//! with the same headers: about 0.7-0.8x). The numbers move by 10-20% from
+//! run to run on such a machine; the README has the figures and the
+//! command.
 //!
 //! # Authentication and TLS
 //!

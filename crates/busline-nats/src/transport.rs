@@ -5,9 +5,10 @@
 //! * **export** — one lossless subscription on the bus (named `nats-export`,
 //!   capacity = [`NatsConfig::buffer`]) takes every local event whose topic
 //!   matches an export pattern and publishes it on the subject of the same
-//!   name. When the server is away the client's buffer (on core NATS the
-//!   exporter's own connection's, see below) and then this queue fill up,
-//!   and local publishers wait: backpressure, not loss.
+//!   name, on a connection of its own (below). When the server is away its
+//!   write buffer (on JetStream, its window of unacknowledged publishes)
+//!   and then this queue fill up, and local publishers wait: backpressure,
+//!   not loss.
 //! * **import** — every NATS message on an import pattern is published on the
 //!   local bus with its envelope metadata (id, time, source, correlation,
 //!   causation, headers) intact, plus the header [`IMPORTED`].
@@ -25,13 +26,17 @@
 //! `$sys.` and `_INBOX.` are only exported by patterns that name them
 //! explicitly (replies, below, aside).
 //!
-//! ## Two connections on core NATS
+//! ## The exporter's own connection
 //!
-//! With core NATS exports the transport opens a second connection, named
-//! `<name> (exports)`, with the same servers, credentials and TLS settings;
+//! With exports the transport opens a second connection, named
+//! `<name> (exports)`, with the same server, credentials and TLS settings;
 //! the exporter writes its events there as protocol text, a batch at a
 //! time, instead of handing each to the `async-nats` client (see the crate
-//! docs, *Throughput*). It only publishes. It reconnects by itself to the
+//! docs, *Throughput*). It only publishes: JetStream acks come back on an
+//! inbox the client subscribed to (confirmed by the server before the
+//! first publish), and a publish lost with a broken connection is found by
+//! its overdue ack and sent again (by the client, de-duplicated by the
+//! server). It reconnects by itself to the
 //! configured server (not to servers a cluster announces, which the client
 //! may also use), while the exporter, and then local publishers, wait. A server's `-ERR` on it (a
 //! publish the account may not make) is logged and published as
@@ -275,7 +280,7 @@ pub struct NatsTransport<T> {
     tasks: Vec<JoinHandle<()>>,
     /// Where the `$sys.nats.*` events go (for `closed` at shutdown).
     status_events: mpsc::UnboundedSender<StatusEvent>,
-    /// The exporter's own connection for core NATS exports.
+    /// The exporter's own connection (with exports).
     direct: Option<SharedDirect>,
     _t: PhantomData<fn(T)>,
 }
@@ -361,20 +366,20 @@ where
             .connect(server.as_str())
             .await
             .map_err(|e| connect_error(&server, e))?;
-        // Core exports go out on a connection of the exporter's own.
-        let direct = match (&cfg.mode, exports.is_empty()) {
-            (Mode::Core, false) => Some(Arc::new(tokio::sync::Mutex::new(
-                Direct::connect(DirectConfig {
-                    server: server.clone(),
-                    auth: cfg.auth.clone(),
-                    tls: cfg.tls.clone(),
-                    name: format!("{} (exports)", cfg.name),
-                    connect_timeout: cfg.connect_timeout,
-                    events: direct_events,
-                })
-                .await?,
-            ))),
-            _ => None,
+        // Exports go out on a connection of the exporter's own.
+        let direct = if exports.is_empty() {
+            None
+        } else {
+            let d = Direct::connect(DirectConfig {
+                server: server.clone(),
+                auth: cfg.auth.clone(),
+                tls: cfg.tls.clone(),
+                name: format!("{} (exports)", cfg.name),
+                connect_timeout: cfg.connect_timeout,
+                events: direct_events,
+            })
+            .await?;
+            Some(Arc::new(tokio::sync::Mutex::new(d)))
         };
         status_tx.send_modify(|s| s.state = ConnState::Connected);
 
@@ -436,6 +441,17 @@ where
                 })?),
                 _ => None,
             };
+            if let (Some(_), Some(_)) = (&acks, &direct) {
+                // Publishes leave on the exporter's connection: the server
+                // must have the ack inbox's subscription first.
+                round_trip(&client, cfg.connect_timeout.max(FLUSH_TIMEOUT))
+                    .await
+                    .map_err(|detail| NatsError::ServerSubscribe {
+                        server: server.clone(),
+                        pattern: "_INBOX (jetstream acks)".into(),
+                        detail,
+                    })?;
+            }
             exporter = Some(tokio::spawn(export_loop(
                 ctx.clone(),
                 sub,
@@ -563,7 +579,7 @@ impl<T> NatsTransport<T> {
     /// matching an export is settled: acknowledged by JetStream (or, on core
     /// NATS, processed by the server), or rejected and counted. On core NATS,
     /// if the connection was lost and re-established since the first event
-    /// this flush covers was handed to the client, it fails with
+    /// this flush covers was written to it, it fails with
     /// [`NatsError::Reconnected`]: what was in the lost connection's buffers
     /// may be gone (at-most-once), and nothing else reports it. On JetStream,
     /// while the server is away this waits for it; on core NATS it fails with
@@ -1077,7 +1093,7 @@ type AckFuture = futures::future::BoxFuture<'static, u64>;
 /// instead of one per event.
 const EXPORT_BATCH: usize = 64;
 
-/// The same on core NATS's own connection, where a batch is one write.
+/// The same on the exporter's own connection, where a batch is one write.
 const DIRECT_BATCH: usize = 1024;
 
 /// Export sequence numbers handed out and not yet settled (acknowledged or
@@ -1150,8 +1166,8 @@ struct Exporter<T> {
     busy: bool,
     /// The client's counters (its connection count), fetched once.
     client_stats: Arc<async_nats::Statistics>,
-    /// Core NATS: the exporter's own connection, which its events (and
-    /// replies) are written to instead of the client.
+    /// The exporter's own connection, which its events (and replies) are
+    /// written to instead of the client (with exports).
     direct: Option<SharedDirect>,
     /// `direct`, locked for the batch being exported (one lock a batch).
     held: Option<tokio::sync::OwnedMutexGuard<Direct>>,
@@ -1484,6 +1500,10 @@ async fn drain_queue<T: Serialize + DeserializeOwned + Send + Sync + 'static>(
             Ok(Some(env)) => {
                 ex.busy = true;
                 if windowed {
+                    if !ex.has_room() {
+                        // The acks waited for answer what is written.
+                        release_direct(ctx, ex).await;
+                    }
                     ex.make_room(ctx, sink, sweep).await;
                 }
                 export_one(ctx, sink, &env, ex).await;
@@ -1514,8 +1534,7 @@ async fn export_batch<T: Serialize + DeserializeOwned + Send + Sync + 'static>(
     closed
 }
 
-/// Writes what the exporter's own connection has buffered (core NATS),
-/// and unlocks it.
+/// Writes what the exporter's own connection has buffered, and unlocks it.
 async fn release_direct<T>(ctx: &Ctx<T>, ex: &mut Exporter<T>) {
     if let Some(mut d) = ex.hold_direct().await {
         write_direct(ctx, &mut d).await;
@@ -1527,15 +1546,18 @@ async fn release_direct<T>(ctx: &Ctx<T>, ex: &mut Exporter<T>) {
 /// (`acked` on core NATS): a connection that breaks under them may lose
 /// them, which the next flush reports.
 async fn write_direct<T>(ctx: &Ctx<T>, d: &mut Direct) {
-    if d.pending == 0 {
+    if d.buf.is_empty() {
         return;
     }
     d.connected().await;
     let c = &ctx.counters;
     // The first since the last confirmation notes the connection it goes out on.
-    if c.core_unconfirmed.load(Ordering::Relaxed) == 0 {
+    if d.pending > 0 && c.core_unconfirmed.load(Ordering::Relaxed) == 0 {
         c.core_connects_at.store(d.connects, Ordering::Relaxed);
     }
+    // JetStream publishes are not counted here: their acks count them, and
+    // a publish lost with a broken connection is retried when its ack is
+    // overdue.
     let n = match d.write().await {
         Ok(n) | Err(n) => n,
     };
@@ -1622,8 +1644,8 @@ async fn export_one<T: Serialize + DeserializeOwned + Send + Sync + 'static>(
         &ex.encoder
     };
     if let Some(shared) = &ex.direct {
-        // Core NATS on the exporter's own connection: encoded straight
-        // into its buffer, written a batch at a time.
+        // The exporter's own connection: encoded straight into its buffer,
+        // written a batch at a time.
         if ex.held.is_none() {
             ex.held = Some(shared.clone().lock_owned().await);
         }
@@ -1631,10 +1653,29 @@ async fn export_one<T: Serialize + DeserializeOwned + Send + Sync + 'static>(
             return;
         };
         let max = d.max_payload();
-        match encoder.encode_hpub(env, max, &mut d.buf, &mut d.scratch, &mut d.meta) {
+        // JetStream: with the ack inbox as reply subject, and awaiting the ack.
+        let js = match (sink, &ex.acks) {
+            (Sink::Js(_), Some(acks)) if !reply => {
+                Some((acks.prefix.as_str(), ex.unsettled.next()))
+            }
+            _ => None,
+        };
+        match encoder.encode_hpub(env, js, max, &mut d.buf, &mut d.scratch, &mut d.meta) {
             Ok(()) => {
                 inc(&c.exported);
-                d.pending += 1;
+                if js.is_some() {
+                    let seq = ex.unsettled.open();
+                    let generation = ex.generation;
+                    ex.waiting.insert(
+                        seq,
+                        Waiting {
+                            env: env.clone(),
+                            generation,
+                        },
+                    );
+                } else {
+                    d.pending += 1;
+                }
                 if d.buf.len() >= direct::WRITE_AT {
                     write_direct(ctx, d).await;
                 }
