@@ -1,9 +1,17 @@
-//! Core NATS exports go out on a connection of the exporter's own (see the
-//! crate's `direct` module): what it must do that the client did for it.
+//! Exports go out on a connection of the exporter's own (see the
+//! transport's docs): what it must do that the client did for it, and what
+//! happens when it alone breaks.
 
 mod common;
 
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
+
+use parking_lot::Mutex;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
 
 use busline::Bus;
 use busline_nats::{Auth, NatsConfig, NatsError, NatsTransport, StatusEvent};
@@ -195,4 +203,177 @@ async fn the_connection_comes_back_after_a_restart() {
     let got = recv_n(&mut sub, 100).await;
     let ns: Vec<u64> = got.iter().map(|e| e.payload.n).collect();
     assert_eq!(ns, (2000..2100).collect::<Vec<_>>());
+}
+
+/// A TCP proxy in front of a server: it carries each connection it accepts
+/// and can cut one (both sides closed at once, whatever was in flight lost).
+struct Proxy {
+    addr: SocketAddr,
+    conns: Arc<Mutex<Vec<JoinHandle<()>>>>,
+    accept: JoinHandle<()>,
+}
+
+impl Proxy {
+    async fn start(upstream: u16) -> Proxy {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let conns: Arc<Mutex<Vec<JoinHandle<()>>>> = Arc::default();
+        let list = conns.clone();
+        let accept = tokio::spawn(async move {
+            while let Ok((mut down, _)) = l.accept().await {
+                let carry = tokio::spawn(async move {
+                    if let Ok(mut up) = TcpStream::connect(("127.0.0.1", upstream)).await {
+                        let _ = tokio::io::copy_bidirectional(&mut down, &mut up).await;
+                    }
+                });
+                list.lock().push(carry);
+            }
+        });
+        Proxy {
+            addr,
+            conns,
+            accept,
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("nats://{}", self.addr)
+    }
+
+    fn accepted(&self) -> usize {
+        self.conns.lock().len()
+    }
+
+    /// Cuts the `i`-th connection accepted (from 0).
+    fn cut(&self, i: usize) {
+        self.conns.lock()[i].abort();
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.accept.abort();
+        for c in self.conns.lock().iter() {
+            c.abort();
+        }
+    }
+}
+
+/// JetStream: the exporter's connection (not the client's) is cut again and
+/// again under a stream of publishes. Publishes it took with it get no
+/// ack; they are sent again, and the server stores every event once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jetstream_publishes_lost_with_the_exporters_connection_are_sent_again() {
+    let srv = server();
+    let proxy = Proxy::start(srv.port()).await;
+    let a: Bus<Ev> = Bus::new();
+    let ta = NatsTransport::connect(
+        &a,
+        NatsConfig::new(proxy.url())
+            .export("j.>")
+            .jetstream(js("exp")),
+    )
+    .await
+    .unwrap();
+    // The client's connection first, then the exporter's.
+    assert_eq!(proxy.accepted(), 2);
+    let total = 20_000u64;
+    let a2 = a.clone();
+    let (prog_tx, mut prog) = tokio::sync::watch::channel(0u64);
+    let publisher = tokio::spawn(async move {
+        for n in 0..total {
+            a2.publish_to("j.x", ev(0, n)).await.unwrap();
+            prog_tx.send_replace(n + 1);
+        }
+    });
+    // Each cut hits the exporter's newest connection.
+    for k in 1..=3u64 {
+        prog.wait_for(|&c| c >= total * k / 4).await.unwrap();
+        let newest = proxy.accepted() - 1;
+        assert!(newest >= 1);
+        proxy.cut(newest);
+        eventually("the exporter connects again", || {
+            proxy.accepted() > newest + 1
+        })
+        .await;
+    }
+    tokio::time::timeout(Duration::from_secs(120), publisher)
+        .await
+        .expect("publisher finished")
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(120), ta.flush())
+        .await
+        .expect("all acked in time")
+        .unwrap();
+    let s = ta.stats();
+    assert_eq!(s.acked, total, "{s:?}");
+    assert!(
+        proxy.accepted() >= 5,
+        "the exporter reconnected after each cut"
+    );
+    // Straight from the server: each event stored once.
+    let nc = async_nats::connect(srv.url()).await.unwrap();
+    let jsx = async_nats::jetstream::new(nc);
+    assert_eq!(stream_messages(&jsx, "BUSLINE").await, total, "{s:?}");
+    let (_b, mut sub, _tb) = importer(&srv.url(), "j.>", "check").await;
+    let want: HashSet<(u32, u64)> = (0..total).map(|n| (0, n)).collect();
+    let dups = recv_all(&mut sub, &want).await;
+    assert_eq!(dups, 0);
+    eprintln!(
+        "{total} events, 3 cuts: retried {}, server-side duplicates {}",
+        s.retried, s.publish_duplicates
+    );
+}
+
+/// Core NATS: the exporter's connection cut under a stream of publishes.
+/// What it took with it may be lost (at-most-once), and the next flush
+/// says so; nothing hangs, and what follows arrives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn core_a_cut_exporters_connection_is_reported_and_replaced() {
+    let srv = server();
+    let proxy = Proxy::start(srv.port()).await;
+    let a: Bus<Ev> = Bus::new();
+    let ta = NatsTransport::connect(&a, NatsConfig::new(proxy.url()).export("c.>"))
+        .await
+        .unwrap();
+    assert_eq!(proxy.accepted(), 2);
+    let (_b, mut sub, _tb) = core_importer(&srv.url(), "c.>").await;
+    for n in 0..5000 {
+        a.publish_to("c.x", ev(0, n)).await.unwrap();
+    }
+    ta.flush().await.unwrap();
+    assert_eq!(recv_n(&mut sub, 5000).await.len(), 5000);
+    for n in 5000..7000 {
+        a.publish_to("c.x", ev(0, n)).await.unwrap();
+    }
+    // Written to the connection, not yet confirmed: then it is cut.
+    eventually("written", || ta.stats().acked >= 7000).await;
+    proxy.cut(1);
+    for n in 7000..10_000 {
+        a.publish_to("c.x", ev(0, n)).await.unwrap();
+    }
+    let r = tokio::time::timeout(Duration::from_secs(120), ta.flush())
+        .await
+        .expect("flush ends");
+    match r {
+        Err(NatsError::Reconnected { .. }) => {}
+        other => panic!("a flush across the cut must report it, got {other:?}"),
+    }
+    assert!(proxy.accepted() >= 3, "the exporter connected again");
+    for n in 10_000..10_100 {
+        a.publish_to("c.x", ev(0, n)).await.unwrap();
+    }
+    ta.flush()
+        .await
+        .expect("nothing lost once the connection is back");
+    // What came through before the cut, in order; then the last hundred.
+    let mut last = None;
+    loop {
+        let e = recv_n(&mut sub, 1).await.remove(0);
+        assert!(last.is_none_or(|l| e.payload.n > l), "in order");
+        last = Some(e.payload.n);
+        if e.payload.n == 10_099 {
+            break;
+        }
+    }
 }
