@@ -252,7 +252,9 @@ impl<T> NatsConfig<T> {
         self
     }
 
-    /// How long the first connection may take. Default 5 s.
+    /// How long the first connection may take. Default 5 s. Four times it
+    /// is how long the exporter's connection may wait for the server to
+    /// take a write before it counts as broken and is made again.
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
         self.connect_timeout = timeout;
         self

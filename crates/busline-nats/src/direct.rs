@@ -19,7 +19,10 @@
 //! once its queue is full, local publishers: backpressure). Servers a
 //! cluster announces in `INFO` are not used.
 //!
-//! Bytes the kernel took for a connection that then broke are lost: on core
+//! A write the server does not take within four times the connect timeout
+//! (a network gone quiet rather than closed) breaks the connection, which
+//! is then made again. Bytes the kernel took for a connection that then
+//! broke are lost: on core
 //! NATS (at-most-once) a flush after a reconnect says so
 //! ([`NatsError::Reconnected`]); on JetStream their acks never come, and the
 //! exporter sends them again.
@@ -240,6 +243,12 @@ impl Direct {
             .map_or(0, |c| c.shared.max_payload.load(Ordering::Relaxed))
     }
 
+    /// How long one write may wait for the server to take it: four times
+    /// the connect timeout.
+    fn stall_limit(&self) -> Duration {
+        self.cfg.connect_timeout.saturating_mul(4)
+    }
+
     /// Whether a connection is up (as far as its reader knows).
     fn live(&self) -> bool {
         self.conn
@@ -329,12 +338,21 @@ impl Direct {
         let Some(conn) = &self.conn else {
             return Err(n);
         };
-        let r = {
+        // A server that stops reading (a network gone quiet, not closed)
+        // would hold the write for as long as TCP retransmits: a write
+        // that does not finish within the stall limit breaks the connection.
+        let stall = self.stall_limit();
+        let write = async {
             let mut w = conn.writer.lock().await;
-            match w.write_all(&self.buf).await {
-                Ok(()) => w.flush().await,
-                Err(e) => Err(e),
-            }
+            w.write_all(&self.buf).await?;
+            w.flush().await
+        };
+        let r = match tokio::time::timeout(stall, write).await {
+            Ok(r) => r,
+            Err(_) => Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("the server took nothing for {stall:?}"),
+            )),
         };
         self.buf.clear();
         match r {

@@ -10,7 +10,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::Mutex;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use busline::Bus;
@@ -206,27 +208,61 @@ async fn the_connection_comes_back_after_a_restart() {
 }
 
 /// A TCP proxy in front of a server: it carries each connection it accepts
-/// and can cut one (both sides closed at once, whatever was in flight lost).
+/// and can cut one (both sides closed at once, whatever was in flight lost)
+/// or freeze it (open, but nothing read from either side any more).
 struct Proxy {
     addr: SocketAddr,
-    conns: Arc<Mutex<Vec<JoinHandle<()>>>>,
+    conns: Conns,
     accept: JoinHandle<()>,
+}
+
+/// The connections a proxy carries, in the order it accepted them: the task
+/// carrying each, and its freeze switch.
+type Conns = Arc<Mutex<Vec<(JoinHandle<()>, watch::Sender<bool>)>>>;
+
+/// Copies `r` to `w` while not frozen.
+async fn pump(
+    mut r: tokio::net::tcp::OwnedReadHalf,
+    mut w: tokio::net::tcp::OwnedWriteHalf,
+    mut frozen: watch::Receiver<bool>,
+) {
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        if frozen.wait_for(|f| !*f).await.is_err() {
+            return;
+        }
+        match r.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => {
+                if w.write_all(&buf[..n]).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
 }
 
 impl Proxy {
     async fn start(upstream: u16) -> Proxy {
         let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = l.local_addr().unwrap();
-        let conns: Arc<Mutex<Vec<JoinHandle<()>>>> = Arc::default();
+        let conns: Conns = Arc::default();
         let list = conns.clone();
         let accept = tokio::spawn(async move {
-            while let Ok((mut down, _)) = l.accept().await {
+            while let Ok((down, _)) = l.accept().await {
+                let (freeze, frozen) = watch::channel(false);
                 let carry = tokio::spawn(async move {
-                    if let Ok(mut up) = TcpStream::connect(("127.0.0.1", upstream)).await {
-                        let _ = tokio::io::copy_bidirectional(&mut down, &mut up).await;
+                    if let Ok(up) = TcpStream::connect(("127.0.0.1", upstream)).await {
+                        let (dr, dw) = down.into_split();
+                        let (ur, uw) = up.into_split();
+                        // Either direction ending ends both.
+                        tokio::select! {
+                            _ = pump(dr, uw, frozen.clone()) => {}
+                            _ = pump(ur, dw, frozen) => {}
+                        }
                     }
                 });
-                list.lock().push(carry);
+                list.lock().push((carry, freeze));
             }
         });
         Proxy {
@@ -246,14 +282,19 @@ impl Proxy {
 
     /// Cuts the `i`-th connection accepted (from 0).
     fn cut(&self, i: usize) {
-        self.conns.lock()[i].abort();
+        self.conns.lock()[i].0.abort();
+    }
+
+    /// Freezes the `i`-th connection accepted.
+    fn freeze(&self, i: usize) {
+        self.conns.lock()[i].1.send_replace(true);
     }
 }
 
 impl Drop for Proxy {
     fn drop(&mut self) {
         self.accept.abort();
-        for c in self.conns.lock().iter() {
+        for (c, _) in self.conns.lock().iter() {
             c.abort();
         }
     }
@@ -376,4 +417,59 @@ async fn core_a_cut_exporters_connection_is_reported_and_replaced() {
             break;
         }
     }
+}
+
+/// The exporter's connection goes quiet (open, but the far side reads
+/// nothing, as when a network drops packets instead of closing): its
+/// writes stall, and after four connect timeouts it counts as broken and
+/// is made again. JetStream then sends again what was lost, and nothing
+/// waits for TCP to give up (which takes many minutes).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_exporters_connection_is_replaced() {
+    let srv = server();
+    let proxy = Proxy::start(srv.port()).await;
+    let a: Bus<Ev> = Bus::new();
+    let ta = NatsTransport::connect(
+        &a,
+        NatsConfig::new(proxy.url())
+            .connect_timeout(Duration::from_millis(500))
+            .export("s.>")
+            .jetstream(js("exp")),
+    )
+    .await
+    .unwrap();
+    assert_eq!(proxy.accepted(), 2);
+    for n in 0..1000 {
+        a.publish_to("s.x", ev(0, n)).await.unwrap();
+    }
+    ta.flush().await.unwrap();
+    proxy.freeze(1);
+    // Enough to fill the socket buffers on the way, several times over.
+    let total = 60_000u64;
+    let body = "y".repeat(1000);
+    let run = async {
+        for n in 1000..total {
+            let e = Ev {
+                publisher: 0,
+                n,
+                body: body.clone(),
+            };
+            // Waits while the exporter's queue is full (backpressure).
+            a.publish_to("s.x", e).await.unwrap();
+        }
+        ta.flush().await
+    };
+    tokio::time::timeout(Duration::from_secs(120), run)
+        .await
+        .expect("everything published and acked, not stuck behind the stalled connection")
+        .unwrap();
+    assert!(
+        proxy.accepted() >= 3,
+        "a new connection replaced the stalled one"
+    );
+    let s = ta.stats();
+    assert_eq!(s.acked, total, "{s:?}");
+    let nc = async_nats::connect(srv.url()).await.unwrap();
+    let jsx = async_nats::jetstream::new(nc);
+    assert_eq!(stream_messages(&jsx, "BUSLINE").await, total, "{s:?}");
 }
