@@ -673,37 +673,19 @@ impl<T> NatsTransport<T> {
             let left = deadline
                 .saturating_duration_since(tokio::time::Instant::now())
                 .max(FINAL_CONFIRMATION);
-            let confirmed = match &self.direct {
-                // Core exports went out on the exporter's own connection.
-                Some(d) => {
-                    let mut d = d.lock().await;
-                    let r = d.round_trip(left).await;
-                    r.map(|()| d.connects)
-                }
-                None => round_trip(&self.client, left)
-                    .await
-                    .map(|()| self.client.statistics().connects.load(Ordering::SeqCst)),
+            let mut held = match &self.direct {
+                Some(d) => Some(d.lock().await),
+                None => None,
             };
-            let connects = match confirmed {
-                Ok(c) => c,
-                Err(reason) => {
-                    return Err(NatsError::FlushTimedOut {
-                        server: self.server.clone(),
-                        waited,
-                        reason,
-                    })
-                }
-            };
-            // As in `flush`: a confirmation over another connection than
-            // the one core publishes went out on cannot vouch for them.
-            let c = &self.counters;
-            let sent = c.core_unconfirmed.swap(0, Ordering::SeqCst);
-            if sent > 0 && connects != c.core_connects_at.load(Ordering::SeqCst) {
-                return Err(NatsError::Reconnected {
-                    server: self.server.clone(),
-                    sent,
-                });
-            }
+            confirm_core(
+                &self.client,
+                held.as_deref_mut(),
+                &self.counters,
+                &self.server,
+                left,
+                waited,
+            )
+            .await?;
         }
         let _ = tokio::time::timeout_at(deadline, self.client.flush()).await;
         Ok(self.stats())
@@ -736,6 +718,41 @@ const FINAL_CONFIRMATION: Duration = Duration::from_secs(1);
 
 /// Where a flush learns its outcome.
 type FlushWaiter = oneshot::Sender<Result<(), NatsError>>;
+
+/// Waits until the server has processed what went out by core NATS (a
+/// round trip on the connection it went out on: the exporter's own, else
+/// the client's), for at most `timeout`; `FlushTimedOut` (saying it
+/// `waited`) otherwise. Then `Reconnected` if that connection is not the
+/// one the first unconfirmed event went out on: what a lost connection
+/// held may be gone, and nothing else reports it.
+async fn confirm_core(
+    client: &async_nats::Client,
+    direct: Option<&mut Direct>,
+    c: &Counters,
+    server: &str,
+    timeout: Duration,
+    waited: Duration,
+) -> Result<(), NatsError> {
+    let confirmed = match direct {
+        Some(d) => d.round_trip(timeout).await.map(|()| d.connects),
+        None => round_trip(client, timeout)
+            .await
+            .map(|()| client.statistics().connects.load(Ordering::SeqCst)),
+    };
+    let connects = confirmed.map_err(|reason| NatsError::FlushTimedOut {
+        server: server.to_string(),
+        waited,
+        reason,
+    })?;
+    let sent = c.core_unconfirmed.swap(0, Ordering::SeqCst);
+    if sent > 0 && connects != c.core_connects_at.load(Ordering::SeqCst) {
+        return Err(NatsError::Reconnected {
+            server: server.to_string(),
+            sent,
+        });
+    }
+    Ok(())
+}
 
 async fn round_trip(client: &async_nats::Client, timeout: Duration) -> Result<(), String> {
     // All of it under the timeout: while the client reconnects, sending
@@ -1143,6 +1160,15 @@ struct Waiting<T> {
     generation: u64,
 }
 
+impl<T> Waiting<T> {
+    fn sent(env: &Arc<Envelope<T>>, generation: u64) -> Self {
+        Waiting {
+            env: env.clone(),
+            generation,
+        }
+    }
+}
+
 /// Sweeps per ack timeout: an unanswered publish is retried between one and
 /// one and a half timeouts after it was sent.
 const SWEEPS_PER_ACK_TIMEOUT: u32 = 2;
@@ -1391,36 +1417,22 @@ async fn export_run<T: Serialize + DeserializeOwned + Send + Sync + 'static>(
                 }
                 if let Sink::Core = sink {
                     // The server has processed everything before the marker.
-                    let confirmed = match ex.hold_direct().await {
-                        Some(mut d) => {
-                            write_direct(ctx, &mut d).await;
-                            let r = d.round_trip(FLUSH_TIMEOUT).await;
-                            r.map(|()| d.connects)
-                        }
-                        None => round_trip(&ctx.client, FLUSH_TIMEOUT)
-                            .await
-                            .map(|()| ctx.client.statistics().connects.load(Ordering::SeqCst)),
-                    };
-                    let connects = match confirmed {
-                        Ok(c) => c,
-                        Err(e) => {
-                        tracing::warn!(error = %e, "core nats flush did not complete");
-                        let _ = w.send(Err(NatsError::FlushTimedOut {
-                            server: ctx.server.clone(),
-                            waited: FLUSH_TIMEOUT,
-                            reason: e,
-                        }));
-                        continue;
-                        }
-                    };
-                    let c = &ctx.counters;
-                    let sent = c.core_unconfirmed.swap(0, Ordering::SeqCst);
-                    if sent > 0 && connects != c.core_connects_at.load(Ordering::SeqCst) {
-                        tracing::warn!(sent, "core nats flush after a reconnect: events sent before it may be lost");
-                        let _ = w.send(Err(NatsError::Reconnected {
-                            server: ctx.server.clone(),
-                            sent,
-                        }));
+                    let mut held = ex.hold_direct().await;
+                    if let Some(d) = held.as_deref_mut() {
+                        write_direct(ctx, d).await;
+                    }
+                    let confirmed = confirm_core(
+                        &ctx.client,
+                        held.as_deref_mut(),
+                        &ctx.counters,
+                        &ctx.server,
+                        FLUSH_TIMEOUT,
+                        FLUSH_TIMEOUT,
+                    )
+                    .await;
+                    if let Err(e) = confirmed {
+                        tracing::warn!(error = %e, "core nats flush did not confirm everything");
+                        let _ = w.send(Err(e));
                         continue;
                     }
                 }
@@ -1483,18 +1495,6 @@ async fn drain<T: Serialize + DeserializeOwned + Send + Sync + 'static>(
     windowed: bool,
     sweep: &mut tokio::time::Interval,
 ) {
-    drain_queue(ctx, sink, ex, q, windowed, sweep).await;
-    release_direct(ctx, ex).await;
-}
-
-async fn drain_queue<T: Serialize + DeserializeOwned + Send + Sync + 'static>(
-    ctx: &Ctx<T>,
-    sink: &Sink,
-    ex: &mut Exporter<T>,
-    q: &mut Subscription<T>,
-    windowed: bool,
-    sweep: &mut tokio::time::Interval,
-) {
     for _ in 0..q.len() {
         match q.try_recv() {
             Ok(Some(env)) => {
@@ -1509,13 +1509,14 @@ async fn drain_queue<T: Serialize + DeserializeOwned + Send + Sync + 'static>(
                 export_one(ctx, sink, &env, ex).await;
                 ex.busy = false;
             }
-            Ok(None) => return,
+            Ok(None) => break,
             Err(RecvError::Lagged(n)) => {
                 tracing::error!(missed = n, "nats exporter lagged (it is lossless: a bug)")
             }
-            Err(_) => return,
+            Err(_) => break,
         }
     }
+    release_direct(ctx, ex).await;
 }
 
 /// Exports `first` and whatever else `q` holds already (up to a batch),
@@ -1529,7 +1530,34 @@ async fn export_batch<T: Serialize + DeserializeOwned + Send + Sync + 'static>(
     windowed: bool,
     first: Result<Arc<Envelope<T>>, RecvError>,
 ) -> bool {
-    let closed = take_batch(ctx, sink, ex, q, windowed, first).await;
+    let mut next = first.map(Some);
+    let mut taken = 0;
+    // The exporter's own connection writes every `WRITE_AT` bytes anyway.
+    let limit = if ex.direct.is_some() {
+        DIRECT_BATCH
+    } else {
+        EXPORT_BATCH
+    };
+    let closed = loop {
+        match next {
+            Ok(Some(env)) => {
+                ex.busy = true;
+                export_one(ctx, sink, &env, ex).await;
+                ex.busy = false;
+            }
+            Ok(None) => break false,
+            Err(RecvError::Lagged(n)) => {
+                tracing::error!(missed = n, "nats exporter lagged (it is lossless: a bug)")
+            }
+            Err(_) => break true,
+        }
+        taken += 1;
+        // Checked before taking the next one, which must not be dropped.
+        if taken == limit || (windowed && !ex.has_room()) {
+            break false;
+        }
+        next = q.try_recv();
+    };
     release_direct(ctx, ex).await;
     closed
 }
@@ -1563,44 +1591,6 @@ async fn write_direct<T>(ctx: &Ctx<T>, d: &mut Direct) {
     };
     c.acked.fetch_add(n, Ordering::Relaxed);
     c.core_unconfirmed.fetch_add(n, Ordering::Relaxed);
-}
-
-async fn take_batch<T: Serialize + DeserializeOwned + Send + Sync + 'static>(
-    ctx: &Ctx<T>,
-    sink: &Sink,
-    ex: &mut Exporter<T>,
-    q: &mut Subscription<T>,
-    windowed: bool,
-    first: Result<Arc<Envelope<T>>, RecvError>,
-) -> bool {
-    let mut next = first.map(Some);
-    let mut taken = 0;
-    // The exporter's own connection writes every `WRITE_AT` bytes anyway.
-    let limit = if ex.direct.is_some() {
-        DIRECT_BATCH
-    } else {
-        EXPORT_BATCH
-    };
-    loop {
-        match next {
-            Ok(Some(env)) => {
-                ex.busy = true;
-                export_one(ctx, sink, &env, ex).await;
-                ex.busy = false;
-            }
-            Ok(None) => return false,
-            Err(RecvError::Lagged(n)) => {
-                tracing::error!(missed = n, "nats exporter lagged (it is lossless: a bug)")
-            }
-            Err(_) => return true,
-        }
-        taken += 1;
-        // Checked before taking the next one, which must not be dropped.
-        if taken == limit || (windowed && !ex.has_room()) {
-            return false;
-        }
-        next = q.try_recv();
-    }
 }
 
 async fn export_one<T: Serialize + DeserializeOwned + Send + Sync + 'static>(
@@ -1665,14 +1655,7 @@ async fn export_one<T: Serialize + DeserializeOwned + Send + Sync + 'static>(
                 inc(&c.exported);
                 if js.is_some() {
                     let seq = ex.unsettled.open();
-                    let generation = ex.generation;
-                    ex.waiting.insert(
-                        seq,
-                        Waiting {
-                            env: env.clone(),
-                            generation,
-                        },
-                    );
+                    ex.waiting.insert(seq, Waiting::sent(env, ex.generation));
                 } else {
                     d.pending += 1;
                 }
@@ -1716,14 +1699,7 @@ async fn export_one<T: Serialize + DeserializeOwned + Send + Sync + 'static>(
                 .await;
             match sent {
                 Ok(()) => {
-                    let generation = ex.generation;
-                    ex.waiting.insert(
-                        seq,
-                        Waiting {
-                            env: env.clone(),
-                            generation,
-                        },
-                    );
+                    ex.waiting.insert(seq, Waiting::sent(env, ex.generation));
                 }
                 Err(e) => ex.retry(ctx, sink, env.clone(), seq, e.to_string()),
             }

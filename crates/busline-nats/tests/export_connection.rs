@@ -300,24 +300,34 @@ impl Drop for Proxy {
     }
 }
 
+/// A transport connected through a proxy: the client's connection is the
+/// proxy's first, the exporter's its second.
+async fn behind_a_proxy(
+    srv: &busline_nats::server::NatsServer,
+    cfg: impl FnOnce(NatsConfig<Ev>) -> NatsConfig<Ev>,
+) -> (Proxy, Bus<Ev>, NatsTransport<Ev>) {
+    let proxy = Proxy::start(srv.port()).await;
+    let a: Bus<Ev> = Bus::new();
+    let ta = NatsTransport::connect(&a, cfg(NatsConfig::new(proxy.url())))
+        .await
+        .unwrap();
+    assert_eq!(proxy.accepted(), 2);
+    (proxy, a, ta)
+}
+
+/// Messages in the transport's stream, asked of the server directly.
+async fn stored(srv: &busline_nats::server::NatsServer) -> u64 {
+    let nc = async_nats::connect(srv.url()).await.unwrap();
+    stream_messages(&async_nats::jetstream::new(nc), "BUSLINE").await
+}
+
 /// JetStream: the exporter's connection (not the client's) is cut again and
 /// again under a stream of publishes. Publishes it took with it get no
 /// ack; they are sent again, and the server stores every event once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jetstream_publishes_lost_with_the_exporters_connection_are_sent_again() {
     let srv = server();
-    let proxy = Proxy::start(srv.port()).await;
-    let a: Bus<Ev> = Bus::new();
-    let ta = NatsTransport::connect(
-        &a,
-        NatsConfig::new(proxy.url())
-            .export("j.>")
-            .jetstream(js("exp")),
-    )
-    .await
-    .unwrap();
-    // The client's connection first, then the exporter's.
-    assert_eq!(proxy.accepted(), 2);
+    let (proxy, a, ta) = behind_a_proxy(&srv, |c| c.export("j.>").jetstream(js("exp"))).await;
     let total = 20_000u64;
     let a2 = a.clone();
     let (prog_tx, mut prog) = tokio::sync::watch::channel(0u64);
@@ -353,9 +363,7 @@ async fn jetstream_publishes_lost_with_the_exporters_connection_are_sent_again()
         "the exporter reconnected after each cut"
     );
     // Straight from the server: each event stored once.
-    let nc = async_nats::connect(srv.url()).await.unwrap();
-    let jsx = async_nats::jetstream::new(nc);
-    assert_eq!(stream_messages(&jsx, "BUSLINE").await, total, "{s:?}");
+    assert_eq!(stored(&srv).await, total, "{s:?}");
     let (_b, mut sub, _tb) = importer(&srv.url(), "j.>", "check").await;
     let want: HashSet<(u32, u64)> = (0..total).map(|n| (0, n)).collect();
     let dups = recv_all(&mut sub, &want).await;
@@ -372,12 +380,7 @@ async fn jetstream_publishes_lost_with_the_exporters_connection_are_sent_again()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn core_a_cut_exporters_connection_is_reported_and_replaced() {
     let srv = server();
-    let proxy = Proxy::start(srv.port()).await;
-    let a: Bus<Ev> = Bus::new();
-    let ta = NatsTransport::connect(&a, NatsConfig::new(proxy.url()).export("c.>"))
-        .await
-        .unwrap();
-    assert_eq!(proxy.accepted(), 2);
+    let (proxy, a, ta) = behind_a_proxy(&srv, |c| c.export("c.>")).await;
     let (_b, mut sub, _tb) = core_importer(&srv.url(), "c.>").await;
     for n in 0..5000 {
         a.publish_to("c.x", ev(0, n)).await.unwrap();
@@ -427,18 +430,12 @@ async fn core_a_cut_exporters_connection_is_reported_and_replaced() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_exporters_connection_is_replaced() {
     let srv = server();
-    let proxy = Proxy::start(srv.port()).await;
-    let a: Bus<Ev> = Bus::new();
-    let ta = NatsTransport::connect(
-        &a,
-        NatsConfig::new(proxy.url())
-            .connect_timeout(Duration::from_millis(500))
+    let (proxy, a, ta) = behind_a_proxy(&srv, |c| {
+        c.connect_timeout(Duration::from_millis(500))
             .export("s.>")
-            .jetstream(js("exp")),
-    )
-    .await
-    .unwrap();
-    assert_eq!(proxy.accepted(), 2);
+            .jetstream(js("exp"))
+    })
+    .await;
     for n in 0..1000 {
         a.publish_to("s.x", ev(0, n)).await.unwrap();
     }
@@ -469,7 +466,5 @@ async fn a_stalled_exporters_connection_is_replaced() {
     );
     let s = ta.stats();
     assert_eq!(s.acked, total, "{s:?}");
-    let nc = async_nats::connect(srv.url()).await.unwrap();
-    let jsx = async_nats::jetstream::new(nc);
-    assert_eq!(stream_messages(&jsx, "BUSLINE").await, total, "{s:?}");
+    assert_eq!(stored(&srv).await, total, "{s:?}");
 }
