@@ -159,6 +159,9 @@ struct Conn {
     shared: Arc<Shared>,
     /// `PING`s sent on it.
     pings: u64,
+    /// A write started and did not finish (failed, timed out, or its
+    /// future was dropped): what the server read of it is unknown.
+    dirty: bool,
     reader: JoinHandle<()>,
 }
 
@@ -249,11 +252,12 @@ impl Direct {
         self.cfg.connect_timeout.saturating_mul(4)
     }
 
-    /// Whether a connection is up (as far as its reader knows).
-    fn live(&self) -> bool {
+    /// Whether a connection is up (as far as its reader knows) and usable
+    /// (no write was cut off half-way on it).
+    pub(crate) fn is_live(&self) -> bool {
         self.conn
             .as_ref()
-            .is_some_and(|c| !c.shared.dead.load(Ordering::Acquire))
+            .is_some_and(|c| !c.dirty && !c.shared.dead.load(Ordering::Acquire))
     }
 
     /// One attempt on the next server of the list.
@@ -290,6 +294,7 @@ impl Direct {
             writer,
             shared,
             pings: 0,
+            dirty: false,
             reader: task,
         });
         self.connects += 1;
@@ -300,7 +305,7 @@ impl Direct {
     /// connecting again, trying the servers in turn with a growing pause
     /// (50 ms more per attempt, at most 1 s), until one takes it.
     pub(crate) async fn connected(&mut self) {
-        if self.live() {
+        if self.is_live() {
             return;
         }
         self.conn = None;
@@ -328,32 +333,20 @@ impl Direct {
     /// write failed: the connection broke under it, and what it took may be
     /// lost (core NATS is at-most-once; the buffer is not sent again, which
     /// could duplicate a prefix; JetStream publishes in it are sent again
-    /// when their acks are overdue).
+    /// when their acks are overdue). Until it returns, the buffer and
+    /// `pending` are as they were: a caller that drops this future (a
+    /// shutdown giving up) still finds the events there to count.
     pub(crate) async fn write(&mut self) -> Result<u64, u64> {
         if self.buf.is_empty() {
             return Ok(0);
         }
         self.connected().await;
-        let n = std::mem::take(&mut self.pending);
-        let Some(conn) = &self.conn else {
-            return Err(n);
-        };
-        // A server that stops reading (a network gone quiet, not closed)
-        // would hold the write for as long as TCP retransmits: a write
-        // that does not finish within the stall limit breaks the connection.
         let stall = self.stall_limit();
-        let write = async {
-            let mut w = conn.writer.lock().await;
-            w.write_all(&self.buf).await?;
-            w.flush().await
+        let r = match &mut self.conn {
+            Some(conn) => conn.send(&self.buf, stall).await,
+            None => Err(std::io::Error::other("not connected")),
         };
-        let r = match tokio::time::timeout(stall, write).await {
-            Ok(r) => r,
-            Err(_) => Err(std::io::Error::new(
-                std::io::ErrorKind::TimedOut,
-                format!("the server took nothing for {stall:?}"),
-            )),
-        };
+        let n = std::mem::take(&mut self.pending);
         self.buf.clear();
         match r {
             Ok(()) => Ok(n),
@@ -367,23 +360,20 @@ impl Direct {
         }
     }
 
-    /// Writes what is buffered and waits until the server has processed
-    /// everything written on this connection (a `PING` answered by its
-    /// `PONG`), for at most `timeout`.
+    /// Waits until the server has processed everything written on this
+    /// connection (a `PING` answered by its `PONG`), for at most `timeout`.
+    /// What is still buffered is not written: callers write it first.
     pub(crate) async fn round_trip(&mut self, timeout: Duration) -> Result<(), String> {
+        let stall = self.stall_limit();
         let trip = async {
-            let _ = self.write().await;
             self.connected().await;
             let conn = self.conn.as_mut().ok_or("not connected")?;
+            conn.send(b"PING\r\n", stall)
+                .await
+                .map_err(|e| format!("writing PING: {e}"))?;
+            // Counted once written: every `PING` the server read is answered, in order.
             conn.pings += 1;
             let want = conn.pings;
-            {
-                let mut w = conn.writer.lock().await;
-                w.write_all(b"PING\r\n")
-                    .await
-                    .map_err(|e| format!("writing PING: {e}"))?;
-                w.flush().await.map_err(|e| format!("writing PING: {e}"))?;
-            }
             let shared = conn.shared.clone();
             loop {
                 let woken = shared.wake.notified();
@@ -399,6 +389,41 @@ impl Direct {
         tokio::time::timeout(timeout, trip)
             .await
             .unwrap_or_else(|_| Err(format!("no answer from the server within {timeout:?}")))
+    }
+}
+
+impl Conn {
+    /// Writes `bytes`, a piece at a time, each within `stall` (a server
+    /// that stops reading, as over a network gone quiet rather than
+    /// closed, would otherwise hold the write for as long as TCP
+    /// retransmits). A write that fails, times out or is dropped half-way
+    /// leaves the connection unusable ([`Direct::is_live`] says no): the
+    /// server would read the next bytes as the rest of a cut message.
+    async fn send(&mut self, bytes: &[u8], stall: Duration) -> std::io::Result<()> {
+        self.dirty = true;
+        let mut w = self.writer.lock().await;
+        for piece in bytes.chunks(WRITE_AT) {
+            match tokio::time::timeout(stall, w.write_all(piece)).await {
+                Ok(r) => r?,
+                Err(_) => {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        format!("the server took nothing for {stall:?}"),
+                    ))
+                }
+            }
+        }
+        match tokio::time::timeout(stall, w.flush()).await {
+            Ok(r) => r?,
+            Err(_) => {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("the server took nothing for {stall:?}"),
+                ))
+            }
+        }
+        self.dirty = false;
+        Ok(())
     }
 }
 

@@ -97,9 +97,11 @@
 //! and its write buffer, 64 KiB; on JetStream at most
 //! [`max_in_flight`](JetStreamConfig::max_in_flight) unacknowledged); when
 //! they are full, local publishers to exported topics wait, exactly as for
-//! any slow lossless subscriber. Nothing is dropped. The state is always
-//! observable via [`NatsTransport::status`] and, if the event type allows it
-//! ([`NatsConfig::status_events`]), as `$sys.nats.*` events on the bus.
+//! any slow lossless subscriber. Nothing is dropped. The client
+//! connection's state is always observable via [`NatsTransport::status`]
+//! and, if the event type allows it ([`NatsConfig::status_events`]), as
+//! `$sys.nats.*` events on the bus (the exporter's own connection reports
+//! through logs and flush results, see [`transport`]).
 //!
 //! # Payload limit
 //!

@@ -41,8 +41,17 @@
 //! may also use), while the exporter, and then local publishers, wait. A server's `-ERR` on it (a
 //! publish the account may not make) is logged and published as
 //! `$sys.nats.error`. Ordering across the two connections is kept where it
-//! matters: a request's reply inbox is subscribed, and confirmed by the
-//! server, before the request is written. [`NatsTransport::flush`] and
+//! matters, as long as both reach the same server (one server address,
+//! not a name that resolves to several servers of a cluster): a request's
+//! reply inbox is subscribed, and confirmed by the server, before the
+//! request is written (once per bus: the first request subscribes
+//! `_INBOX.<bus>.>`), and so is the JetStream ack inbox before the first
+//! publish. While this connection is down, the exporter keeps what it
+//! could not write and takes no more events until it is back and written;
+//! a flush meanwhile fails with [`NatsError::FlushTimedOut`] after 30
+//! seconds. Its state is not part of [`NatsTransport::status`] (that is
+//! the client's): its losses and reconnects are logged, and show in
+//! flush results. [`NatsTransport::flush`] and
 //! `shutdown` confirm with a round trip on this connection, and report
 //! [`NatsError::Reconnected`] when it was re-established under unconfirmed
 //! events.
@@ -1197,6 +1206,9 @@ struct Exporter<T> {
     direct: Option<SharedDirect>,
     /// `direct`, locked for the batch being exported (one lock a batch).
     held: Option<tokio::sync::OwnedMutexGuard<Direct>>,
+    /// `direct` holds events it could not write (its connection is down):
+    /// no more are taken until a connection is back and they are written.
+    backlog: bool,
 }
 
 impl<T> Exporter<T> {
@@ -1334,6 +1346,7 @@ async fn export_loop<T: Serialize + DeserializeOwned + Send + Sync + 'static>(
         client_stats: ctx.client.statistics(),
         direct,
         held: None,
+        backlog: false,
     };
     let gave_up = {
         let run = export_run(&ctx, &mut sub, &sink, &mut ex, flush_rx, sweep);
@@ -1372,6 +1385,7 @@ async fn export_run<T: Serialize + DeserializeOwned + Send + Sync + 'static>(
     mut sweep: tokio::time::Interval,
 ) {
     let mut stop = ctx.stop.clone();
+    let direct = ex.direct.clone();
     let mut waiters: Vec<(u64, FlushWaiter)> = Vec::new();
     let mut stopping = false;
     let mut status = ctx.status.clone();
@@ -1419,7 +1433,20 @@ async fn export_run<T: Serialize + DeserializeOwned + Send + Sync + 'static>(
                     // The server has processed everything before the marker.
                     let mut held = ex.hold_direct().await;
                     if let Some(d) = held.as_deref_mut() {
-                        write_direct(ctx, d).await;
+                        // A backlog: the connection gets as long as the
+                        // confirmation would.
+                        if !d.buf.is_empty() {
+                            let _ = tokio::time::timeout(FLUSH_TIMEOUT, d.connected()).await;
+                        }
+                        ex.backlog = !write_direct(ctx, d).await;
+                        if ex.backlog {
+                            let _ = w.send(Err(NatsError::FlushTimedOut {
+                                server: ctx.server.clone(),
+                                waited: FLUSH_TIMEOUT,
+                                reason: "the exporter's connection is down".into(),
+                            }));
+                            continue;
+                        }
                     }
                     let confirmed = confirm_core(
                         &ctx.client,
@@ -1438,13 +1465,18 @@ async fn export_run<T: Serialize + DeserializeOwned + Send + Sync + 'static>(
                 }
                 waiters.push((ex.unsettled.next(), w));
             }
-            r = recv_opt(&mut sub.exports), if !stopping && ex.has_room() => {
+            // Back: what the exporter could not write goes out first.
+            g = reconnected(direct.clone()), if ex.backlog => {
+                ex.held = Some(g);
+                release_direct(ctx, ex).await;
+            }
+            r = recv_opt(&mut sub.exports), if !stopping && ex.has_room() && !ex.backlog => {
                 if let Some(q) = &mut sub.exports {
                     stopping = export_batch(ctx, sink, ex, q, true, r).await;
                 }
             }
             // Replies go by core NATS in either mode: no JetStream window.
-            r = recv_opt(&mut sub.replies), if !stopping => {
+            r = recv_opt(&mut sub.replies), if !stopping && !ex.backlog => {
                 if let Some(q) = &mut sub.replies {
                     stopping = export_batch(ctx, sink, ex, q, false, r).await;
                 }
@@ -1461,7 +1493,8 @@ async fn export_run<T: Serialize + DeserializeOwned + Send + Sync + 'static>(
                 i += 1;
             }
         }
-        if stopping && ex.idle() {
+        // A backlog is written before the end (or counted when shutdown gives up).
+        if stopping && ex.idle() && !ex.backlog {
             break;
         }
     }
@@ -1553,7 +1586,7 @@ async fn export_batch<T: Serialize + DeserializeOwned + Send + Sync + 'static>(
         }
         taken += 1;
         // Checked before taking the next one, which must not be dropped.
-        if taken == limit || (windowed && !ex.has_room()) {
+        if taken == limit || (windowed && !ex.has_room()) || ex.backlog {
             break false;
         }
         next = q.try_recv();
@@ -1562,22 +1595,37 @@ async fn export_batch<T: Serialize + DeserializeOwned + Send + Sync + 'static>(
     closed
 }
 
-/// Writes what the exporter's own connection has buffered, and unlocks it.
+/// Writes what the exporter's own connection has buffered, and unlocks it;
+/// with the connection down, notes the backlog (written once it is back).
 async fn release_direct<T>(ctx: &Ctx<T>, ex: &mut Exporter<T>) {
     if let Some(mut d) = ex.hold_direct().await {
-        write_direct(ctx, &mut d).await;
+        ex.backlog = !write_direct(ctx, &mut d).await;
     }
 }
 
-/// Writes the buffered events to the exporter's own connection (waiting
-/// for a connection if it is down), and counts them as handed over
-/// (`acked` on core NATS): a connection that breaks under them may lose
-/// them, which the next flush reports.
-async fn write_direct<T>(ctx: &Ctx<T>, d: &mut Direct) {
-    if d.buf.is_empty() {
-        return;
+/// The exporter's own connection, locked, once it is up (for a backlog).
+async fn reconnected(direct: Option<SharedDirect>) -> tokio::sync::OwnedMutexGuard<Direct> {
+    match direct {
+        Some(d) => {
+            let mut g = d.lock_owned().await;
+            g.connected().await;
+            g
+        }
+        None => std::future::pending().await,
     }
-    d.connected().await;
+}
+
+/// Writes the buffered events to the exporter's own connection if it is
+/// up, and counts them as handed over (`acked` on core NATS): a connection
+/// that breaks under them may lose them, which the next flush reports.
+/// `false`: the connection is down, nothing was written.
+async fn write_direct<T>(ctx: &Ctx<T>, d: &mut Direct) -> bool {
+    if d.buf.is_empty() {
+        return true;
+    }
+    if !d.is_live() {
+        return false;
+    }
     let c = &ctx.counters;
     // The first since the last confirmation notes the connection it goes out on.
     if d.pending > 0 && c.core_unconfirmed.load(Ordering::Relaxed) == 0 {
@@ -1591,6 +1639,7 @@ async fn write_direct<T>(ctx: &Ctx<T>, d: &mut Direct) {
     };
     c.acked.fetch_add(n, Ordering::Relaxed);
     c.core_unconfirmed.fetch_add(n, Ordering::Relaxed);
+    true
 }
 
 async fn export_one<T: Serialize + DeserializeOwned + Send + Sync + 'static>(
@@ -1659,8 +1708,10 @@ async fn export_one<T: Serialize + DeserializeOwned + Send + Sync + 'static>(
                 } else {
                     d.pending += 1;
                 }
-                if d.buf.len() >= direct::WRITE_AT {
-                    write_direct(ctx, d).await;
+                // Counted from here on as pending or waiting, not as in hand.
+                ex.busy = false;
+                if d.buf.len() >= direct::WRITE_AT && !write_direct(ctx, d).await {
+                    ex.backlog = true;
                 }
             }
             Err(e) => {

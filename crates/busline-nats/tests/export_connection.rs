@@ -468,3 +468,51 @@ async fn a_stalled_exporters_connection_is_replaced() {
     assert_eq!(s.acked, total, "{s:?}");
     assert_eq!(stored(&srv).await, total, "{s:?}");
 }
+
+/// Shutdown gives up while the exporter's connection is stalled mid-write
+/// (its deadline before the stall limit): the events of that write are
+/// counted as abandoned, not lost from the counts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_giving_up_mid_write_counts_the_write() {
+    let srv = server();
+    let (proxy, a, ta) = behind_a_proxy(&srv, |c| {
+        c.connect_timeout(Duration::from_secs(30))
+            .shutdown_timeout(Duration::from_secs(2))
+            .buffer(50_000)
+            .export("g.>")
+    })
+    .await;
+    proxy.freeze(1);
+    let body = "z".repeat(1000);
+    // Enough to fill the socket buffers several times over (the writes
+    // stall), not the exporter's queue (the publishes never wait).
+    let mut handed = 0u64;
+    for n in 0..40_000 {
+        let e = Ev {
+            publisher: 0,
+            n,
+            body: body.clone(),
+        };
+        handed += a.publish_to("g.x", e).await.unwrap().subscribers as u64;
+    }
+    assert_eq!(handed, 40_000);
+    eventually("the exporter is stuck in a write", || {
+        ta.stats().exported > 0
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let r = tokio::time::timeout(Duration::from_secs(60), ta.shutdown())
+        .await
+        .expect("shutdown ends by its deadline");
+    match r {
+        Err(NatsError::ShutdownTimedOut {
+            abandoned, stats, ..
+        }) => {
+            // Each event written (acked on core NATS) or counted.
+            assert!(abandoned > 0, "{stats:?}");
+            assert_eq!(stats.acked + stats.abandoned, handed, "{stats:?}");
+            assert!(stats.exported >= stats.acked, "{stats:?}");
+        }
+        other => panic!("wanted ShutdownTimedOut, got {other:?}"),
+    }
+}
