@@ -144,8 +144,8 @@
 //!
 //! On a shared 2-core machine that puts the transport at about 0.8-1.4x
 //! bare `async-nats` on core NATS (bare `async-nats` with the same headers:
-//! about 0.5-0.8x) and at about 0.85-1.05x on JetStream (bare `async-nats`
-//! with the same headers: about 0.7-0.8x). The numbers move by 10-20% from
+//! about 0.5-0.8x) and at about 0.8-1.1x on JetStream (bare `async-nats`
+//! with the same headers: about 0.7-0.85x), both near 1.0x in the median. The numbers move by 10-20% from
 //! run to run on such a machine; the README has the figures and the
 //! command.
 //!
