@@ -254,7 +254,8 @@ impl<T> NatsConfig<T> {
 
     /// How long the first connection may take. Default 5 s. Four times it
     /// is how long the exporter's connection may wait for the server to
-    /// take a write before it counts as broken and is made again.
+    /// take a write, or to answer its keepalive `PING` (sent that often),
+    /// before it counts as broken and is made again.
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
         self.connect_timeout = timeout;
         self

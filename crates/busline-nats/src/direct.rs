@@ -19,11 +19,13 @@
 //! once its queue is full, local publishers: backpressure). Servers a
 //! cluster announces in `INFO` are not used.
 //!
-//! A write the server does not take within four times the connect timeout
-//! (a network gone quiet rather than closed) breaks the connection, which
-//! is then made again. Bytes the kernel took for a connection that then
-//! broke are lost: on core
-//! NATS (at-most-once) a flush after a reconnect says so
+//! A network gone quiet rather than closed is found out within four times
+//! the connect timeout (the stall limit, 20 s by default): a write the
+//! server does not take within it breaks the connection, and so does a
+//! keepalive `PING`, sent every stall limit, still unanswered at the next;
+//! the connection is then made again when there is something to write.
+//! Bytes the kernel took for a connection that then broke are lost: on
+//! core NATS (at-most-once) a flush after a reconnect says so
 //! ([`NatsError::Reconnected`]); on JetStream their acks never come, and the
 //! exporter sends them again.
 
@@ -151,23 +153,33 @@ struct Shared {
     wake: Notify,
     /// The server's `max_payload` (it can change in a later `INFO`).
     max_payload: AtomicUsize,
+    /// `PING`s written, counted under the writer's lock once written: the
+    /// server answers each with a `PONG`, in order.
+    pings: AtomicU64,
+    /// A write started and did not finish (failed, timed out, or its
+    /// future was dropped): what the server read of it is unknown.
+    dirty: AtomicBool,
+}
+
+impl Shared {
+    fn end(&self) {
+        self.dead.store(true, Ordering::Release);
+        self.wake.notify_waiters();
+    }
 }
 
 /// One live connection.
 struct Conn {
     writer: Arc<Mutex<Writer>>,
     shared: Arc<Shared>,
-    /// `PING`s sent on it.
-    pings: u64,
-    /// A write started and did not finish (failed, timed out, or its
-    /// future was dropped): what the server read of it is unknown.
-    dirty: bool,
     reader: JoinHandle<()>,
+    keepalive: JoinHandle<()>,
 }
 
 impl Drop for Conn {
     fn drop(&mut self) {
         self.reader.abort();
+        self.keepalive.abort();
     }
 }
 
@@ -255,9 +267,9 @@ impl Direct {
     /// Whether a connection is up (as far as its reader knows) and usable
     /// (no write was cut off half-way on it).
     pub(crate) fn is_live(&self) -> bool {
-        self.conn
-            .as_ref()
-            .is_some_and(|c| !c.dirty && !c.shared.dead.load(Ordering::Acquire))
+        self.conn.as_ref().is_some_and(|c| {
+            !c.shared.dirty.load(Ordering::Acquire) && !c.shared.dead.load(Ordering::Acquire)
+        })
     }
 
     /// One attempt on the next server of the list.
@@ -289,13 +301,19 @@ impl Direct {
             shared.clone(),
             self.cfg.server.clone(),
             self.cfg.events.clone(),
+            self.stall_limit(),
+        ));
+        let keepalive = tokio::spawn(keepalive(
+            writer.clone(),
+            shared.clone(),
+            self.stall_limit(),
+            self.cfg.server.clone(),
         ));
         self.conn = Some(Conn {
             writer,
             shared,
-            pings: 0,
-            dirty: false,
             reader: task,
+            keepalive,
         });
         self.connects += 1;
         Ok(())
@@ -342,8 +360,10 @@ impl Direct {
         }
         self.connected().await;
         let stall = self.stall_limit();
-        let r = match &mut self.conn {
-            Some(conn) => conn.send(&self.buf, stall).await,
+        let r = match &self.conn {
+            Some(c) => send(&c.writer, &c.shared, &self.buf, stall, false)
+                .await
+                .map(|_| ()),
             None => Err(std::io::Error::other("not connected")),
         };
         let n = std::mem::take(&mut self.pending);
@@ -353,7 +373,7 @@ impl Direct {
             Err(e) => {
                 tracing::warn!(server = %self.cfg.server, error = %e, events = n, "nats export connection broke during a write");
                 if let Some(c) = &self.conn {
-                    c.shared.dead.store(true, Ordering::Release);
+                    c.shared.end();
                 }
                 Err(n)
             }
@@ -367,13 +387,10 @@ impl Direct {
         let stall = self.stall_limit();
         let trip = async {
             self.connected().await;
-            let conn = self.conn.as_mut().ok_or("not connected")?;
-            conn.send(b"PING\r\n", stall)
+            let conn = self.conn.as_ref().ok_or("not connected")?;
+            let want = send(&conn.writer, &conn.shared, b"PING\r\n", stall, true)
                 .await
                 .map_err(|e| format!("writing PING: {e}"))?;
-            // Counted once written: every `PING` the server read is answered, in order.
-            conn.pings += 1;
-            let want = conn.pings;
             let shared = conn.shared.clone();
             loop {
                 let woken = shared.wake.notified();
@@ -392,38 +409,76 @@ impl Direct {
     }
 }
 
-impl Conn {
-    /// Writes `bytes`, a piece at a time, each within `stall` (a server
-    /// that stops reading, as over a network gone quiet rather than
-    /// closed, would otherwise hold the write for as long as TCP
-    /// retransmits). A write that fails, times out or is dropped half-way
-    /// leaves the connection unusable ([`Direct::is_live`] says no): the
-    /// server would read the next bytes as the rest of a cut message.
-    async fn send(&mut self, bytes: &[u8], stall: Duration) -> std::io::Result<()> {
-        self.dirty = true;
-        let mut w = self.writer.lock().await;
-        for piece in bytes.chunks(WRITE_AT) {
-            match tokio::time::timeout(stall, w.write_all(piece)).await {
-                Ok(r) => r?,
-                Err(_) => {
-                    return Err(std::io::Error::new(
-                        std::io::ErrorKind::TimedOut,
-                        format!("the server took nothing for {stall:?}"),
-                    ))
-                }
-            }
+/// Writes `bytes`, a piece at a time, each within `stall` (a server that
+/// stops reading, as over a network gone quiet rather than closed, would
+/// otherwise hold the write for as long as TCP retransmits); `ping`: the
+/// bytes are a `PING`, counted once written (returned: the count). A write
+/// that fails, times out or is dropped half-way leaves the connection
+/// unusable ([`Direct::is_live`] says no): the server would read the next
+/// bytes as the rest of a cut message.
+async fn send(
+    writer: &Mutex<Writer>,
+    shared: &Shared,
+    bytes: &[u8],
+    stall: Duration,
+    ping: bool,
+) -> std::io::Result<u64> {
+    let stalled = || {
+        std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!("the server took nothing for {stall:?}"),
+        )
+    };
+    // The reader answering the server's `PING` may hold it, stalled too.
+    let mut w = tokio::time::timeout(stall, writer.lock())
+        .await
+        .map_err(|_| stalled())?;
+    shared.dirty.store(true, Ordering::Release);
+    for piece in bytes.chunks(WRITE_AT) {
+        tokio::time::timeout(stall, w.write_all(piece))
+            .await
+            .map_err(|_| stalled())??;
+    }
+    tokio::time::timeout(stall, w.flush())
+        .await
+        .map_err(|_| stalled())??;
+    shared.dirty.store(false, Ordering::Release);
+    Ok(if ping {
+        shared.pings.fetch_add(1, Ordering::AcqRel) + 1
+    } else {
+        0
+    })
+}
+
+/// Every `every`, a `PING` (unless a write holds the connection: the stall
+/// limit watches that one); a `PING` still unanswered one `every` later
+/// ends the connection. Catches a connection gone quiet while idle, which
+/// no write would find out about for as long as TCP retransmits.
+async fn keepalive(w: Arc<Mutex<Writer>>, shared: Arc<Shared>, every: Duration, server: String) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    let mut sent = 0;
+    loop {
+        tick.tick().await;
+        if shared.dead.load(Ordering::Acquire) {
+            return;
         }
-        match tokio::time::timeout(stall, w.flush()).await {
-            Ok(r) => r?,
+        if sent > shared.pongs.load(Ordering::Acquire) {
+            tracing::warn!(%server, after = ?every, "nats export connection: no PONG, connection given up");
+            shared.end();
+            return;
+        }
+        if w.try_lock().is_err() {
+            continue;
+        }
+        match send(&w, &shared, b"PING\r\n", every, true).await {
+            Ok(n) => sent = n,
             Err(_) => {
-                return Err(std::io::Error::new(
-                    std::io::ErrorKind::TimedOut,
-                    format!("the server took nothing for {stall:?}"),
-                ))
+                shared.end();
+                return;
             }
         }
-        self.dirty = false;
-        Ok(())
     }
 }
 
@@ -721,6 +776,7 @@ async fn read_loop(
     shared: Arc<Shared>,
     server: String,
     events: mpsc::UnboundedSender<StatusEvent>,
+    stall: Duration,
 ) {
     loop {
         let line = match read_line(&mut r).await {
@@ -731,8 +787,7 @@ async fn read_loop(
             }
         };
         if line == "PING" {
-            let mut w = w.lock().await;
-            if w.write_all(b"PONG\r\n").await.is_err() || w.flush().await.is_err() {
+            if send(&w, &shared, b"PONG\r\n", stall, false).await.is_err() {
                 break;
             }
         } else if line == "PONG" {
@@ -756,8 +811,7 @@ async fn read_loop(
         }
         // `+OK` and anything else: nothing to do (it never subscribes).
     }
-    shared.dead.store(true, Ordering::Release);
-    shared.wake.notify_waiters();
+    shared.end();
 }
 
 #[cfg(test)]

@@ -14,7 +14,9 @@
 //! arrives there, so a publish costs no inbox, channel and timers of its
 //! own; overdue acks are found by a sweep twice per timeout. A publish whose ack does not come within one to
 //! one and a half [`ack_timeout`](crate::JetStreamConfig::ack_timeout)s (the
-//! server restarted, the connection broke), or that the server refuses, is
+//! server restarted, the connection broke, no stream takes the subject:
+//! the exporter's connection gets no "no responders" answer), or that the
+//! server refuses, is
 //! sent again with `async-nats`'s JetStream publish, with backoff, until it
 //! is acknowledged. A missing stream, a timeout or a broken connection may
 //! pass and is retried for as long as it lasts (logged as a warning every 20

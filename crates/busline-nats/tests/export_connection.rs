@@ -516,3 +516,30 @@ async fn shutdown_giving_up_mid_write_counts_the_write() {
         other => panic!("wanted ShutdownTimedOut, got {other:?}"),
     }
 }
+
+/// The exporter's connection goes quiet while idle: no write finds out,
+/// but its keepalive `PING` goes unanswered, and the connection is given
+/// up and made again before the next event, which then arrives (instead of
+/// vanishing into the quiet connection).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_exporters_connection_gone_quiet_is_replaced() {
+    let srv = server();
+    let (proxy, a, ta) = behind_a_proxy(&srv, |c| {
+        c.connect_timeout(Duration::from_millis(250)).export("i.>")
+    })
+    .await;
+    let (_b, mut sub, _tb) = core_importer(&srv.url(), "i.>").await;
+    a.publish_to("i.x", ev(0, 0)).await.unwrap();
+    ta.flush().await.unwrap();
+    assert_eq!(recv_n(&mut sub, 1).await[0].payload, ev(0, 0));
+    proxy.freeze(1);
+    // Keepalive every 4 connect timeouts (1 s): given up within two.
+    // (Generous: a late keepalive makes the flush below fail, not hang.)
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    a.publish_to("i.x", ev(0, 1)).await.unwrap();
+    ta.flush()
+        .await
+        .expect("the event went out on a new connection, not the quiet one");
+    assert!(proxy.accepted() >= 3);
+    assert_eq!(recv_n(&mut sub, 1).await[0].payload, ev(0, 1));
+}

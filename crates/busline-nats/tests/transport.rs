@@ -413,8 +413,9 @@ async fn jetstream_publishes_the_server_refuses_are_retried_until_stored() {
     for n in 0..50 {
         bus.publish_to("refused.x", ev(0, n)).await.unwrap();
     }
+    // Unanswered (nothing takes the subject), then retried; a retry that
+    // finds the stream missing may also make it again itself.
     eventually("publishes retried", || t.stats().retried >= 50).await;
-    assert_eq!(t.stats().acked, 0);
     js.create_stream(config).await.unwrap();
     // A guard against hanging, not a timing assertion.
     tokio::time::timeout(Duration::from_secs(60), t.flush())
