@@ -1227,6 +1227,15 @@ impl<T: Serialize + Send + Sync + 'static> Exporter<T> {
         self.max_in_flight == 0 || self.in_flight.len() + self.waiting.len() < self.max_in_flight
     }
 
+    /// Room for a batch worth a write (up to 64 publishes, or a quarter of
+    /// the window): a full window opens one ack at a time, and taking one
+    /// event per ack would make every publish a write of its own.
+    fn has_room_for_a_batch(&self) -> bool {
+        let want = (self.max_in_flight / 4).clamp(1, 64);
+        self.max_in_flight == 0
+            || self.in_flight.len() + self.waiting.len() + want <= self.max_in_flight
+    }
+
     fn idle(&self) -> bool {
         self.in_flight.is_empty() && self.waiting.is_empty()
     }
@@ -1470,7 +1479,7 @@ async fn export_run<T: Serialize + DeserializeOwned + Send + Sync + 'static>(
                 ex.held = Some(g);
                 release_direct(ctx, ex).await;
             }
-            r = recv_opt(&mut sub.exports), if !stopping && ex.has_room() && !ex.backlog => {
+            r = recv_opt(&mut sub.exports), if !stopping && ex.has_room_for_a_batch() && !ex.backlog => {
                 if let Some(q) = &mut sub.exports {
                     stopping = export_batch(ctx, sink, ex, q, true, r).await;
                 }
