@@ -145,7 +145,11 @@
 //! On a shared 2-core machine that puts the transport at about 0.8-1.4x
 //! bare `async-nats` on core NATS (bare `async-nats` with the same headers:
 //! about 0.5-0.8x) and at about 0.8-1.1x on JetStream (bare `async-nats`
-//! with the same headers: about 0.7-0.85x), both near 1.0x in the median. The numbers move by 10-20% from
+//! with the same headers: about 0.65-0.85x; the transport dipped to
+//! 0.76-0.78x in about one run in ten), near 1.0x and 0.95x in the median.
+//! On JetStream the rest of the gap is the server's: it stores the
+//! envelope's bytes and keeps a de-duplication entry per `Nats-Msg-Id`,
+//! which bare `async-nats` does not send. The numbers move by 10-20% from
 //! run to run on such a machine; the README has the figures and the
 //! command.
 //!
