@@ -540,7 +540,7 @@ fn hex(id: EventId) -> [u8; 32] {
 }
 
 /// Appends `n` in decimal, without `fmt`, two digits a step.
-pub(crate) fn push_decimal(out: &mut String, n: u64) {
+fn push_decimal(out: &mut String, n: u64) {
     let mut buf = [0u8; 20];
     out.push_str(std::str::from_utf8(decimal(n, &mut buf)).unwrap_or_default());
 }

@@ -268,8 +268,9 @@ fn backoff(attempt: u32) -> Duration {
     Duration::from_millis((50u64 << attempt.min(5)).min(1000))
 }
 
-/// Where the server acknowledges this exporter's publishes: each one is a
-/// core NATS publish with the reply subject `<prefix>.<seq>`, and the
+/// Where the server acknowledges this exporter's publishes: each one is
+/// written on the exporter's own connection with the reply subject
+/// `<prefix>.<seq>` (see `Encoder::encode_hpub`), and the
 /// server's answer (the same one `async-nats`'s JetStream publish waits
 /// for) comes back on one subscription to `<prefix>.*`, instead of one
 /// inbox, channel and timer per publish.
@@ -285,17 +286,6 @@ pub(crate) async fn ack_inbox(client: &async_nats::Client) -> Result<AckInbox, S
         .await
         .map_err(|e| e.to_string())?;
     Ok(AckInbox { prefix, sub })
-}
-
-impl AckInbox {
-    /// The reply subject for the publish with sequence number `seq`.
-    pub(crate) fn reply_to(&self, seq: u64) -> String {
-        let mut s = String::with_capacity(self.prefix.len() + 21);
-        s.push_str(&self.prefix);
-        s.push('.');
-        codec::push_decimal(&mut s, seq);
-        s
-    }
 }
 
 /// The sequence number an ack message answers.

@@ -33,28 +33,29 @@
 //! the exporter writes its events there as protocol text, a batch at a
 //! time, instead of handing each to the `async-nats` client (see the crate
 //! docs, *Throughput*). It only publishes: JetStream acks come back on an
-//! inbox the client subscribed to (confirmed by the server before the
-//! first publish), and a publish lost with a broken connection is found by
-//! its overdue ack and sent again (by the client, de-duplicated by the
-//! server). It reconnects by itself to the
-//! configured server (not to servers a cluster announces, which the client
-//! may also use), while the exporter, and then local publishers, wait. A server's `-ERR` on it (a
-//! publish the account may not make) is logged and published as
-//! `$sys.nats.error`. Ordering across the two connections is kept where it
-//! matters, as long as both reach the same server (one server address,
-//! not a name that resolves to several servers of a cluster): a request's
-//! reply inbox is subscribed, and confirmed by the server, before the
-//! request is written (once per bus: the first request subscribes
-//! `_INBOX.<bus>.>`), and so is the JetStream ack inbox before the first
-//! publish. While this connection is down, the exporter keeps what it
-//! could not write and takes no more events until it is back and written;
-//! a flush meanwhile fails with [`NatsError::FlushTimedOut`] after 30
-//! seconds. Its state is not part of [`NatsTransport::status`] (that is
-//! the client's): its losses and reconnects are logged, and show in
-//! flush results. [`NatsTransport::flush`] and
-//! `shutdown` confirm with a round trip on this connection, and report
-//! [`NatsError::Reconnected`] when it was re-established under unconfirmed
-//! events.
+//! inbox the client subscribed to, and a publish lost with a broken
+//! connection is found by its overdue ack and sent again (by the client,
+//! de-duplicated by the server). A server's `-ERR` on it (a publish the
+//! account may not make) is logged and published as `$sys.nats.error`.
+//!
+//! It reconnects by itself to the configured server (not to servers a
+//! cluster announces, which the client may also use). While it is down the
+//! exporter keeps what it could not write and takes no more events until
+//! it is back and written (so local publishers wait); a flush meanwhile
+//! fails with [`NatsError::FlushTimedOut`] after 30 seconds. Its state is
+//! not part of [`NatsTransport::status`] (that is the client's): its losses
+//! and reconnects are logged, and show in flush results.
+//! [`NatsTransport::flush`] and `shutdown` confirm with a round trip on
+//! this connection, and report [`NatsError::Reconnected`] when it was
+//! re-established under unconfirmed events.
+//!
+//! Ordering across the two connections is kept where it matters, as long
+//! as both reach the same server (one server address, not a name that
+//! resolves to several servers of a cluster): a request's reply inbox is
+//! subscribed, and confirmed by the server, before the request is written
+//! (once per bus: the first request subscribes `_INBOX.<bus>.>`), and so is
+//! the JetStream ack inbox before the first publish. Replies to imported
+//! requests go by the client when there are no exports.
 //!
 //! ## Request/reply across processes
 //!
@@ -1739,60 +1740,33 @@ async fn export_one<T: Serialize + DeserializeOwned + Send + Sync + 'static>(
         }
     };
     inc(&c.exported);
-    match sink {
-        Sink::Js(js) if !reply => {
-            let seq = ex.unsettled.open();
-            let Some(acks) = &ex.acks else {
-                ex.in_flight
-                    .push(js.retry(env.clone(), ctx.codec, c.clone(), seq, None));
-                return;
-            };
-            // Waits while the client's buffer is full, like core NATS.
-            let sent = ctx
-                .client
-                .publish_with_reply_and_headers(
-                    async_nats::Subject::from(wire.subject),
-                    async_nats::Subject::from(acks.reply_to(seq)),
-                    wire.headers,
-                    wire.payload,
-                )
-                .await;
-            match sent {
-                Ok(()) => {
-                    ex.waiting.insert(seq, Waiting::sent(env, ex.generation));
-                }
-                Err(e) => ex.retry(ctx, sink, env.clone(), seq, e.to_string()),
-            }
+    // Without exports there is no connection of the exporter's own: what
+    // comes here are replies to imported requests, core NATS in either mode.
+    // The first since the last confirmation notes the connection count,
+    // read before the hand-off (a connection lost after it changes the
+    // count).
+    if c.core_unconfirmed.load(Ordering::Relaxed) == 0 {
+        let connects = ex.client_stats.connects.load(Ordering::Relaxed);
+        c.core_connects_at.store(connects, Ordering::Relaxed);
+    }
+    // Waits while the client's buffer is full (backpressure, also during a
+    // reconnect); fails only once the client is closed.
+    match ctx
+        .client
+        .publish_with_headers(
+            async_nats::Subject::from(wire.subject),
+            wire.headers,
+            wire.payload,
+        )
+        .await
+    {
+        Ok(()) => {
+            inc(&c.acked);
+            inc(&c.core_unconfirmed);
         }
-        _ => {
-            // The first since the last confirmation notes the connection
-            // count, read before the hand-off (a connection lost after it
-            // changes the count).
-            let first = c.core_unconfirmed.load(Ordering::Relaxed) == 0;
-            if first {
-                let connects = ex.client_stats.connects.load(Ordering::Relaxed);
-                c.core_connects_at.store(connects, Ordering::Relaxed);
-            }
-            // Waits while the client's buffer is full (backpressure, also
-            // during a reconnect); fails only once the client is closed.
-            match ctx
-                .client
-                .publish_with_headers(
-                    async_nats::Subject::from(wire.subject),
-                    wire.headers,
-                    wire.payload,
-                )
-                .await
-            {
-                Ok(()) => {
-                    inc(&c.acked);
-                    inc(&c.core_unconfirmed);
-                }
-                Err(e) => {
-                    inc(&c.rejected);
-                    tracing::error!(error = %e, "core nats publish failed");
-                }
-            }
+        Err(e) => {
+            inc(&c.rejected);
+            tracing::error!(error = %e, "core nats publish failed");
         }
     }
 }

@@ -61,6 +61,13 @@ async fn core_importer_with(
     (bus, sub, t)
 }
 
+/// Publishes `ev(0, n)` for each `n` of `ns` on `topic`.
+async fn publish(bus: &Bus<Ev>, topic: &str, ns: std::ops::Range<u64>) {
+    for n in ns {
+        bus.publish_to(topic, ev(0, n)).await.unwrap();
+    }
+}
+
 /// An event larger than the server's `max_payload` (header block and
 /// payload, as the server counts) is refused and counted; the next flows.
 #[tokio::test]
@@ -177,16 +184,12 @@ async fn the_connection_comes_back_after_a_restart() {
     let ta = NatsTransport::connect(&a, NatsConfig::new(&url).export("r.>"))
         .await
         .unwrap();
-    for n in 0..1000 {
-        a.publish_to("r.x", ev(0, n)).await.unwrap();
-    }
+    publish(&a, "r.x", 0..1000).await;
     ta.flush().await.unwrap();
     srv.kill();
     srv.restart().unwrap();
     // Published while the connection is down or coming back.
-    for n in 1000..2000 {
-        a.publish_to("r.x", ev(0, n)).await.unwrap();
-    }
+    publish(&a, "r.x", 1000..2000).await;
     let r = tokio::time::timeout(Duration::from_secs(120), ta.flush())
         .await
         .expect("flush ends");
@@ -195,9 +198,7 @@ async fn the_connection_comes_back_after_a_restart() {
         Err(e) => panic!("flush after a restart: {e}"),
     }
     let (_b, mut sub, _tb) = core_importer(&url, "r.>").await;
-    for n in 2000..2100 {
-        a.publish_to("r.x", ev(0, n)).await.unwrap();
-    }
+    publish(&a, "r.x", 2000..2100).await;
     tokio::time::timeout(Duration::from_secs(120), ta.flush())
         .await
         .expect("flush ends")
@@ -382,20 +383,14 @@ async fn core_a_cut_exporters_connection_is_reported_and_replaced() {
     let srv = server();
     let (proxy, a, ta) = behind_a_proxy(&srv, |c| c.export("c.>")).await;
     let (_b, mut sub, _tb) = core_importer(&srv.url(), "c.>").await;
-    for n in 0..5000 {
-        a.publish_to("c.x", ev(0, n)).await.unwrap();
-    }
+    publish(&a, "c.x", 0..5000).await;
     ta.flush().await.unwrap();
     assert_eq!(recv_n(&mut sub, 5000).await.len(), 5000);
-    for n in 5000..7000 {
-        a.publish_to("c.x", ev(0, n)).await.unwrap();
-    }
+    publish(&a, "c.x", 5000..7000).await;
     // Written to the connection, not yet confirmed: then it is cut.
     eventually("written", || ta.stats().acked >= 7000).await;
     proxy.cut(1);
-    for n in 7000..10_000 {
-        a.publish_to("c.x", ev(0, n)).await.unwrap();
-    }
+    publish(&a, "c.x", 7000..10_000).await;
     let r = tokio::time::timeout(Duration::from_secs(120), ta.flush())
         .await
         .expect("flush ends");
@@ -404,9 +399,7 @@ async fn core_a_cut_exporters_connection_is_reported_and_replaced() {
         other => panic!("a flush across the cut must report it, got {other:?}"),
     }
     assert!(proxy.accepted() >= 3, "the exporter connected again");
-    for n in 10_000..10_100 {
-        a.publish_to("c.x", ev(0, n)).await.unwrap();
-    }
+    publish(&a, "c.x", 10_000..10_100).await;
     ta.flush()
         .await
         .expect("nothing lost once the connection is back");
@@ -436,9 +429,7 @@ async fn a_stalled_exporters_connection_is_replaced() {
             .jetstream(js("exp"))
     })
     .await;
-    for n in 0..1000 {
-        a.publish_to("s.x", ev(0, n)).await.unwrap();
-    }
+    publish(&a, "s.x", 0..1000).await;
     ta.flush().await.unwrap();
     proxy.freeze(1);
     // Enough to fill the socket buffers on the way, several times over.
