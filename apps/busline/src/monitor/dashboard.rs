@@ -221,6 +221,7 @@ impl Aggregator {
             }
             Metric::DbQuery { duration_ms, .. } => self.db.record(*duration_ms),
             Metric::Error { .. } => self.errors += 1,
+            Metric::Samples { .. } => {}
         }
     }
 
@@ -251,6 +252,7 @@ impl Aggregator {
                 let i = self.last_minute.len() - 1 - k;
                 self.last_minute[i] += 1;
             }
+            Metric::Samples { .. } => {}
         }
     }
 

@@ -11,11 +11,19 @@
 //! `{"type":"db_query","query":"SELECT 1","duration_ms":3.5}`,
 //! `{"type":"error","source":"web","message":"upstream timeout"}`.
 //! [`ingest`](super::ingest) parses and validates that form.
+//!
+//! Every other metric — whatever StatsD, OTLP, a Prometheus scrape or the
+//! JSON API's generic form brings — is a [`Metric::Samples`]: a batch of
+//! [`Sample`]s of one source on one topic, `metrics.<source>.<name tokens>`
+//! (see [`sample`](super::sample)). [`Metric::samples`] gives every metric,
+//! the seed's three shapes included, as samples.
 
 use std::borrow::Cow;
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
+
+use super::sample::{topic_of, Sample, Value};
 
 /// A metric emitted by a service.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -44,6 +52,15 @@ pub enum Metric {
         /// What went wrong.
         message: String,
     },
+    /// Samples from one source that share one topic (one StatsD datagram's
+    /// lines of one metric, one OTLP request's points of one metric, …).
+    Samples {
+        /// The service that sent them.
+        source: String,
+        /// The samples, at least one; all of them have names that map to
+        /// the same topic.
+        samples: Vec<Sample>,
+    },
 }
 
 impl busline::Event for Metric {
@@ -56,6 +73,10 @@ impl busline::Event for Metric {
                 "db" => Cow::Borrowed("metrics.db.error"),
                 other => Cow::Owned(format!("metrics.{other}.error")),
             },
+            Metric::Samples { source, samples } => Cow::Owned(topic_of(
+                source,
+                samples.first().map(|s| s.name.as_str()).unwrap_or(""),
+            )),
         }
     }
 }
@@ -66,6 +87,71 @@ impl Metric {
         use busline::Event as _;
         let topic = self.topic().into_owned();
         busline::Message::new(self).topic(topic).source(source)
+    }
+
+    /// `samples` of `source` as metrics, one per topic, each keeping the
+    /// samples' order.
+    pub fn batches(source: &str, samples: Vec<Sample>) -> Vec<Metric> {
+        let mut by_topic: Vec<(String, Vec<Sample>)> = Vec::new();
+        for s in samples {
+            let topic = topic_of(source, &s.name);
+            match by_topic.iter_mut().find(|(t, _)| *t == topic) {
+                Some((_, v)) => v.push(s),
+                None => by_topic.push((topic, vec![s])),
+            }
+        }
+        by_topic
+            .into_iter()
+            .map(|(_, samples)| Metric::Samples {
+                source: source.to_owned(),
+                samples,
+            })
+            .collect()
+    }
+
+    /// The service that sent it.
+    pub fn source(&self) -> &str {
+        match self {
+            Metric::Request { .. } => "web",
+            Metric::DbQuery { .. } => "db",
+            Metric::Error { source, .. } | Metric::Samples { source, .. } => source,
+        }
+    }
+
+    /// It as samples: a request is an observation of `request.latency_ms`
+    /// labelled with its `path` and `status`; a query one of
+    /// `db.query.duration_ms` (the query text is no label: it would make a
+    /// series per query); an error an `error` sample with its message.
+    pub fn samples(&self) -> Cow<'_, [Sample]> {
+        match self {
+            Metric::Request {
+                path,
+                latency_ms,
+                status,
+            } => Cow::Owned(vec![Sample::new(
+                "request.latency_ms",
+                Value::Observation {
+                    value: *latency_ms,
+                    weight: 1.0,
+                },
+            )
+            .label("path", path.as_str())
+            .label("status", status.to_string())]),
+            Metric::DbQuery { duration_ms, .. } => Cow::Owned(vec![Sample::new(
+                "db.query.duration_ms",
+                Value::Observation {
+                    value: *duration_ms,
+                    weight: 1.0,
+                },
+            )]),
+            Metric::Error { message, .. } => Cow::Owned(vec![Sample::new(
+                "error",
+                Value::Error {
+                    message: message.clone(),
+                },
+            )]),
+            Metric::Samples { samples, .. } => Cow::Borrowed(samples),
+        }
     }
 }
 
@@ -88,6 +174,30 @@ impl fmt::Display for Metric {
             ),
             Metric::Error { source, message } => {
                 write!(f, "Error {{ source: {source:?}, message: {message:?} }}")
+            }
+            Metric::Samples { source, samples } => {
+                write!(f, "Samples {{ source: {source:?}")?;
+                for s in samples {
+                    write!(f, ", {} {} ", s.series(), s.value.kind())?;
+                    match &s.value {
+                        Value::Counter { value }
+                        | Value::Gauge { value }
+                        | Value::GaugeDelta { value } => write!(f, "{value}")?,
+                        Value::Observation { value, weight } if *weight == 1.0 => {
+                            write!(f, "{value}")?
+                        }
+                        Value::Observation { value, weight } => write!(f, "{value} x{weight}")?,
+                        Value::Histogram { counts, .. } => write!(
+                            f,
+                            "{} in {} buckets",
+                            counts.iter().sum::<u64>(),
+                            counts.len()
+                        )?,
+                        Value::Set { member } => write!(f, "{member:?}")?,
+                        Value::Error { message } => write!(f, "{message:?}")?,
+                    }
+                }
+                f.write_str(" }")
             }
         }
     }

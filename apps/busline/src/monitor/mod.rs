@@ -64,10 +64,15 @@ pub mod alerter;
 pub mod config;
 pub mod dashboard;
 pub mod ingest;
+#[allow(dead_code)] // TEMP: used once the listeners land
+pub mod ingest_status;
 pub mod logger;
+#[allow(dead_code)] // TEMP: used once the listeners land
 pub mod metric;
 pub mod nats;
 pub mod publishers;
+#[allow(dead_code)] // TEMP: used once the listeners land
+pub mod sample;
 pub mod web;
 pub mod webhook;
 
@@ -122,6 +127,8 @@ pub struct Shared {
     pub ingested: AtomicU64,
     /// Requests to `POST /api/events` refused.
     pub rejected: AtomicU64,
+    /// What every ingest listener took in, refused and lost.
+    pub ingest: ingest_status::IngestStatus,
     updates: watch::Sender<u64>,
 }
 
@@ -150,6 +157,7 @@ impl Shared {
             firing: AtomicBool::new(false),
             ingested: AtomicU64::new(0),
             rejected: AtomicU64::new(0),
+            ingest: ingest_status::IngestStatus::default(),
             updates: watch::channel(0).0,
         }
     }
@@ -301,6 +309,7 @@ impl Shared {
             "history": history,
             "ingested": self.ingested.load(Ordering::Relaxed),
             "rejected": self.rejected.load(Ordering::Relaxed),
+            "ingest": self.ingest.snapshot(),
             "alert": {
                 "threshold": self.threshold,
                 "rate": self.alert_rate.load(Ordering::Relaxed),
