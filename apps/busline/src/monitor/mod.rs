@@ -7,7 +7,7 @@
 //! | `web-sim`, `db-sim` | — | — | publish simulated requests, queries and errors |
 //! | `logger` | `metrics.>` | lossless | writes every metric (stdout or JSON Lines) |
 //! | `dashboard` | `metrics.>` | lossy | prints a 1 s summary; feeds the web page |
-//! | `alerter` | `metrics.*.error` | lossless | errors/min over a threshold → `[ALERT]`, webhook |
+//! | `alerter` | `metrics.>` | lossless | alert rules (the default: errors/min over a threshold) → `[ALERT]`, webhook |
 //! | `web` | — | — | the page, SSE, `/api/events` (publishes as `api`), `/metrics` |
 //! | `nats` | — | — | with `--nats`: the bus's link to the other processes ([`nats`]) |
 //!
@@ -71,8 +71,12 @@ pub mod logger;
 pub mod metric;
 pub mod nats;
 pub mod publishers;
+pub mod rule;
+pub mod rule_state;
+pub mod rule_window;
 #[allow(dead_code)] // TEMP: used once the listeners land
 pub mod sample;
+pub mod selector;
 pub mod web;
 pub mod webhook;
 
@@ -123,6 +127,8 @@ pub struct Shared {
     webhook: Mutex<Option<Webhook>>,
     alert_rate: AtomicU64,
     firing: AtomicBool,
+    /// Every alert rule's state (the alerter keeps it).
+    rules: Mutex<Vec<rule_state::RuleStatus>>,
     /// Events accepted by `POST /api/events`.
     pub ingested: AtomicU64,
     /// Requests to `POST /api/events` refused.
@@ -155,6 +161,7 @@ impl Shared {
             webhook: Mutex::new(None),
             alert_rate: AtomicU64::new(0),
             firing: AtomicBool::new(false),
+            rules: Mutex::new(Vec::new()),
             ingested: AtomicU64::new(0),
             rejected: AtomicU64::new(0),
             ingest: ingest_status::IngestStatus::default(),
@@ -244,6 +251,16 @@ impl Shared {
         self.firing.store(firing, Ordering::Relaxed);
     }
 
+    /// Every alert rule's state, in the config's order (the default first).
+    pub fn rules(&self) -> Vec<rule_state::RuleStatus> {
+        self.rules.lock().clone()
+    }
+
+    /// Changes the rules' states (from the alerter).
+    pub fn update_rules(&self, f: impl FnOnce(&mut Vec<rule_state::RuleStatus>)) {
+        f(&mut self.rules.lock());
+    }
+
     /// Hands the monitor's own counters to the `metrics` facade.
     pub fn export_metrics(&self) {
         metrics::counter!("busline_monitor_ingested_total")
@@ -316,6 +333,7 @@ impl Shared {
                 "firing": self.firing.load(Ordering::Relaxed),
             },
             "alerts": alerts,
+            "rules": self.rules(),
             "recent_errors": self.errors.lock().iter().rev().cloned().collect::<Vec<_>>(),
             "bus": bus.stats(),
             "modules": modules,
@@ -473,7 +491,8 @@ async fn run_async(settings: Settings, store: Option<Arc<LogStore<Metric>>>) -> 
         rt.add(dash);
     }
     if modules.alerter {
-        let mut alert = alerter::Alerter::new(settings.alert_threshold, shared.clone(), hook);
+        let mut alert = alerter::Alerter::new(settings.alert_threshold, shared.clone(), hook)
+            .rules(settings.alert_rules.clone());
         if warm_up {
             alert = alert.warm_up();
         }
