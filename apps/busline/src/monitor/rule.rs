@@ -248,6 +248,7 @@ impl Rule {
 /// A number for people: whole numbers without decimals, others with at most
 /// three.
 pub fn num(v: f64) -> String {
+    let v = v + 0.0; // -0 is 0
     if v.fract() == 0.0 && v.abs() < 1e15 {
         format!("{v:.0}")
     } else {
@@ -613,5 +614,6 @@ mod tests {
         assert_eq!(num(10.0), "10");
         assert_eq!(num(0.5), "0.5");
         assert_eq!(num(312.4567), "312.457");
+        assert_eq!(num(-0.0), "0");
     }
 }

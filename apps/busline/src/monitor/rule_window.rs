@@ -299,7 +299,8 @@ impl RuleWindow {
         self.evict(now);
         let secs = self.window.as_secs_f64();
         let b = &self.buckets;
-        let total = |f: fn(&Bucket) -> f64| b.iter().map(f).sum::<f64>();
+        // (`+ 0.0`: an empty sum of floats is -0.)
+        let total = |f: fn(&Bucket) -> f64| b.iter().map(f).sum::<f64>() + 0.0;
         let weight = total(|b| b.weight);
         match self.function {
             Function::RatePerS => Some(total(|b| b.amount) / secs),

@@ -53,9 +53,9 @@ async fn rates_divide_counter_increments_by_the_window() {
     );
     let mut w = window_of(Function::RatePerS, 2, &[e.clone(), e.clone(), e.clone(), e]);
     assert_eq!(w.value(), Some(2.0));
-    // Empty: zero, not "no value".
+    // Empty: zero (not -0), not "no value".
     let mut w = window_of(Function::RatePerS, 60, &[]);
-    assert_eq!(w.value(), Some(0.0));
+    assert!(w.value().is_some_and(|v| v == 0.0 && v.is_sign_positive()));
 }
 
 #[tokio::test(start_paused = true)]
