@@ -45,7 +45,8 @@ pub const DEFAULT_WEB: &str = "127.0.0.1:7878";
 #[derive(Debug, Clone, Default, Args)]
 pub struct MonitorArgs {
     /// A TOML file setting any of these options (keys as the option names,
-    /// e.g. `interval-ms = 50`); options given here override it.
+    /// e.g. `interval-ms = 50`) and alert rules (`[[alert]]` tables);
+    /// options given here override it.
     #[arg(long, value_name = "PATH")]
     pub config: Option<PathBuf>,
     /// How often each simulated service emits a metric [default: 100].
@@ -54,7 +55,8 @@ pub struct MonitorArgs {
     /// Probability (0-1) that a simulated metric is an error [default: 0.05].
     #[arg(long, value_name = "P")]
     pub error_rate: Option<f64>,
-    /// Alert when errors in the last minute exceed this [default: 10].
+    /// Alert when errors in the last minute exceed this (the default alert
+    /// rule) [default: 10].
     #[arg(long, value_name = "N")]
     pub alert_threshold: Option<u64>,
     /// Also POST alerts as JSON to this URL (with retry and a circuit breaker).

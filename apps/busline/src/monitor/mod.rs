@@ -41,7 +41,8 @@
 //! ## Warm-up after a restart
 //!
 //! With the log, the dashboard and the alerter subscribe from the last
-//! minute of it (`StartAt::Time(now - 60 s)`): they replay it, then go live
+//! minute of it (`StartAt::Time(now - 60 s)`; the alerter from its longest
+//! rule window): they replay it, then go live
 //! with no gap and no duplicate. Replayed events count at their own
 //! timestamps (see [`alerter`] and [`dashboard`]): a restart neither loses
 //! the errors of the minute before nor counts them all as "now". The logger
