@@ -141,6 +141,12 @@ fn configured_rules_fire_and_resolve_on_events_from_the_api() {
         (&"firing".into(), &150.0.into()),
         "{q}"
     );
+    // And on /metrics, per rule.
+    let prom = get(&m, "/metrics").body;
+    assert!(
+        prom.contains("busline_monitor_rule_firing{rule=\"queue-deep\"} 1"),
+        "{prom}"
+    );
     assert_eq!(v["alert"]["firing"], true, "{v}");
     assert_eq!(v["alert"]["rate"], 3, "{v}");
 

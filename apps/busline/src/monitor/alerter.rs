@@ -72,7 +72,7 @@ use tokio::time::Instant;
 use super::metric::Metric;
 use super::rule::{human_duration, num, Rule};
 use super::rule_state::{Change, RuleState, RuleStatus, State};
-use super::rule_window::RuleWindow;
+use super::rule_window::{Clock, RuleWindow};
 use super::webhook::Webhook;
 use super::Shared;
 
@@ -290,13 +290,21 @@ impl Alerter {
     /// Counts the samples of `env` into the windows of the rules they match.
     fn take(live: &mut [Live], env: &Envelope<Metric>) {
         let source = env.payload.source();
-        for s in env.payload.samples().iter() {
-            let at = match s.at_ms {
-                Some(ms) => UNIX_EPOCH + Duration::from_millis(ms),
-                None => env.timestamp,
-            };
+        let clock = Clock::now();
+        let samples = env.payload.samples();
+        for s in samples.iter() {
+            let mut when = None;
             for l in live.iter_mut() {
-                if l.rule.selector.matches(source, s) && l.window.record(source, s, at) {
+                if !l.rule.selector.matches(source, s) {
+                    continue;
+                }
+                let at = *when.get_or_insert_with(|| {
+                    clock.instant(match s.at_ms {
+                        Some(ms) => UNIX_EPOCH + Duration::from_millis(ms),
+                        None => env.timestamp,
+                    })
+                });
+                if l.window.record_at(source, s, at, clock.now) {
                     l.touched = true;
                 }
             }

@@ -276,6 +276,11 @@ impl Shared {
             },
         );
         metrics::gauge!("busline_monitor_alert_threshold").set(self.threshold as f64);
+        for r in self.rules.lock().iter() {
+            let firing = r.state == rule_state::State::Firing;
+            metrics::gauge!("busline_monitor_rule_firing", "rule" => r.name.clone())
+                .set(if firing { 1.0 } else { 0.0 });
+        }
         metrics::gauge!("busline_monitor_uptime_seconds").set(self.started.elapsed().as_secs_f64());
         if let Some(w) = &*self.webhook.lock() {
             let s = w.snapshot();

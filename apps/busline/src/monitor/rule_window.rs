@@ -33,15 +33,31 @@ pub const MAX_SERIES: usize = 10_000;
 /// would otherwise cost millions of records).
 const MAX_REPEAT: u64 = 10_000;
 
-/// The monitor-clock instant of event time `at`, or `None` when it is older
-/// than `span` (a time in the future is now).
-pub fn instant_of(at: SystemTime, span: Duration) -> Option<Instant> {
-    let age = SystemTime::now().duration_since(at).unwrap_or_default();
-    if age >= span {
-        return None;
+/// Event times on the monitor's clock: one reading of both clocks, for a
+/// batch of samples.
+#[derive(Debug, Clone, Copy)]
+pub struct Clock {
+    /// The wall clock.
+    pub wall: SystemTime,
+    /// The monitor's (tokio) clock.
+    pub now: Instant,
+}
+
+impl Clock {
+    /// Both clocks now.
+    pub fn now() -> Clock {
+        Clock {
+            wall: SystemTime::now(),
+            now: Instant::now(),
+        }
     }
-    let now = Instant::now();
-    Some(now.checked_sub(age).unwrap_or(now))
+
+    /// The monitor-clock instant of event time `at` (a time in the future
+    /// is now).
+    pub fn instant(&self, at: SystemTime) -> Instant {
+        let age = self.wall.duration_since(at).unwrap_or_default();
+        self.now.checked_sub(age).unwrap_or(self.now)
+    }
 }
 
 #[derive(Debug, Default, Clone)]
@@ -195,14 +211,31 @@ impl RuleWindow {
         self.index(now) - (BUCKETS as i64 - 1)
     }
 
-    /// Counts `sample` from `source`, that happened at `at` (event time).
-    /// Returns false when it is too old for the window.
+    /// Counts `sample` from `source`, that happened at `at` (event time),
+    /// reading the clocks now (the alerter reads them once per batch: see
+    /// [`record_at`](Self::record_at)). Returns false when it is too old
+    /// for the window.
+    #[cfg(test)]
     pub fn record(&mut self, source: &str, sample: &Sample, at: SystemTime) -> bool {
-        let Some(when) = instant_of(at, self.window) else {
+        let clock = Clock::now();
+        self.record_at(source, sample, clock.instant(at), clock.now)
+    }
+
+    /// Counts `sample` from `source`, that happened at `when` (on the
+    /// monitor's clock, see [`Clock`]), at `now`. Returns false when it is
+    /// too old for the window.
+    pub fn record_at(
+        &mut self,
+        source: &str,
+        sample: &Sample,
+        when: Instant,
+        now: Instant,
+    ) -> bool {
+        if now.saturating_duration_since(when) >= self.window {
             return false;
-        };
+        }
         let index = self.index(when);
-        if index < self.first_live(Instant::now()) {
+        if index < self.first_live(now) {
             return false;
         }
         match self.function {
