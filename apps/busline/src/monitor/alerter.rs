@@ -304,6 +304,9 @@ impl Alerter {
                         None => env.timestamp,
                     })
                 });
+                let Some(at) = at else {
+                    break; // older than any window
+                };
                 if l.window.record_at(source, s, at, clock.now) {
                     l.touched = true;
                 }

@@ -53,10 +53,11 @@ impl Clock {
     }
 
     /// The monitor-clock instant of event time `at` (a time in the future
-    /// is now).
-    pub fn instant(&self, at: SystemTime) -> Instant {
+    /// is now); `None` when it is older than that clock goes back (its
+    /// start, at the machine's boot): too old for any window.
+    pub fn instant(&self, at: SystemTime) -> Option<Instant> {
         let age = self.wall.duration_since(at).unwrap_or_default();
-        self.now.checked_sub(age).unwrap_or(self.now)
+        self.now.checked_sub(age)
     }
 }
 
@@ -218,7 +219,10 @@ impl RuleWindow {
     #[cfg(test)]
     pub fn record(&mut self, source: &str, sample: &Sample, at: SystemTime) -> bool {
         let clock = Clock::now();
-        self.record_at(source, sample, clock.instant(at), clock.now)
+        match clock.instant(at) {
+            Some(when) => self.record_at(source, sample, when, clock.now),
+            None => false,
+        }
     }
 
     /// Counts `sample` from `source`, that happened at `when` (on the

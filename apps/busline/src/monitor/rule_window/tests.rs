@@ -203,8 +203,9 @@ async fn samples_leave_the_window_by_event_time_in_buckets() {
     assert!(!w.record("svc", &counter(1.0), t0 - Duration::from_secs(61)));
     assert!(w.record("svc", &counter(1.0), t0 - Duration::from_millis(30_500)));
     assert!(w.record("svc", &counter(1.0), now()));
-    // The future counts as now.
+    // The future counts as now; the distant past never does.
     assert!(w.record("svc", &counter(1.0), t0 + Duration::from_secs(3600)));
+    assert!(!w.record("svc", &counter(1.0), SystemTime::UNIX_EPOCH));
     assert_eq!(w.value(), Some(3.0));
     // The 30.5 s old one is in the bucket of 31 s ago: gone at 29 s.
     tokio::time::advance(Duration::from_secs(28)).await;
