@@ -28,10 +28,6 @@ use super::sample::{Sample, Value};
 pub const BUCKETS: u32 = 60;
 /// The most series an `up` rule tracks.
 pub const MAX_SERIES: usize = 10_000;
-/// A weight or bucket count is recorded at most this many times into a
-/// percentile histogram (a histogram sample of millions of observations
-/// would otherwise cost millions of records).
-const MAX_REPEAT: u64 = 10_000;
 
 /// Event times on the monitor's clock: one reading of both clocks, for a
 /// batch of samples.
@@ -263,10 +259,8 @@ impl RuleWindow {
         if quantile {
             let h = b.hist.get_or_insert_with(Aggregate::new);
             for (v, w) in s.values {
-                let n = (w.round() as u64).clamp(1, MAX_REPEAT);
-                for _ in 0..n {
-                    h.record(v);
-                }
+                // A weight counts as that many (at least one).
+                h.record_n(v, (w.round() as u64).max(1));
             }
         }
         true

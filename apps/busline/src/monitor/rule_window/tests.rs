@@ -129,12 +129,14 @@ async fn percentiles_within_histogram_precision() {
     // A weight counts as that many observations.
     let mut w = window_of(Function::P50, 60, &[obs(1.0, 1.0), obs(100.0, 9.0)]);
     close(w.value(), 100.0);
-    // A histogram's buckets at their midpoints: 90 in (0, 10], 10 in (100, 200].
+    // A histogram's buckets at their midpoints: 90% in (0, 10], 10% in
+    // (100, 200]; a hundred million observations, recorded at the cost of
+    // one per bucket.
     let h = Sample::new(
         "h",
         Value::Histogram {
             bounds: vec![10.0, 100.0, 200.0],
-            counts: vec![90, 0, 10, 0],
+            counts: vec![90_000_000, 0, 10_000_000, 0],
             sum: None,
             min: None,
             max: None,
