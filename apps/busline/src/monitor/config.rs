@@ -526,7 +526,8 @@ fn alert_rule_at(text: &str, at: usize) -> Option<usize> {
         let t = line.trim();
         if t.starts_with('[') {
             rule = None;
-            if t.trim_start_matches("[[").trim_start().starts_with("alert") && t.starts_with("[[") {
+            let array = t.strip_prefix("[[").and_then(|h| h.split("]]").next());
+            if array.map(str::trim) == Some("alert") {
                 n += 1;
                 rule = Some(n);
             }
@@ -703,6 +704,12 @@ mod tests {
         );
         let e = bad("interval-ms = \n[[alert]]\nname = \"b\"\n");
         assert!(!e.contains("alert rule"), "{e}");
+        let text = "[[alert]]\na\n[[ alert ]] # x\nb\n[x]\nc\n";
+        assert_eq!(alert_rule_at(text, text.find('a').unwrap()), Some(1));
+        assert_eq!(alert_rule_at(text, text.find('b').unwrap()), Some(2));
+        assert_eq!(alert_rule_at(text, text.find('c').unwrap()), None);
+        let text = "[[alert]]\na\n[[alerts]]\nb\n";
+        assert_eq!(alert_rule_at(text, text.find('b').unwrap()), None);
     }
 
     #[test]
