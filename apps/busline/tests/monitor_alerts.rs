@@ -35,6 +35,11 @@ function = "last"
 window = "30s"
 threshold = 100
 for = "1s"
+
+[[alert]]
+name = "node-down"
+function = "up"
+source = "node"
 "#;
 
 fn config(dir: &tempfile::TempDir, text: &str) -> String {
@@ -82,7 +87,7 @@ fn configured_rules_fire_and_resolve_on_events_from_the_api() {
     // Every rule is listed at once, ok, the default first.
     let v = eventually("the rules in /api/summary", || {
         let v = get(&m, "/api/summary").json();
-        (v["rules"].as_array().map(Vec::len) == Some(4)).then_some(v)
+        (v["rules"].as_array().map(Vec::len) == Some(5)).then_some(v)
     });
     let names: Vec<&str> = v["rules"]
         .as_array()
@@ -92,7 +97,13 @@ fn configured_rules_fire_and_resolve_on_events_from_the_api() {
         .collect();
     assert_eq!(
         names,
-        ["error-rate", "server-errors", "slow-checkout", "queue-deep"]
+        [
+            "error-rate",
+            "server-errors",
+            "slow-checkout",
+            "queue-deep",
+            "node-down"
+        ]
     );
     let r = rule(&v, "slow-checkout");
     assert_eq!(r["state"], "ok", "{r}");
@@ -119,6 +130,13 @@ fn configured_rules_fire_and_resolve_on_events_from_the_api() {
     assert_eq!(r.status, 202, "{r:?}");
     // The generic samples form: a deep queue on `worker`, and the same
     // metric from another source, which the rule does not look at.
+    // A scrape target down (what the scrape ingester publishes per scrape).
+    let up = |v: u8| {
+        format!(
+            r#"{{"type":"samples","source":"node","samples":[{{"name":"up","kind":"gauge","value":{v},"labels":{{"instance":"http://127.0.0.1:9100/metrics","job":"node"}}}}]}}"#
+        )
+    };
+    assert_eq!(post(&m, "/api/events", &up(0)).status, 202);
     for (source, depth) in [("worker", 150), ("other", 5000)] {
         let body = format!(
             r#"{{"type":"samples","source":"{source}","samples":[{{"name":"queue.depth","kind":"gauge","value":{depth}}}]}}"#
@@ -151,19 +169,21 @@ fn configured_rules_fire_and_resolve_on_events_from_the_api() {
     assert_eq!(v["alert"]["rate"], 3, "{v}");
 
     // The queue drains: queue-deep resolves; the short windows pass: the
-    // request rules resolve. The errors stay in their minute.
+    // request rules resolve; the target is back. The errors stay in their
+    // minute.
     let r = post(
         &m,
         "/api/events",
         r#"{"type":"samples","source":"worker","samples":[{"name":"queue.depth","kind":"gauge","value":20}]}"#,
     );
     assert_eq!(r.status, 202, "{r:?}");
-    eventually("three resolved lines", || {
+    assert_eq!(post(&m, "/api/events", &up(1)).status, 202);
+    eventually("four resolved lines", || {
         (alerts(&m)
             .iter()
             .filter(|l| l.contains(" resolved: "))
             .count()
-            >= 3)
+            >= 4)
             .then_some(())
     });
     m.interrupt();
@@ -205,6 +225,14 @@ fn configured_rules_fire_and_resolve_on_events_from_the_api() {
     assert_eq!(
         one("[ALERT] slow-checkout resolved: "),
         r#"[ALERT] slow-checkout resolved: p99(request.latency_ms{path="/checkout"} [5s]) = no data"#
+    );
+    assert_eq!(
+        one(&fired("node-down")),
+        r#"[ALERT] node-down: up(up{source="node"} [1m]) = 1 > 0 — firing"#
+    );
+    assert_eq!(
+        one("[ALERT] node-down resolved: "),
+        r#"[ALERT] node-down resolved: up(up{source="node"} [1m]) = 0"#
     );
     assert!(
         !lines.iter().any(|l| l.contains("back to normal")),
