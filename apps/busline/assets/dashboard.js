@@ -225,7 +225,7 @@ function render(snap) {
   setText("kpi-events", fmtNum(bus.published));
   setText("kpi-dropped", fmtNum(bus.dropped));
 
-  fill("alerts", snap.alerts.map((al) => row([fmtTime(al.at_ms), { text: al.state, cls: "state " + al.state }, `${al.rate}/min`, { text: al.text, title: al.text }])), "no alerts yet", 4);
+  fill("alerts", snap.alerts.map((al) => row([fmtTime(al.at_ms), { text: al.state, cls: "state " + al.state }, al.rate !== undefined ? `${al.rate}/min` : `${al.rule}: ${al.value ?? "no data"}`, { text: al.text, title: al.text }])), "no alerts yet", 4);
   const wh = snap.webhook;
   setText("webhook", wh ? `webhook ${wh.url}: ${wh.delivered} delivered, ${wh.failed} failed, ${wh.dropped} dropped, ${wh.rejected} refused by the breaker (${wh.breaker})${wh.last_error ? " · last error: " + wh.last_error : ""}` : "no webhook (--alert-webhook URL)");
   fill("recent-errors", snap.recent_errors.slice(0, 10).map((e) => row([fmtTime(e.at_ms), e.source, { text: e.message, title: e.message }])), "none", 3);

@@ -1,32 +1,62 @@
-//! The alerter: errors per minute over a threshold.
+//! The alerter: alert rules over every metric.
 //!
-//! It counts errors (`metrics.*.error`, lossless: it never misses one) in a
-//! sliding one-minute window and compares the count with the threshold.
+//! It subscribes to `metrics.>` (lossless: it never misses a sample), turns
+//! every metric into samples ([`Metric::samples`]) and feeds each [`Rule`]'s
+//! window with the samples its selector matches (see [`rule`](super::rule)
+//! for the rules the config file's `[[alert]]` tables give, and
+//! [`rule_window`](super::rule_window) for the windows). A rule's value
+//! aggregates every matching series together. Rules are evaluated when
+//! samples arrive (percentile rules at most every [`PERCENTILE_EVERY`]) and
+//! every second, so a rule whose samples stop, or whose `for` runs out, is
+//! seen within a second.
 //!
-//! ## Once per crossing
+//! ## The default rule
 //!
-//! An alert fires when the rate goes *above* the threshold, and not again
-//! while it stays there; when the rate comes back to the threshold or below,
-//! one "back to normal" line is printed. So a storm of errors gives exactly
-//! two lines, however long it lasts.
+//! The seed's rule is always there, named `error-rate`: more than
+//! `--alert-threshold` (default 10) error events in the last minute
+//! (`count(error [1m]) > 10`, over `error` samples: the seed's `Error`
+//! metrics, from any source). It prints the seed's lines:
 //!
 //! ```text
 //! [ALERT] Error rate: 12/min — threshold exceeded! (threshold 10/min)
 //! [ALERT] Error rate back to normal: 8/min
 //! ```
 //!
+//! Every other rule prints its name, its expression and its value:
+//!
+//! ```text
+//! [ALERT] slow-api: p99(http.server.duration{route="/api/*"} [1m]) = 312.5 > 250 for 30s — firing
+//! [ALERT] slow-api resolved: p99(http.server.duration{route="/api/*"} [1m]) = 180
+//! ```
+//!
+//! ## Once per crossing
+//!
+//! A rule fires when its condition has held for its `for` (at once without
+//! one), and not again while it holds; when it stops holding, one resolved
+//! line is printed. So a storm gives exactly two lines, however long it
+//! lasts (see [`rule_state`](super::rule_state)).
+//!
 //! ## Event time
 //!
-//! An error counts at the time it happened (its envelope's `timestamp`), not
-//! when the alerter got it: errors replayed from the event log after a
-//! restart (see [the monitor](super)) fill the window as they were, so old
-//! errors do not all count as "now" and errors older than a minute do not
-//! count at all. A timestamp in the future counts as now.
+//! A sample counts at the time it happened (its own `at_ms`, else its
+//! envelope's `timestamp`), not when the alerter got it: samples replayed
+//! from the event log after a restart (see [the monitor](super)) fill the
+//! windows as they were, so old errors do not all count as "now" and errors
+//! older than a rule's window do not count at all. A timestamp in the future
+//! counts as now. With the log the alerter replays the longest window of its
+//! rules before it goes live.
+//!
+//! ## State for the views
+//!
+//! Every rule's state (`ok`, `pending`, `firing`), value and threshold is
+//! kept in the shared state: `rules` in `/api/summary`. The default rule is
+//! also `alert` there, as before; every transition goes into `alerts`.
 //!
 //! ## Webhook
 //!
-//! With `--alert-webhook URL` each transition is also POSTed as JSON. The
-//! alerter hands it to a queue and moves on: delivery (with retry, and a
+//! With `--alert-webhook URL` each transition of every rule is also POSTed
+//! as JSON (`{"rule", "state", "value" or "rate", "threshold", "text", …}`).
+//! The alerter hands it to a queue and moves on: delivery (with retry, and a
 //! circuit breaker that stops trying a dead endpoint for a while) happens on
 //! its own task, so a slow or dead webhook never delays an alert or the bus.
 //! A full queue drops the notification and counts it.
@@ -35,37 +65,56 @@ use std::io::Write;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use busline::stream::SlidingWindow;
-use busline::{BoxError, Context, Module, RecvError, StartAt};
+use busline::{BoxError, Context, Envelope, Module, RecvError, StartAt};
 use serde::Serialize;
 use tokio::time::Instant;
 
 use super::metric::Metric;
+use super::rule::{human_duration, num, Rule};
+use super::rule_state::{Change, RuleState, RuleStatus, State};
+use super::rule_window::{Clock, RuleWindow};
 use super::webhook::Webhook;
 use super::Shared;
 
 /// A change of alert state.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 #[serde(tag = "state", rename_all = "snake_case")]
 pub enum Transition {
-    /// The rate went above the threshold.
+    /// The default rule: the error rate went above the threshold.
     Firing {
         /// Errors in the last minute.
         rate: u64,
         /// The threshold.
         threshold: u64,
     },
-    /// The rate came back to the threshold or below.
+    /// The default rule: the error rate came back to the threshold or below.
     Resolved {
         /// Errors in the last minute.
         rate: u64,
         /// The threshold.
         threshold: u64,
     },
+    /// A configured rule fired.
+    #[serde(rename = "firing")]
+    RuleFiring {
+        /// The rule's value.
+        value: f64,
+        /// Its threshold.
+        threshold: f64,
+    },
+    /// A configured rule resolved.
+    #[serde(rename = "resolved")]
+    RuleResolved {
+        /// The rule's value (none: no data in the window).
+        value: Option<f64>,
+        /// Its threshold.
+        threshold: f64,
+    },
 }
 
 impl Transition {
-    /// The line printed for it.
+    /// The default rule's line for it (a configured rule's line names the
+    /// rule: see [`line`]).
     pub fn text(&self) -> String {
         match self {
             Transition::Firing { rate, threshold } => {
@@ -74,126 +123,238 @@ impl Transition {
             Transition::Resolved { rate, .. } => {
                 format!("[ALERT] Error rate back to normal: {rate}/min")
             }
-        }
-    }
-}
-
-/// The alert state machine: fires once per crossing.
-#[derive(Debug, Clone)]
-pub struct AlertRule {
-    threshold: u64,
-    firing: bool,
-}
-
-impl AlertRule {
-    /// Alerts when the rate exceeds `threshold`.
-    pub fn new(threshold: u64) -> Self {
-        AlertRule {
-            threshold,
-            firing: false,
+            Transition::RuleFiring { value, .. } => format!("[ALERT] firing: {}", num(*value)),
+            Transition::RuleResolved { value, .. } => {
+                format!("[ALERT] resolved: {}", value.map_or("no data".into(), num))
+            }
         }
     }
 
-    /// Whether the alert is active.
+    /// Whether it is a firing.
     pub fn is_firing(&self) -> bool {
-        self.firing
-    }
-
-    /// Feeds the current rate; returns the transition, if this is one.
-    pub fn evaluate(&mut self, rate: u64) -> Option<Transition> {
-        let threshold = self.threshold;
-        match (self.firing, rate > threshold) {
-            (false, true) => {
-                self.firing = true;
-                Some(Transition::Firing { rate, threshold })
-            }
-            (true, false) => {
-                self.firing = false;
-                Some(Transition::Resolved { rate, threshold })
-            }
-            _ => None,
-        }
+        matches!(
+            self,
+            Transition::Firing { .. } | Transition::RuleFiring { .. }
+        )
     }
 }
 
-/// One line of the alert history (the web page shows them).
+/// The transition of `rule` for `change`.
+pub fn transition(rule: &Rule, change: Change) -> Transition {
+    if rule.is_default {
+        let threshold = rule.threshold as u64;
+        return match change {
+            Change::Fired(v) => Transition::Firing {
+                rate: v as u64,
+                threshold,
+            },
+            Change::Resolved(v) => Transition::Resolved {
+                rate: v.unwrap_or(0.0) as u64,
+                threshold,
+            },
+        };
+    }
+    match change {
+        Change::Fired(value) => Transition::RuleFiring {
+            value,
+            threshold: rule.threshold,
+        },
+        Change::Resolved(value) => Transition::RuleResolved {
+            value,
+            threshold: rule.threshold,
+        },
+    }
+}
+
+/// The line printed for `t`, a transition of `rule`.
+pub fn line(rule: &Rule, t: &Transition) -> String {
+    match t {
+        Transition::RuleFiring { value, .. } => {
+            let hold = if rule.hold.is_zero() {
+                String::new()
+            } else {
+                format!(" for {}", human_duration(rule.hold))
+            };
+            format!(
+                "[ALERT] {}: {} = {} {} {}{hold} — firing",
+                rule.name,
+                rule.lhs(),
+                num(*value),
+                rule.op,
+                num(rule.threshold)
+            )
+        }
+        Transition::RuleResolved { value, .. } => format!(
+            "[ALERT] {} resolved: {} = {}",
+            rule.name,
+            rule.lhs(),
+            value.map_or("no data".into(), num)
+        ),
+        seed => seed.text(),
+    }
+}
+
+/// One line of the alert history (the web page shows them; the webhook
+/// gets them).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct AlertRecord {
     /// When, Unix milliseconds.
     pub at_ms: u64,
+    /// The rule's name (`error-rate` for the default rule).
+    pub rule: String,
     /// What happened.
     #[serde(flatten)]
     pub transition: Transition,
+    /// The rule's condition.
+    pub expr: String,
     /// The printed line.
     pub text: String,
 }
 
-/// The span of the alerter's window: errors per minute.
+/// The span of the default rule's window: errors per minute.
 pub const ALERT_WINDOW: Duration = Duration::from_secs(60);
+/// How often a percentile rule is evaluated at most as samples arrive
+/// (merging its window's histograms is the costly part).
+pub const PERCENTILE_EVERY: Duration = Duration::from_millis(250);
 
-/// Counts `at` (an event's timestamp) into `window` at the matching
-/// [`Instant`]; returns false when it is already older than the window.
-pub fn record_event_time(window: &mut SlidingWindow, at: SystemTime) -> bool {
-    let age = SystemTime::now().duration_since(at).unwrap_or_default();
-    if age >= window.span() {
-        return false;
-    }
-    let now = Instant::now();
-    window.record_at(now.checked_sub(age).unwrap_or(now), 1.0);
-    true
+/// A rule with its window and state.
+struct Live {
+    rule: Rule,
+    window: RuleWindow,
+    state: RuleState,
+    value: Option<f64>,
+    /// Got samples since its last evaluation.
+    touched: bool,
+    evaluated: Option<Instant>,
 }
 
 /// The alerter module.
 #[derive(Clone)]
 pub struct Alerter {
     threshold: u64,
+    rules: Vec<Rule>,
     shared: Arc<Shared>,
     webhook: Option<Webhook>,
     warm_up: bool,
 }
 
 impl Alerter {
-    /// An alerter with the given threshold (errors per minute).
+    /// An alerter with the default rule at `threshold` errors per minute.
     pub fn new(threshold: u64, shared: Arc<Shared>, webhook: Option<Webhook>) -> Self {
         Alerter {
             threshold,
+            rules: Vec::new(),
             shared,
             webhook,
             warm_up: false,
         }
     }
 
-    /// Starts with the errors of the last minute in the bus's event store
+    /// With the configured rules too (beside the default one).
+    pub fn rules(mut self, rules: Vec<Rule>) -> Self {
+        self.rules = rules;
+        self
+    }
+
+    /// Starts with the metrics of the longest window in the bus's event store
     /// (the bus must persist `metrics.>`).
     pub fn warm_up(mut self) -> Self {
         self.warm_up = true;
         self
     }
 
-    fn emit(&mut self, t: Transition) {
-        let text = t.text();
+    fn emit(&self, rule: &Rule, t: Transition) {
+        let text = line(rule, &t);
         {
             let mut out = std::io::stdout().lock();
             writeln!(out, "{text}").ok();
             out.flush().ok();
         }
-        metrics::counter!("busline_monitor_alerts_total", "state" => match t {
-            Transition::Firing { .. } => "firing",
-            Transition::Resolved { .. } => "resolved",
-        })
+        metrics::counter!("busline_monitor_alerts_total",
+            "rule" => rule.name.clone(),
+            "state" => if t.is_firing() { "firing" } else { "resolved" })
         .increment(1);
         let record = AlertRecord {
-            at_ms: SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map(|d| d.as_millis() as u64)
-                .unwrap_or(0),
+            at_ms: unix_ms(),
+            rule: rule.name.clone(),
             transition: t,
+            expr: rule.expr(),
             text,
         };
         if let Some(w) = &self.webhook {
             w.notify(&record);
         }
         self.shared.push_alert(record);
+    }
+
+    /// Counts the samples of `env` into the windows of the rules they match.
+    fn take(live: &mut [Live], env: &Envelope<Metric>) {
+        let source = env.payload.source();
+        let clock = Clock::now();
+        let samples = env.payload.samples();
+        for s in samples.iter() {
+            let mut when = None;
+            for l in live.iter_mut() {
+                if !l.rule.selector.matches(source, s) {
+                    continue;
+                }
+                let at = *when.get_or_insert_with(|| {
+                    clock.instant(match s.at_ms {
+                        Some(ms) => UNIX_EPOCH + Duration::from_millis(ms),
+                        None => env.timestamp,
+                    })
+                });
+                let Some(at) = at else {
+                    break; // older than any window
+                };
+                if l.window.record_at(source, s, at, clock.now) {
+                    l.touched = true;
+                }
+            }
+        }
+    }
+
+    /// Evaluates the rules (all of them, or those that got samples), prints
+    /// and sends their transitions, and shows their state.
+    fn evaluate(&self, live: &mut [Live], all: bool) {
+        let now = Instant::now();
+        let now_ms = unix_ms();
+        let mut changed = Vec::new();
+        for (i, l) in live.iter_mut().enumerate() {
+            let due = all
+                || (l.touched
+                    && (l.rule.function.quantile().is_none()
+                        || l.evaluated.is_none_or(|t| now - t >= PERCENTILE_EVERY)));
+            if !due {
+                continue;
+            }
+            l.touched = false;
+            l.evaluated = Some(now);
+            l.value = l.window.value();
+            if let Some(change) = l.state.step(&l.rule, l.value, now_ms) {
+                self.emit(&l.rule, transition(&l.rule, change));
+            }
+            if l.rule.is_default {
+                let firing = l.state.state() == State::Firing;
+                self.shared
+                    .set_alert_rate(l.value.unwrap_or(0.0) as u64, firing);
+            }
+            changed.push(i);
+        }
+        if changed.is_empty() {
+            return;
+        }
+        self.shared.update_rules(|statuses| {
+            for i in changed {
+                let (Some(s), Some(l)) = (statuses.get_mut(i), live.get(i)) else {
+                    continue;
+                };
+                s.state = l.state.state();
+                s.value = l.value;
+                s.since_ms = l.state.since_ms();
+                s.overflow = l.window.overflow;
+            }
+        });
     }
 }
 
@@ -206,22 +367,41 @@ impl Module<Metric> for Alerter {
         "alerter"
     }
 
-    /// Watches errors until shutdown.
+    /// Watches every metric until shutdown.
     async fn run(&mut self, ctx: Context<Metric>) -> Result<(), BoxError> {
-        let mut builder = ctx.subscriber("metrics.*.error").lossless(1024);
+        let now_ms = unix_ms();
+        let mut live: Vec<Live> = std::iter::once(Rule::default_errors(self.threshold))
+            .chain(self.rules.iter().cloned())
+            .map(|rule| Live {
+                window: RuleWindow::new(&rule),
+                state: RuleState::new(now_ms),
+                value: None,
+                touched: false,
+                evaluated: None,
+                rule,
+            })
+            .collect();
+        self.shared.update_rules(|s| {
+            *s = live
+                .iter()
+                .map(|l| RuleStatus::new(&l.rule, now_ms))
+                .collect()
+        });
+        let mut builder = ctx.subscriber("metrics.>").lossless(1024);
         if self.warm_up {
-            let since = SystemTime::now()
-                .checked_sub(ALERT_WINDOW)
-                .unwrap_or(UNIX_EPOCH);
+            let longest = live
+                .iter()
+                .map(|l| l.rule.window)
+                .max()
+                .unwrap_or(ALERT_WINDOW);
+            let since = SystemTime::now().checked_sub(longest).unwrap_or(UNIX_EPOCH);
             builder = builder.from(StartAt::Time(since));
         }
-        let mut errors = builder.subscribe()?;
-        let mut window = SlidingWindow::new(ALERT_WINDOW);
-        let mut rule = AlertRule::new(self.threshold);
-        let mut tick = tokio::time::interval(Duration::from_millis(250));
+        let mut metrics = builder.subscribe()?;
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            tokio::select! {
+            let all = tokio::select! {
                 biased;
                 _ = ctx.shutdown_requested() => {
                     // Alerts on their way to the webhook get a moment to arrive.
@@ -230,197 +410,35 @@ impl Module<Metric> for Alerter {
                     }
                     return Ok(());
                 }
-                r = errors.recv() => match r {
+                r = metrics.recv() => match r {
                     Ok(env) => {
-                        record_event_time(&mut window, env.timestamp);
+                        Self::take(&mut live, &env);
                         // Everything ready too (a replay after a restart comes
-                        // at once): the rule sees the whole minute, not the
+                        // at once): the rules see the whole window, not the
                         // first few of it.
-                        // (At most a batch: shutdown and the rule get their turn.)
+                        // (At most a batch: shutdown and the rules get their turn.)
                         for _ in 0..4096 {
-                            let Ok(Some(env)) = errors.try_recv() else { break };
-                            record_event_time(&mut window, env.timestamp);
+                            let Ok(Some(env)) = metrics.try_recv() else { break };
+                            Self::take(&mut live, &env);
                         }
+                        false
                     }
                     Err(RecvError::Closed) => return Ok(()),
                     Err(e) => return Err(e.into()),
                 },
-                _ = tick.tick() => {}
-            }
-            let rate = window.count();
-            if let Some(t) = rule.evaluate(rate) {
-                self.emit(t);
-            }
-            self.shared.set_alert_rate(rate, rule.is_firing());
+                _ = tick.tick() => true,
+            };
+            self.evaluate(&mut live, all);
         }
     }
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn fires_once_per_crossing() {
-        let mut rule = AlertRule::new(10);
-        let seq = [0, 5, 10, 11, 12, 30, 11, 10, 9, 10, 11, 11];
-        let got: Vec<_> = seq.iter().filter_map(|&r| rule.evaluate(r)).collect();
-        assert_eq!(
-            got,
-            vec![
-                Transition::Firing {
-                    rate: 11,
-                    threshold: 10
-                },
-                Transition::Resolved {
-                    rate: 10,
-                    threshold: 10
-                },
-                Transition::Firing {
-                    rate: 11,
-                    threshold: 10
-                },
-            ]
-        );
-        assert_eq!(
-            got[0].text(),
-            "[ALERT] Error rate: 11/min — threshold exceeded! (threshold 10/min)"
-        );
-        assert_eq!(got[1].text(), "[ALERT] Error rate back to normal: 10/min");
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn the_module_fires_once_then_recovers() {
-        use super::super::config::{MonitorArgs, Settings};
-        use busline::Bus;
-
-        let bus = Bus::<Metric>::new();
-        let settings = Settings::resolve(&MonitorArgs::default()).unwrap();
-        let shared = Arc::new(Shared::new(&settings));
-        let ctx = Context::detached("alerter", bus.clone());
-        let stop = ctx.shutdown_token();
-        let mut alerter = Alerter::new(10, shared.clone(), None);
-        let task = tokio::spawn(async move { alerter.run(ctx).await });
-        while bus.stats().subscriber("alerter").is_none() {
-            tokio::task::yield_now().await;
-        }
-        let error = || Metric::Error {
-            source: "db".into(),
-            message: "down".into(),
-        };
-        for _ in 0..30 {
-            bus.publish(error()).await.unwrap();
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        let alerts = shared.alerts();
-        assert_eq!(alerts.len(), 1, "{alerts:?}");
-        assert_eq!(
-            alerts[0].transition,
-            Transition::Firing {
-                rate: 11,
-                threshold: 10
-            }
-        );
-        // A minute later the errors have left the window: one recovery line.
-        tokio::time::sleep(Duration::from_secs(61)).await;
-        let alerts = shared.alerts();
-        assert_eq!(alerts.len(), 2, "{alerts:?}");
-        // (Checked every 250 ms while errors left every 100 ms: at or just below.)
-        assert!(
-            matches!(alerts[1].transition, Transition::Resolved { rate, .. } if (8..=10).contains(&rate)),
-            "{alerts:?}"
-        );
-        stop.cancel();
-        task.await.unwrap().unwrap();
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn errors_count_at_their_event_time() {
-        let mut w = SlidingWindow::new(ALERT_WINDOW);
-        let now = SystemTime::now();
-        assert!(!record_event_time(&mut w, now - Duration::from_secs(61)));
-        assert!(record_event_time(&mut w, now - Duration::from_secs(50)));
-        assert!(record_event_time(&mut w, now - Duration::from_secs(5)));
-        assert!(record_event_time(&mut w, now + Duration::from_secs(5)));
-        assert_eq!(w.count(), 3);
-        // The 50 s old one leaves the window 10 s later, not a minute later.
-        tokio::time::advance(Duration::from_secs(11)).await;
-        assert_eq!(w.count(), 2);
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_restart_replays_the_last_minute_at_event_time() {
-        use super::super::config::{MonitorArgs, Settings};
-        use busline::store::MemoryStore;
-        use busline::Bus;
-
-        let bus = Bus::<Metric>::new();
-        bus.persist("metrics.>", Arc::new(MemoryStore::new()))
-            .unwrap();
-        let error = || Metric::Error {
-            source: "db".into(),
-            message: "down".into(),
-        };
-        let now = SystemTime::now();
-        // 20 errors two minutes ago (too old to count), 4 ten seconds ago.
-        for i in 0..24 {
-            let ago = if i < 20 { 120 } else { 10 };
-            bus.send(
-                error()
-                    .message("db-sim")
-                    .timestamp(now - Duration::from_secs(ago)),
-            )
-            .await
-            .unwrap();
-        }
-        let settings = Settings::resolve(&MonitorArgs::default()).unwrap();
-        let shared = Arc::new(Shared::new(&settings));
-        let ctx = Context::detached("alerter", bus.clone());
-        let stop = ctx.shutdown_token();
-        let mut alerter = Alerter::new(3, shared.clone(), None).warm_up();
-        let task = tokio::spawn(async move { alerter.run(ctx).await });
-        while shared.alert_rate.load(std::sync::atomic::Ordering::Relaxed) < 4 {
-            tokio::time::sleep(Duration::from_millis(250)).await;
-        }
-        // The 4 recent ones fire (4 > 3); the old 20 never counted.
-        let alerts = shared.alerts();
-        assert_eq!(alerts.len(), 1, "{alerts:?}");
-        tokio::time::sleep(Duration::from_secs(5)).await;
-        assert_eq!(
-            shared.alert_rate.load(std::sync::atomic::Ordering::Relaxed),
-            4
-        );
-        // They happened 10 s before the start: gone 50 s after it.
-        tokio::time::sleep(Duration::from_secs(46)).await;
-        assert_eq!(
-            shared.alert_rate.load(std::sync::atomic::Ordering::Relaxed),
-            0
-        );
-        assert_eq!(shared.alerts().len(), 2);
-        stop.cancel();
-        task.await.unwrap().unwrap();
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn storm_then_calm() {
-        // 2 errors/s for 30 s, then nothing: one alert, one recovery.
-        let mut w = SlidingWindow::new(Duration::from_secs(60));
-        let mut rule = AlertRule::new(10);
-        let mut seen = Vec::new();
-        for step in 0..(200 * 4) {
-            if step < 30 * 4 && step % 2 == 0 {
-                w.incr();
-            }
-            if let Some(t) = rule.evaluate(w.count()) {
-                seen.push((step / 4, t));
-            }
-            tokio::time::advance(Duration::from_millis(250)).await;
-        }
-        assert_eq!(seen.len(), 2, "{seen:?}");
-        assert!(matches!(seen[0].1, Transition::Firing { rate: 11, .. }));
-        assert_eq!(seen[0].0, 5); // the 11th error, at 5 s
-        assert!(matches!(seen[1].1, Transition::Resolved { rate: 10, .. }));
-        // The 11th-last error (at 24.5 s) leaves the window at 84.5 s.
-        assert_eq!(seen[1].0, 84);
-    }
-}
+mod tests;

@@ -17,7 +17,16 @@
 //! modules = "dashboard,logger,alerter,web"
 //! nats = "nats://127.0.0.1:4222"
 //! nats-creds = "/etc/busline/monitor.creds"
+//!
+//! [[alert]]                 # alert rules, beside the default error-rate one
+//! name = "slow-api"
+//! metric = "http.server.duration"
+//! function = "p99"
+//! window = "1m"
+//! threshold = 250
 //! ```
+//!
+//! See [`rule`](super::rule) for the keys of an `[[alert]]` table.
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -27,6 +36,8 @@ use anyhow::{bail, Context as _, Result};
 use clap::Args;
 use serde::Deserialize;
 
+use super::rule::{parse_rules, Rule};
+
 /// The default address of the web dashboard.
 pub const DEFAULT_WEB: &str = "127.0.0.1:7878";
 
@@ -34,7 +45,8 @@ pub const DEFAULT_WEB: &str = "127.0.0.1:7878";
 #[derive(Debug, Clone, Default, Args)]
 pub struct MonitorArgs {
     /// A TOML file setting any of these options (keys as the option names,
-    /// e.g. `interval-ms = 50`); options given here override it.
+    /// e.g. `interval-ms = 50`) and alert rules (`[[alert]]` tables);
+    /// options given here override it.
     #[arg(long, value_name = "PATH")]
     pub config: Option<PathBuf>,
     /// How often each simulated service emits a metric [default: 100].
@@ -43,7 +55,8 @@ pub struct MonitorArgs {
     /// Probability (0-1) that a simulated metric is an error [default: 0.05].
     #[arg(long, value_name = "P")]
     pub error_rate: Option<f64>,
-    /// Alert when errors in the last minute exceed this [default: 10].
+    /// Alert when errors in the last minute exceed this (the default alert
+    /// rule) [default: 10].
     #[arg(long, value_name = "N")]
     pub alert_threshold: Option<u64>,
     /// Also POST alerts as JSON to this URL (with retry and a circuit breaker).
@@ -167,6 +180,8 @@ struct FileConfig {
     nats_nkey: Option<String>,
     nats_ca: Option<PathBuf>,
     nats_core: Option<bool>,
+    #[serde(default)]
+    alert: Vec<toml::Table>,
 }
 
 /// Everything the monitor runs with, checked.
@@ -178,6 +193,8 @@ pub struct Settings {
     pub error_rate: f64,
     /// Errors per minute above which the alerter fires.
     pub alert_threshold: u64,
+    /// The alert rules of the config file (the default rule aside).
+    pub alert_rules: Vec<Rule>,
     /// Where alerts are POSTed, if anywhere.
     pub alert_webhook: Option<String>,
     /// The JSON Lines log file, or stdout when `None`.
@@ -320,6 +337,10 @@ impl Settings {
         if !(0.0..=1.0).contains(&error_rate) {
             bail!("error-rate {error_rate} is not a probability: expected a number from 0 to 1");
         }
+        let alert_rules = parse_rules(&file.alert).map_err(|e| match &args.config {
+            Some(p) => anyhow::anyhow!("config file {}: {e}", p.display()),
+            None => e,
+        })?;
         let alert_webhook = args.alert_webhook.clone().or(file.alert_webhook);
         if let Some(url) = &alert_webhook {
             let parsed = reqwest::Url::parse(url)
@@ -457,6 +478,7 @@ impl Settings {
             interval: Duration::from_millis(interval_ms),
             error_rate,
             alert_threshold: args.alert_threshold.or(file.alert_threshold).unwrap_or(10),
+            alert_rules,
             alert_webhook,
             log_file: args.log_file.clone().or(file.log_file),
             web,
@@ -478,12 +500,41 @@ fn load(path: &Path) -> Result<FileConfig> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read config file {}", path.display()))?;
     toml::from_str(&text).map_err(|e| {
+        let rule = e
+            .span()
+            .and_then(|span| alert_rule_at(&text, span.start))
+            .map(|n| format!(" (in alert rule #{n})"))
+            .unwrap_or_default();
         anyhow::anyhow!(
-            "config file {}: {}",
+            "config file {}{rule}: {}",
             path.display(),
             e.to_string().trim_end()
         )
     })
+}
+
+/// The number of the `[[alert]]` table (from 1) that byte `at` of `text`
+/// is in, if it is in one.
+fn alert_rule_at(text: &str, at: usize) -> Option<usize> {
+    let mut rule = None;
+    let mut n = 0;
+    let mut offset = 0;
+    for line in text.split_inclusive('\n') {
+        if offset > at {
+            break;
+        }
+        let t = line.trim();
+        if t.starts_with('[') {
+            rule = None;
+            let array = t.strip_prefix("[[").and_then(|h| h.split("]]").next());
+            if array.map(str::trim) == Some("alert") {
+                n += 1;
+                rule = Some(n);
+            }
+        }
+        offset += line.len();
+    }
+    rule
 }
 
 /// `host:port`, where host is an IP address or `localhost`.
@@ -619,6 +670,46 @@ mod tests {
         assert_eq!(s.interval, Duration::from_millis(50));
         assert_eq!(s.alert_threshold, 7);
         assert_eq!(s.error_rate, 0.5);
+    }
+
+    #[test]
+    fn alert_rules_come_from_the_file_and_their_errors_name_rule_and_key() {
+        let rule = "[[alert]]\nname = \"slow\"\nmetric = \"api.latency\"\nfunction = \"p99\"\nthreshold = 250\n";
+        let s = with_file(&format!("interval-ms = 50\n{rule}"), MonitorArgs::default()).unwrap();
+        assert_eq!(s.alert_rules.len(), 1);
+        assert_eq!(s.alert_rules[0].expr(), "p99(api.latency [1m]) > 250");
+        let bad = |text: &str| {
+            with_file(text, MonitorArgs::default())
+                .unwrap_err()
+                .to_string()
+        };
+        // A key the rule does not know, a function, a window.
+        let e = bad(&format!("{rule}[[alert]]\nname = \"b\"\nmetric = \"x\"\nfunction = \"max\"\nthreshold = 1\ntreshold = 2\n"));
+        assert!(
+            e.contains(
+                "monitor.toml: alert rule #2 (\"b\"): key `treshold`: unknown field `treshold`"
+            ),
+            "{e}"
+        );
+        let e = bad(&rule.replace("p99", "p95"));
+        assert!(
+            e.contains("alert rule #1 (\"slow\"): key `function`: unknown function \"p95\""),
+            "{e}"
+        );
+        // TOML that does not parse: the rule's number and the line.
+        let e = bad(&format!("{rule}[[alert]]\nname = \"b\"\nthreshold = \n"));
+        assert!(
+            e.contains("(in alert rule #2)") && e.contains("threshold ="),
+            "{e}"
+        );
+        let e = bad("interval-ms = \n[[alert]]\nname = \"b\"\n");
+        assert!(!e.contains("alert rule"), "{e}");
+        let text = "[[alert]]\na\n[[ alert ]] # x\nb\n[x]\nc\n";
+        assert_eq!(alert_rule_at(text, text.find('a').unwrap()), Some(1));
+        assert_eq!(alert_rule_at(text, text.find('b').unwrap()), Some(2));
+        assert_eq!(alert_rule_at(text, text.find('c').unwrap()), None);
+        let text = "[[alert]]\na\n[[alerts]]\nb\n";
+        assert_eq!(alert_rule_at(text, text.find('b').unwrap()), None);
     }
 
     #[test]

@@ -9,8 +9,11 @@
 //!
 //! - the body is JSON, an object or a non-empty array of at most
 //!   [`MAX_EVENTS`] objects;
-//! - `type` is `request`, `db_query` or `error`, and every field of that type
-//!   is present with the right JSON type, and no other field is;
+//! - `type` is `request`, `db_query`, `error` or `samples`, and every field
+//!   of that type is present with the right JSON type, and no other field is;
+//! - `samples` (the generic form, see [`sample`](super::sample)):
+//!   `{"type":"samples","source":"web","samples":[{"name":"queue.depth","kind":"gauge","value":3}]}`,
+//!   1 to [`MAX_EVENTS`] samples of one metric name with finite values;
 //! - `path` starts with `/`; `latency_ms`/`duration_ms` are finite, `>= 0` and
 //!   at most an hour; `status` is 100–599 (default 200); `source` is one topic
 //!   token (letters, digits, `-`, `_`); texts are non-empty and bounded.
@@ -25,6 +28,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::metric::Metric;
+use super::sample::{topic_of, Sample, Value as SampleValue};
 
 /// The most events one request may carry.
 pub const MAX_EVENTS: usize = 1000;
@@ -211,16 +215,84 @@ pub fn parse_event(value: Value) -> Result<Metric, IngestError> {
                 message: e.message,
             }
         }
+        "samples" => samples(fields(rest)?)?,
         other => {
             return Err(IngestError::new(
                 Some("type"),
                 format!(
-                    "unknown event type {other:?}; expected one of `request`, `db_query`, `error`"
+                    "unknown event type {other:?}; expected one of `request`, `db_query`, `error`, `samples`"
                 ),
             ))
         }
     };
     Ok(metric)
+}
+
+/// The generic form: `{"type":"samples","source":"web","samples":[{"name":…,"kind":…,"value":…}]}`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SamplesIn {
+    source: String,
+    samples: Vec<Sample>,
+}
+
+/// Checks a generic samples event: a source, 1 to [`MAX_EVENTS`] samples
+/// of one metric name (one topic), named, with finite values.
+fn samples(s: SamplesIn) -> Result<Metric, IngestError> {
+    let bad = |field: String, reason: String| Err(IngestError::new(Some(&field), reason));
+    if s.source.trim().is_empty() || s.source.len() > 64 || s.source.chars().any(char::is_control) {
+        return bad(
+            "source".into(),
+            "use 1-64 characters naming the service".into(),
+        );
+    }
+    if s.samples.is_empty() || s.samples.len() > MAX_EVENTS {
+        return bad(
+            "samples".into(),
+            format!("{} samples; send 1 to {MAX_EVENTS}", s.samples.len()),
+        );
+    }
+    let topic = topic_of(&s.source, &s.samples[0].name);
+    for (i, x) in s.samples.iter().enumerate() {
+        text(&format!("samples[{i}].name"), &x.name)?;
+        if topic_of(&s.source, &x.name) != topic {
+            return bad(
+                format!("samples[{i}].name"),
+                format!(
+                    "{:?} is another metric than {:?}: send one event per metric name",
+                    x.name, s.samples[0].name
+                ),
+            );
+        }
+        let finite = match &x.value {
+            SampleValue::Counter { value }
+            | SampleValue::Gauge { value }
+            | SampleValue::GaugeDelta { value } => value.is_finite(),
+            SampleValue::Observation { value, weight } => {
+                value.is_finite() && weight.is_finite() && *weight > 0.0
+            }
+            SampleValue::Histogram { bounds, counts, .. } => {
+                if counts.len() != bounds.len() + 1 {
+                    return bad(
+                        format!("samples[{i}].counts"),
+                        "expected one more count than bounds".into(),
+                    );
+                }
+                bounds.iter().all(|b| b.is_finite())
+            }
+            SampleValue::Set { .. } | SampleValue::Error { .. } => true,
+        };
+        if !finite {
+            return bad(
+                format!("samples[{i}].value"),
+                "expected finite numbers (and a weight > 0)".into(),
+            );
+        }
+    }
+    Ok(Metric::Samples {
+        source: s.source,
+        samples: s.samples,
+    })
 }
 
 /// Deserializes the fields of one event type, naming the field on error.
@@ -462,6 +534,49 @@ mod tests {
             "{e}"
         );
         assert!(e.to_string().starts_with("event 1: field `query`"), "{e}");
+    }
+
+    #[test]
+    fn the_generic_samples_form() {
+        let ok = parse_events(
+            br#"{"type":"samples","source":"worker","samples":[
+                {"name":"queue.depth","kind":"gauge","value":3,"labels":{"q":"mail"}},
+                {"name":"queue.depth","kind":"gauge","value":4}]}"#,
+        )
+        .unwrap();
+        assert!(
+            matches!(&ok[0], Metric::Samples { source, samples } if source == "worker" && samples.len() == 2)
+        );
+        for (body, field) in [
+            (r#"{"type":"samples","source":"w","samples":[]}"#, "samples"),
+            (
+                r#"{"type":"samples","source":"","samples":[{"name":"a","kind":"gauge","value":1}]}"#,
+                "source",
+            ),
+            (
+                r#"{"type":"samples","source":"w","samples":[{"name":"a","kind":"gauge","value":1},{"name":"b","kind":"gauge","value":1}]}"#,
+                "samples[1].name",
+            ),
+            (
+                r#"{"type":"samples","source":"w","samples":[{"name":"","kind":"gauge","value":1}]}"#,
+                "samples[0].name",
+            ),
+            (
+                r#"{"type":"samples","source":"w","samples":[{"name":"h","kind":"histogram","bounds":[1],"counts":[1]}]}"#,
+                "samples[0].counts",
+            ),
+            (
+                r#"{"type":"samples","source":"w","samples":[{"name":"o","kind":"observation","value":1,"weight":0}]}"#,
+                "samples[0].value",
+            ),
+        ] {
+            let e = err(body);
+            assert_eq!(e.field.as_deref(), Some(field), "{body}: {e}");
+        }
+        let e = err(
+            r#"{"type":"samples","source":"w","samples":[{"name":"a","kind":"nope","value":1}]}"#,
+        );
+        assert!(e.to_string().contains("nope"), "{e}");
     }
 
     #[test]

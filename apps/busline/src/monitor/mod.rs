@@ -7,7 +7,7 @@
 //! | `web-sim`, `db-sim` | — | — | publish simulated requests, queries and errors |
 //! | `logger` | `metrics.>` | lossless | writes every metric (stdout or JSON Lines) |
 //! | `dashboard` | `metrics.>` | lossy | prints a 1 s summary; feeds the web page |
-//! | `alerter` | `metrics.*.error` | lossless | errors/min over a threshold → `[ALERT]`, webhook |
+//! | `alerter` | `metrics.>` | lossless | alert rules (the default: errors/min over a threshold) → `[ALERT]`, webhook |
 //! | `web` | — | — | the page, SSE, `/api/events` (publishes as `api`), `/metrics` |
 //! | `nats` | — | — | with `--nats`: the bus's link to the other processes ([`nats`]) |
 //!
@@ -41,7 +41,8 @@
 //! ## Warm-up after a restart
 //!
 //! With the log, the dashboard and the alerter subscribe from the last
-//! minute of it (`StartAt::Time(now - 60 s)`): they replay it, then go live
+//! minute of it (`StartAt::Time(now - 60 s)`; the alerter from its longest
+//! rule window): they replay it, then go live
 //! with no gap and no duplicate. Replayed events count at their own
 //! timestamps (see [`alerter`] and [`dashboard`]): a restart neither loses
 //! the errors of the minute before nor counts them all as "now". The logger
@@ -71,8 +72,12 @@ pub mod logger;
 pub mod metric;
 pub mod nats;
 pub mod publishers;
+pub mod rule;
+pub mod rule_state;
+pub mod rule_window;
 #[allow(dead_code)] // TEMP: used once the listeners land
 pub mod sample;
+pub mod selector;
 pub mod web;
 pub mod webhook;
 
@@ -123,6 +128,8 @@ pub struct Shared {
     webhook: Mutex<Option<Webhook>>,
     alert_rate: AtomicU64,
     firing: AtomicBool,
+    /// Every alert rule's state (the alerter keeps it).
+    rules: Mutex<Vec<rule_state::RuleStatus>>,
     /// Events accepted by `POST /api/events`.
     pub ingested: AtomicU64,
     /// Requests to `POST /api/events` refused.
@@ -155,6 +162,7 @@ impl Shared {
             webhook: Mutex::new(None),
             alert_rate: AtomicU64::new(0),
             firing: AtomicBool::new(false),
+            rules: Mutex::new(Vec::new()),
             ingested: AtomicU64::new(0),
             rejected: AtomicU64::new(0),
             ingest: ingest_status::IngestStatus::default(),
@@ -244,6 +252,16 @@ impl Shared {
         self.firing.store(firing, Ordering::Relaxed);
     }
 
+    /// Every alert rule's state, in the config's order (the default first).
+    pub fn rules(&self) -> Vec<rule_state::RuleStatus> {
+        self.rules.lock().clone()
+    }
+
+    /// Changes the rules' states (from the alerter).
+    pub fn update_rules(&self, f: impl FnOnce(&mut Vec<rule_state::RuleStatus>)) {
+        f(&mut self.rules.lock());
+    }
+
     /// Hands the monitor's own counters to the `metrics` facade.
     pub fn export_metrics(&self) {
         metrics::counter!("busline_monitor_ingested_total")
@@ -258,6 +276,11 @@ impl Shared {
             },
         );
         metrics::gauge!("busline_monitor_alert_threshold").set(self.threshold as f64);
+        for r in self.rules.lock().iter() {
+            let firing = r.state == rule_state::State::Firing;
+            metrics::gauge!("busline_monitor_rule_firing", "rule" => r.name.clone())
+                .set(if firing { 1.0 } else { 0.0 });
+        }
         metrics::gauge!("busline_monitor_uptime_seconds").set(self.started.elapsed().as_secs_f64());
         if let Some(w) = &*self.webhook.lock() {
             let s = w.snapshot();
@@ -316,6 +339,7 @@ impl Shared {
                 "firing": self.firing.load(Ordering::Relaxed),
             },
             "alerts": alerts,
+            "rules": self.rules(),
             "recent_errors": self.errors.lock().iter().rev().cloned().collect::<Vec<_>>(),
             "bus": bus.stats(),
             "modules": modules,
@@ -473,7 +497,8 @@ async fn run_async(settings: Settings, store: Option<Arc<LogStore<Metric>>>) -> 
         rt.add(dash);
     }
     if modules.alerter {
-        let mut alert = alerter::Alerter::new(settings.alert_threshold, shared.clone(), hook);
+        let mut alert = alerter::Alerter::new(settings.alert_threshold, shared.clone(), hook)
+            .rules(settings.alert_rules.clone());
         if warm_up {
             alert = alert.warm_up();
         }

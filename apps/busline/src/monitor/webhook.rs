@@ -242,6 +242,8 @@ mod tests {
     fn alert() -> AlertRecord {
         AlertRecord {
             at_ms: 0,
+            rule: "error-rate".into(),
+            expr: "count(error [1m]) > 10".into(),
             transition: Transition::Firing {
                 rate: 11,
                 threshold: 10,

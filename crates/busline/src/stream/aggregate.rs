@@ -97,27 +97,47 @@ impl Aggregate {
     /// Records one value. NaN is not counted (it is reported in
     /// [`Summary::nan`]); a negative value is counted but cannot be ranked.
     pub fn record(&mut self, value: f64) {
-        if value.is_nan() {
-            self.nan += 1;
+        self.record_n(value, 1);
+    }
+
+    /// Records `value` as `n` values at the cost of one: a weighted value,
+    /// or the count of a bucket of a histogram made elsewhere.
+    ///
+    /// ```
+    /// use busline::stream::Aggregate;
+    /// let mut a = Aggregate::new();
+    /// a.record_n(10.0, 9);
+    /// a.record(1000.0);
+    /// let s = a.summary();
+    /// assert_eq!((s.count, s.sum), (10, 1090.0));
+    /// let p50 = s.p50.unwrap();
+    /// assert!((p50 - 10.0).abs() <= 10.0 * 0.001, "{p50}"); // within 0.1%
+    /// ```
+    pub fn record_n(&mut self, value: f64, n: u64) {
+        if n == 0 {
             return;
         }
-        self.count += 1;
-        self.sum += value;
+        if value.is_nan() {
+            self.nan += n;
+            return;
+        }
+        self.count += n;
+        self.sum += value * n as f64;
         self.min = self.min.min(value);
         self.max = self.max.max(value);
         if value < 0.0 || !value.is_finite() {
-            self.unranked += 1;
+            self.unranked += n;
             return;
         }
         let scaled = (value / RESOLUTION).round();
         // Past what the histogram can hold (2^63 units): counted, not ranked
         // (it was ranked as that limit, far below its real value).
         if scaled >= (1u64 << 63) as f64 {
-            self.unranked += 1;
+            self.unranked += n;
             return;
         }
-        if self.hist.record(scaled as u64).is_err() {
-            self.unranked += 1;
+        if self.hist.record_n(scaled as u64, n).is_err() {
+            self.unranked += n;
         }
     }
 
@@ -226,6 +246,20 @@ mod tests {
         assert!((s.p50.unwrap() - 49.9).abs() < 0.1, "{s:?}");
         assert!((s.p90.unwrap() - 89.9).abs() < 0.1, "{s:?}");
         assert!((s.p99.unwrap() - 98.9).abs() < 0.1, "{s:?}");
+    }
+
+    #[test]
+    fn record_n_is_n_records() {
+        let mut one_by_one = Aggregate::new();
+        let mut at_once = Aggregate::new();
+        for (v, n) in [(1.5, 3), (20.0, 1000), (-2.0, 2), (f64::NAN, 4), (7.0, 0)] {
+            for _ in 0..n {
+                one_by_one.record(v);
+            }
+            at_once.record_n(v, n);
+        }
+        assert_eq!(one_by_one.summary(), at_once.summary());
+        assert_eq!(at_once.summary().count, 1005);
     }
 
     #[test]
