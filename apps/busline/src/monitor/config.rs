@@ -17,6 +17,7 @@
 //! modules = "dashboard,logger,alerter,web"
 //! nats = "nats://127.0.0.1:4222"
 //! nats-creds = "/etc/busline/monitor.creds"
+//! max-series = 10000
 //! ```
 
 use std::net::{IpAddr, SocketAddr};
@@ -135,6 +136,10 @@ pub struct MonitorArgs {
     /// Core NATS (at-most-once, nothing stored) instead of JetStream.
     #[arg(long)]
     pub nats_core: bool,
+    /// Keep at most this many series (source, name, labels); samples of
+    /// new series beyond it are counted as overflow and shown [default: 10000].
+    #[arg(long, value_name = "N")]
+    pub max_series: Option<usize>,
 }
 
 /// The file form of [`MonitorArgs`].
@@ -167,6 +172,7 @@ struct FileConfig {
     nats_nkey: Option<String>,
     nats_ca: Option<PathBuf>,
     nats_core: Option<bool>,
+    max_series: Option<usize>,
 }
 
 /// Everything the monitor runs with, checked.
@@ -204,6 +210,8 @@ pub struct Settings {
     pub modules: Modules,
     /// The NATS connection, if any.
     pub nats: Option<NatsSettings>,
+    /// The most series the store keeps.
+    pub max_series: usize,
 }
 
 /// Which modules a process runs (`--modules`).
@@ -453,7 +461,15 @@ impl Settings {
                 })
             }
         };
+        let max_series = args
+            .max_series
+            .or(file.max_series)
+            .unwrap_or(super::series::DEFAULT_MAX_SERIES);
+        if max_series == 0 {
+            bail!("max-series must be at least 1");
+        }
         Ok(Settings {
+            max_series,
             interval: Duration::from_millis(interval_ms),
             error_rate,
             alert_threshold: args.alert_threshold.or(file.alert_threshold).unwrap_or(10),

@@ -441,7 +441,13 @@ impl Module<Metric> for Dashboard {
                     }
                     let summary = agg.tick(secs);
                     summary_metrics(&summary);
-                    terminal.show(render(&summary));
+                    let mut text = render(&summary);
+                    text.push_str(&super::series::lines::render(
+                        self.shared.series().as_deref(),
+                        &self.shared.ingest.snapshot(),
+                        self.shared.series_missed_total(),
+                    ));
+                    terminal.show(text);
                     self.shared.push_summary(summary);
                 }
                 ev = sub.recv() => match ev {

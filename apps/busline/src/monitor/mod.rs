@@ -7,6 +7,7 @@
 //! | `web-sim`, `db-sim` | — | — | publish simulated requests, queries and errors |
 //! | `logger` | `metrics.>` | lossless | writes every metric (stdout or JSON Lines) |
 //! | `dashboard` | `metrics.>` | lossy | prints a 1 s summary; feeds the web page |
+//! | `series` | `metrics.>` | lossless | aggregates every series ([`series`]); runs with the dashboard |
 //! | `alerter` | `metrics.*.error` | lossless | errors/min over a threshold → `[ALERT]`, webhook |
 //! | `web` | — | — | the page, SSE, `/api/events` (publishes as `api`), `/metrics` |
 //! | `nats` | — | — | with `--nats`: the bus's link to the other processes ([`nats`]) |
@@ -73,6 +74,7 @@ pub mod nats;
 pub mod publishers;
 #[allow(dead_code)] // TEMP: used once the listeners land
 pub mod sample;
+pub mod series;
 pub mod web;
 pub mod webhook;
 
@@ -129,6 +131,10 @@ pub struct Shared {
     pub rejected: AtomicU64,
     /// What every ingest listener took in, refused and lost.
     pub ingest: ingest_status::IngestStatus,
+    /// The newest view of every series (from the `series` module).
+    series: Mutex<Option<Arc<series::StoreView>>>,
+    /// Events the series store missed (it subscribes lossless: stays 0).
+    series_missed: AtomicU64,
     updates: watch::Sender<u64>,
 }
 
@@ -158,6 +164,8 @@ impl Shared {
             ingested: AtomicU64::new(0),
             rejected: AtomicU64::new(0),
             ingest: ingest_status::IngestStatus::default(),
+            series: Mutex::new(None),
+            series_missed: AtomicU64::new(0),
             updates: watch::channel(0).0,
         }
     }
@@ -201,6 +209,26 @@ impl Shared {
         if q.len() > HISTORY {
             q.pop_front();
         }
+    }
+
+    /// A new view of every series (from the `series` module).
+    pub fn set_series(&self, view: Arc<series::StoreView>) {
+        *self.series.lock() = Some(view);
+    }
+
+    /// The newest view of every series, if the `series` module runs.
+    pub fn series(&self) -> Option<Arc<series::StoreView>> {
+        self.series.lock().clone()
+    }
+
+    /// Events the series store missed, in all.
+    pub fn series_missed_total(&self) -> u64 {
+        self.series_missed.load(Ordering::Relaxed)
+    }
+
+    /// Counts `n` events the series store missed.
+    pub fn series_missed(&self, n: u64) {
+        self.series_missed.fetch_add(n, Ordering::Relaxed);
     }
 
     /// The newest summary.
@@ -299,6 +327,7 @@ impl Shared {
         } else {
             serde_json::Value::Null
         };
+        let series_json = self.series();
         let mut alerts = self.alerts();
         alerts.reverse();
         alerts.truncate(50);
@@ -310,6 +339,15 @@ impl Shared {
             "ingested": self.ingested.load(Ordering::Relaxed),
             "rejected": self.rejected.load(Ordering::Relaxed),
             "ingest": self.ingest.snapshot(),
+            "series": series_json.as_ref().map(|v| &v.series),
+            "series_status": series_json.as_ref().map(|v| serde_json::json!({
+                "count": v.series.len(),
+                "overflow": v.overflow,
+                "too_old": v.too_old,
+                "bad_histograms": v.bad_histograms,
+                "forgotten": v.forgotten,
+                "missed": self.series_missed.load(Ordering::Relaxed),
+            })),
             "alert": {
                 "threshold": self.threshold,
                 "rate": self.alert_rate.load(Ordering::Relaxed),
@@ -471,6 +509,13 @@ async fn run_async(settings: Settings, store: Option<Arc<LogStore<Metric>>>) -> 
             dash = dash.warm_up();
         }
         rt.add(dash);
+    }
+    if modules.dashboard {
+        let mut feed = series::feed::SeriesFeed::new(shared.clone(), settings.max_series);
+        if warm_up {
+            feed = feed.warm_up();
+        }
+        rt.add(feed);
     }
     if modules.alerter {
         let mut alert = alerter::Alerter::new(settings.alert_threshold, shared.clone(), hook);
