@@ -140,6 +140,10 @@ pub struct MonitorArgs {
     /// new series beyond it are counted as overflow and shown [default: 10000].
     #[arg(long, value_name = "N")]
     pub max_series: Option<usize>,
+    /// A full-screen live view (series, sparklines, alerts, ingest) instead
+    /// of the plain lines; `q` quits. Needs a terminal on stdout.
+    #[arg(long)]
+    pub tui: bool,
 }
 
 /// The file form of [`MonitorArgs`].
@@ -173,6 +177,7 @@ struct FileConfig {
     nats_ca: Option<PathBuf>,
     nats_core: Option<bool>,
     max_series: Option<usize>,
+    tui: Option<bool>,
 }
 
 /// Everything the monitor runs with, checked.
@@ -212,6 +217,8 @@ pub struct Settings {
     pub nats: Option<NatsSettings>,
     /// The most series the store keeps.
     pub max_series: usize,
+    /// Whether the full-screen view runs.
+    pub tui: bool,
 }
 
 /// Which modules a process runs (`--modules`).
@@ -470,6 +477,7 @@ impl Settings {
         }
         Ok(Settings {
             max_series,
+            tui: args.tui || file.tui.unwrap_or(false),
             interval: Duration::from_millis(interval_ms),
             error_rate,
             alert_threshold: args.alert_threshold.or(file.alert_threshold).unwrap_or(10),
@@ -635,6 +643,16 @@ mod tests {
         assert_eq!(s.interval, Duration::from_millis(50));
         assert_eq!(s.alert_threshold, 7);
         assert_eq!(s.error_rate, 0.5);
+    }
+
+    #[test]
+    fn max_series_and_tui_from_the_file() {
+        let s = with_file("max-series = 50\ntui = true\n", MonitorArgs::default()).unwrap();
+        assert_eq!((s.max_series, s.tui), (50, true));
+        let s = Settings::resolve(&MonitorArgs::default()).unwrap();
+        assert_eq!((s.max_series, s.tui), (10_000, false));
+        let e = with_file("max-series = 0\n", MonitorArgs::default()).unwrap_err();
+        assert!(e.to_string().contains("max-series"), "{e}");
     }
 
     #[test]

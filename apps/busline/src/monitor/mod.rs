@@ -75,6 +75,7 @@ pub mod publishers;
 #[allow(dead_code)] // TEMP: used once the listeners land
 pub mod sample;
 pub mod series;
+pub mod tui;
 pub mod web;
 pub mod webhook;
 
@@ -546,6 +547,7 @@ async fn run_async(settings: Settings, store: Option<Arc<LogStore<Metric>>>) -> 
         };
         rt.add(link).restart(busline::Restart::Never);
     }
+    let web_url = web.as_ref().map(web::Web::url);
     if let Some(w) = web {
         println!("[web] dashboard on {}", w.url());
         rt.add(w);
@@ -599,8 +601,25 @@ async fn run_async(settings: Settings, store: Option<Arc<LogStore<Metric>>>) -> 
             say("[monitor] stopping: --duration elapsed");
         })
     });
+    let view = match settings.tui {
+        true if tui::possible() => Some(tui::Tui::start(
+            shared.clone(),
+            bus.clone(),
+            handle.clone(),
+            web_url,
+        )?),
+        true => {
+            eprintln!("[monitor] --tui needs a terminal on stdout: showing plain lines instead");
+            None
+        }
+        false => None,
+    };
     let started = Instant::now();
     let result = rt.run().await;
+    let quit = match view {
+        Some(v) => v.finish().await,
+        None => false,
+    };
     if let Some(t) = timer {
         if fired.load(Ordering::SeqCst) {
             // Its line comes before the last one (it may still be printing).
@@ -624,6 +643,7 @@ async fn run_async(settings: Settings, store: Option<Arc<LogStore<Metric>>>) -> 
         }
     };
     let why = match &report.reason {
+        StopReason::Requested if quit => "q in the terminal view".to_owned(),
         StopReason::Requested => "--duration elapsed".to_owned(),
         other => other.to_string(),
     };
