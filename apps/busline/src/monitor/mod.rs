@@ -342,6 +342,7 @@ impl Shared {
             "ingest": self.ingest.snapshot(),
             "series": series_json.as_ref().map(|v| &v.series),
             "series_status": series_json.as_ref().map(|v| serde_json::json!({
+                "at_ms": v.at_ms,
                 "count": v.series.len(),
                 "overflow": v.overflow,
                 "too_old": v.too_old,
