@@ -73,6 +73,21 @@ impl Drop for Tmux {
     }
 }
 
+/// Keeps the screen as `target/artifacts/tui.txt` (and `docs/tui.txt` with
+/// `BUSLINE_UPDATE_DOCS=1`).
+fn save(screen: &str) {
+    let target = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .parent()
+        .unwrap()
+        .join("artifacts");
+    std::fs::create_dir_all(&target).unwrap();
+    std::fs::write(target.join("tui.txt"), screen).unwrap();
+    if std::env::var_os("BUSLINE_UPDATE_DOCS").is_some() {
+        let docs = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs");
+        std::fs::write(docs.join("tui.txt"), screen).unwrap();
+    }
+}
+
 /// The table row of a series: its cells split at whitespace.
 fn row<'a>(screen: &'a str, series: &str) -> Option<Vec<&'a str>> {
     let line = screen.lines().find(|l| l.contains(series))?;
@@ -161,6 +176,7 @@ fn the_terminal_view_shows_live_series_sorts_on_keys_and_quits_on_q() {
     tmux.until("the sparkline of the next row", |s| {
         s.contains(r#"┌web/request.latency_ms{path="/aa-quiet",status="200"} mean"#)
     });
+    save(&screen);
     // `r` back to rate.
     tmux.keys("r");
     let screen = tmux.until("the table sorted by rate", |s| s.contains("sort: rate ↓"));
