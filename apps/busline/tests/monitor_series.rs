@@ -123,6 +123,13 @@ fn every_metric_is_listed_as_a_series_with_its_statistics() {
     m.stdout.wait_for("the ingest line", |l| {
         l == "  Ingest: 2 samples of new series over --max-series 3 (request.latency_ms: 2)"
     });
+    // And on /metrics, for a Prometheus watching the monitor.
+    let text = get(&m, "/metrics").body;
+    assert!(text.contains("busline_monitor_series 3\n"), "{text}");
+    assert!(
+        text.contains("busline_monitor_series_overflow_samples_total 2\n"),
+        "{text}"
+    );
 }
 
 #[test]

@@ -191,4 +191,14 @@ fn the_terminal_view_shows_live_series_sorts_on_keys_and_quits_on_q() {
         "the final line says why it stopped:\n{screen}"
     );
     assert!(!screen.contains("Series"), "the view is gone:\n{screen}");
+    // What the monitor printed meanwhile went to a file, named on exit.
+    let out = screen
+        .lines()
+        .find_map(|l| l.strip_prefix("[monitor] output while the terminal view ran: "))
+        .unwrap_or_else(|| panic!("no line naming the output file:\n{screen}"))
+        .trim();
+    let text = std::fs::read_to_string(out).unwrap_or_else(|e| panic!("{out}: {e}"));
+    assert!(text.contains("[dashboard] === 1s summary ==="), "{text}");
+    assert!(text.contains("[logger] Error"), "{text}");
+    std::fs::remove_file(out).unwrap();
 }

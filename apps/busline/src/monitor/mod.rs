@@ -288,6 +288,11 @@ impl Shared {
         );
         metrics::gauge!("busline_monitor_alert_threshold").set(self.threshold as f64);
         metrics::gauge!("busline_monitor_uptime_seconds").set(self.started.elapsed().as_secs_f64());
+        if let Some(v) = self.series() {
+            metrics::gauge!("busline_monitor_series").set(v.series.len() as f64);
+            metrics::counter!("busline_monitor_series_overflow_samples_total")
+                .absolute(v.overflow.samples);
+        }
         if let Some(w) = &*self.webhook.lock() {
             let s = w.snapshot();
             metrics::counter!("busline_monitor_webhook_delivered_total").absolute(s.delivered);
