@@ -86,7 +86,12 @@ fn row(s: &SeriesView) -> Row<'static> {
 }
 
 fn draw_table(f: &mut Frame<'_>, area: Rect, state: &State) {
-    let rows: Vec<Row<'_>> = state.rows().into_iter().map(row).collect();
+    // Only the rows that fit are made (thousands of series cost nothing
+    // more), scrolled so that the selected one is on screen.
+    let all = state.rows();
+    let height = area.height.saturating_sub(3).max(1) as usize;
+    let offset = (state.selected + 1).saturating_sub(height);
+    let rows: Vec<Row<'_>> = all.into_iter().skip(offset).take(height).map(row).collect();
     let header = Row::new([
         "source",
         "series",
@@ -124,7 +129,7 @@ fn draw_table(f: &mut Frame<'_>, area: Rect, state: &State) {
         .header(header)
         .block(Block::bordered().title(title))
         .row_highlight_style(Style::default().bg(Color::Blue).fg(Color::White));
-    let mut ts = TableState::default().with_selected(Some(state.selected));
+    let mut ts = TableState::default().with_selected(Some(state.selected - offset));
     f.render_stateful_widget(table, area, &mut ts);
 }
 

@@ -134,21 +134,30 @@ fn run(
     let mut term = Screen::enter(screen)?;
     let mut state = State::new(web);
     let mut next = Instant::now();
+    let mut dirty = true;
     while !stop.load(Ordering::SeqCst) {
         if Instant::now() >= next {
-            state.series = shared.series();
-            state.snapshot = tokio.block_on(shared.snapshot(bus, false));
+            let snapshot = tokio.block_on(shared.snapshot(bus, false));
+            state.refresh(shared.series(), snapshot);
             next = Instant::now() + REDRAW;
+            dirty = true;
         }
-        term.0.draw(|f| draw::draw(f, &state))?;
+        if std::mem::take(&mut dirty) {
+            term.0.draw(|f| draw::draw(f, &state))?;
+        }
         let wait = next.saturating_duration_since(Instant::now());
         if event::poll(wait.min(Duration::from_millis(100)))? {
-            if let Event::Key(key) = event::read()? {
-                if let Some(a) = input::action(key) {
-                    if !state.apply(a) {
-                        return Ok(true);
+            match event::read()? {
+                Event::Key(key) => {
+                    if let Some(a) = input::action(key) {
+                        if !state.apply(a) {
+                            return Ok(true);
+                        }
+                        dirty = true;
                     }
                 }
+                Event::Resize(..) => dirty = true,
+                _ => {}
             }
         }
     }

@@ -73,6 +73,13 @@ impl State {
         }
     }
 
+    /// Takes in the newest views (the selection stays within the table).
+    pub fn refresh(&mut self, series: Option<Arc<StoreView>>, snapshot: Value) {
+        self.series = series;
+        self.snapshot = snapshot;
+        self.selected = self.selected.min(self.rows().len().saturating_sub(1));
+    }
+
     /// Takes in an action; returns `false` when the view should end.
     pub fn apply(&mut self, action: Action) -> bool {
         let n = self.rows().len();
