@@ -15,6 +15,11 @@
 //! `--modules LIST` picks the modules this process runs (`publishers` =
 //! `web-sim,db-sim`, `dashboard`, `logger`, `alerter`, `web`; default all).
 //!
+//! Every metric is also a series ([`series`]: per-second and per-minute
+//! statistics of each source, name and label set), listed in `/api/summary`,
+//! on the web page, under the 1 s summary (the busiest) and in the
+//! full-screen view that `--tui` shows instead of plain lines ([`tui`]).
+//!
 //! ## Start and stop
 //!
 //! Subscribers start first, and the publishers only once the logger is
