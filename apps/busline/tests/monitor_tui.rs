@@ -12,15 +12,17 @@ use std::time::{Duration, Instant};
 use common::*;
 use serde_json::json;
 
-/// A tmux server of its own (`tmux -L <name>`), killed on drop.
+/// A tmux server of its own (`tmux -L <name>`), killed on drop (and its
+/// socket file removed).
 struct Tmux {
     socket: String,
+    path: Option<String>,
 }
 
 impl Tmux {
     fn new(test: &str) -> Tmux {
         let socket = format!("busline-{test}-{}", std::process::id());
-        Tmux { socket }
+        Tmux { socket, path: None }
     }
 
     fn run(&self, args: &[&str]) -> Output {
@@ -70,6 +72,9 @@ impl Drop for Tmux {
         let _ = Command::new("tmux")
             .args(["-L", &self.socket, "kill-server"])
             .output();
+        if let Some(p) = &self.path {
+            let _ = std::fs::remove_file(p);
+        }
     }
 }
 
@@ -108,12 +113,16 @@ fn above(screen: &str, a: &str, b: &str) -> bool {
 
 #[test]
 fn the_terminal_view_shows_live_series_sorts_on_keys_and_quits_on_q() {
-    let tmux = Tmux::new("tui");
+    let mut tmux = Tmux::new("tui");
     let cmd = format!(
         "{} monitor --tui --no-sim --no-data-dir --web 127.0.0.1:0 --duration 120; echo EXITED $?; sleep 60",
         bin()
     );
     tmux.run(&["new-session", "-d", "-x", "160", "-y", "48", &cmd]);
+    let path = tmux
+        .run(&["display-message", "-p", "#{socket_path}"])
+        .stdout;
+    tmux.path = Some(String::from_utf8_lossy(&path).trim().to_owned());
     let screen = tmux.until("the header with the web address", |s| {
         s.contains("busline monitor · web http://")
     });
