@@ -59,6 +59,7 @@ class LineChart {
     this.points.push({ t, values });
     if (this.points.length > KEEP) this.points.shift();
     this.canvas.dataset.points = String(this.points.length);
+    if (this.series.some((s) => values[s.key] !== null && values[s.key] !== undefined)) this.canvas.dataset.values = String(Number(this.canvas.dataset.values || 0) + 1);
     const latest = this.series.map((s) => values[s.key]);
     this.canvas.dataset.latest = latest.map((v) => (v === null || v === undefined ? "" : String(v))).join(",");
   }
@@ -241,6 +242,117 @@ function render(snap) {
   setText("settings", `${st.simulate ? `simulated services every ${st.interval_ms} ms, error rate ${st.error_rate}` : "no simulated services"} · alert above ${st.alert_threshold}/min · log: ${st.log}`);
 }
 
+// ---------- every series: list, filter, picked charts ----------
+const HISTORY_SERIES = 500;  // series whose recent points the page keeps (to chart at once when picked)
+const seriesHistory = new Map(); // key -> [{t, values}]
+const picked = new Map();        // key -> {fig, chart}
+let lastSeries = [];
+const seriesKey = (s) => s.source + "\u0000" + s.series;
+// What a series' chart shows, by kind: [{key, label, color, fill}] and its values from one snapshot.
+function chartSpec(kind) {
+  switch (kind) {
+    case "gauge": return [{ key: "value", label: "value", color: "#3ccf8e", fill: true }];
+    case "observation": case "histogram": return [
+      { key: "mean", label: "mean", color: "#4ea1ff", fill: true },
+      { key: "p99", label: "p99", color: "#b48cff" }];
+    case "set": return [{ key: "distinct", label: "distinct/s", color: "#ffb547", fill: true }];
+    case "error": return [{ key: "rate", label: "errors/s", color: "#ff5d5d", fill: true }];
+    default: return [{ key: "rate", label: "per s", color: "#4ea1ff", fill: true }];
+  }
+}
+function chartValues(s) {
+  const sec = s.second;
+  return { rate: sec.rate, value: s.value ?? sec.last ?? null, mean: sec.mean ?? null, p99: sec.p99 ?? null, distinct: sec.distinct ?? 0 };
+}
+function pick(s) {
+  const key = seriesKey(s);
+  if (picked.has(key)) { picked.get(key).fig.remove(); picked.delete(key); return; }
+  const fig = document.createElement("figure");
+  fig.className = "card";
+  fig.dataset.series = key;
+  const cap = document.createElement("figcaption");
+  cap.textContent = `${s.source} / ${s.series} (${s.kind})`;
+  const canvas = document.createElement("canvas");
+  fig.append(cap, canvas);
+  $("picked").appendChild(fig);
+  const chart = new LineChart(canvas, { series: chartSpec(s.kind), format: fmtNum });
+  for (const p of seriesHistory.get(key) || []) chart.push(p.t, p.values);
+  picked.set(key, { fig, chart });
+  chart.draw();
+}
+function renderSeries(snap) {
+  const list = Array.isArray(snap.series) ? snap.series : [];
+  const status = snap.series_status;
+  lastSeries = list;
+  if (status) {
+    const t = status.at_ms;
+    for (const s of list) {
+      const key = seriesKey(s);
+      let h = seriesHistory.get(key);
+      if (!h) { if (seriesHistory.size >= HISTORY_SERIES) continue; h = []; seriesHistory.set(key, h); }
+      const values = chartValues(s);
+      if (!h.length || h[h.length - 1].t < t) { h.push({ t, values }); if (h.length > WINDOW_SECS) h.shift(); }
+      const p = picked.get(key);
+      if (p) p.chart.push(t, values);
+    }
+    const o = status.overflow;
+    setText("series-status", `${status.count} of at most ${o.max_series} series` +
+      (o.samples ? ` · ${o.samples} samples of new series over the cap (${Object.entries(o.by_name).map(([k, v]) => `${k}: ${v}`).join(", ")}${o.other_names ? `, others: ${o.other_names}` : ""})` : "") +
+      (status.too_old ? ` · ${status.too_old} too old` : "") + (status.missed ? ` · missed ${status.missed}` : ""));
+  } else {
+    setText("series-status", "this process keeps no series (no dashboard module)");
+  }
+  drawSeriesTable();
+  $("picked-empty").style.display = picked.size ? "none" : "";
+  for (const p of picked.values()) p.chart.draw();
+}
+function drawSeriesTable() {
+  const words = $("series-filter").value.toLowerCase().split(/\s+/).filter(Boolean);
+  const shown = lastSeries.filter((s) => {
+    const text = (s.source + " " + s.series + " " + s.kind).toLowerCase();
+    return words.every((w) => text.includes(w));
+  });
+  setText("series-count", `${shown.length} of ${lastSeries.length}`);
+  fill("series", shown.slice(0, 1000).map((s) => {
+    const value = s.kind === "gauge" ? s.value : s.kind === "set" ? s.minute.distinct : s.kind === "error" ? null : s.minute.mean;
+    const tr = row([s.source, { text: s.series, title: s.series }, s.kind, fmtNum(s.second.rate), fmtNum(s.minute.count),
+      s.kind === "error" ? { text: s.last_message || "", title: s.last_message || "" } : fmtNum(value), fmtNum(s.minute.p99)]);
+    tr.dataset.series = seriesKey(s);
+    if (picked.has(tr.dataset.series)) tr.className = "picked";
+    tr.addEventListener("click", () => { pick(s); drawSeriesTable(); $("picked-empty").style.display = picked.size ? "none" : ""; });
+    return tr;
+  }), lastSeries.length ? "no series match the filter" : "no series yet", 7);
+}
+$("series-filter").addEventListener("input", drawSeriesTable);
+
+// ---------- alert rules and ingest ----------
+function renderRules(snap) {
+  let rules = Array.isArray(snap.rules) ? snap.rules : null;
+  if (!rules) {
+    const a = snap.alert;
+    rules = [{ name: "errors", state: a.firing ? "firing" : "ok", value: `${a.rate}/min`, expr: `errors in the last minute > ${a.threshold}` }];
+  }
+  fill("rules", rules.map((r) => row([r.name, { text: r.state, cls: "state " + r.state },
+    typeof r.value === "number" ? fmtNum(r.value) : (r.value ?? "–"), { text: r.expr || "", title: r.expr || "" }])), "no rules", 4);
+}
+function renderIngest(snap) {
+  const ing = snap.ingest;
+  if (!ing) return;
+  const protos = ["statsd", "otlp", "api", "scrape"];
+  fill("ingest", protos.map((p) => { const c = ing[p]; return row([p, fmtNum(c.received), fmtNum(c.accepted),
+    { text: fmtNum(c.malformed), cls: c.malformed ? "state firing" : "" }, { text: fmtNum(c.kernel_dropped), cls: c.kernel_dropped ? "state firing" : "" }]); }), "", 5);
+  const parts = [];
+  for (const p of protos) {
+    const c = ing[p];
+    const reasons = Object.entries(c.malformed_by_reason || {}).map(([k, v]) => `${k}: ${v}`);
+    if (reasons.length) parts.push(`${p} malformed: ${reasons.join(", ")}` + (c.examples && c.examples.length ? ` (e.g. "${c.examples[0].input}")` : ""));
+  }
+  const targets = ing.targets || [];
+  const up = targets.filter((t) => t.up).length;
+  parts.push(`scrape targets: ${up} up, ${targets.length - up} down` + targets.filter((t) => !t.up).map((t) => ` · ${t.url} down${t.last_error ? ": " + t.last_error : ""}`).join(""));
+  setText("ingest-details", parts.join(" · "));
+}
+
 function drawAll() { for (const c of Object.values(charts)) c.draw(); }
 
 // ---------- live updates ----------
@@ -257,6 +369,9 @@ function connect() {
     }
     addSummary(snap.summary);
     render(snap);
+    renderSeries(snap);
+    renderRules(snap);
+    renderIngest(snap);
     drawAll();
     conn.className = "pill live"; conn.textContent = "live";
   });

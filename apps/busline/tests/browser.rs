@@ -13,7 +13,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
-use fantoccini::ClientBuilder;
+use fantoccini::{ClientBuilder, Locator};
 use hyper_util::client::legacy::connect::HttpConnector;
 use serde_json::{json, Value};
 
@@ -97,6 +97,14 @@ return {
     errors: t("recent-errors"),
     subscribers: document.querySelectorAll("#subscribers tbody tr").length,
     modules: t("modules"),
+    series: document.querySelectorAll("#series tbody tr[data-series]").length,
+    seriesText: t("series"),
+    rules: t("rules"),
+    ingest: t("ingest"),
+    pickedTitle: (document.querySelector("#picked figcaption") || {}).textContent || "",
+    pickedPoints: Number((document.querySelector("#picked canvas") || {dataset: {}}).dataset.points || 0),
+    pickedValues: Number((document.querySelector("#picked canvas") || {dataset: {}}).dataset.values || 0),
+    pickedLatest: (document.querySelector("#picked canvas") || {dataset: {}}).dataset.latest || "",
 };
 "##;
 
@@ -148,7 +156,7 @@ async fn the_dashboard_updates_live_in_a_real_browser() {
             "args": [
                 "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                "--no-first-run", "--hide-scrollbars", "--window-size=1440,1520",
+                "--no-first-run", "--hide-scrollbars", "--window-size=1440,2200",
                 format!("--user-data-dir={profile}"),
             ],
         }),
@@ -201,6 +209,69 @@ async fn the_dashboard_updates_live_in_a_real_browser() {
         seen["errors"].as_str().unwrap().contains("checkout"),
         "{seen:#}"
     );
+
+    // Every series is listed by the name it was sent with; the filter
+    // narrows the list; a click charts the series.
+    let name = r#"request.latency_ms{path="/browser-test",status="200"}"#;
+    until(&c, "the posted series in the list", |v| {
+        v["seriesText"].as_str().unwrap_or("").contains(name)
+    })
+    .await;
+    let filter = c.find(Locator::Id("series-filter")).await.unwrap();
+    filter.send_keys("browser-test").await.unwrap();
+    let v = until(&c, "the list filtered to the one series", |v| {
+        v["series"] == 1
+    })
+    .await;
+    assert!(v["seriesText"].as_str().unwrap().contains(name), "{v:#}");
+    let row = c
+        .find(Locator::Css("#series tbody tr[data-series]"))
+        .await
+        .unwrap();
+    row.click().await.unwrap();
+    // The service goes on sending: the chart shows its numbers.
+    let one = json!({"type": "request", "path": "/browser-test", "latency_ms": 12.5}).to_string();
+    let deadline = Instant::now() + PATIENCE;
+    let picked = loop {
+        let r = post(&monitor, "/api/events", &one);
+        assert_eq!(r.status, 202, "{r:?}");
+        let v = read(&c).await;
+        if v["pickedValues"].as_u64() >= Some(2) {
+            break v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the picked chart never showed data: {v:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    assert!(
+        picked["pickedTitle"].as_str().unwrap().contains(name),
+        "{picked:#}"
+    );
+    assert!(picked["pickedPoints"].as_u64() >= Some(2), "{picked:#}");
+    assert_eq!(
+        picked["pickedLatest"], "12.5,12.5",
+        "mean and p99: {picked:#}"
+    );
+    // The built-in alert rule and the ingest counters are shown.
+    assert!(
+        picked["rules"]
+            .as_str()
+            .unwrap()
+            .contains("errors in the last minute > 10"),
+        "{picked:#}"
+    );
+    assert!(
+        picked["ingest"].as_str().unwrap().contains("statsd"),
+        "{picked:#}"
+    );
+    // Back to the whole list for the screenshot.
+    filter.clear().await.unwrap();
+    until(&c, "the whole list again", |v| {
+        v["series"].as_u64() > Some(1)
+    })
+    .await;
 
     // A few seconds of history for the screenshot, then save it.
     // (BUSLINE_UPDATE_DOCS=1 waits for more, for a picture worth showing.)

@@ -17,6 +17,7 @@
 //! modules = "dashboard,logger,alerter,web"
 //! nats = "nats://127.0.0.1:4222"
 //! nats-creds = "/etc/busline/monitor.creds"
+//! max-series = 10000
 //!
 //! [[alert]]                 # alert rules, beside the default error-rate one
 //! name = "slow-api"
@@ -148,6 +149,14 @@ pub struct MonitorArgs {
     /// Core NATS (at-most-once, nothing stored) instead of JetStream.
     #[arg(long)]
     pub nats_core: bool,
+    /// Keep at most this many series (source, name, labels); samples of
+    /// new series beyond it are counted as overflow and shown [default: 10000].
+    #[arg(long, value_name = "N")]
+    pub max_series: Option<usize>,
+    /// A full-screen live view (series, sparklines, alerts, ingest) instead
+    /// of the plain lines; `q` quits. Needs a terminal on stdout.
+    #[arg(long)]
+    pub tui: bool,
 }
 
 /// The file form of [`MonitorArgs`].
@@ -182,6 +191,8 @@ struct FileConfig {
     nats_core: Option<bool>,
     #[serde(default)]
     alert: Vec<toml::Table>,
+    max_series: Option<usize>,
+    tui: Option<bool>,
 }
 
 /// Everything the monitor runs with, checked.
@@ -221,6 +232,10 @@ pub struct Settings {
     pub modules: Modules,
     /// The NATS connection, if any.
     pub nats: Option<NatsSettings>,
+    /// The most series the store keeps.
+    pub max_series: usize,
+    /// Whether the full-screen view runs.
+    pub tui: bool,
 }
 
 /// Which modules a process runs (`--modules`).
@@ -474,7 +489,16 @@ impl Settings {
                 })
             }
         };
+        let max_series = args
+            .max_series
+            .or(file.max_series)
+            .unwrap_or(super::series::DEFAULT_MAX_SERIES);
+        if max_series == 0 {
+            bail!("max-series must be at least 1");
+        }
         Ok(Settings {
+            max_series,
+            tui: args.tui || file.tui.unwrap_or(false),
             interval: Duration::from_millis(interval_ms),
             error_rate,
             alert_threshold: args.alert_threshold.or(file.alert_threshold).unwrap_or(10),
@@ -710,6 +734,16 @@ mod tests {
         assert_eq!(alert_rule_at(text, text.find('c').unwrap()), None);
         let text = "[[alert]]\na\n[[alerts]]\nb\n";
         assert_eq!(alert_rule_at(text, text.find('b').unwrap()), None);
+    }
+
+    #[test]
+    fn max_series_and_tui_from_the_file() {
+        let s = with_file("max-series = 50\ntui = true\n", MonitorArgs::default()).unwrap();
+        assert_eq!((s.max_series, s.tui), (50, true));
+        let s = Settings::resolve(&MonitorArgs::default()).unwrap();
+        assert_eq!((s.max_series, s.tui), (10_000, false));
+        let e = with_file("max-series = 0\n", MonitorArgs::default()).unwrap_err();
+        assert!(e.to_string().contains("max-series"), "{e}");
     }
 
     #[test]

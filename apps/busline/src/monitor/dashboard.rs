@@ -38,6 +38,13 @@
 //!
 //! The summary it computes each second is also what the web dashboard and
 //! `/api/summary` show: it is published to the shared [`Shared`] state.
+//!
+//! ## Every other series
+//!
+//! Under the three lines come the busiest other series (one line each) and,
+//! when ingest refused or lost anything, one `Ingest:` line: see
+//! [`series::lines`](super::series::lines). With only the seed's metrics
+//! there are none, and the summary is exactly the seed's.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::io::Write;
@@ -441,7 +448,13 @@ impl Module<Metric> for Dashboard {
                     }
                     let summary = agg.tick(secs);
                     summary_metrics(&summary);
-                    terminal.show(render(&summary));
+                    let mut text = render(&summary);
+                    text.push_str(&super::series::lines::render(
+                        self.shared.series().as_deref(),
+                        &self.shared.ingest.snapshot(),
+                        self.shared.series_missed_total(),
+                    ));
+                    terminal.show(text);
                     self.shared.push_summary(summary);
                 }
                 ev = sub.recv() => match ev {

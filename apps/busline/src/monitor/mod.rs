@@ -7,12 +7,18 @@
 //! | `web-sim`, `db-sim` | — | — | publish simulated requests, queries and errors |
 //! | `logger` | `metrics.>` | lossless | writes every metric (stdout or JSON Lines) |
 //! | `dashboard` | `metrics.>` | lossy | prints a 1 s summary; feeds the web page |
+//! | `series` | `metrics.>` | lossless | aggregates every series ([`series`]); runs with the dashboard |
 //! | `alerter` | `metrics.>` | lossless | alert rules (the default: errors/min over a threshold) → `[ALERT]`, webhook |
 //! | `web` | — | — | the page, SSE, `/api/events` (publishes as `api`), `/metrics` |
 //! | `nats` | — | — | with `--nats`: the bus's link to the other processes ([`nats`]) |
 //!
 //! `--modules LIST` picks the modules this process runs (`publishers` =
 //! `web-sim,db-sim`, `dashboard`, `logger`, `alerter`, `web`; default all).
+//!
+//! Every metric is also a series ([`series`]: per-second and per-minute
+//! statistics of each source, name and label set), listed in `/api/summary`,
+//! on the web page, under the 1 s summary (the busiest) and in the
+//! full-screen view that `--tui` shows instead of plain lines ([`tui`]).
 //!
 //! ## Start and stop
 //!
@@ -78,6 +84,8 @@ pub mod rule_window;
 #[allow(dead_code)] // TEMP: used once the listeners land
 pub mod sample;
 pub mod selector;
+pub mod series;
+pub mod tui;
 pub mod web;
 pub mod webhook;
 
@@ -136,6 +144,10 @@ pub struct Shared {
     pub rejected: AtomicU64,
     /// What every ingest listener took in, refused and lost.
     pub ingest: ingest_status::IngestStatus,
+    /// The newest view of every series (from the `series` module).
+    series: Mutex<Option<Arc<series::StoreView>>>,
+    /// Events the series store missed (it subscribes lossless: stays 0).
+    series_missed: AtomicU64,
     updates: watch::Sender<u64>,
 }
 
@@ -166,6 +178,8 @@ impl Shared {
             ingested: AtomicU64::new(0),
             rejected: AtomicU64::new(0),
             ingest: ingest_status::IngestStatus::default(),
+            series: Mutex::new(None),
+            series_missed: AtomicU64::new(0),
             updates: watch::channel(0).0,
         }
     }
@@ -209,6 +223,26 @@ impl Shared {
         if q.len() > HISTORY {
             q.pop_front();
         }
+    }
+
+    /// A new view of every series (from the `series` module).
+    pub fn set_series(&self, view: Arc<series::StoreView>) {
+        *self.series.lock() = Some(view);
+    }
+
+    /// The newest view of every series, if the `series` module runs.
+    pub fn series(&self) -> Option<Arc<series::StoreView>> {
+        self.series.lock().clone()
+    }
+
+    /// Events the series store missed, in all.
+    pub fn series_missed_total(&self) -> u64 {
+        self.series_missed.load(Ordering::Relaxed)
+    }
+
+    /// Counts `n` events the series store missed.
+    pub fn series_missed(&self, n: u64) {
+        self.series_missed.fetch_add(n, Ordering::Relaxed);
     }
 
     /// The newest summary.
@@ -282,6 +316,11 @@ impl Shared {
                 .set(if firing { 1.0 } else { 0.0 });
         }
         metrics::gauge!("busline_monitor_uptime_seconds").set(self.started.elapsed().as_secs_f64());
+        if let Some(v) = self.series() {
+            metrics::gauge!("busline_monitor_series").set(v.series.len() as f64);
+            metrics::counter!("busline_monitor_series_overflow_samples_total")
+                .absolute(v.overflow.samples);
+        }
         if let Some(w) = &*self.webhook.lock() {
             let s = w.snapshot();
             metrics::counter!("busline_monitor_webhook_delivered_total").absolute(s.delivered);
@@ -322,6 +361,7 @@ impl Shared {
         } else {
             serde_json::Value::Null
         };
+        let series_json = self.series();
         let mut alerts = self.alerts();
         alerts.reverse();
         alerts.truncate(50);
@@ -333,6 +373,16 @@ impl Shared {
             "ingested": self.ingested.load(Ordering::Relaxed),
             "rejected": self.rejected.load(Ordering::Relaxed),
             "ingest": self.ingest.snapshot(),
+            "series": series_json.as_ref().map(|v| &v.series),
+            "series_status": series_json.as_ref().map(|v| serde_json::json!({
+                "at_ms": v.at_ms,
+                "count": v.series.len(),
+                "overflow": v.overflow,
+                "too_old": v.too_old,
+                "bad_histograms": v.bad_histograms,
+                "forgotten": v.forgotten,
+                "missed": self.series_missed.load(Ordering::Relaxed),
+            })),
             "alert": {
                 "threshold": self.threshold,
                 "rate": self.alert_rate.load(Ordering::Relaxed),
@@ -496,6 +546,13 @@ async fn run_async(settings: Settings, store: Option<Arc<LogStore<Metric>>>) -> 
         }
         rt.add(dash);
     }
+    if modules.dashboard {
+        let mut feed = series::feed::SeriesFeed::new(shared.clone(), settings.max_series);
+        if warm_up {
+            feed = feed.warm_up();
+        }
+        rt.add(feed);
+    }
     if modules.alerter {
         let mut alert = alerter::Alerter::new(settings.alert_threshold, shared.clone(), hook)
             .rules(settings.alert_rules.clone());
@@ -526,6 +583,7 @@ async fn run_async(settings: Settings, store: Option<Arc<LogStore<Metric>>>) -> 
         };
         rt.add(link).restart(busline::Restart::Never);
     }
+    let web_url = web.as_ref().map(web::Web::url);
     if let Some(w) = web {
         println!("[web] dashboard on {}", w.url());
         rt.add(w);
@@ -579,8 +637,25 @@ async fn run_async(settings: Settings, store: Option<Arc<LogStore<Metric>>>) -> 
             say("[monitor] stopping: --duration elapsed");
         })
     });
+    let view = match settings.tui {
+        true if tui::possible() => Some(tui::Tui::start(
+            shared.clone(),
+            bus.clone(),
+            handle.clone(),
+            web_url,
+        )?),
+        true => {
+            eprintln!("[monitor] --tui needs a terminal on stdout: showing plain lines instead");
+            None
+        }
+        false => None,
+    };
     let started = Instant::now();
     let result = rt.run().await;
+    let quit = match view {
+        Some(v) => v.finish().await,
+        None => false,
+    };
     if let Some(t) = timer {
         if fired.load(Ordering::SeqCst) {
             // Its line comes before the last one (it may still be printing).
@@ -604,6 +679,7 @@ async fn run_async(settings: Settings, store: Option<Arc<LogStore<Metric>>>) -> 
         }
     };
     let why = match &report.reason {
+        StopReason::Requested if quit => "q in the terminal view".to_owned(),
         StopReason::Requested => "--duration elapsed".to_owned(),
         other => other.to_string(),
     };

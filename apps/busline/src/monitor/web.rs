@@ -8,6 +8,27 @@
 //! | `POST /api/events` | metrics from real services: one JSON event or an array ([`ingest`](super::ingest)) |
 //! | `GET /metrics` | Prometheus text: the bus's counters and the monitor's own |
 //!
+//! ## `/api/summary`
+//!
+//! One JSON object; the page reads the same object from `/api/stream`.
+//! Besides the seed's fields (`summary`: the last 1 s summary, `history`,
+//! `alert`, `alerts`, `recent_errors`, `bus`, `modules`, `settings`, …):
+//!
+//! | field | what |
+//! | --- | --- |
+//! | `series` | every series, by source then name: `source`, `name` and `labels` as sent, `series` (`name{k="v"}`), `kind`, `second` and `minute` statistics (`count`, `rate`, `sum`, `mean`, `min`, `max`, `p50`, `p90`, `p99`, `last`, `distinct`, as the kind has them), `value` (a gauge's current value), `last_message` (errors), `idle_s` ([`series`](super::series)) |
+//! | `series_status` | `at_ms` (when the series were taken), `count`, `overflow` (`max_series`, `samples` turned away, `by_name`, `other_names`), `too_old`, `bad_histograms`, `forgotten`, `missed` |
+//! | `ingest` | per protocol (`statsd`, `otlp`, `api`, `scrape`): `received`, `accepted`, `malformed` (and `malformed_by_reason`, `examples`), `kernel_dropped`; `targets`: scrape targets with `up` |
+//!
+//! `series` and `series_status` are `null` in a process that does not run
+//! the dashboard (and so no series store).
+//!
+//! The page lists the series (a text filter narrows the list; a click
+//! charts one), and shows `rules` — alert rules with `name`, `state`
+//! (`ok`/`pending`/`firing`), `value` and `expr` — when the snapshot has
+//! them (else the seed's error-rate alert as one rule), and the ingest
+//! counters.
+//!
 //! ## Who may talk to it
 //!
 //! - **Host header.** A request whose `Host` is not a loopback name
