@@ -259,7 +259,14 @@ async fn the_dashboard_updates_live_in_a_real_browser() {
         picked["rules"]
             .as_str()
             .unwrap()
-            .contains("errors in the last minute > 10"),
+            .contains("error-rate"),
+        "{picked:#}"
+    );
+    assert!(
+        picked["rules"]
+            .as_str()
+            .unwrap()
+            .contains("count(error [1m]) > 10"),
         "{picked:#}"
     );
     assert!(
