@@ -170,7 +170,7 @@ fn the_terminal_view_shows_live_series_sorts_on_keys_and_quits_on_q() {
     );
     assert!(screen.contains("sort: rate ↓"), "{screen}");
     assert!(above(&screen, busy, quiet), "busiest first:\n{screen}");
-    assert!(screen.contains("errors 3/min (threshold 10)"), "{screen}");
+    assert!(screen.contains("ok      error-rate 3"), "{screen}");
     assert!(screen.contains("api    recv"), "{screen}");
 
     // `n` sorts by name (source first): checkout, then /aa-quiet, then /zz-busy.
