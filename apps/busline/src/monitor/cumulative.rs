@@ -21,7 +21,9 @@
 //!   the sender says when its series started ([`Start::At`]) and that is at
 //!   or after the moment this tracker was made: then all of the total was
 //!   counted while the monitor watched, and all of it is the increment (an
-//!   OTLP SDK started after the monitor has its first export counted whole).
+//!   OTLP SDK started after the monitor has its first export counted whole;
+//!   a Prometheus `_created` time says the same), or the series appeared in
+//!   a later report of a sender already seen ([`Start::Appeared`]).
 //! - **Buckets changed** (a cumulative histogram whose bounds differ from
 //!   last time, with no reset): the new report becomes the baseline and gives
 //!   no increment; [`Step::Rebased`] says so, so the caller can count it.
@@ -44,6 +46,20 @@ pub enum Start {
     Unknown,
     /// Unix nanoseconds.
     At(u64),
+    /// The sender does not say, but the series is new since the sender's
+    /// last report (a Prometheus series that appears in a later scrape): it
+    /// started while the monitor watched. Compared as [`Start::Unknown`].
+    Appeared,
+}
+
+impl Start {
+    /// What later reports are compared with.
+    fn kept(self) -> Start {
+        match self {
+            Start::Appeared => Start::Unknown,
+            s => s,
+        }
+    }
 }
 
 /// What one cumulative report gave.
@@ -134,17 +150,19 @@ impl Cumulative {
 
     /// How many series are tracked.
     #[cfg(test)]
-    fn len(&self) -> usize {
+    pub fn len(&self) -> usize {
         self.series.len()
     }
 
     /// The increment of a counter whose total is now `total`.
     pub fn counter(&mut self, key: &str, total: f64, start: Start, now: Instant) -> Step<f64> {
+        let appeared = start == Start::Appeared;
+        let start = start.kept();
         let Some(entry) = self.entry(key, now) else {
             return Step::Full;
         };
         let Some(e) = entry else {
-            return self.first(key, Last::Value(total), start, now, total);
+            return self.first(key, Last::Value(total), start, appeared, now, total);
         };
         let restarted = start != Start::Unknown && e.start != Start::Unknown && start != e.start;
         let step = match e.last {
@@ -166,12 +184,14 @@ impl Cumulative {
         start: Start,
         now: Instant,
     ) -> Step<Buckets> {
+        let appeared = start == Start::Appeared;
+        let start = start.kept();
         let Some(entry) = self.entry(key, now) else {
             return Step::Full;
         };
         let Some(e) = entry else {
             let whole = total.clone();
-            return self.first(key, Last::Buckets(total), start, now, whole);
+            return self.first(key, Last::Buckets(total), start, appeared, now, whole);
         };
         let restarted = start != Start::Unknown && e.start != Start::Unknown && start != e.start;
         let step = match &e.last {
@@ -198,7 +218,15 @@ impl Cumulative {
         Some(self.series.get_mut(key))
     }
 
-    fn first<T>(&mut self, key: &str, last: Last, start: Start, now: Instant, whole: T) -> Step<T> {
+    fn first<T>(
+        &mut self,
+        key: &str,
+        last: Last,
+        start: Start,
+        appeared: bool,
+        now: Instant,
+        whole: T,
+    ) -> Step<T> {
         self.series.insert(
             key.to_owned(),
             Entry {
@@ -208,6 +236,7 @@ impl Cumulative {
             },
         );
         match start {
+            _ if appeared => Step::Started(whole),
             Start::At(ns) if ns >= self.born_ns => Step::Started(whole),
             _ => Step::Baseline,
         }

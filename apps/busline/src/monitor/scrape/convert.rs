@@ -7,11 +7,16 @@
 //! | histogram (`_bucket`, `_count`, `_sum`) | one `histogram` per label set: the buckets' increments, the sum's |
 //! | summary | a `gauge` per quantile (label `quantile`); `_count` and `_sum` as counters |
 //!
-//! `_created` lines (when a counter started) are not samples; NaN values
-//! are skipped (a gauge with no value yet). A histogram whose buckets do not
+//! `_created` lines (when a counter, histogram or summary started, Unix
+//! seconds) are no samples: they are the series' start time, so a restart
+//! is seen even when the new total already passed the old one, and a series
+//! created after the monitor started counts whole at first sight. Without
+//! one, a series that first shows in a later scrape of the target counts
+//! whole too (it appeared since the last scrape); in the first scrape every
+//! total is a baseline. NaN gauges are skipped (no value yet). A histogram whose buckets do not
 //! add up is refused under a reason, the rest of the scrape is kept.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 use std::time::Instant;
 
@@ -30,30 +35,38 @@ pub struct Scraped {
     pub refused: BTreeMap<&'static str, u64>,
 }
 
-/// Converts one scrape's `families`, with `cum` holding the last totals.
-pub fn convert(families: &[Family], cum: &mut Cumulative, now: Instant) -> Scraped {
+/// Converts one scrape's `families`, with `cum` holding the last totals;
+/// `seen_before`: an earlier scrape of the target worked.
+pub fn convert(
+    families: &[Family],
+    cum: &mut Cumulative,
+    now: Instant,
+    seen_before: bool,
+) -> Scraped {
     let mut out = Scraped::default();
+    let starts = Starts::of(families, seen_before);
+    let cx = (&starts, now);
     for f in families {
         match f.kind {
-            Kind::Histogram => histograms(f, cum, now, &mut out),
+            Kind::Histogram => histograms(f, cum, cx, &mut out),
             Kind::Summary => {
                 for l in &f.lines {
                     if l.name == f.name {
                         gauge(l, &mut out);
                     } else {
-                        counter(l, cum, now, &mut out);
+                        counter(l, cum, cx, &mut out);
                     }
                 }
             }
             Kind::Counter => {
                 for l in &f.lines {
-                    counter(l, cum, now, &mut out);
+                    counter(l, cum, cx, &mut out);
                 }
             }
             Kind::Gauge | Kind::Untyped => {
                 for l in &f.lines {
                     if f.kind == Kind::Untyped && l.name.ends_with("_total") {
-                        counter(l, cum, now, &mut out);
+                        counter(l, cum, cx, &mut out);
                     } else {
                         gauge(l, &mut out);
                     }
@@ -62,6 +75,39 @@ pub fn convert(families: &[Family], cum: &mut Cumulative, now: Instant) -> Scrap
         }
     }
     out
+}
+
+/// The start of each series that has a `_created` line.
+struct Starts {
+    created: HashMap<String, u64>,
+    seen_before: bool,
+}
+
+impl Starts {
+    fn of(families: &[Family], seen_before: bool) -> Starts {
+        let mut created = HashMap::new();
+        for l in families.iter().flat_map(|f| &f.lines) {
+            if let Some(base) = l.name.strip_suffix("_created") {
+                if l.value.is_finite() && l.value > 0.0 {
+                    created.insert(key(base, &l.labels), (l.value * 1e9) as u64);
+                }
+            }
+        }
+        Starts {
+            created,
+            seen_before,
+        }
+    }
+
+    /// The start of the series `base` (a name without `_total`, `_count`,
+    /// `_sum`) with `labels`.
+    fn of_series(&self, base: &str, labels: &Labels) -> Start {
+        match self.created.get(&key(base, labels)) {
+            Some(ns) => Start::At(*ns),
+            None if self.seen_before => Start::Appeared,
+            None => Start::Unknown,
+        }
+    }
 }
 
 fn key(name: &str, labels: &Labels) -> String {
@@ -83,7 +129,7 @@ fn gauge(l: &Line, out: &mut Scraped) {
     }
 }
 
-fn counter(l: &Line, cum: &mut Cumulative, now: Instant, out: &mut Scraped) {
+fn counter(l: &Line, cum: &mut Cumulative, (starts, now): (&Starts, Instant), out: &mut Scraped) {
     if l.name.ends_with("_created") {
         out.accepted += 1;
         return;
@@ -94,7 +140,12 @@ fn counter(l: &Line, cum: &mut Cumulative, now: Instant, out: &mut Scraped) {
             .or_default() += 1;
         return;
     }
-    match cum.counter(&key(&l.name, &l.labels), l.value, Start::Unknown, now) {
+    let base = ["_total", "_count", "_sum"]
+        .iter()
+        .find_map(|s| l.name.strip_suffix(s))
+        .unwrap_or(&l.name);
+    let start = starts.of_series(base, &l.labels);
+    match cum.counter(&key(&l.name, &l.labels), l.value, start, now) {
         Step::Full => {
             *out.refused
                 .entry("too many cumulative series tracked")
@@ -128,7 +179,12 @@ struct Parts {
     lines: u64,
 }
 
-fn histograms(f: &Family, cum: &mut Cumulative, now: Instant, out: &mut Scraped) {
+fn histograms(
+    f: &Family,
+    cum: &mut Cumulative,
+    (starts, now): (&Starts, Instant),
+    out: &mut Scraped,
+) {
     let mut by_labels: BTreeMap<Labels, Parts> = BTreeMap::new();
     for l in &f.lines {
         let suffix = &l.name[f.name.len().min(l.name.len())..];
@@ -159,7 +215,8 @@ fn histograms(f: &Family, cum: &mut Cumulative, now: Instant, out: &mut Scraped)
                 .or_default() += lines;
             continue;
         };
-        match cum.histogram(&key(&f.name, &labels), total, Start::Unknown, now) {
+        let start = starts.of_series(&f.name, &labels);
+        match cum.histogram(&key(&f.name, &labels), total, start, now) {
             Step::Full => {
                 *out.refused
                     .entry("too many cumulative series tracked")
@@ -235,7 +292,14 @@ mod tests {
     use super::*;
 
     fn scrape(cum: &mut Cumulative, text: &str) -> Scraped {
-        convert(&parse(text).unwrap(), cum, Instant::now())
+        let seen = cum_seen(cum);
+        convert(&parse(text).unwrap(), cum, Instant::now(), seen)
+    }
+
+    /// Whether a scrape was converted before (the tests' cumulative state
+    /// is new per target).
+    fn cum_seen(cum: &Cumulative) -> bool {
+        cum.len() > 0
     }
 
     const HIST: &str = "# TYPE lat histogram\nlat_bucket{le=\"1\"} A\nlat_bucket{le=\"5\"} B\nlat_bucket{le=\"+Inf\"} C\nlat_count C\nlat_sum S\n";
@@ -261,6 +325,38 @@ mod tests {
         assert_eq!(next.samples[0].labels["code"], "200");
         let restarted = scrape(&mut cum, &text(2));
         assert_eq!(restarted.samples[0].value, Value::Counter { value: 2.0 });
+        // A series that shows up in a later scrape counts whole.
+        let more = format!("{}req_total{{code=\"500\"}} 3\n", text(2));
+        let s = scrape(&mut cum, &more);
+        let new = s
+            .samples
+            .iter()
+            .find(|s| s.labels.get("code").map(String::as_str) == Some("500"));
+        assert_eq!(new.unwrap().value, Value::Counter { value: 3.0 });
+    }
+
+    #[test]
+    fn a_created_time_after_the_monitor_started_counts_whole_and_marks_restarts() {
+        let mut cum = Cumulative::default();
+        let now_s = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs_f64()
+            + 1.0;
+        let text = |n: u32, created: f64| {
+            format!("# TYPE jobs_total counter\njobs_total 0\n# TYPE jobs counter\njobs_total{{q=\"a\"}} {n}\njobs_created{{q=\"a\"}} {created}\n")
+        };
+        let s = scrape(&mut cum, &text(4, now_s));
+        let inc = |s: &Scraped| {
+            s.samples
+                .iter()
+                .find(|s| !s.labels.is_empty())
+                .map(|s| s.value.clone())
+        };
+        assert_eq!(inc(&s), Some(Value::Counter { value: 4.0 }));
+        // Restarted and already past the old total: still a reset.
+        let s = scrape(&mut cum, &text(9, now_s + 5.0));
+        assert_eq!(inc(&s), Some(Value::Counter { value: 9.0 }));
     }
 
     #[test]

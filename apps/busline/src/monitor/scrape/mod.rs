@@ -1,7 +1,7 @@
 //! Prometheus scrapes: `--scrape [JOB=]URL` (repeatable), every
 //! `--scrape-interval` seconds (default 5).
 //!
-//! Each target is fetched with a timeout of the interval (at most 10 s),
+//! Each target is fetched with a timeout of the interval (from 1 s to 10 s),
 //! its text parsed ([`parse`]) and turned into samples ([`convert`]:
 //! counters into increments, restarts handled), published lossless with the
 //! job as their source (`metrics.<job>.<name>`).
@@ -42,6 +42,9 @@ use super::Shared;
 
 /// The longest a scrape waits for its target.
 pub const MAX_TIMEOUT: Duration = Duration::from_secs(10);
+/// The least time a scrape waits for its target (with a shorter interval,
+/// a slow scrape delays the next one).
+pub const MIN_TIMEOUT: Duration = Duration::from_secs(1);
 /// The largest exposition read (bytes).
 pub const MAX_BODY: usize = 16 << 20;
 
@@ -107,7 +110,7 @@ impl Module<Metric> for Scraper {
     }
 
     async fn run(&mut self, ctx: Context<Metric>) -> Result<(), BoxError> {
-        let timeout = self.interval.min(MAX_TIMEOUT);
+        let timeout = self.interval.clamp(MIN_TIMEOUT, MAX_TIMEOUT);
         let client = reqwest::Client::builder()
             .timeout(timeout)
             .user_agent(concat!("busline-monitor/", env!("CARGO_PKG_VERSION")))
@@ -121,6 +124,7 @@ impl Module<Metric> for Scraper {
                 cum: Cumulative::default(),
                 failures: 0,
                 timeout,
+                scraped: false,
             };
             job.run(self.interval)
         });
@@ -140,6 +144,8 @@ struct TargetLoop {
     cum: Cumulative,
     failures: u64,
     timeout: Duration,
+    /// A scrape worked before: series new since then appeared meanwhile.
+    scraped: bool,
 }
 
 impl TargetLoop {
@@ -165,10 +171,17 @@ impl TargetLoop {
                     format!("not the Prometheus text format: {e}"),
                 )
             })?;
-            Ok(convert::convert(&families, &mut self.cum, Instant::now()))
+            let seen_before = self.scraped;
+            Ok(convert::convert(
+                &families,
+                &mut self.cum,
+                Instant::now(),
+                seen_before,
+            ))
         });
         let (mut samples, accepted, error) = match result {
             Ok(s) => {
+                self.scraped = true;
                 for (reason, n) in &s.refused {
                     counters.malformed(reason, &self.target.url, *n);
                 }
