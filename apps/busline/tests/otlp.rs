@@ -338,3 +338,62 @@ fn bad_otlp_requests_get_clear_errors_and_are_counted() {
     );
     assert_eq!(status, 200);
 }
+
+#[test]
+fn a_token_guards_both_otlp_addresses() {
+    let token = "s3cret-token";
+    let m = Monitor::start(&[
+        "--no-sim",
+        "--web",
+        "127.0.0.1:0",
+        "--otlp",
+        "127.0.0.1:0",
+        "--token",
+        token,
+    ]);
+    let line = m
+        .stdout
+        .wait_for("[otlp] line", |l| l.starts_with("[otlp] "));
+    let otlp = line
+        .rsplit(' ')
+        .next()
+        .unwrap()
+        .trim_start_matches("http://")
+        .trim_end_matches("/v1/metrics")
+        .to_owned();
+    let json = "Content-Type: application/json";
+    let bearer = format!("Authorization: Bearer {token}");
+    for addr in [m.addr(), otlp] {
+        let (status, _, _) = post(&addr, "/v1/metrics", &[json], JSON_BODY.as_bytes());
+        assert_eq!(status, 401, "{addr} without the token");
+        let (status, _, _) = post(
+            &addr,
+            "/v1/metrics",
+            &[json, "Authorization: Bearer wrong-token"],
+            JSON_BODY.as_bytes(),
+        );
+        assert_eq!(status, 401, "{addr} with a wrong token");
+        let (status, _, body) = post(&addr, "/v1/metrics", &[json, &bearer], JSON_BODY.as_bytes());
+        assert_eq!(status, 200, "{addr}: {}", String::from_utf8_lossy(&body));
+    }
+}
+
+#[test]
+fn otlp_beyond_loopback_needs_a_token() {
+    let out = Command::new(common::bin())
+        .args([
+            "monitor",
+            "--no-data-dir",
+            "--no-web",
+            "--otlp",
+            "0.0.0.0:0",
+            "--duration",
+            "1",
+        ])
+        .env_remove("BUSLINE_TOKEN")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--token"), "{err}");
+}
