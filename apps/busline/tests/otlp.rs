@@ -305,6 +305,27 @@ fn bad_otlp_requests_get_clear_errors_and_are_counted() {
     let e: Value = serde_json::from_slice(&body).unwrap();
     assert!(e["message"].as_str().unwrap().contains("OTLP JSON"), "{e}");
 
+    // Bodies over the API's --max-body (64 KiB) but within 4 MiB are taken.
+    let points: Vec<String> = (0..4000)
+        .map(|i| {
+            format!(
+                r#"{{"asDouble":{i},"attributes":[{{"key":"i","value":{{"intValue":"{i}"}}}}]}}"#
+            )
+        })
+        .collect();
+    let large = format!(
+        r#"{{"resourceMetrics":[{{"scopeMetrics":[{{"metrics":[{{"name":"g","gauge":{{"dataPoints":[{}]}}}}]}}]}}]}}"#,
+        points.join(",")
+    );
+    assert!(large.len() > 128 << 10, "{}", large.len());
+    let (status, _, body) = post(
+        &addr,
+        "/v1/metrics",
+        &["Content-Type: application/json"],
+        large.as_bytes(),
+    );
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+
     let big = vec![0u8; 5 << 20];
     let (status, _, _) = post(&addr, "/v1/metrics", &[protobuf], &big);
     assert_eq!(status, 413);
@@ -318,8 +339,8 @@ fn bad_otlp_requests_get_clear_errors_and_are_counted() {
     assert_eq!(status, 400);
 
     let c = otlp_counters(&m);
-    assert_eq!(c["received"], 5, "{c}");
-    assert_eq!(c["accepted"], 0, "{c}");
+    assert_eq!(c["received"], 6, "{c}");
+    assert_eq!(c["accepted"], 4000, "{c}");
     for reason in [
         "undecodable OTLP protobuf",
         "wrong content type",
