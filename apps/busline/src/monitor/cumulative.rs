@@ -50,6 +50,10 @@ pub enum Start {
     /// last report (a Prometheus series that appears in a later scrape): it
     /// started while the monitor watched. Compared as [`Start::Unknown`].
     Appeared,
+    /// The sender says it started at these Unix nanoseconds, and the series
+    /// is new since the sender's last report (an OTLP attribute set first
+    /// seen in a later export): counted whole. Compared as [`Start::At`].
+    AppearedAt(u64),
 }
 
 impl Start {
@@ -57,6 +61,7 @@ impl Start {
     fn kept(self) -> Start {
         match self {
             Start::Appeared => Start::Unknown,
+            Start::AppearedAt(ns) => Start::At(ns),
             s => s,
         }
     }
@@ -126,6 +131,7 @@ struct Entry {
 #[derive(Debug)]
 pub struct Cumulative {
     series: HashMap<String, Entry>,
+    senders: HashMap<String, Instant>,
     cap: usize,
     stale: Duration,
     born_ns: u64,
@@ -142,6 +148,7 @@ impl Cumulative {
     pub fn new(cap: usize, stale: Duration) -> Cumulative {
         Cumulative {
             series: HashMap::new(),
+            senders: HashMap::new(),
             cap: cap.max(1),
             stale,
             born_ns: super::unix_ms().saturating_mul(1_000_000),
@@ -154,9 +161,28 @@ impl Cumulative {
         self.series.len()
     }
 
+    /// Whether a report of `sender` (an OTLP resource and scope) came
+    /// before; notes this one. Senders are capped and forgotten like series
+    /// (one not noted is "not seen": its new series are baselines).
+    pub fn sender_seen(&mut self, sender: &str, now: Instant) -> bool {
+        if let Some(seen) = self.senders.get_mut(sender) {
+            *seen = now;
+            return true;
+        }
+        if self.senders.len() >= self.cap {
+            let stale = self.stale;
+            self.senders
+                .retain(|_, seen| now.saturating_duration_since(*seen) < stale);
+        }
+        if self.senders.len() < self.cap {
+            self.senders.insert(sender.to_owned(), now);
+        }
+        false
+    }
+
     /// The increment of a counter whose total is now `total`.
     pub fn counter(&mut self, key: &str, total: f64, start: Start, now: Instant) -> Step<f64> {
-        let appeared = start == Start::Appeared;
+        let appeared = matches!(start, Start::Appeared | Start::AppearedAt(_));
         let start = start.kept();
         let Some(entry) = self.entry(key, now) else {
             return Step::Full;
@@ -184,7 +210,7 @@ impl Cumulative {
         start: Start,
         now: Instant,
     ) -> Step<Buckets> {
-        let appeared = start == Start::Appeared;
+        let appeared = matches!(start, Start::Appeared | Start::AppearedAt(_));
         let start = start.kept();
         let Some(entry) = self.entry(key, now) else {
             return Step::Full;

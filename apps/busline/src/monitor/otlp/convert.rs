@@ -117,6 +117,10 @@ pub fn convert(req: &ExportMetricsServiceRequest, cum: &mut Cumulative, now: Ins
         let mut samples = Vec::new();
         for sm in &rm.scope_metrics {
             let scope = sm.scope.as_ref().map(|s| s.name.as_str()).unwrap_or("");
+            // Series new in a later export of a sender seen before started
+            // since: counted whole.
+            let seen_before =
+                cum.sender_seen(&format!("{source}\u{1}{resource_key}\u{1}{scope}"), now);
             for m in &sm.metrics {
                 let mut cx = Point {
                     series_prefix: format!(
@@ -126,6 +130,7 @@ pub fn convert(req: &ExportMetricsServiceRequest, cum: &mut Cumulative, now: Ins
                     metric: m,
                     cum: &mut *cum,
                     now,
+                    seen_before,
                     out: &mut samples,
                     accepted: 0,
                     rejected: &mut out.rejected,
@@ -150,6 +155,8 @@ struct Point<'a> {
     metric: &'a OtlpMetric,
     cum: &'a mut Cumulative,
     now: Instant,
+    /// A report of this resource and scope came before.
+    seen_before: bool,
     out: &'a mut Vec<Sample>,
     accepted: u64,
     rejected: &'a mut Rejected,
@@ -226,7 +233,7 @@ impl Point<'_> {
                 }
                 (true, false) => self.number(p, |v, _, _| Ok(Some(Value::Counter { value: v }))),
                 (true, true) => self.number(p, |v, key, me| {
-                    let start = start_of(p.start_time_unix_nano);
+                    let start = me.start_of(p.start_time_unix_nano);
                     match me.cum.counter(key, v, start, me.now) {
                         Step::Full => Err("too many cumulative series tracked"),
                         step => Ok(counter_step(step)),
@@ -333,7 +340,7 @@ impl Point<'_> {
             let key = self.key(&labels);
             match self
                 .cum
-                .histogram(&key, buckets, start_of(start_ns), self.now)
+                .histogram(&key, buckets, self.start_of(start_ns), self.now)
             {
                 Step::Rebased => return self.reject(
                     "a cumulative histogram that changed its buckets (taken as the new baseline)",
@@ -381,7 +388,7 @@ impl Point<'_> {
                 ));
             }
         }
-        let start = start_of(p.start_time_unix_nano);
+        let start = self.start_of(p.start_time_unix_nano);
         for (suffix, total) in [("_count", p.count as f64), ("_sum", p.sum)] {
             let key = format!("{}\u{1}{suffix}", self.key(&labels));
             if let Some(v) = counter_step(self.cum.counter(&key, total, start, self.now)) {
@@ -395,6 +402,17 @@ impl Point<'_> {
         }
         self.out.extend(samples);
         self.accepted += 1;
+    }
+
+    /// A point's start: its own time, marked as appeared when its sender
+    /// was seen before (see [`Start`]).
+    fn start_of(&self, ns: u64) -> Start {
+        match (ns, self.seen_before) {
+            (0, false) => Start::Unknown,
+            (0, true) => Start::Appeared,
+            (ns, false) => Start::At(ns),
+            (ns, true) => Start::AppearedAt(ns),
+        }
     }
 
     fn key(&self, labels: &Labels) -> String {
@@ -429,14 +447,6 @@ fn sample(name: String, labels: Labels, value: Value, time_ns: u64) -> Sample {
         labels,
         value,
         at_ms: (time_ns > 0).then_some(time_ns / 1_000_000),
-    }
-}
-
-fn start_of(ns: u64) -> Start {
-    if ns == 0 {
-        Start::Unknown
-    } else {
-        Start::At(ns)
     }
 }
 

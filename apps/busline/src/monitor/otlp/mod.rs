@@ -228,6 +228,55 @@ mod tests {
         );
     }
 
+    /// A cumulative sum `jobs` from service `old` (started long before the
+    /// monitor) with one point per `(status, total)`.
+    fn cumulative(points: &[(&str, u32)]) -> String {
+        let points: Vec<String> = points
+            .iter()
+            .map(|(status, total)| {
+                format!(
+                    r#"{{"asInt":"{total}","startTimeUnixNano":"1000","attributes":[{{"key":"status","value":{{"stringValue":"{status}"}}}}]}}"#
+                )
+            })
+            .collect();
+        format!(
+            r#"{{"resourceMetrics":[{{"resource":{{"attributes":[{{"key":"service.name","value":{{"stringValue":"old"}}}}]}},"scopeMetrics":[{{"metrics":[{{"name":"jobs","sum":{{"aggregationTemporality":2,"isMonotonic":true,"dataPoints":[{}]}}}}]}}]}}]}}"#,
+            points.join(",")
+        )
+    }
+
+    fn increments(r: &Receiver, body: &str) -> Vec<(String, f64)> {
+        let (metrics, c) = r
+            .decode_and_convert(body.as_bytes(), Encoding::Json)
+            .unwrap();
+        assert_eq!(c.rejected.total(), 0, "{}", c.rejected.message());
+        metrics
+            .iter()
+            .flat_map(|m| m.samples().into_owned())
+            .map(|s| match s.value {
+                Value::Counter { value } => (s.labels["status"].clone(), value),
+                other => panic!("{other:?}"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn cumulative_sums_start_as_baselines_and_new_series_count_whole() {
+        let r = Receiver::default();
+        // The first export of a long-running service: totals are baselines.
+        assert!(increments(&r, &cumulative(&[("200", 100)])).is_empty());
+        // A status first seen in a later export started since: all of it.
+        assert_eq!(
+            increments(&r, &cumulative(&[("200", 104), ("500", 3)])),
+            vec![("200".to_owned(), 4.0), ("500".to_owned(), 3.0)]
+        );
+        // The service restarted (totals fell): the new totals, never negative.
+        assert_eq!(
+            increments(&r, &cumulative(&[("200", 2), ("500", 3)])),
+            vec![("200".to_owned(), 2.0), ("500".to_owned(), 0.0)]
+        );
+    }
+
     #[test]
     fn protobuf_round_trips_and_garbage_is_refused() {
         let req: ExportMetricsServiceRequest = serde_json::from_str(JSON).unwrap();
