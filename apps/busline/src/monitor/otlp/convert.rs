@@ -18,6 +18,13 @@
 //! and the name tell series apart for the cumulative state, so two instances
 //! of one service do not look like each other's resets.
 //!
+//! A cumulative series seen for the first time is a baseline (no
+//! increment: its total may hold hours from before the monitor watched),
+//! unless its start time is after the monitor started, or its resource and
+//! scope were in an earlier request (it appeared since): then its whole
+//! total is the increment. A total that falls, or a new start time, is a
+//! restart: the new total is the increment. See [`Cumulative`].
+//!
 //! A point that cannot be taken is counted under a reason and named in the
 //! answer's `partial_success`; the other points of the request still count.
 
@@ -29,8 +36,8 @@ use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequ
 use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
 use opentelemetry_proto::tonic::metrics::v1::{
     exponential_histogram_data_point::Buckets as ExpBuckets, metric::Data, number_data_point,
-    AggregationTemporality, ExponentialHistogramDataPoint, HistogramDataPoint,
-    Metric as OtlpMetric, NumberDataPoint, SummaryDataPoint,
+    AggregationTemporality, ExponentialHistogramDataPoint, HistogramDataPoint, NumberDataPoint,
+    SummaryDataPoint,
 };
 
 use crate::monitor::cumulative::{Buckets, Cumulative, Start, Step};
@@ -99,9 +106,14 @@ impl Rejected {
 }
 
 /// Converts `req`, turning cumulative values into increments with `cum`.
-pub fn convert(req: &ExportMetricsServiceRequest, cum: &mut Cumulative, now: Instant) -> Converted {
+/// The points' attributes are moved out of `req` into the samples' labels.
+pub fn convert(
+    req: &mut ExportMetricsServiceRequest,
+    cum: &mut Cumulative,
+    now: Instant,
+) -> Converted {
     let mut out = Converted::default();
-    for rm in &req.resource_metrics {
+    for rm in &mut req.resource_metrics {
         let attrs = rm
             .resource
             .as_ref()
@@ -115,19 +127,19 @@ pub fn convert(req: &ExportMetricsServiceRequest, cum: &mut Cumulative, now: Ins
             .unwrap_or_else(|| DEFAULT_SOURCE.to_owned());
         let resource_key = key_of(attrs);
         let mut samples = Vec::new();
-        for sm in &rm.scope_metrics {
+        for sm in &mut rm.scope_metrics {
             let scope = sm.scope.as_ref().map(|s| s.name.as_str()).unwrap_or("");
             // Series new in a later export of a sender seen before started
             // since: counted whole.
             let seen_before =
                 cum.sender_seen(&format!("{source}\u{1}{resource_key}\u{1}{scope}"), now);
-            for m in &sm.metrics {
+            for m in &mut sm.metrics {
                 let mut cx = Point {
                     series_prefix: format!(
                         "{source}\u{1}{resource_key}\u{1}{scope}\u{1}{}",
                         m.name
                     ),
-                    metric: m,
+                    name: &m.name,
                     cum: &mut *cum,
                     now,
                     seen_before,
@@ -135,7 +147,7 @@ pub fn convert(req: &ExportMetricsServiceRequest, cum: &mut Cumulative, now: Ins
                     accepted: 0,
                     rejected: &mut out.rejected,
                 };
-                cx.metric();
+                cx.metric(&mut m.data);
                 out.accepted += cx.accepted;
             }
         }
@@ -152,7 +164,7 @@ pub fn convert(req: &ExportMetricsServiceRequest, cum: &mut Cumulative, now: Ins
 /// The points of one metric being converted.
 struct Point<'a> {
     series_prefix: String,
-    metric: &'a OtlpMetric,
+    name: &'a str,
     cum: &'a mut Cumulative,
     now: Instant,
     /// A report of this resource and scope came before.
@@ -164,12 +176,11 @@ struct Point<'a> {
 
 impl Point<'_> {
     fn reject(&mut self, reason: &'static str, n: usize) {
-        self.rejected.add(reason, &self.metric.name, n as u64);
+        self.rejected.add(reason, self.name, n as u64);
     }
 
-    fn metric(&mut self) {
-        let m = self.metric;
-        let points = match &m.data {
+    fn metric(&mut self, data: &mut Option<Data>) {
+        let points = match data {
             None => return self.reject("a metric without data", 1),
             Some(Data::Gauge(g)) => g.data_points.len(),
             Some(Data::Sum(s)) => s.data_points.len(),
@@ -177,24 +188,26 @@ impl Point<'_> {
             Some(Data::ExponentialHistogram(h)) => h.data_points.len(),
             Some(Data::Summary(s)) => s.data_points.len(),
         };
-        if m.name.is_empty() {
+        if self.name.is_empty() {
             return self.reject("a metric without a name", points);
         }
-        match &m.data {
+        match data {
             None => {}
             Some(Data::Gauge(g)) => {
-                for p in &g.data_points {
+                for p in &mut g.data_points {
                     self.number(p, |v, _, _| Ok(Some(Value::Gauge { value: v })));
                 }
             }
-            Some(Data::Sum(s)) => {
-                self.sum(s.aggregation_temporality, s.is_monotonic, &s.data_points)
-            }
+            Some(Data::Sum(s)) => self.sum(
+                s.aggregation_temporality,
+                s.is_monotonic,
+                &mut s.data_points,
+            ),
             Some(Data::Histogram(h)) => {
                 if !self.temporality_known(h.aggregation_temporality, h.data_points.len()) {
                     return;
                 }
-                for p in &h.data_points {
+                for p in &mut h.data_points {
                     self.histogram(h.aggregation_temporality, p);
                 }
             }
@@ -202,12 +215,12 @@ impl Point<'_> {
                 if !self.temporality_known(h.aggregation_temporality, h.data_points.len()) {
                     return;
                 }
-                for p in &h.data_points {
+                for p in &mut h.data_points {
                     self.exponential(h.aggregation_temporality, p);
                 }
             }
             Some(Data::Summary(s)) => {
-                for p in &s.data_points {
+                for p in &mut s.data_points {
                     self.summary(p);
                 }
             }
@@ -222,19 +235,21 @@ impl Point<'_> {
         known
     }
 
-    fn sum(&mut self, temporality: i32, monotonic: bool, points: &[NumberDataPoint]) {
+    fn sum(&mut self, temporality: i32, monotonic: bool, points: &mut [NumberDataPoint]) {
         if !self.temporality_known(temporality, points.len()) {
             return;
         }
         for p in points {
+            let start_ns = p.start_time_unix_nano;
             match (monotonic, temporality == CUMULATIVE) {
                 (true, false) if matches!(number(p), Some(v) if v < 0.0) => {
                     self.reject("a negative increment of a monotonic sum", 1)
                 }
                 (true, false) => self.number(p, |v, _, _| Ok(Some(Value::Counter { value: v }))),
-                (true, true) => self.number(p, |v, key, me| {
-                    let start = me.start_of(p.start_time_unix_nano);
-                    match me.cum.counter(key, v, start, me.now) {
+                (true, true) => self.number(p, |v, labels, me| {
+                    let start = me.start_of(start_ns);
+                    let key = me.key(labels);
+                    match me.cum.counter(&key, v, start, me.now) {
                         Step::Full => Err("too many cumulative series tracked"),
                         step => Ok(counter_step(step)),
                     }
@@ -247,13 +262,13 @@ impl Point<'_> {
         }
     }
 
-    /// One number point through `f(value, series key, self)`: a value to
+    /// One number point through `f(value, labels, self)`: a value to
     /// push, `None` for a point taken with no sample (a cumulative first
     /// sight), or the reason it is refused.
     fn number(
         &mut self,
-        p: &NumberDataPoint,
-        f: impl FnOnce(f64, &str, &mut Self) -> Result<Option<Value>, &'static str>,
+        p: &mut NumberDataPoint,
+        f: impl FnOnce(f64, &Labels, &mut Self) -> Result<Option<Value>, &'static str>,
     ) {
         if p.flags & NO_RECORDED_VALUE != 0 {
             return self.reject("a point flagged as having no recorded value", 1);
@@ -264,23 +279,25 @@ impl Point<'_> {
         if !v.is_finite() {
             return self.reject("a value that is not a finite number", 1);
         }
-        let labels = labels_of(&p.attributes);
-        let key = self.key(&labels);
-        match f(v, &key, self) {
+        let labels = labels_of(&mut p.attributes);
+        match f(v, &labels, self) {
             Ok(Some(value)) => self.push(labels, value, p.time_unix_nano),
             Ok(None) => self.accepted += 1,
             Err(reason) => self.reject(reason, 1),
         }
     }
 
-    fn histogram(&mut self, temporality: i32, p: &HistogramDataPoint) {
+    fn histogram(&mut self, temporality: i32, p: &mut HistogramDataPoint) {
         if p.flags & NO_RECORDED_VALUE != 0 {
             return self.reject("a point flagged as having no recorded value", 1);
         }
         let (bounds, counts) = if p.bucket_counts.is_empty() && p.explicit_bounds.is_empty() {
             (Vec::new(), vec![p.count])
         } else {
-            (p.explicit_bounds.clone(), p.bucket_counts.clone())
+            (
+                std::mem::take(&mut p.explicit_bounds),
+                std::mem::take(&mut p.bucket_counts),
+            )
         };
         if counts.len() != bounds.len() + 1 {
             return self.reject(
@@ -301,7 +318,7 @@ impl Point<'_> {
         };
         self.buckets(
             temporality,
-            &p.attributes,
+            &mut p.attributes,
             buckets,
             (p.min, p.max),
             p.start_time_unix_nano,
@@ -309,7 +326,7 @@ impl Point<'_> {
         );
     }
 
-    fn exponential(&mut self, temporality: i32, p: &ExponentialHistogramDataPoint) {
+    fn exponential(&mut self, temporality: i32, p: &mut ExponentialHistogramDataPoint) {
         if p.flags & NO_RECORDED_VALUE != 0 {
             return self.reject("a point flagged as having no recorded value", 1);
         }
@@ -318,7 +335,7 @@ impl Point<'_> {
         };
         self.buckets(
             temporality,
-            &p.attributes,
+            &mut p.attributes,
             buckets,
             (p.min, p.max),
             p.start_time_unix_nano,
@@ -329,7 +346,7 @@ impl Point<'_> {
     fn buckets(
         &mut self,
         temporality: i32,
-        attributes: &[KeyValue],
+        attributes: &mut Vec<KeyValue>,
         buckets: Buckets,
         (min, max): (Option<f64>, Option<f64>),
         start_ns: u64,
@@ -369,19 +386,19 @@ impl Point<'_> {
         self.push(labels, value, time_ns);
     }
 
-    fn summary(&mut self, p: &SummaryDataPoint) {
+    fn summary(&mut self, p: &mut SummaryDataPoint) {
         if p.flags & NO_RECORDED_VALUE != 0 {
             return self.reject("a point flagged as having no recorded value", 1);
         }
-        let labels = labels_of(&p.attributes);
-        let name = &self.metric.name;
+        let labels = labels_of(&mut p.attributes);
+        let name = self.name;
         let mut samples = Vec::new();
         for q in &p.quantile_values {
             if q.value.is_finite() {
                 let mut l = labels.clone();
                 l.insert("quantile".into(), q.quantile.to_string());
                 samples.push(sample(
-                    name.clone(),
+                    name.to_owned(),
                     l,
                     Value::Gauge { value: q.value },
                     p.time_unix_nano,
@@ -425,7 +442,7 @@ impl Point<'_> {
 
     fn push(&mut self, labels: Labels, value: Value, time_ns: u64) {
         self.out
-            .push(sample(self.metric.name.clone(), labels, value, time_ns));
+            .push(sample(self.name.to_owned(), labels, value, time_ns));
         self.accepted += 1;
     }
 }
@@ -520,17 +537,28 @@ pub fn exponential_buckets(p: &ExponentialHistogramDataPoint) -> Option<Buckets>
     })
 }
 
-/// Attributes as labels (values as text).
-pub fn labels_of(attrs: &[KeyValue]) -> Labels {
+/// Attributes as labels (values as text), moved out of `attrs`.
+pub fn labels_of(attrs: &mut Vec<KeyValue>) -> Labels {
     attrs
-        .iter()
-        .map(|kv| (kv.key.clone(), text(kv.value.as_ref())))
+        .drain(..)
+        .map(|kv| {
+            let value = match kv.value.and_then(|v| v.value) {
+                Some(any_value::Value::StringValue(s)) => s,
+                other => text(other.map(|v| AnyValue { value: Some(v) }).as_ref()),
+            };
+            (kv.key, value)
+        })
         .collect()
 }
 
 fn key_of(attrs: &[KeyValue]) -> String {
+    let mut sorted: Vec<(&str, String)> = attrs
+        .iter()
+        .map(|kv| (kv.key.as_str(), text(kv.value.as_ref())))
+        .collect();
+    sorted.sort();
     let mut k = String::new();
-    for (name, value) in labels_of(attrs) {
+    for (name, value) in sorted {
         let _ = write!(k, "{name}\u{2}{value}\u{3}");
     }
     k

@@ -163,8 +163,8 @@ impl Receiver {
         body: &[u8],
         encoding: Encoding,
     ) -> Result<(Vec<Metric>, Converted), BodyError> {
-        let req = decode(body, encoding)?;
-        let mut converted = convert::convert(&req, &mut self.cumulative.lock(), Instant::now());
+        let mut req = decode(body, encoding)?;
+        let mut converted = convert::convert(&mut req, &mut self.cumulative.lock(), Instant::now());
         let mut metrics = Vec::new();
         for (source, samples) in std::mem::take(&mut converted.sources) {
             metrics.extend(Metric::batches(&source, samples));
