@@ -25,6 +25,9 @@
 //! function = "p99"
 //! window = "1m"
 //! threshold = 250
+//! otlp = "127.0.0.1:4318"
+//! scrape = ["http://127.0.0.1:9100/metrics", "api=http://127.0.0.1:8000/metrics"]
+//! scrape-interval = 5
 //! ```
 //!
 //! See [`rule`](super::rule) for the keys of an `[[alert]]` table.
@@ -157,6 +160,18 @@ pub struct MonitorArgs {
     /// of the plain lines; `q` quits. Needs a terminal on stdout.
     #[arg(long)]
     pub tui: bool,
+    /// Also take OTLP/HTTP metrics (`POST /v1/metrics`) on a listener of
+    /// their own at this address (conventionally 127.0.0.1:4318); the web
+    /// address serves the route too.
+    #[arg(long, value_name = "ADDR")]
+    pub otlp: Option<String>,
+    /// Scrape this Prometheus endpoint (repeatable): `URL`, or `JOB=URL` to
+    /// name the source (else `host:port` of the URL).
+    #[arg(long, value_name = "[JOB=]URL")]
+    pub scrape: Vec<String>,
+    /// Seconds between scrapes of each target [default: 5].
+    #[arg(long, value_name = "SECS")]
+    pub scrape_interval: Option<f64>,
 }
 
 /// The file form of [`MonitorArgs`].
@@ -193,6 +208,10 @@ struct FileConfig {
     alert: Vec<toml::Table>,
     max_series: Option<usize>,
     tui: Option<bool>,
+    otlp: Option<String>,
+    #[serde(default)]
+    scrape: Vec<String>,
+    scrape_interval: Option<f64>,
 }
 
 /// Everything the monitor runs with, checked.
@@ -236,6 +255,12 @@ pub struct Settings {
     pub max_series: usize,
     /// Whether the full-screen view runs.
     pub tui: bool,
+    /// The `--otlp` listener's address, if any.
+    pub otlp: Option<SocketAddr>,
+    /// Prometheus endpoints to scrape.
+    pub scrape: Vec<super::scrape::Target>,
+    /// Time between scrapes.
+    pub scrape_interval: Duration,
 }
 
 /// Which modules a process runs (`--modules`).
@@ -436,7 +461,29 @@ impl Settings {
             Some(text) => Modules::parse(text)?,
             None => Modules::ALL,
         };
-        let publishes = modules.web_sim || modules.db_sim || modules.web;
+        let otlp = match args.otlp.clone().or(file.otlp) {
+            Some(text) => {
+                let addr = parse_addr(&text).context("otlp")?;
+                if !addr.ip().is_loopback() && token.is_none() {
+                    bail!("refusing to take OTLP on {addr} without a token: pass --token <secret>, or bind to loopback (--otlp 127.0.0.1:4318)");
+                }
+                Some(addr)
+            }
+            None => None,
+        };
+        let mut scrape = Vec::new();
+        for text in file.scrape.iter().chain(&args.scrape) {
+            scrape.push(super::scrape::Target::parse(text)?);
+        }
+        let scrape_interval = match args.scrape_interval.or(file.scrape_interval).unwrap_or(5.0) {
+            s if s.is_finite() && (0.1..=3600.0).contains(&s) => Duration::from_secs_f64(s),
+            s => bail!("scrape-interval {s}: expected seconds from 0.1 to 3600"),
+        };
+        let publishes = modules.web_sim
+            || modules.db_sim
+            || modules.web
+            || otlp.is_some()
+            || !scrape.is_empty();
         let nats = match args.nats.clone().or(file.nats) {
             None if !publishes => bail!(
                 "modules: nothing in this process publishes metrics (publishers, web-sim, db-sim or web), so its consumers would have nothing to show; add a publisher, or --nats to get another process's metrics"
@@ -516,6 +563,9 @@ impl Settings {
             log_retention_bytes: retention_mb.saturating_mul(1 << 20),
             modules,
             nats,
+            otlp,
+            scrape,
+            scrape_interval,
         })
     }
 }

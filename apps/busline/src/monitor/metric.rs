@@ -93,11 +93,26 @@ impl Metric {
     /// samples' order.
     pub fn batches(source: &str, samples: Vec<Sample>) -> Vec<Metric> {
         let mut by_topic: Vec<(String, Vec<Sample>)> = Vec::new();
+        // Index in `by_topic` of the last sample's name (runs of one name
+        // are common: one metric's points).
+        let mut last: Option<usize> = None;
         for s in samples {
+            if let Some(i) =
+                last.filter(|i| by_topic[*i].1.last().is_some_and(|l| l.name == s.name))
+            {
+                by_topic[i].1.push(s);
+                continue;
+            }
             let topic = topic_of(source, &s.name);
-            match by_topic.iter_mut().find(|(t, _)| *t == topic) {
-                Some((_, v)) => v.push(s),
-                None => by_topic.push((topic, vec![s])),
+            match by_topic.iter().position(|(t, _)| *t == topic) {
+                Some(i) => {
+                    by_topic[i].1.push(s);
+                    last = Some(i);
+                }
+                None => {
+                    by_topic.push((topic, vec![s]));
+                    last = Some(by_topic.len() - 1);
+                }
             }
         }
         by_topic
@@ -269,6 +284,44 @@ mod tests {
         assert_eq!(Ms(3.5).to_string(), "3.5");
         assert_eq!(Ms(12.5).to_string(), "13");
         assert_eq!(Ms(123.4).to_string(), "123");
+    }
+
+    #[test]
+    fn batches_are_one_per_topic_in_order() {
+        let g = |name: &str, v: f64| Sample::new(name, Value::Gauge { value: v });
+        let batches = Metric::batches(
+            "web",
+            vec![
+                g("a", 1.0),
+                g("a", 2.0),
+                g("b", 3.0),
+                g("a b", 4.0),
+                g("a_b", 5.0),
+                g("a", 6.0),
+            ],
+        );
+        let got: Vec<(String, Vec<f64>)> = batches
+            .iter()
+            .map(|m| {
+                let vals = m
+                    .samples()
+                    .iter()
+                    .map(|s| match s.value {
+                        Value::Gauge { value } => value,
+                        _ => unreachable!(),
+                    })
+                    .collect();
+                (m.topic().into_owned(), vals)
+            })
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("metrics.web.a".to_owned(), vec![1.0, 2.0, 6.0]),
+                ("metrics.web.b".to_owned(), vec![3.0]),
+                ("metrics.web.a_b".to_owned(), vec![4.0, 5.0]),
+            ]
+        );
     }
 
     #[test]

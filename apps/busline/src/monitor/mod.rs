@@ -9,7 +9,9 @@
 //! | `dashboard` | `metrics.>` | lossy | prints a 1 s summary; feeds the web page |
 //! | `series` | `metrics.>` | lossless | aggregates every series ([`series`]); runs with the dashboard |
 //! | `alerter` | `metrics.>` | lossless | alert rules (the default: errors/min over a threshold) → `[ALERT]`, webhook |
-//! | `web` | — | — | the page, SSE, `/api/events` (publishes as `api`), `/metrics` |
+//! | `web` | — | — | the page, SSE, `/api/events` (publishes as `api`), `/v1/metrics` (OTLP), `/metrics` |
+//! | `otlp` | — | — | with `--otlp ADDR`: OTLP/HTTP `POST /v1/metrics` on a listener of its own ([`otlp`]) |
+//! | `scrape` | — | — | with `--scrape URL`: scrapes Prometheus endpoints ([`scrape`]) |
 //! | `nats` | — | — | with `--nats`: the bus's link to the other processes ([`nats`]) |
 //!
 //! `--modules LIST` picks the modules this process runs (`publishers` =
@@ -69,14 +71,15 @@
 
 pub mod alerter;
 pub mod config;
+pub mod cumulative;
 pub mod dashboard;
 pub mod ingest;
-#[allow(dead_code)] // TEMP: used once the listeners land
 pub mod ingest_status;
 pub mod logger;
 #[allow(dead_code)] // TEMP: used once the listeners land
 pub mod metric;
 pub mod nats;
+pub mod otlp;
 pub mod publishers;
 pub mod rule;
 pub mod rule_state;
@@ -85,6 +88,7 @@ pub mod rule_window;
 pub mod sample;
 pub mod selector;
 pub mod series;
+pub mod scrape;
 pub mod tui;
 pub mod web;
 pub mod webhook;
@@ -148,6 +152,8 @@ pub struct Shared {
     series: Mutex<Option<Arc<series::StoreView>>>,
     /// Events the series store missed (it subscribes lossless: stays 0).
     series_missed: AtomicU64,
+    /// OTLP's cumulative series (the web route and `--otlp` share them).
+    pub otlp: otlp::Receiver,
     updates: watch::Sender<u64>,
 }
 
@@ -180,6 +186,7 @@ impl Shared {
             ingest: ingest_status::IngestStatus::default(),
             series: Mutex::new(None),
             series_missed: AtomicU64::new(0),
+            otlp: otlp::Receiver::default(),
             updates: watch::channel(0).0,
         }
     }
@@ -511,6 +518,14 @@ async fn run_async(settings: Settings, store: Option<Arc<LogStore<Metric>>>) -> 
         )?),
         None => None,
     };
+    let otlp = match settings.otlp {
+        Some(addr) => Some(otlp::http::OtlpListener::bind(
+            addr,
+            settings.token.clone(),
+            shared.clone(),
+        )?),
+        None => None,
+    };
     let hook = match &settings.alert_webhook {
         Some(url) => Some(Webhook::start(url.clone())?),
         None => None,
@@ -587,6 +602,27 @@ async fn run_async(settings: Settings, store: Option<Arc<LogStore<Metric>>>) -> 
     if let Some(w) = web {
         println!("[web] dashboard on {}", w.url());
         rt.add(w);
+    }
+    if let Some(o) = otlp {
+        println!("[otlp] OTLP/HTTP metrics on http://{}/v1/metrics", o.addr());
+        rt.add(o);
+    }
+    if !settings.scrape.is_empty() {
+        println!(
+            "[scrape] scraping {} every {}s",
+            settings
+                .scrape
+                .iter()
+                .map(|t| format!("{} ({})", t.url, t.job))
+                .collect::<Vec<_>>()
+                .join(", "),
+            settings.scrape_interval.as_secs_f64()
+        );
+        rt.add(scrape::Scraper::new(
+            settings.scrape.clone(),
+            settings.scrape_interval,
+            shared.clone(),
+        ));
     }
     if settings.simulate {
         for (on, service) in [

@@ -7,6 +7,7 @@
 //! | `GET /api/summary` | the current snapshot as JSON |
 //! | `POST /api/events` | metrics from real services: one JSON event or an array ([`ingest`](super::ingest)) |
 //! | `GET /metrics` | Prometheus text: the bus's counters and the monitor's own |
+//! | `POST /v1/metrics` | OTLP/HTTP metrics, protobuf or JSON ([`otlp`](super::otlp); host and token checks as for the API, bodies up to 4 MiB) |
 //!
 //! ## `/api/summary`
 //!
@@ -252,6 +253,10 @@ fn router(state: AppState) -> Router {
         .route("/api/stream", get(stream))
         .route("/api/events", post(events))
         .route("/metrics", get(prometheus))
+        .route(
+            "/v1/metrics",
+            post(otlp_metrics).layer(DefaultBodyLimit::max(super::otlp::MAX_BODY)),
+        )
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(state.max_body))
         .layer(middleware::from_fn_with_state(state.clone(), auth))
@@ -500,6 +505,15 @@ async fn events(
         st.shared.ingested.fetch_add(1, Ordering::Relaxed);
     }
     (StatusCode::ACCEPTED, Json(json!({ "accepted": published }))).into_response()
+}
+
+/// `POST /v1/metrics`: OTLP/HTTP ([`otlp`](super::otlp)).
+async fn otlp_metrics(
+    State(st): State<AppState>,
+    headers: axum::http::HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    super::otlp::http::handle(&st.ctx, &st.shared, &headers, body).await
 }
 
 async fn prometheus(State(st): State<AppState>) -> Response {
