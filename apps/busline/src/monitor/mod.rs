@@ -86,9 +86,9 @@ pub mod rule_state;
 pub mod rule_window;
 #[allow(dead_code)] // TEMP: used once the listeners land
 pub mod sample;
+pub mod scrape;
 pub mod selector;
 pub mod series;
-pub mod scrape;
 pub mod tui;
 pub mod web;
 pub mod webhook;
