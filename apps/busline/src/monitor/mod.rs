@@ -9,10 +9,12 @@
 //! | `dashboard` | `metrics.>` | lossy | prints a 1 s summary; feeds the web page |
 //! | `alerter` | `metrics.*.error` | lossless | errors/min over a threshold → `[ALERT]`, webhook |
 //! | `web` | — | — | the page, SSE, `/api/events` (publishes as `api`), `/metrics` |
+//! | `statsd` | — | — | StatsD over UDP ([`statsd`]; of the `ingest` set) |
 //! | `nats` | — | — | with `--nats`: the bus's link to the other processes ([`nats`]) |
 //!
 //! `--modules LIST` picks the modules this process runs (`publishers` =
-//! `web-sim,db-sim`, `dashboard`, `logger`, `alerter`, `web`; default all).
+//! `web-sim,db-sim`, `dashboard`, `logger`, `alerter`, `web`, `ingest` (the
+//! protocol listeners: StatsD); default all).
 //!
 //! ## Start and stop
 //!
@@ -73,6 +75,7 @@ pub mod nats;
 pub mod publishers;
 #[allow(dead_code)] // TEMP: used once the listeners land
 pub mod sample;
+pub mod statsd;
 pub mod web;
 pub mod webhook;
 
@@ -128,7 +131,7 @@ pub struct Shared {
     /// Requests to `POST /api/events` refused.
     pub rejected: AtomicU64,
     /// What every ingest listener took in, refused and lost.
-    pub ingest: ingest_status::IngestStatus,
+    pub ingest: Arc<ingest_status::IngestStatus>,
     updates: watch::Sender<u64>,
 }
 
@@ -157,7 +160,7 @@ impl Shared {
             firing: AtomicBool::new(false),
             ingested: AtomicU64::new(0),
             rejected: AtomicU64::new(0),
-            ingest: ingest_status::IngestStatus::default(),
+            ingest: Arc::default(),
             updates: watch::channel(0).0,
         }
     }
@@ -437,6 +440,10 @@ async fn run_async(settings: Settings, store: Option<Arc<LogStore<Metric>>>) -> 
         )?),
         None => None,
     };
+    let statsd = match settings.statsd {
+        Some(s) => statsd::Listener::bind(s.addr, s.explicit, shared.ingest.clone())?,
+        None => None,
+    };
     let hook = match &settings.alert_webhook {
         Some(url) => Some(Webhook::start(url.clone())?),
         None => None,
@@ -504,6 +511,10 @@ async fn run_async(settings: Settings, store: Option<Arc<LogStore<Metric>>>) -> 
     if let Some(w) = web {
         println!("[web] dashboard on {}", w.url());
         rt.add(w);
+    }
+    if let Some(l) = statsd {
+        println!("{}", l.describe());
+        rt.add(l);
     }
     if settings.simulate {
         for (on, service) in [
