@@ -1,7 +1,25 @@
 //! Metrics from real services: the JSON the web API accepts, and `busline publish`.
 //!
-//! A request body is one event object or a JSON array of them (see
-//! [`metric`](super::metric) for the shape). The whole body is checked before
+//! A request body is one event object or a JSON array of them: the seed's
+//! shapes (`request`, `db_query`, `error`; see [`metric`](super::metric)),
+//! or the generic form, samples of any metric from one source:
+//!
+//! ```json
+//! {"type":"samples","source":"shop","samples":[
+//!   {"name":"orders","labels":{"region":"eu"},"kind":"counter","value":3},
+//!   {"name":"pool.size","kind":"gauge","value":12},
+//!   {"name":"checkout.latency_ms","kind":"observation","value":42.5},
+//!   {"name":"users","kind":"set","member":"alice"}
+//! ]}
+//! ```
+//!
+//! A sample has a `name`, optional `labels` (an object of strings), optional
+//! `at_ms` (Unix milliseconds) and a `kind` with its fields, as in
+//! [`sample`](super::sample): `counter`, `gauge`, `gauge_delta` (`value`),
+//! `observation` (`value`, optional `weight`), `histogram` (`bounds`,
+//! `counts`, optional `sum`/`min`/`max`), `set` (`member`), `error`
+//! (`message`). Its samples are published as one event per topic
+//! (`metrics.<source>.<name tokens>`). The whole body is checked before
 //! anything is published: one bad event rejects the request and none of its
 //! events reach the bus.
 //!
@@ -14,8 +32,13 @@
 //! - `path` starts with `/`; `latency_ms`/`duration_ms` are finite, `>= 0` and
 //!   at most an hour; `status` is 100–599 (default 200); `source` is one topic
 //!   token (letters, digits, `-`, `_`); texts are non-empty and bounded.
+//! - `samples`: 1 to [`MAX_SAMPLES`] samples; each `name` a non-empty text,
+//!   at most [`MAX_LABELS`] labels with non-empty keys, a known `kind`,
+//!   finite values (a `weight` > 0; histogram `bounds` ascending with one
+//!   `counts` entry more), no unknown field.
 //!
-//! Every error names the event (by index, in an array) and the field.
+//! Every error names the event (by index, in an array) and the field
+//! (`samples[2].value`).
 
 use std::io::Read;
 
@@ -25,6 +48,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::metric::Metric;
+use super::sample::{Labels, Sample, Value as SampleValue};
 
 /// The most events one request may carry.
 pub const MAX_EVENTS: usize = 1000;
@@ -32,6 +56,10 @@ pub const MAX_EVENTS: usize = 1000;
 pub const MAX_TEXT: usize = 4096;
 /// The largest latency or duration accepted: one hour, in milliseconds.
 pub const MAX_MS: f64 = 3_600_000.0;
+/// The most samples one `samples` event may carry.
+pub const MAX_SAMPLES: usize = 1000;
+/// The most labels one sample may carry.
+pub const MAX_LABELS: usize = 64;
 
 /// Why a request body was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -69,7 +97,31 @@ impl IngestError {
 }
 
 /// Parses and checks a request body: one event object or an array of them.
+/// A `samples` event comes back as one metric per topic.
 pub fn parse_events(body: &[u8]) -> Result<Vec<Metric>, IngestError> {
+    let events = parse_documents(body)?;
+    let mut out = Vec::with_capacity(events.len());
+    for m in events {
+        match m {
+            Metric::Samples { source, samples } => out.extend(Metric::batches(&source, samples)),
+            m => out.push(m),
+        }
+    }
+    Ok(out)
+}
+
+/// How many samples `metrics` carry (a seed shape is one).
+pub fn sample_count(metrics: &[Metric]) -> u64 {
+    metrics
+        .iter()
+        .map(|m| match m {
+            Metric::Samples { samples, .. } => samples.len() as u64,
+            _ => 1,
+        })
+        .sum()
+}
+
+fn parse_documents(body: &[u8]) -> Result<Vec<Metric>, IngestError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Err(IngestError::new(
             None,
@@ -134,6 +186,13 @@ struct ErrorIn {
     message: String,
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SamplesIn {
+    source: String,
+    samples: Vec<Value>,
+}
+
 /// Parses and checks one event object.
 pub fn parse_event(value: Value) -> Result<Metric, IngestError> {
     let Value::Object(mut map) = value else {
@@ -146,7 +205,7 @@ pub fn parse_event(value: Value) -> Result<Metric, IngestError> {
         None => {
             return Err(IngestError::new(
                 Some("type"),
-                "missing; expected one of `request`, `db_query`, `error`",
+                "missing; expected one of `request`, `db_query`, `error`, `samples`",
             ))
         }
         Some(Value::String(s)) => s,
@@ -189,38 +248,254 @@ pub fn parse_event(value: Value) -> Result<Metric, IngestError> {
         }
         "error" => {
             let e: ErrorIn = fields(rest)?;
-            if e.source.is_empty()
-                || e.source.len() > 64
-                || !e
-                    .source
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-            {
-                return Err(IngestError::new(
-                    Some("source"),
-                    format!(
-                        "{:?} is not a service name: use 1-64 letters, digits, `-` or `_` \
-                         (it becomes the topic metrics.<source>.error)",
-                        e.source
-                    ),
-                ));
-            }
+            source_token(&e.source, "metrics.<source>.error")?;
             text("message", &e.message)?;
             Metric::Error {
                 source: e.source,
                 message: e.message,
             }
         }
+        "samples" => {
+            let s: SamplesIn = fields(rest)?;
+            source_token(&s.source, "metrics.<source>.<name>")?;
+            if s.samples.is_empty() {
+                return Err(IngestError::new(Some("samples"), "holds no samples"));
+            }
+            if s.samples.len() > MAX_SAMPLES {
+                return Err(IngestError::new(
+                    Some("samples"),
+                    format!("{} samples in one event; at most {MAX_SAMPLES}", s.samples.len()),
+                ));
+            }
+            let samples = s
+                .samples
+                .into_iter()
+                .enumerate()
+                .map(|(i, v)| {
+                    parse_sample(v).map_err(|mut e| {
+                        e.field = Some(match e.field {
+                            Some(f) => format!("samples[{i}].{f}"),
+                            None => format!("samples[{i}]"),
+                        });
+                        e
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            Metric::Samples {
+                source: s.source,
+                samples,
+            }
+        }
         other => {
             return Err(IngestError::new(
                 Some("type"),
                 format!(
-                    "unknown event type {other:?}; expected one of `request`, `db_query`, `error`"
+                    "unknown event type {other:?}; expected one of `request`, `db_query`, `error`, `samples`"
                 ),
             ))
         }
     };
     Ok(metric)
+}
+
+fn source_token(source: &str, topic: &str) -> Result<(), IngestError> {
+    if source.is_empty()
+        || source.len() > 64
+        || !source
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        return Err(IngestError::new(
+            Some("source"),
+            format!(
+                "{source:?} is not a service name: use 1-64 letters, digits, `-` or `_` \
+                 (it becomes the topic {topic})"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SampleIn {
+    name: String,
+    #[serde(default)]
+    labels: Labels,
+    kind: String,
+    #[serde(default)]
+    at_ms: Option<u64>,
+    #[serde(default)]
+    value: Option<f64>,
+    #[serde(default)]
+    weight: Option<f64>,
+    #[serde(default)]
+    bounds: Option<Vec<f64>>,
+    #[serde(default)]
+    counts: Option<Vec<u64>>,
+    #[serde(default)]
+    sum: Option<f64>,
+    #[serde(default)]
+    min: Option<f64>,
+    #[serde(default)]
+    max: Option<f64>,
+    #[serde(default)]
+    member: Option<String>,
+    #[serde(default)]
+    message: Option<String>,
+}
+
+/// The fields each kind takes (beside `name`, `labels`, `at_ms`, `kind`).
+const KINDS: [(&str, &[&str]); 7] = [
+    ("counter", &["value"]),
+    ("gauge", &["value"]),
+    ("gauge_delta", &["value"]),
+    ("observation", &["value", "weight"]),
+    ("histogram", &["bounds", "counts", "sum", "min", "max"]),
+    ("set", &["member"]),
+    ("error", &["message"]),
+];
+
+/// Parses and checks one sample of a `samples` event.
+fn parse_sample(v: Value) -> Result<Sample, IngestError> {
+    let given: Vec<String> = match &v {
+        Value::Object(m) => m.keys().cloned().collect(),
+        other => {
+            return Err(IngestError::new(
+                None,
+                format!("expected a JSON object, got {}", json_kind(other)),
+            ))
+        }
+    };
+    let s: SampleIn = fields(v)?;
+    text("name", &s.name)?;
+    if s.labels.len() > MAX_LABELS {
+        return Err(IngestError::new(
+            Some("labels"),
+            format!("{} labels; at most {MAX_LABELS}", s.labels.len()),
+        ));
+    }
+    for (k, v) in &s.labels {
+        text("labels", k)?;
+        if v.len() > MAX_TEXT || v.chars().any(char::is_control) {
+            return Err(IngestError::new(
+                Some(&format!("labels.{k}")),
+                "longer than 4096 bytes or holds control characters",
+            ));
+        }
+    }
+    let Some((kind, takes)) = KINDS.iter().find(|(k, _)| *k == s.kind) else {
+        return Err(IngestError::new(
+            Some("kind"),
+            format!(
+                "unknown kind {:?}; expected one of {}",
+                s.kind,
+                KINDS.map(|(k, _)| format!("`{k}`")).join(", ")
+            ),
+        ));
+    };
+    let common = ["name", "labels", "kind", "at_ms"];
+    if let Some(extra) = given
+        .iter()
+        .find(|f| !common.contains(&f.as_str()) && !takes.contains(&f.as_str()))
+    {
+        return Err(IngestError::new(
+            Some(extra),
+            format!("a `{kind}` sample has no field `{extra}`"),
+        ));
+    }
+    let value = |v: Option<f64>| -> Result<f64, IngestError> {
+        match v {
+            None => Err(IngestError::new(Some("value"), "missing")),
+            Some(v) => finite("value", v),
+        }
+    };
+    let value = match *kind {
+        "counter" => SampleValue::Counter {
+            value: value(s.value)?,
+        },
+        "gauge" => SampleValue::Gauge {
+            value: value(s.value)?,
+        },
+        "gauge_delta" => SampleValue::GaugeDelta {
+            value: value(s.value)?,
+        },
+        "observation" => {
+            let weight = finite("weight", s.weight.unwrap_or(1.0))?;
+            if weight <= 0.0 {
+                return Err(IngestError::new(Some("weight"), "must be > 0"));
+            }
+            SampleValue::Observation {
+                value: value(s.value)?,
+                weight,
+            }
+        }
+        "histogram" => histogram(s.bounds, s.counts, [s.sum, s.min, s.max])?,
+        "set" => {
+            let member = s.member.unwrap_or_default();
+            text("member", &member)?;
+            SampleValue::Set { member }
+        }
+        _ => {
+            let message = s.message.unwrap_or_default();
+            text("message", &message)?;
+            SampleValue::Error { message }
+        }
+    };
+    Ok(Sample {
+        name: s.name,
+        labels: s.labels,
+        value,
+        at_ms: s.at_ms,
+    })
+}
+
+fn finite(field: &str, v: f64) -> Result<f64, IngestError> {
+    if v.is_finite() {
+        Ok(v)
+    } else {
+        Err(IngestError::new(
+            Some(field),
+            format!("{v} is not a finite number"),
+        ))
+    }
+}
+
+fn histogram(
+    bounds: Option<Vec<f64>>,
+    counts: Option<Vec<u64>>,
+    [sum, min, max]: [Option<f64>; 3],
+) -> Result<SampleValue, IngestError> {
+    let bounds = bounds.ok_or_else(|| IngestError::new(Some("bounds"), "missing"))?;
+    let counts = counts.ok_or_else(|| IngestError::new(Some("counts"), "missing"))?;
+    if bounds.iter().any(|b| !b.is_finite()) || bounds.windows(2).any(|w| w[0] >= w[1]) {
+        return Err(IngestError::new(
+            Some("bounds"),
+            "must be finite and strictly ascending",
+        ));
+    }
+    if counts.len() != bounds.len() + 1 {
+        return Err(IngestError::new(
+            Some("counts"),
+            format!(
+                "{} counts for {} bounds; expected one more count than bounds",
+                counts.len(),
+                bounds.len()
+            ),
+        ));
+    }
+    for (f, v) in [("sum", sum), ("min", min), ("max", max)] {
+        if let Some(v) = v {
+            finite(f, v)?;
+        }
+    }
+    Ok(SampleValue::Histogram {
+        bounds,
+        counts,
+        sum,
+        min,
+        max,
+    })
 }
 
 /// Deserializes the fields of one event type, naming the field on error.
@@ -462,6 +737,121 @@ mod tests {
             "{e}"
         );
         assert!(e.to_string().starts_with("event 1: field `query`"), "{e}");
+    }
+
+    #[test]
+    fn the_generic_form_is_one_metric_per_topic() {
+        let m = parse_events(
+            br#"{"type":"samples","source":"shop","samples":[
+                {"name":"orders","labels":{"region":"eu"},"kind":"counter","value":3},
+                {"name":"pool.size","kind":"gauge","value":12,"at_ms":1700000000000},
+                {"name":"orders","kind":"counter","value":1},
+                {"name":"lat","kind":"observation","value":4.5,"weight":2},
+                {"name":"h","kind":"histogram","bounds":[1,5],"counts":[1,2,0],"sum":7},
+                {"name":"users","kind":"set","member":"alice"},
+                {"name":"oops","kind":"error","message":"down"},
+                {"name":"q","kind":"gauge_delta","value":-2}
+            ]}"#,
+        )
+        .unwrap();
+        assert_eq!(sample_count(&m), 8);
+        assert_eq!(m.len(), 7, "orders twice share one topic: {m:?}");
+        use busline::Event as _;
+        assert_eq!(m[0].topic(), "metrics.shop.orders");
+        assert_eq!(m[1].topic(), "metrics.shop.pool.size");
+        let Metric::Samples { source, samples } = &m[0] else {
+            panic!("{m:?}")
+        };
+        assert_eq!((source.as_str(), samples.len()), ("shop", 2));
+        assert_eq!(samples[0].labels["region"], "eu");
+        assert_eq!(samples[0].value, SampleValue::Counter { value: 3.0 });
+    }
+
+    #[test]
+    fn generic_form_errors_name_the_event_and_the_field() {
+        let one = |sample: &str| {
+            format!(
+                r#"[{{"type":"error","source":"db","message":"x"}},{{"type":"samples","source":"svc","samples":[{{"name":"ok","kind":"counter","value":1}},{sample}]}}]"#
+            )
+        };
+        for (sample, field, says) in [
+            (
+                r#"{"name":"x","kind":"meter","value":1}"#,
+                "samples[1].kind",
+                "unknown kind \"meter\"",
+            ),
+            (
+                r#"{"name":"","kind":"counter","value":1}"#,
+                "samples[1].name",
+                "must not be empty",
+            ),
+            (
+                r#"{"name":"x","kind":"counter"}"#,
+                "samples[1].value",
+                "missing",
+            ),
+            (
+                r#"{"name":"x","kind":"counter","value":"1"}"#,
+                "samples[1].value",
+                "expected a number",
+            ),
+            (
+                r#"{"name":"x","kind":"counter","value":1,"member":"a"}"#,
+                "samples[1].member",
+                "no field `member`",
+            ),
+            (
+                r#"{"name":"x","kind":"counter","value":1,"colour":"a"}"#,
+                "samples[1].colour",
+                "unknown field",
+            ),
+            (
+                r#"{"name":"x","kind":"observation","value":1,"weight":0}"#,
+                "samples[1].weight",
+                "> 0",
+            ),
+            (
+                r#"{"name":"x","kind":"histogram","bounds":[2,1],"counts":[1,1,1]}"#,
+                "samples[1].bounds",
+                "ascending",
+            ),
+            (
+                r#"{"name":"x","kind":"histogram","bounds":[1],"counts":[1]}"#,
+                "samples[1].counts",
+                "one more count",
+            ),
+            (
+                r#"{"name":"x","kind":"set"}"#,
+                "samples[1].member",
+                "must not be empty",
+            ),
+            (
+                r#"{"name":"x","labels":{"":"v"},"kind":"counter","value":1}"#,
+                "samples[1].labels",
+                "must not be empty",
+            ),
+            (r#"7"#, "samples[1]", "expected a JSON object"),
+        ] {
+            let e = err(&one(sample));
+            assert_eq!(
+                (e.index, e.field.as_deref()),
+                (Some(1), Some(field)),
+                "{sample}: {e}"
+            );
+            assert!(e.to_string().contains(says), "{sample}: {e}");
+        }
+        let e = err(
+            r#"{"type":"samples","source":"a.b","samples":[{"name":"x","kind":"counter","value":1}]}"#,
+        );
+        assert_eq!(e.field.as_deref(), Some("source"), "{e}");
+        let e = err(r#"{"type":"samples","source":"a","samples":[]}"#);
+        assert_eq!(e.field.as_deref(), Some("samples"), "{e}");
+        let many = vec![r#"{"name":"x","kind":"counter","value":1}"#; MAX_SAMPLES + 1].join(",");
+        let e = err(&format!(
+            r#"{{"type":"samples","source":"a","samples":[{many}]}}"#
+        ));
+        assert!(e.to_string().contains("at most 1000"), "{e}");
+        assert!(finite("value", f64::INFINITY).is_err());
     }
 
     #[test]
