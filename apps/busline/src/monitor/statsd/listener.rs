@@ -6,13 +6,13 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use busline::{BoxError, Context, Module};
+use busline::{BoxError, Context, Message, Module};
 
 use super::parse::{parse_datagram, Reason};
 use super::socket::{self, KernelDrops};
 use crate::monitor::ingest_status::{IngestStatus, Protocol};
 use crate::monitor::metric::Metric;
-use crate::monitor::sample::Sample;
+use crate::monitor::sample::{topic_of, Sample};
 
 /// The largest datagram read whole (UDP's own limit).
 const DATAGRAM: usize = 65_536;
@@ -82,8 +82,13 @@ impl Listener {
         )
     }
 
+    /// Datagrams the kernel dropped on the socket so far, if it says.
+    pub fn kernel_drops(&self) -> Option<u64> {
+        self.drops.as_ref().and_then(KernelDrops::read)
+    }
+
     fn read_drops(&self) {
-        if let Some(n) = self.drops.as_ref().and_then(KernelDrops::read) {
+        if let Some(n) = self.kernel_drops() {
             self.status
                 .statsd
                 .kernel_dropped
@@ -92,44 +97,61 @@ impl Listener {
     }
 }
 
-/// The samples of one datagram, grouped by source, and counted.
-pub fn samples_of(datagram: &[u8], status: &Protocol) -> Vec<(String, Vec<Sample>)> {
-    let mut by_source: Vec<(&str, Vec<Sample>)> = Vec::new();
+/// The samples of one datagram as metrics, one per source and topic, each
+/// with its topic; the datagram counted in `status`.
+pub fn metrics_of(datagram: &[u8], status: &Protocol) -> Vec<(String, Metric)> {
+    // Grouped by source and name first (a name makes one topic): the topic
+    // is then made once per group, not once per line.
+    let mut groups: Vec<(&str, &str, Vec<Sample>)> = Vec::new();
     let mut accepted = 0u64;
     parse_datagram(
         datagram,
         |line| {
             accepted += 1;
-            let source = line.source();
+            let (source, name) = (line.source(), line.name);
             let sample = line.to_sample();
-            match by_source.iter_mut().find(|(s, _)| *s == source) {
-                Some((_, v)) => v.push(sample),
-                None => by_source.push((source, vec![sample])),
+            match groups
+                .iter_mut()
+                .find(|(s, n, _)| *n == name && *s == source)
+            {
+                Some((_, _, v)) => v.push(sample),
+                None => groups.push((source, name, vec![sample])),
             }
         },
         |reason: Reason, text| status.malformed(reason.as_str(), text, 1),
     );
     status.received.fetch_add(1, Ordering::Relaxed);
     status.accepted.fetch_add(accepted, Ordering::Relaxed);
-    by_source
-        .into_iter()
-        .map(|(s, v)| (s.to_owned(), v))
-        .collect()
+    let mut out: Vec<(String, Metric)> = Vec::with_capacity(groups.len());
+    for (source, name, samples) in groups {
+        let topic = topic_of(source, name);
+        // Names that differ only where a topic cannot hold a character share one.
+        match out.iter_mut().find(|(t, _)| *t == topic) {
+            Some((_, Metric::Samples { samples: v, .. })) => v.extend(samples),
+            _ => out.push((
+                topic,
+                Metric::Samples {
+                    source: source.to_owned(),
+                    samples,
+                },
+            )),
+        }
+    }
+    out
 }
 
-/// Publishes the samples of one datagram: one metric per source and topic,
-/// waiting for room on the bus (lossless: while it waits, the kernel queues
-/// and then drops datagrams, and those drops are counted).
+/// Publishes the metrics of one datagram, waiting for room on the bus
+/// (lossless: while it waits, the kernel queues and then drops datagrams,
+/// and those drops are counted).
 pub async fn publish(
     ctx: &Context<Metric>,
-    batches: Vec<(String, Vec<Sample>)>,
+    metrics: Vec<(String, Metric)>,
+    from: &Arc<str>,
 ) -> Result<(), BoxError> {
-    for (source, samples) in batches {
-        for m in Metric::batches(&source, samples) {
-            ctx.send(m.message("statsd"))
-                .await
-                .map_err(|e| e.to_string())?;
-        }
+    for (topic, m) in metrics {
+        ctx.send(Message::new(m).topic(topic).source(from.clone()))
+            .await
+            .map_err(|e| e.to_string())?;
     }
     Ok(())
 }
@@ -142,6 +164,7 @@ impl Module<Metric> for Listener {
     async fn run(&mut self, ctx: Context<Metric>) -> Result<(), BoxError> {
         let socket = tokio::net::UdpSocket::from_std(self.socket.try_clone()?)?;
         let mut buf = vec![0u8; DATAGRAM];
+        let from: Arc<str> = Arc::from("statsd");
         let mut tick = tokio::time::interval(DROPS_EVERY);
         loop {
             tokio::select! {
@@ -156,8 +179,8 @@ impl Module<Metric> for Listener {
                     Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
                     Err(e) => return Err(e.into()),
                 };
-                let batches = samples_of(&buf[..n], &self.status.statsd);
-                if let Err(e) = publish(&ctx, batches).await {
+                let metrics = metrics_of(&buf[..n], &self.status.statsd);
+                if let Err(e) = publish(&ctx, metrics, &from).await {
                     if ctx.is_shutting_down() {
                         return Ok(());
                     }
