@@ -313,6 +313,8 @@ fn bare_udp(datagrams: &Arc<Vec<Vec<u8>>>, count: u64, per: usize) -> Result<Rou
         .map_err(|_| anyhow::anyhow!("the sender panicked"))??;
     let dropped = || drops.as_ref().and_then(KernelDrops::read).unwrap_or(0) * per as u64;
     settle(sent, || lines.load(Ordering::Relaxed) + dropped());
+    // Read while the socket is open: a closed one has no line in /proc.
+    let dropped = dropped();
     stop.store(true, Ordering::Relaxed);
     let _ = receiver.join();
     Ok(Round {
@@ -320,7 +322,7 @@ fn bare_udp(datagrams: &Arc<Vec<Vec<u8>>>, count: u64, per: usize) -> Result<Rou
         sent,
         counted: lines.load(Ordering::Relaxed),
         rejected: 0,
-        dropped: dropped(),
+        dropped,
     })
 }
 
@@ -372,6 +374,7 @@ async fn monitor(datagrams: &Arc<Vec<Vec<u8>>>, count: u64, per: usize) -> Resul
         move || counted.load(Ordering::Relaxed) + status.statsd.snapshot().malformed + dropped()
     };
     tokio::task::spawn_blocking(move || settle(sent, accounted)).await?;
+    let dropped = dropped();
     stop.cancel();
     running
         .await?
@@ -384,6 +387,6 @@ async fn monitor(datagrams: &Arc<Vec<Vec<u8>>>, count: u64, per: usize) -> Resul
         sent,
         counted: counted.load(Ordering::Relaxed),
         rejected,
-        dropped: dropped(),
+        dropped,
     })
 }

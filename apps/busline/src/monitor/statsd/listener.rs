@@ -110,8 +110,10 @@ pub fn metrics_of(datagram: &[u8], status: &Protocol) -> Vec<(String, Metric)> {
             accepted += 1;
             let (source, name) = (line.source(), line.name);
             let sample = line.to_sample();
+            // The newest group first: a name often comes in a row.
             match groups
                 .iter_mut()
+                .rev()
                 .find(|(s, n, _)| *n == name && *s == source)
             {
                 Some((_, _, v)) => v.push(sample),

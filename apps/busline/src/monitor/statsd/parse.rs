@@ -98,6 +98,8 @@ pub struct Line<'a> {
     pub tags: &'a str,
     /// `|T`: when it was measured, Unix milliseconds.
     pub at_ms: Option<u64>,
+    /// The `service` tag's value, if it has a non-empty one.
+    service: Option<&'a str>,
 }
 
 /// Parses one line (without its `\n`).
@@ -126,6 +128,7 @@ pub fn parse_line(line: &str) -> Result<Line<'_>, Reason> {
         rate: 1.0,
         tags: "",
         at_ms: None,
+        service: None,
     };
     for section in sections {
         if let Some(rate) = section.strip_prefix('@') {
@@ -134,7 +137,7 @@ pub fn parse_line(line: &str) -> Result<Line<'_>, Reason> {
                 _ => return Err(Reason::BadSampleRate),
             };
         } else if let Some(tags) = section.strip_prefix('#') {
-            check_tags(tags)?;
+            parsed.service = check_tags(tags)?;
             parsed.tags = tags;
         } else if let Some(t) = section.strip_prefix('T') {
             let secs: u64 = t.parse().map_err(|_| Reason::BadTimestamp)?;
@@ -155,14 +158,19 @@ fn number(text: &str) -> Result<f64, Reason> {
     }
 }
 
-fn check_tags(tags: &str) -> Result<(), Reason> {
+/// Checks the tags; the `service` tag's value, if one is non-empty.
+fn check_tags(tags: &str) -> Result<Option<&str>, Reason> {
+    let mut service = None;
     for tag in tags.split(',') {
-        let key = tag.split_once(':').map_or(tag, |(k, _)| k);
+        let (key, value) = tag.split_once(':').unwrap_or((tag, ""));
         if key.is_empty() {
             return Err(Reason::BadTag);
         }
+        if key == "service" && !value.is_empty() {
+            service = Some(value);
+        }
     }
-    Ok(())
+    Ok(service)
 }
 
 impl<'a> Line<'a> {
@@ -176,9 +184,7 @@ impl<'a> Line<'a> {
 
     /// The source: the `service` tag if there is one, else [`DEFAULT_SOURCE`].
     pub fn source(&self) -> &'a str {
-        self.tags()
-            .find(|(k, v)| *k == "service" && !v.is_empty())
-            .map_or(DEFAULT_SOURCE, |(_, v)| v)
+        self.service.unwrap_or(DEFAULT_SOURCE)
     }
 
     /// The sample it stands for: tags become labels (but `service`, which is
@@ -191,6 +197,8 @@ impl<'a> Line<'a> {
                 labels.insert(k.to_owned(), v.to_owned());
             }
         }
+        // (With several `service` tags the last is the source, the others
+        // are dropped with it.)
         let value = match self.kind {
             Kind::Counter(v) => Value::Counter {
                 value: v / self.rate,
