@@ -80,6 +80,52 @@ fn routing_json_reports_cost_and_ratio() {
 }
 
 #[test]
+fn ingest_json_accounts_for_every_statsd_line() {
+    let v = busline(&[
+        "bench",
+        "ingest",
+        "--lines",
+        "5000",
+        "--per-datagram",
+        "10",
+        "--malformed",
+        "2",
+        "--rounds",
+        "1",
+        "--json",
+    ]);
+    let results = v["results"].as_array().unwrap();
+    let rows: Vec<(&str, &str)> = results
+        .iter()
+        .map(|r| {
+            (
+                r["system"].as_str().unwrap(),
+                r["protocol"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        rows,
+        [("bare-udp", "statsd"), ("busline-monitor", "statsd")]
+    );
+    for r in results {
+        assert_eq!(r["sent"], 5000, "{r}");
+        assert_eq!(r["lost"], 0, "{r}");
+        let counted = r["counted"].as_u64().unwrap();
+        let rejected = r["rejected"].as_u64().unwrap();
+        let dropped = r["kernel_dropped"].as_u64().unwrap();
+        assert_eq!(counted + rejected + dropped, 5000, "{r}");
+        assert_eq!(dropped % 10, 0, "whole datagrams: {r}");
+        assert!(r["per_s"].as_f64().unwrap() > 0.0, "{r}");
+    }
+    // Two malformed lines in each datagram the monitor read.
+    let m = &results[1];
+    let read = 5000 - m["kernel_dropped"].as_u64().unwrap();
+    assert_eq!(m["rejected"].as_u64().unwrap(), read / 5, "{m}");
+    assert_eq!(m["counted"].as_u64().unwrap(), read / 5 * 4, "{m}");
+}
+
+#[test]
 fn bad_arguments_are_clear_errors() {
     let dir = tempfile::tempdir().unwrap();
     let missing = dir.path().join("no/such/dir/metrics.jsonl");
@@ -93,6 +139,10 @@ fn bad_arguments_are_clear_errors() {
         (
             vec!["bench", "fanout", "--threads", "0"],
             "--threads must be at least 1",
+        ),
+        (
+            vec!["bench", "ingest", "--malformed", "25"],
+            "--malformed must be less than --per-datagram",
         ),
         (
             vec!["bench", "log", "--batch", "0"],

@@ -17,6 +17,10 @@
 //! modules = "dashboard,logger,alerter,web"
 //! nats = "nats://127.0.0.1:4222"
 //! nats-creds = "/etc/busline/monitor.creds"
+//! statsd = "127.0.0.1:8125"
+//! otlp = "127.0.0.1:4318"
+//! scrape = ["http://127.0.0.1:9100/metrics", "api=http://127.0.0.1:8000/metrics"]
+//! scrape-interval = 5
 //! max-series = 10000
 //!
 //! [[alert]]                 # alert rules, beside the default error-rate one
@@ -25,9 +29,6 @@
 //! function = "p99"
 //! window = "1m"
 //! threshold = 250
-//! otlp = "127.0.0.1:4318"
-//! scrape = ["http://127.0.0.1:9100/metrics", "api=http://127.0.0.1:8000/metrics"]
-//! scrape-interval = 5
 //! ```
 //!
 //! See [`rule`](super::rule) for the keys of an `[[alert]]` table.
@@ -172,6 +173,13 @@ pub struct MonitorArgs {
     /// Seconds between scrapes of each target [default: 5].
     #[arg(long, value_name = "SECS")]
     pub scrape_interval: Option<f64>,
+    /// Listen for StatsD (UDP) on this address [default: 127.0.0.1:8125; if
+    /// that is taken, a warning and no StatsD].
+    #[arg(long, value_name = "ADDR")]
+    pub statsd: Option<String>,
+    /// No StatsD listener.
+    #[arg(long, conflicts_with = "statsd")]
+    pub no_statsd: bool,
 }
 
 /// The file form of [`MonitorArgs`].
@@ -212,6 +220,8 @@ struct FileConfig {
     #[serde(default)]
     scrape: Vec<String>,
     scrape_interval: Option<f64>,
+    statsd: Option<String>,
+    no_statsd: Option<bool>,
 }
 
 /// Everything the monitor runs with, checked.
@@ -261,6 +271,18 @@ pub struct Settings {
     pub scrape: Vec<super::scrape::Target>,
     /// Time between scrapes.
     pub scrape_interval: Duration,
+    /// The StatsD listener's address, or `None` for none.
+    pub statsd: Option<StatsdSettings>,
+}
+
+/// Where the StatsD listener listens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StatsdSettings {
+    /// The address.
+    pub addr: SocketAddr,
+    /// Whether the user asked for it (then failing to bind is an error; the
+    /// default taken is a warning).
+    pub explicit: bool,
 }
 
 /// Which modules a process runs (`--modules`).
@@ -278,6 +300,8 @@ pub struct Modules {
     pub alerter: bool,
     /// The web dashboard and API.
     pub web: bool,
+    /// The ingest listeners (StatsD).
+    pub ingest: bool,
 }
 
 impl Modules {
@@ -289,6 +313,7 @@ impl Modules {
         logger: true,
         alerter: true,
         web: true,
+        ingest: true,
     };
 
     /// Parses `--modules`: names separated by commas.
@@ -300,6 +325,7 @@ impl Modules {
             logger: false,
             alerter: false,
             web: false,
+            ingest: false,
         };
         for name in text.split(',').map(str::trim) {
             match name {
@@ -311,14 +337,21 @@ impl Modules {
                 "logger" => m.logger = true,
                 "alerter" => m.alerter = true,
                 "web" => m.web = true,
+                "ingest" => m.ingest = true,
                 "" => bail!("modules {text:?}: an empty name"),
                 other => bail!(
                     "modules: unknown module {other:?}; expected publishers, web-sim, db-sim, \
-                     dashboard, logger, alerter, web or all"
+                     dashboard, logger, alerter, web, ingest or all"
                 ),
             }
         }
         Ok(m)
+    }
+
+    /// Whether it runs a module that publishes metrics (the simulators, the
+    /// web API, the ingest listeners).
+    pub fn publishes(&self) -> bool {
+        self.web_sim || self.db_sim || self.web || self.ingest
     }
 
     /// Whether it runs a module that reads metrics (dashboard, logger, alerter).
@@ -334,6 +367,7 @@ impl Modules {
             (self.alerter, "alerter"),
             (self.dashboard, "dashboard"),
             (self.db_sim, "db-sim"),
+            (self.ingest, "ingest"),
             (self.logger, "logger"),
             (self.web, "web"),
             (self.web_sim, "web-sim"),
@@ -398,7 +432,7 @@ impl Settings {
                 .clone()
                 .or(file.web)
                 .unwrap_or_else(|| DEFAULT_WEB.to_owned());
-            Some(parse_addr(&text)?)
+            Some(parse_addr("web address", &text)?)
         };
         let token = args.token.clone().or(file.token);
         if let Some(t) = &token {
@@ -463,7 +497,7 @@ impl Settings {
         };
         let otlp = match args.otlp.clone().or(file.otlp) {
             Some(text) => {
-                let addr = parse_addr(&text).context("otlp")?;
+                let addr = parse_addr("otlp address", &text)?;
                 if !addr.ip().is_loopback() && token.is_none() {
                     bail!("refusing to take OTLP on {addr} without a token: pass --token <secret>, or bind to loopback (--otlp 127.0.0.1:4318)");
                 }
@@ -479,14 +513,13 @@ impl Settings {
             s if s.is_finite() && (0.1..=3600.0).contains(&s) => Duration::from_secs_f64(s),
             s => bail!("scrape-interval {s}: expected seconds from 0.1 to 3600"),
         };
-        let publishes = modules.web_sim
-            || modules.db_sim
-            || modules.web
-            || otlp.is_some()
-            || !scrape.is_empty();
+        if !modules.ingest && (otlp.is_some() || !scrape.is_empty()) {
+            bail!("--otlp and --scrape belong to the ingest module set: add `ingest` to --modules");
+        }
+        let publishes = modules.publishes();
         let nats = match args.nats.clone().or(file.nats) {
             None if !publishes => bail!(
-                "modules: nothing in this process publishes metrics (publishers, web-sim, db-sim or web), so its consumers would have nothing to show; add a publisher, or --nats to get another process's metrics"
+                "modules: nothing in this process publishes metrics (publishers, web-sim, db-sim, web or ingest), so its consumers would have nothing to show; add a publisher, or --nats to get another process's metrics"
             ),
             None if !modules.consumes() => bail!(
                 "modules: nothing in this process reads the metrics (dashboard, logger or alerter); add one, or --nats to send them to another process"
@@ -543,6 +576,19 @@ impl Settings {
         if max_series == 0 {
             bail!("max-series must be at least 1");
         }
+        let no_statsd =
+            args.no_statsd || (args.statsd.is_none() && file.no_statsd.unwrap_or(false));
+        let statsd = match args.statsd.clone().or(file.statsd) {
+            _ if no_statsd || !modules.ingest => None,
+            Some(text) => Some(StatsdSettings {
+                addr: parse_addr("statsd address", &text)?,
+                explicit: true,
+            }),
+            None => Some(StatsdSettings {
+                addr: crate::monitor::statsd::DEFAULT_ADDR.parse()?,
+                explicit: false,
+            }),
+        };
         Ok(Settings {
             max_series,
             tui: args.tui || file.tui.unwrap_or(false),
@@ -566,6 +612,7 @@ impl Settings {
             otlp,
             scrape,
             scrape_interval,
+            statsd,
         })
     }
 }
@@ -611,18 +658,18 @@ fn alert_rule_at(text: &str, at: usize) -> Option<usize> {
     rule
 }
 
-/// `host:port`, where host is an IP address or `localhost`.
-fn parse_addr(text: &str) -> Result<SocketAddr> {
+/// `host:port`, where host is an IP address or `localhost`; `what` names it in errors.
+fn parse_addr(what: &str, text: &str) -> Result<SocketAddr> {
     if let Ok(a) = text.parse::<SocketAddr>() {
         return Ok(a);
     }
     if let Some(port) = text.strip_prefix("localhost:") {
         let port: u16 = port
             .parse()
-            .with_context(|| format!("web address {text:?}: bad port"))?;
+            .with_context(|| format!("{what} {text:?}: bad port"))?;
         return Ok(SocketAddr::new(IpAddr::from([127, 0, 0, 1]), port));
     }
-    bail!("web address {text:?}: expected IP:PORT, e.g. 127.0.0.1:7878")
+    bail!("{what} {text:?}: expected IP:PORT, e.g. 127.0.0.1:7878")
 }
 
 #[cfg(test)]
@@ -708,6 +755,62 @@ mod tests {
         let n = s.nats.unwrap();
         assert!(matches!(n.auth, busline_nats::Auth::Token(_)) && !n.core);
         assert!(s.modules.web_sim && !s.modules.db_sim);
+    }
+
+    #[test]
+    fn statsd_is_on_by_default_and_can_be_moved_or_turned_off() {
+        let statsd = |a: MonitorArgs| Settings::resolve(&a).unwrap().statsd;
+        assert_eq!(
+            statsd(MonitorArgs::default()),
+            Some(StatsdSettings {
+                addr: "127.0.0.1:8125".parse().unwrap(),
+                explicit: false
+            })
+        );
+        assert_eq!(
+            statsd(MonitorArgs {
+                statsd: Some("127.0.0.1:9125".into()),
+                ..Default::default()
+            }),
+            Some(StatsdSettings {
+                addr: "127.0.0.1:9125".parse().unwrap(),
+                explicit: true
+            })
+        );
+        let off = MonitorArgs {
+            no_statsd: true,
+            ..Default::default()
+        };
+        assert_eq!(statsd(off), None);
+        let no_ingest = MonitorArgs {
+            modules: Some("publishers,dashboard".into()),
+            ..Default::default()
+        };
+        assert_eq!(statsd(no_ingest), None);
+        let s = with_file("statsd = \"localhost:9200\"\n", MonitorArgs::default()).unwrap();
+        assert_eq!(s.statsd.unwrap().addr, "127.0.0.1:9200".parse().unwrap());
+        let s = with_file("no-statsd = true\n", MonitorArgs::default()).unwrap();
+        assert_eq!(s.statsd, None);
+        let e = Settings::resolve(&MonitorArgs {
+            statsd: Some("udp:8125".into()),
+            ..Default::default()
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("statsd address \"udp:8125\""), "{e}");
+    }
+
+    #[test]
+    fn ingest_alone_publishes() {
+        let m = Modules::parse("ingest").unwrap();
+        assert!(m.publishes() && !m.consumes());
+        assert!(Modules::parse("all").unwrap().ingest);
+        let args = MonitorArgs {
+            modules: Some("ingest".into()),
+            ..MonitorArgs::default()
+        };
+        let e = Settings::resolve(&args).unwrap_err().to_string();
+        assert!(e.contains("nothing in this process reads"), "{e}");
     }
 
     #[test]

@@ -1,7 +1,25 @@
 //! Metrics from real services: the JSON the web API accepts, and `busline publish`.
 //!
-//! A request body is one event object or a JSON array of them (see
-//! [`metric`](super::metric) for the shape). The whole body is checked before
+//! A request body is one event object or a JSON array of them: the seed's
+//! shapes (`request`, `db_query`, `error`; see [`metric`](super::metric)),
+//! or the generic form, samples of any metric from one source:
+//!
+//! ```json
+//! {"type":"samples","source":"shop","samples":[
+//!   {"name":"orders","labels":{"region":"eu"},"kind":"counter","value":3},
+//!   {"name":"pool.size","kind":"gauge","value":12},
+//!   {"name":"checkout.latency_ms","kind":"observation","value":42.5},
+//!   {"name":"users","kind":"set","member":"alice"}
+//! ]}
+//! ```
+//!
+//! A sample has a `name`, optional `labels` (an object of strings), optional
+//! `at_ms` (Unix milliseconds) and a `kind` with its fields, as in
+//! [`sample`](super::sample): `counter`, `gauge`, `gauge_delta` (`value`),
+//! `observation` (`value`, optional `weight`), `histogram` (`bounds`,
+//! `counts`, optional `sum`/`min`/`max`), `set` (`member`), `error`
+//! (`message`). Its samples are published as one event per topic
+//! (`metrics.<source>.<name tokens>`). The whole body is checked before
 //! anything is published: one bad event rejects the request and none of its
 //! events reach the bus.
 //!
@@ -17,8 +35,13 @@
 //! - `path` starts with `/`; `latency_ms`/`duration_ms` are finite, `>= 0` and
 //!   at most an hour; `status` is 100–599 (default 200); `source` is one topic
 //!   token (letters, digits, `-`, `_`); texts are non-empty and bounded.
+//! - `samples`: 1 to [`MAX_SAMPLES`] samples; each `name` a non-empty text,
+//!   at most [`MAX_LABELS`] labels with non-empty keys, a known `kind`,
+//!   finite values (a `weight` > 0; histogram `bounds` ascending with one
+//!   `counts` entry more), no unknown field.
 //!
-//! Every error names the event (by index, in an array) and the field.
+//! Every error names the event (by index, in an array) and the field
+//! (`samples[2].value`).
 
 use std::io::Read;
 
@@ -28,7 +51,13 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::metric::Metric;
-use super::sample::{topic_of, Sample, Value as SampleValue};
+#[cfg(test)]
+use super::sample::Value as SampleValue;
+
+mod samples;
+#[cfg(test)]
+use samples::finite;
+use samples::parse_sample;
 
 /// The most events one request may carry.
 pub const MAX_EVENTS: usize = 1000;
@@ -36,6 +65,10 @@ pub const MAX_EVENTS: usize = 1000;
 pub const MAX_TEXT: usize = 4096;
 /// The largest latency or duration accepted: one hour, in milliseconds.
 pub const MAX_MS: f64 = 3_600_000.0;
+/// The most samples one `samples` event may carry.
+pub const MAX_SAMPLES: usize = 1000;
+/// The most labels one sample may carry.
+pub const MAX_LABELS: usize = 64;
 
 /// Why a request body was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -73,7 +106,31 @@ impl IngestError {
 }
 
 /// Parses and checks a request body: one event object or an array of them.
+/// A `samples` event comes back as one metric per topic.
 pub fn parse_events(body: &[u8]) -> Result<Vec<Metric>, IngestError> {
+    let events = parse_documents(body)?;
+    let mut out = Vec::with_capacity(events.len());
+    for m in events {
+        match m {
+            Metric::Samples { source, samples } => out.extend(Metric::batches(&source, samples)),
+            m => out.push(m),
+        }
+    }
+    Ok(out)
+}
+
+/// How many samples `metrics` carry (a seed shape is one).
+pub fn sample_count(metrics: &[Metric]) -> u64 {
+    metrics
+        .iter()
+        .map(|m| match m {
+            Metric::Samples { samples, .. } => samples.len() as u64,
+            _ => 1,
+        })
+        .sum()
+}
+
+fn parse_documents(body: &[u8]) -> Result<Vec<Metric>, IngestError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Err(IngestError::new(
             None,
@@ -138,6 +195,13 @@ struct ErrorIn {
     message: String,
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SamplesIn {
+    source: String,
+    samples: Vec<Value>,
+}
+
 /// Parses and checks one event object.
 pub fn parse_event(value: Value) -> Result<Metric, IngestError> {
     let Value::Object(mut map) = value else {
@@ -150,7 +214,7 @@ pub fn parse_event(value: Value) -> Result<Metric, IngestError> {
         None => {
             return Err(IngestError::new(
                 Some("type"),
-                "missing; expected one of `request`, `db_query`, `error`",
+                "missing; expected one of `request`, `db_query`, `error`, `samples`",
             ))
         }
         Some(Value::String(s)) => s,
@@ -193,29 +257,44 @@ pub fn parse_event(value: Value) -> Result<Metric, IngestError> {
         }
         "error" => {
             let e: ErrorIn = fields(rest)?;
-            if e.source.is_empty()
-                || e.source.len() > 64
-                || !e
-                    .source
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-            {
-                return Err(IngestError::new(
-                    Some("source"),
-                    format!(
-                        "{:?} is not a service name: use 1-64 letters, digits, `-` or `_` \
-                         (it becomes the topic metrics.<source>.error)",
-                        e.source
-                    ),
-                ));
-            }
+            source_token(&e.source, "metrics.<source>.error")?;
             text("message", &e.message)?;
             Metric::Error {
                 source: e.source,
                 message: e.message,
             }
         }
-        "samples" => samples(fields(rest)?)?,
+        "samples" => {
+            let s: SamplesIn = fields(rest)?;
+            source_token(&s.source, "metrics.<source>.<name>")?;
+            if s.samples.is_empty() {
+                return Err(IngestError::new(Some("samples"), "holds no samples"));
+            }
+            if s.samples.len() > MAX_SAMPLES {
+                return Err(IngestError::new(
+                    Some("samples"),
+                    format!("{} samples in one event; at most {MAX_SAMPLES}", s.samples.len()),
+                ));
+            }
+            let samples = s
+                .samples
+                .into_iter()
+                .enumerate()
+                .map(|(i, v)| {
+                    parse_sample(v).map_err(|mut e| {
+                        e.field = Some(match e.field {
+                            Some(f) => format!("samples[{i}].{f}"),
+                            None => format!("samples[{i}]"),
+                        });
+                        e
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            Metric::Samples {
+                source: s.source,
+                samples,
+            }
+        }
         other => {
             return Err(IngestError::new(
                 Some("type"),
@@ -228,71 +307,22 @@ pub fn parse_event(value: Value) -> Result<Metric, IngestError> {
     Ok(metric)
 }
 
-/// The generic form: `{"type":"samples","source":"web","samples":[{"name":…,"kind":…,"value":…}]}`.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct SamplesIn {
-    source: String,
-    samples: Vec<Sample>,
-}
-
-/// Checks a generic samples event: a source, 1 to [`MAX_EVENTS`] samples
-/// of one metric name (one topic), named, with finite values.
-fn samples(s: SamplesIn) -> Result<Metric, IngestError> {
-    let bad = |field: String, reason: String| Err(IngestError::new(Some(&field), reason));
-    if s.source.trim().is_empty() || s.source.len() > 64 || s.source.chars().any(char::is_control) {
-        return bad(
-            "source".into(),
-            "use 1-64 characters naming the service".into(),
-        );
+fn source_token(source: &str, topic: &str) -> Result<(), IngestError> {
+    if source.is_empty()
+        || source.len() > 64
+        || !source
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        return Err(IngestError::new(
+            Some("source"),
+            format!(
+                "{source:?} is not a service name: use 1-64 letters, digits, `-` or `_` \
+                 (it becomes the topic {topic})"
+            ),
+        ));
     }
-    if s.samples.is_empty() || s.samples.len() > MAX_EVENTS {
-        return bad(
-            "samples".into(),
-            format!("{} samples; send 1 to {MAX_EVENTS}", s.samples.len()),
-        );
-    }
-    let topic = topic_of(&s.source, &s.samples[0].name);
-    for (i, x) in s.samples.iter().enumerate() {
-        text(&format!("samples[{i}].name"), &x.name)?;
-        if topic_of(&s.source, &x.name) != topic {
-            return bad(
-                format!("samples[{i}].name"),
-                format!(
-                    "{:?} is another metric than {:?}: send one event per metric name",
-                    x.name, s.samples[0].name
-                ),
-            );
-        }
-        let finite = match &x.value {
-            SampleValue::Counter { value }
-            | SampleValue::Gauge { value }
-            | SampleValue::GaugeDelta { value } => value.is_finite(),
-            SampleValue::Observation { value, weight } => {
-                value.is_finite() && weight.is_finite() && *weight > 0.0
-            }
-            SampleValue::Histogram { bounds, counts, .. } => {
-                if counts.len() != bounds.len() + 1 {
-                    return bad(
-                        format!("samples[{i}].counts"),
-                        "expected one more count than bounds".into(),
-                    );
-                }
-                bounds.iter().all(|b| b.is_finite())
-            }
-            SampleValue::Set { .. } | SampleValue::Error { .. } => true,
-        };
-        if !finite {
-            return bad(
-                format!("samples[{i}].value"),
-                "expected finite numbers (and a weight > 0)".into(),
-            );
-        }
-    }
-    Ok(Metric::Samples {
-        source: s.source,
-        samples: s.samples,
-    })
+    Ok(())
 }
 
 /// Deserializes the fields of one event type, naming the field on error.
@@ -537,46 +567,118 @@ mod tests {
     }
 
     #[test]
-    fn the_generic_samples_form() {
-        let ok = parse_events(
-            br#"{"type":"samples","source":"worker","samples":[
-                {"name":"queue.depth","kind":"gauge","value":3,"labels":{"q":"mail"}},
-                {"name":"queue.depth","kind":"gauge","value":4}]}"#,
+    fn the_generic_form_is_one_metric_per_topic() {
+        let m = parse_events(
+            br#"{"type":"samples","source":"shop","samples":[
+                {"name":"orders","labels":{"region":"eu"},"kind":"counter","value":3},
+                {"name":"pool.size","kind":"gauge","value":12,"at_ms":1700000000000},
+                {"name":"orders","kind":"counter","value":1},
+                {"name":"lat","kind":"observation","value":4.5,"weight":2},
+                {"name":"h","kind":"histogram","bounds":[1,5],"counts":[1,2,0],"sum":7},
+                {"name":"users","kind":"set","member":"alice"},
+                {"name":"oops","kind":"error","message":"down"},
+                {"name":"q","kind":"gauge_delta","value":-2}
+            ]}"#,
         )
         .unwrap();
-        assert!(
-            matches!(&ok[0], Metric::Samples { source, samples } if source == "worker" && samples.len() == 2)
-        );
-        for (body, field) in [
-            (r#"{"type":"samples","source":"w","samples":[]}"#, "samples"),
+        assert_eq!(sample_count(&m), 8);
+        assert_eq!(m.len(), 7, "orders twice share one topic: {m:?}");
+        use busline::Event as _;
+        assert_eq!(m[0].topic(), "metrics.shop.orders");
+        assert_eq!(m[1].topic(), "metrics.shop.pool.size");
+        let Metric::Samples { source, samples } = &m[0] else {
+            panic!("{m:?}")
+        };
+        assert_eq!((source.as_str(), samples.len()), ("shop", 2));
+        assert_eq!(samples[0].labels["region"], "eu");
+        assert_eq!(samples[0].value, SampleValue::Counter { value: 3.0 });
+    }
+
+    #[test]
+    fn generic_form_errors_name_the_event_and_the_field() {
+        let one = |sample: &str| {
+            format!(
+                r#"[{{"type":"error","source":"db","message":"x"}},{{"type":"samples","source":"svc","samples":[{{"name":"ok","kind":"counter","value":1}},{sample}]}}]"#
+            )
+        };
+        for (sample, field, says) in [
             (
-                r#"{"type":"samples","source":"","samples":[{"name":"a","kind":"gauge","value":1}]}"#,
-                "source",
+                r#"{"name":"x","kind":"meter","value":1}"#,
+                "samples[1].kind",
+                "unknown kind \"meter\"",
             ),
             (
-                r#"{"type":"samples","source":"w","samples":[{"name":"a","kind":"gauge","value":1},{"name":"b","kind":"gauge","value":1}]}"#,
+                r#"{"name":"","kind":"counter","value":1}"#,
                 "samples[1].name",
+                "must not be empty",
             ),
             (
-                r#"{"type":"samples","source":"w","samples":[{"name":"","kind":"gauge","value":1}]}"#,
-                "samples[0].name",
+                r#"{"name":"x","kind":"counter"}"#,
+                "samples[1].value",
+                "missing",
             ),
             (
-                r#"{"type":"samples","source":"w","samples":[{"name":"h","kind":"histogram","bounds":[1],"counts":[1]}]}"#,
-                "samples[0].counts",
+                r#"{"name":"x","kind":"counter","value":"1"}"#,
+                "samples[1].value",
+                "expected a number",
             ),
             (
-                r#"{"type":"samples","source":"w","samples":[{"name":"o","kind":"observation","value":1,"weight":0}]}"#,
-                "samples[0].value",
+                r#"{"name":"x","kind":"counter","value":1,"member":"a"}"#,
+                "samples[1].member",
+                "no field `member`",
             ),
+            (
+                r#"{"name":"x","kind":"counter","value":1,"colour":"a"}"#,
+                "samples[1].colour",
+                "unknown field",
+            ),
+            (
+                r#"{"name":"x","kind":"observation","value":1,"weight":0}"#,
+                "samples[1].weight",
+                "> 0",
+            ),
+            (
+                r#"{"name":"x","kind":"histogram","bounds":[2,1],"counts":[1,1,1]}"#,
+                "samples[1].bounds",
+                "ascending",
+            ),
+            (
+                r#"{"name":"x","kind":"histogram","bounds":[1],"counts":[1]}"#,
+                "samples[1].counts",
+                "one more count",
+            ),
+            (
+                r#"{"name":"x","kind":"set"}"#,
+                "samples[1].member",
+                "must not be empty",
+            ),
+            (
+                r#"{"name":"x","labels":{"":"v"},"kind":"counter","value":1}"#,
+                "samples[1].labels",
+                "must not be empty",
+            ),
+            (r#"7"#, "samples[1]", "expected a JSON object"),
         ] {
-            let e = err(body);
-            assert_eq!(e.field.as_deref(), Some(field), "{body}: {e}");
+            let e = err(&one(sample));
+            assert_eq!(
+                (e.index, e.field.as_deref()),
+                (Some(1), Some(field)),
+                "{sample}: {e}"
+            );
+            assert!(e.to_string().contains(says), "{sample}: {e}");
         }
         let e = err(
-            r#"{"type":"samples","source":"w","samples":[{"name":"a","kind":"nope","value":1}]}"#,
+            r#"{"type":"samples","source":"a.b","samples":[{"name":"x","kind":"counter","value":1}]}"#,
         );
-        assert!(e.to_string().contains("nope"), "{e}");
+        assert_eq!(e.field.as_deref(), Some("source"), "{e}");
+        let e = err(r#"{"type":"samples","source":"a","samples":[]}"#);
+        assert_eq!(e.field.as_deref(), Some("samples"), "{e}");
+        let many = vec![r#"{"name":"x","kind":"counter","value":1}"#; MAX_SAMPLES + 1].join(",");
+        let e = err(&format!(
+            r#"{{"type":"samples","source":"a","samples":[{many}]}}"#
+        ));
+        assert!(e.to_string().contains("at most 1000"), "{e}");
+        assert!(finite("value", f64::INFINITY).is_err());
     }
 
     #[test]

@@ -12,10 +12,12 @@
 //! | `web` | — | — | the page, SSE, `/api/events` (publishes as `api`), `/v1/metrics` (OTLP), `/metrics` |
 //! | `otlp` | — | — | with `--otlp ADDR`: OTLP/HTTP `POST /v1/metrics` on a listener of its own ([`otlp`]) |
 //! | `scrape` | — | — | with `--scrape URL`: scrapes Prometheus endpoints ([`scrape`]) |
+//! | `statsd` | — | — | StatsD over UDP ([`statsd`]; of the `ingest` set) |
 //! | `nats` | — | — | with `--nats`: the bus's link to the other processes ([`nats`]) |
 //!
 //! `--modules LIST` picks the modules this process runs (`publishers` =
-//! `web-sim,db-sim`, `dashboard`, `logger`, `alerter`, `web`; default all).
+//! `web-sim,db-sim`, `dashboard`, `logger`, `alerter`, `web`, `ingest` (the
+//! protocol listeners: StatsD); default all).
 //!
 //! Every metric is also a series ([`series`]: per-second and per-minute
 //! statistics of each source, name and label set), listed in `/api/summary`,
@@ -89,6 +91,7 @@ pub mod sample;
 pub mod scrape;
 pub mod selector;
 pub mod series;
+pub mod statsd;
 pub mod tui;
 pub mod web;
 pub mod webhook;
@@ -147,7 +150,7 @@ pub struct Shared {
     /// Requests to `POST /api/events` refused.
     pub rejected: AtomicU64,
     /// What every ingest listener took in, refused and lost.
-    pub ingest: ingest_status::IngestStatus,
+    pub ingest: Arc<ingest_status::IngestStatus>,
     /// The newest view of every series (from the `series` module).
     series: Mutex<Option<Arc<series::StoreView>>>,
     /// Events the series store missed (it subscribes lossless: stays 0).
@@ -183,7 +186,7 @@ impl Shared {
             rules: Mutex::new(Vec::new()),
             ingested: AtomicU64::new(0),
             rejected: AtomicU64::new(0),
-            ingest: ingest_status::IngestStatus::default(),
+            ingest: Arc::default(),
             series: Mutex::new(None),
             series_missed: AtomicU64::new(0),
             otlp: otlp::Receiver::default(),
@@ -526,6 +529,10 @@ async fn run_async(settings: Settings, store: Option<Arc<LogStore<Metric>>>) -> 
         )?),
         None => None,
     };
+    let statsd = match settings.statsd {
+        Some(s) => statsd::Listener::bind(s.addr, s.explicit, shared.ingest.clone())?,
+        None => None,
+    };
     let hook = match &settings.alert_webhook {
         Some(url) => Some(Webhook::start(url.clone())?),
         None => None,
@@ -623,6 +630,10 @@ async fn run_async(settings: Settings, store: Option<Arc<LogStore<Metric>>>) -> 
             settings.scrape_interval,
             shared.clone(),
         ));
+    }
+    if let Some(l) = statsd {
+        println!("{}", l.describe());
+        rt.add(l);
     }
     if settings.simulate {
         for (on, service) in [

@@ -5,12 +5,20 @@
 //!
 //! | the process runs | `metrics.>` is | connected |
 //! | --- | --- | --- |
-//! | publishers (`web-sim`, `db-sim`) and/or `web`, no consumer | exported | before any module starts |
+//! | publishers (`web-sim`, `db-sim`), `web` and/or `ingest`, no consumer | exported | before any module starts |
 //! | consumers (`dashboard`, `logger`, `alerter`) only | imported | once the consumers are subscribed |
 //! | consumers and something that publishes (the default `all`) | exported and imported | once the consumers are subscribed, before the publishers start |
 //!
 //! ```text
 //! busline monitor --nats nats://127.0.0.1:4222 --modules publishers --no-web
+//! busline monitor --nats nats://127.0.0.1:4222 --modules dashboard,logger,alerter,web
+//! ```
+//!
+//! An edge process next to the services ingests (StatsD) and exports, and
+//! another watches:
+//!
+//! ```text
+//! busline monitor --nats nats://127.0.0.1:4222 --modules ingest --no-web --no-sim
 //! busline monitor --nats nats://127.0.0.1:4222 --modules dashboard,logger,alerter,web
 //! ```
 //!
@@ -76,8 +84,7 @@ pub enum Direction {
 impl Direction {
     /// The direction of a process running `modules`.
     pub fn of(modules: &Modules) -> Direction {
-        let publishes = modules.web_sim || modules.db_sim || modules.web;
-        match (publishes, modules.consumes()) {
+        match (modules.publishes(), modules.consumes()) {
             (_, false) => Direction::Export,
             (false, true) => Direction::Import,
             (true, true) => Direction::Both,

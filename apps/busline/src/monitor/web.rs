@@ -5,7 +5,7 @@
 //! | `GET /` | the dashboard page (HTML/CSS/JS inside the binary; charts on `<canvas>`) |
 //! | `GET /api/stream` | server-sent events: a `snapshot` every second (the first with history) |
 //! | `GET /api/summary` | the current snapshot as JSON |
-//! | `POST /api/events` | metrics from real services: one JSON event or an array ([`ingest`](super::ingest)) |
+//! | `POST /api/events` | metrics from real services: one JSON event or an array, the seed's shapes or the generic `{"type":"samples","source":…,"samples":[…]}` ([`ingest`](super::ingest)); counted in `/api/summary` → `ingest.api` |
 //! | `GET /metrics` | Prometheus text: the bus's counters and the monitor's own |
 //! | `POST /v1/metrics` | OTLP/HTTP metrics, protobuf or JSON ([`otlp`](super::otlp); host and token checks as for the API, bodies up to 4 MiB) |
 //!
@@ -440,8 +440,11 @@ async fn events(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.split(';').next())
         .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"));
+    let api = &st.shared.ingest.api;
+    api.received.fetch_add(1, Ordering::Relaxed);
     if !json {
         st.shared.rejected.fetch_add(1, Ordering::Relaxed);
+        api.malformed("not JSON", "wrong content type", 1);
         return error(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "send the events as JSON, with `Content-Type: application/json`",
@@ -452,6 +455,7 @@ async fn events(
         Err(rej) => {
             st.shared.rejected.fetch_add(1, Ordering::Relaxed);
             let status = rej.status();
+            api.malformed("unreadable body", &rej.body_text(), 1);
             let msg = if status == StatusCode::PAYLOAD_TOO_LARGE {
                 format!(
                     "request body is larger than the limit of {} bytes (--max-body); send fewer events per request",
@@ -467,6 +471,11 @@ async fn events(
         Ok(m) => m,
         Err(e) => {
             st.shared.rejected.fetch_add(1, Ordering::Relaxed);
+            let reason = match &e.field {
+                Some(f) => format!("bad `{}`", f.rsplit('.').next().unwrap_or(f)),
+                None => "malformed body".to_owned(),
+            };
+            api.malformed(&reason, &e.to_string(), 1);
             let status =
                 if e.reason.starts_with("malformed JSON") || e.reason.starts_with("empty body") {
                     StatusCode::BAD_REQUEST
@@ -481,6 +490,7 @@ async fn events(
         }
     };
     let n = metrics.len();
+    let samples = ingest::sample_count(&metrics);
     let mut published = 0usize;
     for m in metrics {
         let send = st.ctx.send(m.message("api"));
@@ -504,7 +514,12 @@ async fn events(
         }
         st.shared.ingested.fetch_add(1, Ordering::Relaxed);
     }
-    (StatusCode::ACCEPTED, Json(json!({ "accepted": published }))).into_response()
+    api.accepted.fetch_add(samples, Ordering::Relaxed);
+    (
+        StatusCode::ACCEPTED,
+        Json(json!({ "accepted": published, "samples": samples })),
+    )
+        .into_response()
 }
 
 /// `POST /v1/metrics`: OTLP/HTTP ([`otlp`](super::otlp)).

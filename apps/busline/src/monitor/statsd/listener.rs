@@ -1,0 +1,196 @@
+//! The StatsD listener module: reads datagrams, parses their lines, and
+//! publishes one [`Metric::Samples`] per source and topic per datagram.
+
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use busline::{BoxError, Context, Message, Module};
+
+use super::parse::{parse_datagram, Reason};
+use super::socket::{self, KernelDrops};
+use crate::monitor::ingest_status::{IngestStatus, Protocol};
+use crate::monitor::metric::Metric;
+use crate::monitor::sample::{topic_of, Sample};
+
+/// The largest datagram read whole (UDP's own limit).
+const DATAGRAM: usize = 65_536;
+/// Datagrams read in a row before the listener looks at its shutdown signal.
+const BURST: usize = 256;
+/// How often the kernel's drop count is read.
+const DROPS_EVERY: Duration = Duration::from_secs(1);
+
+/// The `statsd` module; owns its bound socket, so a restart keeps the port
+/// and whatever the kernel queued meanwhile.
+#[derive(Debug, Clone)]
+pub struct Listener {
+    socket: Arc<UdpSocket>,
+    addr: SocketAddr,
+    status: Arc<IngestStatus>,
+    drops: Option<KernelDrops>,
+}
+
+impl Listener {
+    /// Binds `addr` now, so start-up reports a port it cannot have. For the
+    /// default address (`explicit` false) a failure is a warning on stderr
+    /// and `Ok(None)`: the monitor runs on without StatsD.
+    pub fn bind(
+        addr: SocketAddr,
+        explicit: bool,
+        status: Arc<IngestStatus>,
+    ) -> anyhow::Result<Option<Listener>> {
+        let socket = match socket::bind(addr) {
+            Ok(s) => s,
+            Err(e) if explicit => anyhow::bail!(
+                "cannot listen on {addr} for StatsD: {e} (choose another with --statsd ADDR, or --no-statsd)"
+            ),
+            Err(e) => {
+                eprintln!(
+                    "[statsd] warning: cannot listen on the default StatsD address {addr}: {e}; \
+                     running without StatsD (pass --statsd ADDR for another address, or --no-statsd)"
+                );
+                return Ok(None);
+            }
+        };
+        let addr = socket.local_addr()?;
+        let drops = KernelDrops::of(&socket);
+        if drops.is_none() {
+            eprintln!(
+                "[statsd] warning: /proc/net does not show the socket: datagrams the kernel drops cannot be counted"
+            );
+        }
+        Ok(Some(Listener {
+            socket: Arc::new(socket),
+            addr,
+            status,
+            drops,
+        }))
+    }
+
+    /// The address it listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Its start line.
+    pub fn describe(&self) -> String {
+        format!(
+            "[statsd] listening on {} (UDP, receive buffer {} KiB)",
+            self.addr(),
+            socket::recv_buffer(&self.socket) / 1024
+        )
+    }
+
+    /// Datagrams the kernel dropped on the socket so far, if it says.
+    pub fn kernel_drops(&self) -> Option<u64> {
+        self.drops.as_ref().and_then(KernelDrops::read)
+    }
+
+    fn read_drops(&self) {
+        if let Some(n) = self.kernel_drops() {
+            self.status
+                .statsd
+                .kernel_dropped
+                .fetch_max(n, Ordering::Relaxed);
+        }
+    }
+}
+
+/// The samples of one datagram as metrics, one per source and topic, each
+/// with its topic; the datagram counted in `status`.
+pub fn metrics_of(datagram: &[u8], status: &Protocol) -> Vec<(String, Metric)> {
+    // Grouped by source and name first (a name makes one topic): the topic
+    // is then made once per group, not once per line.
+    let mut groups: Vec<(&str, &str, Vec<Sample>)> = Vec::new();
+    let mut accepted = 0u64;
+    parse_datagram(
+        datagram,
+        |line| {
+            accepted += 1;
+            let (source, name) = (line.source(), line.name);
+            let sample = line.to_sample();
+            // The newest group first: a name often comes in a row.
+            match groups
+                .iter_mut()
+                .rev()
+                .find(|(s, n, _)| *n == name && *s == source)
+            {
+                Some((_, _, v)) => v.push(sample),
+                None => groups.push((source, name, vec![sample])),
+            }
+        },
+        |reason: Reason, text| status.malformed(reason.as_str(), text, 1),
+    );
+    status.received.fetch_add(1, Ordering::Relaxed);
+    status.accepted.fetch_add(accepted, Ordering::Relaxed);
+    let mut out: Vec<(String, Metric)> = Vec::with_capacity(groups.len());
+    for (source, name, samples) in groups {
+        let topic = topic_of(source, name);
+        // Names that differ only where a topic cannot hold a character share one.
+        match out.iter_mut().find(|(t, _)| *t == topic) {
+            Some((_, Metric::Samples { samples: v, .. })) => v.extend(samples),
+            _ => out.push((
+                topic,
+                Metric::Samples {
+                    source: source.to_owned(),
+                    samples,
+                },
+            )),
+        }
+    }
+    out
+}
+
+/// Publishes the metrics of one datagram, waiting for room on the bus
+/// (lossless: while it waits, the kernel queues and then drops datagrams,
+/// and those drops are counted).
+pub async fn publish(
+    ctx: &Context<Metric>,
+    metrics: Vec<(String, Metric)>,
+    from: &Arc<str>,
+) -> Result<(), BoxError> {
+    for (topic, m) in metrics {
+        ctx.send(Message::new(m).topic(topic).source(from.clone()))
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+impl Module<Metric> for Listener {
+    fn name(&self) -> &str {
+        "statsd"
+    }
+
+    async fn run(&mut self, ctx: Context<Metric>) -> Result<(), BoxError> {
+        let socket = tokio::net::UdpSocket::from_std(self.socket.try_clone()?)?;
+        let mut buf = vec![0u8; DATAGRAM];
+        let from: Arc<str> = Arc::from("statsd");
+        let mut tick = tokio::time::interval(DROPS_EVERY);
+        loop {
+            tokio::select! {
+                biased;
+                _ = ctx.shutdown_requested() => break,
+                _ = tick.tick() => self.read_drops(),
+                ready = socket.readable() => ready?,
+            }
+            for _ in 0..BURST {
+                let n = match socket.try_recv_from(&mut buf) {
+                    Ok((n, _)) => n,
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                    Err(e) => return Err(e.into()),
+                };
+                let metrics = metrics_of(&buf[..n], &self.status.statsd);
+                if let Err(e) = publish(&ctx, metrics, &from).await {
+                    if ctx.is_shutting_down() {
+                        return Ok(());
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        self.read_drops();
+        Ok(())
+    }
+}
