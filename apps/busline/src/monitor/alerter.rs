@@ -50,7 +50,7 @@
 //!
 //! Every rule's state (`ok`, `pending`, `firing`), value and threshold is
 //! kept in the shared state: `rules` in `/api/summary`. The default rule is
-//! also `alert` there, as before; every transition goes into `alerts`.
+//! also `alert` there (the seed's shape); every transition goes into `alerts`.
 //!
 //! ## Webhook
 //!
@@ -410,6 +410,9 @@ impl Module<Metric> for Alerter {
                     }
                     return Ok(());
                 }
+                // The tick before the metrics: under a steady backlog the
+                // rules still resolve and `for` clocks still run.
+                _ = tick.tick() => true,
                 r = metrics.recv() => match r {
                     Ok(env) => {
                         Self::take(&mut live, &env);
@@ -426,7 +429,6 @@ impl Module<Metric> for Alerter {
                     Err(RecvError::Closed) => return Ok(()),
                     Err(e) => return Err(e.into()),
                 },
-                _ = tick.tick() => true,
             };
             self.evaluate(&mut live, all);
         }
