@@ -256,10 +256,7 @@ async fn the_dashboard_updates_live_in_a_real_browser() {
     );
     // The built-in alert rule and the ingest counters are shown.
     assert!(
-        picked["rules"]
-            .as_str()
-            .unwrap()
-            .contains("error-rate"),
+        picked["rules"].as_str().unwrap().contains("error-rate"),
         "{picked:#}"
     );
     assert!(

@@ -28,7 +28,8 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::metric::Metric;
-use super::sample::{topic_of, Sample, Value as SampleValue};
+use super::sample::{topic_of, Sample};
+use super::sample_check::check;
 
 /// The most events one request may carry.
 pub const MAX_EVENTS: usize = 1000;
@@ -237,7 +238,7 @@ struct SamplesIn {
 }
 
 /// Checks a generic samples event: a source, 1 to [`MAX_EVENTS`] samples
-/// of one metric name (one topic), named, with finite values.
+/// of one metric name (one topic), named, each passing [`check`].
 fn samples(s: SamplesIn) -> Result<Metric, IngestError> {
     let bad = |field: String, reason: String| Err(IngestError::new(Some(&field), reason));
     if s.source.trim().is_empty() || s.source.len() > 64 || s.source.chars().any(char::is_control) {
@@ -264,29 +265,8 @@ fn samples(s: SamplesIn) -> Result<Metric, IngestError> {
                 ),
             );
         }
-        let finite = match &x.value {
-            SampleValue::Counter { value }
-            | SampleValue::Gauge { value }
-            | SampleValue::GaugeDelta { value } => value.is_finite(),
-            SampleValue::Observation { value, weight } => {
-                value.is_finite() && weight.is_finite() && *weight > 0.0
-            }
-            SampleValue::Histogram { bounds, counts, .. } => {
-                if counts.len() != bounds.len() + 1 {
-                    return bad(
-                        format!("samples[{i}].counts"),
-                        "expected one more count than bounds".into(),
-                    );
-                }
-                bounds.iter().all(|b| b.is_finite())
-            }
-            SampleValue::Set { .. } | SampleValue::Error { .. } => true,
-        };
-        if !finite {
-            return bad(
-                format!("samples[{i}].value"),
-                "expected finite numbers (and a weight > 0)".into(),
-            );
+        if let Err(e) = check(x) {
+            return bad(format!("samples[{i}].{}", e.field), e.reason);
         }
     }
     Ok(Metric::Samples {
@@ -567,7 +547,19 @@ mod tests {
             ),
             (
                 r#"{"type":"samples","source":"w","samples":[{"name":"o","kind":"observation","value":1,"weight":0}]}"#,
-                "samples[0].value",
+                "samples[0].weight",
+            ),
+            (
+                r#"{"type":"samples","source":"w","samples":[{"name":"h","kind":"histogram","bounds":[1],"counts":[1,1],"min":5,"max":1}]}"#,
+                "samples[0].min",
+            ),
+            (
+                r#"{"type":"samples","source":"w","samples":[{"name":"o","kind":"observation","value":1,"weight":1e300}]}"#,
+                "samples[0].weight",
+            ),
+            (
+                r#"{"type":"samples","source":"w","samples":[{"name":"g","kind":"gauge","value":1,"labels":{"k":"\u001b[2J"}}]}"#,
+                "samples[0].labels",
             ),
         ] {
             let e = err(body);

@@ -68,6 +68,7 @@
 //! ```
 
 pub mod alerter;
+pub mod bucket_midpoints;
 pub mod config;
 pub mod dashboard;
 pub mod ingest;
@@ -83,6 +84,7 @@ pub mod rule_state;
 pub mod rule_window;
 #[allow(dead_code)] // TEMP: used once the listeners land
 pub mod sample;
+pub mod sample_check;
 pub mod selector;
 pub mod series;
 pub mod tui;

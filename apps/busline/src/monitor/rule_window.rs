@@ -10,7 +10,8 @@
 //!
 //! The window is cut into [`BUCKETS`] buckets of `window / 60` (1 s for a
 //! minute): memory per rule is bounded whatever the rate (a percentile rule
-//! keeps one histogram per bucket, [`Aggregate`]), and a sample leaves the
+//! keeps one sparse [`Digest`] per bucket, as the series store does: only
+//! the value ranges seen take memory), and a sample leaves the
 //! window between `window - window/60` and `window` after it happened.
 //! `up` rules keep the last value of each matching series instead (at most
 //! [`MAX_SERIES`]; more are counted in `overflow`).
@@ -18,11 +19,12 @@
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, SystemTime};
 
-use busline::stream::Aggregate;
 use tokio::time::Instant;
 
+use super::bucket_midpoints::midpoints;
 use super::rule::{Function, Rule};
 use super::sample::{Sample, Value};
+use super::series::digest::Digest;
 
 /// Buckets per window.
 pub const BUCKETS: u32 = 60;
@@ -70,7 +72,7 @@ struct Bucket {
     min: Option<f64>,
     max: Option<f64>,
     /// Percentile rules only.
-    hist: Option<Aggregate>,
+    digest: Option<Box<Digest>>,
 }
 
 /// One sample's share of a window.
@@ -111,12 +113,9 @@ fn share(value: &Value) -> Share {
             min,
             max,
         } => {
-            let mids = midpoints(bounds, counts.len(), *min, *max);
-            let values: Vec<(f64, f64)> = mids
-                .iter()
-                .zip(counts)
-                .filter(|(_, c)| **c > 0)
-                .map(|(m, c)| (*m, *c as f64))
+            let values: Vec<(f64, f64)> = midpoints(bounds, counts, *min, *max)
+                .into_iter()
+                .map(|(m, c)| (m, c as f64))
                 .collect();
             let n: f64 = counts.iter().map(|c| *c as f64).sum();
             Share {
@@ -137,29 +136,6 @@ fn share(value: &Value) -> Share {
             max: None,
         },
     }
-}
-
-/// The midpoint of each of `n` buckets bounded by `bounds` (the first from
-/// 0 or its bound if negative, the last, open one at its lower bound), kept
-/// within the known `min`/`max`.
-fn midpoints(bounds: &[f64], n: usize, min: Option<f64>, max: Option<f64>) -> Vec<f64> {
-    (0..n)
-        .map(|i| {
-            let hi = bounds.get(i).copied();
-            let lo = if i == 0 {
-                None
-            } else {
-                bounds.get(i - 1).copied()
-            };
-            let mid = match (lo, hi) {
-                (Some(lo), Some(hi)) => (lo + hi) / 2.0,
-                (None, Some(hi)) => (hi.min(0.0) + hi) / 2.0,
-                (Some(lo), None) => max.unwrap_or(lo).max(lo),
-                (None, None) => max.or(min).unwrap_or(0.0),
-            };
-            mid.clamp(min.unwrap_or(f64::MIN), max.unwrap_or(f64::MAX))
-        })
-        .collect()
 }
 
 /// The matching samples of one rule over its window.
@@ -257,10 +233,9 @@ impl RuleWindow {
         b.min = opt(b.min, s.min, f64::min);
         b.max = opt(b.max, s.max, f64::max);
         if quantile {
-            let h = b.hist.get_or_insert_with(Aggregate::new);
+            let d = b.digest.get_or_insert_default();
             for (v, w) in s.values {
-                // A weight counts as that many (at least one).
-                h.record_n(v, (w.round() as u64).max(1));
+                d.add(v, w);
             }
         }
         true
@@ -342,11 +317,13 @@ impl RuleWindow {
             Function::Min => b.iter().filter_map(|b| b.min).reduce(f64::min),
             Function::Max => b.iter().filter_map(|b| b.max).reduce(f64::max),
             Function::P50 | Function::P90 | Function::P99 => {
-                let mut all = Aggregate::new();
-                for h in b.iter().filter_map(|b| b.hist.as_ref()) {
-                    all.merge(h);
+                let mut all = Digest::default();
+                for d in b.iter().filter_map(|b| b.digest.as_deref()) {
+                    all.merge(d);
                 }
-                all.quantile(self.function.quantile().unwrap_or(0.5))
+                let min = b.iter().filter_map(|b| b.min).reduce(f64::min);
+                let max = b.iter().filter_map(|b| b.max).reduce(f64::max);
+                all.quantile_within(self.function.quantile().unwrap_or(0.5), min, max)
             }
             Function::Last => self.last.map(|(_, v)| v),
             Function::Up => Some(self.series.values().filter(|(_, v)| *v == 0.0).count() as f64),

@@ -187,6 +187,8 @@ pub fn series_name(name: &str, labels: &Labels) -> String {
                 '"' => s.push_str("\\\""),
                 '\\' => s.push_str("\\\\"),
                 '\n' => s.push_str("\\n"),
+                // (No terminal escapes in what the dashboard prints.)
+                c if c.is_control() => s.extend(c.escape_default()),
                 c => s.push(c),
             }
         }
@@ -290,5 +292,7 @@ mod tests {
             .label("job", "a\"b")
             .label("instance", "h:1");
         assert_eq!(s.series(), r#"up{instance="h:1",job="a\"b"}"#);
+        let esc = Sample::new("up", Value::Gauge { value: 1.0 }).label("t", "\u{1b}[2J");
+        assert_eq!(esc.series(), r#"up{t="\u{1b}[2J"}"#);
     }
 }

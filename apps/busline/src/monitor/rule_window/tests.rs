@@ -227,3 +227,28 @@ async fn samples_leave_the_window_by_event_time_in_buckets() {
     }
     assert_eq!(w.value(), Some(100.0 * (BUCKETS - 1) as f64));
 }
+
+#[tokio::test(start_paused = true)]
+async fn percentiles_rank_negative_values_and_open_buckets() {
+    let neg: Vec<Sample> = [-30.0, -20.0, -10.0].map(|v| obs(v, 1.0)).to_vec();
+    close(
+        window_of(Function::P50, 60, &neg).value().map(f64::abs),
+        20.0,
+    );
+    // The open last bucket counts between its bound and the sender's max,
+    // as the series store counts it.
+    let h = Sample::new(
+        "h",
+        Value::Histogram {
+            bounds: vec![100.0],
+            counts: vec![0, 10],
+            sum: None,
+            min: None,
+            max: Some(300.0),
+        },
+    );
+    close(window_of(Function::P99, 60, &[h]).value(), 200.0);
+    // Fractional weights count as they are (not rounded to 1 each).
+    let w = [obs(1.0, 0.4), obs(100.0, 1.4)];
+    close(window_of(Function::P50, 60, &w).value(), 100.0);
+}
