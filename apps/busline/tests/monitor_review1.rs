@@ -134,3 +134,26 @@ fn the_dashboard_and_the_rules_agree_on_percentiles() {
     let lat = minute(&m, "lat", 10.0);
     assert!((lat["p99"].as_f64().unwrap() - 200.0).abs() <= 0.2, "{lat}");
 }
+
+/// `POST /api/events` counts into the API's ingest counters: requests
+/// received, samples accepted, refusals by reason with an example.
+#[test]
+fn the_event_api_counts_what_it_receives_accepts_and_refuses() {
+    let (m, _dir) = start(None);
+    let two = json!([{"name":"g","kind":"gauge","value":1},{"name":"g","kind":"gauge","value":2}]);
+    assert_eq!(post(&m, "/api/events", &samples(two)).status, 202);
+    let seed = r#"{"type":"request","path":"/a","latency_ms":5,"status":200}"#;
+    assert_eq!(post(&m, "/api/events", seed).status, 202);
+    assert_eq!(post(&m, "/api/events", "{").status, 400);
+    let bad = samples(json!([{"name":"g","kind":"gauge","value":1,"labels":{"":"v"}}]));
+    assert_eq!(post(&m, "/api/events", &bad).status, 422);
+    let api = get(&m, "/api/summary").json()["ingest"]["api"].clone();
+    assert_eq!(api["received"], 4, "{api}");
+    // Two gauges, and the request's latency sample.
+    assert_eq!(api["accepted"], 3, "{api}");
+    assert_eq!(api["malformed"], 2, "{api}");
+    assert_eq!(api["malformed_by_reason"]["malformed JSON"], 1, "{api}");
+    assert_eq!(api["malformed_by_reason"]["invalid event"], 1, "{api}");
+    let examples = api["examples"].to_string();
+    assert!(examples.contains("labels"), "{api}");
+}

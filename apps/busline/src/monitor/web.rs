@@ -427,6 +427,9 @@ async fn events(
     headers: axum::http::HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
+    // (Requests received; samples accepted; refusals by reason.)
+    let api = &st.shared.ingest.api;
+    api.received.fetch_add(1, Ordering::Relaxed);
     // JSON only: a web page on another site can POST `text/plain` to a
     // local monitor without the browser asking first (no preflight), but
     // not `application/json`.
@@ -437,6 +440,7 @@ async fn events(
         .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"));
     if !json {
         st.shared.rejected.fetch_add(1, Ordering::Relaxed);
+        api.malformed("not JSON (Content-Type)", "", 1);
         return error(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "send the events as JSON, with `Content-Type: application/json`",
@@ -447,6 +451,7 @@ async fn events(
         Err(rej) => {
             st.shared.rejected.fetch_add(1, Ordering::Relaxed);
             let status = rej.status();
+            api.malformed("unreadable or too large body", "", 1);
             let msg = if status == StatusCode::PAYLOAD_TOO_LARGE {
                 format!(
                     "request body is larger than the limit of {} bytes (--max-body); send fewer events per request",
@@ -462,6 +467,12 @@ async fn events(
         Ok(m) => m,
         Err(e) => {
             st.shared.rejected.fetch_add(1, Ordering::Relaxed);
+            let reason = match e.reason.as_str() {
+                r if r.starts_with("malformed JSON") => "malformed JSON",
+                r if r.starts_with("empty body") => "empty body",
+                _ => "invalid event",
+            };
+            api.malformed(reason, &String::from_utf8_lossy(&body), 1);
             let status =
                 if e.reason.starts_with("malformed JSON") || e.reason.starts_with("empty body") {
                     StatusCode::BAD_REQUEST
@@ -478,6 +489,7 @@ async fn events(
     let n = metrics.len();
     let mut published = 0usize;
     for m in metrics {
+        let samples = m.samples().len() as u64;
         let send = st.ctx.send(m.message("api"));
         match tokio::time::timeout(PUBLISH_TIMEOUT, send).await {
             Ok(Ok(_)) => published += 1,
@@ -498,6 +510,7 @@ async fn events(
             }
         }
         st.shared.ingested.fetch_add(1, Ordering::Relaxed);
+        api.accepted.fetch_add(samples, Ordering::Relaxed);
     }
     (StatusCode::ACCEPTED, Json(json!({ "accepted": published }))).into_response()
 }
