@@ -654,9 +654,9 @@ async fn run_async(settings: Settings, store: Option<Arc<LogStore<Metric>>>) -> 
     };
     let started = Instant::now();
     let result = rt.run().await;
-    let quit = match view {
+    let by_view = match view {
         Some(v) => v.finish().await,
-        None => false,
+        None => None,
     };
     if let Some(t) = timer {
         if fired.load(Ordering::SeqCst) {
@@ -681,8 +681,8 @@ async fn run_async(settings: Settings, store: Option<Arc<LogStore<Metric>>>) -> 
         }
     };
     let why = match &report.reason {
-        StopReason::Requested if quit => "q in the terminal view".to_owned(),
-        StopReason::Requested => "--duration elapsed".to_owned(),
+        StopReason::Requested if by_view.is_some() => by_view.unwrap_or_default().to_owned(),
+        StopReason::Requested if fired.load(Ordering::SeqCst) => "--duration elapsed".to_owned(),
         other => other.to_string(),
     };
     say(&format!(
