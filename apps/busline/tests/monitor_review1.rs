@@ -157,3 +157,31 @@ fn the_event_api_counts_what_it_receives_accepts_and_refuses() {
     let examples = api["examples"].to_string();
     assert!(examples.contains("labels"), "{api}");
 }
+
+/// Errors and requests sent in the generic form under the seed's names
+/// count in the seed's summary as the built-in rule counts them (the
+/// summary said "Errors: 0" while the rule alerted on 11).
+#[test]
+fn the_summary_counts_generic_errors_and_requests_as_the_rule_does() {
+    let (m, _dir) = start(None);
+    let errors: Vec<Value> = (0..11)
+        .map(|_| json!({"name":"error","kind":"error","message":"card declined"}))
+        .collect();
+    let body = json!({"type":"samples","source":"payments","samples":errors}).to_string();
+    assert_eq!(post(&m, "/api/events", &body).status, 202);
+    let latency: Vec<Value> = [10, 20, 30]
+        .iter()
+        .map(|v| json!({"name":"request.latency_ms","kind":"observation","value":v}))
+        .collect();
+    let body = json!({"type":"samples","source":"web","samples":latency}).to_string();
+    assert_eq!(post(&m, "/api/events", &body).status, 202);
+    m.stdout.wait_for("the alert on 11 errors", |l| {
+        l.starts_with("[ALERT] Error rate: 11/min")
+    });
+    m.stdout.wait_for("11 errors in the summary", |l| {
+        l.trim_start().starts_with("Errors: ") && l.contains("(11 in the last minute)")
+    });
+    m.stdout.wait_for("3 requests in the summary", |l| {
+        l.trim_start().starts_with("Requests: 3, avg latency: 20ms")
+    });
+}
