@@ -102,6 +102,33 @@ impl Series {
         }
     }
 
+    /// A gauge holds its value through seconds without samples, from the
+    /// value it had coming into the minute (set before it, even long
+    /// before). One pass over the points and the seconds.
+    fn hold_gauge(&self, now_s: u64, points: &mut [f64]) {
+        let first = now_s.saturating_sub(MINUTE);
+        let mut last = self
+            .seconds
+            .iter()
+            .filter(|(s, _)| *s < first)
+            .filter_map(|(_, w)| w.last)
+            .next_back()
+            .or_else(|| {
+                self.gauge
+                    .filter(|(_, at_ms)| at_ms / 1000 < first)
+                    .map(|(v, _)| v)
+            });
+        let mut seconds = self.seconds.iter().peekable();
+        for (i, p) in points.iter_mut().enumerate() {
+            let s = first + i as u64;
+            while seconds.next_if(|(x, _)| *x < s).is_some() {}
+            match seconds.peek() {
+                Some((x, w)) if *x == s && w.last.is_some() => last = w.last,
+                _ => *p = last.unwrap_or(*p),
+            }
+        }
+    }
+
     fn view(&self, now_s: u64) -> SeriesView {
         let done = |s: u64| s < now_s && s + MINUTE >= now_s;
         let mut minute = Window::default();
@@ -118,15 +145,7 @@ impl Series {
             }
         }
         if self.kind == "gauge" {
-            // A gauge holds its value through seconds without samples.
-            let mut last = None;
-            for (i, p) in points.iter_mut().enumerate() {
-                let s = now_s - MINUTE + i as u64;
-                match self.seconds.iter().find(|(x, _)| *x == s) {
-                    Some((_, w)) if w.last.is_some() => last = w.last,
-                    _ => *p = last.unwrap_or(*p),
-                }
-            }
+            self.hold_gauge(now_s, &mut points);
         }
         SeriesView {
             series: series_name(&self.name, &self.labels),

@@ -159,6 +159,22 @@ fn gauges_keep_the_last_value_and_deltas_add_to_it() {
     assert_eq!(one(&st.view(NOW), "temp").value, Some(13.0));
 }
 
+/// A gauge set once, long ago (more than the minute), shows its value
+/// all along its sparkline, not zeros (review #11).
+#[test]
+fn a_steady_gauge_set_long_ago_holds_its_value() {
+    let mut st = Store::new(100);
+    put(
+        &mut st,
+        sample("temp", Value::Gauge { value: 7.0 }),
+        NOW - 90_000,
+    );
+    let v = st.view(NOW);
+    let s = one(&v, "temp");
+    assert_eq!(s.value, Some(7.0));
+    assert!(s.points.iter().all(|p| *p == 7.0), "{:?}", s.points);
+}
+
 #[test]
 fn sets_count_distinct_members() {
     let mut st = Store::new(100);
