@@ -56,7 +56,7 @@ use busline::{BoxError, Context, Module, RecvError};
 use serde::Serialize;
 
 use super::metric::{Metric, Ms};
-use super::sample::{Sample, Value};
+use super::sample::{unix_ms, Sample, Value};
 use super::Shared;
 
 /// Queue capacity of the dashboard's lossy subscription.
@@ -524,12 +524,6 @@ fn seed_parts(m: &Metric, mut f: impl FnMut(SeedPart)) {
 /// An error sample the built-in rule counts (kind `error`, named `error`).
 fn is_error(s: &Sample) -> bool {
     matches!(s.value, Value::Error { .. }) && s.name == "error"
-}
-
-fn unix_ms(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 /// The monitor's own numbers for `/metrics`.

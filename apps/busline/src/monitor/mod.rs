@@ -94,7 +94,7 @@ pub mod webhook;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context as _, Result};
 use busline::{Bus, EventStore, ModuleStatus, Runtime, RuntimeHandle, StopReason};
@@ -368,7 +368,7 @@ impl Shared {
         alerts.reverse();
         alerts.truncate(50);
         serde_json::json!({
-            "now_ms": unix_ms(),
+            "now_ms": sample::unix_ms(SystemTime::now()),
             "uptime_s": self.started.elapsed().as_secs_f64(),
             "summary": self.latest(),
             "history": history,
@@ -411,13 +411,6 @@ pub(crate) fn say(line: &str) {
 fn store_len(store: &Arc<LogStore<Metric>>) -> u64 {
     let log = store.log();
     log.committed_end() - log.first_offset()
-}
-
-fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 /// `busline monitor`.

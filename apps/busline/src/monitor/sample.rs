@@ -168,6 +168,14 @@ impl Sample {
     }
 }
 
+/// Unix milliseconds of `t` (0 before 1970): the unit of [`Sample::at_ms`]
+/// and of the monitor's JSON.
+pub fn unix_ms(t: std::time::SystemTime) -> u64 {
+    t.duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
 /// `name{key="value",…}`, Prometheus style (just `name` without labels).
 pub fn series_name(name: &str, labels: &Labels) -> String {
     if labels.is_empty() {
