@@ -13,7 +13,7 @@
 //! keeps one sparse [`Digest`] per bucket, as the series store does: only
 //! the value ranges seen take memory), and a sample leaves the
 //! window between `window - window/60` and `window` after it happened.
-//! `up` rules keep the last value of each matching series instead (at most
+//! `up` and `last` rules keep the last value of each matching series instead (at most
 //! [`MAX_SERIES`]; more are counted in `overflow`).
 
 use std::collections::{HashMap, VecDeque};
@@ -146,9 +146,7 @@ pub struct RuleWindow {
     width: Duration,
     base: Instant,
     buckets: VecDeque<Bucket>,
-    /// `last`: the newest value and when.
-    last: Option<(Instant, f64)>,
-    /// `up`: each series' last value and when.
+    /// `up`, `last`: each series' last value and when.
     series: HashMap<(String, String), (Instant, f64)>,
     /// `up`: series not tracked (past [`MAX_SERIES`]).
     pub overflow: u64,
@@ -163,7 +161,6 @@ impl RuleWindow {
             width: rule.window / BUCKETS,
             base: Instant::now(),
             buckets: VecDeque::with_capacity(BUCKETS as usize + 1),
-            last: None,
             series: HashMap::new(),
             overflow: 0,
         }
@@ -216,7 +213,7 @@ impl RuleWindow {
         }
         match self.function {
             Function::Up => return self.record_up(source, sample, when),
-            Function::Last => return self.record_last(&sample.value, when),
+            Function::Last => return self.record_last(source, sample, when),
             _ => {}
         }
         let s = share(&sample.value);
@@ -241,17 +238,42 @@ impl RuleWindow {
         true
     }
 
-    fn record_last(&mut self, value: &Value, when: Instant) -> bool {
-        let v = match value {
-            Value::GaugeDelta { value } => self.last.map_or(0.0, |(_, l)| l) + value,
-            Value::Counter { value } | Value::Gauge { value } => *value,
-            Value::Observation { value, .. } => *value,
+    /// `last`: per series, as the series store keeps a gauge: a value
+    /// replaces an older one, a gauge delta adds to its own series' value
+    /// (from 0), whenever it happened.
+    fn record_last(&mut self, source: &str, sample: &Sample, when: Instant) -> bool {
+        let (v, delta) = match sample.value {
+            Value::GaugeDelta { value } => (value, true),
+            Value::Counter { value } | Value::Gauge { value } => (value, false),
+            Value::Observation { value, .. } => (value, false),
             Value::Histogram { .. } | Value::Set { .. } | Value::Error { .. } => return false,
         };
-        if self.last.is_none_or(|(t, _)| t <= when) {
-            self.last = Some((when, v));
+        let Some(slot) = self.slot(source, sample, when, if delta { 0.0 } else { v }) else {
+            return false;
+        };
+        if delta {
+            *slot = (slot.0.max(when), slot.1 + v);
+        } else if slot.0 <= when {
+            *slot = (when, v);
         }
         true
+    }
+
+    /// The series' slot (new ones start at `(when, initial)`), or `None`
+    /// past [`MAX_SERIES`] (counted in `overflow`).
+    fn slot(
+        &mut self,
+        source: &str,
+        sample: &Sample,
+        when: Instant,
+        initial: f64,
+    ) -> Option<&mut (Instant, f64)> {
+        let key = (source.to_owned(), sample.series());
+        if !self.series.contains_key(&key) && self.series.len() >= MAX_SERIES {
+            self.overflow += 1;
+            return None;
+        }
+        Some(self.series.entry(key).or_insert((when, initial)))
     }
 
     fn record_up(&mut self, source: &str, sample: &Sample, when: Instant) -> bool {
@@ -259,12 +281,9 @@ impl RuleWindow {
             Value::Gauge { value } | Value::Counter { value } => value,
             _ => return false,
         };
-        let key = (source.to_owned(), sample.series());
-        if !self.series.contains_key(&key) && self.series.len() >= MAX_SERIES {
-            self.overflow += 1;
+        let Some(slot) = self.slot(source, sample, when, v) else {
             return false;
-        }
-        let slot = self.series.entry(key).or_insert((when, v));
+        };
         if slot.0 <= when {
             *slot = (when, v);
         }
@@ -293,9 +312,6 @@ impl RuleWindow {
         }
         let horizon = now.checked_sub(self.window);
         let gone = |t: Instant| horizon.is_some_and(|h| t <= h);
-        if self.last.is_some_and(|(t, _)| gone(t)) {
-            self.last = None;
-        }
         self.series.retain(|_, (t, _)| !gone(*t));
     }
 
@@ -325,7 +341,11 @@ impl RuleWindow {
                 let max = b.iter().filter_map(|b| b.max).reduce(f64::max);
                 all.quantile_within(self.function.quantile().unwrap_or(0.5), min, max)
             }
-            Function::Last => self.last.map(|(_, v)| v),
+            Function::Last => self
+                .series
+                .values()
+                .max_by_key(|(t, _)| *t)
+                .map(|(_, v)| *v),
             Function::Up => Some(self.series.values().filter(|(_, v)| *v == 0.0).count() as f64),
         }
     }

@@ -167,6 +167,26 @@ async fn last_is_the_newest_value_and_deltas_add_to_it() {
     assert_eq!(w.value(), None);
 }
 
+/// A gauge delta adds to its own series (not to whichever matching series
+/// was newest), and an older delta still counts, as in the series store.
+#[tokio::test(start_paused = true)]
+async fn last_deltas_add_to_their_own_series() {
+    let g = |q: &str, v| Sample::new("g", Value::Gauge { value: v }).label("q", q);
+    let d = |q: &str, v| Sample::new("g", Value::GaugeDelta { value: v }).label("q", q);
+    let mut w = window_of(Function::Last, 60, &[g("a", 5.0)]);
+    tokio::time::advance(Duration::from_secs(1)).await;
+    w.record("svc", &g("b", 10.0), now());
+    tokio::time::advance(Duration::from_secs(1)).await;
+    w.record("svc", &d("a", 1.0), now());
+    assert_eq!(w.value(), Some(6.0));
+    w.record(
+        "svc",
+        &d("a", 2.0),
+        SystemTime::now() - Duration::from_secs(3),
+    );
+    assert_eq!(w.value(), Some(8.0));
+}
+
 fn up(job: &str, instance: &str, v: f64) -> Sample {
     Sample::new("up", Value::Gauge { value: v })
         .label("instance", instance)
