@@ -73,17 +73,35 @@ impl Window {
                 max,
             } => return self.histogram(bounds, counts, *sum, *min, *max),
             Value::Set { member } => {
-                self.count += 1.0;
-                let set = &mut self.members.get_or_insert_default().0;
-                if set.len() < MAX_MEMBERS {
-                    set.insert(member_hash(member));
-                } else if !set.contains(&member_hash(member)) {
-                    self.members_capped = true;
-                }
+                self.member(member, true);
             }
             Value::Error { .. } => self.count += 1.0,
         }
         true
+    }
+
+    /// Counts one sample of a set; keeps `member` if it is new and there
+    /// is `room` (the store's budget, see
+    /// [`MAX_STORE_MEMBERS`](super::MAX_STORE_MEMBERS)) and fewer than
+    /// [`MAX_MEMBERS`] here, else marks the window capped. Returns whether
+    /// it kept a new member.
+    pub fn member(&mut self, member: &str, room: bool) -> bool {
+        self.count += 1.0;
+        let set = &mut self.members.get_or_insert_default().0;
+        let h = member_hash(member);
+        if set.contains(&h) {
+            false
+        } else if room && set.len() < MAX_MEMBERS {
+            set.insert(h)
+        } else {
+            self.members_capped = true;
+            false
+        }
+    }
+
+    /// How many members it keeps.
+    pub fn members(&self) -> usize {
+        self.members.as_ref().map_or(0, |m| m.0.len())
     }
 
     fn value(&mut self, v: f64, weight: f64) {
