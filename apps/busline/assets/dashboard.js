@@ -286,6 +286,13 @@ function renderSeries(snap) {
   lastSeries = list;
   if (status) {
     const t = status.at_ms;
+    // Histories of series gone from the list, or silent for the chart's
+    // window, make room for new ones (unless picked).
+    const live = new Set(list.map(seriesKey));
+    for (const [k, h] of seriesHistory) {
+      const stale = !h.length || h[h.length - 1].t < t - WINDOW_SECS * 1000;
+      if (!picked.has(k) && (!live.has(k) || stale)) seriesHistory.delete(k);
+    }
     for (const s of list) {
       const key = seriesKey(s);
       let h = seriesHistory.get(key);

@@ -115,7 +115,7 @@ fn above(screen: &str, a: &str, b: &str) -> bool {
 fn the_terminal_view_shows_live_series_sorts_on_keys_and_quits_on_q() {
     let mut tmux = Tmux::new("tui");
     let cmd = format!(
-        "{} monitor --tui --no-sim --no-data-dir --web 127.0.0.1:0 --duration 120; echo EXITED $?; sleep 60",
+        "{} monitor --tui --no-sim --no-data-dir --web 127.0.0.1:0 --duration 120; echo EXITED $?; stty -a; sleep 60",
         bin()
     );
     tmux.run(&["new-session", "-d", "-x", "160", "-y", "48", &cmd]);
@@ -170,7 +170,11 @@ fn the_terminal_view_shows_live_series_sorts_on_keys_and_quits_on_q() {
     );
     assert!(screen.contains("sort: rate ↓"), "{screen}");
     assert!(above(&screen, busy, quiet), "busiest first:\n{screen}");
-    assert!(screen.contains("ok      error-rate 3"), "{screen}");
+    // The built-in rule's row: its value, its expression (cut by the panel).
+    assert!(
+        screen.contains("error-rate 3 (count(error [1m]) > 1"),
+        "{screen}"
+    );
     assert!(screen.contains("api    recv"), "{screen}");
 
     // `n` sorts by name (source first): checkout, then /aa-quiet, then /zz-busy.
@@ -193,8 +197,15 @@ fn the_terminal_view_shows_live_series_sorts_on_keys_and_quits_on_q() {
 
     // `q` stops the monitor cleanly and gives the terminal back.
     tmux.keys("q");
-    let screen = tmux.until("the monitor's exit", |s| s.contains("EXITED"));
+    let screen = tmux.until("the monitor's exit and stty's modes", |s| {
+        s.contains("EXITED") && s.contains("icanon")
+    });
     assert!(screen.contains("EXITED 0"), "{screen}");
+    // The terminal is out of raw mode: line editing and echo are back.
+    assert!(
+        screen.contains(" icanon") && !screen.contains("-icanon") && !screen.contains("-echo "),
+        "raw mode left on:\n{screen}"
+    );
     assert!(
         screen.contains("(q in the terminal view)"),
         "the final line says why it stopped:\n{screen}"

@@ -50,7 +50,7 @@
 //!
 //! Every rule's state (`ok`, `pending`, `firing`), value and threshold is
 //! kept in the shared state: `rules` in `/api/summary`. The default rule is
-//! also `alert` there, as before; every transition goes into `alerts`.
+//! also `alert` there (the seed's shape); every transition goes into `alerts`.
 //!
 //! ## Webhook
 //!
@@ -73,6 +73,7 @@ use super::metric::Metric;
 use super::rule::{human_duration, num, Rule};
 use super::rule_state::{Change, RuleState, RuleStatus, State};
 use super::rule_window::{Clock, RuleWindow};
+use super::sample::unix_ms;
 use super::webhook::Webhook;
 use super::Shared;
 
@@ -275,7 +276,7 @@ impl Alerter {
             "state" => if t.is_firing() { "firing" } else { "resolved" })
         .increment(1);
         let record = AlertRecord {
-            at_ms: unix_ms(),
+            at_ms: unix_ms(SystemTime::now()),
             rule: rule.name.clone(),
             transition: t,
             expr: rule.expr(),
@@ -318,7 +319,7 @@ impl Alerter {
     /// and sends their transitions, and shows their state.
     fn evaluate(&self, live: &mut [Live], all: bool) {
         let now = Instant::now();
-        let now_ms = unix_ms();
+        let now_ms = unix_ms(SystemTime::now());
         let mut changed = Vec::new();
         for (i, l) in live.iter_mut().enumerate() {
             let due = all
@@ -369,7 +370,7 @@ impl Module<Metric> for Alerter {
 
     /// Watches every metric until shutdown.
     async fn run(&mut self, ctx: Context<Metric>) -> Result<(), BoxError> {
-        let now_ms = unix_ms();
+        let now_ms = unix_ms(SystemTime::now());
         let mut live: Vec<Live> = std::iter::once(Rule::default_errors(self.threshold))
             .chain(self.rules.iter().cloned())
             .map(|rule| Live {
@@ -410,6 +411,9 @@ impl Module<Metric> for Alerter {
                     }
                     return Ok(());
                 }
+                // The tick before the metrics: under a steady backlog the
+                // rules still resolve and `for` clocks still run.
+                _ = tick.tick() => true,
                 r = metrics.recv() => match r {
                     Ok(env) => {
                         Self::take(&mut live, &env);
@@ -426,18 +430,10 @@ impl Module<Metric> for Alerter {
                     Err(RecvError::Closed) => return Ok(()),
                     Err(e) => return Err(e.into()),
                 },
-                _ = tick.tick() => true,
             };
             self.evaluate(&mut live, all);
         }
     }
-}
-
-fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 #[cfg(test)]

@@ -646,11 +646,20 @@ fn alert_rule_at(text: &str, at: usize) -> Option<usize> {
         }
         let t = line.trim();
         if t.starts_with('[') {
-            rule = None;
-            let array = t.strip_prefix("[[").and_then(|h| h.split("]]").next());
-            if array.map(str::trim) == Some("alert") {
+            let name: String = t
+                .trim_start_matches('[')
+                .split(']')
+                .next()
+                .unwrap_or("")
+                .chars()
+                .filter(|c| !c.is_whitespace())
+                .collect();
+            if t.starts_with("[[") && name == "alert" {
                 n += 1;
                 rule = Some(n);
+            } else if !name.starts_with("alert.") {
+                // (`[alert.labels]` is still the current rule's.)
+                rule = None;
             }
         }
         offset += line.len();
@@ -887,6 +896,10 @@ mod tests {
         assert_eq!(alert_rule_at(text, text.find('c').unwrap()), None);
         let text = "[[alert]]\na\n[[alerts]]\nb\n";
         assert_eq!(alert_rule_at(text, text.find('b').unwrap()), None);
+        // A sub-table of a rule is still that rule (review #17).
+        let text = "[[alert]]\nx = 1\n[[alert]]\n[alert.labels]\nzz = 1\n[web]\nqq = 1\n";
+        assert_eq!(alert_rule_at(text, text.find("zz").unwrap()), Some(2));
+        assert_eq!(alert_rule_at(text, text.find("qq").unwrap()), None);
     }
 
     #[test]

@@ -151,7 +151,7 @@ impl Cumulative {
             senders: HashMap::new(),
             cap: cap.max(1),
             stale,
-            born_ns: super::unix_ms().saturating_mul(1_000_000),
+            born_ns: super::sample::unix_ms(std::time::SystemTime::now()).saturating_mul(1_000_000),
         }
     }
 
@@ -341,7 +341,8 @@ mod tests {
     fn a_series_started_after_the_tracker_counts_whole_at_first_sight() {
         let mut c = Cumulative::default();
         let t = Instant::now();
-        let later = (super::super::unix_ms() + 1000) * 1_000_000;
+        let later =
+            (super::super::sample::unix_ms(std::time::SystemTime::now()) + 1000) * 1_000_000;
         assert_eq!(c.counter("a", 4.0, Start::At(later), t), Step::Started(4.0));
         assert_eq!(
             c.counter("a", 6.0, Start::At(later), t),

@@ -56,6 +56,7 @@ use busline::{BoxError, Context, Module, RecvError};
 use serde::Serialize;
 
 use super::metric::{Metric, Ms};
+use super::sample::{unix_ms, Sample, Value};
 use super::Shared;
 
 /// Queue capacity of the dashboard's lossy subscription.
@@ -221,15 +222,14 @@ struct PastSecond {
 impl Aggregator {
     /// Counts one metric into the current window.
     pub fn record(&mut self, m: &Metric) {
-        match m {
-            Metric::Request { latency_ms, .. } => {
+        seed_parts(m, |part| match part {
+            SeedPart::Request(ms) => {
                 self.requests += 1;
-                self.latency.record(*latency_ms);
+                self.latency.record(ms);
             }
-            Metric::DbQuery { duration_ms, .. } => self.db.record(*duration_ms),
-            Metric::Error { .. } => self.errors += 1,
-            Metric::Samples { .. } => {}
-        }
+            SeedPart::Db(ms) => self.db.record(ms),
+            SeedPart::Error => self.errors += 1,
+        });
     }
 
     /// Counts a metric that happened at `at`, `before` the current window
@@ -239,13 +239,14 @@ impl Aggregator {
     pub fn record_past(&mut self, m: &Metric, at: SystemTime, before: Duration) {
         let sec = unix_ms(at) / 1000;
         let past = self.past.entry(sec).or_default();
-        match m {
-            Metric::Request { latency_ms, .. } => {
+        let last_minute = &mut self.last_minute;
+        seed_parts(m, |part| match part {
+            SeedPart::Request(ms) => {
                 past.requests += 1;
-                past.latency.record(*latency_ms);
+                past.latency.record(ms);
             }
-            Metric::DbQuery { duration_ms, .. } => past.db.record(*duration_ms),
-            Metric::Error { .. } => {
+            SeedPart::Db(ms) => past.db.record(ms),
+            SeedPart::Error => {
                 past.errors += 1;
                 // 0: the last closed second; the window keeps MINUTE seconds,
                 // the current one included.
@@ -253,14 +254,13 @@ impl Aggregator {
                 if k + 1 >= MINUTE {
                     return;
                 }
-                while self.last_minute.len() <= k {
-                    self.last_minute.push_front(0);
+                while last_minute.len() <= k {
+                    last_minute.push_front(0);
                 }
-                let i = self.last_minute.len() - 1 - k;
-                self.last_minute[i] += 1;
+                let i = last_minute.len() - 1 - k;
+                last_minute[i] += 1;
             }
-            Metric::Samples { .. } => {}
-        }
+        });
     }
 
     /// Summaries of the past seconds recorded with
@@ -466,8 +466,11 @@ impl Module<Metric> for Dashboard {
                             Some(before) => agg.record_past(&env.payload, env.timestamp, before),
                             None => agg.record(&env.payload),
                         }
-                        if let Metric::Error { source, message } = &env.payload {
-                            self.shared.push_error(unix_ms(env.timestamp), source, message);
+                        let source = env.payload.source();
+                        for s in env.payload.samples().iter() {
+                            if let (true, Value::Error { message }) = (is_error(s), &s.value) {
+                                self.shared.push_error(unix_ms(env.timestamp), source, message);
+                            }
                         }
                     }
                     Err(RecvError::Lagged(n)) => agg.missed(n),
@@ -481,10 +484,46 @@ impl Module<Metric> for Dashboard {
     }
 }
 
-fn unix_ms(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+/// What a metric adds to the seed's summary.
+enum SeedPart {
+    /// A request and its latency (ms).
+    Request(f64),
+    /// A DB query and its duration (ms).
+    Db(f64),
+    /// An error.
+    Error,
+}
+
+/// Calls `f` with each part of the seed's summary in `m`: the seed's shapes,
+/// and samples of the generic form that use their names (`request.latency_ms`
+/// from `web`, `db.query.duration_ms` from `db`, error samples named
+/// `error`, which the built-in alert rule counts too), so the summary, the
+/// series lines (which leave those series to it) and the rule agree.
+fn seed_parts(m: &Metric, mut f: impl FnMut(SeedPart)) {
+    match m {
+        Metric::Request { latency_ms, .. } => f(SeedPart::Request(*latency_ms)),
+        Metric::DbQuery { duration_ms, .. } => f(SeedPart::Db(*duration_ms)),
+        Metric::Error { .. } => f(SeedPart::Error),
+        Metric::Samples { source, samples } => {
+            for s in samples {
+                match (source.as_str(), s.name.as_str(), &s.value) {
+                    ("web", "request.latency_ms", Value::Observation { value, .. }) => {
+                        f(SeedPart::Request(*value))
+                    }
+                    ("db", "db.query.duration_ms", Value::Observation { value, .. }) => {
+                        f(SeedPart::Db(*value))
+                    }
+                    _ if is_error(s) => f(SeedPart::Error),
+                    _ => {}
+                }
+            }
+        }
+    }
+}
+
+/// An error sample the built-in rule counts (kind `error`, named `error`).
+fn is_error(s: &Sample) -> bool {
+    matches!(s.value, Value::Error { .. }) && s.name == "error"
 }
 
 /// The monitor's own numbers for `/metrics`.

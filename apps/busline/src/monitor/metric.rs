@@ -205,7 +205,7 @@ impl fmt::Display for Metric {
                         Value::Histogram { counts, .. } => write!(
                             f,
                             "{} in {} buckets",
-                            counts.iter().sum::<u64>(),
+                            counts.iter().map(|c| *c as f64).sum::<f64>(),
                             counts.len()
                         )?,
                         Value::Set { member } => write!(f, "{member:?}")?,

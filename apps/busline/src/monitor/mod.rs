@@ -72,6 +72,7 @@
 //! ```
 
 pub mod alerter;
+pub mod bucket_midpoints;
 pub mod config;
 pub mod cumulative;
 pub mod dashboard;
@@ -88,6 +89,7 @@ pub mod rule_state;
 pub mod rule_window;
 #[allow(dead_code)] // TEMP: used once the listeners land
 pub mod sample;
+pub mod sample_check;
 pub mod scrape;
 pub mod selector;
 pub mod series;
@@ -99,7 +101,7 @@ pub mod webhook;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context as _, Result};
 use busline::{Bus, EventStore, ModuleStatus, Runtime, RuntimeHandle, StopReason};
@@ -376,7 +378,7 @@ impl Shared {
         alerts.reverse();
         alerts.truncate(50);
         serde_json::json!({
-            "now_ms": unix_ms(),
+            "now_ms": sample::unix_ms(SystemTime::now()),
             "uptime_s": self.started.elapsed().as_secs_f64(),
             "summary": self.latest(),
             "history": history,
@@ -419,13 +421,6 @@ pub(crate) fn say(line: &str) {
 fn store_len(store: &Arc<LogStore<Metric>>) -> u64 {
     let log = store.log();
     log.committed_end() - log.first_offset()
-}
-
-fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 /// `busline monitor`.
@@ -699,9 +694,9 @@ async fn run_async(settings: Settings, store: Option<Arc<LogStore<Metric>>>) -> 
     };
     let started = Instant::now();
     let result = rt.run().await;
-    let quit = match view {
+    let by_view = match view {
         Some(v) => v.finish().await,
-        None => false,
+        None => None,
     };
     if let Some(t) = timer {
         if fired.load(Ordering::SeqCst) {
@@ -726,8 +721,8 @@ async fn run_async(settings: Settings, store: Option<Arc<LogStore<Metric>>>) -> 
         }
     };
     let why = match &report.reason {
-        StopReason::Requested if quit => "q in the terminal view".to_owned(),
-        StopReason::Requested => "--duration elapsed".to_owned(),
+        StopReason::Requested if by_view.is_some() => by_view.unwrap_or_default().to_owned(),
+        StopReason::Requested if fired.load(Ordering::SeqCst) => "--duration elapsed".to_owned(),
         other => other.to_string(),
     };
     say(&format!(

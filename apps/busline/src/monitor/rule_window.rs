@@ -10,19 +10,21 @@
 //!
 //! The window is cut into [`BUCKETS`] buckets of `window / 60` (1 s for a
 //! minute): memory per rule is bounded whatever the rate (a percentile rule
-//! keeps one histogram per bucket, [`Aggregate`]), and a sample leaves the
+//! keeps one sparse [`Digest`] per bucket, as the series store does: only
+//! the value ranges seen take memory), and a sample leaves the
 //! window between `window - window/60` and `window` after it happened.
-//! `up` rules keep the last value of each matching series instead (at most
+//! `up` and `last` rules keep the last value of each matching series instead (at most
 //! [`MAX_SERIES`]; more are counted in `overflow`).
 
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, SystemTime};
 
-use busline::stream::Aggregate;
 use tokio::time::Instant;
 
+use super::bucket_midpoints::midpoints;
 use super::rule::{Function, Rule};
 use super::sample::{Sample, Value};
+use super::series::digest::Digest;
 
 /// Buckets per window.
 pub const BUCKETS: u32 = 60;
@@ -70,7 +72,7 @@ struct Bucket {
     min: Option<f64>,
     max: Option<f64>,
     /// Percentile rules only.
-    hist: Option<Aggregate>,
+    digest: Option<Box<Digest>>,
 }
 
 /// One sample's share of a window.
@@ -111,12 +113,9 @@ fn share(value: &Value) -> Share {
             min,
             max,
         } => {
-            let mids = midpoints(bounds, counts.len(), *min, *max);
-            let values: Vec<(f64, f64)> = mids
-                .iter()
-                .zip(counts)
-                .filter(|(_, c)| **c > 0)
-                .map(|(m, c)| (*m, *c as f64))
+            let values: Vec<(f64, f64)> = midpoints(bounds, counts, *min, *max)
+                .into_iter()
+                .map(|(m, c)| (m, c as f64))
                 .collect();
             let n: f64 = counts.iter().map(|c| *c as f64).sum();
             Share {
@@ -139,29 +138,6 @@ fn share(value: &Value) -> Share {
     }
 }
 
-/// The midpoint of each of `n` buckets bounded by `bounds` (the first from
-/// 0 or its bound if negative, the last, open one at its lower bound), kept
-/// within the known `min`/`max`.
-fn midpoints(bounds: &[f64], n: usize, min: Option<f64>, max: Option<f64>) -> Vec<f64> {
-    (0..n)
-        .map(|i| {
-            let hi = bounds.get(i).copied();
-            let lo = if i == 0 {
-                None
-            } else {
-                bounds.get(i - 1).copied()
-            };
-            let mid = match (lo, hi) {
-                (Some(lo), Some(hi)) => (lo + hi) / 2.0,
-                (None, Some(hi)) => (hi.min(0.0) + hi) / 2.0,
-                (Some(lo), None) => max.unwrap_or(lo).max(lo),
-                (None, None) => max.or(min).unwrap_or(0.0),
-            };
-            mid.clamp(min.unwrap_or(f64::MIN), max.unwrap_or(f64::MAX))
-        })
-        .collect()
-}
-
 /// The matching samples of one rule over its window.
 #[derive(Debug)]
 pub struct RuleWindow {
@@ -170,9 +146,7 @@ pub struct RuleWindow {
     width: Duration,
     base: Instant,
     buckets: VecDeque<Bucket>,
-    /// `last`: the newest value and when.
-    last: Option<(Instant, f64)>,
-    /// `up`: each series' last value and when.
+    /// `up`, `last`: each series' last value and when.
     series: HashMap<(String, String), (Instant, f64)>,
     /// `up`: series not tracked (past [`MAX_SERIES`]).
     pub overflow: u64,
@@ -187,7 +161,6 @@ impl RuleWindow {
             width: rule.window / BUCKETS,
             base: Instant::now(),
             buckets: VecDeque::with_capacity(BUCKETS as usize + 1),
-            last: None,
             series: HashMap::new(),
             overflow: 0,
         }
@@ -240,7 +213,7 @@ impl RuleWindow {
         }
         match self.function {
             Function::Up => return self.record_up(source, sample, when),
-            Function::Last => return self.record_last(&sample.value, when),
+            Function::Last => return self.record_last(source, sample, when),
             _ => {}
         }
         let s = share(&sample.value);
@@ -257,26 +230,50 @@ impl RuleWindow {
         b.min = opt(b.min, s.min, f64::min);
         b.max = opt(b.max, s.max, f64::max);
         if quantile {
-            let h = b.hist.get_or_insert_with(Aggregate::new);
+            let d = b.digest.get_or_insert_default();
             for (v, w) in s.values {
-                // A weight counts as that many (at least one).
-                h.record_n(v, (w.round() as u64).max(1));
+                d.add(v, w);
             }
         }
         true
     }
 
-    fn record_last(&mut self, value: &Value, when: Instant) -> bool {
-        let v = match value {
-            Value::GaugeDelta { value } => self.last.map_or(0.0, |(_, l)| l) + value,
-            Value::Counter { value } | Value::Gauge { value } => *value,
-            Value::Observation { value, .. } => *value,
+    /// `last`: per series, as the series store keeps a gauge: a value
+    /// replaces an older one, a gauge delta adds to its own series' value
+    /// (from 0), whenever it happened.
+    fn record_last(&mut self, source: &str, sample: &Sample, when: Instant) -> bool {
+        let (v, delta) = match sample.value {
+            Value::GaugeDelta { value } => (value, true),
+            Value::Counter { value } | Value::Gauge { value } => (value, false),
+            Value::Observation { value, .. } => (value, false),
             Value::Histogram { .. } | Value::Set { .. } | Value::Error { .. } => return false,
         };
-        if self.last.is_none_or(|(t, _)| t <= when) {
-            self.last = Some((when, v));
+        let Some(slot) = self.slot(source, sample, when, if delta { 0.0 } else { v }) else {
+            return false;
+        };
+        if delta {
+            *slot = (slot.0.max(when), slot.1 + v);
+        } else if slot.0 <= when {
+            *slot = (when, v);
         }
         true
+    }
+
+    /// The series' slot (new ones start at `(when, initial)`), or `None`
+    /// past [`MAX_SERIES`] (counted in `overflow`).
+    fn slot(
+        &mut self,
+        source: &str,
+        sample: &Sample,
+        when: Instant,
+        initial: f64,
+    ) -> Option<&mut (Instant, f64)> {
+        let key = (source.to_owned(), sample.series());
+        if !self.series.contains_key(&key) && self.series.len() >= MAX_SERIES {
+            self.overflow += 1;
+            return None;
+        }
+        Some(self.series.entry(key).or_insert((when, initial)))
     }
 
     fn record_up(&mut self, source: &str, sample: &Sample, when: Instant) -> bool {
@@ -284,12 +281,9 @@ impl RuleWindow {
             Value::Gauge { value } | Value::Counter { value } => value,
             _ => return false,
         };
-        let key = (source.to_owned(), sample.series());
-        if !self.series.contains_key(&key) && self.series.len() >= MAX_SERIES {
-            self.overflow += 1;
+        let Some(slot) = self.slot(source, sample, when, v) else {
             return false;
-        }
-        let slot = self.series.entry(key).or_insert((when, v));
+        };
         if slot.0 <= when {
             *slot = (when, v);
         }
@@ -318,9 +312,6 @@ impl RuleWindow {
         }
         let horizon = now.checked_sub(self.window);
         let gone = |t: Instant| horizon.is_some_and(|h| t <= h);
-        if self.last.is_some_and(|(t, _)| gone(t)) {
-            self.last = None;
-        }
         self.series.retain(|_, (t, _)| !gone(*t));
     }
 
@@ -342,13 +333,19 @@ impl RuleWindow {
             Function::Min => b.iter().filter_map(|b| b.min).reduce(f64::min),
             Function::Max => b.iter().filter_map(|b| b.max).reduce(f64::max),
             Function::P50 | Function::P90 | Function::P99 => {
-                let mut all = Aggregate::new();
-                for h in b.iter().filter_map(|b| b.hist.as_ref()) {
-                    all.merge(h);
+                let mut all = Digest::default();
+                for d in b.iter().filter_map(|b| b.digest.as_deref()) {
+                    all.merge(d);
                 }
-                all.quantile(self.function.quantile().unwrap_or(0.5))
+                let min = b.iter().filter_map(|b| b.min).reduce(f64::min);
+                let max = b.iter().filter_map(|b| b.max).reduce(f64::max);
+                all.quantile_within(self.function.quantile().unwrap_or(0.5), min, max)
             }
-            Function::Last => self.last.map(|(_, v)| v),
+            Function::Last => self
+                .series
+                .values()
+                .max_by_key(|(t, _)| *t)
+                .map(|(_, v)| *v),
             Function::Up => Some(self.series.values().filter(|(_, v)| *v == 0.0).count() as f64),
         }
     }

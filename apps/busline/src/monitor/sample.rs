@@ -168,6 +168,14 @@ impl Sample {
     }
 }
 
+/// Unix milliseconds of `t` (0 before 1970): the unit of [`Sample::at_ms`]
+/// and of the monitor's JSON.
+pub fn unix_ms(t: std::time::SystemTime) -> u64 {
+    t.duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
 /// `name{key="value",…}`, Prometheus style (just `name` without labels).
 pub fn series_name(name: &str, labels: &Labels) -> String {
     if labels.is_empty() {
@@ -187,6 +195,8 @@ pub fn series_name(name: &str, labels: &Labels) -> String {
                 '"' => s.push_str("\\\""),
                 '\\' => s.push_str("\\\\"),
                 '\n' => s.push_str("\\n"),
+                // (No terminal escapes in what the dashboard prints.)
+                c if c.is_control() => s.extend(c.escape_default()),
                 c => s.push(c),
             }
         }
@@ -290,5 +300,7 @@ mod tests {
             .label("job", "a\"b")
             .label("instance", "h:1");
         assert_eq!(s.series(), r#"up{instance="h:1",job="a\"b"}"#);
+        let esc = Sample::new("up", Value::Gauge { value: 1.0 }).label("t", "\u{1b}[2J");
+        assert_eq!(esc.series(), r#"up{t="\u{1b}[2J"}"#);
     }
 }

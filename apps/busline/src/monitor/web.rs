@@ -444,7 +444,7 @@ async fn events(
     api.received.fetch_add(1, Ordering::Relaxed);
     if !json {
         st.shared.rejected.fetch_add(1, Ordering::Relaxed);
-        api.malformed("not JSON", "wrong content type", 1);
+        api.malformed("not JSON (Content-Type)", "", 1);
         return error(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "send the events as JSON, with `Content-Type: application/json`",
@@ -455,7 +455,7 @@ async fn events(
         Err(rej) => {
             st.shared.rejected.fetch_add(1, Ordering::Relaxed);
             let status = rej.status();
-            api.malformed("unreadable body", &rej.body_text(), 1);
+            api.malformed("unreadable or too large body", "", 1);
             let msg = if status == StatusCode::PAYLOAD_TOO_LARGE {
                 format!(
                     "request body is larger than the limit of {} bytes (--max-body); send fewer events per request",
@@ -471,11 +471,12 @@ async fn events(
         Ok(m) => m,
         Err(e) => {
             st.shared.rejected.fetch_add(1, Ordering::Relaxed);
-            let reason = match &e.field {
-                Some(f) => format!("bad `{}`", f.rsplit('.').next().unwrap_or(f)),
-                None => "malformed body".to_owned(),
+            let reason = match e.reason.as_str() {
+                r if r.starts_with("malformed JSON") => "malformed JSON",
+                r if r.starts_with("empty body") => "empty body",
+                _ => "invalid event",
             };
-            api.malformed(&reason, &e.to_string(), 1);
+            api.malformed(reason, &String::from_utf8_lossy(&body), 1);
             let status =
                 if e.reason.starts_with("malformed JSON") || e.reason.starts_with("empty body") {
                     StatusCode::BAD_REQUEST
@@ -493,6 +494,7 @@ async fn events(
     let samples = ingest::sample_count(&metrics);
     let mut published = 0usize;
     for m in metrics {
+        let samples = m.samples().len() as u64;
         let send = st.ctx.send(m.message("api"));
         match tokio::time::timeout(PUBLISH_TIMEOUT, send).await {
             Ok(Ok(_)) => published += 1,
@@ -513,8 +515,8 @@ async fn events(
             }
         }
         st.shared.ingested.fetch_add(1, Ordering::Relaxed);
+        api.accepted.fetch_add(samples, Ordering::Relaxed);
     }
-    api.accepted.fetch_add(samples, Ordering::Relaxed);
     (
         StatusCode::ACCEPTED,
         Json(json!({ "accepted": published, "samples": samples })),

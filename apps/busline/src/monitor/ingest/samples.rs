@@ -1,6 +1,7 @@
 //! The samples of the generic form (`{"type":"samples",…}`), one by one:
 //! see the [parent module](super) for what is checked.
 
+use crate::monitor::sample_check::check;
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -133,12 +134,16 @@ pub(super) fn parse_sample(v: Value) -> Result<Sample, IngestError> {
             SampleValue::Error { message }
         }
     };
-    Ok(Sample {
+    let sample = Sample {
         name: s.name,
         labels: s.labels,
         value,
         at_ms: s.at_ms,
-    })
+    };
+    // The limits every ingest path shares (label sizes, histogram sanity,
+    // weights and counts the aggregations can hold).
+    check(&sample).map_err(|e| IngestError::new(Some(e.field), e.reason))?;
+    Ok(sample)
 }
 
 pub(super) fn finite(field: &str, v: f64) -> Result<f64, IngestError> {

@@ -167,6 +167,26 @@ async fn last_is_the_newest_value_and_deltas_add_to_it() {
     assert_eq!(w.value(), None);
 }
 
+/// A gauge delta adds to its own series (not to whichever matching series
+/// was newest), and an older delta still counts, as in the series store.
+#[tokio::test(start_paused = true)]
+async fn last_deltas_add_to_their_own_series() {
+    let g = |q: &str, v| Sample::new("g", Value::Gauge { value: v }).label("q", q);
+    let d = |q: &str, v| Sample::new("g", Value::GaugeDelta { value: v }).label("q", q);
+    let mut w = window_of(Function::Last, 60, &[g("a", 5.0)]);
+    tokio::time::advance(Duration::from_secs(1)).await;
+    w.record("svc", &g("b", 10.0), now());
+    tokio::time::advance(Duration::from_secs(1)).await;
+    w.record("svc", &d("a", 1.0), now());
+    assert_eq!(w.value(), Some(6.0));
+    w.record(
+        "svc",
+        &d("a", 2.0),
+        SystemTime::now() - Duration::from_secs(3),
+    );
+    assert_eq!(w.value(), Some(8.0));
+}
+
 fn up(job: &str, instance: &str, v: f64) -> Sample {
     Sample::new("up", Value::Gauge { value: v })
         .label("instance", instance)
@@ -226,4 +246,29 @@ async fn samples_leave_the_window_by_event_time_in_buckets() {
         assert!(w.buckets.len() <= BUCKETS as usize);
     }
     assert_eq!(w.value(), Some(100.0 * (BUCKETS - 1) as f64));
+}
+
+#[tokio::test(start_paused = true)]
+async fn percentiles_rank_negative_values_and_open_buckets() {
+    let neg: Vec<Sample> = [-30.0, -20.0, -10.0].map(|v| obs(v, 1.0)).to_vec();
+    close(
+        window_of(Function::P50, 60, &neg).value().map(f64::abs),
+        20.0,
+    );
+    // The open last bucket counts between its bound and the sender's max,
+    // as the series store counts it.
+    let h = Sample::new(
+        "h",
+        Value::Histogram {
+            bounds: vec![100.0],
+            counts: vec![0, 10],
+            sum: None,
+            min: None,
+            max: Some(300.0),
+        },
+    );
+    close(window_of(Function::P99, 60, &[h]).value(), 200.0);
+    // Fractional weights count as they are (not rounded to 1 each).
+    let w = [obs(1.0, 0.4), obs(100.0, 1.4)];
+    close(window_of(Function::P50, 60, &w).value(), 100.0);
 }

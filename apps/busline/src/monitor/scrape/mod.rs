@@ -214,7 +214,7 @@ impl TargetLoop {
             url: self.target.url.clone(),
             up: error.is_none(),
             last_error: error,
-            last_scrape_ms: Some(super::unix_ms()),
+            last_scrape_ms: Some(super::sample::unix_ms(std::time::SystemTime::now())),
             samples: n,
             failures: self.failures,
         });

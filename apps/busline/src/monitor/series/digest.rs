@@ -19,6 +19,8 @@ use std::sync::OnceLock;
 
 use hdrhistogram::Histogram;
 
+use crate::monitor::bucket_midpoints::within;
+
 /// Values are quantized as integer multiples of this.
 const RESOLUTION: f64 = 0.001;
 /// The largest magnitude (in units of [`RESOLUTION`]) that is ranked.
@@ -96,6 +98,15 @@ impl Digest {
         }
         let mid = layout().median_equivalent(at.unsigned_abs()) as f64 * RESOLUTION;
         Some(if at < 0 { -mid } else { mid })
+    }
+}
+
+impl Digest {
+    /// [`quantile`](Self::quantile) kept within the values' known `min` and
+    /// `max` (the exact extremes, where the bucket's middle is off by up to
+    /// 0.1%): the percentile the series store and the alert rules report.
+    pub fn quantile_within(&self, q: f64, min: Option<f64>, max: Option<f64>) -> Option<f64> {
+        self.quantile(q).map(|v| within(v, min, max))
     }
 }
 

@@ -23,6 +23,7 @@ use busline::{BoxError, Context, Module, RecvError};
 
 use super::{Store, StoreView};
 use crate::monitor::metric::Metric;
+use crate::monitor::sample::unix_ms;
 use crate::monitor::Shared;
 
 /// Queue capacity of the series module's lossless subscription.
@@ -51,12 +52,6 @@ impl SeriesFeed {
         self.warm_up = true;
         self
     }
-}
-
-fn unix_ms(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 impl Module<Metric> for SeriesFeed {

@@ -44,10 +44,12 @@ pub fn busiest(view: &StoreView, n: usize) -> Vec<&SeriesView> {
         .iter()
         .filter(|s| !is_seed(s) && s.minute.count > 0.0)
         .collect();
+    // (total_cmp: a NaN rate, from inf + -inf, still sorts somewhere.)
     v.sort_by(|a, b| {
-        (b.second.rate, b.minute.rate)
-            .partial_cmp(&(a.second.rate, a.minute.rate))
-            .unwrap_or(std::cmp::Ordering::Equal)
+        b.second
+            .rate
+            .total_cmp(&a.second.rate)
+            .then(b.minute.rate.total_cmp(&a.minute.rate))
     });
     v.truncate(n);
     v
@@ -178,6 +180,35 @@ mod tests {
     use crate::monitor::sample::{Sample, Value};
 
     const NOW: u64 = 2_000_000_000;
+
+    /// Series whose rate is NaN (inf + -inf increments) sort without a
+    /// panic and leave the others in order.
+    #[test]
+    fn nan_rates_sort_in_a_total_order() {
+        let mut st = Store::new(1000);
+        let mut samples = Vec::new();
+        for i in 0..300 {
+            let c = |v| Sample::new("c", Value::Counter { value: v }).label("i", i.to_string());
+            if i % 3 == 0 {
+                samples.extend([c(f64::INFINITY), c(f64::NEG_INFINITY)]);
+            } else {
+                samples.push(c(((i * 7919) % 300) as f64));
+            }
+        }
+        let metric = Metric::Samples {
+            source: "w".into(),
+            samples,
+        };
+        st.record(&metric, NOW - 500, NOW - 500);
+        let view = st.view(NOW);
+        let rates: Vec<f64> = busiest(&view, 1000)
+            .iter()
+            .map(|s| s.second.rate)
+            .filter(|r| !r.is_nan())
+            .collect();
+        assert_eq!(rates.len(), 200);
+        assert!(rates.windows(2).all(|w| w[0] >= w[1]), "{rates:?}");
+    }
 
     #[test]
     fn the_busiest_other_series_get_a_line_each() {

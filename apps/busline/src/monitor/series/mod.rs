@@ -50,6 +50,10 @@ pub const DEFAULT_MAX_SERIES: usize = 10_000;
 pub const IDLE: u64 = 600;
 /// Seconds in a series' "minute".
 pub const MINUTE: u64 = 60;
+/// The most set members the store keeps in all (about 20 MB); past it new
+/// members are not kept and their windows count as capped
+/// ([`Stats::distinct_capped`](window::Stats::distinct_capped)).
+pub const MAX_STORE_MEMBERS: usize = 1_000_000;
 /// How many metric names the overflow counts one by one.
 pub const OVERFLOW_NAMES: usize = 100;
 
@@ -102,6 +106,33 @@ impl Series {
         }
     }
 
+    /// A gauge holds its value through seconds without samples, from the
+    /// value it had coming into the minute (set before it, even long
+    /// before). One pass over the points and the seconds.
+    fn hold_gauge(&self, now_s: u64, points: &mut [f64]) {
+        let first = now_s.saturating_sub(MINUTE);
+        let mut last = self
+            .seconds
+            .iter()
+            .filter(|(s, _)| *s < first)
+            .filter_map(|(_, w)| w.last)
+            .next_back()
+            .or_else(|| {
+                self.gauge
+                    .filter(|(_, at_ms)| at_ms / 1000 < first)
+                    .map(|(v, _)| v)
+            });
+        let mut seconds = self.seconds.iter().peekable();
+        for (i, p) in points.iter_mut().enumerate() {
+            let s = first + i as u64;
+            while seconds.next_if(|(x, _)| *x < s).is_some() {}
+            match seconds.peek() {
+                Some((x, w)) if *x == s && w.last.is_some() => last = w.last,
+                _ => *p = last.unwrap_or(*p),
+            }
+        }
+    }
+
     fn view(&self, now_s: u64) -> SeriesView {
         let done = |s: u64| s < now_s && s + MINUTE >= now_s;
         let mut minute = Window::default();
@@ -118,15 +149,7 @@ impl Series {
             }
         }
         if self.kind == "gauge" {
-            // A gauge holds its value through seconds without samples.
-            let mut last = None;
-            for (i, p) in points.iter_mut().enumerate() {
-                let s = now_s - MINUTE + i as u64;
-                match self.seconds.iter().find(|(x, _)| *x == s) {
-                    Some((_, w)) if w.last.is_some() => last = w.last,
-                    _ => *p = last.unwrap_or(*p),
-                }
-            }
+            self.hold_gauge(now_s, &mut points);
         }
         SeriesView {
             series: series_name(&self.name, &self.labels),
@@ -217,6 +240,9 @@ pub struct Store {
     too_old: u64,
     bad_histograms: u64,
     forgotten: u64,
+    /// Set members kept in every window, and the most it may.
+    members: usize,
+    max_members: usize,
 }
 
 impl Store {
@@ -234,6 +260,8 @@ impl Store {
             too_old: 0,
             bad_histograms: 0,
             forgotten: 0,
+            members: 0,
+            max_members: MAX_STORE_MEMBERS,
         }
     }
 
@@ -260,6 +288,7 @@ impl Store {
             self.too_old += 1;
             return;
         }
+        let room = self.members < self.max_members;
         let Some(series) = self.entry(source, s) else {
             return;
         };
@@ -270,6 +299,11 @@ impl Store {
         series.seen_s = series.seen_s.max(now_s);
         if let Value::Error { message } = &s.value {
             series.last_message = Some(message.clone());
+        }
+        if let Value::Set { member } = &s.value {
+            let kept = series.window(sec).member(member, room);
+            self.members += usize::from(kept);
+            return;
         }
         let gauge = series.gauge_after(&s.value, at_ms);
         if !series.window(sec).record(&s.value, gauge) {
@@ -324,17 +358,22 @@ impl Store {
     pub fn expire(&mut self, now_ms: u64) {
         let now_s = now_ms / 1000;
         let mut forgotten = 0;
+        let mut freed = 0;
         self.series.retain(|_, bucket| {
             bucket.retain_mut(|s| {
                 while s.seconds.front().is_some_and(|(x, _)| x + MINUTE < now_s) {
-                    s.seconds.pop_front();
+                    freed += s.seconds.pop_front().map_or(0, |(_, w)| w.members());
                 }
                 let keep = s.seen_s + IDLE > now_s;
+                if !keep {
+                    freed += s.seconds.iter().map(|(_, w)| w.members()).sum::<usize>();
+                }
                 forgotten += u64::from(!keep);
                 keep
             });
             !bucket.is_empty()
         });
+        self.members -= freed;
         self.len -= forgotten as usize;
         self.forgotten += forgotten;
     }

@@ -159,6 +159,22 @@ fn gauges_keep_the_last_value_and_deltas_add_to_it() {
     assert_eq!(one(&st.view(NOW), "temp").value, Some(13.0));
 }
 
+/// A gauge set once, long ago (more than the minute), shows its value
+/// all along its sparkline, not zeros (review #11).
+#[test]
+fn a_steady_gauge_set_long_ago_holds_its_value() {
+    let mut st = Store::new(100);
+    put(
+        &mut st,
+        sample("temp", Value::Gauge { value: 7.0 }),
+        NOW - 90_000,
+    );
+    let v = st.view(NOW);
+    let s = one(&v, "temp");
+    assert_eq!(s.value, Some(7.0));
+    assert!(s.points.iter().all(|p| *p == 7.0), "{:?}", s.points);
+}
+
 #[test]
 fn sets_count_distinct_members() {
     let mut st = Store::new(100);
@@ -178,6 +194,48 @@ fn sets_count_distinct_members() {
     assert_eq!(s.minute.distinct, Some(3));
     assert_eq!(s.minute.count, 4.0);
     assert_eq!(s.minute.mean, None);
+}
+
+/// Set members are kept up to the store's budget, across series (review
+/// #6); past it windows count as capped, and the budget comes back as
+/// seconds leave the minute.
+#[test]
+fn set_members_are_kept_within_the_stores_budget() {
+    let mut st = Store::new(100);
+    st.max_members = 5;
+    let member = |set: &str, m: usize| {
+        sample(
+            set,
+            Value::Set {
+                member: format!("m{m}"),
+            },
+        )
+    };
+    for set in ["a", "b"] {
+        for m in 0..4 {
+            put(&mut st, member(set, m), NOW - 2000);
+        }
+    }
+    // Again the same members: nothing new to keep.
+    put(&mut st, member("a", 0), NOW - 2000);
+    assert_eq!(st.members, 5);
+    let v = st.view(NOW);
+    let (a, b) = (one(&v, "a"), one(&v, "b"));
+    assert_eq!(
+        (a.minute.distinct, a.minute.distinct_capped),
+        (Some(4), false)
+    );
+    assert_eq!(
+        (b.minute.distinct, b.minute.distinct_capped),
+        (Some(1), true)
+    );
+    assert_eq!(b.minute.count, 4.0);
+    // Two minutes on, those seconds are gone: room again.
+    let later = NOW + 120_000;
+    st.expire(later);
+    assert_eq!(st.members, 0);
+    put(&mut st, member("b", 9), later - 500);
+    assert_eq!(st.members, 1);
 }
 
 #[test]

@@ -16,6 +16,7 @@ use std::hash::BuildHasher;
 use serde::Serialize;
 
 use super::digest::Digest;
+use crate::monitor::bucket_midpoints::midpoints;
 use crate::monitor::sample::Value;
 
 /// The most distinct members a set's window keeps; more are counted as at
@@ -72,17 +73,35 @@ impl Window {
                 max,
             } => return self.histogram(bounds, counts, *sum, *min, *max),
             Value::Set { member } => {
-                self.count += 1.0;
-                let set = &mut self.members.get_or_insert_default().0;
-                if set.len() < MAX_MEMBERS {
-                    set.insert(member_hash(member));
-                } else if !set.contains(&member_hash(member)) {
-                    self.members_capped = true;
-                }
+                self.member(member, true);
             }
             Value::Error { .. } => self.count += 1.0,
         }
         true
+    }
+
+    /// Counts one sample of a set; keeps `member` if it is new and there
+    /// is `room` (the store's budget, see
+    /// [`MAX_STORE_MEMBERS`](super::MAX_STORE_MEMBERS)) and fewer than
+    /// [`MAX_MEMBERS`] here, else marks the window capped. Returns whether
+    /// it kept a new member.
+    pub fn member(&mut self, member: &str, room: bool) -> bool {
+        self.count += 1.0;
+        let set = &mut self.members.get_or_insert_default().0;
+        let h = member_hash(member);
+        if set.contains(&h) {
+            false
+        } else if room && set.len() < MAX_MEMBERS {
+            set.insert(h)
+        } else {
+            self.members_capped = true;
+            false
+        }
+    }
+
+    /// How many members it keeps.
+    pub fn members(&self) -> usize {
+        self.members.as_ref().map_or(0, |m| m.0.len())
     }
 
     fn value(&mut self, v: f64, weight: f64) {
@@ -95,10 +114,8 @@ impl Window {
         self.max = Some(self.max.map_or(v, |m| m.max(v)));
     }
 
-    /// Bucketed observations: each bucket's count at its midpoint; the first
-    /// bucket (no lower bound) between the sender's min and its bound (half
-    /// its bound without a min), the last (no upper bound) between its lower
-    /// bound and the sender's max (its lower bound without a max).
+    /// Bucketed observations, each bucket's count at its midpoint
+    /// ([`midpoints`]). Returns `false` when the counts do not fit the bounds.
     fn histogram(
         &mut self,
         bounds: &[f64],
@@ -110,33 +127,21 @@ impl Window {
         if counts.len() != bounds.len() + 1 {
             return false;
         }
-        let n: u64 = counts.iter().sum();
-        if n == 0 {
+        // (Summed as f64: u64 counts may add up past u64::MAX.)
+        let n: f64 = counts.iter().map(|c| *c as f64).sum();
+        if n == 0.0 {
             return true;
         }
         let digest = self.digest.get_or_insert_default();
         let mut mid_sum = 0.0;
         let (mut lo, mut hi) = (f64::INFINITY, f64::NEG_INFINITY);
-        for (i, &c) in counts.iter().enumerate() {
-            if c == 0 {
-                continue;
-            }
-            let mid = match (i.checked_sub(1).map(|j| bounds[j]), bounds.get(i)) {
-                (Some(a), Some(b)) => (a + b) / 2.0,
-                (None, Some(b)) => min.filter(|m| m <= b).map_or(b / 2.0, |m| (m + b) / 2.0),
-                (Some(a), None) => max.filter(|m| *m >= a).map_or(a, |m| (a + m) / 2.0),
-                (None, None) => min.zip(max).map_or(0.0, |(a, b)| (a + b) / 2.0),
-            };
-            let mid = mid.clamp(
-                min.unwrap_or(f64::NEG_INFINITY),
-                max.unwrap_or(f64::INFINITY),
-            );
+        for (mid, c) in midpoints(bounds, counts, min, max) {
             digest.add(mid, c as f64);
             mid_sum += mid * c as f64;
             lo = lo.min(mid);
             hi = hi.max(mid);
         }
-        self.count += n as f64;
+        self.count += n;
         self.sum += sum.unwrap_or(mid_sum);
         let (lo, hi) = (min.unwrap_or(lo), max.unwrap_or(hi));
         self.min = Some(self.min.map_or(lo, |m| m.min(lo)));
@@ -178,8 +183,10 @@ impl Window {
     /// Its statistics over `seconds`, for a series of `kind`.
     pub fn stats(&self, kind: &str, seconds: f64) -> Stats {
         let per_s = |v: f64| if seconds > 0.0 { v / seconds } else { 0.0 };
-        let exact = |v: f64| v.clamp(self.min.unwrap_or(v), self.max.unwrap_or(v));
-        let q = |p: f64| self.digest.as_ref().and_then(|d| d.quantile(p)).map(exact);
+        let q = |p: f64| {
+            let d = self.digest.as_ref()?;
+            d.quantile_within(p, self.min, self.max)
+        };
         let ranked = matches!(kind, "observation" | "histogram");
         Stats {
             seconds,

@@ -20,7 +20,8 @@
 //! ## Nothing scribbles over it
 //!
 //! While the view owns the terminal, the process's stdout and stderr go to
-//! a file (`busline-monitor-<pid>.out` in the temporary directory): the 1 s
+//! a new file (`busline-monitor-<pid>-<random>.out` in the temporary
+//! directory, removed on exit if nothing was written): the 1 s
 //! summaries, the logger's lines (without `--log-file`), `[ALERT]` lines and
 //! warnings land there, not on the screen. The view draws on its own copy of
 //! the terminal. When it ends, stdout and stderr are put back and the file's
@@ -63,6 +64,8 @@ pub struct Tui {
     stop: Arc<AtomicBool>,
     /// Set when the user quit (`q`), not the monitor.
     quit: Arc<AtomicBool>,
+    /// Set when the view failed (an error or a panic) and so stopped it.
+    failed: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
     redirect: Option<Redirect>,
 }
@@ -81,43 +84,80 @@ impl Tui {
         let flag = stop.clone();
         let quit = Arc::new(AtomicBool::new(false));
         let quitting = quit.clone();
+        let failed = Arc::new(AtomicBool::new(false));
+        let stopper = StopOnDrop {
+            runtime,
+            failed: failed.clone(),
+        };
+        // (If the thread cannot start, `redirect` is dropped: restored.)
         let thread = std::thread::Builder::new()
             .name("busline-tui".into())
             .spawn(move || {
+                // `q`, a failed view, a panic: the monitor stops either way.
+                let stopper = stopper;
                 match run(screen, &shared, &bus, &tokio, web, &flag) {
                     Ok(true) => quitting.store(true, Ordering::SeqCst),
                     Ok(false) => {}
-                    Err(e) => eprintln!("[monitor] the terminal view failed: {e:#}"),
+                    Err(e) => {
+                        stopper.failed.store(true, Ordering::SeqCst);
+                        eprintln!("[monitor] the terminal view failed: {e:#}");
+                    }
                 }
-                // `q`, or a failed view: stop the monitor either way.
-                runtime.shutdown();
             })
             .context("cannot start the terminal view's thread")?;
         Ok(Tui {
             stop,
             quit,
+            failed,
             thread: Some(thread),
             redirect: Some(redirect),
         })
     }
 
     /// Ends the view (if `q` did not), restores the terminal, stdout and
-    /// stderr, and says where their output went. Returns whether the user
-    /// quit it.
-    pub async fn finish(mut self) -> bool {
+    /// stderr, and says where their output went (an empty file is
+    /// removed). Returns why the view stopped the monitor, if it did: `q`,
+    /// or its failure.
+    pub async fn finish(mut self) -> Option<&'static str> {
         self.stop.store(true, Ordering::SeqCst);
         if let Some(t) = self.thread.take() {
             let _ = tokio::task::spawn_blocking(move || t.join()).await;
         }
         if let Some(r) = self.redirect.take() {
             let path = r.path.clone();
-            r.restore();
-            println!(
-                "[monitor] output while the terminal view ran: {}",
-                path.display()
-            );
+            drop(r);
+            if std::fs::metadata(&path).is_ok_and(|m| m.len() == 0) {
+                let _ = std::fs::remove_file(&path);
+            } else {
+                println!(
+                    "[monitor] output while the terminal view ran: {}",
+                    path.display()
+                );
+            }
         }
-        self.quit.load(Ordering::SeqCst)
+        if self.failed.load(Ordering::SeqCst) {
+            Some("the terminal view failed")
+        } else if self.quit.load(Ordering::SeqCst) {
+            Some("q in the terminal view")
+        } else {
+            None
+        }
+    }
+}
+
+/// Stops the monitor when the view's thread ends, by a panic too (then it
+/// also marks the view failed).
+struct StopOnDrop {
+    runtime: RuntimeHandle,
+    failed: Arc<AtomicBool>,
+}
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.failed.store(true, Ordering::SeqCst);
+        }
+        self.runtime.shutdown();
     }
 }
 
@@ -173,9 +213,16 @@ impl Screen {
         // the terminal never shows half of one.
         let mut out = BufWriter::with_capacity(1 << 16, out);
         terminal::enable_raw_mode().context("cannot put the terminal in raw mode")?;
-        execute!(out, EnterAlternateScreen, cursor::Hide)?;
-        let t = Terminal::new(CrosstermBackend::new(out))?;
-        Ok(Screen(t))
+        let entered = execute!(out, EnterAlternateScreen, cursor::Hide)
+            .and_then(|_| Terminal::new(CrosstermBackend::new(out)));
+        match entered {
+            Ok(t) => Ok(Screen(t)),
+            Err(e) => {
+                // (Not in raw mode when the view cannot start.)
+                let _ = terminal::disable_raw_mode();
+                Err(e).context("cannot take over the terminal")
+            }
+        }
     }
 }
 
@@ -198,12 +245,7 @@ struct Redirect {
 impl Redirect {
     /// Sends stdout and stderr to the file; returns the terminal to draw on.
     fn start() -> anyhow::Result<(Redirect, File)> {
-        let path = std::env::temp_dir().join(format!("busline-monitor-{}.out", std::process::id()));
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-            .with_context(|| format!("cannot open {} for the output", path.display()))?;
+        let (file, path) = output_file()?;
         let _ = std::io::stdout().flush();
         let stdout = std::io::stdout().as_fd().try_clone_to_owned()?;
         let stderr = std::io::stderr().as_fd().try_clone_to_owned()?;
@@ -219,10 +261,43 @@ impl Redirect {
             screen,
         ))
     }
+}
 
-    fn restore(self) {
+impl Drop for Redirect {
+    /// Puts stdout and stderr back, however the view ends.
+    fn drop(&mut self) {
         let _ = std::io::stdout().flush();
         let _ = rustix::stdio::dup2_stdout(&self.stdout);
         let _ = rustix::stdio::dup2_stderr(&self.stderr);
     }
+}
+
+/// A new file for the output, `busline-monitor-<pid>-<random>.out` in the
+/// temporary directory, only the user's (0600), never one that was there
+/// (nor a symbolic link someone left in its place).
+fn output_file() -> anyhow::Result<(File, PathBuf)> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut last = None;
+    for _ in 0..16 {
+        let name = format!(
+            "busline-monitor-{}-{:08x}.out",
+            std::process::id(),
+            rand::random::<u32>()
+        );
+        let path = std::env::temp_dir().join(name);
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+        {
+            Ok(f) => return Ok((f, path)),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => last = Some(e),
+            Err(e) => return Err(e).with_context(|| format!("cannot create {}", path.display())),
+        }
+    }
+    Err(anyhow::anyhow!(
+        "cannot create an output file in {}: {last:?}",
+        std::env::temp_dir().display()
+    ))
 }

@@ -105,7 +105,8 @@ impl State {
             return Vec::new();
         };
         let mut rows: Vec<&SeriesView> = v.series.iter().collect();
-        let desc = |a: f64, b: f64| b.partial_cmp(&a).unwrap_or(std::cmp::Ordering::Equal);
+        // (total_cmp: NaN, from inf + -inf in a sum, is ordered too.)
+        let desc = |a: f64, b: f64| b.total_cmp(&a);
         rows.sort_by(|a, b| match self.sort {
             Sort::Rate => desc(a.second.rate, b.second.rate)
                 .then(desc(a.minute.rate, b.minute.rate))
