@@ -28,6 +28,7 @@
 //! A point that cannot be taken is counted under a reason and named in the
 //! answer's `partial_success`; the other points of the request still count.
 
+use crate::monitor::sample_check::check;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::time::Instant;
@@ -441,8 +442,14 @@ impl Point<'_> {
     }
 
     fn push(&mut self, labels: Labels, value: Value, time_ns: u64) {
-        self.out
-            .push(sample(self.name.to_owned(), labels, value, time_ns));
+        let s = sample(self.name.to_owned(), labels, value, time_ns);
+        if check(&s).is_err() {
+            return self.reject(
+                "a point over the monitor's limits (labels, histogram bounds or counts)",
+                1,
+            );
+        }
+        self.out.push(s);
         self.accepted += 1;
     }
 }

@@ -27,6 +27,7 @@
 pub mod convert;
 pub mod parse;
 
+use super::sample_check::check;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -185,7 +186,21 @@ impl TargetLoop {
                 for (reason, n) in &s.refused {
                     counters.malformed(reason, &self.target.url, *n);
                 }
-                (s.samples, s.accepted, None)
+                let mut samples = s.samples;
+                let before = samples.len();
+                samples.retain(|x| match check(x) {
+                    Ok(()) => true,
+                    Err(e) => {
+                        counters.malformed(
+                            "a sample over the monitor's limits",
+                            &format!("{}: {}: {}", self.target.url, x.name, e.reason),
+                            1,
+                        );
+                        false
+                    }
+                });
+                let over = (before - samples.len()) as u64;
+                (samples, s.accepted.saturating_sub(over), None)
             }
             Err((reason, message)) => {
                 counters.malformed(reason, &format!("{}: {message}", self.target.url), 1);

@@ -1,6 +1,7 @@
 //! The StatsD listener module: reads datagrams, parses their lines, and
 //! publishes one [`Metric::Samples`] per source and topic per datagram.
 
+use crate::monitor::sample_check::check;
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -107,9 +108,14 @@ pub fn metrics_of(datagram: &[u8], status: &Protocol) -> Vec<(String, Metric)> {
     parse_datagram(
         datagram,
         |line| {
-            accepted += 1;
             let (source, name) = (line.source(), line.name);
             let sample = line.to_sample();
+            if let Err(e) = check(&sample) {
+                // A value or rate past what the aggregations hold.
+                status.malformed("over the monitor's limits", &e.reason, 1);
+                return;
+            }
+            accepted += 1;
             // The newest group first: a name often comes in a row.
             match groups
                 .iter_mut()
@@ -192,5 +198,28 @@ impl Module<Metric> for Listener {
         }
         self.read_drops();
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A line the parser takes but whose sample the aggregations could not
+    /// hold (a weight of 1e12 from a tiny rate, a value that scales to
+    /// infinity) is counted as malformed; the good lines beside it stay.
+    #[test]
+    fn samples_past_the_limits_are_counted_not_kept() {
+        let status = Protocol::default();
+        let datagram = b"ok:1|c\nrare:1|ms|@0.000000000001\nhuge:1e308|c|@0.5\nok:2|c";
+        let metrics = metrics_of(datagram, &status);
+        let kept: usize = metrics.iter().map(|(_, m)| m.samples().len()).sum();
+        assert_eq!(kept, 2, "{metrics:?}");
+        let s = status.snapshot();
+        assert_eq!(s.accepted, 2);
+        assert_eq!(
+            s.malformed_by_reason["over the monitor's limits"], 2,
+            "{s:?}"
+        );
     }
 }
