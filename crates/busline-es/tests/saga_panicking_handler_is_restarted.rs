@@ -18,7 +18,8 @@ async fn a_panicking_handler_is_restarted_by_the_runtime() {
     let mut work = bus.subscribe("job.work").unwrap();
     let manager = SagaManager::<Job>::open(log).unwrap();
     let mut rt = Runtime::new(bus.clone()).handle_signals(false);
-    rt.add(manager.clone()).backoff(Backoff::fixed(Duration::from_millis(10)));
+    rt.add(manager.clone())
+        .backoff(Backoff::fixed(Duration::from_millis(10)));
     let mut sys = rt.system_bus().subscribe("$sys.module.job.>").unwrap();
     let handle = rt.handle();
     let run = tokio::spawn(rt.run());

@@ -24,7 +24,10 @@ async fn a_pending_timeout_fires_once_after_a_restart() {
         stop();
         task.await.unwrap().unwrap();
         let s = manager.inspect("a").unwrap().unwrap();
-        assert_eq!((s.pending_timeouts, s.timeouts_fired, s.unpublished), (1, 0, 0));
+        assert_eq!(
+            (s.pending_timeouts, s.timeouts_fired, s.unpublished),
+            (1, 0, 0)
+        );
     }
     // Everything dropped; a new process would start here.
     let log = Log::open(tmp.path(), Default::default()).unwrap();
@@ -36,12 +39,18 @@ async fn a_pending_timeout_fires_once_after_a_restart() {
     assert!(matches!(fin.payload, Msg::Finalize { .. }), "{fin:?}");
     assert_eq!(fin.id, emit_id("job", "a", 1));
     tokio::time::sleep(Duration::from_secs(86_400)).await;
-    assert!(all.try_recv().unwrap().is_none(), "something was sent again");
+    assert!(
+        all.try_recv().unwrap().is_none(),
+        "something was sent again"
+    );
     stop();
     task.await.unwrap().unwrap();
     let s = manager.inspect("a").unwrap().unwrap();
     assert!(s.finished);
-    assert_eq!((s.timeouts_fired, s.state.fired, s.state.work_emitted), (1, 1, 1));
+    assert_eq!(
+        (s.timeouts_fired, s.state.fired, s.state.work_emitted),
+        (1, 1, 1)
+    );
 }
 
 /// Waits (real time, bounded) until `f` holds.
@@ -69,7 +78,10 @@ async fn an_emit_stored_but_not_published_is_published_after_a_restart() {
         let (_stop, task) = spawn_manager(&manager, &bus).await;
         send(&bus, Msg::start("a", 200)).await;
         eventually("the step is stored", || {
-            manager.inspect("a").unwrap().is_some_and(|s| s.unpublished == 1)
+            manager
+                .inspect("a")
+                .unwrap()
+                .is_some_and(|s| s.unpublished == 1)
         })
         .await;
         task.abort();
@@ -90,7 +102,10 @@ async fn an_emit_stored_but_not_published_is_published_after_a_restart() {
     assert!(matches!(fin.payload, Msg::Finalize { .. }), "{fin:?}");
     stop();
     task.await.unwrap().unwrap();
-    assert!(all.try_recv().unwrap().is_none(), "something was sent twice");
+    assert!(
+        all.try_recv().unwrap().is_none(),
+        "something was sent twice"
+    );
     let s = manager.inspect("a").unwrap().unwrap();
     assert_eq!((s.emitted, s.unpublished, s.timeouts_fired), (2, 0, 1));
     assert_eq!((s.state.work_emitted, s.state.finalize_emitted), (1, 1));

@@ -74,7 +74,12 @@ impl<S: Saga> Decision<S> {
     /// Calls [`Saga::on_timeout`] with `timeout` after `after`, unless the
     /// saga cancels it or finishes first. Scheduling a name that is pending
     /// replaces it.
-    pub fn schedule(mut self, name: impl Into<String>, after: Duration, timeout: S::Timeout) -> Self {
+    pub fn schedule(
+        mut self,
+        name: impl Into<String>,
+        after: Duration,
+        timeout: S::Timeout,
+    ) -> Self {
         self.schedule.push((name.into(), after, timeout));
         self
     }

@@ -56,7 +56,9 @@ pub struct Dedup {
 
 impl std::fmt::Debug for Dedup {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Dedup").field("log", &self.log).finish_non_exhaustive()
+        f.debug_struct("Dedup")
+            .field("log", &self.log)
+            .finish_non_exhaustive()
     }
 }
 
@@ -67,10 +69,11 @@ impl Dedup {
         let mut seen = HashSet::new();
         let mut reader = log.read_from(log.first_offset())?;
         while let Some(rec) = reader.try_next()? {
-            let e: Entry = serde_json::from_slice(&rec.payload).map_err(|source| Error::BadRecord {
-                offset: rec.offset,
-                source,
-            })?;
+            let e: Entry =
+                serde_json::from_slice(&rec.payload).map_err(|source| Error::BadRecord {
+                    offset: rec.offset,
+                    source,
+                })?;
             seen.insert(e.id);
         }
         Ok(Dedup {
@@ -82,7 +85,11 @@ impl Dedup {
     /// Records `effect` under `id` unless `id` is recorded already.
     /// Returns whether it recorded it (`false`: a duplicate). Resolves after
     /// the log acknowledged the record.
-    pub async fn once<E: Serialize + ?Sized>(&self, id: impl std::fmt::Display, effect: &E) -> Result<bool> {
+    pub async fn once<E: Serialize + ?Sized>(
+        &self,
+        id: impl std::fmt::Display,
+        effect: &E,
+    ) -> Result<bool> {
         let id = id.to_string();
         let mut seen = self.seen.lock().await;
         if seen.contains(&id) {

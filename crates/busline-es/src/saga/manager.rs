@@ -137,7 +137,11 @@ impl<S: Saga> Module<S::Message> for SagaManager<S> {
         self.ready.send_replace(false);
         let mut subs = Vec::new();
         for pattern in S::topics() {
-            subs.push(ctx.subscriber(&pattern).lossless(self.capacity).subscribe()?);
+            subs.push(
+                ctx.subscriber(&pattern)
+                    .lossless(self.capacity)
+                    .subscribe()?,
+            );
         }
         let mut run = Running::<S>::recover(&ctx, self.store.clone()).await?;
         self.ready.send_replace(true);
@@ -207,7 +211,10 @@ struct Running<S: Saga> {
 impl<S: Saga> Running<S> {
     /// Loads every instance, publishes what its outbox still holds and
     /// arms its pending timeouts.
-    async fn recover(ctx: &Context<S::Message>, store: EventStore<Instance<S>>) -> Result<Self, BoxError> {
+    async fn recover(
+        ctx: &Context<S::Message>,
+        store: EventStore<Instance<S>>,
+    ) -> Result<Self, BoxError> {
         let mut run = Running {
             store,
             clock: Clock::start(),
@@ -226,7 +233,11 @@ impl<S: Saga> Running<S> {
         Ok(run)
     }
 
-    async fn on_message(&mut self, ctx: &Context<S::Message>, env: &Envelope<S::Message>) -> Result<(), BoxError> {
+    async fn on_message(
+        &mut self,
+        ctx: &Context<S::Message>,
+        env: &Envelope<S::Message>,
+    ) -> Result<(), BoxError> {
         let (id, start) = match S::route(&env.payload) {
             Route::Start(id) => (id, true),
             Route::Handle(id) => (id, false),
@@ -276,7 +287,10 @@ impl<S: Saga> Running<S> {
         let schedule: Vec<(u64, u64)> = step.schedule.iter().map(|p| (p.due_ms, p.seq)).collect();
         let record = SagaRecord::Step(step);
         let meta = Metadata::new().correlation_id(id);
-        let appended = self.store.append(id, *version, vec![record.clone()], meta).await?;
+        let appended = self
+            .store
+            .append(id, *version, vec![record.clone()], meta)
+            .await?;
         *version = appended.version;
         instance.apply(&record);
         if !instance.finished {
@@ -291,7 +305,12 @@ impl<S: Saga> Running<S> {
 
 /// Turns a decision into the record of its step: numbers the emits and
 /// timeouts, resolves timeout names to the pending ones they replace or cancel.
-fn build_step<S: Saga>(instance: &Instance<S>, input: Input, d: Decision<S>, clock: &Clock) -> Step<S> {
+fn build_step<S: Saga>(
+    instance: &Instance<S>,
+    input: Input,
+    d: Decision<S>,
+    clock: &Clock,
+) -> Step<S> {
     let named = |name: &str| -> Vec<u64> {
         instance
             .pending

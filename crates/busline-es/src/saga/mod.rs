@@ -151,7 +151,9 @@ pub enum Route {
 /// applying the stored events again, so `handle` and `on_timeout` should
 /// only look at the state and the input (no clocks, no randomness: put
 /// such values into the events).
-pub trait Saga: Default + Clone + Debug + Serialize + DeserializeOwned + Send + Sync + 'static {
+pub trait Saga:
+    Default + Clone + Debug + Serialize + DeserializeOwned + Send + Sync + 'static
+{
     /// The saga type's name: the aggregate type of its streams in the log.
     const NAME: &'static str;
     /// The application's bus event type.

@@ -66,7 +66,12 @@ pub(crate) async fn flush<S: Saga>(
             .id(emit_id(S::NAME, id, emit.seq))
             .header(EMIT_HEADER, format!("{}/{}/{}", S::NAME, id, emit.seq));
         ctx.send(msg).await.map_err(|e| {
-            format!("saga {}/{id}: emit {} on {} not published: {e}", S::NAME, emit.seq, emit.topic)
+            format!(
+                "saga {}/{id}: emit {} on {} not published: {e}",
+                S::NAME,
+                emit.seq,
+                emit.topic
+            )
         })?;
     }
     let mark = SagaRecord::Published { upto: last + 1 };

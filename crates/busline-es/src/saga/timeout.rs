@@ -13,6 +13,12 @@
 //! `tokio::time::advance`) timeouts follow the virtual clock, so tests need
 //! not wait. Across a restart, the wall clock counts again: time the
 //! process was down counts towards a timeout.
+//!
+//! A note for tests on paused time: tokio advances a paused clock whenever
+//! the runtime has nothing to do, which includes waiting for a log append's
+//! fsync. A test that sleeps "until the timeout must have fired" may wake
+//! before the manager even armed it; wait for what the timeout emits
+//! instead, then sleep to check nothing else comes.
 
 use std::collections::BTreeSet;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};

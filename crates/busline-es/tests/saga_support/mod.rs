@@ -75,7 +75,9 @@ impl Saga for Job {
     fn route(message: &Msg) -> Route {
         match message {
             Msg::Start { job, .. } => Route::Start(job.clone()),
-            Msg::Done { job } | Msg::Abort { job } | Msg::Boom { job } => Route::Handle(job.clone()),
+            Msg::Done { job } | Msg::Abort { job } | Msg::Boom { job } => {
+                Route::Handle(job.clone())
+            }
             _ => Route::Ignore,
         }
     }
@@ -154,5 +156,7 @@ pub async fn spawn_manager(
 
 /// Publishes `msg` on its input topic.
 pub async fn send(bus: &Bus<Msg>, msg: Msg) {
-    bus.publish_to(&input_topic(&msg), msg).await.expect("publish");
+    bus.publish_to(&input_topic(&msg), msg)
+        .await
+        .expect("publish");
 }
