@@ -84,7 +84,8 @@ impl Dedup {
 
     /// Records `effect` under `id` unless `id` is recorded already.
     /// Returns whether it recorded it (`false`: a duplicate). Resolves after
-    /// the log acknowledged the record.
+    /// the log acknowledged the record (until then a concurrent call with
+    /// the same id already returns `false`).
     pub async fn once<E: Serialize + ?Sized>(
         &self,
         id: impl std::fmt::Display,
@@ -104,8 +105,15 @@ impl Dedup {
             what: "dedup entry",
             source,
         })?;
-        self.log.append(bytes).await?;
+        let ticket = self
+            .log
+            .submit_batch(busline_log::now_millis(), [bytes])
+            .await?;
+        // Queued now: it gets written even if this future is dropped, so
+        // it counts as seen from here (a second call cannot record it again).
         seen.insert(entry.id);
+        drop(seen);
+        ticket.acknowledged().await?;
         Ok(true)
     }
 
