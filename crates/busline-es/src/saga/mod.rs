@@ -48,6 +48,9 @@
 //! is either entirely there or entirely absent. A restarted manager rebuilds
 //! every instance by replaying its records (finished ones too: keep the
 //! number of sagas per log reasonable, or give a new log to new sagas).
+//! Each instance keeps the ids of the messages it handled, so its state
+//! grows with its inputs: sagas are meant for processes of tens or
+//! hundreds of steps, not for endless streams.
 //!
 //! # Ordering per correlation id
 //!
@@ -58,7 +61,39 @@
 //! messages from one publisher on one topic pattern, publish order; across
 //! publishers the bus gives no order), and each instance's emits are
 //! published in the order it decided them, also when re-published after a
-//! restart (recovery publishes before anything new is handled).
+//! restart (recovery publishes before anything new is handled). A message
+//! id an instance has handled is recorded with the step, and the same id
+//! again is ignored:
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # use busline::{Bus, Context, EventId, Message, Module};
+//! # use busline_es::saga::{doc_support::Ping, SagaManager};
+//! # let tmp = tempfile::tempdir()?;
+//! # let log = busline_log::Log::open(tmp.path(), Default::default())?;
+//! # let bus: Bus<String> = Bus::new();
+//! # let manager = SagaManager::<Ping>::open(log)?;
+//! # let ctx = Context::detached("ping", bus.clone());
+//! # let stop = ctx.shutdown_token();
+//! # let task = tokio::spawn({ let mut m = manager.clone(); async move { m.run(ctx).await } });
+//! # manager.ready().await;
+//! let mut replies = bus.subscribe("ping.reply")?;
+//! bus.publish_to("ping.in", "start p1".to_owned()).await?;
+//! for _ in 0..3 {
+//!     bus.publish_to("ping.in", "ping p1".to_owned()).await?;
+//! }
+//! let again = Message::new("ping p1".to_owned()).topic("ping.in").id(EventId::from_u128(7));
+//! bus.send(again.clone()).await?;
+//! bus.send(again).await?; // a repeat: ignored
+//! for n in 1..=5 {
+//!     assert_eq!(replies.recv().await?.payload, format!("pong p1 {n}"));
+//! }
+//! # stop.cancel();
+//! # task.await?.map_err(|e| e.to_string())?;
+//! assert_eq!(manager.inspect("p1")?.unwrap().handled, 5);
+//! # Ok(()) }
+//! ```
 //!
 //! # What the outbox promises
 //!
