@@ -190,6 +190,10 @@ impl Saga for OrderSaga {
     }
 }
 
+/// What a service did with a command: the effect, the order, and the
+/// answer to publish (topic, message), if any.
+type Outcome = Option<(&'static str, String, Option<(String, Shop)>)>;
+
 /// What the services did, per (effect, order).
 type Effects = Arc<Mutex<BTreeMap<(String, String), u32>>>;
 
@@ -200,7 +204,7 @@ fn service(
     pattern: &str,
     dedup: Dedup,
     effects: Effects,
-    act: fn(&Shop) -> Option<(&'static str, String, Option<(String, Shop)>)>,
+    act: fn(&Shop) -> Outcome,
 ) -> Result<tokio::task::JoinHandle<()>, Box<dyn std::error::Error>> {
     let mut commands = bus.subscribe(pattern)?;
     let bus = bus.clone();
@@ -230,7 +234,7 @@ fn service(
     }))
 }
 
-fn stock(cmd: &Shop) -> Option<(&'static str, String, Option<(String, Shop)>)> {
+fn stock(cmd: &Shop) -> Outcome {
     match cmd {
         Shop::ReserveStock { order } => Some((
             "stock reserved",
@@ -248,7 +252,7 @@ fn stock(cmd: &Shop) -> Option<(&'static str, String, Option<(String, Shop)>)> {
 }
 
 /// Order 1, 4: charged; 2, 5: declined; 3, 6: no answer at all.
-fn payment(cmd: &Shop) -> Option<(&'static str, String, Option<(String, Shop)>)> {
+fn payment(cmd: &Shop) -> Outcome {
     let Shop::ChargePayment { order, .. } = cmd else {
         return None;
     };
@@ -275,7 +279,7 @@ fn payment(cmd: &Shop) -> Option<(&'static str, String, Option<(String, Shop)>)>
     })
 }
 
-fn shipping(cmd: &Shop) -> Option<(&'static str, String, Option<(String, Shop)>)> {
+fn shipping(cmd: &Shop) -> Outcome {
     let Shop::Ship { order } = cmd else {
         return None;
     };
