@@ -4,8 +4,14 @@
 //! then lets one last child run until every saga finished. From the log
 //! the parent checks that every saga started once, emitted each of its
 //! commands once (under its stable id) and marked it published, fired its
-//! timeout exactly once, and that the handler recorded no effect twice and
-//! only effects the sagas emitted.
+//! timeout exactly once, and that the handler recorded every emitted
+//! command's effect exactly once and nothing else.
+//!
+//! The command topics are persisted on the bus (a `LogStore`) and the
+//! handler is a named consumer that commits after each command, so an
+//! emit published just before a kill is still handled after the restart:
+//! the outbox gets emits to the bus at least once, the persisted topic
+//! keeps them, and the handler's [`Dedup`] makes the effect happen once.
 //!
 //! `BUSLINE_SAGA_CRASH_CYCLES` sets the number of kills (default 12).
 
@@ -15,11 +21,12 @@ use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 use std::process::{Command, Stdio};
+use std::sync::Arc;
 use std::time::Duration;
 
-use busline::{Backoff, BoxError, Bus, Context, EventId, Message, Module, Runtime};
+use busline::{Backoff, BoxError, Bus, Context, EventId, Message, Module, Runtime, StartAt};
 use busline_es::saga::{emit_id, Dedup, SagaManager};
-use busline_log::Log;
+use busline_log::{Log, LogStore};
 use rand::Rng;
 use saga_support::{Job, Msg};
 use serde::{Deserialize, Serialize};
@@ -33,8 +40,9 @@ struct Effect {
     job: String,
 }
 
-/// Handles `job.work` and `job.finalize` once per command id; answers
-/// work with `Done` (under an id derived from the command's, so a
+/// Handles `job.work` and `job.finalize` once per command id, as a named
+/// consumer of the persisted topics (resuming after its last commit);
+/// answers work with `Done` (under an id derived from the command's, so a
 /// repeated answer is a repeat to the saga too).
 #[derive(Clone)]
 struct Worker {
@@ -47,7 +55,11 @@ impl Module<Msg> for Worker {
     }
 
     async fn run(&mut self, ctx: Context<Msg>) -> Result<(), BoxError> {
-        let mut cmds = ctx.subscribe("job.*")?;
+        let mut cmds = ctx
+            .subscriber("job.*")
+            .consumer("worker")
+            .from(StartAt::Committed)
+            .subscribe()?;
         loop {
             let env = tokio::select! {
                 _ = ctx.shutdown_requested() => return Ok(()),
@@ -56,7 +68,10 @@ impl Module<Msg> for Worker {
             let (kind, job) = match &env.payload {
                 Msg::Work { job } => ("work", job.clone()),
                 Msg::Finalize { job, .. } => ("finalize", job.clone()),
-                _ => continue,
+                _ => {
+                    cmds.commit(&env).await?;
+                    continue;
+                }
             };
             let effect = Effect {
                 kind: kind.into(),
@@ -68,6 +83,7 @@ impl Module<Msg> for Worker {
                 let done = Message::new(Msg::Done { job }).topic("job.in.done").id(id);
                 ctx.send(done).await?;
             }
+            cmds.commit(&env).await?;
         }
     }
 }
@@ -76,8 +92,8 @@ fn job(i: u64) -> String {
     format!("j{i}")
 }
 
-/// The child: runs the sagas until they are all done (then prints DONE and
-/// exits) or it is killed. Does nothing when run as a normal test.
+/// The child: runs the sagas until they are all done and their commands
+/// handled (then prints DONE and exits) or it is killed. Does nothing when run as a normal test.
 #[test]
 fn crash_child() {
     let Ok(dir) = std::env::var(CHILD_ENV) else {
@@ -94,12 +110,17 @@ fn crash_child() {
         let effects = Log::open(dir.join("effects"), Default::default()).expect("open effects");
         let manager = SagaManager::<Job>::open(sagas).expect("open manager");
         let dedup = Dedup::open(effects).expect("open dedup");
+        let commands =
+            LogStore::<Msg>::open(dir.join("bus"), Default::default()).expect("open bus log");
         let bus: Bus<Msg> = Bus::new();
+        bus.persist("job.*", Arc::new(commands)).expect("persist");
         let mut runtime = Runtime::new(bus.clone()).handle_signals(false);
         runtime
             .add(manager.clone())
             .backoff(Backoff::fixed(Duration::from_millis(5)));
-        runtime.add(Worker { dedup });
+        runtime.add(Worker {
+            dedup: dedup.clone(),
+        });
         tokio::spawn(runtime.run());
         manager.ready().await;
         println!("READY");
@@ -113,12 +134,16 @@ fn crash_child() {
             bus.send(m).await.expect("publish start");
         }
         loop {
-            let done = (0..JOBS).all(|i| {
-                manager
+            let mut done = true;
+            for i in 0..JOBS {
+                let saga_done = manager
                     .inspect(&job(i))
                     .expect("inspect")
-                    .is_some_and(|s| s.finished && s.unpublished == 0)
-            });
+                    .is_some_and(|s| s.finished && s.unpublished == 0);
+                let handled = dedup.contains(emit_id("job", &job(i), 0)).await
+                    && dedup.contains(emit_id("job", &job(i), 1)).await;
+                done &= saga_done && handled;
+            }
             if done {
                 let mut out = std::io::stdout().lock();
                 writeln!(out, "DONE").unwrap();
@@ -238,9 +263,13 @@ fn kill9_while_sagas_run_loses_and_repeats_nothing() {
         );
     }
     println!(
-        "saga crash test: cycles={cycles} sagas={JOBS} emits={} effects={} (an emit published \
-         to the in-memory bus just before a kill may not reach the handler)",
+        "saga crash test: cycles={cycles} sagas={JOBS} emits={} effects={}",
         expected.len(),
         seen.len()
+    );
+    assert_eq!(
+        seen.len(),
+        expected.len(),
+        "an emitted command's effect is missing"
     );
 }

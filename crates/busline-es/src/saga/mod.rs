@@ -120,9 +120,15 @@
 //!   durably).
 //! - Delivery beyond the bus. "Published" means handed to the bus: an emit
 //!   sitting in an in-memory subscriber's queue when the process dies is
-//!   gone. Put the topics on a durable transport (a persisted topic, NATS)
-//!   when receivers must get every emit, or let the saga's own timeouts ask
-//!   again.
+//!   gone. When receivers must get every emit, persist the emit topics on
+//!   the bus ([`Bus::persist`](busline::Bus::persist) with busline-log's
+//!   `LogStore`: a publish returns once the event is in the log) and make
+//!   the handlers named consumers that commit after handling
+//!   (`consumer(..).from(StartAt::Committed)`): an emit published just
+//!   before a crash is then handled after the restart, and with [`Dedup`]
+//!   its effect happens exactly once. The crate's kill -9 test
+//!   (`tests/saga_survives_kill9.rs`) runs that set-up. Or let the saga's
+//!   own timeouts ask again.
 //! - Durable inputs. Inputs come from the bus: a message published while no
 //!   manager is subscribed (before [`SagaManager::ready`], during a restart
 //!   after a panic) or still queued when the process dies is not stored. A
