@@ -41,6 +41,8 @@
 //! An instance is stored as a stream of the crate's [`EventStore`](crate::EventStore)
 //! (aggregate type [`Saga::NAME`], id = correlation id) in a
 //! [`busline_log::Log`], which may be shared with other aggregate types.
+//! Run one manager per saga type and log (like the event store, a second
+//! writer of the same streams would not see the first one's records).
 //! Each handled input is **one** log record holding the input's id (a
 //! message's event id or a timeout's number), the saga's state events, its
 //! emits, the timeouts it schedules and cancels, and whether it finished.
