@@ -82,6 +82,15 @@
 //! next record together, so a restart after a crash at any point neither
 //! misses nor double-applies an event.
 //!
+//! # Sagas
+//!
+//! [`saga`] runs process managers on the same log: a [`saga::Saga`]'s
+//! state per correlation id is event-sourced, what it emits is stored with
+//! its state change in one record and published from there (an outbox with
+//! stable emit ids), its timeouts are durable and fire once, and its
+//! [`saga::SagaManager`] is a busline module supervised by the runtime. The
+//! module docs state what is guaranteed and what is not.
+//!
 //! # Schema evolution
 //!
 //! Events carry their type name and schema version; [`Upcasters`] convert
@@ -109,6 +118,7 @@ pub mod aggregate;
 pub mod error;
 pub mod event;
 pub mod projection;
+pub mod saga;
 pub mod snapshot;
 pub mod store;
 pub mod upcast;
