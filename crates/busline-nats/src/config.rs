@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::codec::Codec;
-use crate::transport::StatusEvent;
+use crate::status::StatusEvent;
 
 /// How to authenticate. Exactly one is used; a wrong one is a startup error,
 /// never a fallback to anonymous access.

@@ -165,11 +165,18 @@
 
 pub mod codec;
 pub mod config;
+mod connection;
 pub mod core;
-mod direct;
+mod dedup;
 pub mod error;
+mod export;
+mod import;
 pub mod jetstream;
+mod request;
 pub mod server;
+mod shared;
+mod stats;
+mod status;
 pub mod store;
 pub mod transport;
 

@@ -130,6 +130,7 @@ use tokio::sync::mpsc;
 
 use crate::codec::{self, Codec, Encoder};
 use crate::config::{Auth, Tls};
+use crate::connection::Settings;
 
 /// Settings of a [`JetStreamStore`].
 #[derive(Debug, Clone)]
@@ -357,13 +358,10 @@ where
         let handle = helper.0.as_ref().expect("runtime").handle().clone();
         let c = cfg.clone();
         let task = handle.spawn(async move {
-            let opts = crate::transport::credentials(&c.server, &c.auth, &c.tls)
-                .await
-                .map_err(|e| e.to_string())?
-                .connection_timeout(c.timeout)
-                .max_reconnects(None)
-                .reconnect_delay_callback(|n| Duration::from_millis((n as u64 * 50).min(1000)));
-            let client = opts
+            let settings = Settings::resolve(&c.server, c.timeout, &c.auth, &c.tls)
+                .map_err(|e| e.to_string())?;
+            let client = settings
+                .client_options()
                 .connect(c.server.as_str())
                 .await
                 .map_err(|e| format!("connect: {e}"))?;
