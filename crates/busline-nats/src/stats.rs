@@ -11,7 +11,7 @@ pub struct TransportStats {
     /// Of those, acknowledged by JetStream. On core NATS there is no ack:
     /// counted once the client took the message into its outgoing buffer,
     /// which a connection loss can still lose (at-most-once).
-    /// [`NatsTransport::flush`] confirms the server processed what was sent.
+    /// [`NatsTransport::flush`](crate::NatsTransport::flush) confirms the server processed what was sent.
     pub acked: u64,
     /// Publishes the server reported as duplicates (a retry of an event it already had).
     pub publish_duplicates: u64,
@@ -35,7 +35,7 @@ pub struct TransportStats {
     /// stored after repeated attempts: lost (each logged as an error).
     pub dead_letters_lost: u64,
     /// Events the exporter was handed and gave up on at shutdown: still
-    /// unacknowledged when [`NatsConfig::shutdown_timeout`] passed, or
+    /// unacknowledged when [`NatsConfig::shutdown_timeout`](crate::NatsConfig::shutdown_timeout) passed, or
     /// published on an exported topic while the exporter was closing its
     /// queue (each shutdown that abandons any logs a warning).
     pub abandoned: u64,

@@ -1,9 +1,9 @@
 //! The client connection's state: [`Status`], and [`StatusEvent`]s, which
-//! [`NatsConfig::status_events`](crate::NatsConfig::status_events) publishes
+//! [`NatsConfig::status_events`](crate::NatsConfig::status_events)(crate::NatsConfig::status_events) publishes
 //! on the bus as `$sys.nats.<connected|disconnected|error|slow_consumer|lame_duck|closed>`.
 //!
 //! The `async-nats` client reports its events to [`on_event`], which
-//! updates the `watch` behind [`NatsTransport::status`](crate::NatsTransport::status)
+//! updates the `watch` behind [`NatsTransport::status`](crate::NatsTransport::status)(crate::NatsTransport::status)
 //! and queues the matching event for one task that publishes them on the
 //! bus in order ([`spawn_publisher`]).
 
@@ -28,7 +28,7 @@ pub enum ConnState {
     Closed,
 }
 
-/// The transport's current status, as seen by [`NatsTransport::status`].
+/// The transport's current status, as seen by [`NatsTransport::status`](crate::NatsTransport::status).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Status {
     /// Connection state.
@@ -41,7 +41,7 @@ pub struct Status {
     pub last_error: Option<String>,
 }
 
-/// A status change, as handed to the [`NatsConfig::status_events`] mapping.
+/// A status change, as handed to the [`NatsConfig::status_events`](crate::NatsConfig::status_events) mapping.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum StatusEvent {
