@@ -42,7 +42,7 @@
 //! | [`store`] | [`JetStreamStore`]: a durable [`EventStore`](busline::EventStore) for [`Bus::persist`](busline::Bus::persist) in a JetStream stream, replay-then-live and named consumers from the server |
 //! | [`codec`] | payload codecs (JSON, postcard) and the header layout of the envelope |
 //! | [`config`] | servers, credentials, TLS, modes |
-//! | [`server`] | a managed `nats-server` for tests and benchmarks |
+//! | `server` | a managed `nats-server` for tests and benchmarks (feature `test-util`, never on by default) |
 //!
 //! # Delivery guarantees
 //!
@@ -173,6 +173,7 @@ mod export;
 mod import;
 pub mod jetstream;
 mod request;
+#[cfg(any(test, feature = "test-util"))]
 pub mod server;
 mod shared;
 mod stats;
