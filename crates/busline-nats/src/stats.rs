@@ -43,23 +43,23 @@ pub struct TransportStats {
 
 #[derive(Default)]
 pub(crate) struct Counters {
-    pub exported: AtomicU64,
-    pub acked: AtomicU64,
-    pub publish_duplicates: AtomicU64,
-    pub retried: AtomicU64,
-    pub rejected: AtomicU64,
-    pub echo_skipped: AtomicU64,
-    pub imported: AtomicU64,
-    pub import_duplicates: AtomicU64,
-    pub import_own: AtomicU64,
-    pub dead_lettered: AtomicU64,
-    pub dead_letters_lost: AtomicU64,
-    pub abandoned: AtomicU64,
+    pub(crate) exported: AtomicU64,
+    pub(crate) acked: AtomicU64,
+    pub(crate) publish_duplicates: AtomicU64,
+    pub(crate) retried: AtomicU64,
+    pub(crate) rejected: AtomicU64,
+    pub(crate) echo_skipped: AtomicU64,
+    pub(crate) imported: AtomicU64,
+    pub(crate) import_duplicates: AtomicU64,
+    pub(crate) import_own: AtomicU64,
+    pub(crate) dead_lettered: AtomicU64,
+    pub(crate) dead_letters_lost: AtomicU64,
+    pub(crate) abandoned: AtomicU64,
     /// Core publishes handed to the client since the last confirmed flush,
     /// and the client's connection count before the first of them: a
     /// confirmation over another connection cannot vouch for them.
-    pub core_unconfirmed: AtomicU64,
-    pub core_connects_at: AtomicU64,
+    pub(crate) core_unconfirmed: AtomicU64,
+    pub(crate) core_connects_at: AtomicU64,
 }
 
 pub(crate) fn inc(c: &AtomicU64) {

@@ -282,8 +282,7 @@ async fn a_stream_capturing_other_subjects_is_refused() {
     .unwrap();
     let e = JetStreamStore::<Ev>::open(cfg(&server.url()))
         .await
-        .err()
-        .expect("refused")
+        .expect_err("refused")
         .to_string();
     assert!(e.contains("orders.>") && e.contains("REVIEW_STORE"), "{e}");
 }

@@ -110,11 +110,11 @@ use crate::error::NatsError;
 /// A JetStream context with its settings.
 #[derive(Clone)]
 pub(crate) struct Js {
-    pub context: Context,
-    pub cfg: JetStreamConfig,
+    pub(crate) context: Context,
+    pub(crate) cfg: JetStreamConfig,
     /// The streams `setup` made sure of: made again when one is found
     /// missing (a memory stream after a server restart, one deleted).
-    pub streams: Arc<Vec<StreamConfig>>,
+    pub(crate) streams: Arc<Vec<StreamConfig>>,
 }
 
 impl Js {

@@ -18,8 +18,8 @@ use crate::stats::{inc, Counters};
 /// for) comes back on one subscription to `<prefix>.*`, instead of one
 /// inbox, channel and timer per publish.
 pub(crate) struct AckInbox {
-    pub prefix: String,
-    pub sub: async_nats::Subscriber,
+    pub(crate) prefix: String,
+    pub(crate) sub: async_nats::Subscriber,
 }
 
 pub(crate) async fn ack_inbox(client: &async_nats::Client) -> Result<AckInbox, String> {

@@ -367,6 +367,16 @@ where
     }
 }
 
+impl<T> std::fmt::Debug for JetStreamStore<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JetStreamStore")
+            .field("stream", &self.remote.name)
+            .field("subject_prefix", &self.remote.prefix)
+            .field("end", &self.end.load(std::sync::atomic::Ordering::Acquire))
+            .finish_non_exhaustive()
+    }
+}
+
 impl<T> JetStreamStore<T> {
     /// The stream's name.
     pub fn stream_name(&self) -> &str {
