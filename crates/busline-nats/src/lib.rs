@@ -87,7 +87,7 @@
 //! default). A memory stream (`file_storage: false`) is gone when its server
 //! restarts, with everything acknowledged in it; the transport then makes
 //! its streams again when an export or an import finds one missing, and
-//! goes on (tested: `tests/reconnect_review.rs`).
+//! goes on (tested: `tests/reconnect.rs`).
 //!
 //! # Backpressure and reconnects
 //!
