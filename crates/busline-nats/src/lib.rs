@@ -171,6 +171,7 @@ mod dedup;
 pub mod error;
 mod export;
 mod import;
+mod inboxes;
 pub mod jetstream;
 mod request;
 #[cfg(any(test, feature = "test-util"))]

@@ -8,7 +8,7 @@ use futures::StreamExt;
 use tokio::sync::watch;
 
 use crate::codec::Codec;
-use crate::request::inboxes::Inboxes;
+use crate::inboxes::Inboxes;
 use crate::stats::Counters;
 use crate::status::Status;
 

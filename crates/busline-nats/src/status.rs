@@ -14,7 +14,8 @@ use busline::WeakBus;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
-use crate::config::StatusMap;
+/// Makes the bus event for a status change ([`NatsConfig::status_events`](crate::NatsConfig::status_events)).
+pub(crate) type StatusMap<T> = Arc<dyn Fn(&StatusEvent) -> Option<T> + Send + Sync>;
 
 /// Connection state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

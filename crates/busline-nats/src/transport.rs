@@ -96,7 +96,7 @@ use crate::connection::Settings;
 use crate::error::NatsError;
 use crate::export::wire::{WireConfig, WireConnection};
 use crate::export::{self, confirm_core, FlushWaiter, SharedWire};
-use crate::request::Inboxes;
+use crate::inboxes::Inboxes;
 use crate::shared::Ctx;
 use crate::stats::Counters;
 use crate::{import, jetstream, status};

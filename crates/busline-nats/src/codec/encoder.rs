@@ -12,7 +12,7 @@ use super::escape::{escape_into, header_problem, MSG_ID_TEXT};
 use super::{header, Codec, Wire, FORMAT_VERSION};
 use crate::error::NatsError;
 
-/// What [`encode`] computes once per payload type and codec: the exporter
+/// What [`encode`](super::encode) computes once per payload type and codec: the exporter
 /// keeps one, so the per-message work is the payload, one pre-sized string
 /// and the header map.
 #[derive(Debug, Clone)]

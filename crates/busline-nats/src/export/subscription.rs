@@ -6,7 +6,7 @@ use std::sync::Arc;
 use busline::{Bus, Envelope, Pattern, RecvError, Subscription};
 
 use crate::error::NatsError;
-use crate::request::Inboxes;
+use crate::inboxes::Inboxes;
 
 /// The exporter's subscription to the export patterns. One pattern that
 /// starts with a literal token is subscribed as it is; otherwise `>` with a

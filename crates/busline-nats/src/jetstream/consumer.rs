@@ -27,10 +27,13 @@ fn max_deliveries(cfg: &JetStreamConfig) -> Option<i64> {
 }
 
 /// An import consumer's messages, and the deliveries the server makes of
-/// one message (its `max_deliver`; 0 or less: no limit). A consumer made by
-/// an earlier version keeps its own limit, which the import follows.
+/// one message (its `max_deliver`; 0 or less: no limit). A consumer that
+/// exists already, made with other settings, keeps its own limit, which
+/// the import follows.
 pub(crate) type Opened = (pull::Stream, i64);
 
+/// Opens the durable pull consumer `durable` on `pattern` (making the
+/// stream again if it is gone) and starts pulling from it.
 pub(crate) async fn open(js: &Js, durable: &str, pattern: &str) -> Result<Opened, String> {
     let stream = match js.context.get_stream(&js.cfg.stream).await {
         Ok(s) => s,

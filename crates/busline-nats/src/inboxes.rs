@@ -1,4 +1,6 @@
-//! The reply inboxes the transport routes replies for.
+//! The reply inboxes the transport routes replies for (see [`request`](crate::request)):
+//! those of requests imported from NATS, whose local replies are exported,
+//! and this bus's own, subscribed on NATS.
 
 use std::collections::HashSet;
 

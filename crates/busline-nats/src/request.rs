@@ -4,15 +4,13 @@
 //! with its reply-to inbox (`_INBOX.<bus>.<n>`); before the first such
 //! request leaves, the transport subscribes to `_INBOX.<bus>.>` on NATS
 //! ([`subscribe_own_inbox`]). A process that imports the request notes its
-//! inbox ([`Inboxes::imported_request`]), and when a module there answers
+//! inbox ([`Inboxes::imported_request`](crate::inboxes::Inboxes::imported_request)), and when a module there answers
 //! with [`Bus::reply`](busline::Bus::reply), the reply is exported on that
 //! inbox subject by core NATS (also in JetStream mode: a reply is worth
 //! nothing once its requester has given up). Back in the requesting process
 //! it goes straight to the waiting requester ([`reply_import_loop`]), with
 //! its id, source, headers, causation (the request) and correlation intact,
 //! plus [`IMPORTED`]; it counts as `imported`.
-
-pub(crate) mod inboxes;
 
 use busline::{Envelope, Message};
 use serde::de::DeserializeOwned;
@@ -21,8 +19,6 @@ use crate::codec;
 use crate::connection::round_trip;
 use crate::shared::{next_or_stop, Ctx, IMPORTED};
 use crate::stats::inc;
-
-pub(crate) use self::inboxes::Inboxes;
 
 /// How long the server may take to confirm a reply inbox's subscription.
 const CONFIRM_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
