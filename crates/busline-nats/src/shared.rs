@@ -17,13 +17,20 @@ pub const IMPORTED: &str = "busline-nats-imported";
 
 /// What the exporter and importers share.
 pub(crate) struct Ctx<T> {
+    /// The `async-nats` client: imports, acks, retries, reply inboxes.
     pub(crate) client: async_nats::Client,
+    /// The server address as configured (for errors and the `IMPORTED` header).
     pub(crate) server: String,
+    /// The codec for outgoing payloads (incoming ones carry their own).
     pub(crate) codec: Codec,
     pub(crate) counters: Arc<Counters>,
+    /// Dead letters go to `<dead_prefix>.<subject>`.
     pub(crate) dead_prefix: String,
+    /// The local bus; gone once its last handle is dropped.
     pub(crate) bus: WeakBus<T>,
+    /// Set once the transport stops.
     pub(crate) stop: watch::Receiver<bool>,
+    /// The client connection's status (the exporter re-reads `max_payload` on changes).
     pub(crate) status: watch::Receiver<Status>,
     pub(crate) inboxes: Arc<Inboxes>,
 }

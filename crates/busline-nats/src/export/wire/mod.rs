@@ -6,7 +6,8 @@
 //! client's connection task serializing it again): it encodes the event as
 //! protocol text (`HPUB`, see [`codec`](crate::codec)) into a buffer and
 //! writes a batch at a time to a second connection it opens itself, with the
-//! same server, credentials and TLS settings. Everything else, imports,
+//! same server, credentials and TLS settings, resolved once for both
+//! ([`Settings`](crate::connection::Settings)). Everything else, imports,
 //! JetStream acks (an inbox the client subscribes to) and retries,
 //! requests' reply inboxes, status, stays on the `async-nats` client.
 //!
