@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::codec::Codec;
-use crate::transport::StatusEvent;
+use crate::status::{StatusEvent, StatusMap};
 
 /// How to authenticate. Exactly one is used; a wrong one is a startup error,
 /// never a fallback to anonymous access.
@@ -114,8 +114,6 @@ impl Default for JetStreamConfig {
         }
     }
 }
-
-pub(crate) type StatusMap<T> = Arc<dyn Fn(&StatusEvent) -> Option<T> + Send + Sync>;
 
 /// Everything the transport needs: build with [`NatsConfig::new`] and chained setters.
 ///

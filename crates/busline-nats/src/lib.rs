@@ -42,7 +42,7 @@
 //! | [`store`] | [`JetStreamStore`]: a durable [`EventStore`](busline::EventStore) for [`Bus::persist`](busline::Bus::persist) in a JetStream stream, replay-then-live and named consumers from the server |
 //! | [`codec`] | payload codecs (JSON, postcard) and the header layout of the envelope |
 //! | [`config`] | servers, credentials, TLS, modes |
-//! | [`server`] | a managed `nats-server` for tests and benchmarks |
+//! | `server` | a managed `nats-server` for tests and benchmarks (feature `test-util`, never on by default) |
 //!
 //! # Delivery guarantees
 //!
@@ -87,7 +87,7 @@
 //! default). A memory stream (`file_storage: false`) is gone when its server
 //! restarts, with everything acknowledged in it; the transport then makes
 //! its streams again when an export or an import finds one missing, and
-//! goes on (tested: `tests/reconnect_review.rs`).
+//! goes on (tested: `tests/reconnect.rs`).
 //!
 //! # Backpressure and reconnects
 //!
@@ -112,46 +112,29 @@
 //!
 //! # Throughput
 //!
-//! `busline bench nats` publishes the same events through the transport, with
-//! bare `async-nats`, with `async-nats` carrying one minimal header, and with
-//! `async-nats` carrying the same metadata headers the transport sends, in
-//! one run against one server. Where the time goes, on core NATS:
+//! Exports do not go through `async-nats`. Its header path allocates per
+//! message (a `HashMap` entry, a `Vec` and a `String` per header) and its
+//! connection task serializes the headers again into a growing buffer:
+//! with the envelope's metadata (id, time, type, source, correlation,
+//! causation) that is most of the cost of a core NATS publish. Instead the
+//! exporter encodes each event straight into a buffer as the protocol's
+//! `HPUB` text (the same headers, no map, no per-message allocation once
+//! the buffers have grown) and writes up to 1024 events or 64 KiB at once
+//! to a second connection it opens itself with the same server,
+//! credentials and TLS settings (see [`transport`], *The exporter's own
+//! connection*). Imports, JetStream acks and retries, reply inboxes and
+//! status stay on the `async-nats` client.
 //!
-//! * The client's header path: `async-nats` keeps headers in a `HashMap`
-//!   (a table, a `Vec` and a `String` per header, allocated per message),
-//!   and its connection task serializes them into a fresh, repeatedly grown
-//!   buffer and copies that into its write buffer. One minimal header per
-//!   message already costs bare `async-nats` 10-40% of its rate, and the
-//!   transport's metadata (id, time, type, source, correlation, causation)
-//!   costs it 40-50%: through `async-nats`, 0.8x was out of reach.
-//! * So exports do not go through `async-nats`: the exporter encodes each
-//!   event straight into a buffer as the protocol's `HPUB` text (the same
-//!   headers, no map, no per-message allocation once the buffers have
-//!   grown) and writes up to 1024 events or 64 KiB at once to a second
-//!   connection it opens itself with the same server, credentials and TLS
-//!   settings (see [`transport`], *The exporter's own connection*).
-//!   Imports, JetStream acks and retries, reply inboxes and status stay on
-//!   the `async-nats` client.
-//! * What is left is the transport's own part (the hop from the publisher
-//!   through the bus queue to the exporter) and the bytes the envelope adds
-//!   for the server and the kernel to move.
+//! On JetStream the server's work per message (storing it, acking it, a
+//! de-duplication entry per `Nats-Msg-Id`) dominates. The exporter skips
+//! `async-nats`'s per-publish request machinery as well (an inbox subject,
+//! a response channel and timers per message): its publishes, written the
+//! same way, carry a reply subject on one ack inbox of its own (see
+//! [`jetstream`]).
 //!
-//! On JetStream the server's work per message (storing it, acking it)
-//! dominates. The exporter skips `async-nats`'s per-publish request
-//! machinery as well (an inbox subject, a response channel and timers per
-//! message): its publishes, written the same way, carry a reply subject on
-//! one ack inbox of its own (see [`jetstream`]).
-//!
-//! On a shared 2-core machine that puts the transport at about 0.8-1.4x
-//! bare `async-nats` on core NATS (bare `async-nats` with the same headers:
-//! about 0.5-0.8x) and at about 0.8-1.1x on JetStream (bare `async-nats`
-//! with the same headers: about 0.65-0.85x; the transport dipped to
-//! 0.76-0.78x in about one run in ten), near 1.0x and 0.95x in the median.
-//! On JetStream the rest of the gap is the server's: it stores the
-//! envelope's bytes and keeps a de-duplication entry per `Nats-Msg-Id`,
-//! which bare `async-nats` does not send. The numbers move by 10-20% from
-//! run to run on such a machine; the README has the figures and the
-//! command.
+//! `busline bench nats` measures the transport against bare `async-nats`,
+//! with and without the same headers, in one run against one server; the
+//! README has the figures and the command.
 //!
 //! # Authentication and TLS
 //!
@@ -165,11 +148,20 @@
 
 pub mod codec;
 pub mod config;
+mod connection;
 pub mod core;
-mod direct;
+mod dedup;
 pub mod error;
+mod export;
+mod import;
+mod inboxes;
 pub mod jetstream;
+mod request;
+#[cfg(any(test, feature = "test-util"))]
 pub mod server;
+mod shared;
+mod stats;
+mod status;
 pub mod store;
 pub mod transport;
 

@@ -12,6 +12,9 @@
 //! The binary is `$NATS_SERVER_BIN`, else `nats-server` on `PATH`, else
 //! `/usr/sbin/nats-server`. When none exists, `start` returns an error that
 //! says so: tests fail loudly rather than pass without a server.
+//!
+//! Behind the `test-util` feature, never compiled by default: tests get it
+//! through a dev-dependency on this crate with the feature.
 
 use std::io;
 use std::net::{TcpListener, TcpStream};

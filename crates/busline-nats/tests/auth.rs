@@ -168,7 +168,7 @@ async fn tls_with_a_private_ca_and_untrusted_certificates() {
         &url,
         ConnectCause::Tls,
     );
-    // A CA file that does not exist is a configuration error naming it.
+    // A CA file that does not exist is a startup error naming it.
     let e = connect(NatsConfig::new(&url).tls(tls("missing.pem")))
         .await
         .unwrap_err();

@@ -129,10 +129,9 @@ async fn jetstream_shutdown_while_publishing_stores_or_counts_every_event() {
 }
 
 /// With the server gone, a JetStream shutdown gives up at its deadline and
-/// says how many events it could not get acknowledged (it used to wait for
-/// the server for ever): with a window that holds them all (in flight), and
-/// with a small one, where most are still queued for the exporter (they
-/// were dropped with the queue being drained, uncounted).
+/// says how many events it could not get acknowledged: with a window that
+/// holds them all (in flight), and with a small one, where most are still
+/// queued for the exporter (counted too, not dropped with the queue).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jetstream_shutdown_with_the_server_gone_ends_at_its_deadline_and_counts_the_rest() {
     for max_in_flight in [1024, 4] {
@@ -272,9 +271,8 @@ async fn core_shutdown_with_the_client_buffer_full_ends_and_counts() {
     }
 }
 
-/// Dropping the transport, or a shutdown future, stops its exporter at once
-/// (it went on for ever, holding its bus queue, once shutdown's exporter had
-/// its own handle).
+/// Dropping the transport, or a shutdown future, stops its exporter at once:
+/// nothing goes on holding its bus queue.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dropped_transport_or_shutdown_leaves_no_exporter_behind() {
     for cancel_shutdown in [false, true] {
@@ -308,9 +306,8 @@ async fn a_dropped_transport_or_shutdown_leaves_no_exporter_behind() {
     }
 }
 
-/// A deadline of zero on an idle transport is not a failure (it gave up at
-/// random before the exporter had seen the stop, or before the server
-/// confirmed).
+/// A deadline of zero on an idle transport is not a failure, whether or not
+/// the exporter has seen the stop, or the server confirmed, in time.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_zero_deadline_on_an_idle_transport_succeeds() {
     let srv = server();

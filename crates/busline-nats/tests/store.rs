@@ -236,8 +236,7 @@ async fn a_stream_made_for_another_prefix_is_refused_at_open() {
     drop(open(&server.url()).await);
     let err = JetStreamStore::<Ev>::open(cfg(&server.url()).subject_prefix("elsewhere"))
         .await
-        .err()
-        .expect("refused");
+        .expect_err("refused");
     assert!(
         err.to_string().contains("TEST_STORE") && err.to_string().contains("elsewhere.>"),
         "{err}"

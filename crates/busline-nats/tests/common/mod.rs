@@ -231,3 +231,36 @@ impl busline::EventStore<Ev> for Flaky {
         Ok(None)
     }
 }
+
+/// A JetStream context on a client of its own (to look at or change what
+/// the server holds behind a transport's back).
+pub async fn jsctx(url: &str) -> async_nats::jetstream::Context {
+    async_nats::jetstream::new(async_nats::connect(url).await.unwrap())
+}
+
+/// An envelope on `orders.new` with a fixed id (from `n`) and time, and
+/// the given metadata.
+pub fn envelope<P>(
+    n: u64,
+    source: Option<&str>,
+    reply: Option<&str>,
+    headers: &[(&str, &str)],
+    payload: P,
+) -> Envelope<P> {
+    let id = busline::EventId::from_u128(0xabc0_0000_0000_0000_0000_0000_0000_0000 + n as u128);
+    Envelope::from_parts(
+        0,
+        id,
+        busline::Topic::new("orders.new").unwrap(),
+        std::time::SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000),
+        source.map(Into::into),
+        id,
+        None,
+        reply.map(|r| busline::Topic::new(r).unwrap()),
+        headers
+            .iter()
+            .map(|(k, v)| ((*k).into(), (*v).into()))
+            .collect(),
+        payload,
+    )
+}

@@ -1,5 +1,7 @@
-//! Review of the reconnect promises: core flush across a reconnect, status
-//! events and `reconnects` across several restarts.
+//! Reconnects: a core flush or shutdown confirmed across a reconnect means
+//! the server processed everything, one that cannot be confirmed fails;
+//! status events and `reconnects` follow every restart; a memory stream
+//! lost with its server is made again.
 
 mod common;
 
@@ -187,7 +189,7 @@ async fn the_initial_connection_is_not_counted_as_a_reconnect() {
 
 /// A memory stream is gone when its server restarts (with what was
 /// acknowledged in it: documented). The exporter makes it again and its
-/// events are stored (it retried "no stream" for ever); an importer running
+/// events are stored; an importer running
 /// across the restart, and one started after it, receive them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_memory_stream_lost_in_a_server_restart_is_made_again() {
@@ -241,5 +243,28 @@ async fn a_memory_stream_lost_in_a_server_restart_is_made_again() {
     assert_eq!(
         got[0].payload.n, 2,
         "the importer running across the restart"
+    );
+}
+
+/// A core flush with the server down fails (after its 30 s) instead of
+/// claiming the server processed everything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn core_flush_fails_while_the_server_is_down() {
+    let mut srv = server();
+    let bus: Bus<Ev> = Bus::new();
+    let t = NatsTransport::connect(&bus, NatsConfig::new(srv.url()).export("c.>").core())
+        .await
+        .unwrap();
+    srv.kill();
+    let mut st = t.status();
+    st.wait_for(|s| s.state == busline_nats::ConnState::Disconnected)
+        .await
+        .unwrap();
+    bus.publish_to("c.x", ev(0, 1)).await.unwrap();
+    let r = tokio::time::timeout(Duration::from_secs(45), t.flush()).await;
+    assert!(
+        matches!(r, Ok(Err(busline_nats::NatsError::FlushTimedOut { .. }))),
+        "wanted FlushTimedOut after 30 s while the server was down, got {r:?}; stats {:?}",
+        t.stats()
     );
 }
