@@ -155,12 +155,6 @@ impl Sample {
         self
     }
 
-    /// With its own time (Unix milliseconds).
-    pub fn at(mut self, at_ms: u64) -> Sample {
-        self.at_ms = Some(at_ms);
-        self
-    }
-
     /// The series this sample belongs to, as people write it:
     /// `name{key="value",…}` (just `name` without labels).
     pub fn series(&self) -> String {

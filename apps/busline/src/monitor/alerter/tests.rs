@@ -150,23 +150,17 @@ async fn a_restart_replays_the_last_minute_at_event_time() {
     let stop = ctx.shutdown_token();
     let mut alerter = Alerter::new(3, shared.clone(), None).warm_up();
     let task = tokio::spawn(async move { alerter.run(ctx).await });
-    while shared.alert_rate.load(std::sync::atomic::Ordering::Relaxed) < 4 {
+    while shared.alert_rate() < 4 {
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     // The 4 recent ones fire (4 > 3); the old 20 never counted.
     let alerts = shared.alerts();
     assert_eq!(alerts.len(), 1, "{alerts:?}");
     tokio::time::sleep(Duration::from_secs(5)).await;
-    assert_eq!(
-        shared.alert_rate.load(std::sync::atomic::Ordering::Relaxed),
-        4
-    );
+    assert_eq!(shared.alert_rate(), 4);
     // They happened 10 s before the start: gone 50 s after it.
     tokio::time::sleep(Duration::from_secs(46)).await;
-    assert_eq!(
-        shared.alert_rate.load(std::sync::atomic::Ordering::Relaxed),
-        0
-    );
+    assert_eq!(shared.alert_rate(), 0);
     assert_eq!(shared.alerts().len(), 2);
     stop.cancel();
     task.await.unwrap().unwrap();

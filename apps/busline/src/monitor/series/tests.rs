@@ -344,7 +344,8 @@ fn past_events_count_in_their_own_second() {
     st.record_sample("web", &sample("hits", counter(2.0)), NOW - 30_000, NOW);
     st.record_sample("web", &sample("hits", counter(7.0)), NOW - 59_500, NOW);
     // The sample's own time wins over the event's.
-    let own = sample("hits", counter(1.0)).at(NOW - 10_000);
+    let mut own = sample("hits", counter(1.0));
+    own.at_ms = Some(NOW - 10_000);
     st.record_sample("web", &own, NOW - 100, NOW);
     // Older than the minute: counted as too old, not in any second.
     st.record_sample("web", &sample("hits", counter(100.0)), NOW - 61_500, NOW);
