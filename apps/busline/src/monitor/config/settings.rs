@@ -106,46 +106,8 @@ impl Settings {
             Some(p) => anyhow::anyhow!("config file {}: {e}", p.display()),
             None => e,
         })?;
-        let alert_webhook = args.alert_webhook.clone().or(file.alert_webhook);
-        if let Some(url) = &alert_webhook {
-            let parsed = reqwest::Url::parse(url)
-                .with_context(|| format!("alert-webhook {url:?} is not a URL"))?;
-            if !matches!(parsed.scheme(), "http" | "https") {
-                bail!("alert-webhook {url:?}: expected an http:// or https:// URL");
-            }
-        }
-        let no_web = args.no_web || (args.web.is_none() && file.no_web.unwrap_or(false));
-        let web = if no_web {
-            None
-        } else {
-            let text = args
-                .web
-                .clone()
-                .or(file.web)
-                .unwrap_or_else(|| DEFAULT_WEB.to_owned());
-            Some(parse_addr("web address", &text)?)
-        };
-        let token = args.token.clone().or(file.token);
-        if let Some(t) = &token {
-            if t.len() < 8 || t.chars().any(|c| c.is_whitespace() || c.is_control()) {
-                bail!("token: use at least 8 characters, without spaces");
-            }
-        }
-        if let Some(addr) = web {
-            if !addr.ip().is_loopback() && token.is_none() {
-                bail!(
-                    "refusing to serve the web dashboard on {addr} without a token: anyone who can \
-                     reach that address could read the metrics and post events. Pass --token <secret> \
-                     (or set BUSLINE_TOKEN), or bind to loopback (--web 127.0.0.1:7878)"
-                );
-            }
-        }
-        let mut allow_host = file.allow_host;
-        allow_host.extend(args.allow_host.iter().cloned());
-        let max_body = args.max_body.or(file.max_body).unwrap_or(64 * 1024);
-        if max_body < 256 {
-            bail!("max-body {max_body} is too small: at least 256 bytes");
-        }
+        let alert_webhook = webhook(args, &file)?;
+        let web = WebSettings::resolve(args, &file)?;
         let duration = match args.duration.or(file.duration) {
             Some(s) if !(s.is_finite() && s > 0.0) => {
                 bail!("duration {s}: expected a number of seconds > 0")
@@ -156,6 +118,121 @@ impl Settings {
             },
             None => None,
         };
+        let log = LogSettings::resolve(args, &file)?;
+        let modules = match args.modules.as_deref().or(file.modules.as_deref()) {
+            Some(text) => Modules::parse(text)?,
+            None => Modules::ALL,
+        };
+        let ingest = IngestSettings::resolve(args, &file, modules, web.token.is_some())?;
+        let nats = nats(args, &file, modules)?;
+        let max_series = args
+            .max_series
+            .or(file.max_series)
+            .unwrap_or(super::super::series::DEFAULT_MAX_SERIES);
+        if max_series == 0 {
+            bail!("max-series must be at least 1");
+        }
+        Ok(Settings {
+            max_series,
+            tui: args.tui || file.tui.unwrap_or(false),
+            interval: Duration::from_millis(interval_ms),
+            error_rate,
+            alert_threshold: args.alert_threshold.or(file.alert_threshold).unwrap_or(10),
+            alert_rules,
+            alert_webhook,
+            log_file: args.log_file.clone().or(file.log_file),
+            web: web.addr,
+            token: web.token,
+            allow_host: web.allow_host,
+            max_body: web.max_body,
+            simulate: !(args.no_sim || file.no_sim.unwrap_or(false)),
+            duration,
+            data_dir: log.data_dir,
+            log_retention_age: Duration::from_secs(log.retention_secs),
+            log_retention_bytes: log.retention_mb.saturating_mul(1 << 20),
+            modules,
+            nats,
+            otlp: ingest.otlp,
+            scrape: ingest.scrape,
+            scrape_interval: ingest.scrape_interval,
+            statsd: ingest.statsd,
+        })
+    }
+}
+
+/// `alert-webhook`: an http(s) URL.
+fn webhook(args: &MonitorArgs, file: &FileConfig) -> Result<Option<String>> {
+    let alert_webhook = args.alert_webhook.clone().or(file.alert_webhook.clone());
+    if let Some(url) = &alert_webhook {
+        let parsed = reqwest::Url::parse(url)
+            .with_context(|| format!("alert-webhook {url:?} is not a URL"))?;
+        if !matches!(parsed.scheme(), "http" | "https") {
+            bail!("alert-webhook {url:?}: expected an http:// or https:// URL");
+        }
+    }
+    Ok(alert_webhook)
+}
+
+/// The web page and API: address, token, hosts, body limit.
+struct WebSettings {
+    addr: Option<SocketAddr>,
+    token: Option<String>,
+    allow_host: Vec<String>,
+    max_body: usize,
+}
+
+impl WebSettings {
+    fn resolve(args: &MonitorArgs, file: &FileConfig) -> Result<WebSettings> {
+        let no_web = args.no_web || (args.web.is_none() && file.no_web.unwrap_or(false));
+        let addr = if no_web {
+            None
+        } else {
+            let text = args
+                .web
+                .clone()
+                .or(file.web.clone())
+                .unwrap_or_else(|| DEFAULT_WEB.to_owned());
+            Some(parse_addr("web address", &text)?)
+        };
+        let token = args.token.clone().or(file.token.clone());
+        if let Some(t) = &token {
+            if t.len() < 8 || t.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                bail!("token: use at least 8 characters, without spaces");
+            }
+        }
+        if let Some(addr) = addr {
+            if !addr.ip().is_loopback() && token.is_none() {
+                bail!(
+                    "refusing to serve the web dashboard on {addr} without a token: anyone who can \
+                     reach that address could read the metrics and post events. Pass --token <secret> \
+                     (or set BUSLINE_TOKEN), or bind to loopback (--web 127.0.0.1:7878)"
+                );
+            }
+        }
+        let mut allow_host = file.allow_host.clone();
+        allow_host.extend(args.allow_host.iter().cloned());
+        let max_body = args.max_body.or(file.max_body).unwrap_or(64 * 1024);
+        if max_body < 256 {
+            bail!("max-body {max_body} is too small: at least 256 bytes");
+        }
+        Ok(WebSettings {
+            addr,
+            token,
+            allow_host,
+            max_body,
+        })
+    }
+}
+
+/// The event log: where, and how much of it is kept.
+struct LogSettings {
+    data_dir: Option<PathBuf>,
+    retention_secs: u64,
+    retention_mb: u64,
+}
+
+impl LogSettings {
+    fn resolve(args: &MonitorArgs, file: &FileConfig) -> Result<LogSettings> {
         let no_data_dir =
             args.no_data_dir || (args.data_dir.is_none() && file.no_data_dir.unwrap_or(false));
         let data_dir = if no_data_dir {
@@ -164,7 +241,7 @@ impl Settings {
             let dir = args
                 .data_dir
                 .clone()
-                .or(file.data_dir)
+                .or(file.data_dir.clone())
                 .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
             (!dir.as_os_str().is_empty()).then_some(dir)
         };
@@ -182,14 +259,33 @@ impl Settings {
         if retention_mb == 0 {
             bail!("log-retention-mb must be at least 1");
         }
-        let modules = match args.modules.as_deref().or(file.modules.as_deref()) {
-            Some(text) => Modules::parse(text)?,
-            None => Modules::ALL,
-        };
-        let otlp = match args.otlp.clone().or(file.otlp) {
+        Ok(LogSettings {
+            data_dir,
+            retention_secs,
+            retention_mb,
+        })
+    }
+}
+
+/// The `ingest` module set's listeners and scrapers.
+struct IngestSettings {
+    otlp: Option<SocketAddr>,
+    scrape: Vec<super::super::scrape::Target>,
+    scrape_interval: Duration,
+    statsd: Option<StatsdSettings>,
+}
+
+impl IngestSettings {
+    fn resolve(
+        args: &MonitorArgs,
+        file: &FileConfig,
+        modules: Modules,
+        token: bool,
+    ) -> Result<IngestSettings> {
+        let otlp = match args.otlp.clone().or(file.otlp.clone()) {
             Some(text) => {
                 let addr = parse_addr("otlp address", &text)?;
-                if !addr.ip().is_loopback() && token.is_none() {
+                if !addr.ip().is_loopback() && !token {
                     bail!("refusing to take OTLP on {addr} without a token: pass --token <secret>, or bind to loopback (--otlp 127.0.0.1:4318)");
                 }
                 Some(addr)
@@ -207,69 +303,9 @@ impl Settings {
         if !modules.ingest && (otlp.is_some() || !scrape.is_empty()) {
             bail!("--otlp and --scrape belong to the ingest module set: add `ingest` to --modules");
         }
-        let publishes = modules.publishes();
-        let nats = match args.nats.clone().or(file.nats) {
-            None if !publishes => bail!(
-                "modules: nothing in this process publishes metrics (publishers, web-sim, db-sim, web or ingest), so its consumers would have nothing to show; add a publisher, or --nats to get another process's metrics"
-            ),
-            None if !modules.consumes() => bail!(
-                "modules: nothing in this process reads the metrics (dashboard, logger or alerter); add one, or --nats to send them to another process"
-            ),
-            None => None,
-            Some(url) => {
-                if url.trim().is_empty() {
-                    bail!("nats: an empty server URL");
-                }
-                let creds = args.nats_creds.clone().or(file.nats_creds);
-                let token = args.nats_token.clone().or(file.nats_token);
-                let user = args.nats_user.clone().or(file.nats_user);
-                let password = args.nats_password.clone().or(file.nats_password);
-                let nkey = args.nats_nkey.clone().or(file.nats_nkey);
-                let given = [
-                    creds.is_some(),
-                    token.is_some(),
-                    user.is_some() || password.is_some(),
-                    nkey.is_some(),
-                ]
-                .iter()
-                .filter(|b| **b)
-                .count();
-                if given > 1 {
-                    bail!("nats: give one kind of credentials: --nats-creds, --nats-token, --nats-user/--nats-password or --nats-nkey");
-                }
-                let auth = if let Some(path) = creds {
-                    busline_nats::Auth::CredentialsFile(path)
-                } else if let Some(t) = token {
-                    busline_nats::Auth::Token(t)
-                } else if let Some(seed) = nkey {
-                    busline_nats::Auth::NKey(seed)
-                } else {
-                    match (user, password) {
-                        (Some(user), Some(password)) => {
-                            busline_nats::Auth::UserPassword { user, password }
-                        }
-                        (None, None) => busline_nats::Auth::None,
-                        _ => bail!("nats: --nats-user and --nats-password go together"),
-                    }
-                };
-                Some(NatsSettings {
-                    url,
-                    auth,
-                    ca_file: args.nats_ca.clone().or(file.nats_ca),
-                    core: args.nats_core || file.nats_core.unwrap_or(false),
-                })
-            }
-        };
-        let max_series = args
-            .max_series
-            .or(file.max_series)
-            .unwrap_or(super::super::series::DEFAULT_MAX_SERIES);
-        if max_series == 0 {
-            bail!("max-series must be at least 1");
-        }
         let no_statsd =
             args.no_statsd || (args.statsd.is_none() && file.no_statsd.unwrap_or(false));
-        let statsd = match args.statsd.clone().or(file.statsd) {
+        let statsd = match args.statsd.clone().or(file.statsd.clone()) {
             _ if no_statsd || !modules.ingest => None,
             Some(text) => Some(StatsdSettings {
                 addr: parse_addr("statsd address", &text)?,
@@ -280,32 +316,71 @@ impl Settings {
                 explicit: false,
             }),
         };
-        Ok(Settings {
-            max_series,
-            tui: args.tui || file.tui.unwrap_or(false),
-            interval: Duration::from_millis(interval_ms),
-            error_rate,
-            alert_threshold: args.alert_threshold.or(file.alert_threshold).unwrap_or(10),
-            alert_rules,
-            alert_webhook,
-            log_file: args.log_file.clone().or(file.log_file),
-            web,
-            token,
-            allow_host,
-            max_body,
-            simulate: !(args.no_sim || file.no_sim.unwrap_or(false)),
-            duration,
-            data_dir,
-            log_retention_age: Duration::from_secs(retention_secs),
-            log_retention_bytes: retention_mb.saturating_mul(1 << 20),
-            modules,
-            nats,
+        Ok(IngestSettings {
             otlp,
             scrape,
             scrape_interval,
             statsd,
         })
     }
+}
+
+/// `--nats` and its credentials; without it, the module set must both
+/// publish and consume.
+fn nats(args: &MonitorArgs, file: &FileConfig, modules: Modules) -> Result<Option<NatsSettings>> {
+    let url = match args.nats.clone().or(file.nats.clone()) {
+        None if !modules.publishes() => bail!(
+            "modules: nothing in this process publishes metrics (publishers, web-sim, db-sim, web or ingest), so its consumers would have nothing to show; add a publisher, or --nats to get another process's metrics"
+        ),
+        None if !modules.consumes() => bail!(
+            "modules: nothing in this process reads the metrics (dashboard, logger or alerter); add one, or --nats to send them to another process"
+        ),
+        None => return Ok(None),
+        Some(url) => url,
+    };
+    if url.trim().is_empty() {
+        bail!("nats: an empty server URL");
+    }
+    Ok(Some(NatsSettings {
+        url,
+        auth: nats_auth(args, file)?,
+        ca_file: args.nats_ca.clone().or(file.nats_ca.clone()),
+        core: args.nats_core || file.nats_core.unwrap_or(false),
+    }))
+}
+
+/// One kind of NATS credentials at most.
+fn nats_auth(args: &MonitorArgs, file: &FileConfig) -> Result<busline_nats::Auth> {
+    let creds = args.nats_creds.clone().or(file.nats_creds.clone());
+    let token = args.nats_token.clone().or(file.nats_token.clone());
+    let user = args.nats_user.clone().or(file.nats_user.clone());
+    let password = args.nats_password.clone().or(file.nats_password.clone());
+    let nkey = args.nats_nkey.clone().or(file.nats_nkey.clone());
+    let given = [
+        creds.is_some(),
+        token.is_some(),
+        user.is_some() || password.is_some(),
+        nkey.is_some(),
+    ]
+    .iter()
+    .filter(|b| **b)
+    .count();
+    if given > 1 {
+        bail!("nats: give one kind of credentials: --nats-creds, --nats-token, --nats-user/--nats-password or --nats-nkey");
+    }
+    Ok(if let Some(path) = creds {
+        busline_nats::Auth::CredentialsFile(path)
+    } else if let Some(t) = token {
+        busline_nats::Auth::Token(t)
+    } else if let Some(seed) = nkey {
+        busline_nats::Auth::NKey(seed)
+    } else {
+        match (user, password) {
+            (Some(user), Some(password)) => busline_nats::Auth::UserPassword { user, password },
+            (None, None) => busline_nats::Auth::None,
+            _ => bail!("nats: --nats-user and --nats-password go together"),
+        }
+    })
 }
 
 /// `host:port`, where host is an IP address or `localhost`; `what` names it in errors.
