@@ -6,8 +6,8 @@
 //! real listener, the bus and a subscriber that counts what arrives as the
 //! dashboard would. Every unit sent must be counted, rejected or reported
 //! dropped: `lost` is what is none of those, and any loss makes the command
-//! fail. A protocol is one function returning its rows (`statsd_rows`); a
-//! new protocol adds its own beside it.
+//! fail. A protocol is one function returning its rows (`statsd_rows`,
+//! [`otlp::otlp_rows`]); a new protocol adds its own beside it.
 //!
 //! ## StatsD
 //!
@@ -25,6 +25,13 @@
 //! `per_s` is the lines a receiver handled (counted + rejected) per second,
 //! from the first send to the last line handled. The median round by time is
 //! reported.
+//!
+//! ## OTLP
+//!
+//! See [`otlp`]: protobuf bodies decoded bare, and through the monitor's
+//! OTLP receiver, converter and bus.
+
+mod otlp;
 
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -53,6 +60,12 @@ pub struct IngestArgs {
     /// Malformed lines in each datagram (counted as rejected).
     #[arg(long, default_value_t = 1)]
     pub malformed: usize,
+    /// OTLP bodies (export requests) per round.
+    #[arg(long, default_value_t = 500)]
+    pub bodies: usize,
+    /// OTLP data points per body (about: whole groups of metrics).
+    #[arg(long, default_value_t = 100)]
+    pub points: usize,
     /// Rounds; the median is reported.
     #[arg(long, default_value_t = 5)]
     pub rounds: usize,
@@ -68,11 +81,12 @@ pub struct Row {
     pub system: &'static str,
     /// `statsd`, …
     pub protocol: &'static str,
-    /// Units (lines) handled per second.
+    /// Units (StatsD lines, OTLP data points) handled per second.
     pub per_s: f64,
     /// Units sent.
     pub sent: u64,
-    /// Units that arrived at the counting subscriber.
+    /// Units that arrived at the counting subscriber (OTLP: plus the
+    /// cumulative baselines the converter took without a sample).
     pub counted: u64,
     /// Units refused as malformed.
     pub rejected: u64,
@@ -97,27 +111,31 @@ struct Round {
 
 /// Runs `bench ingest`.
 pub fn run(a: IngestArgs) -> Result<()> {
-    if a.lines == 0 || a.rounds == 0 || a.per_datagram == 0 {
-        bail!("--lines, --rounds and --per-datagram must be at least 1");
+    if a.lines == 0 || a.rounds == 0 || a.per_datagram == 0 || a.bodies == 0 || a.points == 0 {
+        bail!("--lines, --rounds, --per-datagram, --bodies and --points must be at least 1");
     }
     if a.malformed >= a.per_datagram {
         bail!("--malformed must be less than --per-datagram");
     }
-    let results = statsd_rows(&a)?;
+    let mut results = statsd_rows(&a)?;
+    results.extend(otlp::otlp_rows(&a)?);
     if a.json {
         let out = serde_json::json!({
             "bench": "ingest",
             "lines": a.lines,
             "per_datagram": a.per_datagram,
             "malformed_per_datagram": a.malformed,
+            "otlp_bodies": a.bodies,
+            "otlp_points_per_body": a.points,
             "rounds": a.rounds,
             "results": results,
         });
         println!("{out}");
     } else {
         println!(
-            "ingest: {} lines per round, {} per datagram ({} malformed), median of {} rounds",
-            a.lines, a.per_datagram, a.malformed, a.rounds
+            "ingest: {} StatsD lines per round, {} per datagram ({} malformed); \
+             {} OTLP bodies of ~{} points; median of {} rounds",
+            a.lines, a.per_datagram, a.malformed, a.bodies, a.points, a.rounds
         );
         println!(
             "{:<18} {:<8} {:>12} {:>10} {:>10} {:>9} {:>10} {:>5} {:>8}",
@@ -148,7 +166,7 @@ pub fn run(a: IngestArgs) -> Result<()> {
     }
     if let Some(r) = results.iter().find(|r| r.lost != 0) {
         bail!(
-            "{} {}: {} lines lost (sent {}, counted {}, rejected {}, dropped by the kernel {})",
+            "{} {}: {} units lost (sent {}, counted {}, rejected {}, dropped by the kernel {})",
             r.system,
             r.protocol,
             r.lost,
@@ -333,31 +351,8 @@ async fn monitor(datagrams: &Arc<Vec<Vec<u8>>>, count: u64, per: usize) -> Resul
         bail!("the listener did not bind");
     };
     let to = listener.addr();
-    let counted = Arc::new(AtomicU64::new(0));
-    let last = Arc::new(AtomicU64::new(0));
-    let start = Instant::now();
-    // Counts samples as the dashboard would take them (lossless here, so
-    // every sample is counted or waited for).
-    let mut sub = bus
-        .subscriber("metrics.>")
-        .name("counter")
-        .lossless(crate::monitor::logger::LOGGER_QUEUE)
-        .subscribe()?;
-    let counter = {
-        let (counted, last) = (counted.clone(), last.clone());
-        tokio::spawn(async move {
-            loop {
-                match sub.recv().await {
-                    Ok(env) => {
-                        counted.fetch_add(env.payload.samples().len() as u64, Ordering::Relaxed);
-                        last.store(start.elapsed().as_nanos() as u64, Ordering::Relaxed);
-                    }
-                    Err(RecvError::Lagged(_)) => {}
-                    Err(_) => break,
-                }
-            }
-        })
-    };
+    let counter = counting_subscriber(&bus, Instant::now())?;
+    let counted = counter.counted.clone();
     let ctx = Context::detached("statsd", bus.clone());
     let stop = ctx.shutdown_token();
     let probe = listener.clone();
@@ -380,13 +375,55 @@ async fn monitor(datagrams: &Arc<Vec<Vec<u8>>>, count: u64, per: usize) -> Resul
         .await?
         .map_err(|e| anyhow::anyhow!("the listener failed: {e}"))?;
     bus.close();
-    let _ = counter.await;
+    let _ = counter.task.await;
     let rejected = status.statsd.snapshot().malformed;
     Ok(Round {
-        elapsed: since(&last),
+        elapsed: since(&counter.last),
         sent,
         counted: counted.load(Ordering::Relaxed),
         rejected,
         dropped,
+    })
+}
+
+/// A lossless subscriber to every metric, counting samples as the dashboard
+/// would take them (so every sample is counted or waited for).
+struct Counter {
+    /// Samples counted.
+    counted: Arc<AtomicU64>,
+    /// When the last one was, in nanoseconds after `start`.
+    last: Arc<AtomicU64>,
+    /// Ends when the bus closes.
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// Subscribes a [`Counter`] on `bus` (within a runtime).
+fn counting_subscriber(bus: &Bus<Metric>, start: Instant) -> Result<Counter> {
+    let counted = Arc::new(AtomicU64::new(0));
+    let last = Arc::new(AtomicU64::new(0));
+    let mut sub = bus
+        .subscriber("metrics.>")
+        .name("counter")
+        .lossless(crate::monitor::logger::LOGGER_QUEUE)
+        .subscribe()?;
+    let task = {
+        let (counted, last) = (counted.clone(), last.clone());
+        tokio::spawn(async move {
+            loop {
+                match sub.recv().await {
+                    Ok(env) => {
+                        counted.fetch_add(env.payload.samples().len() as u64, Ordering::Relaxed);
+                        last.store(start.elapsed().as_nanos() as u64, Ordering::Relaxed);
+                    }
+                    Err(RecvError::Lagged(_)) => {}
+                    Err(_) => break,
+                }
+            }
+        })
+    };
+    Ok(Counter {
+        counted,
+        last,
+        task,
     })
 }

@@ -80,7 +80,7 @@ fn routing_json_reports_cost_and_ratio() {
 }
 
 #[test]
-fn ingest_json_accounts_for_every_statsd_line() {
+fn ingest_json_accounts_for_every_statsd_line_and_otlp_point() {
     let v = busline(&[
         "bench",
         "ingest",
@@ -90,6 +90,10 @@ fn ingest_json_accounts_for_every_statsd_line() {
         "10",
         "--malformed",
         "2",
+        "--bodies",
+        "20",
+        "--points",
+        "34",
         "--rounds",
         "1",
         "--json",
@@ -106,9 +110,14 @@ fn ingest_json_accounts_for_every_statsd_line() {
         .collect();
     assert_eq!(
         rows,
-        [("bare-udp", "statsd"), ("busline-monitor", "statsd")]
+        [
+            ("bare-udp", "statsd"),
+            ("busline-monitor", "statsd"),
+            ("bare-otlp-decode", "otlp"),
+            ("busline-monitor", "otlp")
+        ]
     );
-    for r in results {
+    for r in &results[..2] {
         assert_eq!(r["sent"], 5000, "{r}");
         assert_eq!(r["lost"], 0, "{r}");
         let counted = r["counted"].as_u64().unwrap();
@@ -123,6 +132,25 @@ fn ingest_json_accounts_for_every_statsd_line() {
     let read = 5000 - m["kernel_dropped"].as_u64().unwrap();
     assert_eq!(m["rejected"].as_u64().unwrap(), read / 5, "{m}");
     assert_eq!(m["counted"].as_u64().unwrap(), read / 5 * 4, "{m}");
+    // OTLP: 20 bodies, each of two services × one group of 17 points (16
+    // taken, one refused): 680 points, every one counted or rejected.
+    for r in &results[2..] {
+        assert_eq!(r["sent"], 680, "{r}");
+        assert_eq!(r["lost"], 0, "{r}");
+        assert_eq!(r["kernel_dropped"], 0, "{r}");
+        assert!(r["per_s"].as_f64().unwrap() > 0.0, "{r}");
+    }
+    assert_eq!(
+        results[2]["counted"], 680,
+        "the bare decode reads every point"
+    );
+    let m = &results[3];
+    assert_eq!(
+        m["rejected"], 40,
+        "one refused point per service and body: {m}"
+    );
+    assert_eq!(m["counted"], 640, "{m}");
+    assert!(m["ratio_vs_bare"].as_f64().unwrap() > 0.0, "{m}");
 }
 
 #[test]
