@@ -129,7 +129,7 @@
 //! Lossless and lossy subscribers read their queue (a ring the publisher
 //! appends each event to once) without taking its lock: the publisher and a
 //! reader meet only on the slot they both touch, and the lock is taken only
-//! to park and to wake (see the `ring` module's source). Capacity is a hard
+//! to park and to wake (see the `queue` module's source). Capacity is a hard
 //! bound on the events waiting for a subscriber.
 //!
 //! ## Watermarks
@@ -283,7 +283,7 @@ pub mod envelope;
 pub mod error;
 pub mod middleware;
 pub mod module;
-mod ring;
+mod queue;
 mod router;
 pub mod runtime;
 pub mod stats;
