@@ -278,11 +278,9 @@ pub mod bus;
 mod clock;
 pub mod config;
 pub mod conformance;
-pub mod context;
 pub mod envelope;
 pub mod error;
 pub mod middleware;
-pub mod module;
 mod queue;
 mod router;
 pub mod runtime;
@@ -290,7 +288,6 @@ pub mod stats;
 pub mod store;
 pub mod stream;
 pub mod subscription;
-pub mod supervisor;
 mod sync;
 
 /// The README's example, compiled and run as a doc test (so it stays true).
@@ -301,14 +298,16 @@ pub mod topic;
 
 pub use bus::{Backpressure, Bus, BusBuilder, Receipt, WeakBus, DEFAULT_CAPACITY};
 pub use config::{Config, ConfigError, ModuleSettings};
-pub use context::{Context, ModuleSubscription, ModuleSubscriptionBuilder};
 pub use envelope::{Envelope, Event, EventId, Headers, Message};
 pub use error::{PublishError, RecvError, ReplyError, RequestError, SubscribeError, TopicError};
-pub use module::{BoxError, Module, ModuleState, ModuleStatus, SystemEvent, STATUS_TOPIC};
-pub use runtime::{ModuleSpec, Report, Runtime, RuntimeError, RuntimeHandle, StopReason};
+pub use runtime::context::{Context, ModuleSubscription, ModuleSubscriptionBuilder};
+pub use runtime::module::{BoxError, Module, ModuleState, ModuleStatus};
+pub use runtime::supervisor::{Backoff, Restart, Supervision};
+pub use runtime::{
+    ModuleSpec, Report, Runtime, RuntimeError, RuntimeHandle, StopReason, SystemEvent, STATUS_TOPIC,
+};
 pub use stats::{BusStats, SubscriberStats};
 pub use store::{EventStore, StartAt, StoreError};
 pub use stream::StreamOpsExt;
 pub use subscription::{Filter, Policy, Subscription, SubscriptionBuilder};
-pub use supervisor::{Backoff, Restart, Supervision};
 pub use topic::{Pattern, Topic};
