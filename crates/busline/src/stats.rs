@@ -182,6 +182,7 @@ impl BusStats {
         }
     }
 
+    #[cfg(feature = "metrics")]
     /// Hands these counters to the [`metrics`] facade: bus totals as
     /// `busline_published_total` etc., and per subscriber (labels
     /// `subscriber`, `pattern` and `policy`: two queue groups of one name on

@@ -164,6 +164,7 @@ async fn latest_counters_add_up() {
 
 /// Two queue groups of one name on different patterns export two series
 /// (one used to overwrite the other).
+#[cfg(feature = "metrics")]
 #[test]
 fn per_subscriber_metrics_are_told_apart_by_pattern() {
     use metrics_util::debugging::{DebugValue, DebuggingRecorder};

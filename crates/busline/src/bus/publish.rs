@@ -89,6 +89,7 @@ impl<T: Send + Sync + 'static> Bus<T> {
     /// subscriber does not keep the event from the others. Returns how many
     /// were skipped. For the runtime's system events (a persisted topic is
     /// delivered, not stored).
+    #[cfg(feature = "runtime")]
     pub(crate) fn offer(&self, event: T) -> usize
     where
         T: Event,

@@ -99,6 +99,7 @@ impl<T> SubShared<T> {
     /// Puts `env` in the queue if it has room now, without waiting (the
     /// runtime's system events): `None` if the queue is closed, `Some(false)`
     /// if it is full.
+    #[cfg(feature = "runtime")]
     pub(crate) fn offer(&self, env: &Arc<Envelope<T>>) -> Option<bool> {
         let mut st = self.state.lock();
         if st.closed {

@@ -211,5 +211,10 @@ use supervisor::{Restart, Supervision};
 
 pub(crate) type RunFuture = Pin<Box<dyn Future<Output = Result<(), BoxError>> + Send>>;
 pub(crate) type Spawner<T> = Box<dyn FnMut(Context<T>) -> RunFuture + Send>;
-pub(crate) type Resolver<T> =
-    Box<dyn FnOnce(&crate::config::Config) -> Result<Spawner<T>, RuntimeError> + Send>;
+pub(crate) type Resolver<T> = Box<dyn FnOnce(&Config) -> Result<Spawner<T>, RuntimeError> + Send>;
+
+#[cfg(feature = "config")]
+pub(crate) use crate::config::Config;
+/// Without the `config` feature, modules are resolved with no configuration.
+#[cfg(not(feature = "config"))]
+pub(crate) type Config = ();

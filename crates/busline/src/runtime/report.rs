@@ -5,6 +5,7 @@ use std::time::Duration;
 use super::module::ModuleStatus;
 #[cfg(doc)]
 use super::{supervisor::Restart, RuntimeHandle};
+#[cfg(feature = "config")]
 use crate::config::ConfigError;
 
 /// How a run ended without error.
@@ -75,6 +76,7 @@ pub enum RuntimeError {
         name: String,
     },
     /// The configuration is wrong (nothing was started).
+    #[cfg(feature = "config")]
     #[error(transparent)]
     Config(#[from] ConfigError),
     /// A module under [`Restart::Never`] failed.

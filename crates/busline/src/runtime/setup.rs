@@ -6,6 +6,7 @@ use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Duration;
 
+#[cfg(feature = "config")]
 use serde::de::DeserializeOwned;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -18,8 +19,9 @@ use super::slot::Slot;
 use super::spec::ModuleSpec;
 use super::supervisor::{Intensity, Supervision};
 use super::system::{SystemEvent, STATUS_TOPIC};
-use super::{Resolver, Spawner};
-use crate::config::{Config, ConfigError, ModuleSettings};
+use super::{Config, Resolver, Spawner};
+#[cfg(feature = "config")]
+use crate::config::{ConfigError, ModuleSettings};
 use crate::{Bus, Context};
 
 /// Starts, supervises and stops [modules](crate::runtime::module). See the [module docs](super).
@@ -57,7 +59,10 @@ impl<T: Send + Sync + 'static> Runtime<T> {
             system,
             status,
             specs: Vec::new(),
+            #[cfg(feature = "config")]
             config: Config::new(),
+            #[cfg(not(feature = "config"))]
+            config: (),
             token: CancellationToken::new(),
             signals: true,
             abort_grace: Duration::from_secs(1),
@@ -65,6 +70,7 @@ impl<T: Send + Sync + 'static> Runtime<T> {
     }
 
     /// Uses `config` to enable, disable and configure modules (see [`config`](crate::config)).
+    #[cfg(feature = "config")]
     pub fn with_config(mut self, config: Config) -> Self {
         self.config = config;
         self
@@ -142,6 +148,7 @@ impl<T: Send + Sync + 'static> Runtime<T> {
     /// starts, and `factory` makes an instance from them (again on each
     /// restart). A disabled module's keys are not deserialized. Errors (naming
     /// the module and the key) are returned by [`run`](Self::run).
+    #[cfg(feature = "config")]
     pub fn add_configured<C, M>(
         &mut self,
         name: &str,
@@ -194,6 +201,7 @@ impl<T: Send + Sync + 'static> Runtime<T> {
                 });
             }
         }
+        #[cfg(feature = "config")]
         for m in self.config.modules() {
             if !seen.contains_key(m) {
                 let known: Vec<&str> = self.specs.iter().map(|s| &*s.name).collect();
@@ -206,13 +214,19 @@ impl<T: Send + Sync + 'static> Runtime<T> {
         }
         let mut slots = Vec::with_capacity(self.specs.len());
         for mut spec in self.specs {
-            let settings: ModuleSettings = self.config.settings(&spec.name)?;
-            settings.apply(&mut spec.supervision);
-            if !spec.configured {
-                self.config.check_no_keys(&spec.name)?;
-            }
+            #[cfg(feature = "config")]
+            let enabled = {
+                let settings: ModuleSettings = self.config.settings(&spec.name)?;
+                settings.apply(&mut spec.supervision);
+                if !spec.configured {
+                    self.config.check_no_keys(&spec.name)?;
+                }
+                settings.enabled
+            };
+            #[cfg(not(feature = "config"))]
+            let enabled = true;
             let resolver = spec.resolver.take().expect("resolved once");
-            let spawner = if settings.enabled {
+            let spawner = if enabled {
                 Some(resolver(&self.config)?)
             } else {
                 None
@@ -220,7 +234,7 @@ impl<T: Send + Sync + 'static> Runtime<T> {
             slots.push(Slot {
                 name: spec.name,
                 supervision: spec.supervision,
-                state: if settings.enabled {
+                state: if enabled {
                     ModuleState::Starting
                 } else {
                     ModuleState::Disabled

@@ -9,11 +9,12 @@ use super::Resolver;
 use super::Runtime;
 
 /// A module added to a [`Runtime`]; its setters choose how it is supervised.
-/// Configuration keys ([`config`](crate::config)) override them.
+/// Configuration keys (the `config` module, with the `config` feature) override them.
 pub struct ModuleSpec<T> {
     pub(super) name: Name,
     pub(super) supervision: Supervision,
     pub(super) resolver: Option<Resolver<T>>,
+    #[cfg_attr(not(feature = "config"), allow(dead_code))]
     pub(super) configured: bool,
 }
 
