@@ -1,4 +1,6 @@
-//! Cases a review found (each failed before its fix).
+//! Subscription options and counters: a replay reads the store its topics
+//! are persisted to, a queue group's options are its first member's,
+//! counters add up, a weak bus does not outlive closing.
 
 use std::sync::Arc;
 use std::time::Duration;
