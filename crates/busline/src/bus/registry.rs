@@ -136,36 +136,15 @@ impl<T: Send + Sync + 'static> Bus<T> {
                 .and_then(|tid| reg.subs.get(tid))
                 .cloned()
             {
-                let mut st = shared.state.lock();
-                if !st.closed {
-                    if shared.is_group() {
-                        // One queue for the group: its first member's settings.
-                        let group = shared.policy.to_string();
-                        if b.filter.is_some() {
-                            drop(st);
-                            return bad(format!(
-                                "{group} shares one queue: a member joining it cannot have a filter of its own (the group's first member sets it)"
-                            ));
-                        }
-                        let given = b.capacity.is_some() || b.watermarks.is_some();
-                        if given
-                            && (shared.capacity, shared.high, shared.low) != (capacity, high, low)
-                        {
-                            drop(st);
-                            return bad(format!(
-                                "{group} already has capacity {} and watermarks {}/{}; a member joining it cannot change them",
-                                shared.capacity, shared.high, shared.low
-                            ));
-                        }
-                        st.members += 1;
-                        drop(st);
+                let given = b.capacity.is_some() || b.watermarks.is_some();
+                let settings = given.then_some((capacity, high, low));
+                match shared.join_shared(id, name.clone(), b.filter.is_some(), settings) {
+                    Some(Ok(reader)) => {
                         drop(reg);
-                        return Ok(handle(shared, name, None));
+                        return Ok(handle(shared, name, reader));
                     }
-                    let reader = st.join(&shared, id, name.clone());
-                    drop(st);
-                    drop(reg);
-                    return Ok(handle(shared, name, Some(reader)));
+                    Some(Err(reason)) => return bad(reason),
+                    None => {}
                 }
             }
         }

@@ -91,6 +91,43 @@ pub(crate) struct SubShared<T> {
 }
 
 impl<T> SubShared<T> {
+    /// A new subscriber `id` joins this shared queue (a queue group, or a
+    /// ring with the same settings). `None` if the queue has closed
+    /// meanwhile; `Err` with the reason a group refuses it (a filter of its
+    /// own, or `settings` (capacity, high, low) it asked for that differ from
+    /// the group's); otherwise the ring reader it reads with (none for a
+    /// group member, which takes from the group's queue).
+    pub(crate) fn join_shared(
+        &self,
+        id: u64,
+        name: Arc<str>,
+        own_filter: bool,
+        settings: Option<(usize, usize, usize)>,
+    ) -> Option<Result<Option<Reader>, String>> {
+        let mut st = self.state.lock();
+        if st.closed {
+            return None;
+        }
+        if !self.is_group() {
+            return Some(Ok(Some(st.join(self, id, name))));
+        }
+        // One queue for the group: its first member's settings.
+        let group = self.policy.to_string();
+        if own_filter {
+            return Some(Err(format!(
+                "{group} shares one queue: a member joining it cannot have a filter of its own (the group's first member sets it)"
+            )));
+        }
+        if settings.is_some_and(|s| s != (self.capacity, self.high, self.low)) {
+            return Some(Err(format!(
+                "{group} already has capacity {} and watermarks {}/{}; a member joining it cannot change them",
+                self.capacity, self.high, self.low
+            )));
+        }
+        st.members += 1;
+        Some(Ok(None))
+    }
+
     /// Counts an event its filter refused.
     pub(crate) fn count_filtered(&self) {
         self.filtered.fetch_add(1, Ordering::Relaxed);
