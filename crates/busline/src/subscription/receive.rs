@@ -16,18 +16,15 @@ use crate::queue::SubShared;
 use crate::sync::fence;
 
 /// Polls that find nothing and yield (with tokio's deferred `yield_now`)
-/// before the subscriber parks (see `poll_ring`). Measured on 2 cores with
-/// `busline bench fanout`: 0 doubles the context switches (`perf stat -e
-/// context-switches`). With another busy process on the machine, 1 gave
-/// 7.8 M deliveries/s against broadcast's 12.5 M and 2 gave 9.3–10.7 M
-/// (parking and being woken costs more when the cores are contended); 3
-/// and 4 gave no more, and on a quiet machine 1 to 3 measure the same.
+/// before the subscriber parks (see `poll_ring`). Parking and being woken
+/// costs far more than a poll, more so when the cores are busy: under load
+/// the publisher refills the ring while the subscriber yields, and the
+/// park/unpark round trip is skipped. With none, `busline bench fanout`
+/// shows twice the context switches; more than two buys nothing.
 ///
-/// Parking at once when the subscriber is alone on its ring was tried (an
-/// Intel Xeon VM, 2026-12-01): `bench fanout --subscribers 1` went from
-/// 2.4–2.5 M to 3.7–4.0 M deliveries/s, but the NATS exporter, such a
-/// subscriber, fell from 0.83–0.84x to 0.77–0.78x raw async-nats on
-/// JetStream (`busline bench nats --rounds 5`), so every subscriber yields.
+/// Every subscriber yields, including one alone on its ring (such as the
+/// NATS exporter): parking at once would speed up a lone subscriber that
+/// is often idle, and slow down one that is kept busy.
 const SPIN_POLLS: u8 = 2;
 
 /// Lets other tasks run before this one is polled again: tokio's
