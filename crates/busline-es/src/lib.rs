@@ -131,6 +131,7 @@ pub use crate::snapshot::SnapshotStore;
 pub use crate::store::{Appended, EventStore, Loaded, StoreOptions};
 pub use crate::upcast::Upcasters;
 
+#[cfg(feature = "test-util")]
 #[doc(hidden)]
 pub mod doc_support {
     //! A tiny aggregate for the doctests.

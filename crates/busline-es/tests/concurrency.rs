@@ -1,13 +1,13 @@
 //! Two writers racing on one aggregate: exactly one wins each version, the
 //! other gets the concurrency error, and no event is lost.
 
-mod common;
+mod helpers;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use busline_es::{Error, EventStore, Metadata, StoreOptions};
-use common::{open_store, Account, AccountEvent};
+use helpers::{open_store, Account, AccountEvent};
 use tokio::sync::Barrier;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

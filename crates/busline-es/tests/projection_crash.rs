@@ -3,7 +3,7 @@
 //! points; each restart resumes from its checkpoint with no event missed and
 //! none applied twice, checked against a full recomputation from the log.
 
-mod common;
+mod helpers;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -13,7 +13,7 @@ use busline_es::{
     EventStore, Metadata, Projection, ProjectionOptions, ProjectionRunner, Recorded, StoreOptions,
 };
 use busline_log::Log;
-use common::{open_store, Account, AccountEvent, Balances, Command};
+use helpers::{open_store, Account, AccountEvent, Balances, Command};
 use rand::{rngs::StdRng, Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
@@ -48,7 +48,7 @@ fn child_projection_worker() {
     };
     let dir = PathBuf::from(dir);
     let every: u64 = std::env::var("COMMIT_EVERY").unwrap().parse().unwrap();
-    let log = Log::open_read_only(dir.join("log"), common::buffered()).unwrap();
+    let log = Log::open_read_only(dir.join("log"), helpers::buffered()).unwrap();
     let mut p = ProjectionRunner::<Reporting>::open(
         log,
         dir.join("balances.ckpt"),

@@ -1,10 +1,10 @@
 //! A projection added later catches up from the beginning, then follows
 //! live appends; stopped and restarted, it resumes from its checkpoint.
 
-mod common;
+mod helpers;
 
 use busline_es::{Metadata, ProjectionOptions, ProjectionRunner, StoreOptions};
-use common::{open_store, Balances, Command};
+use helpers::{open_store, Balances, Command};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn late_projection_catches_up_then_follows_live_then_resumes() {

@@ -2,10 +2,10 @@
 //! state from a full replay == state applied live, at every version, also
 //! after reopening the store (index rebuilt by scanning the log).
 
-mod common;
+mod helpers;
 
 use busline_es::{Aggregate, ExecuteError, Metadata, StoreOptions};
-use common::{open_store, Account, Command};
+use helpers::{open_store, Account, Command};
 use proptest::prelude::*;
 
 fn command() -> impl Strategy<Value = (u8, Command)> {

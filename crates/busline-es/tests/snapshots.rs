@@ -1,10 +1,10 @@
 //! Snapshots: a missing or damaged snapshot falls back to a full replay,
 //! never to a wrong state.
 
-mod common;
+mod helpers;
 
 use busline_es::{Metadata, SnapshotStore, StoreOptions};
-use common::{open_store, Account, Command};
+use helpers::{open_store, Account, Command};
 
 async fn fill(dir: &std::path::Path) -> Account {
     let store = open_store(dir, StoreOptions::default().snapshot_every(5));

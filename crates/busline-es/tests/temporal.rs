@@ -1,6 +1,6 @@
 //! Temporal queries, audit trail, schema evolution, bus publication.
 
-mod common;
+mod helpers;
 
 use std::time::{Duration, UNIX_EPOCH};
 
@@ -9,7 +9,7 @@ use busline_es::{
     Error, EventStore, Metadata, ProjectionOptions, ProjectionRunner, StoreOptions, Upcasters,
 };
 use busline_log::Log;
-use common::{buffered, open_store, Account, AccountEvent, Balances, Command};
+use helpers::{buffered, open_store, Account, AccountEvent, Balances, Command};
 
 #[tokio::test]
 async fn audit_trail_and_state_as_of() {

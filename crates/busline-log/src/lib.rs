@@ -108,7 +108,8 @@
 //! # Storage seam
 //!
 //! Every file operation goes through [`storage::Storage`];
-//! [`sim::SimStorage`] simulates power loss and disk faults for tests.
+//! `sim::SimStorage` (with the `test-util` feature) simulates power loss
+//! and disk faults for tests.
 
 pub mod error;
 pub mod event_store;
@@ -117,6 +118,7 @@ mod offsets;
 mod reader;
 pub mod recovery;
 pub mod segment;
+#[cfg(feature = "test-util")]
 pub mod sim;
 pub mod storage;
 

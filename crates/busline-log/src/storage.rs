@@ -2,7 +2,7 @@
 //! [`Storage`].
 //!
 //! [`StdStorage`] is the real implementation on `std::fs`. The test backend
-//! [`SimStorage`](crate::sim::SimStorage) keeps files in memory, remembers what
+//! `sim::SimStorage` (feature `test-util`) keeps files in memory, remembers what
 //! was fsynced, and can simulate a power loss or inject `ENOSPC`/`EIO`.
 //!
 //! The contract the log relies on, and that a backend must honour:

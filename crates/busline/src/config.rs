@@ -59,7 +59,7 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
-use crate::supervisor::{Restart, Supervision};
+use crate::runtime::supervisor::{Restart, Supervision};
 
 /// Keys of a module's section that belong to the runtime.
 pub const RESERVED_KEYS: &[&str] = &[

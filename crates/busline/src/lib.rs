@@ -35,6 +35,47 @@
 //! # }
 //! ```
 //!
+//! # Modules
+//!
+//! The bus is the core; the rest builds on it and each part has a cargo
+//! feature (all on by default; `default-features = false` gives the bus alone).
+//!
+//! | module | what it holds | feature |
+//! | --- | --- | --- |
+//! | [`bus`] | [`Bus`]: publish, request/reply, persist, backpressure, stats | — |
+//! | [`subscription`] | [`Subscription`] and its options ([`SubscriptionBuilder`]) | — |
+//! | [`topic`] | [`Topic`] and [`Pattern`] (`*`, `>`) | — |
+//! | [`store`] | [`EventStore`]: replay then live, named consumers | — |
+//! | [`runtime`] | `Runtime`, `Module`, `Context`: modules started, supervised and stopped | `runtime` |
+//! | [`stream`] | operators on any `Stream`: windows, batches, throttle, priority lanes (import `busline::StreamOpsExt`) | `stream` |
+//! | [`middleware`] | retry, timeout, circuit breaker, dead letters for handlers (tower) | `middleware` |
+//! | [`config`] | TOML configuration of a runtime's modules | `config` |
+//! | — | `BusStats::export` to the `metrics` facade | `metrics` |
+//! | `conformance` | the behaviour suite every transport runs | `test-util` (off by default) |
+//!
+//! A newcomer writing an application starts with the runtime: a [`Module`]
+//! gets a [`Context`], publishes through it and subscribes with it.
+//!
+//! - **A module does not receive its own events** on a context
+//!   subscription unless it opts in
+//!   ([`include_own(true)`](ModuleSubscriptionBuilder::include_own)); they
+//!   are counted as `filtered`. Queue group subscriptions are never filtered
+//!   that way.
+//! - **The default restart policy** is [`Restart::OnFailure`]: a module whose
+//!   `run` returns an error or panics is started again (a fresh instance)
+//!   after a backoff of 100 ms doubling to 30 s with 20 % jitter, at most 5
+//!   times within 60 s, after which the run ends with
+//!   [`RuntimeError::RestartLimit`]. A module that returns `Ok(())` stays
+//!   stopped. See [`Supervision`].
+//!
+//! # Public API
+//!
+//! The types a user names are re-exported here, at the crate root, in one
+//! list (see the end of `lib.rs`): write `busline::Bus`, `busline::Context`,
+//! `busline::Runtime`. Modules are public where they name a concept with
+//! more in it than its main type (the stream operators, the middleware, the
+//! store, the runtime's parts), and their pages hold the semantics.
+//!
 //! # Delivery policies
 //!
 //! | policy | queue | when it is full | the subscriber sees |
@@ -129,7 +170,7 @@
 //! Lossless and lossy subscribers read their queue (a ring the publisher
 //! appends each event to once) without taking its lock: the publisher and a
 //! reader meet only on the slot they both touch, and the lock is taken only
-//! to park and to wake (see the `ring` module's source). Capacity is a hard
+//! to park and to wake (see the `queue` module's source). Capacity is a hard
 //! bound on the events waiting for a subscriber.
 //!
 //! ## Watermarks
@@ -276,39 +317,51 @@
 
 pub mod bus;
 mod clock;
+#[cfg(feature = "config")]
 pub mod config;
+#[cfg(feature = "test-util")]
 pub mod conformance;
-pub mod context;
+#[cfg(any(feature = "runtime", feature = "middleware"))]
+mod delay;
 pub mod envelope;
 pub mod error;
+#[cfg(feature = "middleware")]
 pub mod middleware;
-pub mod module;
-mod ring;
+mod queue;
 mod router;
+#[cfg(feature = "runtime")]
 pub mod runtime;
 pub mod stats;
 pub mod store;
+#[cfg(feature = "stream")]
 pub mod stream;
 pub mod subscription;
-pub mod supervisor;
 mod sync;
-
-/// The README's example, compiled and run as a doc test (so it stays true).
-#[cfg(doctest)]
-#[doc = include_str!("../../../README.md")]
-mod readme {}
 pub mod topic;
 
+/// The README's example, compiled and run as a doc test (so it stays true).
+#[cfg(all(doctest, feature = "runtime", feature = "stream", feature = "config"))]
+#[doc = include_str!("../../../README.md")]
+mod readme {}
+
 pub use bus::{Backpressure, Bus, BusBuilder, Receipt, WeakBus, DEFAULT_CAPACITY};
+#[cfg(feature = "config")]
 pub use config::{Config, ConfigError, ModuleSettings};
-pub use context::{Context, ModuleSubscription, ModuleSubscriptionBuilder};
 pub use envelope::{Envelope, Event, EventId, Headers, Message};
 pub use error::{PublishError, RecvError, ReplyError, RequestError, SubscribeError, TopicError};
-pub use module::{BoxError, Module, ModuleState, ModuleStatus, SystemEvent, STATUS_TOPIC};
-pub use runtime::{ModuleSpec, Report, Runtime, RuntimeError, RuntimeHandle, StopReason};
+#[cfg(feature = "runtime")]
+pub use runtime::context::{Context, ModuleSubscription, ModuleSubscriptionBuilder};
+#[cfg(feature = "runtime")]
+pub use runtime::module::{BoxError, Module, ModuleState, ModuleStatus};
+#[cfg(feature = "runtime")]
+pub use runtime::supervisor::{Backoff, Restart, Supervision};
+#[cfg(feature = "runtime")]
+pub use runtime::{
+    ModuleSpec, Report, Runtime, RuntimeError, RuntimeHandle, StopReason, SystemEvent, STATUS_TOPIC,
+};
 pub use stats::{BusStats, SubscriberStats};
 pub use store::{EventStore, StartAt, StoreError};
+#[cfg(feature = "stream")]
 pub use stream::StreamOpsExt;
 pub use subscription::{Filter, Policy, Subscription, SubscriptionBuilder};
-pub use supervisor::{Backoff, Restart, Supervision};
 pub use topic::{Pattern, Topic};

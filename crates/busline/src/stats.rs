@@ -7,8 +7,15 @@
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use crate::bus::Retired;
-use crate::subscription::{Member, Policy, State, SubShared};
+use crate::queue::{Member, Policy, State, SubShared};
+
+/// Counters of subscribers that are gone, kept so bus totals never go backwards.
+#[derive(Default, Clone, Copy)]
+pub(crate) struct Retired {
+    pub(crate) delivered: u64,
+    pub(crate) dropped: u64,
+    pub(crate) discarded: u64,
+}
 
 /// One subscriber's counters.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -175,6 +182,7 @@ impl BusStats {
         }
     }
 
+    #[cfg(feature = "metrics")]
     /// Hands these counters to the [`metrics`] facade: bus totals as
     /// `busline_published_total` etc., and per subscriber (labels
     /// `subscriber`, `pattern` and `policy`: two queue groups of one name on

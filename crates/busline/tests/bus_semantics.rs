@@ -478,6 +478,7 @@ async fn backpressure_signal_has_hysteresis() {
     assert_eq!(sub.stats().peak, 10);
 }
 
+#[cfg(feature = "metrics")]
 #[tokio::test]
 async fn stats_export_through_the_metrics_facade() {
     let bus = Bus::<u32>::new();

@@ -160,7 +160,7 @@ impl RetryLayer {
 
     /// The delay before attempt `attempt + 1`, before jitter.
     pub fn base_delay(&self, attempt: u32) -> Duration {
-        crate::supervisor::grown(
+        crate::delay::grown(
             self.initial,
             self.multiplier,
             attempt.saturating_sub(1),
@@ -169,7 +169,7 @@ impl RetryLayer {
     }
 
     fn delay(&self, attempt: u32) -> Duration {
-        crate::supervisor::jittered(self.base_delay(attempt), self.jitter)
+        crate::delay::jittered(self.base_delay(attempt), self.jitter)
     }
 }
 

@@ -8,6 +8,15 @@
 //! flow through as items), or first turn lag into a counter with
 //! [`count_lag`](StreamOpsExt::count_lag) and work on plain envelopes.
 //!
+//! ## What to import
+//!
+//! - `use busline::StreamOpsExt;` (also `busline::stream::StreamOpsExt`)
+//!   for the operators: it is the only trait they need.
+//! - To *read* the result (`.next().await`, `.collect()`), you need
+//!   [`futures::StreamExt`] (or `tokio_stream::StreamExt`): add
+//!   `futures = "0.3"` to your `Cargo.toml`. busline's own
+//!   [`Subscription::recv`](crate::Subscription::recv) needs neither.
+//!
 //! | operator | emits | module |
 //! | --- | --- | --- |
 //! | [`tumbling`](StreamOpsExt::tumbling), [`sliding`](StreamOpsExt::sliding) | [`Window`] per processing-time span | [`window`] |

@@ -1,4 +1,6 @@
-//! Cases a review found (each failed before its fix).
+//! An append counts even when its future or its runtime is dropped, and the
+//! store reopens after it; an undecodable event stops every catch-up; ids
+//! leave out aggregates without events; append works outside tokio.
 
 use std::io;
 use std::path::Path;

@@ -1,4 +1,4 @@
-//! A review of the lossy ring's lock-free read path: a lossy reader claims
+//! The lossy ring's lock-free read path accounts for every event: a lossy reader claims
 //! the slot at its cursor with a compare-and-swap (`BUSY`), and a publisher
 //! about to write over the oldest slot moves every member still at it past
 //! it (`Ring::move_past`), waiting out a claim in progress, and skips that
@@ -36,7 +36,7 @@ use futures::executor::block_on;
 
 // ----- helpers -------------------------------------------------------------
 
-#[path = "support/ledger.rs"]
+#[path = "helpers/ledger.rs"]
 mod ledger;
 use ledger::{Ledger, Rng, P};
 

@@ -1,6 +1,6 @@
 //! Payloads that count their own drops, and a small deterministic
-//! generator: shared by the ring reviews (`ring_review.rs`,
-//! `lossy_claim_review.rs`), included with `#[path]`.
+//! generator (the tests' one RNG): shared by `ring_delivery.rs` and
+//! `lossy_ring_claims.rs`, included with `#[path]`.
 #![allow(dead_code)]
 
 use std::fmt;

@@ -28,7 +28,7 @@
 //! Slots are allocated in chunks as the ring first fills them, so a large
 //! capacity costs memory only once it is used.
 
-#![allow(unsafe_code)] // The lock-free read path: see `Slot` and the README's benchmark.
+#![allow(unsafe_code)] // The lock-free read path: see `Slot`.
 
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, OnceLock};

@@ -1,4 +1,6 @@
-//! Cases a review found (each failed before its fix).
+//! A smaller record limit on reopening is an error that cuts nothing, and a
+//! read-only view applies no retention and opens while the writer is in
+//! the middle of a record.
 
 use std::io;
 use std::path::Path;

@@ -1,5 +1,6 @@
-//! Cases a review of the configuration, the module context, module names and
-//! the conformance suite found (each failed before its fix).
+//! Configuration errors name the key, module names are checked, the module
+//! context behaves like the bus, and the conformance suite reports what it
+//! checks.
 
 use std::time::Duration;
 

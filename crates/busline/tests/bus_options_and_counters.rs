@@ -1,4 +1,6 @@
-//! Cases a review found (each failed before its fix).
+//! Subscription options and counters: a replay reads the store its topics
+//! are persisted to, a queue group's options are its first member's,
+//! counters add up, a weak bus does not outlive closing.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -164,6 +166,7 @@ async fn latest_counters_add_up() {
 
 /// Two queue groups of one name on different patterns export two series
 /// (one used to overwrite the other).
+#[cfg(feature = "metrics")]
 #[test]
 fn per_subscriber_metrics_are_told_apart_by_pattern() {
     use metrics_util::debugging::{DebugValue, DebuggingRecorder};

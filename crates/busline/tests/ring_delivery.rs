@@ -1,6 +1,7 @@
-//! A review of the lock-free ring (lossless and lossy subscribers): tests
-//! that try to make it lose, duplicate or reorder events, keep envelopes
-//! alive (or drop them twice), hang, miscount or mis-signal backpressure.
+//! The lock-free ring (lossless and lossy subscribers) loses, duplicates
+//! and reorders no event, keeps no envelope alive (and drops none twice),
+//! does not hang, and counts and signals backpressure exactly: tests that
+//! try to make it do otherwise.
 //!
 //! Timeouts here are deadlock detectors only, never speed assertions.
 
@@ -13,7 +14,7 @@ use busline::{Bus, PublishError, RecvError, Subscription};
 
 // ----- helpers -------------------------------------------------------------
 
-#[path = "support/ledger.rs"]
+#[path = "helpers/ledger.rs"]
 mod ledger;
 use ledger::{Ledger, Rng, P};
 

@@ -84,7 +84,8 @@ use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 
 use crate::envelope::{Envelope, Event, EventId, Message};
 use crate::error::{PublishError, RecvError, ReplyError, RequestError, SubscribeError};
-use crate::module::{Name, SystemEvent};
+use crate::runtime::module::Name;
+use crate::runtime::SystemEvent;
 use crate::stats::SubscriberStats;
 use crate::subscription::{Policy, Subscription, SubscriptionBuilder};
 use crate::topic::Pattern;

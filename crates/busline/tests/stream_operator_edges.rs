@@ -1,9 +1,8 @@
-//! Cases a review of the stream operators found (each failed before its
-//! fix): nothing is lost silently at the edges (a failed replay, a huge
+//! The stream operators at their edges: nothing is lost silently (a failed replay, a huge
 //! value, a far-future timestamp, `Duration::MAX`), the priority shares hold,
 //! and no operator takes unbounded input in one poll.
 
-mod common;
+mod helpers;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -11,8 +10,8 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use busline::stream::{Aggregate, Lanes, Priority, StreamOpsExt, Windowed};
 use busline::{Bus, StartAt};
-use common::FlakyReplay;
 use futures::{Stream, StreamExt};
+use helpers::FlakyReplay;
 
 /// A failed replay does not end `count_lag`: the subscription goes on live,
 /// and the error is counted.

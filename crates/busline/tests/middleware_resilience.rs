@@ -1,9 +1,8 @@
-//! Cases a review of the resilience middleware and the supervisor's backoff
-//! found (each failed before its fix): nothing is lost silently, the order
-//! of breaker transitions holds, delays keep growing to their cap and never
-//! panic.
+//! The resilience middleware and the supervisor's backoff: nothing is lost
+//! silently, the order of breaker transitions holds, delays keep growing to
+//! their cap and never panic.
 
-mod common;
+mod helpers;
 
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -15,8 +14,8 @@ use busline::middleware::{
 };
 use busline::store::MemoryStore;
 use busline::{Backoff, Bus, Envelope, EventId, RecvError, StartAt, StoreError, Topic};
-use common::FlakyReplay;
 use futures::StreamExt;
+use helpers::FlakyReplay;
 use tower::{Layer, Service, ServiceExt};
 
 fn env(n: u32) -> Arc<Envelope<u32>> {

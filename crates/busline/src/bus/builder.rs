@@ -1,0 +1,48 @@
+//! [`BusBuilder`]: a bus with non-default settings.
+
+use std::sync::Arc;
+
+use ahash::AHashMap;
+
+use super::{Bus, BusInner, Registry};
+use crate::queue::Pressure;
+use crate::sync::{AtomicBool, AtomicU64, Mutex, RwLock};
+
+/// Builds a [`Bus`] with non-default settings.
+#[derive(Debug, Clone)]
+pub struct BusBuilder {
+    pub(super) capacity: usize,
+}
+
+impl BusBuilder {
+    /// Queue capacity for subscriptions that don't set one (default 1024).
+    pub fn default_capacity(mut self, capacity: usize) -> Self {
+        self.capacity = capacity.max(1);
+        self
+    }
+
+    /// Makes the bus.
+    pub fn build<T: Send + Sync + 'static>(self) -> Bus<T> {
+        crate::clock::warm_up();
+        let node: u64 = rand::random();
+        Bus {
+            inner: Arc::new(BusInner {
+                registry: RwLock::new(Registry::new()),
+                epoch: AtomicU64::new(0),
+                cache: RwLock::new(AHashMap::new()),
+                seq: AtomicU64::new(0),
+                node,
+                next_id: AtomicU64::new(0),
+                closed: AtomicBool::new(false),
+                unrouted: AtomicU64::new(0),
+                cancelled: AtomicU64::new(0),
+                default_capacity: self.capacity,
+                pressure: Arc::new(Pressure::new()),
+                inbox_prefix: format!("_INBOX.{node:016x}"),
+                next_inbox: AtomicU64::new(0),
+                pending: Mutex::new(AHashMap::new()),
+                stores: RwLock::new(Vec::new()),
+            }),
+        }
+    }
+}

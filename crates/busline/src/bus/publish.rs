@@ -1,0 +1,297 @@
+//! Publishing: waiting for room (`publish`), not waiting (`try_publish`),
+//! and skipping full subscribers (the runtime's `offer`). Each wraps the
+//! event in its envelope once and hands it to the delivery protocol
+//! (`queue::commit`).
+
+use std::future::poll_fn;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::task::Poll;
+use std::time::Instant;
+
+use super::route::{Prepared, Route};
+use super::{Bus, BusInner};
+use crate::envelope::{Envelope, Event, EventId, Message};
+use crate::error::PublishError;
+use crate::queue::{add_blocked, commit, member_name, Full};
+use crate::store::StoreError;
+use crate::topic::Topic;
+
+/// What a publish did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Receipt {
+    /// The event's sequence number.
+    pub seq: u64,
+    /// The event's id.
+    pub id: EventId,
+    /// How many subscribers (a queue group counts once) it was delivered to.
+    pub subscribers: usize,
+}
+
+impl<T: Send + Sync + 'static> Bus<T> {
+    // ----- publishing --------------------------------------------------------
+
+    /// Publishes `event` on its own topic ([`Event::topic`]).
+    ///
+    /// Waits while a lossless subscriber matching the topic is full
+    /// (backpressure). Cancel safe: if the future is dropped before it
+    /// completes, no subscriber has received the event.
+    pub async fn publish(&self, event: T) -> Result<Receipt, PublishError<T>>
+    where
+        T: Event,
+    {
+        let route = self.route_checked(&event.topic());
+        let prepared = self.wrap(route, Message::new(event))?;
+        self.dispatch(prepared).await
+    }
+
+    /// Publishes `event` on `topic`. See [`publish`](Self::publish).
+    pub async fn publish_to(&self, topic: &str, event: T) -> Result<Receipt, PublishError<T>> {
+        let prepared = self.wrap(self.route_checked(topic), Message::new(event))?;
+        self.dispatch(prepared).await
+    }
+
+    /// Publishes a [`Message`] (an event with metadata). The message must name
+    /// its topic ([`Message::topic`], or [`Message::for_event`] for an [`Event`]);
+    /// one without is refused as an invalid (empty) topic.
+    pub async fn send(&self, mut msg: Message<T>) -> Result<Receipt, PublishError<T>> {
+        let topic = msg.topic.take().unwrap_or_default();
+        let prepared = self.wrap(self.route_checked(&topic), msg)?;
+        self.dispatch(prepared).await
+    }
+
+    /// Delivers a wrapped event, through the store first if its topic is persisted.
+    pub(super) async fn dispatch(
+        &self,
+        (route, env): Prepared<T>,
+    ) -> Result<Receipt, PublishError<T>> {
+        if route.store.is_none() {
+            return self.deliver(route, env).await;
+        }
+        self.persist_and_deliver(route, env).await
+    }
+
+    /// Publishes without waiting: if a lossless subscriber has no room, no
+    /// subscriber gets the event and it comes back in [`PublishError::Full`],
+    /// naming that subscriber.
+    pub fn try_publish(&self, event: T) -> Result<Receipt, PublishError<T>>
+    where
+        T: Event,
+    {
+        let route = self.route_checked(&event.topic());
+        let prepared = self.wrap(route, Message::new(event))?;
+        self.try_deliver(prepared)
+    }
+
+    /// Delivers `event` to every matching subscriber that has room now and
+    /// skips the full ones (lossless subscribers and queue groups), without
+    /// waiting: unlike [`try_publish`](Self::try_publish), one full
+    /// subscriber does not keep the event from the others. Returns how many
+    /// were skipped. For the runtime's system events (a persisted topic is
+    /// delivered, not stored).
+    #[cfg(feature = "runtime")]
+    pub(crate) fn offer(&self, event: T) -> usize
+    where
+        T: Event,
+    {
+        let route = self.route_checked(&event.topic());
+        let Ok((route, env)) = self.wrap(route, Message::new(event)) else {
+            return 0;
+        };
+        let targets = route.targets(&env);
+        route.count_filtered(&targets);
+        let (mut delivered, mut skipped) = (0, 0);
+        for i in 0..targets.len() {
+            match targets.get(i).offer(&env) {
+                None => {}
+                Some(false) => skipped += 1,
+                Some(true) => delivered += 1,
+            }
+        }
+        if delivered == 0 && skipped == 0 {
+            self.inner.unrouted.fetch_add(1, Ordering::Relaxed);
+        }
+        skipped
+    }
+
+    /// [`try_publish`](Self::try_publish) on a given topic.
+    pub fn try_publish_to(&self, topic: &str, event: T) -> Result<Receipt, PublishError<T>> {
+        let prepared = self.wrap(self.route_checked(topic), Message::new(event))?;
+        self.try_deliver(prepared)
+    }
+
+    /// [`try_publish`](Self::try_publish) for a [`Message`].
+    pub fn try_send(&self, mut msg: Message<T>) -> Result<Receipt, PublishError<T>> {
+        let topic = msg.topic.take().unwrap_or_default();
+        let prepared = self.wrap(self.route_checked(&topic), msg)?;
+        self.try_deliver(prepared)
+    }
+
+    fn try_deliver(&self, (route, env): Prepared<T>) -> Result<Receipt, PublishError<T>> {
+        if route.store.is_some() {
+            return Err(PublishError::Store {
+                error: StoreError::new(
+                    format!("try_publish on persisted topic `{}`", route.topic),
+                    "it cannot wait for the store to acknowledge; use publish",
+                ),
+                event: unwrap_env(env),
+            });
+        }
+        let targets = route.targets(&env);
+        let (seq, id) = (env.seq, env.id);
+        let mut env = Some(env);
+        match commit(&targets, &mut env, None) {
+            // Every target closed under it because the bus closed: the event comes back.
+            Ok(0) if env.is_some() && self.inner.closed.load(Ordering::Acquire) => {
+                drop(targets);
+                let env = env.expect("an undelivered event is handed back");
+                Err(PublishError::Closed {
+                    event: unwrap_env(env),
+                })
+            }
+            Ok(n) => {
+                route.count_filtered(&targets);
+                if n == 0 {
+                    self.inner.unrouted.fetch_add(1, Ordering::Relaxed);
+                }
+                Ok(Receipt {
+                    seq,
+                    id,
+                    subscribers: n,
+                })
+            }
+            Err(full) => {
+                let subscriber = (0..targets.len())
+                    .map(|i| targets.get(i))
+                    .find(|s| s.id == full.sub)
+                    .map(|s| member_name(s, full.member));
+                drop(targets);
+                self.inner.cancelled.fetch_add(1, Ordering::Relaxed);
+                let env = env.expect("an undelivered event is handed back");
+                let topic = env.topic.to_string();
+                let event = unwrap_env(env);
+                Err(PublishError::Full {
+                    subscriber: subscriber.unwrap_or_else(|| "?".into()),
+                    topic,
+                    event,
+                })
+            }
+        }
+    }
+
+    /// Stamps `msg` with a sequence number, id and time: the one place
+    /// envelopes are made (straight into their `Arc`, not moved there).
+    pub(super) fn envelope(&self, topic: Topic, msg: Message<T>) -> Arc<Envelope<T>> {
+        let inner = &*self.inner;
+        let seq = inner.seq.fetch_add(1, Ordering::Relaxed);
+        let id = msg.id.unwrap_or(EventId::from_parts(inner.node, seq));
+        Arc::new(Envelope::from_parts(
+            seq,
+            id,
+            topic,
+            msg.timestamp.unwrap_or_else(crate::clock::now),
+            msg.source,
+            msg.correlation_id.unwrap_or(id),
+            msg.causation_id,
+            msg.reply_to,
+            msg.headers,
+            msg.payload,
+        ))
+    }
+
+    pub(super) async fn deliver(
+        &self,
+        route: Arc<Route<T>>,
+        env: Arc<Envelope<T>>,
+    ) -> Result<Receipt, PublishError<T>> {
+        // Take part in tokio's cooperative scheduling: a publisher loop that
+        // never has to wait still yields every so often, so subscribers on the
+        // same worker get to run instead of lagging for no reason.
+        tokio::task::consume_budget().await;
+        let targets = route.targets(&env);
+        let (seq, id) = (env.seq, env.id);
+        let mut env = Some(env);
+        let mut waiting: Option<(Full, Instant)> = None;
+        let mut done = false;
+        let guard = CancelGuard {
+            inner: &self.inner,
+            done: &mut done,
+        };
+        let result = poll_fn(|cx| {
+            if self.inner.closed.load(Ordering::Acquire) {
+                return Poll::Ready(Err(()));
+            }
+            match commit(&targets, &mut env, Some(cx.waker())) {
+                Ok(n) => Poll::Ready(Ok(n)),
+                Err(full) => {
+                    // Waiting on `full`; account the time to it.
+                    match waiting {
+                        Some((id, since)) if id != full => {
+                            add_blocked(&targets, id, since.elapsed());
+                            waiting = Some((full, Instant::now()));
+                        }
+                        Some(_) => {}
+                        None => waiting = Some((full, Instant::now())),
+                    }
+                    Poll::Pending
+                }
+            }
+        })
+        .await;
+        *guard.done = true;
+        drop(guard);
+        if let Some((id, since)) = waiting {
+            add_blocked(&targets, id, since.elapsed());
+        }
+        if result.is_ok() {
+            route.count_filtered(&targets);
+        }
+        drop(targets);
+        // Every target closed under it: if that was the bus closing (it
+        // checked before this publish locked them), the event comes back.
+        let closed = self.inner.closed.load(Ordering::Acquire);
+        match (result, env) {
+            (Ok(0), Some(env)) if closed => {
+                // (Like the refusal above when it sees the bus closed.)
+                Err(PublishError::Closed {
+                    event: unwrap_env(env),
+                })
+            }
+            (Ok(n), _) => {
+                if n == 0 {
+                    self.inner.unrouted.fetch_add(1, Ordering::Relaxed);
+                }
+                Ok(Receipt {
+                    seq,
+                    id,
+                    subscribers: n,
+                })
+            }
+            (Err(()), Some(env)) => Err(PublishError::Closed {
+                event: unwrap_env(env),
+            }),
+            (Err(()), None) => unreachable!("an event is delivered or handed back"),
+        }
+    }
+}
+
+/// Counts a publish whose future was dropped while it waited for room.
+struct CancelGuard<'a, T> {
+    inner: &'a BusInner<T>,
+    done: &'a mut bool,
+}
+
+impl<T> Drop for CancelGuard<'_, T> {
+    fn drop(&mut self) {
+        if !*self.done {
+            self.inner.cancelled.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+pub(super) fn unwrap_env<T>(env: Arc<Envelope<T>>) -> T {
+    match Arc::try_unwrap(env) {
+        Ok(e) => e.payload,
+        Err(_) => unreachable!("an undelivered envelope has a single owner"),
+    }
+}

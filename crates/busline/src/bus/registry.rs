@@ -1,0 +1,217 @@
+//! Who subscribes to what: the pattern index, the subscribers by id, and
+//! which of them share a queue (queue groups, and rings with the same
+//! settings).
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use ahash::AHashMap;
+
+use super::{Bus, BusInner};
+use crate::error::SubscribeError;
+use crate::queue::{Policy, Ring, State, SubShared};
+use crate::router::Trie;
+use crate::stats::{Retired, SubscriberStats};
+use crate::subscription::{Subscription, SubscriptionBuilder};
+use crate::sync::{AtomicU64, Mutex};
+use crate::topic::Pattern;
+
+pub(crate) struct Registry<T> {
+    pub(super) trie: Trie,
+    pub(crate) subs: AHashMap<u64, Arc<SubShared<T>>>,
+    /// Queue groups and rings that new subscribers can join.
+    shared: AHashMap<ShareKey, u64>,
+    /// Counters of subscribers that are gone, so bus totals never go backwards.
+    retired: Retired,
+}
+
+impl<T> Registry<T> {
+    pub(super) fn new() -> Self {
+        Registry {
+            trie: Trie::default(),
+            subs: AHashMap::new(),
+            shared: AHashMap::new(),
+            retired: Retired::default(),
+        }
+    }
+
+    /// Keeps a gone subscriber's counters in the bus's totals.
+    pub(crate) fn retire(&mut self, counters: Retired) {
+        self.retired.delivered += counters.delivered;
+        self.retired.dropped += counters.dropped;
+        self.retired.discarded += counters.discarded;
+    }
+
+    /// The counters of subscribers that are gone.
+    pub(super) fn retired(&self) -> Retired {
+        self.retired
+    }
+}
+
+/// What makes a new subscriber join an existing queue rather than get its own.
+#[derive(PartialEq, Eq, Hash)]
+enum ShareKey {
+    /// A queue group: (pattern, group).
+    Group(Box<str>, Box<str>),
+    /// A ring: unfiltered lossless or lossy subscribers with the same settings.
+    Ring {
+        pattern: Box<str>,
+        lossy: bool,
+        capacity: usize,
+        high: usize,
+        low: usize,
+    },
+}
+
+impl ShareKey {
+    fn of(
+        pattern: &Pattern,
+        policy: &Policy,
+        filtered: bool,
+        capacity: usize,
+        high: usize,
+        low: usize,
+    ) -> Option<Self> {
+        match policy {
+            Policy::Queue(group) => Some(ShareKey::Group(
+                pattern.as_str().into(),
+                group.as_str().into(),
+            )),
+            Policy::Lossless | Policy::Lossy if !filtered => Some(ShareKey::Ring {
+                pattern: pattern.as_str().into(),
+                lossy: *policy == Policy::Lossy,
+                capacity,
+                high,
+                low,
+            }),
+            _ => None,
+        }
+    }
+}
+
+impl<T: Send + Sync + 'static> Bus<T> {
+    pub(super) fn register(
+        &self,
+        b: SubscriptionBuilder<'_, T>,
+        pattern: Pattern,
+    ) -> Result<Subscription<T>, SubscribeError> {
+        let inner = &self.inner;
+        let capacity = b.capacity.unwrap_or(inner.default_capacity);
+        let bad = |reason: String| {
+            Err(SubscribeError::Options {
+                pattern: b.pattern.clone(),
+                reason,
+            })
+        };
+        if capacity == 0 {
+            return bad("capacity must be at least 1".into());
+        }
+        let (high, low) = b
+            .watermarks
+            .unwrap_or(((capacity * 3 / 4).max(1), capacity / 4));
+        if low >= high || high > capacity {
+            return bad(format!(
+                "watermarks need low < high <= capacity; got low {low}, high {high}, capacity {capacity}"
+            ));
+        }
+        let id = inner.next_id.fetch_add(1, Ordering::Relaxed);
+        let name: Arc<str> = match (&b.name, &b.policy) {
+            (Some(n), _) => n.as_str().into(),
+            (None, Policy::Queue(g)) => g.as_str().into(),
+            (None, _) => format!("sub-{id}").into(),
+        };
+        let handle = |shared: Arc<SubShared<T>>, name: Arc<str>, reader| {
+            Subscription::new(shared, Arc::downgrade(inner), reader, id, name)
+        };
+        let mut reg = inner.registry.write();
+        if inner.closed.load(Ordering::Acquire) {
+            return Err(SubscribeError::Closed);
+        }
+        // Joining an existing queue group, or a ring with the same settings.
+        let key = ShareKey::of(&pattern, &b.policy, b.filter.is_some(), capacity, high, low);
+        if let Some(key) = &key {
+            if let Some(shared) = reg
+                .shared
+                .get(key)
+                .and_then(|tid| reg.subs.get(tid))
+                .cloned()
+            {
+                let given = b.capacity.is_some() || b.watermarks.is_some();
+                let settings = given.then_some((capacity, high, low));
+                match shared.join_shared(id, name.clone(), b.filter.is_some(), settings) {
+                    Some(Ok(reader)) => {
+                        drop(reg);
+                        return Ok(handle(shared, name, reader));
+                    }
+                    Some(Err(reason)) => return bad(reason),
+                    None => {}
+                }
+            }
+        }
+        let shared = Arc::new(SubShared {
+            id,
+            // A queue group is named after the group (in stats, metrics and
+            // `Full` errors), not after whichever member came first.
+            name: match &b.policy {
+                Policy::Queue(g) => g.as_str().into(),
+                _ => name.clone(),
+            },
+            pattern: pattern.clone(),
+            policy: b.policy.clone(),
+            capacity,
+            high,
+            low,
+            filter: b.filter,
+            pressure: inner.pressure.clone(),
+            state: Mutex::new(State::new()),
+            ring: matches!(b.policy, Policy::Lossless | Policy::Lossy)
+                .then(|| Ring::new(capacity, b.policy == Policy::Lossless)),
+            filtered: AtomicU64::new(0),
+            blocked_ns: AtomicU64::new(0),
+        });
+        let reader = shared
+            .ring
+            .is_some()
+            .then(|| shared.state.lock().join(&shared, id, name.clone()));
+        if let Some(key) = key {
+            reg.shared.insert(key, id);
+        }
+        reg.trie.insert(&pattern, id);
+        reg.subs.insert(id, shared.clone());
+        inner.epoch.fetch_add(1, Ordering::Release);
+        inner.cache.write().clear();
+        drop(reg);
+        Ok(handle(shared, name, reader))
+    }
+}
+
+impl<T> BusInner<T> {
+    /// Removes a subscriber (or an emptied queue group) from the index.
+    pub(crate) fn unregister(&self, reg: &mut Registry<T>, sub: &Arc<SubShared<T>>) {
+        if reg.subs.remove(&sub.id).is_none() {
+            return;
+        }
+        reg.trie.remove(&sub.pattern, sub.id);
+        let key = ShareKey::of(
+            &sub.pattern,
+            &sub.policy,
+            sub.filter.is_some(),
+            sub.capacity,
+            sub.high,
+            sub.low,
+        );
+        if let Some(key) = key {
+            if reg.shared.get(&key) == Some(&sub.id) {
+                reg.shared.remove(&key);
+            }
+        }
+        for s in SubscriberStats::of(sub) {
+            reg.retire(Retired {
+                delivered: s.delivered,
+                dropped: s.dropped,
+                discarded: s.discarded,
+            });
+        }
+        self.routes_changed();
+    }
+}

@@ -1,0 +1,146 @@
+//! Request/reply: a request carries a reply-to inbox of the bus's own; a
+//! reply to it goes straight to the waiting requester.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::oneshot;
+
+use super::{Bus, BusInner};
+use crate::envelope::{Envelope, Message};
+use crate::error::{PublishError, ReplyError, RequestError};
+use crate::topic::Topic;
+
+impl<T: Send + Sync + 'static> Bus<T> {
+    /// Sends `event` on `topic` as a request and waits up to `timeout` for one
+    /// reply. Fails at once with [`RequestError::NoResponders`] when nothing
+    /// subscribes to `topic`.
+    pub async fn request(
+        &self,
+        topic: &str,
+        event: T,
+        timeout: Duration,
+    ) -> Result<Arc<Envelope<T>>, RequestError> {
+        self.request_msg(Message::new(event).topic(topic), timeout)
+            .await
+    }
+
+    /// [`request`](Self::request) with a [`Message`] (for metadata).
+    pub async fn request_msg(
+        &self,
+        mut msg: Message<T>,
+        timeout: Duration,
+    ) -> Result<Arc<Envelope<T>>, RequestError> {
+        let topic = msg.topic.take().unwrap_or_default();
+        let inner = &*self.inner;
+        let n = inner.next_inbox.fetch_add(1, Ordering::Relaxed);
+        let reply_to = Topic::new(&format!("{}.{n}", inner.inbox_prefix)).expect("valid inbox");
+        let (tx, rx) = oneshot::channel();
+        inner.pending.lock().insert(n, tx);
+        let _cleanup = PendingGuard { inner, n };
+        let work = async {
+            let (route, env) = match self.wrap(self.route_checked(&topic), msg.reply_to(reply_to)) {
+                Ok(x) => x,
+                Err(PublishError::InvalidTopic { error, .. }) => {
+                    return Err(RequestError::Topic(error))
+                }
+                Err(_) => {
+                    return Err(RequestError::Closed {
+                        topic: topic.clone(),
+                    })
+                }
+            };
+            match self.dispatch((route, env)).await {
+                Ok(r) if r.subscribers == 0 => {
+                    return Err(RequestError::NoResponders {
+                        topic: topic.clone(),
+                    })
+                }
+                Ok(_) => {}
+                Err(PublishError::Store { error, .. }) => {
+                    return Err(RequestError::Store {
+                        topic: topic.clone(),
+                        reason: error.to_string(),
+                    })
+                }
+                Err(_) => {
+                    return Err(RequestError::Closed {
+                        topic: topic.clone(),
+                    })
+                }
+            }
+            rx.await.map_err(|_| RequestError::Closed {
+                topic: topic.clone(),
+            })
+        };
+        match tokio::time::timeout(timeout, work).await {
+            Ok(r) => r,
+            Err(_) => Err(RequestError::Timeout {
+                topic: topic.clone(),
+                timeout,
+            }),
+        }
+    }
+
+    /// Answers `request` with `event`: it goes to the requester waiting on
+    /// the request's reply-to topic, with the request's id as causation id
+    /// and its correlation id.
+    pub async fn reply(&self, request: &Envelope<T>, event: T) -> Result<(), ReplyError> {
+        self.reply_msg(request, Message::new(event)).await
+    }
+
+    /// [`reply`](Self::reply) with a [`Message`] (for metadata such as the source).
+    pub async fn reply_msg(
+        &self,
+        request: &Envelope<T>,
+        msg: Message<T>,
+    ) -> Result<(), ReplyError> {
+        let Some(reply_to) = request.reply_to.clone() else {
+            return Err(ReplyError::NotARequest {
+                id: request.id.to_string(),
+                topic: request.topic.to_string(),
+            });
+        };
+        let msg = msg.topic(reply_to.as_str()).caused_by(request);
+        let inner = &*self.inner;
+        let local = reply_to
+            .as_str()
+            .strip_prefix(inner.inbox_prefix.as_str())
+            .and_then(|s| s.strip_prefix('.'))
+            .and_then(|s| s.parse::<u64>().ok());
+        if let Some(n) = local {
+            let Some(tx) = inner.pending.lock().remove(&n) else {
+                return Err(ReplyError::RequesterGone {
+                    reply_to: reply_to.to_string(),
+                });
+            };
+            let mut msg = msg;
+            msg.topic = None;
+            // Straight to the waiting requester: no routing, and no one-off
+            // inbox topic in the route cache.
+            let env = self.envelope(reply_to.clone(), msg);
+            return tx.send(env).map_err(|_| ReplyError::RequesterGone {
+                reply_to: reply_to.to_string(),
+            });
+        }
+        // Not ours: a transport may carry it to a requester elsewhere.
+        match self.send(msg).await {
+            Ok(r) if r.subscribers > 0 => Ok(()),
+            _ => Err(ReplyError::RequesterGone {
+                reply_to: reply_to.to_string(),
+            }),
+        }
+    }
+}
+
+struct PendingGuard<'a, T> {
+    inner: &'a BusInner<T>,
+    n: u64,
+}
+
+impl<T> Drop for PendingGuard<'_, T> {
+    fn drop(&mut self) {
+        self.inner.pending.lock().remove(&self.n);
+    }
+}

@@ -1,0 +1,175 @@
+//! Routing: the subscribers a topic goes to, found in the pattern index and
+//! kept in a cache (and, per thread, the route last published on) until
+//! the subscribers or persist rules change.
+
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Weak};
+
+use super::{Bus, BusInner};
+use crate::envelope::{Envelope, Message};
+use crate::error::PublishError;
+use crate::queue::{SubShared, Targets};
+use crate::store::EventStore;
+use crate::topic::Topic;
+
+/// Routes kept in the topic cache before it is cleared.
+const ROUTE_CACHE_LIMIT: usize = 4096;
+
+pub(crate) struct Route<T> {
+    epoch: u64,
+    pub(super) topic: Topic,
+    /// Sorted by id: publishers lock them in this order.
+    subs: Box<[Arc<SubShared<T>>]>,
+    /// Whether any of them has a filter.
+    filtered: bool,
+    /// The durable store events on this topic go to first, if any.
+    pub(super) store: Option<Arc<dyn EventStore<T>>>,
+}
+
+impl<T> Route<T> {
+    /// The subscribers `env` goes to: the whole route, or those whose filter takes it.
+    pub(super) fn targets(&self, env: &Envelope<T>) -> Targets<'_, T> {
+        if self.filtered {
+            Targets::Filtered(self.subs.iter().filter(|s| s.accepts(env)).collect())
+        } else {
+            Targets::All(&self.subs)
+        }
+    }
+
+    /// Counts the event as `filtered` for the route's subscribers whose filter
+    /// refused it: once it is delivered (a publish that fails or is retried
+    /// counts nothing).
+    pub(super) fn count_filtered(&self, targets: &Targets<'_, T>) {
+        if let Targets::Filtered(taken) = targets {
+            let mut k = 0;
+            for s in self.subs.iter() {
+                if taken.get(k).is_some_and(|t| Arc::ptr_eq(t, s)) {
+                    k += 1;
+                } else {
+                    s.count_filtered();
+                }
+            }
+        }
+    }
+}
+
+/// The route this thread published on last (a publisher usually repeats
+/// its topic): found without the cache's lock and hash. Valid while the
+/// bus (by its random node id) and its routing epoch are the same. Weak:
+/// it keeps no subscriber or store alive once the bus's cache lets go.
+struct LastRoute {
+    bus: u64,
+    epoch: u64,
+    topic: Box<str>,
+    route: Weak<dyn std::any::Any + Send + Sync>,
+}
+
+thread_local! {
+    static LAST_ROUTE: std::cell::RefCell<Option<LastRoute>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Why an event could not be routed.
+pub(super) enum RouteError {
+    Closed,
+    Topic(crate::TopicError),
+}
+
+/// An event wrapped in its envelope, with the subscribers it goes to.
+pub(super) type Prepared<T> = (Arc<Route<T>>, Arc<Envelope<T>>);
+
+impl<T: Send + Sync + 'static> Bus<T> {
+    /// The route for `topic`, unless the bus is closed or the topic is malformed.
+    pub(super) fn route_checked(&self, topic: &str) -> Result<Arc<Route<T>>, RouteError> {
+        if self.inner.closed.load(Ordering::Acquire) {
+            return Err(RouteError::Closed);
+        }
+        self.route(topic).map_err(RouteError::Topic)
+    }
+
+    /// Wraps the message in its envelope, or hands it back with why it can't be routed.
+    pub(super) fn wrap(
+        &self,
+        route: Result<Arc<Route<T>>, RouteError>,
+        msg: Message<T>,
+    ) -> Result<Prepared<T>, PublishError<T>> {
+        let route = match route {
+            Ok(r) => r,
+            Err(RouteError::Closed) => return Err(PublishError::Closed { event: msg.payload }),
+            Err(RouteError::Topic(error)) => {
+                return Err(PublishError::InvalidTopic {
+                    error,
+                    event: msg.payload,
+                })
+            }
+        };
+        let env = self.envelope(route.topic.clone(), msg);
+        Ok((route, env))
+    }
+
+    /// The subscribers matching `topic`, from the cache when it is current.
+    pub(super) fn route(&self, topic: &str) -> Result<Arc<Route<T>>, crate::TopicError> {
+        let inner = &*self.inner;
+        let epoch = inner.epoch.load(Ordering::Acquire);
+        if let Some(r) = LAST_ROUTE.with(|c| {
+            let c = c.borrow();
+            let e = c.as_ref()?;
+            if e.bus == inner.node && e.epoch == epoch && &*e.topic == topic {
+                e.route.upgrade()?.downcast::<Route<T>>().ok()
+            } else {
+                None
+            }
+        }) {
+            return Ok(r);
+        }
+        if let Some(r) = inner.cache.read().get(topic) {
+            if r.epoch == epoch {
+                let r = r.clone();
+                LAST_ROUTE.with(|c| {
+                    *c.borrow_mut() = Some(LastRoute {
+                        bus: inner.node,
+                        epoch,
+                        topic: topic.into(),
+                        route: Arc::downgrade(&r) as Weak<dyn std::any::Any + Send + Sync>,
+                    })
+                });
+                return Ok(r);
+            }
+        }
+        let topic = Topic::new(topic)?;
+        let reg = inner.registry.read();
+        let epoch = inner.epoch.load(Ordering::Acquire);
+        let mut ids = Vec::new();
+        reg.trie.matches(topic.as_str(), &mut ids);
+        ids.sort_unstable();
+        ids.dedup();
+        let subs: Box<[_]> = ids.iter().map(|id| reg.subs[id].clone()).collect();
+        drop(reg);
+        let store = inner
+            .stores
+            .read()
+            .iter()
+            .find(|(p, _)| p.matches(&topic))
+            .map(|(_, s)| s.clone());
+        let route = Arc::new(Route {
+            epoch,
+            topic: topic.clone(),
+            filtered: subs.iter().any(|s| s.filter.is_some()),
+            store,
+            subs,
+        });
+        let mut cache = inner.cache.write();
+        if cache.len() >= ROUTE_CACHE_LIMIT {
+            cache.clear();
+        }
+        cache.insert(topic.as_str().into(), route.clone());
+        Ok(route)
+    }
+}
+
+impl<T> BusInner<T> {
+    /// The routes cached now (for tests).
+    #[cfg(test)]
+    pub(super) fn cached_routes(&self) -> usize {
+        self.cache.read().len()
+    }
+}

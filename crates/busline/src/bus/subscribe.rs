@@ -1,0 +1,128 @@
+//! Subscribing: a subscription's options checked, its queue found or made
+//! (see `registry`), and a replay from the store set up before it goes live.
+
+use std::sync::Arc;
+
+use super::Bus;
+use crate::error::SubscribeError;
+use crate::queue::Policy;
+use crate::store::{Durable, EventStore, Replay, StartAt, StoreError};
+use crate::subscription::{Subscription, SubscriptionBuilder};
+use crate::topic::Pattern;
+
+impl<T: Send + Sync + 'static> Bus<T> {
+    // ----- subscribing -------------------------------------------------------
+
+    /// Subscribes to `pattern` with the default policy (lossless, default capacity).
+    pub fn subscribe(&self, pattern: &str) -> Result<Subscription<T>, SubscribeError> {
+        self.subscriber(pattern).subscribe()
+    }
+
+    /// Starts building a subscription to `pattern` with chosen options.
+    pub fn subscriber(&self, pattern: &str) -> SubscriptionBuilder<'_, T> {
+        SubscriptionBuilder {
+            bus: self,
+            pattern: pattern.to_string(),
+            policy: Policy::Lossless,
+            capacity: None,
+            name: None,
+            filter: None,
+            watermarks: None,
+            start: StartAt::Now,
+            consumer: None,
+            store: None,
+        }
+    }
+
+    pub(crate) fn subscribe_with(
+        &self,
+        mut b: SubscriptionBuilder<'_, T>,
+    ) -> Result<Subscription<T>, SubscribeError> {
+        let pattern = Pattern::new(&b.pattern)?;
+        let start = std::mem::replace(&mut b.start, StartAt::Now);
+        let consumer = b.consumer.take();
+        let explicit = b.store.take();
+        let store = match (&start, &consumer, explicit) {
+            (StartAt::Now, None, _) => None,
+            (_, _, s) => match self.replay_store(&pattern, s) {
+                Ok(s) => Some(s),
+                Err(reason) => {
+                    return Err(SubscribeError::Options {
+                        pattern: b.pattern.clone(),
+                        reason,
+                    })
+                }
+            },
+        };
+        if start == StartAt::Committed && consumer.is_none() {
+            return Err(SubscribeError::Options {
+                pattern: b.pattern.clone(),
+                reason: "StartAt::Committed needs a consumer name (.consumer(name))".into(),
+            });
+        }
+        let mut sub = self.register(b, pattern)?;
+        let Some(store) = store else {
+            return Ok(sub);
+        };
+        let store_err = |e: StoreError| SubscribeError::Store(e);
+        // Live first, then the store's end: see the `store` module docs.
+        let end = store.end();
+        let from = match &start {
+            StartAt::Now => None,
+            StartAt::Beginning => Some(0),
+            StartAt::Offset(o) => Some(*o),
+            StartAt::Time(t) => Some(store.offset_for_time(*t).map_err(store_err)?),
+            StartAt::Committed => Some(
+                store
+                    .committed_offset(consumer.as_deref().unwrap_or_default())
+                    .map_err(store_err)?
+                    .unwrap_or(0),
+            ),
+        };
+        if let Some(from) = from {
+            let events = store.read(from.min(end), end).map_err(store_err)?;
+            sub.replay = Some(Replay { events, end });
+        }
+        sub.durable = Some(Durable { store, consumer });
+        Ok(sub)
+    }
+
+    /// The store a subscription on `pattern` replays from: the one its
+    /// topics are persisted to, which must be one store for all of them, so
+    /// that the replay and the live events' offsets are of the same log.
+    /// `explicit` (`.store(..)`) must be that store too, unless none of the
+    /// pattern's topics is persisted (a store read for its history only).
+    fn replay_store(
+        &self,
+        pattern: &Pattern,
+        explicit: Option<Arc<dyn EventStore<T>>>,
+    ) -> Result<Arc<dyn EventStore<T>>, String> {
+        let stores = self.inner.stores.read();
+        // Each topic goes to the first rule matching it: the first rule that
+        // overlaps the pattern must take all of its topics.
+        let first = stores.iter().find(|(p, _)| p.overlaps(pattern));
+        let same = |a: &Arc<dyn EventStore<T>>, b: &Arc<dyn EventStore<T>>| {
+            std::ptr::eq(Arc::as_ptr(a) as *const (), Arc::as_ptr(b) as *const ())
+        };
+        match (first, explicit) {
+            (Some((p, _)), _) if !p.covers(pattern) => Err(format!(
+                "its topics are not all persisted by one rule (`{p}` takes only some of them), so one log cannot replay them: subscribe to a narrower pattern"
+            )),
+            (Some((_, s)), None) => Ok(s.clone()),
+            (Some((p, s)), Some(x)) if same(s, &x) => {
+                let _ = p;
+                Ok(x)
+            }
+            (Some((p, _)), Some(_)) => Err(format!(
+                "its topics are persisted (by `{p}`) to another store than the one given with .store(..)"
+            )),
+            (None, Some(x)) => Ok(x),
+            (None, None) if stores.is_empty() => Err(
+                "starting in the past or as a named consumer needs a durable store, and the bus persists no topic".into(),
+            ),
+            (None, None) => Err(
+                "starting in the past or as a named consumer needs a durable store, and none of its topics is persisted (name one with .store(..))".into(),
+            ),
+        }
+    }
+}

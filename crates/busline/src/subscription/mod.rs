@@ -1,0 +1,193 @@
+//! Subscriptions: what a subscriber holds, and the delivery policy it chose.
+//!
+//! Every subscriber has its own queue (or, for a queue group, the group has
+//! one) and its own policy; one bus serves any mix of them. See the crate docs
+//! for the semantics of each policy.
+//!
+//! - [`Subscription`], the handle, and what dropping it does (this file);
+//! - `builder`: [`SubscriptionBuilder`], the options;
+//! - `receive`: receiving (`recv`, `try_recv`, `Stream`) from the queue the
+//!   subscriber reads (see the `queue` module);
+//! - `replay`: replay from a durable store, then live; committing a named
+//!   consumer's position.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Weak};
+
+use crate::bus::BusInner;
+use crate::envelope::Envelope;
+use crate::queue::{Reader, SubShared};
+use crate::topic::Pattern;
+
+mod builder;
+mod receive;
+mod replay;
+
+pub use crate::queue::{Filter, Policy};
+pub use builder::SubscriptionBuilder;
+
+/// A subscriber's handle: receive with [`recv`](Self::recv), or use it as a
+/// [`Stream`](futures::Stream). Dropping it unsubscribes; this never blocks
+/// or fails a publisher.
+pub struct Subscription<T> {
+    pub(crate) shared: Arc<SubShared<T>>,
+    pub(crate) bus: Weak<BusInner<T>>,
+    pub(crate) local: VecDeque<Arc<Envelope<T>>>,
+    /// Lossless and lossy: its place in the ring.
+    pub(crate) reader: Option<Reader>,
+    /// This subscriber's id (its member id in a ring or queue group).
+    pub(crate) member: u64,
+    pub(crate) name: Arc<str>,
+    /// How many polls in a row found nothing and yielded instead of parking.
+    pub(crate) yielded: u8,
+    /// Events still to replay from the store before going live.
+    pub(crate) replay: Option<crate::store::Replay<T>>,
+    pub(crate) durable: Option<crate::store::Durable<T>>,
+    /// Live events with a store offset below this were replayed already.
+    pub(crate) skip_below: Option<u64>,
+    /// Where dropping it adds the number of events it discards (a module's
+    /// count), computed under the same lock as the bus's own count.
+    pub(crate) discard_counter: Option<Arc<std::sync::atomic::AtomicU64>>,
+}
+
+impl<T> fmt::Debug for Subscription<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Subscription")
+            .field("name", &self.name)
+            .field("pattern", &self.shared.pattern)
+            .field("policy", &self.shared.policy)
+            .finish()
+    }
+}
+
+impl<T> Subscription<T> {
+    /// The handle of subscriber `member` on `shared` (a ring member reads with `reader`).
+    pub(crate) fn new(
+        shared: Arc<SubShared<T>>,
+        bus: Weak<BusInner<T>>,
+        reader: Option<Reader>,
+        member: u64,
+        name: Arc<str>,
+    ) -> Self {
+        Subscription {
+            shared,
+            bus,
+            local: VecDeque::new(),
+            reader,
+            member,
+            name,
+            yielded: 0,
+            replay: None,
+            durable: None,
+            skip_below: None,
+            discard_counter: None,
+        }
+    }
+}
+
+impl<T: Send + Sync + 'static> Subscription<T> {
+    /// The subscriber's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The pattern subscribed to.
+    pub fn pattern(&self) -> &Pattern {
+        &self.shared.pattern
+    }
+
+    /// The delivery policy.
+    pub fn policy(&self) -> &Policy {
+        &self.shared.policy
+    }
+
+    /// This subscriber's counters (one consistent snapshot).
+    pub fn stats(&self) -> crate::stats::SubscriberStats {
+        use crate::stats::SubscriberStats;
+        if let Policy::Lossless | Policy::Lossy = self.shared.policy {
+            let st = self.shared.state.lock();
+            if let Some(m) = st.readers.iter().find(|m| m.id == self.member) {
+                return SubscriberStats::of_member(&self.shared, &st, m);
+            }
+        }
+        let mut all = SubscriberStats::of(&self.shared);
+        let i = all.iter().position(|s| s.id == self.member).unwrap_or(0);
+        all.swap_remove(i)
+    }
+
+    /// Ends the subscription, as dropping it does, and returns how many
+    /// events it had been handed and never received. Those are discarded and
+    /// counted in the bus's `discarded`, as on drop. Use it to learn what
+    /// was lost: drain with [`try_recv`](Self::try_recv), then unsubscribe.
+    /// A queue group member returns 0: what the group holds stays with the
+    /// other members, and only the last one to leave discards it.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let bus: busline::Bus<u32> = busline::Bus::new();
+    /// let sub = bus.subscriber("a").subscribe().unwrap();
+    /// bus.publish_to("a", 1).await.unwrap();
+    /// bus.publish_to("a", 2).await.unwrap();
+    /// assert_eq!(sub.unsubscribe(), 2);
+    /// assert_eq!(bus.stats().discarded, 2);
+    /// # }
+    /// ```
+    pub fn unsubscribe(mut self) -> u64 {
+        use std::sync::atomic::AtomicU64;
+        let mine = Arc::new(AtomicU64::new(0));
+        let outer = self.discard_counter.replace(mine.clone());
+        drop(self);
+        let n = mine.load(Ordering::Relaxed);
+        if let Some(c) = outer {
+            c.fetch_add(n, Ordering::Relaxed);
+        }
+        n
+    }
+}
+
+impl<T> Subscription<T> {
+    /// Events waiting for this subscriber.
+    pub fn len(&self) -> usize {
+        let queued = match (&self.reader, &self.shared.policy) {
+            (Some(r), _) => {
+                let ring = self.shared.ring();
+                let tail = ring.tail();
+                tail.saturating_sub(r.cursor.max(ring.oldest(tail))) as usize
+            }
+            (None, Policy::Lossless | Policy::Lossy) => 0,
+            _ => self.shared.state.lock().depth(&self.shared),
+        };
+        queued + self.local.len()
+    }
+
+    /// Whether no event is waiting.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl<T> Drop for Subscription<T> {
+    fn drop(&mut self) {
+        let bus = self.bus.upgrade();
+        // Lock order everywhere: registry, then subscriber state.
+        let mut registry = bus.as_ref().map(|b| b.registry.write());
+        let left = self.shared.leave(self.member);
+        if let (Some(retired), Some(reg)) = (left.retired, registry.as_mut()) {
+            reg.retire(retired);
+        }
+        if let Some(c) = &self.discard_counter {
+            c.fetch_add(left.lost, Ordering::Relaxed);
+        }
+        if left.last {
+            if let (Some(bus), Some(reg)) = (bus.as_ref(), registry.as_mut()) {
+                bus.unregister(reg, &self.shared);
+            }
+        }
+        drop(registry);
+        for w in left.wake {
+            w.wake();
+        }
+    }
+}

@@ -1,0 +1,302 @@
+//! Receiving: a ring member reads at its own cursor without the lock; a
+//! queue group member and a `latest` subscriber take from the queue under it.
+
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+
+use smallvec::SmallVec;
+
+use super::{Policy, Subscription};
+use crate::envelope::Envelope;
+use crate::error::RecvError;
+use crate::queue::ring::{BUSY, PRESSURED, WAITING};
+use crate::queue::SubShared;
+use crate::sync::fence;
+
+/// Polls that find nothing and yield (with tokio's deferred `yield_now`)
+/// before the subscriber parks (see `poll_ring`). Parking and being woken
+/// costs far more than a poll, more so when the cores are busy: under load
+/// the publisher refills the ring while the subscriber yields, and the
+/// park/unpark round trip is skipped. With none, `busline bench fanout`
+/// shows twice the context switches; more than two buys nothing.
+///
+/// Every subscriber yields, including one alone on its ring (such as the
+/// NATS exporter): parking at once would speed up a lone subscriber that
+/// is often idle, and slow down one that is kept busy.
+const SPIN_POLLS: u8 = 2;
+
+/// Lets other tasks run before this one is polled again: tokio's
+/// `yield_now`, which defers the wake-up until the worker has run the other
+/// ready tasks (a plain self-wake could poll this task again at once).
+fn yield_now(cx: &mut Context<'_>) {
+    let mut y = std::pin::pin!(tokio::task::yield_now());
+    let _ = std::future::Future::poll(y.as_mut(), cx);
+}
+
+impl<T: Send + Sync + 'static> Subscription<T> {
+    /// Receives the next event.
+    ///
+    /// Returns [`RecvError::Lagged`] once after a lossy subscriber missed
+    /// events, then goes on; returns [`RecvError::Closed`] when the bus is
+    /// closed and everything already queued has been received.
+    ///
+    /// Cancel safe: if the future is dropped before it completes, no event is
+    /// lost, and in a queue group a wake-up it got for an event it did not
+    /// take goes to another waiting member.
+    pub async fn recv(&mut self) -> Result<Arc<Envelope<T>>, RecvError> {
+        let mut wait = WaitGuard {
+            sub: self,
+            armed: true,
+        };
+        let r = std::future::poll_fn(|cx| wait.sub.poll_recv(cx)).await;
+        wait.armed = false;
+        r
+    }
+
+    /// Receives an event if one is ready: `Ok(None)` when none is.
+    pub fn try_recv(&mut self) -> Result<Option<Arc<Envelope<T>>>, RecvError> {
+        match self.poll_inner(None) {
+            Poll::Ready(r) => r.map(Some),
+            Poll::Pending => Ok(None),
+        }
+    }
+
+    /// Polls for the next event (the building block of `recv` and `Stream`).
+    pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Result<Arc<Envelope<T>>, RecvError>> {
+        self.poll_inner(Some(cx))
+    }
+
+    pub(super) fn poll_live(
+        &mut self,
+        cx: Option<&mut Context<'_>>,
+    ) -> Poll<Result<Arc<Envelope<T>>, RecvError>> {
+        if let Some(e) = self.local.pop_front() {
+            return Poll::Ready(Ok(e));
+        }
+        if cx.is_none() {
+            self.yielded = 0;
+        }
+        match self.shared.policy {
+            Policy::Lossless | Policy::Lossy => self.poll_ring(cx),
+            Policy::Latest | Policy::Queue(_) => self.poll_queue(cx),
+        }
+    }
+
+    /// Reads the next event at this member's cursor, without the
+    /// subscriber's lock (see `queue::ring`); takes it only to park.
+    fn poll_ring(
+        &mut self,
+        mut cx: Option<&mut Context<'_>>,
+    ) -> Poll<Result<Arc<Envelope<T>>, RecvError>> {
+        let sub = &*self.shared;
+        let ring = sub.ring();
+        let Some(r) = self.reader.as_mut() else {
+            return Poll::Ready(Err(RecvError::Closed));
+        };
+        loop {
+            if r.cursor == r.known_tail {
+                let tail = ring.tail();
+                // (A lossy member moved past events may find its cursor
+                // beyond the end it can see yet.)
+                if tail <= r.cursor {
+                    if let Some(cx) = cx.as_deref_mut() {
+                        if self.yielded < SPIN_POLLS {
+                            // Found nothing: yield before parking. Under load
+                            // the publisher refills the ring meanwhile, and
+                            // the task (and its worker thread) skip a
+                            // park/unpark round trip, which costs far more
+                            // than one extra poll.
+                            self.yielded += 1;
+                            yield_now(cx);
+                            return Poll::Pending;
+                        }
+                    }
+                    let mut st = sub.state.lock();
+                    if ring.tail() > r.cursor {
+                        continue;
+                    }
+                    if st.closed {
+                        return Poll::Ready(Err(RecvError::Closed));
+                    }
+                    let Some(i) = st.readers.iter().position(|m| m.id == self.member) else {
+                        return Poll::Ready(Err(RecvError::Closed));
+                    };
+                    if let Some(cx) = cx {
+                        self.yielded = 0;
+                        let st = &mut *st;
+                        match &mut st.readers[i].waker {
+                            Some(w) => w.clone_from(cx.waker()),
+                            w @ None => {
+                                *w = Some(cx.waker().clone());
+                                st.parked += 1;
+                            }
+                        }
+                    }
+                    return Poll::Pending;
+                }
+                r.known_tail = tail;
+                let depth = tail - r.cursor.max(ring.oldest(tail));
+                if depth > r.peak {
+                    r.peak = depth;
+                    r.cell.peak.store(depth, Ordering::Relaxed);
+                }
+            }
+            let pos = r.cursor;
+            let lossless = sub.policy == Policy::Lossless;
+            if !lossless {
+                // Claim the slot, unless the publisher moved this member
+                // past it (and others after it) first. `Release` too: a
+                // publisher that reads the claim is after this member's
+                // read of the slot before.
+                if let Err(now) = r.cell.cursor.compare_exchange(
+                    pos,
+                    pos | BUSY,
+                    Ordering::AcqRel,
+                    Ordering::Relaxed,
+                ) {
+                    debug_assert!(now > pos && now & BUSY == 0);
+                    r.cursor = now;
+                    // Not an end it read: if it is past the end it knew, it
+                    // reads the end again before reading on.
+                    r.known_tail = r.known_tail.max(now);
+                    return Poll::Ready(Err(RecvError::Lagged(now - pos)));
+                }
+            }
+            let env = ring.read(pos);
+            r.cursor = pos + 1;
+            // Moved on (and a lossy member's claim let go).
+            r.cell.cursor.store(pos + 1, Ordering::Release);
+            self.yielded = 0;
+            if lossless {
+                // Then look: a publisher waiting for room (or backpressure
+                // to clear) either saw the cursor or flagged it (see
+                // `State::wait_for_room`).
+                fence(Ordering::SeqCst);
+                let flags = ring.flags.load(Ordering::Relaxed);
+                if flags != 0 {
+                    settle_after_read(sub, flags, pos);
+                }
+            }
+            return Poll::Ready(Ok(env));
+        }
+    }
+
+    /// Queue groups (one event per receive) and `latest`.
+    fn poll_queue(
+        &mut self,
+        cx: Option<&mut Context<'_>>,
+    ) -> Poll<Result<Arc<Envelope<T>>, RecvError>> {
+        let sub = &*self.shared;
+        let mut st = sub.state.lock();
+        let got = match sub.policy {
+            Policy::Latest => st.latest_order.pop_front().map(|t| {
+                st.latest
+                    .remove(&t)
+                    .expect("every pending topic has a latest value")
+            }),
+            _ => st.queue.pop_front(),
+        };
+        if st.pressured && st.depth(sub) <= sub.low {
+            st.pressured = false;
+            sub.pressure.lower();
+        }
+        if let Some(e) = got {
+            st.received += 1;
+            // Waiting publishers get the room as soon as there is some, so a
+            // later publisher (`try_publish`) cannot take it first.
+            let mut wake: SmallVec<[Waker; 3]> = if !st.tx_wakers.is_empty() && st.has_room(sub) {
+                st.tx_wakers.drain(..).collect()
+            } else {
+                SmallVec::new()
+            };
+            if sub.is_group() && !st.queue.is_empty() && !st.rx_wakers.is_empty() {
+                // More is waiting: pass the word on to another idle member.
+                wake.push(st.rx_wakers.remove(0).1);
+            }
+            drop(st);
+            wake.into_iter().for_each(Waker::wake);
+            return Poll::Ready(Ok(e));
+        }
+        if st.closed {
+            return Poll::Ready(Err(RecvError::Closed));
+        }
+        if let Some(cx) = cx {
+            let member = self.member;
+            match st.rx_wakers.iter_mut().find(|(m, _)| *m == member) {
+                Some((_, w)) => w.clone_from(cx.waker()),
+                None => st.rx_wakers.push((member, cx.waker().clone())),
+            }
+        }
+        Poll::Pending
+    }
+}
+
+/// A lossless member read `pos` while `flags` were set: if it may be the
+/// member a waiting publisher (or raised backpressure) depends on, it
+/// settles the ring under the lock. Only the slowest members can be: a
+/// publisher waits on members that have the whole capacity waiting, and
+/// backpressure clears when the slowest one is down to the low watermark.
+fn settle_after_read<T>(sub: &SubShared<T>, flags: u32, pos: u64) {
+    let ring = sub.ring();
+    let before = ring.tail() - pos;
+    let room = flags & WAITING != 0 && before >= ring.capacity();
+    let low = flags & PRESSURED != 0 && before - 1 <= sub.low as u64;
+    if room || low {
+        let wake = sub.state.lock().settle(sub);
+        wake.into_iter().for_each(Waker::wake);
+    }
+}
+
+/// Withdraws a queue group member's wait when its `recv` future is dropped
+/// before completing (see [`Subscription::recv`]).
+struct WaitGuard<'a, T> {
+    sub: &'a mut Subscription<T>,
+    armed: bool,
+}
+
+impl<T> Drop for WaitGuard<'_, T> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.sub.cancel_wait();
+        }
+    }
+}
+
+impl<T> Subscription<T> {
+    /// A `recv` gave up: a queue group member takes its waker back, and if
+    /// it was woken for an event (its waker is gone) that is still queued,
+    /// passes the wake-up to another waiting member. Without this, the
+    /// group's next event could wake only a member no longer listening.
+    fn cancel_wait(&mut self) {
+        if !self.shared.is_group() {
+            return;
+        }
+        let mut st = self.shared.state.lock();
+        let before = st.rx_wakers.len();
+        st.rx_wakers.retain(|(m, _)| *m != self.member);
+        let wake =
+            (st.rx_wakers.len() == before && !st.queue.is_empty() && !st.rx_wakers.is_empty())
+                .then(|| st.rx_wakers.remove(0).1);
+        drop(st);
+        if let Some(w) = wake {
+            w.wake();
+        }
+    }
+}
+
+impl<T: Send + Sync + 'static> futures::Stream for Subscription<T> {
+    /// `Err` is [`RecvError::Lagged`], or [`RecvError::Store`] when a replay
+    /// failed (the stream goes on live after it); the stream ends when the
+    /// bus closes.
+    type Item = Result<Arc<Envelope<T>>, RecvError>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        match self.get_mut().poll_recv(cx) {
+            Poll::Ready(Err(RecvError::Closed)) => Poll::Ready(None),
+            Poll::Ready(r) => Poll::Ready(Some(r)),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}

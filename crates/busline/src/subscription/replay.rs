@@ -1,0 +1,82 @@
+//! Replay then live: a subscription that starts in the past reads the
+//! durable store up to the end it saw when it subscribed, then goes on with
+//! live events, skipping those the replay gave already (see
+//! [`store`](crate::store)). A named consumer commits its position there.
+
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use super::Subscription;
+use crate::envelope::Envelope;
+use crate::error::RecvError;
+
+impl<T: Send + Sync + 'static> Subscription<T> {
+    pub(super) fn poll_inner(
+        &mut self,
+        mut cx: Option<&mut Context<'_>>,
+    ) -> Poll<Result<Arc<Envelope<T>>, RecvError>> {
+        if let Some(replay) = &mut self.replay {
+            for item in replay.events.by_ref() {
+                match item {
+                    Ok(env) => {
+                        let sub = &*self.shared;
+                        if sub.pattern.matches(&env.topic)
+                            && sub.filter.as_ref().is_none_or(|f| f(&env))
+                        {
+                            return Poll::Ready(Ok(Arc::new(env)));
+                        }
+                    }
+                    Err(e) => {
+                        self.skip_below = Some(replay.end);
+                        self.replay = None;
+                        return Poll::Ready(Err(RecvError::Store(e)));
+                    }
+                }
+            }
+            self.skip_below = Some(replay.end);
+            self.replay = None;
+        }
+        loop {
+            let r = self.poll_live(cx.as_deref_mut());
+            if let (Poll::Ready(Ok(e)), Some(end)) = (&r, self.skip_below) {
+                if e.offset.is_some_and(|o| o < end) {
+                    continue; // replayed already
+                }
+            }
+            return r;
+        }
+    }
+
+    /// Durably records that this named consumer has handled `env`: after a
+    /// restart, `from(StartAt::Committed)` resumes with the event after it.
+    ///
+    /// The future owns what it needs (it does not borrow the subscription), so
+    /// it is `Send` and can be awaited in a spawned task or a module.
+    pub fn commit(
+        &self,
+        env: &Envelope<T>,
+    ) -> impl std::future::Future<Output = Result<(), crate::store::StoreError>> + Send + 'static
+    {
+        use crate::store::StoreError;
+        let target = (|| {
+            let name = self.durable.as_ref().and_then(|d| d.consumer.as_ref());
+            let (Some(d), Some(name)) = (&self.durable, name) else {
+                return Err(StoreError::new(
+                    format!("commit on subscription `{}`", self.shared.name),
+                    "it was not made with .consumer(name)",
+                ));
+            };
+            let Some(offset) = env.offset else {
+                return Err(StoreError::new(
+                    format!("commit of event {} by consumer `{name}`", env.id),
+                    "the event has no store offset (its topic is not persisted)",
+                ));
+            };
+            Ok((d.store.clone(), name.clone(), offset))
+        })();
+        async move {
+            let (store, name, offset) = target?;
+            store.commit_offset(&name, offset + 1).await
+        }
+    }
+}
