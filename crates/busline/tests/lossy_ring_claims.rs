@@ -316,15 +316,21 @@ fn spinning_readers_race_the_overwrite_on_tiny_rings() {
                     spawn(&fails, who.clone(), move || {
                         let mut t = Track::at(0);
                         let mut rng = Rng::new(j as u64 + 1);
+                        let mut publisher_done = false;
                         while t.next.unwrap() < events {
                             if j == 0 {
                                 // Parks when nothing is there.
                                 assert!(t.apply(block_on(sub.recv()), &who), "{who}: closed");
                             } else if t.try_step(&mut sub, &who) == Some(false) {
-                                if published.load(SeqCst) && sub.try_recv().unwrap().is_none() {
-                                    // At the end, with positions unaccounted for.
+                                if publisher_done {
+                                    // Empty after the publisher finished: the
+                                    // end, with positions unaccounted for.
                                     break;
                                 }
+                                // One more step once the publisher is seen
+                                // done: what it wrote (or wrote over) since
+                                // the step above is taken and tracked first.
+                                publisher_done = published.load(SeqCst);
                                 std::thread::yield_now();
                             } else if j == 1 && rng.below(50) == 0 {
                                 // Falls behind now and then: moved many times over.
@@ -669,6 +675,7 @@ fn several_publishers_and_rings_exact_lag_against_a_recorder() {
                 let mut log = Vec::with_capacity(expect as usize);
                 let (mut accounted, mut received, mut lag) = (0u64, 0u64, 0u64);
                 let mut last = [None::<u64>; PUBLISHERS as usize];
+                let mut publisher_done = false;
                 while accounted < expect {
                     let r = if j == 0 {
                         block_on(sub.recv()).map(Some)
@@ -689,11 +696,15 @@ fn several_publishers_and_rings_exact_lag_against_a_recorder() {
                             accounted += 1;
                             received += 1;
                         }
-                        // At the end with events unaccounted for: fails below.
-                        Ok(None) if published.load(SeqCst) && sub.try_recv().unwrap().is_none() => {
-                            break
+                        // Empty after the publisher was seen done: the end,
+                        // with events unaccounted for (fails below).
+                        Ok(None) if publisher_done => break,
+                        // One more receive once the publisher is seen done:
+                        // what it wrote since the receive above comes first.
+                        Ok(None) => {
+                            publisher_done = published.load(SeqCst);
+                            std::thread::yield_now()
                         }
-                        Ok(None) => std::thread::yield_now(),
                         Err(RecvError::Lagged(k)) => {
                             assert!(k > 0);
                             log.push(Got::Lag(k));
