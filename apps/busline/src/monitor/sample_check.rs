@@ -103,7 +103,10 @@ fn labels(sample: &Sample) -> Result<(), SampleError> {
         ));
     }
     for (k, v) in &sample.labels {
-        if k.is_empty() || k.len() > MAX_LABEL_BYTES || v.len() > MAX_LABEL_BYTES {
+        if k.is_empty() {
+            return Err(SampleError::new("labels", "a label key must not be empty"));
+        }
+        if k.len() > MAX_LABEL_BYTES || v.len() > MAX_LABEL_BYTES {
             return Err(SampleError::new(
                 "labels",
                 format!("label {:.40?}: keys take 1 to {MAX_LABEL_BYTES} bytes, values at most {MAX_LABEL_BYTES}", k),

@@ -5,7 +5,7 @@ use crate::monitor::sample_check::check;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::{fields, json_kind, text, IngestError, MAX_LABELS, MAX_TEXT};
+use super::{fields, json_kind, text, IngestError};
 use crate::monitor::sample::{Labels, Sample, Value as SampleValue};
 
 #[derive(Deserialize)]
@@ -61,21 +61,6 @@ pub(super) fn parse_sample(v: Value) -> Result<Sample, IngestError> {
     };
     let s: SampleIn = fields(v)?;
     text("name", &s.name)?;
-    if s.labels.len() > MAX_LABELS {
-        return Err(IngestError::new(
-            Some("labels"),
-            format!("{} labels; at most {MAX_LABELS}", s.labels.len()),
-        ));
-    }
-    for (k, v) in &s.labels {
-        text("labels", k)?;
-        if v.len() > MAX_TEXT || v.chars().any(char::is_control) {
-            return Err(IngestError::new(
-                Some(&format!("labels.{k}")),
-                "longer than 4096 bytes or holds control characters",
-            ));
-        }
-    }
     let Some((kind, takes)) = KINDS.iter().find(|(k, _)| *k == s.kind) else {
         return Err(IngestError::new(
             Some("kind"),
