@@ -13,18 +13,6 @@ use common::*;
 const CAP: usize = 100;
 const LINES_PER_DATAGRAM: usize = 20;
 
-/// The address the monitor's StatsD listener is bound to.
-fn statsd_addr(m: &Monitor) -> String {
-    let line = m.stdout.wait_for("[statsd] listening on", |l| {
-        l.starts_with("[statsd] listening on ")
-    });
-    line["[statsd] listening on ".len()..]
-        .split(' ')
-        .next()
-        .unwrap()
-        .to_owned()
-}
-
 /// Sends `series` lines of `flood.hits`, each with a label value of its own
 /// starting at `first`; returns the lines sent.
 fn flood(addr: &str, first: usize, series: usize) -> u64 {

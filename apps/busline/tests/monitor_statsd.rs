@@ -11,30 +11,6 @@ use std::process::Command;
 use busline_nats::server::NatsServer;
 use common::*;
 
-/// The interop venv's Python (scripts/install-deps makes it; scripts/test
-/// sets the variable).
-fn interop_python() -> String {
-    match std::env::var("BUSLINE_INTEROP_PYTHON") {
-        Ok(p) if std::path::Path::new(&p).exists() => p,
-        other => panic!(
-            "BUSLINE_INTEROP_PYTHON must name the interop venv's python (scripts/install-deps \
-             makes it, scripts/test sets it); got {other:?}"
-        ),
-    }
-}
-
-/// The address a monitor started with `--statsd 127.0.0.1:0` listens on.
-fn statsd_addr(m: &Monitor) -> String {
-    let line = m.stdout.wait_for("[statsd] listening on", |l| {
-        l.starts_with("[statsd] listening on ")
-    });
-    line["[statsd] listening on ".len()..]
-        .split(' ')
-        .next()
-        .unwrap()
-        .to_owned()
-}
-
 fn send(addr: &str, datagram: &[u8]) {
     let s = UdpSocket::bind("127.0.0.1:0").unwrap();
     s.send_to(datagram, addr).unwrap();

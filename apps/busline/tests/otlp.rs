@@ -7,23 +7,10 @@ mod common;
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::Path;
 use std::process::{Command, Stdio};
 
-use common::{eventually, get, Monitor, PATIENCE};
+use common::{eventually, get, interop_python, logged, Monitor, PATIENCE};
 use serde_json::Value;
-
-/// The interop venv's Python; fails (never skips) without it.
-fn python() -> String {
-    let p = std::env::var("BUSLINE_INTEROP_PYTHON").unwrap_or_else(|_| {
-        panic!("BUSLINE_INTEROP_PYTHON is not set: run scripts/install-deps and export BUSLINE_INTEROP_PYTHON=$PWD/.venv-interop/bin/python (scripts/test does)")
-    });
-    assert!(
-        Path::new(&p).exists(),
-        "BUSLINE_INTEROP_PYTHON={p} does not exist: run scripts/install-deps"
-    );
-    p
-}
 
 fn script(name: &str) -> String {
     format!("{}/tests/interop/{name}", env!("CARGO_MANIFEST_DIR"))
@@ -56,22 +43,6 @@ fn post(addr: &str, path: &str, headers: &[&str], body: &[u8]) -> (u16, String, 
     (status, head, raw[split + 4..].to_vec())
 }
 
-/// Every sample in the JSON Lines log: (source, sample as JSON).
-fn logged(path: &Path) -> Vec<(String, Value)> {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let mut out = Vec::new();
-    for line in text.lines() {
-        let v: Value = serde_json::from_str(line).unwrap();
-        let m = &v["metric"];
-        if m["type"] == "samples" {
-            for s in m["samples"].as_array().unwrap() {
-                out.push((m["source"].as_str().unwrap().to_owned(), s.clone()));
-            }
-        }
-    }
-    out
-}
-
 /// Sum of the counter increments of `name` with `labels` from `source`.
 fn counted(log: &[(String, Value)], source: &str, name: &str, labels: Value) -> f64 {
     log.iter()
@@ -91,7 +62,7 @@ fn otlp_counters(m: &Monitor) -> Value {
 
 #[test]
 fn the_opentelemetry_sdk_exports_counters_histograms_and_gauges() {
-    let py = python();
+    let py = interop_python();
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("metrics.jsonl");
     let m = Monitor::start(&[

@@ -7,23 +7,10 @@ mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
-use std::path::Path;
 use std::process::{Child, ChildStdin, Command, Stdio};
 
-use common::{eventually, get, Monitor};
+use common::{eventually, get, interop_python, logged, Monitor};
 use serde_json::Value;
-
-/// The interop venv's Python; fails (never skips) without it.
-fn python() -> String {
-    let p = std::env::var("BUSLINE_INTEROP_PYTHON").unwrap_or_else(|_| {
-        panic!("BUSLINE_INTEROP_PYTHON is not set: run scripts/install-deps and export BUSLINE_INTEROP_PYTHON=$PWD/.venv-interop/bin/python (scripts/test does)")
-    });
-    assert!(
-        Path::new(&p).exists(),
-        "BUSLINE_INTEROP_PYTHON={p} does not exist: run scripts/install-deps"
-    );
-    p
-}
 
 /// `tests/interop/prom_exporter.py`, driven through its stdin.
 struct Exporter {
@@ -35,7 +22,7 @@ struct Exporter {
 
 impl Exporter {
     fn start(port: u16) -> Exporter {
-        let mut child = Command::new(python())
+        let mut child = Command::new(interop_python())
             .arg(format!(
                 "{}/tests/interop/prom_exporter.py",
                 env!("CARGO_MANIFEST_DIR")
@@ -79,21 +66,6 @@ impl Drop for Exporter {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn logged(path: &Path) -> Vec<(String, Value)> {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let mut out = Vec::new();
-    for line in text.lines() {
-        let v: Value = serde_json::from_str(line).unwrap();
-        let m = &v["metric"];
-        if m["type"] == "samples" {
-            for s in m["samples"].as_array().unwrap() {
-                out.push((m["source"].as_str().unwrap().to_owned(), s.clone()));
-            }
-        }
-    }
-    out
 }
 
 fn values(log: &[(String, Value)], name: &str, kind: &str) -> Vec<f64> {

@@ -349,3 +349,43 @@ pub fn webhook(answer: impl Fn(usize) -> &'static [u8] + Send + 'static) -> Webh
     });
     Webhook { url, delivered }
 }
+
+/// The interop venv's Python (`scripts/install-deps` makes it, `scripts/test`
+/// sets the variable); fails, never skips, without it.
+pub fn interop_python() -> String {
+    match std::env::var("BUSLINE_INTEROP_PYTHON") {
+        Ok(p) if std::path::Path::new(&p).exists() => p,
+        other => panic!(
+            "BUSLINE_INTEROP_PYTHON must name the interop venv's python (scripts/install-deps \
+             makes it, scripts/test sets it); got {other:?}"
+        ),
+    }
+}
+
+/// The address a monitor started with `--statsd 127.0.0.1:0` listens on.
+pub fn statsd_addr(m: &Monitor) -> String {
+    let line = m.stdout.wait_for("[statsd] listening on", |l| {
+        l.starts_with("[statsd] listening on ")
+    });
+    line["[statsd] listening on ".len()..]
+        .split(' ')
+        .next()
+        .unwrap()
+        .to_owned()
+}
+
+/// Every sample in a `--log-file` (JSON Lines): (source, sample as JSON).
+pub fn logged(path: &std::path::Path) -> Vec<(String, serde_json::Value)> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let mut out = Vec::new();
+    for line in text.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        let m = &v["metric"];
+        if m["type"] == "samples" {
+            for s in m["samples"].as_array().unwrap() {
+                out.push((m["source"].as_str().unwrap().to_owned(), s.clone()));
+            }
+        }
+    }
+    out
+}
