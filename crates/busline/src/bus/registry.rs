@@ -106,6 +106,12 @@ impl<T: Send + Sync + 'static> Bus<T> {
         if capacity == 0 {
             return bad("capacity must be at least 1".into());
         }
+        if b.key.is_some() && !matches!(b.policy, Policy::Queue(_)) {
+            return bad(format!(
+                "a key spreads a queue group's events by key: it needs .queue(group), not {}",
+                b.policy
+            ));
+        }
         let (high, low) = b
             .watermarks
             .unwrap_or(((capacity * 3 / 4).max(1), capacity / 4));
@@ -138,7 +144,8 @@ impl<T: Send + Sync + 'static> Bus<T> {
             {
                 let given = b.capacity.is_some() || b.watermarks.is_some();
                 let settings = given.then_some((capacity, high, low));
-                match shared.join_shared(id, name.clone(), b.filter.is_some(), settings) {
+                let keyed = b.key.is_some();
+                match shared.join_shared(id, name.clone(), b.filter.is_some(), keyed, settings) {
                     Some(Ok(reader)) => {
                         drop(reg);
                         return Ok(handle(shared, name, reader));
@@ -162,8 +169,9 @@ impl<T: Send + Sync + 'static> Bus<T> {
             high,
             low,
             filter: b.filter,
+            state: Mutex::new(State::new(b.key.is_some().then_some(id))),
+            key: b.key,
             pressure: inner.pressure.clone(),
-            state: Mutex::new(State::new()),
             ring: matches!(b.policy, Policy::Lossless | Policy::Lossy)
                 .then(|| Ring::new(capacity, b.policy == Policy::Lossless)),
             filtered: AtomicU64::new(0),

@@ -27,6 +27,7 @@ impl<T: Send + Sync + 'static> Bus<T> {
             capacity: None,
             name: None,
             filter: None,
+            key: None,
             watermarks: None,
             start: StartAt::Now,
             consumer: None,

@@ -52,12 +52,14 @@ use crate::sync::{AtomicU64, Mutex};
 use crate::topic::Pattern;
 
 mod commit;
+mod group;
 mod policy;
 mod pressure;
 pub(crate) mod ring;
 mod state;
 
 pub(crate) use commit::{add_blocked, commit, member_name, Full, Targets};
+pub(crate) use group::{key_fn, KeyFn};
 pub use policy::{Filter, Policy};
 pub(crate) use pressure::Pressure;
 pub(crate) use ring::Ring;
@@ -82,6 +84,8 @@ pub(crate) struct SubShared<T> {
     pub(crate) high: usize,
     pub(crate) low: usize,
     pub(crate) filter: Option<Filter<T>>,
+    /// A keyed queue group's key of an event (hashed).
+    pub(crate) key: Option<KeyFn<T>>,
     pub(crate) pressure: Arc<Pressure>,
     pub(crate) state: Mutex<State<T>>,
     /// Lossless and lossy: the ring its members read.
@@ -96,12 +100,14 @@ impl<T> SubShared<T> {
     /// meanwhile; `Err` with the reason a group refuses it (a filter of its
     /// own, or `settings` (capacity, high, low) it asked for that differ from
     /// the group's); otherwise the ring reader it reads with (none for a
-    /// group member, which takes from the group's queue).
+    /// group member, which takes from the group's queue). A member of a
+    /// keyed group must give a key (`keyed`), and only such a member.
     pub(crate) fn join_shared(
         &self,
         id: u64,
         name: Arc<str>,
         own_filter: bool,
+        keyed: bool,
         settings: Option<(usize, usize, usize)>,
     ) -> Option<Result<Option<Reader>, String>> {
         let mut st = self.state.lock();
@@ -124,7 +130,17 @@ impl<T> SubShared<T> {
                 self.capacity, self.high, self.low
             )));
         }
+        match (self.key.is_some(), keyed) {
+            (true, false) => return Some(Err(format!(
+                "{group} is keyed: a member joining it must give a key too (.key(..))"
+            ))),
+            (false, true) => return Some(Err(format!(
+                "{group} is not keyed (its first member gave no key): a member joining it cannot give one"
+            ))),
+            _ => {}
+        }
         st.members += 1;
+        st.group.join(id);
         Some(Ok(None))
     }
 
@@ -181,10 +197,16 @@ impl<T> SubShared<T> {
             Policy::Queue(_) => {
                 st.rx_wakers.retain(|(m, _)| *m != member);
                 st.members -= 1;
+                // A keyed group hands what it had not taken to others.
+                let handed = st.group.leave(member);
                 if st.members > 0 {
                     left.last = false;
-                    // Anything this member had not taken stays with the group.
-                    if !st.queue.is_empty() && !st.rx_wakers.is_empty() {
+                    if self.key.is_some() {
+                        for m in handed {
+                            left.wake.extend(st.take_rx_waker(m));
+                        }
+                    } else if !st.group.is_empty() && !st.rx_wakers.is_empty() {
+                        // What this member had not taken stays with the group.
                         left.wake.push(st.rx_wakers.remove(0).1);
                     }
                 }
@@ -207,6 +229,11 @@ impl<T> SubShared<T> {
 
     pub(crate) fn is_group(&self) -> bool {
         matches!(self.policy, Policy::Queue(_))
+    }
+
+    /// A queue group without a key: any member takes the next event.
+    pub(crate) fn is_plain_group(&self) -> bool {
+        self.is_group() && self.key.is_none()
     }
 
     pub(crate) fn ring(&self) -> &Ring<T> {

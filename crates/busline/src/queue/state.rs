@@ -9,6 +9,7 @@ use std::task::Waker;
 use ahash::AHashMap;
 use smallvec::SmallVec;
 
+use super::group::{For, GroupQueue, Keyed};
 use super::ring::{MemberCell, Padded, Ring, BUSY, PRESSURED, WAITING};
 use super::{Policy, SubShared};
 use crate::envelope::Envelope;
@@ -65,8 +66,8 @@ pub(crate) struct State<T> {
     /// The member whose cursor the last refresh found lowest: the one a
     /// lossless publisher that found the ring full waits on.
     pub(crate) slowest_id: u64,
-    /// Queue groups.
-    pub(crate) queue: VecDeque<Arc<Envelope<T>>>,
+    /// Queue groups: the events not taken yet.
+    pub(crate) group: GroupQueue<T>,
     /// `Latest` only: newest event per topic, and the order topics became pending.
     pub(crate) latest: AHashMap<Topic, Arc<Envelope<T>>>,
     pub(crate) latest_order: VecDeque<Topic>,
@@ -87,13 +88,17 @@ pub(crate) struct State<T> {
 }
 
 impl<T> State<T> {
-    pub(crate) fn new() -> Self {
+    /// A new queue's state; `keyed_by` is a keyed group's first member.
+    pub(crate) fn new(keyed_by: Option<u64>) -> Self {
         State {
             readers: SmallVec::new(),
             parked: 0,
             slowest: 0,
             slowest_id: 0,
-            queue: VecDeque::new(),
+            group: match keyed_by {
+                Some(id) => GroupQueue::Keyed(Box::new(Keyed::new(id))),
+                None => GroupQueue::Plain(VecDeque::new()),
+            },
             latest: AHashMap::new(),
             latest_order: VecDeque::new(),
             rx_wakers: SmallVec::new(),
@@ -147,7 +152,7 @@ impl<T> State<T> {
                 .max()
                 .unwrap_or(0),
             Policy::Latest => self.latest_order.len(),
-            Policy::Queue(_) => self.queue.len(),
+            Policy::Queue(_) => self.group.len(),
         }
     }
 
@@ -173,12 +178,18 @@ impl<T> State<T> {
             }
             Policy::Queue(_) => {
                 self.delivered += 1;
-                self.queue.push_back(env);
-                let depth = self.queue.len();
+                let key = sub.key.as_ref().map(|k| k(&env));
+                let to = self.group.push(env, key);
+                let depth = self.group.len();
                 self.peak = self.peak.max(depth);
                 if !self.pressured && depth >= sub.high {
                     self.pressured = true;
                     sub.pressure.raise();
+                }
+                if let For::Member(m) = to {
+                    // A keyed group's event waits for its one member.
+                    wake.extend(self.take_rx_waker(m));
+                    return;
                 }
             }
             Policy::Lossless | Policy::Lossy => {
@@ -218,6 +229,12 @@ impl<T> State<T> {
         }
     }
 
+    /// Takes back the waker of receiver `member`, if it waits.
+    pub(crate) fn take_rx_waker(&mut self, member: u64) -> Option<Waker> {
+        let i = self.rx_wakers.iter().position(|(m, _)| *m == member)?;
+        Some(self.rx_wakers.remove(i).1)
+    }
+
     /// A full lossy ring is about to write over its oldest event: members
     /// that have not read it are moved past it (they find out from their
     /// cursor: `Lagged`).
@@ -244,7 +261,7 @@ impl<T> State<T> {
                 let cap = sub.capacity as u64;
                 tail - self.slowest < cap || tail - self.refresh_slowest(sub) < cap
             }
-            Policy::Queue(_) => self.queue.len() < sub.capacity,
+            Policy::Queue(_) => self.group.len() < sub.capacity,
             Policy::Lossy | Policy::Latest => true,
         }
     }
@@ -279,8 +296,7 @@ impl<T> State<T> {
             if let Some(ring) = &sub.ring {
                 ring.clear();
             }
-            self.discarded += (self.queue.len() + self.latest_order.len()) as u64;
-            self.queue.clear();
+            self.discarded += (self.group.clear() + self.latest_order.len()) as u64;
             self.latest.clear();
             self.latest_order.clear();
         }

@@ -341,6 +341,16 @@ impl<T: Send + Sync + 'static> ModuleSubscriptionBuilder<'_, T> {
         self
     }
 
+    /// A keyed queue group: each key's events go to one member, in order
+    /// (see [`SubscriptionBuilder::key`]).
+    pub fn key<K: std::hash::Hash>(
+        mut self,
+        key: impl Fn(&Envelope<T>) -> K + Send + Sync + 'static,
+    ) -> Self {
+        self.inner = self.inner.key(key);
+        self
+    }
+
     /// Sets the policy.
     pub fn policy(mut self, policy: Policy) -> Self {
         self.inner = self.inner.policy(policy);

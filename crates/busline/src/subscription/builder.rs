@@ -15,6 +15,7 @@ pub struct SubscriptionBuilder<'a, T> {
     pub(crate) capacity: Option<usize>,
     pub(crate) name: Option<String>,
     pub(crate) filter: Option<Filter<T>>,
+    pub(crate) key: Option<crate::queue::KeyFn<T>>,
     pub(crate) watermarks: Option<(usize, usize)>,
     pub(crate) start: crate::store::StartAt,
     pub(crate) consumer: Option<String>,
@@ -45,6 +46,51 @@ impl<T: Send + Sync + 'static> SubscriptionBuilder<'_, T> {
     /// Joins (or creates) the queue group `group` on this pattern.
     pub fn queue(mut self, group: impl Into<String>) -> Self {
         self.policy = Policy::Queue(group.into());
+        self
+    }
+
+    /// Makes the queue group a **keyed** one: every event with the same
+    /// `key` goes to the same member, in publish order, while different keys
+    /// spread over the members. Every member of the group gives a key
+    /// (the first member's function is the group's).
+    ///
+    /// A member handles an event until it asks for the next one (or leaves):
+    /// meanwhile that key's later events wait for it. A key stays with its
+    /// member while the member holds events of it; once it has handled
+    /// them all, the key's next event goes to the member the key hashes to
+    /// among the members then (a member joining takes about 1/n of the
+    /// keys, one leaving gives away only its own). A member leaving hands
+    /// the events it had not taken to the others in order. So each key's
+    /// events are handled one at a time, in publish order, each by exactly
+    /// one member, whoever joins or leaves.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let bus = busline::Bus::<(u32, u32)>::new();
+    /// let member = || bus.subscriber("orders.>").queue("billing").key(|e| e.payload.0);
+    /// let (mut a, mut b) = (member().subscribe()?, member().subscribe()?);
+    /// for step in 0..3 {
+    ///     for order in 0..4 {
+    ///         bus.publish_to("orders.step", (order, step)).await.unwrap();
+    ///     }
+    /// }
+    /// // Each order's three steps went to one member, in order.
+    /// let mut seen = Vec::new();
+    /// while let Ok(Some(e)) = a.try_recv() { seen.push(e.payload) }
+    /// while let Ok(Some(e)) = b.try_recv() { seen.push(e.payload) }
+    /// for order in 0..4 {
+    ///     let steps: Vec<u32> = seen.iter().filter(|p| p.0 == order).map(|p| p.1).collect();
+    ///     assert_eq!(steps, [0, 1, 2]);
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn key<K: std::hash::Hash>(
+        mut self,
+        key: impl Fn(&Envelope<T>) -> K + Send + Sync + 'static,
+    ) -> Self {
+        self.key = Some(crate::queue::key_fn(key));
         self
     }
 

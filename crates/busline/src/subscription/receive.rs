@@ -196,7 +196,7 @@ impl<T: Send + Sync + 'static> Subscription<T> {
                     .remove(&t)
                     .expect("every pending topic has a latest value")
             }),
-            _ => st.queue.pop_front(),
+            _ => st.group.take(self.member),
         };
         if st.pressured && st.depth(sub) <= sub.low {
             st.pressured = false;
@@ -211,7 +211,7 @@ impl<T: Send + Sync + 'static> Subscription<T> {
             } else {
                 SmallVec::new()
             };
-            if sub.is_group() && !st.queue.is_empty() && !st.rx_wakers.is_empty() {
+            if sub.is_plain_group() && !st.group.is_empty() && !st.rx_wakers.is_empty() {
                 // More is waiting: pass the word on to another idle member.
                 wake.push(st.rx_wakers.remove(0).1);
             }
@@ -276,9 +276,12 @@ impl<T> Subscription<T> {
         let mut st = self.shared.state.lock();
         let before = st.rx_wakers.len();
         st.rx_wakers.retain(|(m, _)| *m != self.member);
-        let wake =
-            (st.rx_wakers.len() == before && !st.queue.is_empty() && !st.rx_wakers.is_empty())
-                .then(|| st.rx_wakers.remove(0).1);
+        // (A keyed group's events wait for their own member.)
+        let wake = (self.shared.is_plain_group()
+            && st.rx_wakers.len() == before
+            && !st.group.is_empty()
+            && !st.rx_wakers.is_empty())
+        .then(|| st.rx_wakers.remove(0).1);
         drop(st);
         if let Some(w) = wake {
             w.wake();
