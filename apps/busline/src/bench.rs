@@ -23,6 +23,9 @@ pub enum BenchCommand {
     Log(crate::bench_log::BenchLogArgs),
     /// Event sourcing: aggregate load with/without snapshots, projection catch-up.
     Es(crate::bench_es::EsArgs),
+    /// Keyed queue groups: a keyed group beside a plain queue group and
+    /// beside mpsc workers with hash routing.
+    Keyed(crate::bench_keyed::KeyedArgs),
     /// Ingest: StatsD lines/s through the monitor's listener and bus, beside
     /// a bare UDP receive-and-split loop.
     Ingest(crate::bench_ingest::IngestArgs),
@@ -92,6 +95,7 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
         BenchCommand::Log(a) => runtime(None)?.block_on(crate::bench_log::run(a)),
         BenchCommand::Es(a) => tokio::runtime::Runtime::new()?.block_on(crate::bench_es::run(a)),
         BenchCommand::Ingest(a) => crate::bench_ingest::run(a),
+        BenchCommand::Keyed(a) => crate::bench_keyed::run(a),
     }
 }
 

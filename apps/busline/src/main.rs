@@ -3,6 +3,7 @@
 mod bench;
 mod bench_es;
 mod bench_ingest;
+mod bench_keyed;
 mod bench_log;
 mod bench_nats;
 mod log_cmd;

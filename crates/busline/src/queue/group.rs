@@ -12,10 +12,11 @@
 //! another member only once its owner has handled all it held: the handoff
 //! waits for the old member, and no event is in two queues.
 //!
-//! A member *handles* an event from the moment it takes it until it asks
-//! for the next one (or leaves): while it handles a key's event, that key's
-//! later events wait for it. A member that leaves hands the events it had
-//! not taken, in order, to the members their keys now hash to.
+//! A member takes what its queue holds (up to a batch) in one go, and
+//! *handles* those events until it comes back for more (or leaves): while
+//! it does, their keys' later events wait for it. A member that leaves
+//! hands the events it had not received, in order, to the members their
+//! keys now hash to.
 
 use std::collections::VecDeque;
 use std::hash::Hash;
@@ -79,11 +80,17 @@ impl<T> GroupQueue<T> {
         }
     }
 
-    /// The next event for `member`: it has handled the one it took before.
-    pub(crate) fn take(&mut self, member: u64) -> Option<Arc<Envelope<T>>> {
+    /// The next event for `member`; a keyed group's member takes up to
+    /// `batch` more of its own into `more` (it has handled all it took before).
+    pub(crate) fn take(
+        &mut self,
+        member: u64,
+        more: &mut VecDeque<Arc<Envelope<T>>>,
+        batch: usize,
+    ) -> Option<Arc<Envelope<T>>> {
         match self {
             GroupQueue::Plain(q) => q.pop_front(),
-            GroupQueue::Keyed(k) => k.take(member),
+            GroupQueue::Keyed(k) => k.take(member, more, batch),
         }
     }
 
@@ -94,12 +101,21 @@ impl<T> GroupQueue<T> {
         }
     }
 
-    /// Member `id` leaves: a keyed group hands what it had not taken to the
-    /// members its keys now hash to, who are returned (to wake).
-    pub(crate) fn leave(&mut self, id: u64) -> SmallVec<[u64; 4]> {
+    /// Member `id` leaves with `unreceived` (taken, not received): a keyed
+    /// group hands those and what it had not taken to the members their keys
+    /// now hash to, who are returned (to wake).
+    pub(crate) fn leave(
+        &mut self,
+        id: u64,
+        unreceived: VecDeque<Arc<Envelope<T>>>,
+    ) -> SmallVec<[u64; 4]> {
         match self {
-            GroupQueue::Plain(_) => SmallVec::new(),
-            GroupQueue::Keyed(k) => k.leave(id),
+            GroupQueue::Plain(q) => {
+                // (A plain member takes one at a time: nothing unreceived.)
+                unreceived.into_iter().rev().for_each(|e| q.push_front(e));
+                SmallVec::new()
+            }
+            GroupQueue::Keyed(k) => k.leave(id, unreceived),
         }
     }
 
@@ -129,14 +145,19 @@ pub(crate) struct Keyed<T> {
 struct Slot<T> {
     id: u64,
     queue: VecDeque<(u64, Arc<Envelope<T>>)>,
-    /// The key of the event it took last and is handling.
-    handling: Option<u64>,
+    /// The keys of the events it took last and is handling.
+    handling: Vec<u64>,
 }
 
+/// A key's member while it has events pending (queued or being handled);
+/// with none pending, the key goes where it hashes.
 struct Owner {
     member: u64,
     pending: u64,
 }
+
+/// Keys with nothing pending kept before they are swept (see `Keyed::handled`).
+const IDLE_KEYS: usize = 4096;
 
 impl<T> Keyed<T> {
     /// A keyed group whose first member is `id`.
@@ -154,7 +175,7 @@ impl<T> Keyed<T> {
         self.members.push(Slot {
             id,
             queue: VecDeque::new(),
-            handling: None,
+            handling: Vec::new(),
         });
     }
 
@@ -168,57 +189,78 @@ impl<T> Keyed<T> {
     }
 
     fn push(&mut self, key: u64, env: Arc<Envelope<T>>) -> u64 {
-        let i = match self.owners.get_mut(&key) {
-            Some(o) => {
-                o.pending += 1;
-                let member = o.member;
-                self.slot(member)
-            }
-            None => {
-                let i = self.hashed(key);
-                self.owners.insert(
-                    key,
-                    Owner {
-                        member: self.members[i].id,
-                        pending: 1,
-                    },
-                );
-                i
-            }
+        let hashed = self.hashed(key);
+        let owner = self.owners.entry(key).or_insert(Owner {
+            member: 0,
+            pending: 0,
+        });
+        if owner.pending == 0 {
+            owner.member = self.members[hashed].id;
+        }
+        owner.pending += 1;
+        let member = owner.member;
+        let i = if member == self.members[hashed].id {
+            hashed
+        } else {
+            self.slot(member)
         };
         self.members[i].queue.push_back((key, env));
         self.len += 1;
-        self.members[i].id
+        member
     }
 
-    fn take(&mut self, member: u64) -> Option<Arc<Envelope<T>>> {
+    fn take(
+        &mut self,
+        member: u64,
+        more: &mut VecDeque<Arc<Envelope<T>>>,
+        batch: usize,
+    ) -> Option<Arc<Envelope<T>>> {
         let i = self.slot(member);
         self.handled(i);
-        let (key, env) = self.members[i].queue.pop_front()?;
-        self.members[i].handling = Some(key);
-        self.len -= 1;
-        Some(env)
+        let slot = &mut self.members[i];
+        let n = slot.queue.len().min(batch.max(1));
+        let mut taken = slot.queue.drain(..n);
+        let (key, first) = taken.next()?;
+        slot.handling.push(key);
+        for (key, env) in taken {
+            slot.handling.push(key);
+            more.push_back(env);
+        }
+        self.len -= n;
+        Some(first)
     }
 
-    /// Member `i` is done with the event it was handling.
+    /// Member `i` is done with the events it was handling. Keys with
+    /// nothing pending keep their entry (a key often comes again soon)
+    /// until there are many more of them than events pending.
     fn handled(&mut self, i: usize) {
-        let Some(key) = self.members[i].handling.take() else {
-            return;
-        };
-        let owner = self
-            .owners
-            .get_mut(&key)
-            .expect("a key being handled has an owner");
-        owner.pending -= 1;
-        if owner.pending == 0 {
-            self.owners.remove(&key);
+        for key in self.members[i].handling.drain(..) {
+            let owner = self
+                .owners
+                .get_mut(&key)
+                .expect("a key being handled has an owner");
+            owner.pending -= 1;
+        }
+        if self.owners.len() > IDLE_KEYS + 2 * self.len {
+            self.owners.retain(|_, o| o.pending > 0);
         }
     }
 
-    fn leave(&mut self, id: u64) -> SmallVec<[u64; 4]> {
+    fn leave(&mut self, id: u64, unreceived: VecDeque<Arc<Envelope<T>>>) -> SmallVec<[u64; 4]> {
         let Some(i) = self.members.iter().position(|m| m.id == id) else {
             return SmallVec::new();
         };
+        let mut slot = self.members.remove(i);
+        // What it took and did not receive comes first, with the keys it
+        // took them under (in the order taken: the last ones).
+        let keys = slot
+            .handling
+            .split_off(slot.handling.len() - unreceived.len());
+        for (key, env) in keys.into_iter().zip(unreceived).rev() {
+            slot.queue.push_front((key, env));
+            self.len += 1;
+        }
+        self.members.insert(i, slot);
         self.handled(i);
         if self.members.len() == 1 {
             // The last member: the group closes and discards the rest.
@@ -227,9 +269,7 @@ impl<T> Keyed<T> {
         let slot = self.members.remove(i);
         self.len -= slot.queue.len();
         // Its keys are free: every event of them not handled is here.
-        for (key, _) in &slot.queue {
-            self.owners.remove(key);
-        }
+        self.owners.retain(|_, o| o.member != id);
         let mut woken = SmallVec::new();
         for (key, env) in slot.queue {
             let to = self.push(key, env);
@@ -272,9 +312,13 @@ mod tests {
         Arc::new(e)
     }
 
-    /// Takes from `member` until it has nothing, returning the payloads.
+    /// Takes from `member` one at a time until it has nothing, returning the payloads.
     fn drain(g: &mut GroupQueue<u64>, member: u64) -> Vec<u64> {
-        std::iter::from_fn(|| g.take(member).map(|e| e.payload)).collect()
+        std::iter::from_fn(|| take(g, member)).collect()
+    }
+
+    fn take(g: &mut GroupQueue<u64>, member: u64) -> Option<u64> {
+        g.take(member, &mut VecDeque::new(), 1).map(|e| e.payload)
     }
 
     #[test]
@@ -307,7 +351,7 @@ mod tests {
         let mut g = GroupQueue::Keyed(Box::new(Keyed::new(1)));
         g.push(env(0), Some(42));
         g.push(env(1), Some(42));
-        assert_eq!(g.take(1).map(|e| e.payload), Some(0));
+        assert_eq!(take(&mut g, 1), Some(0));
         // Member 2 joins; whatever 42 hashes to now, 1 still holds it.
         g.join(2);
         assert_eq!(g.push(env(2), Some(42)), For::Member(1));
@@ -326,8 +370,11 @@ mod tests {
         for n in 0..500u64 {
             g.push(env(n), Some(keys[(n % 50) as usize]));
         }
-        let first = g.take(1).map(|e| e.payload);
-        let woken = g.leave(1);
+        // Member 1 takes a batch, receives its first, and leaves.
+        let mut batch = VecDeque::new();
+        let first = g.take(1, &mut batch, 8).map(|e| e.payload);
+        assert_eq!(batch.len(), 7);
+        let woken = g.leave(1, batch);
         assert!(woken.iter().all(|&m| m == 2), "{woken:?}");
         let rest = drain(&mut g, 2);
         assert_eq!(g.len(), 0);

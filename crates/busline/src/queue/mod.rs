@@ -171,7 +171,11 @@ impl<T> SubShared<T> {
     /// Subscriber `member` leaves (its subscription is dropped): a ring
     /// member's unread events, or the whole queue when it was the last one
     /// reading it, are discarded and counted.
-    pub(crate) fn leave(&self, member: u64) -> Left {
+    pub(crate) fn leave(
+        &self,
+        member: u64,
+        unreceived: std::collections::VecDeque<Arc<Envelope<T>>>,
+    ) -> Left {
         let mut st = self.state.lock();
         let mut left = Left {
             retired: None,
@@ -198,7 +202,7 @@ impl<T> SubShared<T> {
                 st.rx_wakers.retain(|(m, _)| *m != member);
                 st.members -= 1;
                 // A keyed group hands what it had not taken to others.
-                let handed = st.group.leave(member);
+                let handed = st.group.leave(member, unreceived);
                 if st.members > 0 {
                     left.last = false;
                     if self.key.is_some() {

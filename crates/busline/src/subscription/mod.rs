@@ -34,6 +34,7 @@ pub use builder::SubscriptionBuilder;
 pub struct Subscription<T> {
     pub(crate) shared: Arc<SubShared<T>>,
     pub(crate) bus: Weak<BusInner<T>>,
+    /// A keyed group member: events it took and has not received yet.
     pub(crate) local: VecDeque<Arc<Envelope<T>>>,
     /// Lossless and lossy: its place in the ring.
     pub(crate) reader: Option<Reader>,
@@ -173,7 +174,9 @@ impl<T> Drop for Subscription<T> {
         let bus = self.bus.upgrade();
         // Lock order everywhere: registry, then subscriber state.
         let mut registry = bus.as_ref().map(|b| b.registry.write());
-        let left = self.shared.leave(self.member);
+        let left = self
+            .shared
+            .leave(self.member, std::mem::take(&mut self.local));
         if let (Some(retired), Some(reg)) = (left.retired, registry.as_mut()) {
             reg.retire(retired);
         }
