@@ -94,6 +94,7 @@ impl<T: Send + Sync + 'static> Bus<T> {
         &self,
         b: SubscriptionBuilder<'_, T>,
         pattern: Pattern,
+        stored: bool,
     ) -> Result<Subscription<T>, SubscribeError> {
         let inner = &self.inner;
         let capacity = b.capacity.unwrap_or(inner.default_capacity);
@@ -169,7 +170,7 @@ impl<T: Send + Sync + 'static> Bus<T> {
             high,
             low,
             filter: b.filter,
-            state: Mutex::new(State::new(b.key.is_some().then_some(id))),
+            state: Mutex::new(State::new(b.key.is_some().then_some((id, stored)))),
             key: b.key,
             pressure: inner.pressure.clone(),
             ring: matches!(b.policy, Policy::Lossless | Policy::Lossy)

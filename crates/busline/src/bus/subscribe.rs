@@ -6,7 +6,7 @@ use std::sync::Arc;
 use super::Bus;
 use crate::error::SubscribeError;
 use crate::queue::Policy;
-use crate::store::{Durable, EventStore, Replay, StartAt, StoreError};
+use crate::store::{Durable, EventStore, Replay, StartAt};
 use crate::subscription::{Subscription, SubscriptionBuilder};
 use crate::topic::Pattern;
 
@@ -61,27 +61,19 @@ impl<T: Send + Sync + 'static> Bus<T> {
                 reason: "StartAt::Committed needs a consumer name (.consumer(name))".into(),
             });
         }
-        let mut sub = self.register(b, pattern)?;
+        let mut sub = self.register(b, pattern, store.is_some())?;
         let Some(store) = store else {
             return Ok(sub);
         };
-        let store_err = |e: StoreError| SubscribeError::Store(e);
         // Live first, then the store's end: see the `store` module docs.
         let end = store.end();
-        let from = match &start {
-            StartAt::Now => None,
-            StartAt::Beginning => Some(0),
-            StartAt::Offset(o) => Some(*o),
-            StartAt::Time(t) => Some(store.offset_for_time(*t).map_err(store_err)?),
-            StartAt::Committed => Some(
-                store
-                    .committed_offset(consumer.as_deref().unwrap_or_default())
-                    .map_err(store_err)?
-                    .unwrap_or(0),
-            ),
-        };
-        if let Some(from) = from {
-            let events = store.read(from.min(end), end).map_err(store_err)?;
+        let from = start_offset(&*store, &start, consumer.as_deref())?;
+        if sub.shared.key.is_some() {
+            start_keyed_group(&sub, &*store, from, end)?;
+        } else if let Some(from) = from {
+            let events = store
+                .read(from.min(end), end)
+                .map_err(SubscribeError::Store)?;
             sub.replay = Some(Replay { events, end });
         }
         sub.durable = Some(Durable { store, consumer });
@@ -126,4 +118,61 @@ impl<T: Send + Sync + 'static> Bus<T> {
             ),
         }
     }
+}
+
+/// Where a subscription starting at `start` reads the store from (`None`:
+/// live only).
+fn start_offset<T: 'static>(
+    store: &dyn EventStore<T>,
+    start: &StartAt,
+    consumer: Option<&str>,
+) -> Result<Option<u64>, SubscribeError> {
+    Ok(match start {
+        StartAt::Now => None,
+        StartAt::Beginning => Some(0),
+        StartAt::Offset(o) => Some(*o),
+        StartAt::Time(t) => Some(store.offset_for_time(*t)?),
+        StartAt::Committed => Some(
+            store
+                .committed_offset(consumer.unwrap_or_default())?
+                .unwrap_or(0),
+        ),
+    })
+}
+
+/// A keyed group on persisted topics replays once, through the group, when
+/// its first member subscribes (see `queue::keyed_log`); a member joining
+/// later reads what the group hands it.
+fn start_keyed_group<T: 'static>(
+    sub: &Subscription<T>,
+    store: &dyn EventStore<T>,
+    from: Option<u64>,
+    end: u64,
+) -> Result<(), SubscribeError> {
+    let mut st = sub.shared.state.lock();
+    let Some(group) = st.group.log_mut() else {
+        return Err(SubscribeError::Options {
+            pattern: sub.shared.pattern.to_string(),
+            reason: format!(
+                "{} was made without a store: a member joining it cannot replay or commit (give every member the same .consumer(name))",
+                sub.shared.policy
+            ),
+        });
+    };
+    if sub.shared.id != sub.member {
+        return Ok(());
+    }
+    let replay = match from {
+        Some(from) => Some(Replay {
+            events: store.read(from.min(end), end)?,
+            end,
+        }),
+        None => None,
+    };
+    group.start_replay(replay, from.unwrap_or(end));
+    // Members that came meanwhile wait for the replay: it has begun.
+    let wake: Vec<_> = st.rx_wakers.drain(..).map(|(_, w)| w).collect();
+    drop(st);
+    wake.into_iter().for_each(std::task::Waker::wake);
+    Ok(())
 }

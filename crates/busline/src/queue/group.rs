@@ -25,6 +25,7 @@ use std::sync::Arc;
 use ahash::AHashMap;
 use smallvec::SmallVec;
 
+use super::keyed_log::GroupLog;
 use crate::envelope::Envelope;
 
 /// A keyed group's key of an event, hashed (events whose keys hash alike
@@ -47,6 +48,9 @@ pub(crate) enum For {
     Any,
     /// This member (a keyed group): wake it.
     Member(u64),
+    /// Nobody yet: it waits behind a keyed group's replay (or the replay
+    /// had it already).
+    Nobody,
 }
 
 /// A queue group's events.
@@ -60,7 +64,7 @@ impl<T> GroupQueue<T> {
     pub(crate) fn len(&self) -> usize {
         match self {
             GroupQueue::Plain(q) => q.len(),
-            GroupQueue::Keyed(k) => k.len,
+            GroupQueue::Keyed(k) => k.len + k.log.as_ref().map_or(0, |l| l.held()),
         }
     }
 
@@ -71,7 +75,10 @@ impl<T> GroupQueue<T> {
     /// Queues `env` (`key` is the keyed group's hash of it).
     pub(crate) fn push(&mut self, env: Arc<Envelope<T>>, key: Option<u64>) -> For {
         match (self, key) {
-            (GroupQueue::Keyed(k), Some(key)) => For::Member(k.push(key, env)),
+            (GroupQueue::Keyed(k), Some(key)) => match k.admit_live(key, &env) {
+                true => For::Member(k.push(key, env)),
+                false => For::Nobody,
+            },
             (GroupQueue::Keyed(_), None) => unreachable!("a keyed group has a key function"),
             (GroupQueue::Plain(q), _) => {
                 q.push_back(env);
@@ -91,6 +98,14 @@ impl<T> GroupQueue<T> {
         match self {
             GroupQueue::Plain(q) => q.pop_front(),
             GroupQueue::Keyed(k) => k.take(member, more, batch),
+        }
+    }
+
+    /// A keyed group's log, if it has one.
+    pub(crate) fn log_mut(&mut self) -> Option<&mut Keyed<T>> {
+        match self {
+            GroupQueue::Keyed(k) if k.log.is_some() => Some(k),
+            _ => None,
         }
     }
 
@@ -128,6 +143,7 @@ impl<T> GroupQueue<T> {
                 k.members.iter_mut().for_each(|m| m.queue.clear());
                 k.owners.clear();
                 k.len = 0;
+                k.log = None;
             }
         }
         n
@@ -139,7 +155,9 @@ pub(crate) struct Keyed<T> {
     members: SmallVec<[Slot<T>; 4]>,
     /// Keys with events queued or being handled: their member, and how many.
     owners: AHashMap<u64, Owner>,
-    len: usize,
+    pub(super) len: usize,
+    /// On persisted topics: the replay and the group's position.
+    pub(crate) log: Option<GroupLog<T>>,
 }
 
 struct Slot<T> {
@@ -160,12 +178,14 @@ struct Owner {
 const IDLE_KEYS: usize = 4096;
 
 impl<T> Keyed<T> {
-    /// A keyed group whose first member is `id`.
-    pub(crate) fn new(id: u64) -> Self {
+    /// A keyed group whose first member is `id`; `logged`: on persisted
+    /// topics, replaying before it goes live.
+    pub(crate) fn new(id: u64, logged: bool) -> Self {
         let mut k = Keyed {
             members: SmallVec::new(),
             owners: AHashMap::new(),
             len: 0,
+            log: logged.then(GroupLog::new),
         };
         k.join(id);
         k
@@ -188,7 +208,12 @@ impl<T> Keyed<T> {
             .expect("a keyed group with events has a member")
     }
 
-    fn push(&mut self, key: u64, env: Arc<Envelope<T>>) -> u64 {
+    /// Whether `member` has events queued.
+    pub(super) fn has_queued(&self, member: u64) -> bool {
+        !self.members[self.slot(member)].queue.is_empty()
+    }
+
+    pub(super) fn push(&mut self, key: u64, env: Arc<Envelope<T>>) -> u64 {
         let hashed = self.hashed(key);
         let owner = self.owners.entry(key).or_insert(Owner {
             member: 0,
@@ -323,7 +348,7 @@ mod tests {
 
     #[test]
     fn one_key_goes_to_one_member_in_order() {
-        let mut g = GroupQueue::Keyed(Box::new(Keyed::new(1)));
+        let mut g = GroupQueue::Keyed(Box::new(Keyed::new(1, false)));
         g.join(2);
         g.join(3);
         let to: Vec<For> = (0..10).map(|n| g.push(env(n), Some(7))).collect();
@@ -334,7 +359,7 @@ mod tests {
 
     #[test]
     fn keys_spread_over_members() {
-        let mut g = GroupQueue::Keyed(Box::new(Keyed::new(1)));
+        let mut g = GroupQueue::Keyed(Box::new(Keyed::new(1, false)));
         (2..=4).for_each(|m| g.join(m));
         let mut per = AHashMap::new();
         for key in 0..4000u64 {
@@ -348,7 +373,7 @@ mod tests {
 
     #[test]
     fn a_key_stays_while_its_owner_holds_it_then_moves() {
-        let mut g = GroupQueue::Keyed(Box::new(Keyed::new(1)));
+        let mut g = GroupQueue::Keyed(Box::new(Keyed::new(1, false)));
         g.push(env(0), Some(42));
         g.push(env(1), Some(42));
         assert_eq!(take(&mut g, 1), Some(0));
@@ -364,7 +389,7 @@ mod tests {
 
     #[test]
     fn a_leaving_member_hands_its_queue_on_in_order() {
-        let mut g = GroupQueue::Keyed(Box::new(Keyed::new(1)));
+        let mut g = GroupQueue::Keyed(Box::new(Keyed::new(1, false)));
         g.join(2);
         let keys: Vec<u64> = (0..50).map(mix).collect();
         for n in 0..500u64 {

@@ -53,6 +53,7 @@ use crate::topic::Pattern;
 
 mod commit;
 mod group;
+mod keyed_log;
 mod policy;
 mod pressure;
 pub(crate) mod ring;

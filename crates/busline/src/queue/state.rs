@@ -88,15 +88,16 @@ pub(crate) struct State<T> {
 }
 
 impl<T> State<T> {
-    /// A new queue's state; `keyed_by` is a keyed group's first member.
-    pub(crate) fn new(keyed_by: Option<u64>) -> Self {
+    /// A new queue's state; `keyed_by` is a keyed group's first member, and
+    /// whether the group is on persisted topics (see `keyed_log`).
+    pub(crate) fn new(keyed_by: Option<(u64, bool)>) -> Self {
         State {
             readers: SmallVec::new(),
             parked: 0,
             slowest: 0,
             slowest_id: 0,
             group: match keyed_by {
-                Some(id) => GroupQueue::Keyed(Box::new(Keyed::new(id))),
+                Some((id, logged)) => GroupQueue::Keyed(Box::new(Keyed::new(id, logged))),
                 None => GroupQueue::Plain(VecDeque::new()),
             },
             latest: AHashMap::new(),
@@ -186,11 +187,17 @@ impl<T> State<T> {
                     self.pressured = true;
                     sub.pressure.raise();
                 }
-                if let For::Member(m) = to {
+                match to {
                     // A keyed group's event waits for its one member.
-                    wake.extend(self.take_rx_waker(m));
-                    return;
+                    For::Member(m) => wake.extend(self.take_rx_waker(m)),
+                    For::Nobody => {}
+                    For::Any => {
+                        if !self.rx_wakers.is_empty() {
+                            wake.push(self.rx_wakers.remove(0).1);
+                        }
+                    }
                 }
+                return;
             }
             Policy::Lossless | Policy::Lossy => {
                 let ring = sub.ring();

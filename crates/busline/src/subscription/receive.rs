@@ -190,6 +190,16 @@ impl<T: Send + Sync + 'static> Subscription<T> {
     ) -> Poll<Result<Arc<Envelope<T>>, RecvError>> {
         let sub = &*self.shared;
         let mut st = sub.state.lock();
+        // A keyed group replaying fills this member's queue from the store.
+        let mut others: SmallVec<[Waker; 3]> = SmallVec::new();
+        if let Some(group) = st.group.log_mut() {
+            let pumped = group.pump(self.member, sub);
+            let given = match pumped {
+                Ok(given) => given,
+                Err(e) => return Poll::Ready(Err(RecvError::Store(e))),
+            };
+            others.extend(given.into_iter().filter_map(|m| st.take_rx_waker(m)));
+        }
         let got = match sub.policy {
             Policy::Latest => st.latest_order.pop_front().map(|t| {
                 st.latest
@@ -206,11 +216,10 @@ impl<T: Send + Sync + 'static> Subscription<T> {
             st.received += 1;
             // Waiting publishers get the room as soon as there is some, so a
             // later publisher (`try_publish`) cannot take it first.
-            let mut wake: SmallVec<[Waker; 3]> = if !st.tx_wakers.is_empty() && st.has_room(sub) {
-                st.tx_wakers.drain(..).collect()
-            } else {
-                SmallVec::new()
-            };
+            let mut wake = others;
+            if !st.tx_wakers.is_empty() && st.has_room(sub) {
+                wake.extend(st.tx_wakers.drain(..));
+            }
             if sub.is_plain_group() && !st.group.is_empty() && !st.rx_wakers.is_empty() {
                 // More is waiting: pass the word on to another idle member.
                 wake.push(st.rx_wakers.remove(0).1);
@@ -219,6 +228,7 @@ impl<T: Send + Sync + 'static> Subscription<T> {
             wake.into_iter().for_each(Waker::wake);
             return Poll::Ready(Ok(e));
         }
+        others.into_iter().for_each(Waker::wake);
         if st.closed {
             return Poll::Ready(Err(RecvError::Closed));
         }

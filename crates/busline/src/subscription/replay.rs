@@ -74,9 +74,34 @@ impl<T: Send + Sync + 'static> Subscription<T> {
             };
             Ok((d.store.clone(), name.clone(), offset))
         })();
+        // A keyed group's members commit the group's position (see
+        // `queue::keyed_log`): the lowest offset not handled yet.
+        let group = target.as_ref().ok().and_then(|&(_, _, offset)| {
+            let mut st = self.shared.state.lock();
+            let log = st.group.log_mut()?.log.as_mut()?;
+            log.committed(offset);
+            Some((log.written.clone(), self.shared.clone()))
+        });
         async move {
             let (store, name, offset) = target?;
-            store.commit_offset(&name, offset + 1).await
+            let Some((written, shared)) = group else {
+                return store.commit_offset(&name, offset + 1).await;
+            };
+            let mut written = written.lock().await;
+            let position = shared
+                .state
+                .lock()
+                .group
+                .log_mut()
+                .and_then(|k| k.log.as_ref().map(|l| l.position()));
+            match position {
+                Some(p) if p > *written => {
+                    store.commit_offset(&name, p).await?;
+                    *written = p;
+                    Ok(())
+                }
+                _ => Ok(()),
+            }
         }
     }
 }
