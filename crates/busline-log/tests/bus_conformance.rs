@@ -58,7 +58,7 @@ async fn log_backed_bus_passes_the_conformance_suite() {
     let report = run(&mut h, Features::all()).await;
     println!("{report}");
     assert!(report.failed.is_empty(), "{report}");
-    assert_eq!(report.passed.len(), 7, "{report}");
+    assert_eq!(report.passed.len(), 9, "{report}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -8,5 +8,5 @@ async fn in_memory_bus_passes_the_conformance_suite() {
     println!("{report}");
     assert!(report.failed.is_empty(), "{report}");
     assert_eq!(report.skipped.len(), 0);
-    assert_eq!(report.passed.len(), 7);
+    assert_eq!(report.passed.len(), 9);
 }
