@@ -65,6 +65,20 @@
 //! deadline, or published while the exporter closed its queue), never lost
 //! silently.
 //!
+//! ## Keyed groups
+//!
+//! A keyed queue group ([`SubscriptionBuilder::key`](busline::SubscriptionBuilder::key))
+//! lives on one bus. Imported events reach it in the order they arrive
+//! (JetStream: the stream's order; core NATS: one publisher's order per
+//! subject) and are spread by key over that bus's members, each key in order
+//! at one member. On a bus persisted to a [`JetStreamStore`], the group's
+//! committed position is kept on the server and the group resumes from it
+//! after a restart (the conformance suite's `keyed_group_resumes`). NATS has
+//! no keyed queue groups across processes: its queue groups ignore keys.
+//! To spread keys over processes, partition the subjects on the server
+//! (subject mapping `partition(n, ...)`) and let each process import its
+//! partitions.
+//!
 //! ## Redelivery and duplicates
 //!
 //! At-least-once means an event may arrive twice, never zero times. Duplicates

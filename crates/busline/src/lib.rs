@@ -84,6 +84,7 @@
 //! | [`lossy`](SubscriptionBuilder::lossy) | bounded | the oldest is dropped | `Lagged(n)`, then the rest |
 //! | [`latest`](SubscriptionBuilder::latest) | one per topic | the older value is replaced | the newest value per topic |
 //! | [`queue(group)`](SubscriptionBuilder::queue) | bounded, shared by the group | `publish` waits | each event at exactly one member |
+//! | [`queue(group)`](SubscriptionBuilder::queue) + [`key`](SubscriptionBuilder::key) | bounded, shared by the group | `publish` waits | each event at exactly one member; a key's events at one member, in order |
 //!
 //! # Ordering
 //!
@@ -261,6 +262,60 @@
 //! got.push(b.recv().await.unwrap().payload);
 //! got.sort();
 //! assert_eq!(got, vec![0, 1, 2, 3]); // each exactly once
+//! # }
+//! ```
+//!
+//! ## Keyed groups
+//!
+//! A group whose members give a [`key`](SubscriptionBuilder::key) (an order
+//! id, a device id) spreads keys over its members instead of events:
+//!
+//! - **Ordering per key.** Every event of a key goes to one member, in
+//!   publish order (for events from one publisher, as in
+//!   [Ordering](#ordering)), and a key's events are handled one batch at a
+//!   time: a member takes what it holds (up to 32 events) and handles it
+//!   until it comes back for more; meanwhile that key's new events wait for
+//!   it, even when another member is idle.
+//! - **Rebalancing.** A key stays with its member while the member holds
+//!   events of it. Once it has handled them all, the key's next event goes
+//!   to the member the key hashes to among the members of that moment
+//!   (rendezvous hashing: a member joining takes about 1/n of the keys as
+//!   they fall idle; one leaving moves only its own). A member leaving
+//!   hands what it had not received, in order, to the members its keys now
+//!   hash to. So no key is reordered or handled twice by the group,
+//!   whoever joins or leaves.
+//! - **On persisted topics** (members with a store: `.consumer(name)`,
+//!   `.from(..)`), the group replays once, through the same key routing,
+//!   when its first member subscribes, then goes live; members
+//!   [`commit`](Subscription::commit) what they handled, and the group's
+//!   position (the lowest offset handed out and not committed) is stored for
+//!   its consumer name. After a restart the group resumes from there: at
+//!   least once, every key in order (see `queue::keyed_log`).
+//! - **Over NATS** a keyed group lives on one bus: the events a bus imports
+//!   (JetStream keeps a stream's order; core NATS keeps one publisher's
+//!   order per subject) are spread by key over that bus's members with the
+//!   guarantees above, and a bus persisted to a JetStream stream
+//!   (busline-nats' `JetStreamStore`) keeps the group's position on the
+//!   server. NATS has no keyed queue groups across processes (its queue
+//!   groups ignore keys): to spread keys over processes, partition the
+//!   subjects (NATS subject mapping `partition(n, ...)`) and let each
+//!   process import its partitions.
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")] async fn main() {
+//! let bus = busline::Bus::<(char, u32)>::new();
+//! let member = || bus.subscriber("orders").queue("billing").key(|e| e.payload.0);
+//! let (a, mut b) = (member().subscribe().unwrap(), member().subscribe().unwrap());
+//! for n in 0..3 {
+//!     for order in ['x', 'y', 'z'] { bus.publish_to("orders", (order, n)).await.unwrap(); }
+//! }
+//! drop(a); // what `a` held goes to `b`, each order's events still in order
+//! let mut seen = Vec::new();
+//! while let Ok(Some(e)) = b.try_recv() { seen.push(e.payload) }
+//! for order in ['x', 'y', 'z'] {
+//!     let ns: Vec<u32> = seen.iter().filter(|p| p.0 == order).map(|p| p.1).collect();
+//!     assert_eq!(ns, [0, 1, 2]);
+//! }
 //! # }
 //! ```
 //!

@@ -54,15 +54,10 @@ impl<T: Send + Sync + 'static> SubscriptionBuilder<'_, T> {
     /// spread over the members. Every member of the group gives a key
     /// (the first member's function is the group's).
     ///
-    /// A member handles an event until it asks for the next one (or leaves):
-    /// meanwhile that key's later events wait for it. A key stays with its
-    /// member while the member holds events of it; once it has handled
-    /// them all, the key's next event goes to the member the key hashes to
-    /// among the members then (a member joining takes about 1/n of the
-    /// keys, one leaving gives away only its own). A member leaving hands
-    /// the events it had not taken to the others in order. So each key's
-    /// events are handled one at a time, in publish order, each by exactly
-    /// one member, whoever joins or leaves.
+    /// Each key's events are handled one batch at a time, in publish order,
+    /// each by exactly one member, whoever joins or leaves; see the crate
+    /// docs' [keyed groups](crate#keyed-groups) for what a rebalance does
+    /// and how a group resumes on persisted topics.
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")]
