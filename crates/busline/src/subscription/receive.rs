@@ -213,6 +213,7 @@ impl<T: Send + Sync + 'static> Subscription<T> {
             sub.pressure.lower();
         }
         if let Some(e) = got {
+            self.yielded = 0;
             st.received += 1;
             // Waiting publishers get the room as soon as there is some, so a
             // later publisher (`try_publish`) cannot take it first.
@@ -233,6 +234,16 @@ impl<T: Send + Sync + 'static> Subscription<T> {
             return Poll::Ready(Err(RecvError::Closed));
         }
         if let Some(cx) = cx {
+            if sub.key.is_some() && self.yielded < SPIN_POLLS {
+                // A keyed member found nothing of its own: yield before
+                // parking, as ring readers do (its publisher often refills
+                // its queue meanwhile, saving a park/unpark round trip).
+                drop(st);
+                self.yielded += 1;
+                yield_now(cx);
+                return Poll::Pending;
+            }
+            self.yielded = 0;
             let member = self.member;
             match st.rx_wakers.iter_mut().find(|(m, _)| *m == member) {
                 Some((_, w)) => w.clone_from(cx.waker()),
