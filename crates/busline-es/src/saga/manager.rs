@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::task::Poll;
 
-use busline::{BoxError, Context, Envelope, Module, ModuleSubscription, RecvError};
+use busline::{BoxError, Context, Envelope, Module, ModuleSubscription, RecvError, StartAt};
 use busline_log::Log;
 use tokio::sync::watch;
 
@@ -27,6 +27,9 @@ pub struct SagaManager<S: Saga> {
     name: String,
     store: EventStore<Instance<S>>,
     capacity: usize,
+    /// Inputs read as named consumers of the bus's store (see
+    /// [`SagaManager::durable_inputs`]).
+    durable_inputs: bool,
     /// `true` while a `run` is subscribed and has recovered.
     ready: Arc<watch::Sender<bool>>,
 }
@@ -37,6 +40,7 @@ impl<S: Saga> Clone for SagaManager<S> {
             name: self.name.clone(),
             store: self.store.clone(),
             capacity: self.capacity,
+            durable_inputs: self.durable_inputs,
             ready: self.ready.clone(),
         }
     }
@@ -81,6 +85,7 @@ impl<S: Saga> SagaManager<S> {
             name: S::NAME.replace(['.', ' ', '*', '>'], "-"),
             store: EventStore::open(log, StoreOptions::default())?,
             capacity: 1024,
+            durable_inputs: false,
             ready: Arc::new(watch::channel(false).0),
         })
     }
@@ -88,6 +93,23 @@ impl<S: Saga> SagaManager<S> {
     /// Uses `name` as the module name.
     pub fn named(mut self, name: impl Into<String>) -> Self {
         self.name = name.into();
+        self
+    }
+
+    /// Reads its inputs from the bus's durable store, as named consumers
+    /// (`<module name>.inputs.<i>`, one per [`Saga::topics`] pattern) that
+    /// resume after their last handled input: a message published while no
+    /// manager runs (before it starts, during a restart) or still queued when
+    /// the process dies is handled when a manager runs again. Each input is
+    /// committed after its step is stored; one handled but not committed
+    /// when the process dies comes again and is ignored (its id is in the
+    /// instance's state), so its effects still happen once.
+    ///
+    /// The bus must persist the saga's topics ([`Bus::persist`](busline::Bus::persist),
+    /// e.g. with busline-log's `LogStore`): otherwise the manager fails at
+    /// start, saying which pattern has no store.
+    pub fn durable_inputs(mut self) -> Self {
+        self.durable_inputs = true;
         self
     }
 
@@ -136,12 +158,15 @@ impl<S: Saga> Module<S::Message> for SagaManager<S> {
     async fn run(&mut self, ctx: Context<S::Message>) -> Result<(), BoxError> {
         self.ready.send_replace(false);
         let mut subs = Vec::new();
-        for pattern in S::topics() {
-            subs.push(
-                ctx.subscriber(&pattern)
-                    .lossless(self.capacity)
-                    .subscribe()?,
-            );
+        for (i, pattern) in S::topics().into_iter().enumerate() {
+            let sub = ctx.subscriber(&pattern).lossless(self.capacity);
+            let sub = match self.durable_inputs {
+                true => sub
+                    .consumer(format!("{}.inputs.{i}", self.name))
+                    .from(StartAt::Committed),
+                false => sub,
+            };
+            subs.push(sub.subscribe()?);
         }
         let mut run = Running::<S>::recover(&ctx, self.store.clone()).await?;
         self.ready.send_replace(true);
@@ -154,7 +179,13 @@ impl<S: Saga> Module<S::Message> for SagaManager<S> {
                 _ = ctx.shutdown_requested() => return Ok(()),
                 _ = sleep_until(next) => run.fire_due(&ctx).await?,
                 r = recv_any(&mut subs, &mut turn) => match r {
-                    Ok(env) => run.on_message(&ctx, &env).await?,
+                    Ok(env) => {
+                        run.on_message(&ctx, &env).await?;
+                        if self.durable_inputs {
+                            // `turn` is one past the subscription it came from.
+                            subs[turn - 1].commit(&env).await?;
+                        }
+                    }
                     Err(RecvError::Closed) => return Ok(()),
                     Err(e) => tracing::warn!(saga = S::NAME, error = %e, "saga input missed"),
                 },

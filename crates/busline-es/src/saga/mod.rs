@@ -131,11 +131,18 @@
 //!   its effect happens exactly once. The crate's kill -9 test
 //!   (`tests/saga_survives_kill9.rs`) runs that set-up. Or let the saga's
 //!   own timeouts ask again.
-//! - Durable inputs. Inputs come from the bus: a message published while no
-//!   manager is subscribed (before [`SagaManager::ready`], during a restart
-//!   after a panic) or still queued when the process dies is not stored. A
-//!   publisher that retries with the same event id is safe: a handled id is
-//!   ignored. The message whose handling panicked is not handled again.
+//! - Durable inputs, unless asked for. By default inputs come from the
+//!   bus live: a message published while no manager is subscribed (before
+//!   [`SagaManager::ready`], during a restart after a panic) or still queued
+//!   when the process dies is not stored, and the message whose handling
+//!   panicked is not handled again. A publisher that retries with the same
+//!   event id is safe: a handled id is ignored. With
+//!   [`SagaManager::durable_inputs`] on a bus that persists the saga's
+//!   topics, the manager reads them as named consumers of the store and
+//!   commits each input after its step: nothing published is missed, and
+//!   an input handled but not committed comes again and is ignored. A
+//!   message whose handling panics then comes again after each restart,
+//!   until the runtime's restart policy gives up on the module.
 //! - Atomicity across instances: each step touches one saga.
 //!
 //! # Timeouts
