@@ -58,7 +58,7 @@
 //!
 //! - **A module does not receive its own events** on a context
 //!   subscription unless it opts in
-//!   ([`include_own(true)`](ModuleSubscriptionBuilder::include_own)); they
+//!   ([`include_own(true)`](SubscriptionBuilder::include_own)); they
 //!   are counted as `filtered`. Queue group subscriptions are never filtered
 //!   that way.
 //! - **The default restart policy** is [`Restart::OnFailure`]: a module whose
@@ -405,7 +405,7 @@ pub use config::{Config, ConfigError, ModuleSettings};
 pub use envelope::{Envelope, Event, EventId, Headers, Message};
 pub use error::{PublishError, RecvError, ReplyError, RequestError, SubscribeError, TopicError};
 #[cfg(feature = "runtime")]
-pub use runtime::context::{Context, ModuleSubscription, ModuleSubscriptionBuilder};
+pub use runtime::context::Context;
 #[cfg(feature = "runtime")]
 pub use runtime::module::{BoxError, Module, ModuleState, ModuleStatus};
 #[cfg(feature = "runtime")]

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::task::Poll;
 
-use busline::{BoxError, Context, Envelope, Module, ModuleSubscription, RecvError, StartAt};
+use busline::{BoxError, Context, Envelope, Module, RecvError, StartAt, Subscription};
 use busline_log::Log;
 use tokio::sync::watch;
 
@@ -213,7 +213,7 @@ async fn sleep_until(at: Option<tokio::time::Instant>) {
 /// The next message of any subscription, starting the search at a
 /// rotating index so that a busy subscription does not starve the others.
 async fn recv_any<T: Send + Sync + 'static>(
-    subs: &mut [ModuleSubscription<T>],
+    subs: &mut [Subscription<T>],
     turn: &mut usize,
 ) -> Result<Arc<Envelope<T>>, RecvError> {
     std::future::poll_fn(|cx| {

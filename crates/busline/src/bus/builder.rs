@@ -43,6 +43,7 @@ impl BusBuilder {
                 pending: Mutex::new(AHashMap::new()),
                 stores: RwLock::new(Vec::new()),
             }),
+            stamp: None,
         }
     }
 }

@@ -10,6 +10,7 @@
 //! - `publish`: the publish paths (waiting, not waiting, and the runtime's offers);
 //! - `persist`: topics stored before they are delivered;
 //! - `request`: request/reply;
+//! - `stamp`: a handle stamped for a module (name, lineage, own events);
 //! - `backpressure`: the [`Backpressure`] signal.
 //!
 //! The delivery itself (locking the subscribers' queues, room, wake-ups) is
@@ -33,12 +34,14 @@ mod publish;
 mod registry;
 mod request;
 mod route;
+mod stamp;
 mod subscribe;
 
 pub use backpressure::Backpressure;
 pub use builder::BusBuilder;
 pub use publish::Receipt;
 pub(crate) use registry::Registry;
+pub(crate) use stamp::{Handling, Stamp};
 
 use persist::PersistRule;
 use route::Route;
@@ -53,12 +56,15 @@ pub const DEFAULT_CAPACITY: usize = 1024;
 /// [`RecvError::Closed`](crate::RecvError::Closed).
 pub struct Bus<T> {
     pub(crate) inner: Arc<BusInner<T>>,
+    /// A module's handle: who it publishes and subscribes as.
+    stamp: Option<Arc<Stamp>>,
 }
 
 impl<T> Clone for Bus<T> {
     fn clone(&self) -> Self {
         Bus {
             inner: self.inner.clone(),
+            stamp: self.stamp.clone(),
         }
     }
 }
@@ -174,6 +180,7 @@ impl<T: Send + Sync + 'static> Bus<T> {
     pub fn downgrade(&self) -> WeakBus<T> {
         WeakBus {
             inner: Arc::downgrade(&self.inner),
+            stamp: self.stamp.clone(),
         }
     }
 }
@@ -181,12 +188,14 @@ impl<T: Send + Sync + 'static> Bus<T> {
 /// A handle that does not keep the bus open; see [`Bus::downgrade`].
 pub struct WeakBus<T> {
     inner: Weak<BusInner<T>>,
+    stamp: Option<Arc<Stamp>>,
 }
 
 impl<T> Clone for WeakBus<T> {
     fn clone(&self) -> Self {
         WeakBus {
             inner: self.inner.clone(),
+            stamp: self.stamp.clone(),
         }
     }
 }
@@ -198,7 +207,10 @@ impl<T> WeakBus<T> {
         self.inner
             .upgrade()
             .filter(|inner| !inner.closed.load(Ordering::Acquire))
-            .map(|inner| Bus { inner })
+            .map(|inner| Bus {
+                inner,
+                stamp: self.stamp.clone(),
+            })
     }
 }
 

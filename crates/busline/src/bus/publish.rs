@@ -181,7 +181,10 @@ impl<T: Send + Sync + 'static> Bus<T> {
 
     /// Stamps `msg` with a sequence number, id and time: the one place
     /// envelopes are made (straight into their `Arc`, not moved there).
-    pub(super) fn envelope(&self, topic: Topic, msg: Message<T>) -> Arc<Envelope<T>> {
+    pub(super) fn envelope(&self, topic: Topic, mut msg: Message<T>) -> Arc<Envelope<T>> {
+        if let Some(stamp) = self.stamp() {
+            stamp.apply(&mut msg);
+        }
         let inner = &*self.inner;
         let seq = inner.seq.fetch_add(1, Ordering::Relaxed);
         let id = msg.id.unwrap_or(EventId::from_parts(inner.node, seq));

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use super::Bus;
+use super::{Bus, Stamp};
 use crate::error::SubscribeError;
 use crate::queue::Policy;
 use crate::store::{Durable, EventStore, Replay, StartAt};
@@ -32,6 +32,7 @@ impl<T: Send + Sync + 'static> Bus<T> {
             start: StartAt::Now,
             consumer: None,
             store: None,
+            include_own: false,
         }
     }
 
@@ -40,6 +41,10 @@ impl<T: Send + Sync + 'static> Bus<T> {
         mut b: SubscriptionBuilder<'_, T>,
     ) -> Result<Subscription<T>, SubscribeError> {
         let pattern = Pattern::new(&b.pattern)?;
+        let stamp = self.stamp().cloned();
+        if let Some(stamp) = &stamp {
+            as_module(&mut b, stamp);
+        }
         let start = std::mem::replace(&mut b.start, StartAt::Now);
         let consumer = b.consumer.take();
         let explicit = b.store.take();
@@ -62,6 +67,10 @@ impl<T: Send + Sync + 'static> Bus<T> {
             });
         }
         let mut sub = self.register(b, pattern, store.is_some())?;
+        if let Some(stamp) = stamp {
+            sub.discard_counter = Some(stamp.discarded.clone());
+            sub.handling = Some(stamp.handling.clone());
+        }
         let Some(store) = store else {
             return Ok(sub);
         };
@@ -175,4 +184,22 @@ fn start_keyed_group<T: 'static>(
     drop(st);
     wake.into_iter().for_each(std::task::Waker::wake);
     Ok(())
+}
+
+/// A module's subscription (see `stamp`): named after the module unless it
+/// says otherwise, and without the module's own events unless it opts in.
+/// A queue group's filter is shared by all its members (possibly other
+/// modules), so it gets no per-module filter.
+fn as_module<T: 'static>(b: &mut SubscriptionBuilder<'_, T>, stamp: &Arc<Stamp>) {
+    if b.name.is_none() {
+        b.name = Some(stamp.name.to_string());
+    }
+    if b.include_own || matches!(b.policy, Policy::Queue(_)) {
+        return;
+    }
+    let me = stamp.clone();
+    let user = b.filter.take();
+    b.filter = Some(Arc::new(move |env: &crate::Envelope<T>| {
+        !me.is_own(env) && user.as_ref().is_none_or(|f| f(env))
+    }));
 }

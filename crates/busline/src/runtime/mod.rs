@@ -71,7 +71,7 @@
 //!   or aborted) are discarded with the subscription: they are counted in the
 //!   module's [`ModuleStatus::discarded`] and in the bus's `discarded` stats,
 //!   never dropped silently. A module that must finish them takes them with
-//!   [`ModuleSubscription::drain`](crate::ModuleSubscription::drain) once
+//!   [`Subscription::drain`](crate::Subscription::drain) once
 //!   [`Context::shutdown_requested`] fires.
 //!
 //! ```

@@ -20,6 +20,7 @@ pub struct SubscriptionBuilder<'a, T> {
     pub(crate) start: crate::store::StartAt,
     pub(crate) consumer: Option<String>,
     pub(crate) store: Option<Arc<dyn crate::store::EventStore<T>>>,
+    pub(crate) include_own: bool,
 }
 
 impl<T: Send + Sync + 'static> SubscriptionBuilder<'_, T> {
@@ -138,6 +139,15 @@ impl<T: Send + Sync + 'static> SubscriptionBuilder<'_, T> {
     /// The store to replay from (default: the first store the bus persists to).
     pub fn store(mut self, store: Arc<dyn crate::store::EventStore<T>>) -> Self {
         self.store = Some(store);
+        self
+    }
+
+    /// On a module's handle ([`Context`](crate::Context)): whether to receive
+    /// the module's own events too (default: no; queue group members always
+    /// do, see [Own events](crate::runtime::context#own-events)). No effect
+    /// on a plain bus handle.
+    pub fn include_own(mut self, yes: bool) -> Self {
+        self.include_own = yes;
         self
     }
 

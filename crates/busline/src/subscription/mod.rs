@@ -51,6 +51,8 @@ pub struct Subscription<T> {
     /// Where dropping it adds the number of events it discards (a module's
     /// count), computed under the same lock as the bus's own count.
     pub(crate) discard_counter: Option<Arc<std::sync::atomic::AtomicU64>>,
+    /// A module's subscription: where it records the event being handled.
+    pub(crate) handling: Option<crate::bus::Handling>,
 }
 
 impl<T> fmt::Debug for Subscription<T> {
@@ -84,6 +86,7 @@ impl<T> Subscription<T> {
             durable: None,
             skip_below: None,
             discard_counter: None,
+            handling: None,
         }
     }
 }

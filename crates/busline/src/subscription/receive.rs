@@ -57,7 +57,7 @@ impl<T: Send + Sync + 'static> Subscription<T> {
 
     /// Receives an event if one is ready: `Ok(None)` when none is.
     pub fn try_recv(&mut self) -> Result<Option<Arc<Envelope<T>>>, RecvError> {
-        match self.poll_inner(None) {
+        match self.poll_noted(None) {
             Poll::Ready(r) => r.map(Some),
             Poll::Pending => Ok(None),
         }
@@ -65,7 +65,29 @@ impl<T: Send + Sync + 'static> Subscription<T> {
 
     /// Polls for the next event (the building block of `recv` and `Stream`).
     pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Result<Arc<Envelope<T>>, RecvError>> {
-        self.poll_inner(Some(cx))
+        self.poll_noted(Some(cx))
+    }
+
+    /// Takes every event already queued (without waiting), e.g. to finish
+    /// them during shutdown. Stops at the first error (lag or close).
+    pub fn drain(&mut self) -> Vec<Arc<Envelope<T>>> {
+        std::iter::from_fn(|| self.try_recv().ok().flatten()).collect()
+    }
+
+    /// A module's subscription records what it returns as the event being
+    /// handled, and that nothing is while it waits (see `bus::stamp`).
+    fn poll_noted(
+        &mut self,
+        cx: Option<&mut Context<'_>>,
+    ) -> Poll<Result<Arc<Envelope<T>>, RecvError>> {
+        let r = self.poll_inner(cx);
+        if let Some(h) = &self.handling {
+            h.set(match &r {
+                Poll::Ready(Ok(env)) => Some(&**env),
+                _ => None,
+            });
+        }
+        r
     }
 
     pub(super) fn poll_live(
