@@ -100,10 +100,10 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
 }
 
 /// The payload every system carries: an `Arc` so no system copies it.
-type Payload = Arc<[u64; 8]>;
+pub(crate) type Payload = Arc<[u64; 8]>;
 
 #[derive(Debug, Clone, Copy, Default)]
-struct Round {
+pub(crate) struct Round {
     elapsed: Duration,
     /// CPU time the whole process used during the round (all threads).
     cpu: Duration,
@@ -124,6 +124,9 @@ struct FanoutResult {
     cpu_ns_per_delivery: f64,
     ratio_vs_broadcast_best: f64,
     ratio_vs_mpsc: f64,
+    /// Against the faster of the per-subscriber channels (tokio mpsc, flume).
+    ratio_vs_per_subscriber_best: f64,
+    ratio_vs_async_broadcast: f64,
 }
 
 fn runtime(threads: Option<usize>) -> Result<tokio::runtime::Runtime> {
@@ -142,15 +145,11 @@ fn fanout(a: FanoutArgs) -> Result<()> {
         bail!("--threads must be at least 1");
     }
     let rt = runtime(a.threads)?;
-    let systems: [&'static str; 4] = [
-        match a.policy {
-            PolicyArg::Lossless => "busline-lossless",
-            PolicyArg::Lossy => "busline-lossy",
-        },
-        "tokio-broadcast-naive",
-        "tokio-broadcast-yield64",
-        "tokio-mpsc-per-subscriber",
-    ];
+    let mut systems: Vec<&'static str> = vec![match a.policy {
+        PolicyArg::Lossless => "busline-lossless",
+        PolicyArg::Lossy => "busline-lossy",
+    }];
+    systems.extend(crate::bench_peers::PEERS);
     let mut rounds: Vec<Vec<Round>> = vec![Vec::new(); systems.len()];
     for _ in 0..a.rounds {
         // Interleave the systems each round so drift on a shared machine hits all alike.
@@ -191,14 +190,26 @@ fn fanout(a: FanoutArgs) -> Result<()> {
                 cpu_ns_per_delivery: m.cpu.as_nanos() as f64 / m.delivered.max(1) as f64,
                 ratio_vs_broadcast_best: 0.0,
                 ratio_vs_mpsc: 0.0,
+                ratio_vs_per_subscriber_best: 0.0,
+                ratio_vs_async_broadcast: 0.0,
             }
         })
         .collect();
-    let best = results[2].deliveries_per_s;
-    let mpsc = results[3].deliveries_per_s;
+    let rate = |name: &str| {
+        results
+            .iter()
+            .find(|r| r.system == name)
+            .map_or(f64::NAN, |r| r.deliveries_per_s)
+    };
+    let best = rate("tokio-broadcast-yield64");
+    let mpsc = rate("tokio-mpsc-per-subscriber");
+    let per_subscriber = mpsc.max(rate("flume-per-subscriber"));
+    let async_broadcast = rate("async-broadcast");
     for r in &mut results {
         r.ratio_vs_broadcast_best = r.deliveries_per_s / best;
         r.ratio_vs_mpsc = r.deliveries_per_s / mpsc;
+        r.ratio_vs_per_subscriber_best = r.deliveries_per_s / per_subscriber;
+        r.ratio_vs_async_broadcast = r.deliveries_per_s / async_broadcast;
     }
     if a.json {
         let out = serde_json::json!({
@@ -281,63 +292,7 @@ async fn run_fanout(sys: &str, subs: usize, events: u64, cap: usize, policy: Pol
             publisher.await.expect("publisher");
             collect(start, handles).await
         }
-        "tokio-broadcast-naive" | "tokio-broadcast-yield64" => {
-            let yields = sys.ends_with("yield64");
-            let (tx, _) = tokio::sync::broadcast::channel::<Payload>(cap);
-            let mut handles = Vec::new();
-            for _ in 0..subs {
-                let mut rx = tx.subscribe();
-                handles.push(tokio::spawn(async move {
-                    use tokio::sync::broadcast::error::RecvError as B;
-                    let (mut got, mut lag) = (0u64, 0u64);
-                    loop {
-                        match rx.recv().await {
-                            Ok(_) => got += 1,
-                            Err(B::Lagged(n)) => lag += n,
-                            Err(B::Closed) => break,
-                        }
-                    }
-                    (got, lag)
-                }));
-            }
-            let start = Instant::now();
-            let publisher = tokio::spawn(async move {
-                for i in 0..events {
-                    let _ = tx.send(payload.clone());
-                    if yields && i % 64 == 63 {
-                        tokio::task::yield_now().await;
-                    }
-                }
-            });
-            publisher.await.expect("publisher");
-            collect(start, handles).await
-        }
-        "tokio-mpsc-per-subscriber" => {
-            let mut txs = Vec::new();
-            let mut handles = Vec::new();
-            for _ in 0..subs {
-                let (tx, mut rx) = tokio::sync::mpsc::channel::<Payload>(cap);
-                txs.push(tx);
-                handles.push(tokio::spawn(async move {
-                    let mut got = 0u64;
-                    while rx.recv().await.is_some() {
-                        got += 1;
-                    }
-                    (got, 0)
-                }));
-            }
-            let start = Instant::now();
-            let publisher = tokio::spawn(async move {
-                for _ in 0..events {
-                    for tx in &txs {
-                        tx.send(payload.clone()).await.expect("send");
-                    }
-                }
-            });
-            publisher.await.expect("publisher");
-            collect(start, handles).await
-        }
-        other => unreachable!("unknown system {other}"),
+        peer => crate::bench_peers::run(peer, subs, events, cap, payload).await,
     }
 }
 
@@ -360,7 +315,10 @@ fn process_cpu_time() -> Duration {
     Duration::from_millis((ticks(11) + ticks(12)) * 10)
 }
 
-async fn collect(start: Instant, handles: Vec<tokio::task::JoinHandle<(u64, u64)>>) -> Round {
+pub(crate) async fn collect(
+    start: Instant,
+    handles: Vec<tokio::task::JoinHandle<(u64, u64)>>,
+) -> Round {
     let mut r = Round::default();
     for h in handles {
         let (got, lag) = h.await.expect("subscriber");

@@ -6,6 +6,7 @@ mod bench_ingest;
 mod bench_keyed;
 mod bench_log;
 mod bench_nats;
+mod bench_peers;
 mod log_cmd;
 mod monitor;
 
