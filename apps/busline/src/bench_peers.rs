@@ -123,14 +123,14 @@ trait Tx: Send + Sync + 'static {
 }
 
 impl Tx for tokio::sync::mpsc::Sender<Payload> {
-    fn deliver(&self, p: Payload) -> impl Future<Output = bool> + Send + '_ {
-        async move { self.send(p).await.is_ok() }
+    async fn deliver(&self, p: Payload) -> bool {
+        self.send(p).await.is_ok()
     }
 }
 
 impl Tx for flume::Sender<Payload> {
-    fn deliver(&self, p: Payload) -> impl Future<Output = bool> + Send + '_ {
-        async move { self.send_async(p).await.is_ok() }
+    async fn deliver(&self, p: Payload) -> bool {
+        self.send_async(p).await.is_ok()
     }
 }
 
