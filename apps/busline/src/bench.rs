@@ -23,6 +23,9 @@ pub enum BenchCommand {
     Log(crate::bench_log::BenchLogArgs),
     /// Event sourcing: aggregate load with/without snapshots, projection catch-up.
     Es(crate::bench_es::EsArgs),
+    /// Request/reply: round trips to an actor module beside a hand-written
+    /// mpsc + oneshot actor.
+    Request(crate::bench_request::RequestArgs),
     /// Keyed queue groups: a keyed group beside a plain queue group and
     /// beside mpsc workers with hash routing.
     Keyed(crate::bench_keyed::KeyedArgs),
@@ -96,6 +99,7 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
         BenchCommand::Es(a) => tokio::runtime::Runtime::new()?.block_on(crate::bench_es::run(a)),
         BenchCommand::Ingest(a) => crate::bench_ingest::run(a),
         BenchCommand::Keyed(a) => crate::bench_keyed::run(a),
+        BenchCommand::Request(a) => crate::bench_request::run(a),
     }
 }
 

@@ -1,0 +1,223 @@
+//! `busline bench request`: request/reply round trips to an actor — a
+//! module on the bus answering `GetStatus` with `Context::reply`, as in
+//! `examples/actor.rs` — beside the same actor written by hand on a tokio
+//! mpsc inbox with a oneshot per request.
+//!
+//! `--requesters` tasks each send requests one after another until
+//! `--requests` were answered between them; every round trip's latency goes
+//! into a histogram. The systems take turns, round by round; the median
+//! round (by throughput) is reported with its latencies.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, ensure, Result};
+use busline::{Bus, Context};
+use clap::Args;
+use hdrhistogram::Histogram;
+use serde::Serialize;
+use tokio::sync::{mpsc, oneshot};
+
+/// Options of `bench request`.
+#[derive(Debug, Args)]
+pub struct RequestArgs {
+    /// Round trips per round (shared by the requesters).
+    #[arg(long, default_value_t = 200_000)]
+    pub requests: u64,
+    /// Concurrent requesters, one case each (comma-separated).
+    #[arg(long, value_delimiter = ',', default_value = "1,8")]
+    pub requesters: Vec<usize>,
+    /// Rounds; the median is reported.
+    #[arg(long, default_value_t = 5)]
+    pub rounds: usize,
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// What the actor is asked and answers.
+#[derive(Debug, Clone)]
+enum Msg {
+    GetStatus,
+    Status { answered: u64 },
+}
+
+const SYSTEMS: [&str; 2] = ["busline-module", "mpsc-oneshot-actor"];
+
+#[derive(Debug, Serialize)]
+struct RequestResult {
+    system: &'static str,
+    requesters: usize,
+    round_trips_per_s: f64,
+    p50_us: f64,
+    p99_us: f64,
+    ratio_vs_mpsc_oneshot: f64,
+}
+
+struct Round {
+    per_s: f64,
+    latency: Histogram<u64>,
+}
+
+/// Runs `bench request`.
+pub fn run(a: RequestArgs) -> Result<()> {
+    if a.requests == 0 || a.rounds == 0 || a.requesters.contains(&0) {
+        bail!("--requests, --rounds and every --requesters must be at least 1");
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let mut results = Vec::new();
+    for &n in &a.requesters {
+        let mut rounds: Vec<Vec<Round>> = vec![Vec::new(), Vec::new()];
+        for _ in 0..a.rounds {
+            for (i, sys) in SYSTEMS.iter().enumerate() {
+                rounds[i].push(rt.block_on(round(sys, n, a.requests))?);
+            }
+        }
+        let mut rows: Vec<RequestResult> = SYSTEMS
+            .iter()
+            .zip(rounds)
+            .map(|(sys, mut rs)| {
+                rs.sort_by(|x, y| x.per_s.total_cmp(&y.per_s));
+                let m = &rs[rs.len() / 2];
+                RequestResult {
+                    system: sys,
+                    requesters: n,
+                    round_trips_per_s: m.per_s,
+                    p50_us: m.latency.value_at_quantile(0.5) as f64 / 1e3,
+                    p99_us: m.latency.value_at_quantile(0.99) as f64 / 1e3,
+                    ratio_vs_mpsc_oneshot: 0.0,
+                }
+            })
+            .collect();
+        let base = rows[1].round_trips_per_s;
+        rows.iter_mut()
+            .for_each(|r| r.ratio_vs_mpsc_oneshot = r.round_trips_per_s / base);
+        results.extend(rows);
+    }
+    if a.json {
+        let out = serde_json::json!({
+            "bench": "request",
+            "requests": a.requests,
+            "rounds": a.rounds,
+            "results": results,
+        });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+        return Ok(());
+    }
+    println!(
+        "{:<20} {:>10} {:>16} {:>9} {:>9} {:>10}",
+        "system", "requesters", "round trips/s", "p50 µs", "p99 µs", "vs mpsc"
+    );
+    for r in &results {
+        println!(
+            "{:<20} {:>10} {:>16.0} {:>9.1} {:>9.1} {:>9.2}x",
+            r.system,
+            r.requesters,
+            r.round_trips_per_s,
+            r.p50_us,
+            r.p99_us,
+            r.ratio_vs_mpsc_oneshot
+        );
+    }
+    Ok(())
+}
+
+/// One round of `sys` with `requesters` tasks sharing `requests` round trips.
+async fn round(sys: &str, requesters: usize, requests: u64) -> Result<Round> {
+    let left = Arc::new(AtomicU64::new(requests));
+    let start = Instant::now();
+    let tasks: Vec<tokio::task::JoinHandle<Result<Histogram<u64>>>> = match sys {
+        "busline-module" => {
+            let bus = Bus::<Msg>::new();
+            let actor = Context::detached("actor", bus.clone());
+            let mut inbox = actor.subscribe("actor.>")?;
+            tokio::spawn(async move {
+                let mut answered = 0u64;
+                while let Ok(env) = inbox.recv().await {
+                    if let Msg::GetStatus = env.payload {
+                        answered += 1;
+                        let _ = actor.reply(&env, Msg::Status { answered }).await;
+                    }
+                }
+            });
+            (0..requesters)
+                .map(|_| {
+                    let (bus, left) = (bus.clone(), left.clone());
+                    tokio::spawn(requester(left, move || {
+                        let bus = bus.clone();
+                        async move {
+                            let r = bus
+                                .request("actor.status", Msg::GetStatus, Duration::from_secs(10))
+                                .await?;
+                            Ok(r.payload.clone())
+                        }
+                    }))
+                })
+                .collect()
+        }
+        _ => {
+            let (tx, mut rx) = mpsc::channel::<(Msg, oneshot::Sender<Msg>)>(1024);
+            tokio::spawn(async move {
+                let mut answered = 0u64;
+                while let Some((msg, reply)) = rx.recv().await {
+                    if let Msg::GetStatus = msg {
+                        answered += 1;
+                        let _ = reply.send(Msg::Status { answered });
+                    }
+                }
+            });
+            (0..requesters)
+                .map(|_| {
+                    let (tx, left) = (tx.clone(), left.clone());
+                    tokio::spawn(requester(left, move || {
+                        let tx = tx.clone();
+                        async move {
+                            let (reply, answer) = oneshot::channel();
+                            tx.send((Msg::GetStatus, reply)).await?;
+                            Ok(answer.await?)
+                        }
+                    }))
+                })
+                .collect()
+        }
+    };
+    let mut latency = Histogram::<u64>::new(3)?;
+    for t in tasks {
+        latency.add(t.await??)?;
+    }
+    let elapsed = start.elapsed();
+    ensure!(
+        latency.len() == requests,
+        "{sys}: {} of {requests} answered",
+        latency.len()
+    );
+    Ok(Round {
+        per_s: requests as f64 / elapsed.as_secs_f64(),
+        latency,
+    })
+}
+
+/// Sends requests with `ask` until `left` runs out; returns the latencies (ns).
+async fn requester<F, Fut>(left: Arc<AtomicU64>, ask: F) -> Result<Histogram<u64>>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<Msg>>,
+{
+    let mut h = Histogram::<u64>::new(3)?;
+    while left
+        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+        .is_ok()
+    {
+        let t = Instant::now();
+        let answer = ask().await?;
+        h.record(t.elapsed().as_nanos() as u64)?;
+        ensure!(
+            matches!(answer, Msg::Status { .. }),
+            "not a status: {answer:?}"
+        );
+    }
+    Ok(h)
+}
