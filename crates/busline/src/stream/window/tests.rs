@@ -3,6 +3,8 @@ use crate::stream::StreamOpsExt;
 use futures::channel::mpsc;
 use futures::{executor::block_on, stream, StreamExt};
 use proptest::prelude::*;
+use std::collections::BTreeMap;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::time::advance;
 
 const S: Duration = Duration::from_secs(1);
