@@ -137,6 +137,7 @@ where
                         start: at(s),
                         end: at(s.saturating_add(*this.size)),
                         items,
+                        partial: true,
                     })
                 }));
             }
@@ -201,6 +202,7 @@ where
                         start: at(s),
                         end: at(s.saturating_add(size)),
                         items,
+                        partial: false,
                     }));
                 }
             }

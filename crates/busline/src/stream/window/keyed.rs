@@ -29,6 +29,9 @@ pub struct KeyedWindow<K, I, Ts = Instant> {
     /// Events whose key arrived after `max_keys` keys were live: kept here,
     /// not grouped (also counted by the operator's [`OverflowCounter`]).
     pub overflow: Vec<I>,
+    /// Whether the span was emitted before its end because the input ended
+    /// (as [`Window::partial`]).
+    pub partial: bool,
 }
 
 impl<K: PartialEq, I, Ts> KeyedWindow<K, I, Ts> {
@@ -138,6 +141,7 @@ where
             end,
             groups: std::mem::take(this.groups),
             overflow: std::mem::take(this.overflow),
+            partial: Instant::now() < end,
         };
         *this.start = end;
         this.timer.as_mut().reset(later(end, *this.size));

@@ -66,7 +66,24 @@
 //! ## End of stream
 //!
 //! When the input ends, the windows still holding events are emitted at once
-//! (without waiting for their end), then the window stream ends.
+//! (without waiting for their end), then the window stream ends. Such a
+//! window says so: its `partial` field ([`Window::partial`],
+//! [`KeyedWindow::partial`], [`WindowAggregate::partial`]) is `true`, and
+//! `false` for every window that closed at its end.
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
+//! # use std::time::Duration; use futures::StreamExt; use busline::stream::StreamOpsExt;
+//! let (tx, rx) = futures::channel::mpsc::unbounded();
+//! let mut windows = rx.tumbling(Duration::from_secs(1));
+//! tx.unbounded_send("a").unwrap();
+//! assert!(!windows.next().await.unwrap().partial); // closed at t0+1s
+//! tx.unbounded_send("b").unwrap();
+//! drop(tx); // the input ends at t0+1s
+//! let last = windows.next().await.unwrap(); // at once, not at t0+2s
+//! assert_eq!((last.items, last.partial), (vec!["b"], true));
+//! # }
+//! ```
 //!
 //! # Event time
 //!
@@ -170,6 +187,12 @@ pub struct Window<I, Ts = Instant> {
     pub end: Ts,
     /// The events in it, in the order they arrived.
     pub items: Vec<I>,
+    /// Whether the window was emitted before it closed, because the input
+    /// ended (see [End of stream](self#end-of-stream)): events that would
+    /// still have fallen in it may be missing. A window emitted at its
+    /// boundary (processing time) or once the watermark passed its end
+    /// (event time) is not partial.
+    pub partial: bool,
 }
 
 impl<I, Ts> Window<I, Ts> {
@@ -235,6 +258,7 @@ impl<I, Ts> Window<I, Ts> {
             end: self.end,
             groups,
             overflow,
+            partial: self.partial,
         }
     }
 }

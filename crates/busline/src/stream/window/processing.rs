@@ -79,7 +79,13 @@ fn take_window<I: Clone>(
             .filter(|(t, _)| *t >= start)
             .map(|(_, i)| i.clone()),
     );
-    Window { start, end, items }
+    Window {
+        start,
+        end,
+        items,
+        // Emitted before its end: only when the input ended.
+        partial: Instant::now() < end,
+    }
 }
 
 impl<S> Stream for ProcessingWindows<S>

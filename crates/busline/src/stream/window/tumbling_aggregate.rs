@@ -22,6 +22,9 @@ pub struct WindowAggregate {
     pub end: Instant,
     /// What was recorded in it.
     pub aggregate: Aggregate,
+    /// Whether the window was emitted before its end because the input
+    /// ended (as [`Window::partial`](super::Window::partial)).
+    pub partial: bool,
 }
 
 impl WindowAggregate {
@@ -104,6 +107,7 @@ where
             start,
             end,
             aggregate: std::mem::take(this.current),
+            partial: Instant::now() < end,
         }))
     }
 }
