@@ -427,24 +427,7 @@ impl<A: Aggregate> EventStore<A> {
             });
         }
         let ts = busline_log::now_millis();
-        let mut payloads = Vec::with_capacity(events.len());
-        for (i, ev) in events.iter().enumerate() {
-            let (event_type, payload) = split(ev)?;
-            let stored = Stored {
-                aggregate_type: A::TYPE.to_owned(),
-                aggregate_id: id.to_owned(),
-                version: expected + 1 + i as u64,
-                schema_version: <A::Event as crate::Event>::schema_version(&event_type),
-                event_type,
-                timestamp_ms: ts,
-                metadata: metadata.clone(),
-                payload,
-            };
-            payloads.push(serde_json::to_vec(&stored).map_err(|source| Error::Encode {
-                what: "stored event",
-                source,
-            })?);
-        }
+        let payloads = Self::encode(id, expected, &events, &metadata, ts)?;
         let ticket = self.inner.log.submit_batch(ts, &payloads).await?;
         // The records are queued now: they get written whether or not this
         // future is polled to the end (a timeout, a `select!`, a runtime
@@ -463,11 +446,60 @@ impl<A: Aggregate> EventStore<A> {
         ticket.acknowledged().await?;
         let _guard = guard;
         let version = expected + events.len() as u64;
+        self.snapshot_if_due(id, expected, version, &events, state);
+        drop(_guard);
+        self.publish(id, expected, events, offsets.clone(), ts, metadata)
+            .await?;
+        Ok(Appended { version, offsets })
+    }
+
+    /// The log records of `events`, appended at `expected`: each a stored
+    /// event naming its aggregate and version.
+    fn encode(
+        id: &str,
+        expected: u64,
+        events: &[A::Event],
+        metadata: &Metadata,
+        ts: u64,
+    ) -> Result<Vec<Vec<u8>>> {
+        let mut payloads = Vec::with_capacity(events.len());
+        for (i, ev) in events.iter().enumerate() {
+            let (event_type, payload) = split(ev)?;
+            let stored = Stored {
+                aggregate_type: A::TYPE.to_owned(),
+                aggregate_id: id.to_owned(),
+                version: expected + 1 + i as u64,
+                schema_version: <A::Event as crate::Event>::schema_version(&event_type),
+                event_type,
+                timestamp_ms: ts,
+                metadata: metadata.clone(),
+                payload,
+            };
+            payloads.push(serde_json::to_vec(&stored).map_err(|source| Error::Encode {
+                what: "stored event",
+                source,
+            })?);
+        }
+        Ok(payloads)
+    }
+
+    /// Writes a snapshot at `version` when the append from `expected`
+    /// crossed a snapshot interval. `state` is the state before the append,
+    /// if the caller has it; otherwise the aggregate is loaded. A snapshot
+    /// that fails is logged, never an error: the events are durable.
+    fn snapshot_if_due(
+        &self,
+        id: &str,
+        expected: u64,
+        version: u64,
+        events: &[A::Event],
+        state: Option<A>,
+    ) {
         if let Some((snaps, every)) = &self.inner.snapshots {
             if expected / every != version / every {
                 let snap = match state {
                     Some(mut s) => {
-                        for e in &events {
+                        for e in events {
                             s.apply(e);
                         }
                         Ok(s)
@@ -482,9 +514,22 @@ impl<A: Aggregate> EventStore<A> {
                 }
             }
         }
-        drop(_guard);
+    }
+
+    /// Publishes appended events on the bus, if the store has one, as
+    /// [`Recorded`] on `es.<aggregate type>.<event type>`. A publish that
+    /// fails is logged: the events are durable.
+    async fn publish(
+        &self,
+        id: &str,
+        expected: u64,
+        events: Vec<A::Event>,
+        offsets: Range<u64>,
+        ts: u64,
+        metadata: Metadata,
+    ) -> Result<()> {
         if let Some(bus) = self.inner.bus.get() {
-            for (i, (event, offset)) in events.into_iter().zip(offsets.clone()).enumerate() {
+            for (i, (event, offset)) in events.into_iter().zip(offsets).enumerate() {
                 let (event_type, _) = split(&event)?;
                 let topic = format!("es.{}.{}", A::TYPE, event_type);
                 let rec = Recorded {
@@ -503,7 +548,7 @@ impl<A: Aggregate> EventStore<A> {
                 }
             }
         }
-        Ok(Appended { version, offsets })
+        Ok(())
     }
 
     /// Loads `id`, lets it handle `command`, and appends the resulting events

@@ -203,6 +203,8 @@ enum Scanned {
     TornHeader(Recovery),
 }
 
+/// Reads and checks every record of one segment; a torn tail of the last
+/// segment is cut (or, in a read-only view, where reading stops).
 fn scan_segment(
     storage: &dyn Storage,
     path: &Path,
@@ -217,158 +219,214 @@ fn scan_segment(
     let len = file.len().map_err(|e| Error::io("stat", path, e))?;
     let mut header = [0u8; SEGMENT_HEADER_LEN];
     let n = read_full_at(&*file, 0, &mut header).map_err(|e| Error::io("read", path, e))?;
-    match decode_segment_header(&header[..n]) {
-        Ok(b) if b == base => {}
-        Ok(b) => {
-            return Err(Error::Corrupt {
-                segment: path.to_owned(),
-                position: 16,
-                offset: base,
-                reason: format!("header says base offset {b}, the file name says {base}"),
-            })
-        }
-        Err(HeaderError::NewerVersion(found)) => {
-            return Err(Error::UnsupportedVersion {
-                segment: path.to_owned(),
-                found,
-                supported: FORMAT_VERSION,
-            })
-        }
-        Err(_) if is_last && len <= SEGMENT_HEADER_LEN as u64 => {
-            return Ok(Scanned::TornHeader(Recovery {
-                segment: path.to_owned(),
-                offset: base,
-                position: 0,
-                bytes_cut: len,
-            }))
-        }
-        Err(e) => {
-            return Err(Error::Corrupt {
-                segment: path.to_owned(),
-                position: 0,
-                offset: base,
-                reason: format!("invalid segment header: {e:?}"),
-            })
-        }
+    if let Some(cut) = check_segment_header(&header[..n], path, base, is_last, len)? {
+        return Ok(Scanned::TornHeader(cut));
     }
 
     let mut info = SegmentInfo::new(base, path.to_owned());
     let mut max_ts = max_ts_before;
     let mut cursor = RecordCursor::new(file, SEGMENT_HEADER_LEN as u64, opts.max_payload);
-    loop {
+    let problem = loop {
         let step = cursor.next().map_err(|e| Error::io("read", path, e))?;
-        let expected = info.end;
-        let cut_short = matches!(step, Step::Incomplete(_));
-        let (pos, problem) = match step {
+        match step {
             Step::End => return Ok(Scanned::Segment(info, None)),
-            Step::Record(h, pos) if h.offset == expected => {
+            Step::Record(h, pos) if h.offset == info.end => {
                 info.note_record(&h, pos, max_ts, opts.index_interval);
                 max_ts = max_ts.max(h.timestamp);
-                continue;
             }
-            Step::Record(h, pos) => (
-                pos,
-                Error::Corrupt {
-                    segment: path.to_owned(),
-                    position: pos,
-                    offset: expected,
-                    reason: format!("record has offset {}, expected {expected}", h.offset),
-                },
-            ),
-            Step::Incomplete(pos) => (
-                pos,
-                Error::Corrupt {
-                    segment: path.to_owned(),
-                    position: pos,
-                    offset: expected,
-                    reason: format!("record cut short: the file ends at byte {len}"),
-                },
-            ),
-            Step::Bad(
-                DecodeError::BadCrc {
-                    expected: stored,
-                    found,
-                    ..
-                },
-                pos,
-            ) => (
-                pos,
-                Error::CorruptRecord {
-                    segment: path.to_owned(),
-                    position: pos,
-                    offset: expected,
-                    expected: stored,
-                    found,
-                },
-            ),
-            Step::Bad(DecodeError::TooLong { len: big, .. }, pos)
-                if written_with_a_larger_limit(storage, path, pos, big, expected)? =>
-            {
-                // A sound record, from when the log was opened with a larger
-                // limit: never cut it, and say which limit opens the log.
-                return Err(Error::InvalidOption {
-                    name: "max_record_bytes",
-                    reason: format!(
-                        "{} holds a record of {big} bytes (offset {expected}), more than the {} this log was opened with; open it with max_record_bytes of at least {big}",
-                        path.display(),
-                        opts.max_payload
-                    ),
-                });
-            }
-            Step::Bad(DecodeError::TooLong { len, .. }, pos) => (
-                pos,
-                Error::Corrupt {
-                    segment: path.to_owned(),
-                    position: pos,
-                    offset: expected,
-                    reason: format!(
-                        "length field {len} exceeds the maximum record size {}",
-                        opts.max_payload
-                    ),
-                },
-            ),
-        };
-        if !is_last || opts.mode == Mode::Check {
-            return Err(problem);
+            step => break problem_at(storage, path, step, info.end, len, opts)?,
         }
-        if opts.mode == Mode::ReadOnly && cut_short {
-            // A view of a log another process appends to: the record being
-            // written is where the view ends for now (nothing is cut).
-            return Ok(Scanned::Segment(
-                info,
-                Some(Recovery {
-                    segment: path.to_owned(),
-                    offset: expected,
-                    position: pos,
-                    bytes_cut: len - pos,
-                }),
-            ));
-        }
-        // The last segment: a torn tail, unless valid records follow.
-        let file = storage
-            .open_read(path)
-            .map_err(|e| Error::io("open", path, e))?;
-        let rest = read_rest(&*file, pos).map_err(|e| Error::io("read", path, e))?;
-        if valid_record_after(&rest, expected, opts.max_payload) {
-            return Err(problem);
-        }
-        let cut = Recovery {
+    };
+    if !is_last || opts.mode == Mode::Check {
+        return Err(problem.error);
+    }
+    end_at_problem(storage, path, info, len, problem, opts)
+}
+
+/// Checks a segment's header (`header`, what the file holds of it) against
+/// the base offset its name gives. A header torn short in the last segment
+/// is no error: it is returned as the cut to make.
+fn check_segment_header(
+    header: &[u8],
+    path: &Path,
+    base: u64,
+    is_last: bool,
+    len: u64,
+) -> Result<Option<Recovery>> {
+    match decode_segment_header(header) {
+        Ok(b) if b == base => Ok(None),
+        Ok(b) => Err(Error::Corrupt {
             segment: path.to_owned(),
-            offset: expected,
-            position: pos,
-            bytes_cut: len - pos,
-        };
-        if opts.mode == Mode::ReadOnly {
-            return Ok(Scanned::Segment(info, Some(cut)));
+            position: 16,
+            offset: base,
+            reason: format!("header says base offset {b}, the file name says {base}"),
+        }),
+        Err(HeaderError::NewerVersion(found)) => Err(Error::UnsupportedVersion {
+            segment: path.to_owned(),
+            found,
+            supported: FORMAT_VERSION,
+        }),
+        Err(_) if is_last && len <= SEGMENT_HEADER_LEN as u64 => Ok(Some(Recovery {
+            segment: path.to_owned(),
+            offset: base,
+            position: 0,
+            bytes_cut: len,
+        })),
+        Err(e) => Err(Error::Corrupt {
+            segment: path.to_owned(),
+            position: 0,
+            offset: base,
+            reason: format!("invalid segment header: {e:?}"),
+        }),
+    }
+}
+
+/// Where the records of a segment stop being sound, and why.
+struct Problem {
+    /// The file position of the first unsound byte.
+    pos: u64,
+    /// The error it is when it cannot be cut.
+    error: Error,
+    /// The file ends inside the record there.
+    cut_short: bool,
+}
+
+/// What `step` (not a record with the `expected` offset) says is wrong.
+/// A record over the size limit that is sound was written under a larger
+/// limit: that is an error naming the limit that opens the log.
+fn problem_at(
+    storage: &dyn Storage,
+    path: &Path,
+    step: Step,
+    expected: u64,
+    len: u64,
+    opts: &RecoverOptions,
+) -> Result<Problem> {
+    let cut_short = matches!(step, Step::Incomplete(_));
+    let (pos, error) = match step {
+        Step::End => unreachable!("the end of a segment is no problem"),
+        Step::Record(h, pos) => (
+            pos,
+            Error::Corrupt {
+                segment: path.to_owned(),
+                position: pos,
+                offset: expected,
+                reason: format!("record has offset {}, expected {expected}", h.offset),
+            },
+        ),
+        Step::Incomplete(pos) => (
+            pos,
+            Error::Corrupt {
+                segment: path.to_owned(),
+                position: pos,
+                offset: expected,
+                reason: format!("record cut short: the file ends at byte {len}"),
+            },
+        ),
+        Step::Bad(
+            DecodeError::BadCrc {
+                expected: stored,
+                found,
+                ..
+            },
+            pos,
+        ) => (
+            pos,
+            Error::CorruptRecord {
+                segment: path.to_owned(),
+                position: pos,
+                offset: expected,
+                expected: stored,
+                found,
+            },
+        ),
+        Step::Bad(DecodeError::TooLong { len: big, .. }, pos)
+            if written_with_a_larger_limit(storage, path, pos, big, expected)? =>
+        {
+            // A sound record, from when the log was opened with a larger
+            // limit: never cut it, and say which limit opens the log.
+            return Err(Error::InvalidOption {
+                name: "max_record_bytes",
+                reason: format!(
+                    "{} holds a record of {big} bytes (offset {expected}), more than the {} this log was opened with; open it with max_record_bytes of at least {big}",
+                    path.display(),
+                    opts.max_payload
+                ),
+            });
         }
-        let mut w = storage
-            .open_append(path)
-            .map_err(|e| Error::io("open", path, e))?;
-        w.truncate(pos)
-            .map_err(|e| Error::io("truncate", path, e))?;
-        w.sync().map_err(|e| Error::io("fsync", path, e))?;
+        Step::Bad(DecodeError::TooLong { len, .. }, pos) => (
+            pos,
+            Error::Corrupt {
+                segment: path.to_owned(),
+                position: pos,
+                offset: expected,
+                reason: format!(
+                    "length field {len} exceeds the maximum record size {}",
+                    opts.max_payload
+                ),
+            },
+        ),
+    };
+    Ok(Problem {
+        pos,
+        error,
+        cut_short,
+    })
+}
+
+/// Ends the scan of the last segment at `problem`: a torn tail is cut (in a
+/// read-only view, only reported); valid records after it make it an error.
+fn end_at_problem(
+    storage: &dyn Storage,
+    path: &Path,
+    info: SegmentInfo,
+    len: u64,
+    problem: Problem,
+    opts: &RecoverOptions,
+) -> Result<Scanned> {
+    let Problem {
+        pos,
+        error: problem,
+        cut_short,
+    } = problem;
+    let expected = info.end;
+    if opts.mode == Mode::ReadOnly && cut_short {
+        // A view of a log another process appends to: the record being
+        // written is where the view ends for now (nothing is cut).
+        return Ok(Scanned::Segment(
+            info,
+            Some(Recovery {
+                segment: path.to_owned(),
+                offset: expected,
+                position: pos,
+                bytes_cut: len - pos,
+            }),
+        ));
+    }
+    // The last segment: a torn tail, unless valid records follow.
+    let file = storage
+        .open_read(path)
+        .map_err(|e| Error::io("open", path, e))?;
+    let rest = read_rest(&*file, pos).map_err(|e| Error::io("read", path, e))?;
+    if valid_record_after(&rest, expected, opts.max_payload) {
+        return Err(problem);
+    }
+    let cut = Recovery {
+        segment: path.to_owned(),
+        offset: expected,
+        position: pos,
+        bytes_cut: len - pos,
+    };
+    if opts.mode == Mode::ReadOnly {
         return Ok(Scanned::Segment(info, Some(cut)));
     }
+    let mut w = storage
+        .open_append(path)
+        .map_err(|e| Error::io("open", path, e))?;
+    w.truncate(pos)
+        .map_err(|e| Error::io("truncate", path, e))?;
+    w.sync().map_err(|e| Error::io("fsync", path, e))?;
+    Ok(Scanned::Segment(info, Some(cut)))
 }
 
 /// Whether the record at `pos` of `path`, whose length field (`len`) is over

@@ -35,15 +35,33 @@ pub(super) struct Running<T> {
 impl<T: Send + Sync + 'static> Running<T> {
     pub(super) async fn run(&mut self) -> Result<Report, RuntimeError> {
         let mut status = self.status.take().expect("run once");
+        let outcome = match self.start_all().await {
+            Some(early) => early,
+            None => self.supervise(&mut status).await,
+        };
+        let reason = match &outcome {
+            Outcome::Stop(r) => r.clone(),
+            Outcome::Fatal(Fatal::Failed { module, .. } | Fatal::Limit { module, .. }) => {
+                StopReason::ModuleFailed(module.clone())
+            }
+        };
+        self.emit(SystemEvent::ShuttingDown {
+            reason: reason.to_string(),
+        });
+        let abandoned = self.shutdown(&mut status).await;
+        self.finish(outcome, reason, abandoned)
+    }
+
+    /// Starts the modules in order, each once the one before reached its
+    /// first `.await`. Returns the outcome if the run was stopped meanwhile.
+    async fn start_all(&mut self) -> Option<Outcome> {
         let token = self.token.clone();
-        let mut early = None;
         for i in 0..self.slots.len() {
             if self.slots[i].state != ModuleState::Starting {
                 continue;
             }
             if token.is_cancelled() {
-                early = Some(Outcome::Stop(StopReason::Requested));
-                break;
+                return Some(Outcome::Stop(StopReason::Requested));
             }
             if let Some(first_poll) = self.spawn(i) {
                 // The next module starts once this one reached its first
@@ -51,12 +69,19 @@ impl<T: Send + Sync + 'static> Running<T> {
                 tokio::select! {
                     _ = first_poll => {}
                     _ = token.cancelled() => {
-                        early = Some(Outcome::Stop(StopReason::Requested));
-                        break;
+                        return Some(Outcome::Stop(StopReason::Requested));
                     }
                 }
             }
         }
+        None
+    }
+
+    /// Supervises the started modules until the run stops: every module
+    /// done, a stop request, a signal, or a fatal module end. Meanwhile it
+    /// restarts modules when their backoff ends and answers status requests.
+    async fn supervise(&mut self, status: &mut crate::Subscription<SystemEvent>) -> Outcome {
+        let token = self.token.clone();
         let signals = self.signals;
         let signal = async move {
             if signals {
@@ -66,10 +91,7 @@ impl<T: Send + Sync + 'static> Running<T> {
             }
         };
         tokio::pin!(signal);
-        let outcome = loop {
-            if let Some(o) = early.take() {
-                break o;
-            }
+        loop {
             if self.slots.iter().all(Slot::is_done) {
                 break Outcome::Stop(StopReason::Finished);
             }
@@ -84,27 +106,31 @@ impl<T: Send + Sync + 'static> Running<T> {
                     }
                 }
                 _ = sleep_until_opt(next_restart), if next_restart.is_some() => {
-                    let now = Instant::now();
-                    for i in 0..self.slots.len() {
-                        if self.slots[i].restart_at.is_some_and(|t| t <= now) {
-                            self.slots[i].restart_at = None;
-                            self.spawn(i);
-                        }
-                    }
+                    self.restart_due();
                 }
                 Ok(req) = status.recv() => self.answer(&req).await,
             }
-        };
-        let reason = match &outcome {
-            Outcome::Stop(r) => r.clone(),
-            Outcome::Fatal(Fatal::Failed { module, .. } | Fatal::Limit { module, .. }) => {
-                StopReason::ModuleFailed(module.clone())
+        }
+    }
+
+    /// Starts a new instance of each module whose backoff has ended.
+    fn restart_due(&mut self) {
+        let now = Instant::now();
+        for i in 0..self.slots.len() {
+            if self.slots[i].restart_at.is_some_and(|t| t <= now) {
+                self.slots[i].restart_at = None;
+                self.spawn(i);
             }
-        };
-        self.emit(SystemEvent::ShuttingDown {
-            reason: reason.to_string(),
-        });
-        let abandoned = self.shutdown(&mut status).await;
+        }
+    }
+
+    /// The run's report, and the error it is when a module ended it.
+    fn finish(
+        &mut self,
+        outcome: Outcome,
+        reason: StopReason,
+        abandoned: Vec<String>,
+    ) -> Result<Report, RuntimeError> {
         let now = Instant::now();
         let report = Report {
             reason,
@@ -199,6 +225,30 @@ impl<T: Send + Sync + 'static> Running<T> {
         res: Result<(tokio::task::Id, Result<(), BoxError>), JoinError>,
         shutting_down: bool,
     ) -> Option<Fatal> {
+        let (i, exit) = self.ended(res)?;
+        if shutting_down {
+            let slot = &mut self.slots[i];
+            if exit.failed {
+                slot.last_error = exit.message.clone();
+            }
+            slot.state = ModuleState::Stopped;
+            let name = slot.name.to_string();
+            self.emit(SystemEvent::Stopped {
+                module: name,
+                aborted: false,
+            });
+            return None;
+        }
+        self.supervise_exit(i, exit)
+    }
+
+    /// Forgets a task that ended and clears its module's instance. Returns
+    /// the module's index and how the task ended, or `None` for a task that
+    /// is unknown or was aborted (its end was reported then).
+    fn ended(
+        &mut self,
+        res: Result<(tokio::task::Id, Result<(), BoxError>), JoinError>,
+    ) -> Option<(usize, Exit)> {
         let (id, res) = match res {
             Ok((id, r)) => (id, Ok(r)),
             Err(e) => (e.id(), Err(e)),
@@ -213,22 +263,19 @@ impl<T: Send + Sync + 'static> Running<T> {
             t.cancel();
         }
         slot.abort = None;
-        let name = slot.name.to_string();
         if was_aborted {
             // Its end was already reported when it was aborted.
             return None;
         }
-        if shutting_down {
-            if exit.failed {
-                slot.last_error = exit.message.clone();
-            }
-            slot.state = ModuleState::Stopped;
-            self.emit(SystemEvent::Stopped {
-                module: name,
-                aborted: false,
-            });
-            return None;
-        }
+        Some((i, exit))
+    }
+
+    /// Applies module `i`'s restart policy to how its instance ended: it is
+    /// stopped, failed (fatal), restarted after a backoff, or over its
+    /// restart limit (fatal).
+    fn supervise_exit(&mut self, i: usize, exit: Exit) -> Option<Fatal> {
+        let slot = &mut self.slots[i];
+        let name = slot.name.to_string();
         let restart = match slot.supervision.restart {
             Restart::Never => false,
             Restart::OnFailure => exit.failed,
@@ -275,39 +322,53 @@ impl<T: Send + Sync + 'static> Running<T> {
                 })
             }
             (true, Some(n)) => {
-                let delay = slot.supervision.backoff.delay(n);
-                slot.restarts += 1;
-                slot.state = ModuleState::Restarting;
-                slot.restart_at = Some(after(now, delay));
-                let ev = SystemEvent::Restarting {
-                    module: name,
-                    restart: slot.restarts,
-                    delay,
-                };
-                self.emit(ev);
+                self.schedule_restart(i, n, now);
                 None
             }
-            (true, None) => {
-                slot.state = ModuleState::Failed;
-                if !exit.failed {
-                    // `always` and it returned Ok: its end is still published.
-                    slot.last_error = Some(message.clone());
-                    self.emit(SystemEvent::Failed {
-                        module: name.clone(),
-                        error: message.clone(),
-                        panicked: false,
-                        will_restart: false,
-                    });
-                }
-                let slot = &mut self.slots[i];
-                Some(Fatal::Limit {
-                    module: name,
-                    restarts: slot.restarts,
-                    max_restarts: slot.supervision.max_restarts,
-                    within: slot.supervision.within,
-                    last_error: message,
-                })
-            }
+            (true, None) => Some(self.restart_limit(i, exit.failed, message)),
+        }
+    }
+
+    /// Schedules module `i`'s restart after the backoff for its `n`th
+    /// admitted restart.
+    fn schedule_restart(&mut self, i: usize, n: u32, now: Instant) {
+        let slot = &mut self.slots[i];
+        let name = slot.name.to_string();
+        let delay = slot.supervision.backoff.delay(n);
+        slot.restarts += 1;
+        slot.state = ModuleState::Restarting;
+        slot.restart_at = Some(after(now, delay));
+        let ev = SystemEvent::Restarting {
+            module: name,
+            restart: slot.restarts,
+            delay,
+        };
+        self.emit(ev);
+    }
+
+    /// Module `i` must restart but is over its restart limit: it fails, and
+    /// the run with it.
+    fn restart_limit(&mut self, i: usize, failed: bool, message: String) -> Fatal {
+        let slot = &mut self.slots[i];
+        let name = slot.name.to_string();
+        slot.state = ModuleState::Failed;
+        if !failed {
+            // `always` and it returned Ok: its end is still published.
+            slot.last_error = Some(message.clone());
+            self.emit(SystemEvent::Failed {
+                module: name.clone(),
+                error: message.clone(),
+                panicked: false,
+                will_restart: false,
+            });
+        }
+        let slot = &mut self.slots[i];
+        Fatal::Limit {
+            module: name,
+            restarts: slot.restarts,
+            max_restarts: slot.supervision.max_restarts,
+            within: slot.supervision.within,
+            last_error: message,
         }
     }
 

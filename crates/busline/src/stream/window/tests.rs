@@ -3,6 +3,8 @@ use crate::stream::StreamOpsExt;
 use futures::channel::mpsc;
 use futures::{executor::block_on, stream, StreamExt};
 use proptest::prelude::*;
+use std::collections::BTreeMap;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::time::advance;
 
 const S: Duration = Duration::from_secs(1);
@@ -87,6 +89,57 @@ async fn end_of_input_flushes_open_windows_at_once() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn windows_flushed_at_the_end_of_input_are_partial_and_others_are_not() {
+    let (tx, rx) = mpsc::unbounded();
+    let mut w = rx.sliding(2 * S, S);
+    tx.unbounded_send(1).unwrap();
+    let closed = w.next().await.unwrap(); // at t0+1s, its boundary
+    assert_eq!((closed.items.clone(), closed.partial), (vec![1], false));
+    drop(tx);
+    let flushed: Vec<_> = w.collect().await;
+    // [t0-1s, t0+1s) closed; [t0, t0+2s) still held 1 when the input ended.
+    assert_eq!(flushed.len(), 1);
+    assert_eq!(
+        (flushed[0].items.clone(), flushed[0].partial),
+        (vec![1], true)
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn keyed_and_aggregate_windows_flushed_at_the_end_are_partial() {
+    let (tx, rx) = mpsc::unbounded();
+    let mut keyed = Box::pin(rx.keyed_tumbling(S, 4, |k: &&str| *k));
+    tx.unbounded_send("a").unwrap();
+    assert!(!keyed.next().await.unwrap().partial);
+    tx.unbounded_send("b").unwrap();
+    drop(tx);
+    let last = keyed.next().await.unwrap();
+    assert_eq!((last.get(&"b"), last.partial), (Some(&["b"][..]), true));
+    assert!(keyed.next().await.is_none());
+
+    let (tx, rx) = mpsc::unbounded::<f64>();
+    let mut agg = Box::pin(rx.tumbling_aggregate(S, |v| *v));
+    tx.unbounded_send(1.0).unwrap();
+    assert!(!agg.next().await.unwrap().partial);
+    tx.unbounded_send(2.0).unwrap();
+    drop(tx);
+    let last = agg.next().await.unwrap();
+    assert_eq!((last.summary().sum, last.partial), (2.0, true));
+}
+
+#[test]
+fn event_time_windows_flushed_at_the_end_are_partial() {
+    // [0,10) closes when 12 moves the watermark past 10; [10,20) is flushed.
+    let out = event_windows(&[1, 12], 10, 10, 0);
+    let flags: Vec<_> = out
+        .into_iter()
+        .filter_map(Windowed::window)
+        .map(|w| (w.items, w.partial))
+        .collect();
+    assert_eq!(flags, vec![(vec![1], false), (vec![12], true)]);
+}
+
+#[tokio::test(start_paused = true)]
 async fn keyed_windows_bound_keys_and_count_overflow() {
     let (tx, rx) = mpsc::unbounded();
     let w = rx.keyed_tumbling(S, 2, |(k, _): &(&str, u32)| *k);
@@ -152,7 +205,8 @@ fn event_time_boundary_and_watermark() {
             Windowed::Window(Window {
                 start: at_s(0),
                 end: at_s(10),
-                items: vec![0, 9]
+                items: vec![0, 9],
+                partial: false
             }),
             Windowed::Late(LateEvent {
                 item: 5,
@@ -162,7 +216,8 @@ fn event_time_boundary_and_watermark() {
             Windowed::Window(Window {
                 start: at_s(10),
                 end: at_s(20),
-                items: vec![10]
+                items: vec![10],
+                partial: true
             }),
         ]
     );
@@ -177,7 +232,8 @@ fn allowed_lateness_keeps_windows_open() {
         Windowed::Window(Window {
             start: at_s(0),
             end: at_s(10),
-            items: vec![1, 8]
+            items: vec![1, 8],
+            partial: false
         })
     );
     assert!(matches!(&out[1], Windowed::Late(l) if l.item == 2));
@@ -186,7 +242,8 @@ fn allowed_lateness_keeps_windows_open() {
         Windowed::Window(Window {
             start: at_s(10),
             end: at_s(20),
-            items: vec![11, 12, 13]
+            items: vec![11, 12, 13],
+            partial: true
         })
     );
     assert_eq!(out.len(), 3);
@@ -205,7 +262,8 @@ fn sliding_event_time_late_for_some_windows_is_reported_and_kept_in_the_open_one
         Windowed::Window(Window {
             start: at_s(0),
             end: at_s(10),
-            items: vec![1]
+            items: vec![1],
+            partial: false
         })
     );
     assert!(matches!(&out[1], Windowed::Late(l) if l.item == 7));
@@ -215,7 +273,8 @@ fn sliding_event_time_late_for_some_windows_is_reported_and_kept_in_the_open_one
         Windowed::Window(Window {
             start: at_s(5),
             end: at_s(15),
-            items: vec![12, 7]
+            items: vec![12, 7],
+            partial: true
         })
     );
     assert_eq!(
@@ -223,7 +282,8 @@ fn sliding_event_time_late_for_some_windows_is_reported_and_kept_in_the_open_one
         Windowed::Window(Window {
             start: at_s(10),
             end: at_s(20),
-            items: vec![12]
+            items: vec![12],
+            partial: true
         })
     );
 }
