@@ -215,7 +215,7 @@ where
         let answer = ask().await?;
         h.record(t.elapsed().as_nanos() as u64)?;
         ensure!(
-            matches!(answer, Msg::Status { .. }),
+            matches!(answer, Msg::Status { answered } if answered > 0),
             "not a status: {answer:?}"
         );
     }
