@@ -61,35 +61,8 @@ pub struct SimStorage {
     state: Arc<Mutex<State>>,
 }
 
-/// A tiny deterministic random generator (xorshift64*).
-#[derive(Debug, Clone)]
-pub struct SimRng(u64);
-
-impl SimRng {
-    /// A generator from a seed.
-    pub fn new(seed: u64) -> Self {
-        SimRng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
-    }
-
-    /// The next number.
-    pub fn next_u64(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.0 = x;
-        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    /// A number in `0..n` (0 if `n` is 0).
-    pub fn below(&mut self, n: u64) -> u64 {
-        if n == 0 {
-            0
-        } else {
-            self.next_u64() % n
-        }
-    }
-}
+/// A tiny deterministic random generator (xorshift64*): busline's.
+pub use busline::test_util::Rng as SimRng;
 
 impl SimStorage {
     /// An empty file system.

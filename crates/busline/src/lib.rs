@@ -392,6 +392,8 @@ pub mod store;
 pub mod stream;
 pub mod subscription;
 mod sync;
+#[cfg(feature = "test-util")]
+pub mod test_util;
 pub mod topic;
 
 /// The README's example, compiled and run as a doc test (so it stays true).

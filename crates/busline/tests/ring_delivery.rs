@@ -71,7 +71,7 @@ fn model_ring(lossless: bool, cap: usize, seed: u64, steps: usize) {
         .build()
         .unwrap();
     rt.block_on(async {
-        let mut rng = Rng(seed | 1);
+        let mut rng = Rng::from_state(seed | 1);
         let ledger = Ledger::new(4 * steps * (cap + 4) + 64);
         let bus = Bus::<P>::new();
         let pressure = bus.backpressure();
@@ -787,7 +787,7 @@ fn shared_rings_churn_with_mixed_publishers() {
                 let bus = bus.clone();
                 let stop = stop.clone();
                 members.push(tokio::spawn(async move {
-                    let mut rng = Rng(0x9E37_79B9 ^ ((k as u64) << 8) ^ j);
+                    let mut rng = Rng::from_state(0x9E37_79B9 ^ ((k as u64) << 8) ^ j);
                     let mut generation = 0u32;
                     loop {
                         let b = bus
@@ -1473,7 +1473,7 @@ fn cancelled_waiting_publishes_deliver_nothing() {
             let l = ledger.clone();
             let p = tokio::spawn(async move {
                 let mut gave_up = 0u64;
-                let mut rng = Rng(77);
+                let mut rng = Rng::from_state(77);
                 for n in 0..N {
                     loop {
                         let wait = Duration::from_micros(rng.below(300));

@@ -9,7 +9,7 @@ use crate::segment::encode_record;
 
 impl Log {
     /// Appends one record stamped with the current time; resolves to its
-    /// offset once it is acknowledged (see [`Persist`]).
+    /// offset once it is acknowledged (see [`Persist`](crate::Persist)).
     pub async fn append(&self, payload: impl AsRef<[u8]>) -> Result<u64> {
         self.append_batch_at(now_millis(), [payload])
             .await
@@ -135,7 +135,7 @@ impl Log {
     }
 
     /// Fsyncs everything acknowledged so far (useful in
-    /// [`Persist::Buffered`] mode; in [`Persist::Fsync`] mode it returns as
+    /// [`Persist::Buffered`](crate::Persist::Buffered) mode; in [`Persist::Fsync`](crate::Persist::Fsync) mode it returns as
     /// soon as pending appends are acknowledged).
     pub async fn sync(&self) -> Result<()> {
         let shared = &self.inner.shared;
@@ -177,7 +177,7 @@ impl AppendTicket {
         self.offsets.clone()
     }
 
-    /// Waits until the records are acknowledged (see [`Persist`]).
+    /// Waits until the records are acknowledged (see [`Persist`](crate::Persist)).
     pub async fn acknowledged(self) -> Result<Range<u64>> {
         self.log.wait_acked(self.offsets.end).await?;
         Ok(self.offsets)

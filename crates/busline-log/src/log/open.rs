@@ -33,7 +33,7 @@ impl Log {
     /// [`Error::ReadOnly`].
     ///
     /// Such a view sees records once they are written and whole, which in
-    /// [`Persist::Fsync`] mode can be shortly before the writer acknowledges
+    /// [`Persist::Fsync`](crate::Persist::Fsync) mode can be shortly before the writer acknowledges
     /// them.
     pub fn open_read_only(dir: impl AsRef<Path>, options: Options) -> Result<Log> {
         Self::open_mode(dir.as_ref(), options, Mode::ReadOnly)

@@ -18,7 +18,7 @@ pub enum Persist {
     /// Acknowledged once the record was handed to the operating system
     /// (`write` returned): it survives a crash of the process, not a power
     /// loss. Segments are still fsynced when they are closed, and
-    /// [`Log::sync`] forces an fsync.
+    /// [`Log::sync`](crate::Log::sync) forces an fsync.
     Buffered,
 }
 

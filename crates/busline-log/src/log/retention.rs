@@ -8,8 +8,8 @@ use crate::error::{Error, Result};
 impl Log {
     /// Applies the retention options now: deletes the oldest whole segments
     /// (never the active one) while the log is larger than
-    /// [`Options::retention_bytes`] or their newest record is older than
-    /// [`Options::retention_age`]. Returns the paths removed. The writer
+    /// [`Options::retention_bytes`](crate::Options::retention_bytes) or their newest record is older than
+    /// [`Options::retention_age`](crate::Options::retention_age). Returns the paths removed. The writer
     /// also does this each time it starts a new segment.
     /// A read-only view removes nothing: it fails with [`Error::ReadOnly`].
     pub fn apply_retention(&self) -> Result<Vec<PathBuf>> {

@@ -83,23 +83,4 @@ impl fmt::Debug for P {
     }
 }
 
-/// A small deterministic generator (xorshift64*; the state must not be 0).
-pub struct Rng(pub u64);
-
-impl Rng {
-    /// Spreads a small seed over the state.
-    pub fn new(seed: u64) -> Self {
-        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
-    }
-    pub fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.0 = x;
-        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    pub fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-}
+pub use busline::test_util::Rng;
