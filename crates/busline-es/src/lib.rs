@@ -114,6 +114,8 @@
 //! # Ok(()) }
 //! ```
 
+#![warn(unreachable_pub, missing_debug_implementations)]
+
 pub mod aggregate;
 pub mod error;
 pub mod event;

@@ -47,6 +47,12 @@ pub struct LogStore<T> {
     _events: PhantomData<fn() -> T>,
 }
 
+impl<T> std::fmt::Debug for LogStore<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LogStore").field("log", &self.log).finish()
+    }
+}
+
 impl<T> Clone for LogStore<T> {
     fn clone(&self) -> Self {
         LogStore {

@@ -111,6 +111,8 @@
 //! `sim::SimStorage` (with the `test-util` feature) simulates power loss
 //! and disk faults for tests.
 
+#![warn(unreachable_pub, missing_debug_implementations)]
+
 pub mod error;
 pub mod event_store;
 mod log;

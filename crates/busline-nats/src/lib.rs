@@ -160,6 +160,8 @@
 //! the [`ConnectCause`]. There is no fallback to anonymous access or
 //! plaintext.
 
+#![warn(unreachable_pub, missing_debug_implementations)]
+
 pub mod codec;
 pub mod config;
 mod connection;

@@ -370,6 +370,8 @@
 //! filtered events never take room in the subscriber's queue; they are
 //! counted as `filtered`.
 
+#![warn(unreachable_pub, missing_debug_implementations)]
+
 pub mod bus;
 mod clock;
 #[cfg(feature = "config")]

@@ -65,7 +65,7 @@ pub struct SubscriberStats {
 }
 
 mod duration_ms {
-    pub fn serialize<S: serde::Serializer>(
+    pub(super) fn serialize<S: serde::Serializer>(
         d: &std::time::Duration,
         s: S,
     ) -> Result<S::Ok, S::Error> {

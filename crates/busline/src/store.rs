@@ -156,6 +156,15 @@ pub struct MemoryStore<T> {
     offsets: parking_lot::Mutex<ahash::AHashMap<String, u64>>,
 }
 
+impl<T> std::fmt::Debug for MemoryStore<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryStore")
+            .field("events", &self.events.read().len())
+            .field("consumers", &self.offsets.lock().len())
+            .finish()
+    }
+}
+
 impl<T> Default for MemoryStore<T> {
     fn default() -> Self {
         MemoryStore {

@@ -112,7 +112,7 @@ impl<S: Saga> Default for Instance<S> {
 
 impl<S: Saga> Instance<S> {
     /// Emits up to this sequence number have been published.
-    pub fn published(&self) -> u64 {
+    pub(crate) fn published(&self) -> u64 {
         self.outbox.first().map_or(self.next_emit, |e| e.seq)
     }
 

@@ -186,6 +186,7 @@ impl<T: Send + Sync + 'static> Bus<T> {
 }
 
 /// A handle that does not keep the bus open; see [`Bus::downgrade`].
+#[derive(Debug)]
 pub struct WeakBus<T> {
     inner: Weak<BusInner<T>>,
     stamp: Option<Arc<Stamp>>,

@@ -29,6 +29,7 @@ pub trait Harness: Send {
 
 /// The in-memory bus as a [`Harness`] (persistent through a [`MemoryStore`]
 /// kept across "restarts", which stand in for a new bus on the same store).
+#[derive(Debug)]
 pub struct MemoryHarness {
     bus: Bus<Probe>,
     store: Arc<MemoryStore<Probe>>,

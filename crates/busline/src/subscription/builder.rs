@@ -23,6 +23,17 @@ pub struct SubscriptionBuilder<'a, T> {
     pub(crate) include_own: bool,
 }
 
+impl<T> std::fmt::Debug for SubscriptionBuilder<'_, T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SubscriptionBuilder")
+            .field("pattern", &self.pattern)
+            .field("policy", &self.policy)
+            .field("capacity", &self.capacity)
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
 impl<T: Send + Sync + 'static> SubscriptionBuilder<'_, T> {
     /// Lossless delivery (the default) with a queue of `capacity` events.
     pub fn lossless(mut self, capacity: usize) -> Self {
