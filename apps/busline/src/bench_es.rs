@@ -5,8 +5,8 @@ use std::time::Instant;
 
 use anyhow::{ensure, Result};
 use busline_es::{
-    Aggregate, Event, EventStore, Metadata, Projection, ProjectionOptions, ProjectionRunner,
-    Recorded, StoreOptions,
+    Aggregate, AggregateStore, DomainEvent, Metadata, Projection, ProjectionOptions,
+    ProjectionRunner, Recorded, StoreOptions,
 };
 use clap::Args;
 use serde::{Deserialize, Serialize};
@@ -35,7 +35,7 @@ enum AccountEvent {
     Withdrawn { amount: u64 },
 }
 
-impl Event for AccountEvent {
+impl DomainEvent for AccountEvent {
     const TYPES: &'static [&'static str] = &["Deposited", "Withdrawn"];
 }
 
@@ -115,7 +115,7 @@ pub async fn run(args: EsArgs) -> Result<()> {
     );
     let tmp = tempfile::tempdir()?;
     let log = busline_log::Log::open(tmp.path().join("log"), Default::default())?;
-    let store = EventStore::<Account>::open(
+    let store = AggregateStore::<Account>::open(
         log.clone(),
         StoreOptions::default().snapshot_every(args.snapshot_every),
     )?;

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use busline::{Bus, Subscription};
 use busline_es::{
-    EventStore, Metadata, Projection, ProjectionHandle, ProjectionOptions, ProjectionRunner,
+    AggregateStore, Metadata, Projection, ProjectionHandle, ProjectionOptions, ProjectionRunner,
     Recorded, StoreOptions,
 };
 use busline_log::Log;
@@ -112,7 +112,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let log = Log::open(tmp.path().join("log"), Default::default())?;
 
     // Command side.
-    let users = EventStore::<User>::open(log.clone(), StoreOptions::default())?;
+    let users = AggregateStore::<User>::open(log.clone(), StoreOptions::default())?;
     // A user registered before the read model exists: the projection catches up.
     users
         .execute(

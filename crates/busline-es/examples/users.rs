@@ -8,7 +8,7 @@ mod user;
 
 use std::time::Duration;
 
-use busline_es::{EventStore, ExecuteError, Metadata, StoreOptions};
+use busline_es::{AggregateStore, ExecuteError, Metadata, StoreOptions};
 use busline_log::Log;
 use user::{hash, User, UserCommand, UserError};
 
@@ -16,7 +16,7 @@ use user::{hash, User, UserCommand, UserError};
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let tmp = tempfile::tempdir()?;
     let log = Log::open(tmp.path().join("log"), Default::default())?;
-    let users = EventStore::<User>::open(log, StoreOptions::default().snapshot_every(2))?;
+    let users = AggregateStore::<User>::open(log, StoreOptions::default().snapshot_every(2))?;
     let meta = |req: &str| {
         Metadata::new()
             .correlation_id(req)

@@ -3,7 +3,7 @@
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::event::Event;
+use crate::event::DomainEvent;
 
 /// A consistency boundary whose state is the fold of its events.
 ///
@@ -14,12 +14,12 @@ use crate::event::Event;
 /// be snapshotted.
 ///
 /// ```
-/// use busline_es::{Aggregate, Event};
+/// use busline_es::{Aggregate, DomainEvent};
 /// use serde::{Deserialize, Serialize};
 ///
 /// #[derive(Debug, Clone, Serialize, Deserialize)]
 /// enum CounterEvent { Added { n: u64 } }
-/// impl Event for CounterEvent { const TYPES: &'static [&'static str] = &["Added"]; }
+/// impl DomainEvent for CounterEvent { const TYPES: &'static [&'static str] = &["Added"]; }
 ///
 /// #[derive(Debug, thiserror::Error)]
 /// #[error("counter would overflow")]
@@ -53,7 +53,7 @@ pub trait Aggregate: Default + Serialize + DeserializeOwned + Send + Sync + 'sta
     /// What callers ask it to do.
     type Command;
     /// What happened.
-    type Event: Event;
+    type Event: DomainEvent;
     /// Why a command was rejected.
     type Error: std::error::Error + Send + Sync + 'static;
 

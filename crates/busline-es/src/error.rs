@@ -206,7 +206,7 @@ impl Error {
     }
 }
 
-/// The error of [`EventStore::execute`](crate::EventStore::execute): the
+/// The error of [`AggregateStore::execute`](crate::AggregateStore::execute): the
 /// aggregate rejected the command, or storing its events failed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]

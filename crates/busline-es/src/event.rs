@@ -23,11 +23,11 @@ use crate::upcast::Upcasters;
 ///     Closed,
 /// }
 ///
-/// impl busline_es::Event for AccountEvent {
+/// impl busline_es::DomainEvent for AccountEvent {
 ///     const TYPES: &'static [&'static str] = &["Opened", "Deposited", "Closed"];
 /// }
 /// ```
-pub trait Event: Serialize + DeserializeOwned + Send + Sync + 'static {
+pub trait DomainEvent: Serialize + DeserializeOwned + Send + Sync + 'static {
     /// Every type name (variant name) this enum knows. A stored event of
     /// another type is [`Error::UnknownEventType`].
     const TYPES: &'static [&'static str];
@@ -137,7 +137,7 @@ impl Stored {
 }
 
 /// Splits a serialized externally tagged enum into (type name, payload).
-pub(crate) fn split<E: Event>(event: &E) -> Result<(String, Value)> {
+pub(crate) fn split<E: DomainEvent>(event: &E) -> Result<(String, Value)> {
     let value = serde_json::to_value(event).map_err(|source| Error::Encode {
         what: "event",
         source,
@@ -155,7 +155,7 @@ pub(crate) fn split<E: Event>(event: &E) -> Result<(String, Value)> {
 }
 
 /// Decodes a stored event: checks its type, upcasts it, deserializes it.
-pub(crate) fn decode<E: Event>(
+pub(crate) fn decode<E: DomainEvent>(
     offset: u64,
     stored: Stored,
     upcasters: &Upcasters,

@@ -2,7 +2,7 @@
 //!
 //! An application keeps its state as the sequence of events that produced
 //! it. An [`Aggregate`] handles commands (returning events or its own typed
-//! error) and applies events to its state; an [`EventStore`] keeps one
+//! error) and applies events to its state; an [`AggregateStore`] keeps one
 //! stream per aggregate id in one [`busline_log::Log`], rebuilds any
 //! aggregate at any version or time, and serves its audit trail. Reads are
 //! served by [`Projection`]s: read models that consume the log, keep their
@@ -15,7 +15,7 @@
 //! timestamp, [`Metadata`] (correlation/causation ids, headers) and payload.
 //! On open, the store scans the log once and builds an in-memory index
 //! aggregate id → log offsets; a stream that skips a version is
-//! [`Error::VersionGap`]. Open one [`EventStore`] per aggregate type and
+//! [`Error::VersionGap`]. Open one [`AggregateStore`] per aggregate type and
 //! log, and clone it to share it (a second store of the same type over the
 //! same log would not see the first one's appends); stores of different
 //! aggregate types may share a log, each skipping the other's records. Keep
@@ -23,7 +23,7 @@
 //!
 //! ## Optimistic concurrency
 //!
-//! [`EventStore::append`] takes the version the caller's decision was based
+//! [`AggregateStore::append`] takes the version the caller's decision was based
 //! on. Check and append are atomic per aggregate (a per-aggregate lock held
 //! across the log append): if another writer got there first the append
 //! fails with [`Error::Concurrency`] naming the aggregate and both versions,
@@ -35,7 +35,7 @@
 //! # use busline_es::{doc_support::{Counter, CounterEvent}, *};
 //! # let tmp = tempfile::tempdir()?;
 //! let log = busline_log::Log::open(tmp.path(), Default::default())?;
-//! let store = EventStore::<Counter>::open(log, StoreOptions::default())?;
+//! let store = AggregateStore::<Counter>::open(log, StoreOptions::default())?;
 //! store.append("c1", 0, vec![CounterEvent::Added { n: 1 }], Metadata::new()).await?;
 //! let err = store.append("c1", 0, vec![CounterEvent::Added { n: 9 }], Metadata::new()).await;
 //! assert!(matches!(err, Err(Error::Concurrency { expected: 0, actual: 1, .. })));
@@ -49,7 +49,7 @@
 //!   log's default [`busline_log::Persist::Fsync`], after their fsync); all
 //!   events of one append go in one log batch. Only then do they enter the
 //!   index (loads see them) and get published on the bus
-//!   ([`EventStore::publish_to`]). The bus is a notification: an event lost
+//!   ([`AggregateStore::publish_to`]). The bus is a notification: an event lost
 //!   there (a bus closed, a lossy subscriber) is still in the log, and
 //!   projections read the log, not the bus.
 //! - A snapshot is written after the append that crosses a multiple of
@@ -61,9 +61,9 @@
 //!
 //! # Snapshots and their fallback
 //!
-//! [`EventStore::load`] starts from the aggregate's snapshot (if any) and
+//! [`AggregateStore::load`] starts from the aggregate's snapshot (if any) and
 //! applies only the events after it; this always equals a full replay
-//! ([`EventStore::load_full`]). A snapshot that is missing, damaged
+//! ([`AggregateStore::load_full`]). A snapshot that is missing, damaged
 //! (checksum, length, JSON), of another aggregate, newer than the stream, or
 //! that no longer decodes into the state type is ignored with a
 //! `tracing::warn!` and the aggregate is replayed from its first event; see
@@ -71,9 +71,9 @@
 //!
 //! # Temporal queries
 //!
-//! [`EventStore::load_at_version`] and [`EventStore::load_as_of`] rebuild the
+//! [`AggregateStore::load_at_version`] and [`AggregateStore::load_as_of`] rebuild the
 //! state as it was after a version or at a time;
-//! [`EventStore::history`] returns the audit trail ([`Recorded`] events with
+//! [`AggregateStore::history`] returns the audit trail ([`Recorded`] events with
 //! offset, version, time, type, schema version and metadata).
 //!
 //! # Projections and their offsets
@@ -105,7 +105,7 @@
 //! let log = busline_log::Log::open(tmp.path(), Default::default())?;
 //! // A record written by a newer program version, with an event type this one lacks:
 //! log.append(br#"{"at":"counter","id":"c1","v":1,"t":"Reset","sv":1,"ts":0,"p":null}"#).await?;
-//! let store = EventStore::<Counter>::open(log, StoreOptions::default())?;
+//! let store = AggregateStore::<Counter>::open(log, StoreOptions::default())?;
 //! let err = store.load("c1").unwrap_err();
 //! assert_eq!(
 //!     err.to_string(),
@@ -127,10 +127,10 @@ pub mod upcast;
 
 pub use crate::aggregate::Aggregate;
 pub use crate::error::{Error, ExecuteError, Result};
-pub use crate::event::{Event, Metadata, Recorded};
+pub use crate::event::{DomainEvent, Metadata, Recorded};
 pub use crate::projection::{Projection, ProjectionHandle, ProjectionOptions, ProjectionRunner};
 pub use crate::snapshot::SnapshotStore;
-pub use crate::store::{Appended, EventStore, Loaded, StoreOptions};
+pub use crate::store::{AggregateStore, Appended, Loaded, StoreOptions};
 pub use crate::upcast::Upcasters;
 
 #[cfg(feature = "test-util")]
@@ -149,7 +149,7 @@ pub mod doc_support {
         },
     }
 
-    impl crate::Event for CounterEvent {
+    impl crate::DomainEvent for CounterEvent {
         const TYPES: &'static [&'static str] = &["Added"];
     }
 

@@ -31,12 +31,12 @@
 //! ```
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! use busline_es::{Projection, ProjectionRunner, ProjectionOptions, Recorded, Event};
+//! use busline_es::{Projection, ProjectionRunner, ProjectionOptions, Recorded, DomainEvent};
 //! use serde::{Deserialize, Serialize};
 //!
 //! #[derive(Debug, Clone, Serialize, Deserialize)]
 //! enum Ev { Added { n: u64 } }
-//! impl Event for Ev { const TYPES: &'static [&'static str] = &["Added"]; }
+//! impl DomainEvent for Ev { const TYPES: &'static [&'static str] = &["Added"]; }
 //!
 //! #[derive(Default, Serialize, Deserialize)]
 //! struct Total { sum: u64 }
@@ -49,7 +49,7 @@
 //! # let tmp = tempfile::tempdir()?;
 //! let log = busline_log::Log::open(tmp.path().join("log"), Default::default())?;
 //! let ckpt = tmp.path().join("total.ckpt");
-//! # let store = busline_es::EventStore::<doc::Counter>::open(log.clone(), Default::default())?;
+//! # let store = busline_es::AggregateStore::<doc::Counter>::open(log.clone(), Default::default())?;
 //! # store.append("c1", 0, vec![doc::Ev::Added { n: 2 }, doc::Ev::Added { n: 3 }], Default::default()).await?;
 //! // ... events of "counter" aggregates were appended to `log` ...
 //! let mut p = ProjectionRunner::<Total>::open(log.clone(), &ckpt, ProjectionOptions::default())?;
@@ -64,7 +64,7 @@
 //! #   use serde::{Deserialize, Serialize};
 //! #   #[derive(Debug, Clone, Serialize, Deserialize)]
 //! #   pub enum Ev { Added { n: u64 } }
-//! #   impl busline_es::Event for Ev { const TYPES: &'static [&'static str] = &["Added"]; }
+//! #   impl busline_es::DomainEvent for Ev { const TYPES: &'static [&'static str] = &["Added"]; }
 //! #   #[derive(Default, Serialize, Deserialize)]
 //! #   pub struct Counter;
 //! #   impl busline_es::Aggregate for Counter {
@@ -88,7 +88,7 @@ use serde_json::Value;
 use tokio::sync::watch;
 
 use crate::error::{Error, Result};
-use crate::event::{decode, Event, Recorded, Stored};
+use crate::event::{decode, DomainEvent, Recorded, Stored};
 use crate::snapshot::write_atomic;
 use crate::upcast::Upcasters;
 
@@ -99,7 +99,7 @@ pub trait Projection: Default + Serialize + DeserializeOwned + Send + Sync + 'st
     /// The aggregate type whose events it consumes.
     const AGGREGATE_TYPE: &'static str;
     /// Their event type.
-    type Event: Event;
+    type Event: DomainEvent;
     /// Applies one event.
     fn apply(&mut self, event: &Recorded<Self::Event>);
 }

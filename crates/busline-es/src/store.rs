@@ -16,7 +16,7 @@ use crate::event::{decode, split, Metadata, Recorded, Stored};
 use crate::snapshot::SnapshotStore;
 use crate::upcast::Upcasters;
 
-/// Options of [`EventStore::open`].
+/// Options of [`AggregateStore::open`].
 #[derive(Debug, Clone, Default)]
 pub struct StoreOptions {
     /// Write a snapshot each time an aggregate's version crosses a multiple
@@ -89,21 +89,21 @@ struct Inner<A: Aggregate> {
 /// Event store of aggregate type `A` over a [`Log`]. Cheap to clone.
 ///
 /// See the [crate docs](crate) for the model and its guarantees.
-pub struct EventStore<A: Aggregate> {
+pub struct AggregateStore<A: Aggregate> {
     inner: Arc<Inner<A>>,
 }
 
-impl<A: Aggregate> Clone for EventStore<A> {
+impl<A: Aggregate> Clone for AggregateStore<A> {
     fn clone(&self) -> Self {
-        EventStore {
+        AggregateStore {
             inner: self.inner.clone(),
         }
     }
 }
 
-impl<A: Aggregate> std::fmt::Debug for EventStore<A> {
+impl<A: Aggregate> std::fmt::Debug for AggregateStore<A> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("EventStore")
+        f.debug_struct("AggregateStore")
             .field("type", &A::TYPE)
             .field("log", &self.inner.log)
             .field("aggregates", &self.inner.streams.lock().len())
@@ -111,7 +111,7 @@ impl<A: Aggregate> std::fmt::Debug for EventStore<A> {
     }
 }
 
-impl<A: Aggregate> EventStore<A> {
+impl<A: Aggregate> AggregateStore<A> {
     /// Opens the store over `log`, rebuilding the index (aggregate id →
     /// log offsets) by scanning every record. Records of other aggregate
     /// types are skipped. This blocks while the log is read.
@@ -157,7 +157,7 @@ impl<A: Aggregate> EventStore<A> {
             }
             _ => None,
         };
-        Ok(EventStore {
+        Ok(AggregateStore {
             inner: Arc::new(Inner {
                 log,
                 streams: Mutex::new(streams),
@@ -469,7 +469,7 @@ impl<A: Aggregate> EventStore<A> {
                 aggregate_type: A::TYPE.to_owned(),
                 aggregate_id: id.to_owned(),
                 version: expected + 1 + i as u64,
-                schema_version: <A::Event as crate::Event>::schema_version(&event_type),
+                schema_version: <A::Event as crate::DomainEvent>::schema_version(&event_type),
                 event_type,
                 timestamp_ms: ts,
                 metadata: metadata.clone(),
@@ -537,7 +537,7 @@ impl<A: Aggregate> EventStore<A> {
                     aggregate_type: A::TYPE.to_owned(),
                     aggregate_id: id.to_owned(),
                     version: expected + 1 + i as u64,
-                    schema_version: <A::Event as crate::Event>::schema_version(&event_type),
+                    schema_version: <A::Event as crate::DomainEvent>::schema_version(&event_type),
                     event_type,
                     timestamp_ms: ts,
                     metadata: metadata.clone(),

@@ -3,7 +3,7 @@
 //!
 //! Every stored event carries its type name and the schema version it was
 //! written with. When it is read and its version is older than
-//! [`Event::schema_version`](crate::Event::schema_version), the upcaster
+//! [`DomainEvent::schema_version`](crate::DomainEvent::schema_version), the upcaster
 //! registered for `(type, version)` converts the JSON payload to
 //! `version + 1`, and so on up to the current version. The log is never
 //! rewritten: old records stay as they were written.

@@ -8,7 +8,8 @@ use std::sync::Arc;
 
 use busline_es::{
     doc_support::{Counter, CounterEvent},
-    EventStore, Metadata, Projection, ProjectionOptions, ProjectionRunner, Recorded, StoreOptions,
+    AggregateStore, Metadata, Projection, ProjectionOptions, ProjectionRunner, Recorded,
+    StoreOptions,
 };
 use busline_log::storage::{ReadFile, StdStorage, Storage, WriteFile};
 use busline_log::{Log, Options};
@@ -101,7 +102,7 @@ async fn a_cancelled_append_still_counts_and_the_store_reopens() {
         ..Options::default()
     };
     let log = Log::open(tmp.path().join("log"), opts).unwrap();
-    let store = EventStore::<Counter>::open(log.clone(), StoreOptions::default()).unwrap();
+    let store = AggregateStore::<Counter>::open(log.clone(), StoreOptions::default()).unwrap();
 
     gate.set(true); // hold the writer's fsync
     let fut = store.append("c1", 0, vec![CounterEvent::Added { n: 1 }], Metadata::new());
@@ -114,7 +115,7 @@ async fn a_cancelled_append_still_counts_and_the_store_reopens() {
 /// After an append of version 1 to `c1` was dropped with its record queued:
 /// the record is in the log, a second append at version 0 is refused, and
 /// the store reopens.
-async fn the_dropped_append_counts(log: &Log, store: &EventStore<Counter>) {
+async fn the_dropped_append_counts(log: &Log, store: &AggregateStore<Counter>) {
     log.sync().await.unwrap();
     assert_eq!(
         log.committed_end(),
@@ -129,7 +130,7 @@ async fn the_dropped_append_counts(log: &Log, store: &EventStore<Counter>) {
             Metadata::new(),
         )
         .await;
-    let reopened = EventStore::<Counter>::open(log.clone(), StoreOptions::default());
+    let reopened = AggregateStore::<Counter>::open(log.clone(), StoreOptions::default());
     assert!(
         second.is_err(),
         "append at expected=0 accepted although version 1 is already in the log (reopen: {:?})",
@@ -194,7 +195,7 @@ async fn an_undecodable_event_stops_every_catch_up_not_only_the_first() {
 async fn ids_leaves_out_aggregates_without_events() {
     let tmp = tempfile::tempdir().unwrap();
     let log = Log::open(tmp.path().join("log"), Options::default()).unwrap();
-    let store = EventStore::<Counter>::open(log, StoreOptions::default()).unwrap();
+    let store = AggregateStore::<Counter>::open(log, StoreOptions::default()).unwrap();
     let r = store
         .append(
             "ghost",
@@ -216,7 +217,7 @@ fn an_append_dropped_with_its_runtime_still_counts() {
     let tmp = tempfile::tempdir().unwrap();
     let log = Log::open(tmp.path().join("log"), Options::default()).unwrap();
     let store =
-        Arc::new(EventStore::<Counter>::open(log.clone(), StoreOptions::default()).unwrap());
+        Arc::new(AggregateStore::<Counter>::open(log.clone(), StoreOptions::default()).unwrap());
 
     // Runtime A: the append is polled once (records queued), then A shuts down (a runtime per request, a test
     // harness, a Runtime dropped at the end of a blocking helper).
@@ -245,7 +246,7 @@ fn an_append_dropped_with_its_runtime_still_counts() {
 fn append_works_outside_a_tokio_runtime() {
     let tmp = tempfile::tempdir().unwrap();
     let log = Log::open(tmp.path().join("log"), Options::default()).unwrap();
-    let store = EventStore::<Counter>::open(log, StoreOptions::default()).unwrap();
+    let store = AggregateStore::<Counter>::open(log, StoreOptions::default()).unwrap();
     let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         futures::executor::block_on(store.append(
             "c1",

@@ -6,7 +6,7 @@ mod helpers;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use busline_es::{Error, EventStore, Metadata, StoreOptions};
+use busline_es::{AggregateStore, Error, Metadata, StoreOptions};
 use helpers::{open_store, Account, AccountEvent};
 use tokio::sync::Barrier;
 
@@ -63,7 +63,7 @@ async fn racing_writers_lose_nothing() {
     let tmp = tempfile::tempdir().unwrap();
     let store = open_store(tmp.path(), StoreOptions::default().snapshot_every(7));
     const PER_WRITER: u64 = 60;
-    let writer = |name: &'static str, store: EventStore<Account>| async move {
+    let writer = |name: &'static str, store: AggregateStore<Account>| async move {
         let mut won = Vec::new();
         let mut conflicts = 0u64;
         let mut seq = 0;

@@ -10,7 +10,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command as Proc, Stdio};
 
 use busline_es::{
-    EventStore, Metadata, Projection, ProjectionOptions, ProjectionRunner, Recorded, StoreOptions,
+    AggregateStore, Metadata, Projection, ProjectionOptions, ProjectionRunner, Recorded,
+    StoreOptions,
 };
 use busline_log::Log;
 use helpers::{open_store, Account, AccountEvent, Balances, Command};
@@ -112,7 +113,7 @@ fn run_child(dir: &Path, every: u64, mode: Mode) -> bool {
 
 /// The expected read model over records `[0, upto)`, recomputed from the
 /// store's audit trails.
-fn recompute(store: &EventStore<Account>, upto: u64) -> Balances {
+fn recompute(store: &AggregateStore<Account>, upto: u64) -> Balances {
     let mut all: Vec<Recorded<AccountEvent>> = store
         .ids()
         .iter()
@@ -128,7 +129,7 @@ fn recompute(store: &EventStore<Account>, upto: u64) -> Balances {
 }
 
 /// The checkpoint as a restarted projection sees it.
-fn checkpoint(store: &EventStore<Account>, dir: &Path) -> (u64, Balances) {
+fn checkpoint(store: &AggregateStore<Account>, dir: &Path) -> (u64, Balances) {
     let p = ProjectionRunner::<Reporting>::open(
         store.log().clone(),
         dir.join("balances.ckpt"),

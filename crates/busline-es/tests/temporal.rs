@@ -6,7 +6,7 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use busline::Bus;
 use busline_es::{
-    Error, EventStore, Metadata, ProjectionOptions, ProjectionRunner, StoreOptions, Upcasters,
+    AggregateStore, Error, Metadata, ProjectionOptions, ProjectionRunner, StoreOptions, Upcasters,
 };
 use busline_log::Log;
 use helpers::{buffered, open_store, Account, AccountEvent, Balances, Command};
@@ -94,7 +94,7 @@ mod v2 {
         Opened { owner: String },
         Deposited { cents: u64, by: String },
     }
-    impl busline_es::Event for Ev {
+    impl busline_es::DomainEvent for Ev {
         const TYPES: &'static [&'static str] = &["Opened", "Deposited"];
         fn schema_version(t: &str) -> u32 {
             if t == "Deposited" {
@@ -140,7 +140,7 @@ async fn upcasters_convert_old_events_and_missing_ones_are_errors() {
     }
     let open = |up: Upcasters| {
         let log = Log::open(tmp.path().join("log"), buffered()).unwrap();
-        EventStore::<v2::Acc>::open(log, StoreOptions::default().upcasters(up)).unwrap()
+        AggregateStore::<v2::Acc>::open(log, StoreOptions::default().upcasters(up)).unwrap()
     };
     let err = open(Upcasters::new()).load("acct").unwrap_err();
     assert_eq!(
@@ -180,7 +180,7 @@ async fn unknown_event_type_names_its_position_in_store_and_projection() {
         .unwrap();
     let log = store.log().clone();
     drop(store);
-    let store = EventStore::<Account>::open(log.clone(), StoreOptions::default()).unwrap();
+    let store = AggregateStore::<Account>::open(log.clone(), StoreOptions::default()).unwrap();
     let err = store.load("acct").unwrap_err();
     assert!(matches!(
         &err,
@@ -214,7 +214,7 @@ async fn garbage_record_and_version_gap_are_errors() {
     log.append(br#"{"at":"account","id":"a","v":3,"t":"Frozen","sv":1,"ts":0}"#)
         .await
         .unwrap();
-    let err = EventStore::<Account>::open(log.clone(), StoreOptions::default()).unwrap_err();
+    let err = AggregateStore::<Account>::open(log.clone(), StoreOptions::default()).unwrap_err();
     assert_eq!(
         err.to_string(),
         "aggregate a has version 3 at log offset 1, expected version 2"
@@ -222,7 +222,7 @@ async fn garbage_record_and_version_gap_are_errors() {
     let tmp2 = tempfile::tempdir().unwrap();
     let log = Log::open(tmp2.path().join("log"), buffered()).unwrap();
     log.append(b"not json").await.unwrap();
-    let err = EventStore::<Account>::open(log, StoreOptions::default()).unwrap_err();
+    let err = AggregateStore::<Account>::open(log, StoreOptions::default()).unwrap_err();
     assert!(matches!(err, Error::BadRecord { offset: 0, .. }), "{err}");
 }
 

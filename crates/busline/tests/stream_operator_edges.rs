@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
-use busline::stream::{Aggregate, Lanes, Priority, StreamOpsExt, Windowed};
+use busline::stream::{Accumulator, Lanes, Priority, StreamOpsExt, Windowed};
 use busline::{Bus, StartAt};
 use futures::{Stream, StreamExt};
 use helpers::FlakyReplay;
@@ -86,7 +86,7 @@ async fn both_priority_shares_hold_for_any_shares_of_two_or_more() {
 /// ranked at the histogram's limit (a wrong percentile, silently).
 #[test]
 fn a_huge_value_is_unranked_not_ranked_wrong() {
-    let s = Aggregate::from_values([1.0, 1.7e18]).summary();
+    let s = Accumulator::from_values([1.0, 1.7e18]).summary();
     assert_eq!((s.count, s.unranked), (2, 1), "{s:?}");
     assert_eq!(s.max, Some(1.7e18));
 }

@@ -2,7 +2,7 @@
 
 use std::hash::{Hash, Hasher};
 
-use busline_es::{Aggregate, Event};
+use busline_es::{Aggregate, DomainEvent};
 use serde::{Deserialize, Serialize};
 
 /// What happened to a user.
@@ -13,7 +13,7 @@ pub enum UserEvent {
     PasswordChanged { password_hash: u64 },
 }
 
-impl Event for UserEvent {
+impl DomainEvent for UserEvent {
     const TYPES: &'static [&'static str] = &["Registered", "EmailChanged", "PasswordChanged"];
 }
 

@@ -73,7 +73,7 @@ pub(crate) enum SagaRecord<S: Saga> {
     },
 }
 
-impl<S: Saga> crate::event::Event for SagaRecord<S> {
+impl<S: Saga> crate::event::DomainEvent for SagaRecord<S> {
     const TYPES: &'static [&'static str] = &["Step", "Published"];
 }
 

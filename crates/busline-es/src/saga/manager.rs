@@ -15,7 +15,7 @@ use super::timeout::{Clock, Timers};
 use super::{Route, Saga};
 use crate::aggregate::Aggregate;
 use crate::event::Metadata;
-use crate::store::{EventStore, StoreOptions};
+use crate::store::{AggregateStore, StoreOptions};
 
 /// Runs every instance of saga type `S` as one busline [`Module`]: add it
 /// to a [`Runtime`](busline::Runtime), which supervises it (a handler that
@@ -25,7 +25,7 @@ use crate::store::{EventStore, StoreOptions};
 /// See the [module docs](super) for what it guarantees.
 pub struct SagaManager<S: Saga> {
     name: String,
-    store: EventStore<Instance<S>>,
+    store: AggregateStore<Instance<S>>,
     capacity: usize,
     /// Inputs read as named consumers of the bus's store (see
     /// [`SagaManager::durable_inputs`]).
@@ -83,7 +83,7 @@ impl<S: Saga> SagaManager<S> {
     pub fn open(log: Log) -> crate::Result<Self> {
         Ok(SagaManager {
             name: S::NAME.replace(['.', ' ', '*', '>'], "-"),
-            store: EventStore::open(log, StoreOptions::default())?,
+            store: AggregateStore::open(log, StoreOptions::default())?,
             capacity: 1024,
             durable_inputs: false,
             ready: Arc::new(watch::channel(false).0),
@@ -232,7 +232,7 @@ async fn recv_any<T: Send + Sync + 'static>(
 
 /// The state of one `run`: every saga instance, rebuilt from the log.
 struct Running<S: Saga> {
-    store: EventStore<Instance<S>>,
+    store: AggregateStore<Instance<S>>,
     clock: Clock,
     timers: Timers,
     /// Instance and stream version, by correlation id.
@@ -244,7 +244,7 @@ impl<S: Saga> Running<S> {
     /// arms its pending timeouts.
     async fn recover(
         ctx: &Context<S::Message>,
-        store: EventStore<Instance<S>>,
+        store: AggregateStore<Instance<S>>,
     ) -> Result<Self, BoxError> {
         let mut run = Running {
             store,

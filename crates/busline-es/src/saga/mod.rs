@@ -38,7 +38,7 @@
 //!
 //! # Storage: one record per step
 //!
-//! An instance is stored as a stream of the crate's [`EventStore`](crate::EventStore)
+//! An instance is stored as a stream of the crate's [`AggregateStore`](crate::AggregateStore)
 //! (aggregate type [`Saga::NAME`], id = correlation id) in a
 //! [`busline_log::Log`], which may be shared with other aggregate types.
 //! Run one manager per saga type and log (like the event store, a second

@@ -13,7 +13,7 @@ use busline::{Context, EventId, Message};
 use super::instance::{Instance, SagaRecord};
 use super::Saga;
 use crate::event::Metadata;
-use crate::store::EventStore;
+use crate::store::AggregateStore;
 
 /// Header naming the saga that emitted a message: `<saga type>/<correlation id>/<seq>`.
 pub const EMIT_HEADER: &str = "saga-emit";
@@ -52,7 +52,7 @@ fn fnv1a(seed: u64, bytes: &[u8]) -> u64 {
 /// flush: what was not marked is published again by the next flush.
 pub(crate) async fn flush<S: Saga>(
     ctx: &Context<S::Message>,
-    store: &EventStore<Instance<S>>,
+    store: &AggregateStore<Instance<S>>,
     id: &str,
     instance: &mut Instance<S>,
     version: u64,

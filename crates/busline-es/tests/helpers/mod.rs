@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use busline_es::{Aggregate, Event, EventStore, Projection, Recorded, StoreOptions};
+use busline_es::{Aggregate, AggregateStore, DomainEvent, Projection, Recorded, StoreOptions};
 use busline_log::{Log, Options, Persist};
 use serde::{Deserialize, Serialize};
 
@@ -16,7 +16,7 @@ pub enum AccountEvent {
     Unfrozen,
 }
 
-impl Event for AccountEvent {
+impl DomainEvent for AccountEvent {
     const TYPES: &'static [&'static str] =
         &["Opened", "Deposited", "Withdrawn", "Frozen", "Unfrozen"];
 }
@@ -142,9 +142,9 @@ pub fn buffered() -> Options {
     }
 }
 
-pub fn open_store(dir: &Path, options: StoreOptions) -> EventStore<Account> {
+pub fn open_store(dir: &Path, options: StoreOptions) -> AggregateStore<Account> {
     let log = Log::open(dir.join("log"), buffered()).unwrap();
-    EventStore::open(log, options.clone_with_dir(dir)).unwrap()
+    AggregateStore::open(log, options.clone_with_dir(dir)).unwrap()
 }
 
 pub trait WithDir {

@@ -20,7 +20,7 @@
 //! | operator | emits | module |
 //! | --- | --- | --- |
 //! | [`tumbling`](StreamOpsExt::tumbling), [`sliding`](StreamOpsExt::sliding) | [`Window`] per processing-time span | [`window`] |
-//! | [`tumbling_aggregate`](StreamOpsExt::tumbling_aggregate) | [`WindowAggregate`]: a running [`Aggregate`] per window, no events kept | [`window`] |
+//! | [`tumbling_aggregate`](StreamOpsExt::tumbling_aggregate) | [`WindowAggregate`]: a running [`Accumulator`] per window, no events kept | [`window`] |
 //! | [`keyed_tumbling`](StreamOpsExt::keyed_tumbling) | [`KeyedWindow`]: one window per key, bounded keys | [`window`] |
 //! | [`event_tumbling`](StreamOpsExt::event_tumbling), [`event_sliding`](StreamOpsExt::event_sliding) | [`Windowed`]: windows by event time, and late events | [`window`] |
 //! | [`batch`](StreamOpsExt::batch) | `Vec` by count or time | [`batch`] |
@@ -36,7 +36,7 @@
 //! was sent: an event sent at 0.9 s but first polled at 1.0 s is a 1.0 s
 //! event. Use event-time windows when the event's own timestamp matters.
 //!
-//! Windows give you the events; [`Window::summary`] (or [`Aggregate`]) turns
+//! Windows give you the events; [`Window::summary`] (or [`Accumulator`]) turns
 //! them into count/sum/min/max/mean/p50/p90/p99. Outside a stream,
 //! [`SlidingWindow`] answers "what happened in the last N seconds".
 //!
@@ -58,7 +58,7 @@
 //! # }
 //! ```
 
-pub mod aggregate;
+pub mod accumulator;
 pub mod batch;
 pub mod priority;
 pub mod throttle;
@@ -72,7 +72,7 @@ use futures::Stream;
 
 use crate::error::RecvError;
 
-pub use aggregate::{Aggregate, Summary};
+pub use accumulator::{Accumulator, Summary};
 pub use batch::Batch;
 pub use priority::{Lanes, Prioritize, Priority};
 pub use throttle::{Debounce, Throttle};
@@ -96,7 +96,7 @@ pub trait StreamOpsExt: Stream + Sized {
     }
 
     /// Back-to-back processing-time windows of `size`, each folded into an
-    /// [`Aggregate`] of `value(item)` as events arrive: no event is kept, so
+    /// [`Accumulator`] of `value(item)` as events arrive: no event is kept, so
     /// memory stays constant at any rate. Emitted at each boundary (empty
     /// ones too), like [`tumbling`](Self::tumbling).
     ///

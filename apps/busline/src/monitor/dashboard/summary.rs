@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use busline::stream::Aggregate;
+use busline::stream::Accumulator;
 use serde::Serialize;
 
 use super::super::metric::{Metric, Ms};
@@ -13,7 +13,7 @@ use super::super::sample::{unix_ms, Sample, Value};
 use super::MINUTE;
 
 /// Latency statistics of one window, in milliseconds (percentiles from
-/// busline's HDR-histogram [`Aggregate`], within 0.1%).
+/// busline's HDR-histogram [`Accumulator`], within 0.1%).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct Latency {
     /// Mean.
@@ -30,7 +30,7 @@ pub struct Latency {
 
 impl Latency {
     /// The statistics of `agg`; `None` when it is empty.
-    pub fn of(agg: &Aggregate) -> Option<Latency> {
+    pub fn of(agg: &Accumulator) -> Option<Latency> {
         let s = agg.summary();
         Some(Latency {
             mean: s.mean?,
@@ -85,8 +85,8 @@ pub struct Summary {
 /// The dashboard's arithmetic, separate from its I/O so it can be tested.
 #[derive(Debug, Default)]
 pub struct Aggregator {
-    latency: Aggregate,
-    db: Aggregate,
+    latency: Accumulator,
+    db: Accumulator,
     requests: u64,
     errors: u64,
     missed: u64,
@@ -98,8 +98,8 @@ pub struct Aggregator {
 /// Events of one past second (replayed), for its backfilled summary.
 #[derive(Debug, Default)]
 struct PastSecond {
-    latency: Aggregate,
-    db: Aggregate,
+    latency: Accumulator,
+    db: Accumulator,
     requests: u64,
     errors: u64,
 }

@@ -2,7 +2,7 @@
 //!
 //! Values are quantized the way an [`hdrhistogram`] with 3 significant
 //! decimal digits does (recorded at a resolution of 0.001 units, as
-//! busline's [`Aggregate`](busline::stream::Aggregate)), so a percentile is
+//! busline's [`Accumulator`](busline::stream::Accumulator)), so a percentile is
 //! within 0.1% of the true value. Unlike a dense histogram, only the buckets
 //! that hold values take memory: a series with one value a second keeps a
 //! handful of entries, not the tens of kilobytes of a dense `Histogram`,

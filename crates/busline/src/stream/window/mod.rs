@@ -168,7 +168,7 @@ use std::sync::Arc;
 
 use tokio::time::Instant;
 
-use super::aggregate::{Aggregate, Summary};
+use super::accumulator::{Accumulator, Summary};
 
 pub use self::event_time::{EventWindows, LateEvent, Windowed};
 pub use self::keyed::{KeyedWindow, KeyedWindows};
@@ -207,8 +207,8 @@ impl<I, Ts> Window<I, Ts> {
     }
 
     /// The aggregate of `value(item)` over the window (percentiles included).
-    pub fn aggregate(&self, mut value: impl FnMut(&I) -> f64) -> Aggregate {
-        Aggregate::from_values(self.items.iter().map(&mut value))
+    pub fn aggregate(&self, mut value: impl FnMut(&I) -> f64) -> Accumulator {
+        Accumulator::from_values(self.items.iter().map(&mut value))
     }
 
     /// The [`Summary`] of `value(item)` over the window.

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::stream::aggregate::{Aggregate, Summary};
+use crate::stream::accumulator::{Accumulator, Summary};
 
 /// A sliding window of values over the last `span` of (tokio) time, for use
 /// inside a loop rather than as a stream.
@@ -125,6 +125,6 @@ impl SlidingWindow {
     /// Every statistic of the window at `now` (values recorded after `now`
     /// are not included).
     pub fn summary_at(&mut self, now: Instant) -> Summary {
-        Aggregate::from_values(self.live(now)).summary()
+        Accumulator::from_values(self.live(now)).summary()
     }
 }

@@ -1,4 +1,4 @@
-//! Tumbling processing-time windows folded into an [`Aggregate`] as events
+//! Tumbling processing-time windows folded into an [`Accumulator`] as events
 //! arrive: [`TumblingAggregate`] and the [`WindowAggregate`] it emits.
 
 use std::future::Future;
@@ -9,7 +9,7 @@ use std::time::Duration;
 use futures::Stream;
 use tokio::time::{Instant, Sleep};
 
-use crate::stream::aggregate::{Aggregate, Summary};
+use crate::stream::accumulator::{Accumulator, Summary};
 use crate::stream::{later, BUDGET};
 
 /// The aggregate of one processing-time window, from
@@ -21,7 +21,7 @@ pub struct WindowAggregate {
     /// Where it ends (exclusive).
     pub end: Instant,
     /// What was recorded in it.
-    pub aggregate: Aggregate,
+    pub aggregate: Accumulator,
     /// Whether the window was emitted before its end because the input
     /// ended (as [`Window::partial`](super::Window::partial)).
     pub partial: bool,
@@ -35,7 +35,7 @@ impl WindowAggregate {
 }
 
 pin_project_lite::pin_project! {
-    /// Tumbling processing-time windows folded into an [`Aggregate`] as events
+    /// Tumbling processing-time windows folded into an [`Accumulator`] as events
     /// arrive (no event is kept); see [`tumbling_aggregate`](crate::stream::StreamOpsExt::tumbling_aggregate).
     #[must_use = "streams do nothing unless polled"]
     pub struct TumblingAggregate<S, F> {
@@ -45,7 +45,7 @@ pin_project_lite::pin_project! {
         size: Duration,
         start: Instant,
         timer: Pin<Box<Sleep>>,
-        current: Aggregate,
+        current: Accumulator,
         done: bool,
     }
 }
@@ -60,7 +60,7 @@ impl<S, F> TumblingAggregate<S, F> {
             size,
             start,
             timer: Box::pin(tokio::time::sleep_until(later(start, size))),
-            current: Aggregate::new(),
+            current: Accumulator::new(),
             done: false,
         }
     }

@@ -1,13 +1,13 @@
 //! Aggregates over a window: count, sum, min, max, mean and latency
 //! percentiles (p50/p90/p99) from an [`hdrhistogram`].
 //!
-//! [`Aggregate`] is the running accumulator (record values one at a time);
+//! [`Accumulator`] is the running accumulator (record values one at a time);
 //! [`Summary`] is the plain, copyable result you print, publish or compare.
 //!
 //! ```
-//! use busline::stream::Aggregate;
+//! use busline::stream::Accumulator;
 //!
-//! let mut latency = Aggregate::new();
+//! let mut latency = Accumulator::new();
 //! for ms in 1..=100 {
 //!     latency.record(ms as f64);
 //! }
@@ -36,8 +36,8 @@
 //! other statistic: there is no minimum of nothing.
 //!
 //! ```
-//! use busline::stream::Aggregate;
-//! let s = Aggregate::new().summary();
+//! use busline::stream::Accumulator;
+//! let s = Accumulator::new().summary();
 //! assert_eq!((s.count, s.sum, s.min, s.mean, s.p99), (0, 0.0, None, None, None));
 //! ```
 
@@ -48,7 +48,7 @@ const RESOLUTION: f64 = 0.001;
 
 /// A running aggregate: count, sum, min, max, mean and percentiles.
 #[derive(Clone)]
-pub struct Aggregate {
+pub struct Accumulator {
     count: u64,
     sum: f64,
     min: f64,
@@ -58,22 +58,22 @@ pub struct Aggregate {
     hist: Histogram<u64>,
 }
 
-impl std::fmt::Debug for Aggregate {
+impl std::fmt::Debug for Accumulator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_tuple("Aggregate").field(&self.summary()).finish()
+        f.debug_tuple("Accumulator").field(&self.summary()).finish()
     }
 }
 
-impl Default for Aggregate {
+impl Default for Accumulator {
     fn default() -> Self {
         Self::new()
     }
 }
 
-impl Aggregate {
+impl Accumulator {
     /// An empty aggregate.
     pub fn new() -> Self {
-        Aggregate {
+        Accumulator {
             count: 0,
             sum: 0.0,
             min: f64::INFINITY,
@@ -87,7 +87,7 @@ impl Aggregate {
 
     /// An aggregate of `values`.
     pub fn from_values(values: impl IntoIterator<Item = f64>) -> Self {
-        let mut a = Aggregate::new();
+        let mut a = Accumulator::new();
         for v in values {
             a.record(v);
         }
@@ -104,8 +104,8 @@ impl Aggregate {
     /// or the count of a bucket of a histogram made elsewhere.
     ///
     /// ```
-    /// use busline::stream::Aggregate;
-    /// let mut a = Aggregate::new();
+    /// use busline::stream::Accumulator;
+    /// let mut a = Accumulator::new();
     /// a.record_n(10.0, 9);
     /// a.record(1000.0);
     /// let s = a.summary();
@@ -147,7 +147,7 @@ impl Aggregate {
     }
 
     /// Adds everything recorded in `other`.
-    pub fn merge(&mut self, other: &Aggregate) {
+    pub fn merge(&mut self, other: &Accumulator) {
         self.count += other.count;
         self.sum += other.sum;
         self.min = self.min.min(other.min);
@@ -228,7 +228,7 @@ pub struct Summary {
 impl Summary {
     /// The summary of `values`.
     pub fn of(values: impl IntoIterator<Item = f64>) -> Summary {
-        Aggregate::from_values(values).summary()
+        Accumulator::from_values(values).summary()
     }
 }
 
@@ -238,7 +238,7 @@ mod tests {
 
     #[test]
     fn percentiles_come_from_the_histogram() {
-        let mut a = Aggregate::new();
+        let mut a = Accumulator::new();
         for i in 0..1000 {
             a.record(i as f64 / 10.0); // 0.0 .. 99.9
         }
@@ -250,8 +250,8 @@ mod tests {
 
     #[test]
     fn record_n_is_n_records() {
-        let mut one_by_one = Aggregate::new();
-        let mut at_once = Aggregate::new();
+        let mut one_by_one = Accumulator::new();
+        let mut at_once = Accumulator::new();
         for (v, n) in [(1.5, 3), (20.0, 1000), (-2.0, 2), (f64::NAN, 4), (7.0, 0)] {
             for _ in 0..n {
                 one_by_one.record(v);
@@ -264,7 +264,7 @@ mod tests {
 
     #[test]
     fn negative_and_nan_are_reported() {
-        let a = Aggregate::from_values([-1.0, f64::NAN, 3.0]);
+        let a = Accumulator::from_values([-1.0, f64::NAN, 3.0]);
         let s = a.summary();
         assert_eq!(s.count, 2);
         assert_eq!(s.sum, 2.0);
@@ -276,8 +276,8 @@ mod tests {
 
     #[test]
     fn merge_adds_up() {
-        let mut a = Aggregate::from_values([1.0, 2.0]);
-        a.merge(&Aggregate::from_values([10.0]));
+        let mut a = Accumulator::from_values([1.0, 2.0]);
+        a.merge(&Accumulator::from_values([10.0]));
         let s = a.summary();
         assert_eq!((s.count, s.sum, s.max), (3, 13.0, Some(10.0)));
         assert_eq!(s.p99, Some(10.0));
