@@ -412,7 +412,7 @@ fn counting_subscriber(bus: &Bus<Metric>, start: Instant) -> Result<Counter> {
             loop {
                 match sub.recv().await {
                     Ok(env) => {
-                        counted.fetch_add(env.payload.samples().len() as u64, Ordering::Relaxed);
+                        counted.fetch_add(env.payload.sample_count() as u64, Ordering::Relaxed);
                         last.store(start.elapsed().as_nanos() as u64, Ordering::Relaxed);
                     }
                     Err(RecvError::Lagged(_)) => {}

@@ -1,7 +1,8 @@
-//! The StatsD listener module: reads datagrams, parses their lines, and
-//! publishes one [`Metric::Samples`] per source and topic per datagram.
+//! The StatsD listener module: reads the datagrams waiting on its socket
+//! (a burst: up to [`BURST`] datagrams or [`BURST_VALUES`] samples), folds
+//! their lines into runs (see [`fold`](super::fold)), and publishes one
+//! [`Metric::Runs`] per source and topic per burst.
 
-use crate::monitor::sample_check::check;
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -9,16 +10,19 @@ use std::time::Duration;
 
 use busline::{BoxError, Context, Message, Module};
 
-use super::parse::{parse_datagram, Reason};
+use super::fold::Fold;
 use super::socket::{self, KernelDrops};
-use crate::monitor::ingest_status::{IngestStatus, Protocol};
+use crate::monitor::ingest_status::IngestStatus;
 use crate::monitor::metric::Metric;
-use crate::monitor::sample::{topic_of, Sample};
 
 /// The largest datagram read whole (UDP's own limit).
 const DATAGRAM: usize = 65_536;
-/// Datagrams read in a row before the listener looks at its shutdown signal.
-const BURST: usize = 256;
+/// Datagrams read in a row, folded and published together, before the
+/// listener looks at its shutdown signal.
+pub const BURST: usize = 256;
+/// Samples a burst holds at most: past it the burst is published (a
+/// datagram of many short lines holds thousands).
+pub const BURST_VALUES: usize = 4096;
 /// How often the kernel's drop count is read.
 const DROPS_EVERY: Duration = Duration::from_secs(1);
 
@@ -98,57 +102,7 @@ impl Listener {
     }
 }
 
-/// The samples of one datagram as metrics, one per source and topic, each
-/// with its topic; the datagram counted in `status`.
-pub fn metrics_of(datagram: &[u8], status: &Protocol) -> Vec<(String, Metric)> {
-    // Grouped by source and name first (a name makes one topic): the topic
-    // is then made once per group, not once per line.
-    let mut groups: Vec<(&str, &str, Vec<Sample>)> = Vec::new();
-    let mut accepted = 0u64;
-    parse_datagram(
-        datagram,
-        |line| {
-            let (source, name) = (line.source(), line.name);
-            let sample = line.to_sample();
-            if let Err(e) = check(&sample) {
-                // A value or rate past what the aggregations hold.
-                status.malformed("over the monitor's limits", &e.reason, 1);
-                return;
-            }
-            accepted += 1;
-            // The newest group first: a name often comes in a row.
-            match groups
-                .iter_mut()
-                .rev()
-                .find(|(s, n, _)| *n == name && *s == source)
-            {
-                Some((_, _, v)) => v.push(sample),
-                None => groups.push((source, name, vec![sample])),
-            }
-        },
-        |reason: Reason, text| status.malformed(reason.as_str(), text, 1),
-    );
-    status.received.fetch_add(1, Ordering::Relaxed);
-    status.accepted.fetch_add(accepted, Ordering::Relaxed);
-    let mut out: Vec<(String, Metric)> = Vec::with_capacity(groups.len());
-    for (source, name, samples) in groups {
-        let topic = topic_of(source, name);
-        // Names that differ only where a topic cannot hold a character share one.
-        match out.iter_mut().find(|(t, _)| *t == topic) {
-            Some((_, Metric::Samples { samples: v, .. })) => v.extend(samples),
-            _ => out.push((
-                topic,
-                Metric::Samples {
-                    source: source.to_owned(),
-                    samples,
-                },
-            )),
-        }
-    }
-    out
-}
-
-/// Publishes the metrics of one datagram, waiting for room on the bus
+/// Publishes the metrics of one burst, waiting for room on the bus
 /// (lossless: while it waits, the kernel queues and then drops datagrams,
 /// and those drops are counted).
 pub async fn publish(
@@ -173,6 +127,7 @@ impl Module<Metric> for Listener {
         let socket = tokio::net::UdpSocket::from_std(self.socket.try_clone()?)?;
         let mut buf = vec![0u8; DATAGRAM];
         let from: Arc<str> = Arc::from("statsd");
+        let mut fold = Fold::default();
         let mut tick = tokio::time::interval(DROPS_EVERY);
         loop {
             tokio::select! {
@@ -187,13 +142,16 @@ impl Module<Metric> for Listener {
                     Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
                     Err(e) => return Err(e.into()),
                 };
-                let metrics = metrics_of(&buf[..n], &self.status.statsd);
-                if let Err(e) = publish(&ctx, metrics, &from).await {
-                    if ctx.is_shutting_down() {
-                        return Ok(());
-                    }
-                    return Err(e);
+                fold.datagram(&buf[..n], &self.status.statsd);
+                if fold.values() >= BURST_VALUES {
+                    break;
                 }
+            }
+            if let Err(e) = publish(&ctx, fold.finish(), &from).await {
+                if ctx.is_shutting_down() {
+                    return Ok(());
+                }
+                return Err(e);
             }
         }
         self.read_drops();
@@ -204,6 +162,13 @@ impl Module<Metric> for Listener {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::monitor::ingest_status::Protocol;
+
+    fn metrics_of(datagram: &[u8], status: &Protocol) -> Vec<(String, Metric)> {
+        let mut fold = Fold::default();
+        fold.datagram(datagram, status);
+        fold.finish()
+    }
 
     /// A line the parser takes but whose sample the aggregations could not
     /// hold (a weight of 1e12 from a tiny rate, a value that scales to

@@ -42,6 +42,7 @@
 //!
 //! [`Metric::Samples`]: super::metric::Metric::Samples
 
+pub mod fold;
 pub mod listener;
 pub mod parse;
 pub mod socket;
