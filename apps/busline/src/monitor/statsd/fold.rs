@@ -16,11 +16,11 @@
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 
-use super::parse::{parse_datagram, Line, Reason};
+use super::parse::{lines, parse_line, Kind, Line, Reason};
 use crate::monitor::ingest_status::Protocol;
 use crate::monitor::metric::Metric;
 use crate::monitor::run::Run;
-use crate::monitor::sample::{topic_of, Labels};
+use crate::monitor::sample::{topic_of, Labels, Value};
 use crate::monitor::sample_check::{check_labels, check_value};
 
 /// The reason a sample past the aggregations' limits is counted under.
@@ -39,6 +39,19 @@ struct Key {
     at_ms: Option<u64>,
     run: usize,
     /// The next key of the same hash, if any.
+    next: Option<usize>,
+}
+
+/// A line seen in this burst whose text tends to repeat (a counter's
+/// `:1|c`, a gauge's `:+1|g`), so the same text again is not parsed: its
+/// run and value; the text is `Fold::text[start..start + len]`.
+#[derive(Debug)]
+struct Seen {
+    start: usize,
+    len: usize,
+    run: usize,
+    value: Value,
+    /// The next line of the same hash, if any.
     next: Option<usize>,
 }
 
@@ -69,10 +82,14 @@ type ByHash = HashMap<u64, usize, std::hash::BuildHasherDefault<AlreadyHashed>>;
 pub struct Fold {
     hasher: ahash::RandomState,
     /// Keys seen, the first of each hash by the hash of the raw key, and
-    /// their names and tags.
+    /// their names and tags (and the text of lines seen).
     keys: Vec<Key>,
     by_raw: ByHash,
     text: String,
+    /// Lines seen whose text repeats, the first of each hash by the hash
+    /// of the line.
+    seen: Vec<Seen>,
+    by_line: ByHash,
     /// Runs by source, in the order their series first came, and their
     /// indices by the hash of the series.
     runs: Vec<(String, Run)>,
@@ -88,6 +105,8 @@ impl Default for Fold {
             keys: Vec::new(),
             by_raw: ByHash::default(),
             text: String::new(),
+            seen: Vec::new(),
+            by_line: ByHash::default(),
             runs: Vec::new(),
             by_series: HashMap::default(),
             values: 0,
@@ -106,31 +125,72 @@ impl Fold {
     /// datagram and the lines taken.
     pub fn datagram(&mut self, datagram: &[u8], status: &Protocol) {
         let before = self.values;
-        parse_datagram(
-            datagram,
-            |line| self.line(line, status),
-            |reason: Reason, text| status.malformed(reason.as_str(), text, 1),
-        );
+        lines(datagram, |line| match line {
+            Ok(text) => self.text_line(text, status),
+            Err(text) => status.malformed(Reason::NotUtf8.as_str(), text, 1),
+        });
         status.received.fetch_add(1, Ordering::Relaxed);
         let taken = (self.values - before) as u64;
         status.accepted.fetch_add(taken, Ordering::Relaxed);
     }
 
-    fn line(&mut self, line: Line<'_>, status: &Protocol) {
+    /// Takes one line: the run and value of the same text seen before, or
+    /// the line parsed.
+    fn text_line(&mut self, text: &str, status: &Protocol) {
+        let h = self.hasher.hash_one(text);
+        let mut next = self.by_line.get(&h).copied();
+        while let Some(i) = next {
+            let s = &self.seen[i];
+            if &self.text[s.start..s.start + s.len] == text {
+                let value = s.value.clone();
+                self.runs[s.run].1.values.push(value);
+                self.values += 1;
+                return;
+            }
+            next = s.next;
+        }
+        match parse_line(text) {
+            Ok(line) => {
+                let repeats = matches!(line.kind, Kind::Counter(_) | Kind::GaugeDelta(_));
+                if let Some(run) = self.line(line, status).filter(|_| repeats) {
+                    let value = line.value();
+                    let next = self.by_line.insert(h, self.seen.len());
+                    self.seen.push(Seen {
+                        start: self.text.len(),
+                        len: text.len(),
+                        run,
+                        value,
+                        next,
+                    });
+                    self.text.push_str(text);
+                }
+            }
+            Err(reason) => status.malformed(reason.as_str(), text, 1),
+        }
+    }
+
+    /// Takes one parsed line into its run: the run, or `None` if the line
+    /// was refused.
+    fn line(&mut self, line: Line<'_>, status: &Protocol) -> Option<usize> {
         let h = self.hasher.hash_one((line.name, line.tags, line.at_ms));
         let run = match self.find(h, &line) {
             Some(run) => run,
             None => match self.add_key(h, &line) {
                 Ok(run) => run,
-                Err(reason) => return status.malformed(OVER_LIMITS, &reason, 1),
+                Err(reason) => {
+                    status.malformed(OVER_LIMITS, &reason, 1);
+                    return None;
+                }
             },
         };
         let value = line.value();
         if let Err(e) = check_value(&value) {
-            return status.malformed(OVER_LIMITS, &e.reason, 1);
+            status.malformed(OVER_LIMITS, &e.reason, 1);
+            return None;
         }
         self.runs[run].1.values.push(value);
         self.values += 1;
+        Some(run)
     }
 
     /// The run of a raw key seen before in this burst.
@@ -199,6 +259,8 @@ impl Fold {
         self.keys.clear();
         self.by_raw.clear();
         self.text.clear();
+        self.seen.clear();
+        self.by_line.clear();
         self.by_series.clear();
         self.values = 0;
         let mut out: Vec<(String, Metric)> = Vec::new();

@@ -11,8 +11,8 @@
 //! known to be good. So this is a small hand-written parser over `&str`: a
 //! [`Line`] borrows its name, set member and tags from the datagram; only a
 //! line that parsed gives a value, and its name and labels are copied once
-//! per series and burst (see [`fold`](super::fold)). Fields are split a byte
-//! at a time: every separator is ASCII and lines are short.
+//! per series and burst (see [`fold`](super::fold)). Fields are split at
+//! bytes (every separator is ASCII), found with `memchr`.
 
 use std::fmt;
 
@@ -241,9 +241,9 @@ impl<'a> Line<'a> {
 }
 
 /// `text` before and after its first `sep` (an ASCII byte), like
-/// `str::split_once` with a char, a byte at a time: lines are short.
+/// `str::split_once` with a char, found with `memchr`.
 fn cut(text: &str, sep: u8) -> Option<(&str, &str)> {
-    let i = text.bytes().position(|b| b == sep)?;
+    let i = memchr::memchr(sep, text.as_bytes())?;
     Some((&text[..i], &text[i + 1..]))
 }
 
@@ -266,25 +266,16 @@ fn split(text: &str, sep: u8) -> impl Iterator<Item = &str> {
     })
 }
 
-/// Splits a datagram into lines and parses each: `good` gets every line that
-/// parsed, `bad` every one that did not, with its reason (the line as text,
-/// invalid UTF-8 replaced). Empty lines (a trailing `\n`, `\r\n` endings)
-/// are neither. One bad line never stops the ones after it.
-pub fn parse_datagram<'a>(
-    datagram: &'a [u8],
-    mut good: impl FnMut(Line<'a>),
-    mut bad: impl FnMut(Reason, &str),
-) {
+/// Splits a datagram into lines: `f` gets `Ok` with each line, or `Err`
+/// with one that is not UTF-8 (invalid bytes replaced). Empty lines (a
+/// trailing `\n`, `\r\n` endings) are skipped.
+pub fn lines<'a>(datagram: &'a [u8], mut f: impl FnMut(Result<&'a str, &str>)) {
     // Most datagrams are text throughout: checked once, not line by line.
     if let Ok(text) = std::str::from_utf8(datagram) {
         for raw in split(text, b'\n') {
             let raw = raw.strip_suffix('\r').unwrap_or(raw);
-            if raw.is_empty() {
-                continue;
-            }
-            match parse_line(raw) {
-                Ok(line) => good(line),
-                Err(reason) => bad(reason, raw),
+            if !raw.is_empty() {
+                f(Ok(raw));
             }
         }
         return;
@@ -295,13 +286,29 @@ pub fn parse_datagram<'a>(
             continue;
         }
         match std::str::from_utf8(raw) {
-            Ok(text) => match parse_line(text) {
-                Ok(line) => good(line),
-                Err(reason) => bad(reason, text),
-            },
-            Err(_) => bad(Reason::NotUtf8, &String::from_utf8_lossy(raw)),
+            Ok(text) => f(Ok(text)),
+            Err(_) => f(Err(&String::from_utf8_lossy(raw))),
         }
     }
+}
+
+/// Splits a datagram into lines and parses each: `good` gets every line that
+/// parsed, `bad` every one that did not, with its reason (the line as text,
+/// invalid UTF-8 replaced). Empty lines (a trailing `\n`, `\r\n` endings)
+/// are neither. One bad line never stops the ones after it.
+#[cfg(test)]
+pub fn parse_datagram<'a>(
+    datagram: &'a [u8],
+    mut good: impl FnMut(Line<'a>),
+    mut bad: impl FnMut(Reason, &str),
+) {
+    lines(datagram, |line| match line {
+        Ok(text) => match parse_line(text) {
+            Ok(line) => good(line),
+            Err(reason) => bad(reason, text),
+        },
+        Err(text) => bad(Reason::NotUtf8, text),
+    });
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 use super::*;
 use crate::monitor::sample::Sample;
 use crate::monitor::series::Store;
+use crate::monitor::statsd::parse::parse_datagram;
 
 const NOW: u64 = 1_000_000_000; // a whole second, in ms
 
