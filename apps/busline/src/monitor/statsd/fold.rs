@@ -26,9 +26,6 @@ use crate::monitor::sample_check::{check_labels, check_value};
 /// The reason a sample past the aggregations' limits is counted under.
 const OVER_LIMITS: &str = "over the monitor's limits";
 
-/// Values a new run has room for: a busy series fills it within a burst.
-const RUN_CAPACITY: usize = 16;
-
 /// A raw key seen in this burst and the run it feeds; its name and tags
 /// are `Fold::text[start..]`, one after the other.
 #[derive(Debug)]
@@ -247,7 +244,8 @@ impl Fold {
                 name: name.to_owned(),
                 labels,
                 at_ms,
-                values: Vec::with_capacity(RUN_CAPACITY),
+                // Room for one: a flood of new series costs a value each.
+                values: Vec::with_capacity(1),
             },
         ));
         self.runs.len() - 1
