@@ -112,11 +112,6 @@ impl Default for Fold {
 }
 
 impl Fold {
-    /// Values held since the last [`Fold::finish`].
-    pub fn values(&self) -> usize {
-        self.values
-    }
-
     /// Parses one datagram into the runs; malformed lines, and samples past
     /// the aggregations' limits, are counted in `status`, and so are the
     /// datagram and the lines taken.

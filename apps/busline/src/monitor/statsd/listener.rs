@@ -1,7 +1,14 @@
 //! The StatsD listener module: reads the datagrams waiting on its socket
-//! (a burst: up to [`BURST`] datagrams or [`BURST_VALUES`] samples), folds
-//! their lines into runs (see [`fold`](super::fold)), and publishes one
+//! (a burst: up to [`BURST`] datagrams or [`BURST_BYTES`]), folds their
+//! lines into runs (see [`fold`](super::fold)), and publishes one
 //! [`Metric::Runs`] per source and topic per burst.
+//!
+//! A burst of more than [`INLINE`] datagrams is folded on a blocking thread
+//! while the listener reads the next one, so two bursts can be folded at
+//! once on two cores; at most [`IN_FLIGHT`] are, and bursts are published
+//! in the order they were read, so each series' samples stay in order.
+
+use std::collections::VecDeque;
 
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::atomic::Ordering;
@@ -20,9 +27,12 @@ const DATAGRAM: usize = 65_536;
 /// Datagrams read in a row, folded and published together, before the
 /// listener looks at its shutdown signal.
 pub const BURST: usize = 256;
-/// Samples a burst holds at most: past it the burst is published (a
-/// datagram of many short lines holds thousands).
-pub const BURST_VALUES: usize = 4096;
+/// Bytes a burst holds at most (but one datagram whatever its size).
+pub const BURST_BYTES: usize = 128 << 10;
+/// Bursts of at most this many datagrams are folded on the listener's task.
+pub const INLINE: usize = 4;
+/// Bursts being folded on blocking threads at most.
+pub const IN_FLIGHT: usize = 2;
 /// How often the kernel's drop count is read.
 const DROPS_EVERY: Duration = Duration::from_secs(1);
 
@@ -118,6 +128,38 @@ pub async fn publish(
     Ok(())
 }
 
+/// The datagrams of one burst, one after the other.
+#[derive(Debug, Default)]
+struct Burst {
+    bytes: Vec<u8>,
+    /// Where each datagram ends in `bytes`.
+    ends: Vec<usize>,
+}
+
+impl Burst {
+    fn datagrams(&self) -> impl Iterator<Item = &[u8]> {
+        let starts = std::iter::once(0).chain(self.ends.iter().copied());
+        starts.zip(&self.ends).map(|(a, b)| &self.bytes[a..*b])
+    }
+
+    fn clear(&mut self) {
+        self.bytes.clear();
+        self.ends.clear();
+    }
+
+    /// Folds every datagram and gives the metrics to publish.
+    fn fold(&self, fold: &mut Fold, status: &IngestStatus) -> Vec<(String, Metric)> {
+        for d in self.datagrams() {
+            fold.datagram(d, &status.statsd);
+        }
+        fold.finish()
+    }
+}
+
+/// A burst folded on a blocking thread: the fold and burst back for the
+/// next one, and the metrics to publish.
+type Folding = tokio::task::JoinHandle<(Fold, Burst, Vec<(String, Metric)>)>;
+
 impl Module<Metric> for Listener {
     fn name(&self) -> &str {
         "statsd"
@@ -127,35 +169,72 @@ impl Module<Metric> for Listener {
         let socket = tokio::net::UdpSocket::from_std(self.socket.try_clone()?)?;
         let mut buf = vec![0u8; DATAGRAM];
         let from: Arc<str> = Arc::from("statsd");
-        let mut fold = Fold::default();
+        let mut spare: Vec<(Fold, Burst)> = Vec::new();
+        let mut folding: VecDeque<Folding> = VecDeque::new();
         let mut tick = tokio::time::interval(DROPS_EVERY);
-        loop {
+        let result = loop {
             tokio::select! {
                 biased;
-                _ = ctx.shutdown_requested() => break,
-                _ = tick.tick() => self.read_drops(),
-                ready = socket.readable() => ready?,
+                _ = ctx.shutdown_requested() => break Ok(()),
+                _ = tick.tick() => {
+                    self.read_drops();
+                    continue;
+                }
+                done = async { folding.front_mut().expect("a burst being folded").await },
+                    if !folding.is_empty() =>
+                {
+                    folding.pop_front();
+                    let (fold, burst, metrics) = done?;
+                    spare.push((fold, burst));
+                    if let Err(e) = publish(&ctx, metrics, &from).await {
+                        break Err(e);
+                    }
+                    continue;
+                }
+                ready = socket.readable(), if folding.len() < IN_FLIGHT => ready?,
             }
-            for _ in 0..BURST {
+            let (mut fold, mut burst) = spare.pop().unwrap_or_default();
+            burst.clear();
+            while burst.ends.len() < BURST && burst.bytes.len() < BURST_BYTES {
                 let n = match socket.try_recv_from(&mut buf) {
                     Ok((n, _)) => n,
                     Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
                     Err(e) => return Err(e.into()),
                 };
-                fold.datagram(&buf[..n], &self.status.statsd);
-                if fold.values() >= BURST_VALUES {
-                    break;
-                }
+                burst.bytes.extend_from_slice(&buf[..n]);
+                burst.ends.push(burst.bytes.len());
             }
-            if let Err(e) = publish(&ctx, fold.finish(), &from).await {
-                if ctx.is_shutting_down() {
-                    return Ok(());
-                }
-                return Err(e);
+            if burst.ends.is_empty() {
+                spare.push((fold, burst));
+                continue;
+            }
+            if burst.ends.len() > INLINE || !folding.is_empty() {
+                let status = self.status.clone();
+                folding.push_back(tokio::task::spawn_blocking(move || {
+                    let metrics = burst.fold(&mut fold, &status);
+                    (fold, burst, metrics)
+                }));
+                continue;
+            }
+            let metrics = burst.fold(&mut fold, &self.status);
+            spare.push((fold, burst));
+            if let Err(e) = publish(&ctx, metrics, &from).await {
+                break Err(e);
+            }
+        };
+        // What was read is published, in order, while the bus takes it.
+        let mut result = result;
+        while let Some(f) = folding.pop_front() {
+            let (_, _, metrics) = f.await?;
+            if result.is_ok() {
+                result = publish(&ctx, metrics, &from).await;
             }
         }
         self.read_drops();
-        Ok(())
+        match result {
+            Err(_) if ctx.is_shutting_down() => Ok(()),
+            r => r,
+        }
     }
 }
 
@@ -168,6 +247,29 @@ mod tests {
         let mut fold = Fold::default();
         fold.datagram(datagram, status);
         fold.finish()
+    }
+
+    /// A burst is its datagrams, each whole, in order.
+    #[test]
+    fn a_burst_folds_its_datagrams_in_order() {
+        let mut burst = Burst::default();
+        for d in [&b"a:1|c\nb:2|g"[..], b"", b"b:+1|g\na:3|c"] {
+            burst.bytes.extend_from_slice(d);
+            burst.ends.push(burst.bytes.len());
+        }
+        let got: Vec<&[u8]> = burst.datagrams().collect();
+        assert_eq!(got, [&b"a:1|c\nb:2|g"[..], b"", b"b:+1|g\na:3|c"]);
+        let status = IngestStatus::default();
+        let metrics = burst.fold(&mut Fold::default(), &status);
+        let shown: Vec<String> = metrics.iter().map(|(_, m)| m.to_string()).collect();
+        assert_eq!(
+            shown,
+            [
+                r#"Samples { source: "statsd", a counter 1, a counter 3 }"#,
+                r#"Samples { source: "statsd", b gauge 2, b gauge_delta 1 }"#,
+            ]
+        );
+        assert_eq!(status.statsd.snapshot().received, 3);
     }
 
     /// A line the parser takes but whose sample the aggregations could not
