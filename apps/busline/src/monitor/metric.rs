@@ -21,7 +21,6 @@
 //! give every metric, the seed's three shapes included, as samples.
 
 use std::borrow::Cow;
-use std::collections::HashMap;
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
@@ -110,8 +109,6 @@ impl Metric {
     /// samples' order.
     pub fn batches(source: &str, samples: Vec<Sample>) -> Vec<Metric> {
         let mut by_topic: Vec<(String, Vec<Sample>)> = Vec::new();
-        // Where each topic is in `by_topic` (an OTLP body has dozens).
-        let mut index: HashMap<String, usize, ahash::RandomState> = HashMap::default();
         // Index in `by_topic` of the last sample's name (runs of one name
         // are common: one metric's points).
         let mut last: Option<usize> = None;
@@ -123,13 +120,12 @@ impl Metric {
                 continue;
             }
             let topic = topic_of(source, &s.name);
-            match index.get(&topic) {
-                Some(&i) => {
+            match by_topic.iter().position(|(t, _)| *t == topic) {
+                Some(i) => {
                     by_topic[i].1.push(s);
                     last = Some(i);
                 }
                 None => {
-                    index.insert(topic.clone(), by_topic.len());
                     by_topic.push((topic, vec![s]));
                     last = Some(by_topic.len() - 1);
                 }

@@ -101,15 +101,6 @@ pub fn check_value(value: &Value) -> Result<(), SampleError> {
     }
 }
 
-/// Whether `s` holds a control character (a byte at a time when ASCII).
-fn has_control(s: &str) -> bool {
-    if s.is_ascii() {
-        s.bytes().any(|b| b < 0x20 || b == 0x7f)
-    } else {
-        s.chars().any(char::is_control)
-    }
-}
-
 /// Checks a sample's labels alone.
 pub fn check_labels(labels: &Labels) -> Result<(), SampleError> {
     if labels.len() > MAX_LABELS {
@@ -128,7 +119,7 @@ pub fn check_labels(labels: &Labels) -> Result<(), SampleError> {
                 format!("label {:.40?}: keys take 1 to {MAX_LABEL_BYTES} bytes, values at most {MAX_LABEL_BYTES}", k),
             ));
         }
-        if has_control(k) || has_control(v) {
+        if k.chars().chain(v.chars()).any(char::is_control) {
             return Err(SampleError::new(
                 "labels",
                 format!("label {k:.40?} contains control characters"),
