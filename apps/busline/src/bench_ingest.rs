@@ -18,7 +18,8 @@
 //!   listener's: [`socket::bind`], 8 MiB receive buffer asked for) and
 //!   splitting each datagram into lines: the limit on this machine;
 //! - `busline-monitor`: the monitor's [`Listener`] on a bus, publishing each
-//!   datagram's samples lossless to a subscriber that counts them.
+//!   burst's samples (folded into runs per series) lossless to a subscriber
+//!   that counts them.
 //!
 //! When a receiver falls behind, the kernel drops datagrams; those are read
 //! from the socket's drop count and reported as `kernel_dropped` (in lines).
@@ -412,7 +413,7 @@ fn counting_subscriber(bus: &Bus<Metric>, start: Instant) -> Result<Counter> {
             loop {
                 match sub.recv().await {
                     Ok(env) => {
-                        counted.fetch_add(env.payload.samples().len() as u64, Ordering::Relaxed);
+                        counted.fetch_add(env.payload.sample_count() as u64, Ordering::Relaxed);
                         last.store(start.elapsed().as_nanos() as u64, Ordering::Relaxed);
                     }
                     Err(RecvError::Lagged(_)) => {}

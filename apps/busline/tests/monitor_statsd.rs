@@ -20,11 +20,24 @@ fn statsd_status(m: &Monitor) -> serde_json::Value {
     get(m, "/api/summary").json()["ingest"]["statsd"].clone()
 }
 
+/// The samples the logger printed, one line each: the listener publishes
+/// the datagrams it finds waiting together, so how samples share an event
+/// depends on timing; their order does not.
 fn logger_lines(m: &Monitor) -> Vec<String> {
     m.stdout
         .lines()
         .into_iter()
-        .filter(|l| l.starts_with("[logger] Samples"))
+        .filter_map(|l| {
+            let body = l.strip_prefix("[logger] Samples { ")?.strip_suffix(" }")?;
+            let (source, samples) = body.split_once(", ")?;
+            Some(
+                samples
+                    .split(", ")
+                    .map(|s| format!("[logger] Samples {{ {source}, {s} }}"))
+                    .collect::<Vec<_>>(),
+            )
+        })
+        .flatten()
         .collect()
 }
 
@@ -76,8 +89,9 @@ with c.pipeline() as p:
         r#"[logger] Samples { source: "statsd", shop.pool.size gauge_delta 3 }"#,
         r#"[logger] Samples { source: "statsd", shop.checkout.latency observation 42 }"#,
         r#"[logger] Samples { source: "statsd", shop.users set "alice" }"#,
-        // One datagram: one event per topic, in the lines' order.
-        r#"[logger] Samples { source: "statsd", shop.batch counter 1, shop.batch counter 1 }"#,
+        // One datagram of three lines, in order.
+        r#"[logger] Samples { source: "statsd", shop.batch counter 1 }"#,
+        r#"[logger] Samples { source: "statsd", shop.batch counter 1 }"#,
         r#"[logger] Samples { source: "statsd", shop.batch.latency observation 7.5 }"#,
     ];
     let lines = eventually("every sample in the logger", || {

@@ -292,8 +292,7 @@ impl Alerter {
     fn take(live: &mut [Live], env: &Envelope<Metric>) {
         let source = env.payload.source();
         let clock = Clock::now();
-        let samples = env.payload.samples();
-        for s in samples.iter() {
+        env.payload.for_each_sample(|s| {
             let mut when = None;
             for l in live.iter_mut() {
                 if !l.rule.selector.matches(source, s) {
@@ -312,7 +311,7 @@ impl Alerter {
                     l.touched = true;
                 }
             }
-        }
+        });
     }
 
     /// Evaluates the rules (all of them, or those that got samples), prints

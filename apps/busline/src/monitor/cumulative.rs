@@ -130,8 +130,8 @@ struct Entry {
 /// The last total of every tracked series (see the [module docs](self)).
 #[derive(Debug)]
 pub struct Cumulative {
-    series: HashMap<String, Entry>,
-    senders: HashMap<String, Instant>,
+    series: HashMap<String, Entry, ahash::RandomState>,
+    senders: HashMap<String, Instant, ahash::RandomState>,
     cap: usize,
     stale: Duration,
     born_ns: u64,
@@ -147,8 +147,8 @@ impl Cumulative {
     /// Tracks at most `cap` series; forgets those unseen for `stale` when full.
     pub fn new(cap: usize, stale: Duration) -> Cumulative {
         Cumulative {
-            series: HashMap::new(),
-            senders: HashMap::new(),
+            series: HashMap::default(),
+            senders: HashMap::default(),
             cap: cap.max(1),
             stale,
             born_ns: super::sample::unix_ms(std::time::SystemTime::now()).saturating_mul(1_000_000),

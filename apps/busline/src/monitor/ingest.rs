@@ -118,13 +118,7 @@ pub fn parse_events(body: &[u8]) -> Result<Vec<Metric>, IngestError> {
 
 /// How many samples `metrics` carry (a seed shape is one).
 pub fn sample_count(metrics: &[Metric]) -> u64 {
-    metrics
-        .iter()
-        .map(|m| match m {
-            Metric::Samples { samples, .. } => samples.len() as u64,
-            _ => 1,
-        })
-        .sum()
+    metrics.iter().map(|m| m.sample_count() as u64).sum()
 }
 
 fn parse_documents(body: &[u8]) -> Result<Vec<Metric>, IngestError> {

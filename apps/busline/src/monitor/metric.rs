@@ -15,14 +15,17 @@
 //! Every other metric — whatever StatsD, OTLP, a Prometheus scrape or the
 //! JSON API's generic form brings — is a [`Metric::Samples`]: a batch of
 //! [`Sample`]s of one source on one topic, `metrics.<source>.<name tokens>`
-//! (see [`sample`](super::sample)). [`Metric::samples`] gives every metric,
-//! the seed's three shapes included, as samples.
+//! (see [`sample`](super::sample)). The StatsD listener sends the same as a
+//! [`Metric::Runs`]: the samples of each series in a burst carried once (see
+//! [`run`](super::run)). [`Metric::for_each_sample`] and [`Metric::samples`]
+//! give every metric, the seed's three shapes included, as samples.
 
 use std::borrow::Cow;
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use super::run::Run;
 use super::sample::{topic_of, Sample, Value};
 
 /// A metric emitted by a service.
@@ -61,6 +64,15 @@ pub enum Metric {
         /// the same topic.
         samples: Vec<Sample>,
     },
+    /// Runs of samples from one source that share one topic: each run the
+    /// samples of one series in order (a burst of StatsD datagrams).
+    Runs {
+        /// The service that sent them.
+        source: String,
+        /// The runs, at least one; all of them have names that map to the
+        /// same topic.
+        runs: Vec<Run>,
+    },
 }
 
 impl busline::Event for Metric {
@@ -76,6 +88,10 @@ impl busline::Event for Metric {
             Metric::Samples { source, samples } => Cow::Owned(topic_of(
                 source,
                 samples.first().map(|s| s.name.as_str()).unwrap_or(""),
+            )),
+            Metric::Runs { source, runs } => Cow::Owned(topic_of(
+                source,
+                runs.first().map(|r| r.name.as_str()).unwrap_or(""),
             )),
         }
     }
@@ -129,7 +145,9 @@ impl Metric {
         match self {
             Metric::Request { .. } => "web",
             Metric::DbQuery { .. } => "db",
-            Metric::Error { source, .. } | Metric::Samples { source, .. } => source,
+            Metric::Error { source, .. }
+            | Metric::Samples { source, .. }
+            | Metric::Runs { source, .. } => source,
         }
     }
 
@@ -166,6 +184,26 @@ impl Metric {
                 },
             )]),
             Metric::Samples { samples, .. } => Cow::Borrowed(samples),
+            Metric::Runs { runs, .. } => Cow::Owned(runs.iter().flat_map(Run::samples).collect()),
+        }
+    }
+
+    /// Calls `f` with each of its samples, in order, as [`Metric::samples`]
+    /// gives them but without copying a run's name and labels per sample.
+    pub fn for_each_sample(&self, mut f: impl FnMut(&Sample)) {
+        match self {
+            Metric::Samples { samples, .. } => samples.iter().for_each(f),
+            Metric::Runs { runs, .. } => runs.iter().for_each(|r| r.for_each_sample(&mut f)),
+            m => m.samples().iter().for_each(f),
+        }
+    }
+
+    /// How many samples it carries (a seed shape is one).
+    pub fn sample_count(&self) -> usize {
+        match self {
+            Metric::Samples { samples, .. } => samples.len(),
+            Metric::Runs { runs, .. } => runs.iter().map(|r| r.values.len()).sum(),
+            _ => 1,
         }
     }
 }
@@ -190,31 +228,38 @@ impl fmt::Display for Metric {
             Metric::Error { source, message } => {
                 write!(f, "Error {{ source: {source:?}, message: {message:?} }}")
             }
-            Metric::Samples { source, samples } => {
-                write!(f, "Samples {{ source: {source:?}")?;
-                for s in samples {
-                    write!(f, ", {} {} ", s.series(), s.value.kind())?;
-                    match &s.value {
-                        Value::Counter { value }
-                        | Value::Gauge { value }
-                        | Value::GaugeDelta { value } => write!(f, "{value}")?,
-                        Value::Observation { value, weight } if *weight == 1.0 => {
-                            write!(f, "{value}")?
-                        }
-                        Value::Observation { value, weight } => write!(f, "{value} x{weight}")?,
-                        Value::Histogram { counts, .. } => write!(
-                            f,
-                            "{} in {} buckets",
-                            counts.iter().map(|c| *c as f64).sum::<f64>(),
-                            counts.len()
-                        )?,
-                        Value::Set { member } => write!(f, "{member:?}")?,
-                        Value::Error { message } => write!(f, "{message:?}")?,
+            Metric::Samples { .. } | Metric::Runs { .. } => {
+                write!(f, "Samples {{ source: {:?}", self.source())?;
+                let mut out = Ok(());
+                self.for_each_sample(|s| {
+                    if out.is_ok() {
+                        out = write_sample(f, s);
                     }
-                }
+                });
+                out?;
                 f.write_str(" }")
             }
         }
+    }
+}
+
+/// `, name{labels} kind value` of one sample, as [`Metric`]'s `Display` shows it.
+fn write_sample(f: &mut fmt::Formatter<'_>, s: &Sample) -> fmt::Result {
+    write!(f, ", {} {} ", s.series(), s.value.kind())?;
+    match &s.value {
+        Value::Counter { value } | Value::Gauge { value } | Value::GaugeDelta { value } => {
+            write!(f, "{value}")
+        }
+        Value::Observation { value, weight } if *weight == 1.0 => write!(f, "{value}"),
+        Value::Observation { value, weight } => write!(f, "{value} x{weight}"),
+        Value::Histogram { counts, .. } => write!(
+            f,
+            "{} in {} buckets",
+            counts.iter().map(|c| *c as f64).sum::<f64>(),
+            counts.len()
+        ),
+        Value::Set { member } => write!(f, "{member:?}"),
+        Value::Error { message } => write!(f, "{message:?}"),
     }
 }
 

@@ -86,6 +86,7 @@ pub mod publishers;
 pub mod rule;
 pub mod rule_state;
 pub mod rule_window;
+pub mod run;
 pub mod sample;
 pub mod sample_check;
 pub mod scrape;

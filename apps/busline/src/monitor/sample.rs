@@ -200,21 +200,26 @@ pub fn series_name(name: &str, labels: &Labels) -> String {
     s
 }
 
-/// One topic token made of `text`: characters a topic cannot hold become `_`,
-/// an empty text is `_`.
-pub fn token(text: &str) -> String {
+/// Adds one topic token made of `text` to `out`: characters a topic cannot
+/// hold become `_`, an empty text is `_`.
+fn push_token(out: &mut String, text: &str) {
     if text.is_empty() {
-        return "_".to_owned();
+        return out.push('_');
     }
-    text.chars()
-        .map(|c| {
-            if c.is_whitespace() || c.is_control() || matches!(c, '.' | '*' | '>') {
-                '_'
-            } else {
-                c
-            }
-        })
-        .collect()
+    // Most names are plain ASCII: taken whole.
+    if text
+        .bytes()
+        .all(|b| b.is_ascii_graphic() && !matches!(b, b'.' | b'*' | b'>'))
+    {
+        return out.push_str(text);
+    }
+    out.extend(text.chars().map(|c| {
+        if c.is_whitespace() || c.is_control() || matches!(c, '.' | '*' | '>') {
+            '_'
+        } else {
+            c
+        }
+    }));
 }
 
 /// The topic of `name` from `source`: `metrics.<source>.<name tokens>`
@@ -222,13 +227,13 @@ pub fn token(text: &str) -> String {
 pub fn topic_of(source: &str, name: &str) -> String {
     let mut t = String::with_capacity(9 + source.len() + name.len());
     t.push_str("metrics.");
-    t.push_str(&token(source));
+    push_token(&mut t, source);
     for part in name.split('.') {
         if t.len() + 1 + part.len() > MAX_TOPIC {
             break;
         }
         t.push('.');
-        t.push_str(&token(part));
+        push_token(&mut t, part);
     }
     t
 }

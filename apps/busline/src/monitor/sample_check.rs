@@ -14,7 +14,7 @@
 //! check(&sample).map_err(|e| status.malformed(e.reason(), input, 1))?;
 //! ```
 
-use super::sample::{Sample, Value};
+use super::sample::{Labels, Sample, Value};
 
 /// The most labels a sample may carry.
 pub const MAX_LABELS: usize = 32;
@@ -50,7 +50,13 @@ impl SampleError {
 /// Checks one sample (not its name: each protocol names metrics its own
 /// way; see the table above).
 pub fn check(sample: &Sample) -> Result<(), SampleError> {
-    labels(sample)?;
+    check_labels(&sample.labels)?;
+    check_value(&sample.value)
+}
+
+/// Checks a sample's value alone (a run of one series checks its labels
+/// once, [`check_labels`], and each value with this).
+pub fn check_value(value: &Value) -> Result<(), SampleError> {
     let finite = |field, v: f64| {
         if v.is_finite() {
             Ok(())
@@ -61,7 +67,7 @@ pub fn check(sample: &Sample) -> Result<(), SampleError> {
             ))
         }
     };
-    match &sample.value {
+    match value {
         Value::Counter { value } | Value::Gauge { value } | Value::GaugeDelta { value } => {
             finite("value", *value)
         }
@@ -95,14 +101,15 @@ pub fn check(sample: &Sample) -> Result<(), SampleError> {
     }
 }
 
-fn labels(sample: &Sample) -> Result<(), SampleError> {
-    if sample.labels.len() > MAX_LABELS {
+/// Checks a sample's labels alone.
+pub fn check_labels(labels: &Labels) -> Result<(), SampleError> {
+    if labels.len() > MAX_LABELS {
         return Err(SampleError::new(
             "labels",
-            format!("{} labels; at most {MAX_LABELS}", sample.labels.len()),
+            format!("{} labels; at most {MAX_LABELS}", labels.len()),
         ));
     }
-    for (k, v) in &sample.labels {
+    for (k, v) in labels {
         if k.is_empty() {
             return Err(SampleError::new("labels", "a label key must not be empty"));
         }

@@ -163,11 +163,11 @@ impl Module<Metric> for Dashboard {
                             None => agg.record(&env.payload),
                         }
                         let source = env.payload.source();
-                        for s in env.payload.samples().iter() {
+                        env.payload.for_each_sample(|s| {
                             if let (true, Value::Error { message }) = (is_error(s), &s.value) {
                                 self.shared.push_error(unix_ms(env.timestamp), source, message);
                             }
-                        }
+                        });
                     }
                     Err(RecvError::Lagged(n)) => agg.missed(n),
                     Err(RecvError::Closed) => break,

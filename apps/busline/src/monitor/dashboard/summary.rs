@@ -280,19 +280,18 @@ fn seed_parts(m: &Metric, mut f: impl FnMut(SeedPart)) {
         Metric::Request { latency_ms, .. } => f(SeedPart::Request(*latency_ms)),
         Metric::DbQuery { duration_ms, .. } => f(SeedPart::Db(*duration_ms)),
         Metric::Error { .. } => f(SeedPart::Error),
-        Metric::Samples { source, samples } => {
-            for s in samples {
-                match (source.as_str(), s.name.as_str(), &s.value) {
-                    ("web", "request.latency_ms", Value::Observation { value, .. }) => {
-                        f(SeedPart::Request(*value))
-                    }
-                    ("db", "db.query.duration_ms", Value::Observation { value, .. }) => {
-                        f(SeedPart::Db(*value))
-                    }
-                    _ if is_error(s) => f(SeedPart::Error),
-                    _ => {}
+        Metric::Samples { .. } | Metric::Runs { .. } => {
+            let source = m.source();
+            m.for_each_sample(|s| match (source, s.name.as_str(), &s.value) {
+                ("web", "request.latency_ms", Value::Observation { value, .. }) => {
+                    f(SeedPart::Request(*value))
                 }
-            }
+                ("db", "db.query.duration_ms", Value::Observation { value, .. }) => {
+                    f(SeedPart::Db(*value))
+                }
+                _ if is_error(s) => f(SeedPart::Error),
+                _ => {}
+            });
         }
     }
 }

@@ -436,7 +436,10 @@ impl Point<'_> {
     fn key(&self, labels: &Labels) -> String {
         let mut k = self.series_prefix.clone();
         for (name, value) in labels {
-            let _ = write!(k, "\u{1}{name}\u{2}{value}");
+            k.push('\u{1}');
+            k.push_str(name);
+            k.push('\u{2}');
+            k.push_str(value);
         }
         k
     }

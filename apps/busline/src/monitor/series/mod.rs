@@ -275,9 +275,7 @@ impl Store {
     /// the clock at `now_ms`.
     pub fn record(&mut self, m: &Metric, event_ms: u64, now_ms: u64) {
         let source = m.source();
-        for s in m.samples().iter() {
-            self.record_sample(source, s, event_ms, now_ms);
-        }
+        m.for_each_sample(|s| self.record_sample(source, s, event_ms, now_ms));
     }
 
     /// Counts one sample of `source`.

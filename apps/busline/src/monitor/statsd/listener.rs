@@ -1,7 +1,15 @@
-//! The StatsD listener module: reads datagrams, parses their lines, and
-//! publishes one [`Metric::Samples`] per source and topic per datagram.
+//! The StatsD listener module: reads the datagrams waiting on its socket
+//! (a burst: up to [`BURST`] datagrams or [`BURST_BYTES`]), folds their
+//! lines into runs (see [`fold`](super::fold)), and publishes one
+//! [`Metric::Runs`] per source and topic per burst.
+//!
+//! A burst of more than [`INLINE`] datagrams is folded on a blocking thread
+//! while the listener reads the next one, so two bursts can be folded at
+//! once on two cores; at most [`IN_FLIGHT`] are, and bursts are published
+//! in the order they were read, so each series' samples stay in order.
 
-use crate::monitor::sample_check::check;
+use std::collections::VecDeque;
+
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -9,16 +17,22 @@ use std::time::Duration;
 
 use busline::{BoxError, Context, Message, Module};
 
-use super::parse::{parse_datagram, Reason};
+use super::fold::Fold;
 use super::socket::{self, KernelDrops};
-use crate::monitor::ingest_status::{IngestStatus, Protocol};
+use crate::monitor::ingest_status::IngestStatus;
 use crate::monitor::metric::Metric;
-use crate::monitor::sample::{topic_of, Sample};
 
 /// The largest datagram read whole (UDP's own limit).
 const DATAGRAM: usize = 65_536;
-/// Datagrams read in a row before the listener looks at its shutdown signal.
-const BURST: usize = 256;
+/// Datagrams read in a row, folded and published together, before the
+/// listener looks at its shutdown signal.
+pub const BURST: usize = 256;
+/// Bytes a burst holds at most (but one datagram whatever its size).
+pub const BURST_BYTES: usize = 128 << 10;
+/// Bursts of at most this many datagrams are folded on the listener's task.
+pub const INLINE: usize = 4;
+/// Bursts being folded on blocking threads at most.
+pub const IN_FLIGHT: usize = 2;
 /// How often the kernel's drop count is read.
 const DROPS_EVERY: Duration = Duration::from_secs(1);
 
@@ -98,57 +112,7 @@ impl Listener {
     }
 }
 
-/// The samples of one datagram as metrics, one per source and topic, each
-/// with its topic; the datagram counted in `status`.
-pub fn metrics_of(datagram: &[u8], status: &Protocol) -> Vec<(String, Metric)> {
-    // Grouped by source and name first (a name makes one topic): the topic
-    // is then made once per group, not once per line.
-    let mut groups: Vec<(&str, &str, Vec<Sample>)> = Vec::new();
-    let mut accepted = 0u64;
-    parse_datagram(
-        datagram,
-        |line| {
-            let (source, name) = (line.source(), line.name);
-            let sample = line.to_sample();
-            if let Err(e) = check(&sample) {
-                // A value or rate past what the aggregations hold.
-                status.malformed("over the monitor's limits", &e.reason, 1);
-                return;
-            }
-            accepted += 1;
-            // The newest group first: a name often comes in a row.
-            match groups
-                .iter_mut()
-                .rev()
-                .find(|(s, n, _)| *n == name && *s == source)
-            {
-                Some((_, _, v)) => v.push(sample),
-                None => groups.push((source, name, vec![sample])),
-            }
-        },
-        |reason: Reason, text| status.malformed(reason.as_str(), text, 1),
-    );
-    status.received.fetch_add(1, Ordering::Relaxed);
-    status.accepted.fetch_add(accepted, Ordering::Relaxed);
-    let mut out: Vec<(String, Metric)> = Vec::with_capacity(groups.len());
-    for (source, name, samples) in groups {
-        let topic = topic_of(source, name);
-        // Names that differ only where a topic cannot hold a character share one.
-        match out.iter_mut().find(|(t, _)| *t == topic) {
-            Some((_, Metric::Samples { samples: v, .. })) => v.extend(samples),
-            _ => out.push((
-                topic,
-                Metric::Samples {
-                    source: source.to_owned(),
-                    samples,
-                },
-            )),
-        }
-    }
-    out
-}
-
-/// Publishes the metrics of one datagram, waiting for room on the bus
+/// Publishes the metrics of one burst, waiting for room on the bus
 /// (lossless: while it waits, the kernel queues and then drops datagrams,
 /// and those drops are counted).
 pub async fn publish(
@@ -164,6 +128,38 @@ pub async fn publish(
     Ok(())
 }
 
+/// The datagrams of one burst, one after the other.
+#[derive(Debug, Default)]
+struct Burst {
+    bytes: Vec<u8>,
+    /// Where each datagram ends in `bytes`.
+    ends: Vec<usize>,
+}
+
+impl Burst {
+    fn datagrams(&self) -> impl Iterator<Item = &[u8]> {
+        let starts = std::iter::once(0).chain(self.ends.iter().copied());
+        starts.zip(&self.ends).map(|(a, b)| &self.bytes[a..*b])
+    }
+
+    fn clear(&mut self) {
+        self.bytes.clear();
+        self.ends.clear();
+    }
+
+    /// Folds every datagram and gives the metrics to publish.
+    fn fold(&self, fold: &mut Fold, status: &IngestStatus) -> Vec<(String, Metric)> {
+        for d in self.datagrams() {
+            fold.datagram(d, &status.statsd);
+        }
+        fold.finish()
+    }
+}
+
+/// A burst folded on a blocking thread: the fold and burst back for the
+/// next one, and the metrics to publish.
+type Folding = tokio::task::JoinHandle<(Fold, Burst, Vec<(String, Metric)>)>;
+
 impl Module<Metric> for Listener {
     fn name(&self) -> &str {
         "statsd"
@@ -173,37 +169,108 @@ impl Module<Metric> for Listener {
         let socket = tokio::net::UdpSocket::from_std(self.socket.try_clone()?)?;
         let mut buf = vec![0u8; DATAGRAM];
         let from: Arc<str> = Arc::from("statsd");
+        let mut spare: Vec<(Fold, Burst)> = Vec::new();
+        let mut folding: VecDeque<Folding> = VecDeque::new();
         let mut tick = tokio::time::interval(DROPS_EVERY);
-        loop {
+        let result = loop {
             tokio::select! {
                 biased;
-                _ = ctx.shutdown_requested() => break,
-                _ = tick.tick() => self.read_drops(),
-                ready = socket.readable() => ready?,
+                _ = ctx.shutdown_requested() => break Ok(()),
+                _ = tick.tick() => {
+                    self.read_drops();
+                    continue;
+                }
+                done = async { folding.front_mut().expect("a burst being folded").await },
+                    if !folding.is_empty() =>
+                {
+                    folding.pop_front();
+                    let (fold, burst, metrics) = done?;
+                    spare.push((fold, burst));
+                    if let Err(e) = publish(&ctx, metrics, &from).await {
+                        break Err(e);
+                    }
+                    continue;
+                }
+                ready = socket.readable(), if folding.len() < IN_FLIGHT => ready?,
             }
-            for _ in 0..BURST {
+            let (mut fold, mut burst) = spare.pop().unwrap_or_default();
+            burst.clear();
+            while burst.ends.len() < BURST && burst.bytes.len() < BURST_BYTES {
                 let n = match socket.try_recv_from(&mut buf) {
                     Ok((n, _)) => n,
                     Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
                     Err(e) => return Err(e.into()),
                 };
-                let metrics = metrics_of(&buf[..n], &self.status.statsd);
-                if let Err(e) = publish(&ctx, metrics, &from).await {
-                    if ctx.is_shutting_down() {
-                        return Ok(());
-                    }
-                    return Err(e);
-                }
+                burst.bytes.extend_from_slice(&buf[..n]);
+                burst.ends.push(burst.bytes.len());
+            }
+            if burst.ends.is_empty() {
+                spare.push((fold, burst));
+                continue;
+            }
+            if burst.ends.len() > INLINE || !folding.is_empty() {
+                let status = self.status.clone();
+                folding.push_back(tokio::task::spawn_blocking(move || {
+                    let metrics = burst.fold(&mut fold, &status);
+                    (fold, burst, metrics)
+                }));
+                continue;
+            }
+            let metrics = burst.fold(&mut fold, &self.status);
+            spare.push((fold, burst));
+            if let Err(e) = publish(&ctx, metrics, &from).await {
+                break Err(e);
+            }
+        };
+        // What was read is published, in order, while the bus takes it.
+        let mut result = result;
+        while let Some(f) = folding.pop_front() {
+            let (_, _, metrics) = f.await?;
+            if result.is_ok() {
+                result = publish(&ctx, metrics, &from).await;
             }
         }
         self.read_drops();
-        Ok(())
+        match result {
+            Err(_) if ctx.is_shutting_down() => Ok(()),
+            r => r,
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::monitor::ingest_status::Protocol;
+
+    fn metrics_of(datagram: &[u8], status: &Protocol) -> Vec<(String, Metric)> {
+        let mut fold = Fold::default();
+        fold.datagram(datagram, status);
+        fold.finish()
+    }
+
+    /// A burst is its datagrams, each whole, in order.
+    #[test]
+    fn a_burst_folds_its_datagrams_in_order() {
+        let mut burst = Burst::default();
+        for d in [&b"a:1|c\nb:2|g"[..], b"", b"b:+1|g\na:3|c"] {
+            burst.bytes.extend_from_slice(d);
+            burst.ends.push(burst.bytes.len());
+        }
+        let got: Vec<&[u8]> = burst.datagrams().collect();
+        assert_eq!(got, [&b"a:1|c\nb:2|g"[..], b"", b"b:+1|g\na:3|c"]);
+        let status = IngestStatus::default();
+        let metrics = burst.fold(&mut Fold::default(), &status);
+        let shown: Vec<String> = metrics.iter().map(|(_, m)| m.to_string()).collect();
+        assert_eq!(
+            shown,
+            [
+                r#"Samples { source: "statsd", a counter 1, a counter 3 }"#,
+                r#"Samples { source: "statsd", b gauge 2, b gauge_delta 1 }"#,
+            ]
+        );
+        assert_eq!(status.statsd.snapshot().received, 3);
+    }
 
     /// A line the parser takes but whose sample the aggregations could not
     /// hold (a weight of 1e12 from a tiny rate, a value that scales to

@@ -32,16 +32,21 @@
 //!   examples kept (`/api/summary` → `ingest.statsd`); the good lines of the
 //!   same datagram are taken all the same. A datagram cut short loses its
 //!   last line to a reason, nothing else.
-//! - Each datagram's samples are published as one [`Metric::Samples`] per
-//!   topic, *lossless*: when a subscriber that must see everything (the
-//!   logger) is behind, the listener waits for it and stops reading. The
-//!   kernel then queues datagrams in the socket's receive buffer (8 MiB asked
-//!   for, capped by `net.core.rmem_max`) and, once that is full, drops them.
-//!   Linux counts those drops per socket; the listener reads the count every
-//!   second into `ingest.statsd.kernel_dropped` (see [`socket`]).
+//! - The datagrams waiting on the socket are read as one burst (up to 256
+//!   datagrams or 128 KiB); its lines are folded into one run per series,
+//!   the values kept in order (see [`fold`]; big bursts on a blocking
+//!   thread, two at a time, see [`listener`]), and published in the order
+//!   read as one [`Metric::Runs`] per source and topic, *lossless*: when a
+//!   subscriber that must see everything (the logger) is behind, the
+//!   listener waits for it and stops reading. The kernel then queues
+//!   datagrams in the socket's receive buffer (8 MiB asked for, capped by
+//!   `net.core.rmem_max`) and, once that is full, drops them. Linux counts
+//!   those drops per socket; the listener reads the count every second into
+//!   `ingest.statsd.kernel_dropped` (see [`socket`]).
 //!
-//! [`Metric::Samples`]: super::metric::Metric::Samples
+//! [`Metric::Runs`]: super::metric::Metric::Runs
 
+pub mod fold;
 pub mod listener;
 pub mod parse;
 pub mod socket;

@@ -1,5 +1,5 @@
 //! The StatsD line format, with DogStatsD tags: one line, parsed without
-//! copying, then made into a [`Sample`].
+//! copying, then made into a sample's [`Value`] and [`Labels`].
 //!
 //! ```text
 //! <name>:<value>|<type>[|@<sample rate>][|#<tag>[:<value>],…][|T<unix seconds>][|c:<container>]
@@ -9,12 +9,14 @@
 //! parser, last released in 2019) has no sets, no distributions and no gauge
 //! deltas, and copies every name and tag into a `String` before the line is
 //! known to be good. So this is a small hand-written parser over `&str`: a
-//! [`Line`] borrows its name, set member and tags from the datagram, and only
-//! a line that parsed is copied, once, into a `Sample`.
+//! [`Line`] borrows its name, set member and tags from the datagram; only a
+//! line that parsed gives a value, and its name and labels are copied once
+//! per series and burst (see [`fold`](super::fold)). Fields are split at
+//! bytes (every separator is ASCII), found with `memchr`.
 
 use std::fmt;
 
-use crate::monitor::sample::{Labels, Sample, Value};
+use crate::monitor::sample::{Labels, Value};
 
 /// The source of a line without a `service` tag.
 pub const DEFAULT_SOURCE: &str = "statsd";
@@ -104,11 +106,11 @@ pub struct Line<'a> {
 
 /// Parses one line (without its `\n`).
 pub fn parse_line(line: &str) -> Result<Line<'_>, Reason> {
-    let (name, rest) = line.split_once(':').ok_or(Reason::NoValue)?;
+    let (name, rest) = cut(line, b':').ok_or(Reason::NoValue)?;
     if name.is_empty() {
         return Err(Reason::EmptyName);
     }
-    let mut sections = rest.split('|');
+    let mut sections = split(rest, b'|');
     let value = sections.next().unwrap_or_default();
     if value.is_empty() {
         return Err(Reason::NoValue);
@@ -116,7 +118,7 @@ pub fn parse_line(line: &str) -> Result<Line<'_>, Reason> {
     let kind = sections.next().ok_or(Reason::NoType)?;
     let kind = match kind {
         "c" => Kind::Counter(number(value)?),
-        "g" if value.starts_with(['+', '-']) => Kind::GaugeDelta(number(value)?),
+        "g" if matches!(value.as_bytes()[0], b'+' | b'-') => Kind::GaugeDelta(number(value)?),
         "g" => Kind::Gauge(number(value)?),
         "ms" | "h" | "d" => Kind::Observation(number(value)?),
         "s" => Kind::Set(value),
@@ -131,21 +133,26 @@ pub fn parse_line(line: &str) -> Result<Line<'_>, Reason> {
         service: None,
     };
     for section in sections {
-        if let Some(rate) = section.strip_prefix('@') {
-            parsed.rate = match rate.parse::<f64>() {
-                Ok(r) if r > 0.0 && r <= 1.0 => r,
-                _ => return Err(Reason::BadSampleRate),
-            };
-        } else if let Some(tags) = section.strip_prefix('#') {
-            parsed.service = check_tags(tags)?;
-            parsed.tags = tags;
-        } else if let Some(t) = section.strip_prefix('T') {
-            let secs: u64 = t.parse().map_err(|_| Reason::BadTimestamp)?;
-            parsed.at_ms = Some(secs.checked_mul(1000).ok_or(Reason::BadTimestamp)?);
-        } else if section.starts_with("c:") {
+        // (The first byte is ASCII, so `&section[1..]` is whole characters.)
+        match section.as_bytes() {
+            [b'@', ..] => {
+                parsed.rate = match section[1..].parse::<f64>() {
+                    Ok(r) if r > 0.0 && r <= 1.0 => r,
+                    _ => return Err(Reason::BadSampleRate),
+                };
+            }
+            [b'#', ..] => {
+                let tags = &section[1..];
+                parsed.service = check_tags(tags)?;
+                parsed.tags = tags;
+            }
+            [b'T', ..] => {
+                let secs: u64 = section[1..].parse().map_err(|_| Reason::BadTimestamp)?;
+                parsed.at_ms = Some(secs.checked_mul(1000).ok_or(Reason::BadTimestamp)?);
+            }
             // DogStatsD's container id: not a label (one series per container).
-        } else {
-            return Err(Reason::UnknownField);
+            [b'c', b':', ..] => {}
+            _ => return Err(Reason::UnknownField),
         }
     }
     Ok(parsed)
@@ -161,8 +168,8 @@ fn number(text: &str) -> Result<f64, Reason> {
 /// Checks the tags; the `service` tag's value, if one is non-empty.
 fn check_tags(tags: &str) -> Result<Option<&str>, Reason> {
     let mut service = None;
-    for tag in tags.split(',') {
-        let (key, value) = tag.split_once(':').unwrap_or((tag, ""));
+    for tag in split(tags, b',') {
+        let (key, value) = cut(tag, b':').unwrap_or((tag, ""));
         if key.is_empty() {
             return Err(Reason::BadTag);
         }
@@ -190,7 +197,18 @@ impl<'a> Line<'a> {
     /// The sample it stands for: tags become labels (but `service`, which is
     /// the source), a counter is scaled by 1 / rate, an observation weighs
     /// 1 / rate.
-    pub fn to_sample(self) -> Sample {
+    #[cfg(test)]
+    pub fn to_sample(self) -> crate::monitor::sample::Sample {
+        crate::monitor::sample::Sample {
+            name: self.name.to_owned(),
+            labels: self.labels(),
+            value: self.value(),
+            at_ms: self.at_ms,
+        }
+    }
+
+    /// Its labels: the tags but `service` (the source).
+    pub fn labels(&self) -> Labels {
         let mut labels = Labels::new();
         for (k, v) in self.tags() {
             if k != "service" || v.is_empty() {
@@ -199,7 +217,13 @@ impl<'a> Line<'a> {
         }
         // (With several `service` tags the last is the source, the others
         // are dropped with it.)
-        let value = match self.kind {
+        labels
+    }
+
+    /// Its value: a counter scaled by 1 / rate, an observation weighing
+    /// 1 / rate.
+    pub fn value(&self) -> Value {
+        match self.kind {
             Kind::Counter(v) => Value::Counter {
                 value: v / self.rate,
             },
@@ -212,12 +236,58 @@ impl<'a> Line<'a> {
             Kind::Set(m) => Value::Set {
                 member: m.to_owned(),
             },
-        };
-        Sample {
-            name: self.name.to_owned(),
-            labels,
-            value,
-            at_ms: self.at_ms,
+        }
+    }
+}
+
+/// `text` before and after its first `sep` (an ASCII byte), like
+/// `str::split_once` with a char, found with `memchr`.
+fn cut(text: &str, sep: u8) -> Option<(&str, &str)> {
+    let i = memchr::memchr(sep, text.as_bytes())?;
+    Some((&text[..i], &text[i + 1..]))
+}
+
+/// `text` split at every `sep` (an ASCII byte), like `str::split` with a
+/// char, a byte at a time.
+fn split(text: &str, sep: u8) -> impl Iterator<Item = &str> {
+    let mut rest = Some(text);
+    std::iter::from_fn(move || {
+        let t = rest?;
+        match cut(t, sep) {
+            Some((piece, after)) => {
+                rest = Some(after);
+                Some(piece)
+            }
+            None => {
+                rest = None;
+                Some(t)
+            }
+        }
+    })
+}
+
+/// Splits a datagram into lines: `f` gets `Ok` with each line, or `Err`
+/// with one that is not UTF-8 (invalid bytes replaced). Empty lines (a
+/// trailing `\n`, `\r\n` endings) are skipped.
+pub fn lines<'a>(datagram: &'a [u8], mut f: impl FnMut(Result<&'a str, &str>)) {
+    // Most datagrams are text throughout: checked once, not line by line.
+    if let Ok(text) = std::str::from_utf8(datagram) {
+        for raw in split(text, b'\n') {
+            let raw = raw.strip_suffix('\r').unwrap_or(raw);
+            if !raw.is_empty() {
+                f(Ok(raw));
+            }
+        }
+        return;
+    }
+    for raw in datagram.split(|b| *b == b'\n') {
+        let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
+        if raw.is_empty() {
+            continue;
+        }
+        match std::str::from_utf8(raw) {
+            Ok(text) => f(Ok(text)),
+            Err(_) => f(Err(&String::from_utf8_lossy(raw))),
         }
     }
 }
@@ -226,29 +296,25 @@ impl<'a> Line<'a> {
 /// parsed, `bad` every one that did not, with its reason (the line as text,
 /// invalid UTF-8 replaced). Empty lines (a trailing `\n`, `\r\n` endings)
 /// are neither. One bad line never stops the ones after it.
+#[cfg(test)]
 pub fn parse_datagram<'a>(
     datagram: &'a [u8],
     mut good: impl FnMut(Line<'a>),
     mut bad: impl FnMut(Reason, &str),
 ) {
-    for raw in datagram.split(|b| *b == b'\n') {
-        let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
-        if raw.is_empty() {
-            continue;
-        }
-        match std::str::from_utf8(raw) {
-            Ok(text) => match parse_line(text) {
-                Ok(line) => good(line),
-                Err(reason) => bad(reason, text),
-            },
-            Err(_) => bad(Reason::NotUtf8, &String::from_utf8_lossy(raw)),
-        }
-    }
+    lines(datagram, |line| match line {
+        Ok(text) => match parse_line(text) {
+            Ok(line) => good(line),
+            Err(reason) => bad(reason, text),
+        },
+        Err(text) => bad(Reason::NotUtf8, text),
+    });
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::monitor::sample::Sample;
 
     fn sample(line: &str) -> (String, Sample) {
         let l = parse_line(line).unwrap_or_else(|r| panic!("{line:?}: {r}"));

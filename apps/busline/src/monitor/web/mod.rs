@@ -494,7 +494,7 @@ async fn events(
     let samples = ingest::sample_count(&metrics);
     let mut published = 0usize;
     for m in metrics {
-        let samples = m.samples().len() as u64;
+        let samples = m.sample_count() as u64;
         let send = st.ctx.send(m.message("api"));
         match tokio::time::timeout(PUBLISH_TIMEOUT, send).await {
             Ok(Ok(_)) => published += 1,

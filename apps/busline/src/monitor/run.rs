@@ -1,0 +1,94 @@
+//! A run: several samples of one series in a row, carried once.
+//!
+//! A busy StatsD sender repeats the same few series many times a second.
+//! The listener folds each burst of datagrams into one [`Run`] per series
+//! (see [`fold`](super::statsd::fold)) and publishes the runs of a topic as
+//! one [`Metric::Runs`](super::metric::Metric::Runs): the name and labels
+//! are made once per series and burst instead of once per line.
+//!
+//! A run stands for exactly its samples: `values[i]` is the sample
+//! `{ name, labels, value: values[i], at_ms }`, in the order they were sent.
+//! Consumers take them one by one ([`Run::for_each_sample`],
+//! [`Metric::for_each_sample`](super::metric::Metric::for_each_sample)), so
+//! every count, sum, percentile, gauge and set member comes out as if each
+//! line had been its own sample.
+
+use serde::{Deserialize, Serialize};
+
+use super::sample::{Labels, Sample, Value};
+
+/// Samples of one series, in the order they were sent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Run {
+    /// The metric's name as sent.
+    pub name: String,
+    /// Its labels.
+    #[serde(default, skip_serializing_if = "Labels::is_empty")]
+    pub labels: Labels,
+    /// When they were measured, Unix milliseconds, if the sender said.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at_ms: Option<u64>,
+    /// The samples' values, at least one.
+    pub values: Vec<Value>,
+}
+
+impl Run {
+    /// Calls `f` with each sample of the run, in order. The name and labels
+    /// are copied once per run, not per sample.
+    pub fn for_each_sample(&self, mut f: impl FnMut(&Sample)) {
+        let Some(first) = self.values.first() else {
+            return;
+        };
+        let mut s = Sample {
+            name: self.name.clone(),
+            labels: self.labels.clone(),
+            value: first.clone(),
+            at_ms: self.at_ms,
+        };
+        f(&s);
+        for v in &self.values[1..] {
+            s.value.clone_from(v);
+            f(&s);
+        }
+    }
+
+    /// Its samples, each on its own.
+    pub fn samples(&self) -> impl Iterator<Item = Sample> + '_ {
+        self.values.iter().map(|v| Sample {
+            name: self.name.clone(),
+            labels: self.labels.clone(),
+            value: v.clone(),
+            at_ms: self.at_ms,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_run_is_its_samples_in_order() {
+        let run = Run {
+            name: "q".into(),
+            labels: Labels::from([("k".to_owned(), "v".to_owned())]),
+            at_ms: Some(5),
+            values: vec![
+                Value::Gauge { value: 1.0 },
+                Value::GaugeDelta { value: 2.0 },
+                Value::Set { member: "m".into() },
+            ],
+        };
+        let mut seen = Vec::new();
+        run.for_each_sample(|s| seen.push(s.clone()));
+        let each: Vec<Sample> = run.samples().collect();
+        assert_eq!(seen, each);
+        assert_eq!(each.len(), 3);
+        assert_eq!(each[1].value, Value::GaugeDelta { value: 2.0 });
+        assert!(each
+            .iter()
+            .all(|s| s.name == "q" && s.labels["k"] == "v" && s.at_ms == Some(5)));
+        let json = serde_json::to_string(&run).unwrap();
+        assert_eq!(serde_json::from_str::<Run>(&json).unwrap(), run);
+    }
+}
