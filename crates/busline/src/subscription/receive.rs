@@ -256,7 +256,7 @@ impl<T: Send + Sync + 'static> Subscription<T> {
             return Poll::Ready(Err(RecvError::Closed));
         }
         if let Some(cx) = cx {
-            if sub.key.is_some() && self.yielded < KEYED_SPIN_POLLS {
+            if sub.key.is_some() && self.yielded < SPIN_POLLS {
                 // A keyed member found nothing of its own: yield before
                 // parking, as ring readers do (its publisher often refills
                 // its queue meanwhile, saving a park/unpark round trip).
@@ -280,8 +280,6 @@ impl<T: Send + Sync + 'static> Subscription<T> {
 /// the lock, while its keys wait for it a little longer.
 const KEYED_BATCH: usize = 32;
 
-/// Polls a keyed member finding nothing of its own yields before it parks.
-const KEYED_SPIN_POLLS: u8 = 8;
 
 /// A lossless member read `pos` while `flags` were set: if it may be the
 /// member a waiting publisher (or raised backpressure) depends on, it
