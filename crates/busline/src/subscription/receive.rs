@@ -280,7 +280,6 @@ impl<T: Send + Sync + 'static> Subscription<T> {
 /// the lock, while its keys wait for it a little longer.
 const KEYED_BATCH: usize = 32;
 
-
 /// A lossless member read `pos` while `flags` were set: if it may be the
 /// member a waiting publisher (or raised backpressure) depends on, it
 /// settles the ring under the lock. Only the slowest members can be: a
