@@ -42,7 +42,9 @@ fn fanout_json_has_every_system_and_loses_nothing() {
                 &*format!("busline-{policy}"),
                 "tokio-broadcast-naive",
                 "tokio-broadcast-yield64",
-                "tokio-mpsc-per-subscriber"
+                "tokio-mpsc-per-subscriber",
+                "async-broadcast",
+                "flume-per-subscriber"
             ]
         );
         for r in results {
@@ -56,6 +58,69 @@ fn fanout_json_has_every_system_and_loses_nothing() {
             assert_eq!(results[0]["delivered"], 60_000);
         }
     }
+}
+
+#[test]
+fn keyed_json_handles_every_job_in_each_system() {
+    let v = busline(&[
+        "bench", "keyed", "--events", "20000", "--keys", "64", "--rounds", "1", "--json",
+    ]);
+    let results = v["results"].as_array().unwrap();
+    let systems: Vec<&str> = results
+        .iter()
+        .map(|r| r["system"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        systems,
+        [
+            "busline-keyed-group",
+            "busline-queue-group",
+            "mpsc-hash-workers"
+        ]
+    );
+    for r in results {
+        assert_eq!(r["handled"], 20_000, "{r}");
+        assert!(r["events_per_s"].as_f64().unwrap() > 0.0, "{r}");
+    }
+    assert_eq!(results[1]["ratio_vs_queue_group"], 1.0);
+}
+
+#[test]
+fn request_json_has_both_actors_for_each_requester_count() {
+    let v = busline(&[
+        "bench",
+        "request",
+        "--requests",
+        "2000",
+        "--requesters",
+        "1,4",
+        "--rounds",
+        "1",
+        "--json",
+    ]);
+    let rows: Vec<(String, u64)> = v["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            assert!(r["round_trips_per_s"].as_f64().unwrap() > 0.0, "{r}");
+            assert!(
+                r["p50_us"].as_f64().unwrap() <= r["p99_us"].as_f64().unwrap(),
+                "{r}"
+            );
+            (
+                r["system"].as_str().unwrap().to_string(),
+                r["requesters"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    let want = [
+        ("busline-module", 1),
+        ("mpsc-oneshot-actor", 1),
+        ("busline-module", 4),
+        ("mpsc-oneshot-actor", 4),
+    ];
+    assert_eq!(rows, want.map(|(s, n)| (s.to_string(), n)));
 }
 
 #[test]
