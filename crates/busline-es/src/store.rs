@@ -427,7 +427,7 @@ impl<A: Aggregate> AggregateStore<A> {
             });
         }
         let ts = busline_log::now_millis();
-        let payloads = Self::encode(id, expected, &events, &metadata, ts)?;
+        let (payloads, types) = Self::encode(id, expected, &events, &metadata, ts)?;
         let ticket = self.inner.log.submit_batch(ts, &payloads).await?;
         // The records are queued now: they get written whether or not this
         // future is polled to the end (a timeout, a `select!`, a runtime
@@ -448,23 +448,25 @@ impl<A: Aggregate> AggregateStore<A> {
         let version = expected + events.len() as u64;
         self.snapshot_if_due(id, expected, version, &events, state);
         drop(_guard);
-        self.publish(id, expected, events, offsets.clone(), ts, metadata)
-            .await?;
+        self.publish(id, expected, events, types, offsets.clone(), ts, metadata)
+            .await;
         Ok(Appended { version, offsets })
     }
 
     /// The log records of `events`, appended at `expected`: each a stored
-    /// event naming its aggregate and version.
+    /// event naming its aggregate and version; and the events' type names.
     fn encode(
         id: &str,
         expected: u64,
         events: &[A::Event],
         metadata: &Metadata,
         ts: u64,
-    ) -> Result<Vec<Vec<u8>>> {
+    ) -> Result<(Vec<Vec<u8>>, Vec<String>)> {
         let mut payloads = Vec::with_capacity(events.len());
+        let mut types = Vec::with_capacity(events.len());
         for (i, ev) in events.iter().enumerate() {
             let (event_type, payload) = split(ev)?;
+            types.push(event_type.clone());
             let stored = Stored {
                 aggregate_type: A::TYPE.to_owned(),
                 aggregate_id: id.to_owned(),
@@ -480,7 +482,7 @@ impl<A: Aggregate> AggregateStore<A> {
                 source,
             })?);
         }
-        Ok(payloads)
+        Ok((payloads, types))
     }
 
     /// Writes a snapshot at `version` when the append from `expected`
@@ -517,20 +519,23 @@ impl<A: Aggregate> AggregateStore<A> {
     }
 
     /// Publishes appended events on the bus, if the store has one, as
-    /// [`Recorded`] on `es.<aggregate type>.<event type>`. A publish that
-    /// fails is logged: the events are durable.
+    /// [`Recorded`] on `es.<aggregate type>.<event type>` (`types`, from
+    /// [`encode`](Self::encode)). A publish that fails is logged: the events
+    /// are durable.
+    #[allow(clippy::too_many_arguments)]
     async fn publish(
         &self,
         id: &str,
         expected: u64,
         events: Vec<A::Event>,
+        types: Vec<String>,
         offsets: Range<u64>,
         ts: u64,
         metadata: Metadata,
-    ) -> Result<()> {
+    ) {
         if let Some(bus) = self.inner.bus.get() {
-            for (i, (event, offset)) in events.into_iter().zip(offsets).enumerate() {
-                let (event_type, _) = split(&event)?;
+            let each = events.into_iter().zip(types).zip(offsets).enumerate();
+            for (i, ((event, event_type), offset)) in each {
                 let topic = format!("es.{}.{}", A::TYPE, event_type);
                 let rec = Recorded {
                     offset,
@@ -548,7 +553,6 @@ impl<A: Aggregate> AggregateStore<A> {
                 }
             }
         }
-        Ok(())
     }
 
     /// Loads `id`, lets it handle `command`, and appends the resulting events
