@@ -214,21 +214,23 @@ impl<T> Keyed<T> {
     }
 
     pub(super) fn push(&mut self, key: u64, env: Arc<Envelope<T>>) -> u64 {
-        let hashed = self.hashed(key);
-        let owner = self.owners.entry(key).or_insert(Owner {
-            member: 0,
-            pending: 0,
-        });
-        if owner.pending == 0 {
-            owner.member = self.members[hashed].id;
-        }
-        owner.pending += 1;
-        let member = owner.member;
-        let i = if member == self.members[hashed].id {
-            hashed
-        } else {
-            self.slot(member)
+        let held = self
+            .owners
+            .get(&key)
+            .filter(|o| o.pending > 0)
+            .map(|o| o.member);
+        // Hashed only when no member holds the key.
+        let i = match held {
+            Some(member) => self.slot(member),
+            None => self.hashed(key),
         };
+        let member = self.members[i].id;
+        let owner = self
+            .owners
+            .entry(key)
+            .or_insert(Owner { member, pending: 0 });
+        owner.member = member;
+        owner.pending += 1;
         self.members[i].queue.push_back((key, env));
         self.len += 1;
         member
@@ -295,8 +297,16 @@ impl<T> Keyed<T> {
         self.len -= slot.queue.len();
         // Its keys are free: every event of them not handled is here.
         self.owners.retain(|_, o| o.member != id);
+        self.push_all(slot.queue)
+    }
+
+    /// Pushes `events` in order; returns the members given some.
+    pub(super) fn push_all(
+        &mut self,
+        events: impl IntoIterator<Item = (u64, Arc<Envelope<T>>)>,
+    ) -> SmallVec<[u64; 4]> {
         let mut woken = SmallVec::new();
-        for (key, env) in slot.queue {
+        for (key, env) in events {
             let to = self.push(key, env);
             if !woken.contains(&to) {
                 woken.push(to);

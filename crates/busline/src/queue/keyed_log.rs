@@ -169,20 +169,15 @@ impl<T> Keyed<T> {
 
     /// The replay is over: the live events held behind it take their turn.
     fn release_held(&mut self) -> SmallVec<[u64; 4]> {
-        let mut woken = SmallVec::new();
         let Some(log) = &mut self.log else {
-            return woken;
+            return SmallVec::new();
         };
         log.replay = Replaying::Done;
         let held = std::mem::take(&mut log.held);
-        for (key, env) in held {
-            if self.admit_live(key, &env) {
-                let to = self.push(key, env);
-                if !woken.contains(&to) {
-                    woken.push(to);
-                }
-            }
-        }
-        woken
+        let admitted: Vec<_> = held
+            .into_iter()
+            .filter(|(key, env)| self.admit_live(*key, env))
+            .collect();
+        self.push_all(admitted)
     }
 }

@@ -189,15 +189,11 @@ impl<T> State<T> {
                 }
                 match to {
                     // A keyed group's event waits for its one member.
-                    For::Member(m) => wake.extend(self.take_rx_waker(m)),
-                    For::Nobody => {}
-                    For::Any => {
-                        if !self.rx_wakers.is_empty() {
-                            wake.push(self.rx_wakers.remove(0).1);
-                        }
-                    }
+                    For::Member(m) => return wake.extend(self.take_rx_waker(m)),
+                    For::Nobody => return,
+                    // A plain group wakes one waiting member (below).
+                    For::Any => {}
                 }
-                return;
             }
             Policy::Lossless | Policy::Lossy => {
                 let ring = sub.ring();
