@@ -41,13 +41,13 @@ impl<T: Send + Sync + 'static> Bus<T> {
         T: Event,
     {
         let route = self.route_checked(&event.topic());
-        let prepared = self.wrap(route, Message::new(event))?;
+        let prepared = self.wrap_event(route, event)?;
         self.dispatch(prepared).await
     }
 
     /// Publishes `event` on `topic`. See [`publish`](Self::publish).
     pub async fn publish_to(&self, topic: &str, event: T) -> Result<Receipt, PublishError<T>> {
-        let prepared = self.wrap(self.route_checked(topic), Message::new(event))?;
+        let prepared = self.wrap_event(self.route_checked(topic), event)?;
         self.dispatch(prepared).await
     }
 
@@ -79,7 +79,7 @@ impl<T: Send + Sync + 'static> Bus<T> {
         T: Event,
     {
         let route = self.route_checked(&event.topic());
-        let prepared = self.wrap(route, Message::new(event))?;
+        let prepared = self.wrap_event(route, event)?;
         self.try_deliver(prepared)
     }
 
@@ -95,7 +95,7 @@ impl<T: Send + Sync + 'static> Bus<T> {
         T: Event,
     {
         let route = self.route_checked(&event.topic());
-        let Ok((route, env)) = self.wrap(route, Message::new(event)) else {
+        let Ok((route, env)) = self.wrap_event(route, event) else {
             return 0;
         };
         let targets = route.targets(&env);
@@ -116,7 +116,7 @@ impl<T: Send + Sync + 'static> Bus<T> {
 
     /// [`try_publish`](Self::try_publish) on a given topic.
     pub fn try_publish_to(&self, topic: &str, event: T) -> Result<Receipt, PublishError<T>> {
-        let prepared = self.wrap(self.route_checked(topic), Message::new(event))?;
+        let prepared = self.wrap_event(self.route_checked(topic), event)?;
         self.try_deliver(prepared)
     }
 
@@ -199,6 +199,29 @@ impl<T: Send + Sync + 'static> Bus<T> {
             msg.reply_to,
             msg.headers,
             msg.payload,
+        ))
+    }
+
+    /// [`envelope`](Self::envelope) for a bare event: no metadata to take
+    /// from a message (a stamped handle still stamps it).
+    pub(super) fn event_envelope(&self, topic: Topic, event: T) -> Arc<Envelope<T>> {
+        if self.stamp().is_some() {
+            return self.envelope(topic, Message::new(event));
+        }
+        let inner = &*self.inner;
+        let seq = inner.seq.fetch_add(1, Ordering::Relaxed);
+        let id = EventId::from_parts(inner.node, seq);
+        Arc::new(Envelope::from_parts(
+            seq,
+            id,
+            topic,
+            crate::clock::now(),
+            None,
+            id,
+            None,
+            None,
+            Vec::new(),
+            event,
         ))
     }
 

@@ -94,15 +94,24 @@ impl<T: Send + Sync + 'static> Bus<T> {
     ) -> Result<Prepared<T>, PublishError<T>> {
         let route = match route {
             Ok(r) => r,
-            Err(RouteError::Closed) => return Err(PublishError::Closed { event: msg.payload }),
-            Err(RouteError::Topic(error)) => {
-                return Err(PublishError::InvalidTopic {
-                    error,
-                    event: msg.payload,
-                })
-            }
+            Err(e) => return Err(e.refuse(msg.payload)),
         };
         let env = self.envelope(route.topic.clone(), msg);
+        Ok((route, env))
+    }
+
+    /// [`wrap`](Self::wrap) for a bare event (the common publish): its
+    /// envelope is made without a [`Message`] in between.
+    pub(super) fn wrap_event(
+        &self,
+        route: Result<Arc<Route<T>>, RouteError>,
+        event: T,
+    ) -> Result<Prepared<T>, PublishError<T>> {
+        let route = match route {
+            Ok(r) => r,
+            Err(e) => return Err(e.refuse(event)),
+        };
+        let env = self.event_envelope(route.topic.clone(), event);
         Ok((route, env))
     }
 
@@ -163,6 +172,16 @@ impl<T: Send + Sync + 'static> Bus<T> {
         }
         cache.insert(topic.as_str().into(), route.clone());
         Ok(route)
+    }
+}
+
+impl RouteError {
+    /// The publish error for an event that could not be routed (it comes back in it).
+    fn refuse<T>(self, event: T) -> PublishError<T> {
+        match self {
+            RouteError::Closed => PublishError::Closed { event },
+            RouteError::Topic(error) => PublishError::InvalidTopic { error, event },
+        }
     }
 }
 

@@ -97,6 +97,9 @@ type Chunk<T> = Box<[Slot<T>]>;
 /// The slots, the end and the flags of one ring.
 pub(crate) struct Ring<T> {
     capacity: u64,
+    /// `capacity - 1` when the capacity is a power of two (the default):
+    /// a position's index is then a mask, not a division.
+    mask: Option<u64>,
     lossless: bool,
     chunks: Box<[OnceLock<Chunk<T>>]>,
     /// The position the next event gets: written under the subscriber's lock.
@@ -140,6 +143,7 @@ impl<T> Ring<T> {
         let chunks = capacity.div_ceil(CHUNK);
         Ring {
             capacity: capacity as u64,
+            mask: capacity.is_power_of_two().then(|| capacity as u64 - 1),
             lossless,
             chunks: (0..chunks).map(|_| OnceLock::new()).collect(),
             tail: Padded(AtomicU64::new(0)),
@@ -163,7 +167,10 @@ impl<T> Ring<T> {
     }
 
     fn chunk_of(&self, pos: u64) -> (usize, usize) {
-        let i = (pos % self.capacity) as usize;
+        let i = match self.mask {
+            Some(m) => pos & m,
+            None => pos % self.capacity,
+        } as usize;
         (i / CHUNK, i % CHUNK)
     }
 
