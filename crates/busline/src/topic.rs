@@ -70,7 +70,9 @@ impl Topic {
         Ok(Topic::from_valid(s))
     }
 
-    fn from_valid(s: &str) -> Self {
+    /// A topic from a string the caller made valid (see [`validate`]).
+    pub(crate) fn from_valid(s: &str) -> Self {
+        debug_assert!(validate(s, false).is_ok(), "not a valid topic: {s:?}");
         if s.len() <= INLINE {
             let mut bytes = [0u8; INLINE];
             bytes[..s.len()].copy_from_slice(s.as_bytes());

@@ -22,8 +22,7 @@ impl<T: Send + Sync + 'static> Bus<T> {
         event: T,
         timeout: Duration,
     ) -> Result<Arc<Envelope<T>>, RequestError> {
-        self.request_msg(Message::new(event).topic(topic), timeout)
-            .await
+        self.request_on(topic, Message::new(event), timeout).await
     }
 
     /// [`request`](Self::request) with a [`Message`] (for metadata).
@@ -33,51 +32,60 @@ impl<T: Send + Sync + 'static> Bus<T> {
         timeout: Duration,
     ) -> Result<Arc<Envelope<T>>, RequestError> {
         let topic = msg.topic.take().unwrap_or_default();
+        self.request_on(&topic, msg, timeout).await
+    }
+
+    async fn request_on(
+        &self,
+        topic: &str,
+        msg: Message<T>,
+        timeout: Duration,
+    ) -> Result<Arc<Envelope<T>>, RequestError> {
         let inner = &*self.inner;
         let n = inner.next_inbox.fetch_add(1, Ordering::Relaxed);
-        let reply_to = Topic::new(&format!("{}.{n}", inner.inbox_prefix)).expect("valid inbox");
+        let reply_to = inner.inbox(n);
         let (tx, rx) = oneshot::channel();
         inner.pending.lock().insert(n, tx);
         let _cleanup = PendingGuard { inner, n };
         let work = async {
-            let (route, env) = match self.wrap(self.route_checked(&topic), msg.reply_to(reply_to)) {
+            let (route, env) = match self.wrap(self.route_checked(topic), msg.reply_to(reply_to)) {
                 Ok(x) => x,
                 Err(PublishError::InvalidTopic { error, .. }) => {
                     return Err(RequestError::Topic(error))
                 }
                 Err(_) => {
                     return Err(RequestError::Closed {
-                        topic: topic.clone(),
+                        topic: topic.to_string(),
                     })
                 }
             };
             match self.dispatch((route, env)).await {
                 Ok(r) if r.subscribers == 0 => {
                     return Err(RequestError::NoResponders {
-                        topic: topic.clone(),
+                        topic: topic.to_string(),
                     })
                 }
                 Ok(_) => {}
                 Err(PublishError::Store { error, .. }) => {
                     return Err(RequestError::Store {
-                        topic: topic.clone(),
+                        topic: topic.to_string(),
                         reason: error.to_string(),
                     })
                 }
                 Err(_) => {
                     return Err(RequestError::Closed {
-                        topic: topic.clone(),
+                        topic: topic.to_string(),
                     })
                 }
             }
             rx.await.map_err(|_| RequestError::Closed {
-                topic: topic.clone(),
+                topic: topic.to_string(),
             })
         };
         match tokio::time::timeout(timeout, work).await {
             Ok(r) => r,
             Err(_) => Err(RequestError::Timeout {
-                topic: topic.clone(),
+                topic: topic.to_string(),
                 timeout,
             }),
         }
@@ -102,21 +110,14 @@ impl<T: Send + Sync + 'static> Bus<T> {
                 topic: request.topic.to_string(),
             });
         };
-        let msg = msg.topic(reply_to.as_str()).caused_by(request);
+        let msg = msg.caused_by(request);
         let inner = &*self.inner;
-        let local = reply_to
-            .as_str()
-            .strip_prefix(inner.inbox_prefix.as_str())
-            .and_then(|s| s.strip_prefix('.'))
-            .and_then(|s| s.parse::<u64>().ok());
-        if let Some(n) = local {
+        if let Some(n) = inner.inbox_number(&reply_to) {
             let Some(tx) = inner.pending.lock().remove(&n) else {
                 return Err(ReplyError::RequesterGone {
                     reply_to: reply_to.to_string(),
                 });
             };
-            let mut msg = msg;
-            msg.topic = None;
             // Straight to the waiting requester: no routing, and no one-off
             // inbox topic in the route cache.
             let env = self.envelope(reply_to.clone(), msg);
@@ -124,6 +125,7 @@ impl<T: Send + Sync + 'static> Bus<T> {
                 reply_to: reply_to.to_string(),
             });
         }
+        let msg = msg.topic(reply_to.as_str());
         // Not ours: a transport may carry it to a requester elsewhere.
         match self.send(msg).await {
             Ok(r) if r.subscribers > 0 => Ok(()),
@@ -137,6 +139,30 @@ impl<T: Send + Sync + 'static> Bus<T> {
 struct PendingGuard<'a, T> {
     inner: &'a BusInner<T>,
     n: u64,
+}
+
+impl<T> BusInner<T> {
+    /// Reply-to inbox `n` of this bus: `<inbox prefix>.<n>`, valid by
+    /// construction (the prefix is), so not validated again.
+    fn inbox(&self, n: u64) -> Topic {
+        let mut digits = itoa::Buffer::new();
+        let digits = digits.format(n);
+        let mut s = String::with_capacity(self.inbox_prefix.len() + 1 + digits.len());
+        s.push_str(&self.inbox_prefix);
+        s.push('.');
+        s.push_str(digits);
+        Topic::from_valid(&s)
+    }
+
+    /// The number of `topic` if it is one of this bus's reply inboxes.
+    fn inbox_number(&self, topic: &Topic) -> Option<u64> {
+        topic
+            .as_str()
+            .strip_prefix(self.inbox_prefix.as_str())?
+            .strip_prefix('.')?
+            .parse()
+            .ok()
+    }
 }
 
 impl<T> Drop for PendingGuard<'_, T> {
