@@ -15,7 +15,7 @@ pub enum BenchCommand {
     /// tokio::sync::broadcast and one bounded tokio::sync::mpsc per subscriber.
     Fanout(FanoutArgs),
     /// Routing: publish cost with 1 matching subscriber among N unrelated ones.
-    Routing(RoutingArgs),
+    Routing(crate::bench_routing::RoutingArgs),
     /// NATS: the transport beside raw async-nats, core and JetStream.
     Nats(crate::bench_nats::NatsArgs),
     /// The durable log: append throughput (fsync per batch and OS-buffered),
@@ -72,28 +72,11 @@ pub enum PolicyArg {
     Lossy,
 }
 
-/// Options of `bench routing`.
-#[derive(Debug, Args)]
-pub struct RoutingArgs {
-    /// Unrelated subscribers (the cost is also measured with 10, for the ratio).
-    #[arg(long, default_value_t = 10_000)]
-    pub subscribers: usize,
-    /// Publishes per round.
-    #[arg(long, default_value_t = 200_000)]
-    pub publishes: u64,
-    /// Rounds; the median is reported.
-    #[arg(long, default_value_t = 5)]
-    pub rounds: usize,
-    /// Print one JSON object instead of a table.
-    #[arg(long)]
-    pub json: bool,
-}
-
 /// Runs a benchmark command.
 pub fn run(cmd: BenchCommand) -> Result<()> {
     match cmd {
         BenchCommand::Fanout(a) => fanout(a),
-        BenchCommand::Routing(a) => routing(a),
+        BenchCommand::Routing(a) => crate::bench_routing::run(a),
         BenchCommand::Nats(a) => runtime(None)?.block_on(crate::bench_nats::run(a)),
         BenchCommand::Log(a) => runtime(None)?.block_on(crate::bench_log::run(a)),
         BenchCommand::Es(a) => tokio::runtime::Runtime::new()?.block_on(crate::bench_es::run(a)),
@@ -331,80 +314,4 @@ pub(crate) async fn collect(
     }
     r.elapsed = start.elapsed();
     r
-}
-
-#[derive(Debug, Serialize)]
-struct RoutingResult {
-    subscribers: usize,
-    ns_per_publish: f64,
-}
-
-fn routing(a: RoutingArgs) -> Result<()> {
-    if a.publishes == 0 || a.rounds == 0 {
-        bail!("--publishes and --rounds must be at least 1");
-    }
-    let mut counts = vec![10, a.subscribers];
-    counts.dedup();
-    let mut results = Vec::new();
-    for &n in &counts {
-        let bus: Bus<u64> = Bus::new();
-        // Unrelated subscribers: literal and wildcard patterns on other topics.
-        let mut keep = Vec::with_capacity(n);
-        for i in 0..n {
-            let p = match i % 3 {
-                0 => format!("other.{i}.latency"),
-                1 => format!("other.{i}.*"),
-                _ => format!("svc{i}.>"),
-            };
-            keep.push(bus.subscriber(&p).lossy(1).subscribe()?);
-        }
-        let mut target = bus
-            .subscriber("metrics.web.latency")
-            .name("target")
-            .lossy(1024)
-            .subscribe()?;
-        let mut times = Vec::new();
-        for _ in 0..a.rounds {
-            let start = Instant::now();
-            for i in 0..a.publishes {
-                bus.try_publish_to("metrics.web.latency", i)
-                    .expect("publish");
-            }
-            times.push(start.elapsed().as_nanos() as f64 / a.publishes as f64);
-            while let Ok(Some(_)) | Err(_) = target.try_recv() {}
-        }
-        times.sort_by(f64::total_cmp);
-        results.push(RoutingResult {
-            subscribers: n,
-            ns_per_publish: times[times.len() / 2],
-        });
-        // The cost measured must be of real deliveries.
-        let delivered = bus.stats().subscriber("target").map(|s| s.delivered);
-        if delivered != Some(a.publishes * a.rounds as u64) {
-            bail!("routing bench: the target subscriber got {delivered:?} events, not every one");
-        }
-    }
-    let ratio = results.last().map(|r| r.ns_per_publish).unwrap_or(0.0) / results[0].ns_per_publish;
-    if a.json {
-        println!(
-            "{}",
-            serde_json::json!({
-                "bench": "routing",
-                "subscribers": a.subscribers,
-                "ns_per_publish": results.last().map(|r| r.ns_per_publish),
-                "ratio_vs_10": ratio,
-                "results": results,
-            })
-        );
-    } else {
-        println!("routing: publish cost with 1 matching subscriber among N unrelated ones");
-        for r in &results {
-            println!(
-                "{:>8} unrelated: {:>8.1} ns/publish",
-                r.subscribers, r.ns_per_publish
-            );
-        }
-        println!("ratio {} vs 10: {ratio:.2}x", a.subscribers);
-    }
-    Ok(())
 }

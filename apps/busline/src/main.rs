@@ -8,6 +8,7 @@ mod bench_log;
 mod bench_nats;
 mod bench_peers;
 mod bench_request;
+mod bench_routing;
 mod log_cmd;
 mod monitor;
 

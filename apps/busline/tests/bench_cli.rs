@@ -142,6 +142,9 @@ fn routing_json_reports_cost_and_ratio() {
     assert_eq!(results[1]["subscribers"], 2000);
     assert!(v["ns_per_publish"].as_f64().unwrap() > 0.0);
     assert!(v["ratio_vs_10"].as_f64().unwrap() > 0.0);
+    // 2000 subscribers take some resident memory each.
+    assert!(v["rss_bytes_per_subscription"].as_f64().unwrap() > 0.0);
+    assert!(results[1]["rss_bytes_per_subscription"].is_number());
 }
 
 #[test]
