@@ -58,6 +58,11 @@ pub struct FanoutArgs {
     /// Print one JSON object instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// Per-event work at one subscriber: `format` runs the slow-subscriber
+    /// case (two publishers; one subscriber formats each event, as a logger
+    /// does), beside the same work in a plain loop.
+    #[arg(long, value_enum, default_value_t = WorkArg::None)]
+    pub work: WorkArg,
     /// Run only the systems whose name contains this (for profiling).
     #[arg(long, hide = true)]
     pub only: Option<String>,
@@ -70,6 +75,15 @@ pub enum PolicyArg {
     Lossless,
     /// Bounded queue, oldest dropped and reported.
     Lossy,
+}
+
+/// Per-event work at a subscriber in `bench fanout`.
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum WorkArg {
+    /// Subscribers only count.
+    None,
+    /// One subscriber formats each event to a `String`.
+    Format,
 }
 
 /// Runs a benchmark command.
@@ -114,9 +128,12 @@ struct FanoutResult {
     /// Against the faster of the per-subscriber channels (tokio mpsc, flume).
     ratio_vs_per_subscriber_best: f64,
     ratio_vs_async_broadcast: f64,
+    /// CPU ns per delivery against tokio broadcast's at its best
+    /// (`tokio-broadcast-yield64`): read it with `--threads 1`.
+    cpu_ratio_vs_broadcast_best: f64,
 }
 
-fn runtime(threads: Option<usize>) -> Result<tokio::runtime::Runtime> {
+pub(crate) fn runtime(threads: Option<usize>) -> Result<tokio::runtime::Runtime> {
     let mut b = tokio::runtime::Builder::new_multi_thread();
     if let Some(t) = threads {
         b.worker_threads(t);
@@ -130,6 +147,10 @@ fn fanout(a: FanoutArgs) -> Result<()> {
     }
     if a.threads == Some(0) {
         bail!("--threads must be at least 1");
+    }
+    if a.work == WorkArg::Format {
+        crate::bench_work::check(&a)?;
+        return crate::bench_work::run(&a);
     }
     let rt = runtime(a.threads)?;
     let mut systems: Vec<&'static str> = vec![match a.policy {
@@ -179,15 +200,13 @@ fn fanout(a: FanoutArgs) -> Result<()> {
                 ratio_vs_mpsc: 0.0,
                 ratio_vs_per_subscriber_best: 0.0,
                 ratio_vs_async_broadcast: 0.0,
+                cpu_ratio_vs_broadcast_best: 0.0,
             }
         })
         .collect();
-    let rate = |name: &str| {
-        results
-            .iter()
-            .find(|r| r.system == name)
-            .map_or(f64::NAN, |r| r.deliveries_per_s)
-    };
+    let row = |name: &str| results.iter().find(|r| r.system == name);
+    let rate = |name: &str| row(name).map_or(f64::NAN, |r| r.deliveries_per_s);
+    let best_cpu = row("tokio-broadcast-yield64").map_or(f64::NAN, |r| r.cpu_ns_per_delivery);
     let best = rate("tokio-broadcast-yield64");
     let mpsc = rate("tokio-mpsc-per-subscriber");
     let per_subscriber = mpsc.max(rate("flume-per-subscriber"));
@@ -197,6 +216,7 @@ fn fanout(a: FanoutArgs) -> Result<()> {
         r.ratio_vs_mpsc = r.deliveries_per_s / mpsc;
         r.ratio_vs_per_subscriber_best = r.deliveries_per_s / per_subscriber;
         r.ratio_vs_async_broadcast = r.deliveries_per_s / async_broadcast;
+        r.cpu_ratio_vs_broadcast_best = r.cpu_ns_per_delivery / best_cpu;
     }
     if a.json {
         let out = serde_json::json!({
@@ -205,6 +225,7 @@ fn fanout(a: FanoutArgs) -> Result<()> {
             "events": a.events,
             "capacity": a.capacity,
             "rounds": a.rounds,
+            "threads": a.threads.unwrap_or_else(crate::bench_work::cores),
             "policy": format!("{:?}", a.policy).to_lowercase(),
             "results": results,
         });
@@ -285,7 +306,7 @@ async fn run_fanout(sys: &str, subs: usize, events: u64, cap: usize, policy: Pol
 
 /// CPU time used by this process so far (user + system, all threads), from
 /// `/proc/self/stat` (clock ticks of 10 ms); zero where that file is missing.
-fn process_cpu_time() -> Duration {
+pub(crate) fn process_cpu_time() -> Duration {
     let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
         return Duration::ZERO;
     };

@@ -9,6 +9,7 @@ mod bench_nats;
 mod bench_peers;
 mod bench_request;
 mod bench_routing;
+mod bench_work;
 mod log_cmd;
 mod monitor;
 
