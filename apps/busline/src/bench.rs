@@ -5,6 +5,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
 use busline::{Bus, RecvError};
+
+use crate::bench_proc::process_cpu_time;
 use clap::{Args, Subcommand, ValueEnum};
 use serde::Serialize;
 
@@ -302,25 +304,6 @@ async fn run_fanout(sys: &str, subs: usize, events: u64, cap: usize, policy: Pol
         }
         peer => crate::bench_peers::run(peer, subs, events, cap, payload).await,
     }
-}
-
-/// CPU time used by this process so far (user + system, all threads), from
-/// `/proc/self/stat` (clock ticks of 10 ms); zero where that file is missing.
-pub(crate) fn process_cpu_time() -> Duration {
-    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
-        return Duration::ZERO;
-    };
-    // The command name (field 2) may hold spaces: count fields after its ')'.
-    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    // utime and stime are fields 14 and 15 of the line: indexes 11 and 12 after the `)`.
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|f| f.parse::<u64>().ok())
-            .unwrap_or(0)
-    };
-    Duration::from_millis((ticks(11) + ticks(12)) * 10)
 }
 
 pub(crate) async fn collect(

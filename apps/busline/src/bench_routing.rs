@@ -8,6 +8,8 @@ use busline::Bus;
 use clap::Args;
 use serde::Serialize;
 
+use crate::bench_proc::vm_rss;
+
 /// Options of `bench routing`.
 #[derive(Debug, Args)]
 pub struct RoutingArgs {
@@ -108,16 +110,4 @@ pub(crate) fn run(a: RoutingArgs) -> Result<()> {
         println!("ratio {} vs 10: {ratio:.2}x", a.subscribers);
     }
     Ok(())
-}
-
-/// The process's resident memory in bytes (`VmRSS` in `/proc/self/status`);
-/// zero where that file is missing.
-fn vm_rss() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().strip_suffix("kB"))
-        .and_then(|kb| kb.trim().parse::<u64>().ok())
-        .map_or(0, |kb| kb * 1024)
 }

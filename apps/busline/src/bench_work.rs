@@ -23,7 +23,8 @@ use anyhow::{bail, ensure, Result};
 use busline::{Bus, RecvError};
 use serde::Serialize;
 
-use crate::bench::{process_cpu_time, runtime, FanoutArgs};
+use crate::bench::{runtime, FanoutArgs};
+use crate::bench_proc::{ctxt_switches, process_cpu_time};
 
 /// The event: a served HTTP request, like the seed's `Metric::Request`.
 #[derive(Debug, Clone)]
@@ -391,32 +392,4 @@ fn async_broadcast(subs: usize, events: u64, cap: usize) -> (Instant, Vec<Counts
         }
     });
     (start, handles)
-}
-
-/// Voluntary and involuntary context switches of every thread of this
-/// process so far (each thread's own count is in its `status`; the
-/// process's `status` holds only the main thread's). Zero where `/proc` is
-/// missing.
-fn ctxt_switches() -> (u64, u64) {
-    let (mut vol, mut invol) = (0, 0);
-    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
-        return (0, 0);
-    };
-    for t in tasks.flatten() {
-        let Ok(status) = std::fs::read_to_string(t.path().join("status")) else {
-            continue;
-        };
-        for line in status.lines() {
-            let field = |name: &str| {
-                line.strip_prefix(name)
-                    .and_then(|v| v.trim().parse::<u64>().ok())
-            };
-            if let Some(v) = field("voluntary_ctxt_switches:") {
-                vol += v;
-            } else if let Some(v) = field("nonvoluntary_ctxt_switches:") {
-                invol += v;
-            }
-        }
-    }
-    (vol, invol)
 }
