@@ -5,6 +5,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
 use busline::{Bus, RecvError};
+
+use crate::bench_proc::process_cpu_time;
 use clap::{Args, Subcommand, ValueEnum};
 use serde::Serialize;
 
@@ -15,7 +17,7 @@ pub enum BenchCommand {
     /// tokio::sync::broadcast and one bounded tokio::sync::mpsc per subscriber.
     Fanout(FanoutArgs),
     /// Routing: publish cost with 1 matching subscriber among N unrelated ones.
-    Routing(RoutingArgs),
+    Routing(crate::bench_routing::RoutingArgs),
     /// NATS: the transport beside raw async-nats, core and JetStream.
     Nats(crate::bench_nats::NatsArgs),
     /// The durable log: append throughput (fsync per batch and OS-buffered),
@@ -58,6 +60,11 @@ pub struct FanoutArgs {
     /// Print one JSON object instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// Per-event work at one subscriber: `format` runs the slow-subscriber
+    /// case (two publishers; one subscriber formats each event, as a logger
+    /// does), beside the same work in a plain loop.
+    #[arg(long, value_enum, default_value_t = WorkArg::None)]
+    pub work: WorkArg,
     /// Run only the systems whose name contains this (for profiling).
     #[arg(long, hide = true)]
     pub only: Option<String>,
@@ -72,28 +79,20 @@ pub enum PolicyArg {
     Lossy,
 }
 
-/// Options of `bench routing`.
-#[derive(Debug, Args)]
-pub struct RoutingArgs {
-    /// Unrelated subscribers (the cost is also measured with 10, for the ratio).
-    #[arg(long, default_value_t = 10_000)]
-    pub subscribers: usize,
-    /// Publishes per round.
-    #[arg(long, default_value_t = 200_000)]
-    pub publishes: u64,
-    /// Rounds; the median is reported.
-    #[arg(long, default_value_t = 5)]
-    pub rounds: usize,
-    /// Print one JSON object instead of a table.
-    #[arg(long)]
-    pub json: bool,
+/// Per-event work at a subscriber in `bench fanout`.
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum WorkArg {
+    /// Subscribers only count.
+    None,
+    /// One subscriber formats each event to a `String`.
+    Format,
 }
 
 /// Runs a benchmark command.
 pub fn run(cmd: BenchCommand) -> Result<()> {
     match cmd {
         BenchCommand::Fanout(a) => fanout(a),
-        BenchCommand::Routing(a) => routing(a),
+        BenchCommand::Routing(a) => crate::bench_routing::run(a),
         BenchCommand::Nats(a) => runtime(None)?.block_on(crate::bench_nats::run(a)),
         BenchCommand::Log(a) => runtime(None)?.block_on(crate::bench_log::run(a)),
         BenchCommand::Es(a) => tokio::runtime::Runtime::new()?.block_on(crate::bench_es::run(a)),
@@ -131,9 +130,12 @@ struct FanoutResult {
     /// Against the faster of the per-subscriber channels (tokio mpsc, flume).
     ratio_vs_per_subscriber_best: f64,
     ratio_vs_async_broadcast: f64,
+    /// CPU ns per delivery against tokio broadcast's at its best
+    /// (`tokio-broadcast-yield64`): read it with `--threads 1`.
+    cpu_ratio_vs_broadcast_best: f64,
 }
 
-fn runtime(threads: Option<usize>) -> Result<tokio::runtime::Runtime> {
+pub(crate) fn runtime(threads: Option<usize>) -> Result<tokio::runtime::Runtime> {
     let mut b = tokio::runtime::Builder::new_multi_thread();
     if let Some(t) = threads {
         b.worker_threads(t);
@@ -147,6 +149,10 @@ fn fanout(a: FanoutArgs) -> Result<()> {
     }
     if a.threads == Some(0) {
         bail!("--threads must be at least 1");
+    }
+    if a.work == WorkArg::Format {
+        crate::bench_work::check(&a)?;
+        return crate::bench_work::run(&a);
     }
     let rt = runtime(a.threads)?;
     let mut systems: Vec<&'static str> = vec![match a.policy {
@@ -196,15 +202,13 @@ fn fanout(a: FanoutArgs) -> Result<()> {
                 ratio_vs_mpsc: 0.0,
                 ratio_vs_per_subscriber_best: 0.0,
                 ratio_vs_async_broadcast: 0.0,
+                cpu_ratio_vs_broadcast_best: 0.0,
             }
         })
         .collect();
-    let rate = |name: &str| {
-        results
-            .iter()
-            .find(|r| r.system == name)
-            .map_or(f64::NAN, |r| r.deliveries_per_s)
-    };
+    let row = |name: &str| results.iter().find(|r| r.system == name);
+    let rate = |name: &str| row(name).map_or(f64::NAN, |r| r.deliveries_per_s);
+    let best_cpu = row("tokio-broadcast-yield64").map_or(f64::NAN, |r| r.cpu_ns_per_delivery);
     let best = rate("tokio-broadcast-yield64");
     let mpsc = rate("tokio-mpsc-per-subscriber");
     let per_subscriber = mpsc.max(rate("flume-per-subscriber"));
@@ -214,6 +218,7 @@ fn fanout(a: FanoutArgs) -> Result<()> {
         r.ratio_vs_mpsc = r.deliveries_per_s / mpsc;
         r.ratio_vs_per_subscriber_best = r.deliveries_per_s / per_subscriber;
         r.ratio_vs_async_broadcast = r.deliveries_per_s / async_broadcast;
+        r.cpu_ratio_vs_broadcast_best = r.cpu_ns_per_delivery / best_cpu;
     }
     if a.json {
         let out = serde_json::json!({
@@ -222,6 +227,7 @@ fn fanout(a: FanoutArgs) -> Result<()> {
             "events": a.events,
             "capacity": a.capacity,
             "rounds": a.rounds,
+            "threads": a.threads.unwrap_or_else(crate::bench_work::cores),
             "policy": format!("{:?}", a.policy).to_lowercase(),
             "results": results,
         });
@@ -300,25 +306,6 @@ async fn run_fanout(sys: &str, subs: usize, events: u64, cap: usize, policy: Pol
     }
 }
 
-/// CPU time used by this process so far (user + system, all threads), from
-/// `/proc/self/stat` (clock ticks of 10 ms); zero where that file is missing.
-fn process_cpu_time() -> Duration {
-    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
-        return Duration::ZERO;
-    };
-    // The command name (field 2) may hold spaces: count fields after its ')'.
-    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    // utime and stime are fields 14 and 15 of the line: indexes 11 and 12 after the `)`.
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|f| f.parse::<u64>().ok())
-            .unwrap_or(0)
-    };
-    Duration::from_millis((ticks(11) + ticks(12)) * 10)
-}
-
 pub(crate) async fn collect(
     start: Instant,
     handles: Vec<tokio::task::JoinHandle<(u64, u64)>>,
@@ -331,80 +318,4 @@ pub(crate) async fn collect(
     }
     r.elapsed = start.elapsed();
     r
-}
-
-#[derive(Debug, Serialize)]
-struct RoutingResult {
-    subscribers: usize,
-    ns_per_publish: f64,
-}
-
-fn routing(a: RoutingArgs) -> Result<()> {
-    if a.publishes == 0 || a.rounds == 0 {
-        bail!("--publishes and --rounds must be at least 1");
-    }
-    let mut counts = vec![10, a.subscribers];
-    counts.dedup();
-    let mut results = Vec::new();
-    for &n in &counts {
-        let bus: Bus<u64> = Bus::new();
-        // Unrelated subscribers: literal and wildcard patterns on other topics.
-        let mut keep = Vec::with_capacity(n);
-        for i in 0..n {
-            let p = match i % 3 {
-                0 => format!("other.{i}.latency"),
-                1 => format!("other.{i}.*"),
-                _ => format!("svc{i}.>"),
-            };
-            keep.push(bus.subscriber(&p).lossy(1).subscribe()?);
-        }
-        let mut target = bus
-            .subscriber("metrics.web.latency")
-            .name("target")
-            .lossy(1024)
-            .subscribe()?;
-        let mut times = Vec::new();
-        for _ in 0..a.rounds {
-            let start = Instant::now();
-            for i in 0..a.publishes {
-                bus.try_publish_to("metrics.web.latency", i)
-                    .expect("publish");
-            }
-            times.push(start.elapsed().as_nanos() as f64 / a.publishes as f64);
-            while let Ok(Some(_)) | Err(_) = target.try_recv() {}
-        }
-        times.sort_by(f64::total_cmp);
-        results.push(RoutingResult {
-            subscribers: n,
-            ns_per_publish: times[times.len() / 2],
-        });
-        // The cost measured must be of real deliveries.
-        let delivered = bus.stats().subscriber("target").map(|s| s.delivered);
-        if delivered != Some(a.publishes * a.rounds as u64) {
-            bail!("routing bench: the target subscriber got {delivered:?} events, not every one");
-        }
-    }
-    let ratio = results.last().map(|r| r.ns_per_publish).unwrap_or(0.0) / results[0].ns_per_publish;
-    if a.json {
-        println!(
-            "{}",
-            serde_json::json!({
-                "bench": "routing",
-                "subscribers": a.subscribers,
-                "ns_per_publish": results.last().map(|r| r.ns_per_publish),
-                "ratio_vs_10": ratio,
-                "results": results,
-            })
-        );
-    } else {
-        println!("routing: publish cost with 1 matching subscriber among N unrelated ones");
-        for r in &results {
-            println!(
-                "{:>8} unrelated: {:>8.1} ns/publish",
-                r.subscribers, r.ns_per_publish
-            );
-        }
-        println!("ratio {} vs 10: {ratio:.2}x", a.subscribers);
-    }
-    Ok(())
 }

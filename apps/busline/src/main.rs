@@ -7,7 +7,10 @@ mod bench_keyed;
 mod bench_log;
 mod bench_nats;
 mod bench_peers;
+mod bench_proc;
 mod bench_request;
+mod bench_routing;
+mod bench_work;
 mod log_cmd;
 mod monitor;
 

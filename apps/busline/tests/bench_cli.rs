@@ -61,6 +61,84 @@ fn fanout_json_has_every_system_and_loses_nothing() {
 }
 
 #[test]
+fn fanout_json_compares_cpu_per_delivery_with_broadcast() {
+    let v = busline(&[
+        "bench",
+        "fanout",
+        "--subscribers",
+        "2",
+        "--events",
+        "20000",
+        "--rounds",
+        "1",
+        "--threads",
+        "1",
+        "--json",
+    ]);
+    assert_eq!(v["threads"], 1);
+    for r in v["results"].as_array().unwrap() {
+        assert!(r["cpu_ns_per_delivery"].as_f64().is_some(), "{r}");
+        // (null when broadcast's CPU time was below the clock's tick)
+        assert!(r.get("cpu_ratio_vs_broadcast_best").is_some(), "{r}");
+        assert_eq!(r["lost"], 0, "{r}");
+    }
+}
+
+#[test]
+fn slow_subscriber_json_has_the_limit_and_loses_nothing() {
+    let v = busline(&[
+        "bench",
+        "fanout",
+        "--work",
+        "format",
+        "--subscribers",
+        "3",
+        "--events",
+        "20000",
+        "--rounds",
+        "1",
+        "--json",
+    ]);
+    assert_eq!(v["work"], "format");
+    assert_eq!(v["publishers"], 2);
+    let results = v["results"].as_array().unwrap();
+    let systems: Vec<&str> = results
+        .iter()
+        .map(|r| r["system"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        systems,
+        [
+            "plain-loop-limit",
+            "busline-lossless",
+            "tokio-mpsc-per-subscriber",
+            "async-broadcast"
+        ]
+    );
+    assert_eq!(results[0]["delivered"], 20_000);
+    assert_eq!(results[0]["ratio_vs_limit"], 1.0);
+    for r in results {
+        assert_eq!(r["lost"], 0, "{r}");
+        // The logger did the same work in every system.
+        assert_eq!(r["formatted_bytes"], results[0]["formatted_bytes"], "{r}");
+        for field in [
+            "events_per_s",
+            "deliveries_per_s",
+            "cpu_ns_per_event",
+            "cpu_ns_per_delivery",
+            "voluntary_ctxt_switches",
+            "nonvoluntary_ctxt_switches",
+            "ratio_vs_limit",
+        ] {
+            assert!(r[field].is_number(), "{field}: {r}");
+        }
+    }
+    for r in &results[1..] {
+        assert_eq!(r["delivered"], 60_000, "{r}");
+    }
+}
+
+#[test]
 fn keyed_json_handles_every_job_in_each_system() {
     let v = busline(&[
         "bench", "keyed", "--events", "20000", "--keys", "64", "--rounds", "1", "--json",
@@ -142,6 +220,9 @@ fn routing_json_reports_cost_and_ratio() {
     assert_eq!(results[1]["subscribers"], 2000);
     assert!(v["ns_per_publish"].as_f64().unwrap() > 0.0);
     assert!(v["ratio_vs_10"].as_f64().unwrap() > 0.0);
+    // 2000 subscribers take some resident memory each.
+    assert!(v["rss_bytes_per_subscription"].as_f64().unwrap() > 0.0);
+    assert!(results[1]["rss_bytes_per_subscription"].is_number());
 }
 
 #[test]
@@ -232,6 +313,10 @@ fn bad_arguments_are_clear_errors() {
         (
             vec!["bench", "fanout", "--threads", "0"],
             "--threads must be at least 1",
+        ),
+        (
+            vec!["bench", "fanout", "--work", "format", "--policy", "lossy"],
+            "--work format measures lossless publishers",
         ),
         (
             vec!["bench", "ingest", "--malformed", "25"],
