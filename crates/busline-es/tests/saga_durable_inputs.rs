@@ -7,8 +7,8 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use busline::store::EventStore;
 use busline::Bus;
+use busline::EventStore;
 use busline_es::saga::SagaManager;
 use busline_log::{Log, LogStore};
 use saga_support::{send, spawn_manager, Job, Msg};

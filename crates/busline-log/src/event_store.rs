@@ -34,8 +34,8 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use busline::store::{EventStore, StoreError, StoredEvents};
 use busline::{Envelope, EventId, Topic};
+use busline::{EventStore, StoreError, StoredEvents};
 use futures::future::BoxFuture;
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 

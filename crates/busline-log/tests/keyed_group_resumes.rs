@@ -7,7 +7,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use busline::store::StartAt;
+use busline::StartAt;
 use busline::{Bus, Subscription};
 use busline_log::{LogStore, Options};
 

@@ -39,7 +39,7 @@ async fn a_transient_local_store_error_means_redelivery_not_dead_letter() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_message_stored_but_not_acked_is_not_stored_again_after_a_restart() {
     let srv = server();
-    let store: Arc<busline::store::MemoryStore<Ev>> = Arc::new(busline::store::MemoryStore::new());
+    let store: Arc<busline::MemoryStore<Ev>> = Arc::new(busline::MemoryStore::new());
     let b1: Bus<Ev> = Bus::new();
     b1.persist("p.>", store.clone()).unwrap();
     let _full = b1.subscriber("p.>").lossless(1).subscribe().unwrap();
@@ -78,7 +78,7 @@ async fn a_message_stored_but_not_acked_is_not_stored_again_after_a_restart() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_plain_message_stored_but_not_acked_is_not_stored_again() {
     let srv = server();
-    let store: Arc<busline::store::MemoryStore<Ev>> = Arc::new(busline::store::MemoryStore::new());
+    let store: Arc<busline::MemoryStore<Ev>> = Arc::new(busline::MemoryStore::new());
     let b1: Bus<Ev> = Bus::new();
     b1.persist("p.>", store.clone()).unwrap();
     let _full = b1.subscriber("p.>").lossless(1).subscribe().unwrap();

@@ -6,7 +6,7 @@ mod common;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use busline::store::EventStore;
+use busline::EventStore;
 use busline::{Bus, StartAt};
 use busline_nats::{JetStreamStore, JetStreamStoreConfig};
 use common::{ev, recv_n, Ev};

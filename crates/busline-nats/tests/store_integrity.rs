@@ -8,8 +8,8 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use busline::store::EventStore;
 use busline::Envelope;
+use busline::EventStore;
 use busline_nats::{JetStreamStore, JetStreamStoreConfig};
 use common::*;
 

@@ -1,56 +1,6 @@
 //! Configuration: modules enabled, disabled and configured from a TOML file.
 //!
-//! One section per module, `[modules.<name>]`. A few keys are the runtime's
-//! (they are never passed to the module); every other key belongs to the
-//! module and is deserialized into its config type.
-//!
-//! | key | type | meaning |
-//! | --- | --- | --- |
-//! | `enabled` | bool | `false`: the module is registered but never started (state `disabled`) |
-//! | `restart` | `"never"`, `"on-failure"`, `"always"` | overrides the module's [`Restart`] policy |
-//! | `max_restarts` | integer | overrides the restart intensity limit ... |
-//! | `restart_window_secs` | number | ... and its window |
-//! | `shutdown_timeout_secs` | number | overrides the shutdown deadline |
-//!
-//! ```
-//! use busline::Config;
-//! #[derive(serde::Deserialize, Clone, Debug, PartialEq)]
-//! #[serde(deny_unknown_fields)]
-//! struct LoggerConfig { prefix: String, #[serde(default)] verbose: bool }
-//!
-//! let config = Config::from_toml(r#"
-//!     [modules.logger]
-//!     prefix = "log"
-//!     restart = "always"
-//!
-//!     [modules.ui]
-//!     enabled = false
-//! "#).unwrap();
-//! assert!(config.settings("logger").unwrap().enabled);
-//! assert!(!config.settings("ui").unwrap().enabled);
-//! let logger: LoggerConfig = config.module("logger").unwrap();
-//! assert_eq!(logger, LoggerConfig { prefix: "log".into(), verbose: false });
-//! ```
-//!
-//! ## Errors name the module and the key
-//!
-//! Module config types should use `#[serde(deny_unknown_fields)]`: a typo
-//! then fails loudly instead of being ignored. A section for a module that was
-//! never added to the runtime is an error too ([`ConfigError::UnknownModule`],
-//! reported by [`Runtime::run`](crate::Runtime::run)), and so is a key in the
-//! section of a module that takes no configuration.
-//!
-//! ```
-//! # use busline::{Config, ConfigError};
-//! # #[derive(serde::Deserialize, Debug)]
-//! # #[serde(deny_unknown_fields)]
-//! # struct LoggerConfig { prefix: String }
-//! let config = Config::from_toml("[modules.logger]\nprefix = \"x\"\nverbos = true\n").unwrap();
-//! let err = config.module::<LoggerConfig>("logger").unwrap_err();
-//! assert!(matches!(&err, ConfigError::UnknownKey { module, key, .. }
-//!                  if module == "logger" && key == "verbos"));
-//! assert!(err.to_string().starts_with("unknown key `verbos` in [modules.logger]"));
-//! ```
+//! The format is documented on [`Config`].
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -183,7 +133,60 @@ struct File {
     modules: BTreeMap<String, toml::Table>,
 }
 
-/// A parsed configuration file. See the [module docs](self).
+/// A parsed configuration file: modules enabled, disabled and configured
+/// from TOML.
+///
+/// One section per module, `[modules.<name>]`. A few keys are the runtime's
+/// (they are never passed to the module); every other key belongs to the
+/// module and is deserialized into its config type.
+///
+/// | key | type | meaning |
+/// | --- | --- | --- |
+/// | `enabled` | bool | `false`: the module is registered but never started (state `disabled`) |
+/// | `restart` | `"never"`, `"on-failure"`, `"always"` | overrides the module's [`Restart`] policy |
+/// | `max_restarts` | integer | overrides the restart intensity limit ... |
+/// | `restart_window_secs` | number | ... and its window |
+/// | `shutdown_timeout_secs` | number | overrides the shutdown deadline |
+///
+/// ```
+/// use busline::Config;
+/// #[derive(serde::Deserialize, Clone, Debug, PartialEq)]
+/// #[serde(deny_unknown_fields)]
+/// struct LoggerConfig { prefix: String, #[serde(default)] verbose: bool }
+///
+/// let config = Config::from_toml(r#"
+///     [modules.logger]
+///     prefix = "log"
+///     restart = "always"
+///
+///     [modules.ui]
+///     enabled = false
+/// "#).unwrap();
+/// assert!(config.settings("logger").unwrap().enabled);
+/// assert!(!config.settings("ui").unwrap().enabled);
+/// let logger: LoggerConfig = config.module("logger").unwrap();
+/// assert_eq!(logger, LoggerConfig { prefix: "log".into(), verbose: false });
+/// ```
+///
+/// ## Errors name the module and the key
+///
+/// Module config types should use `#[serde(deny_unknown_fields)]`: a typo
+/// then fails loudly instead of being ignored. A section for a module that was
+/// never added to the runtime is an error too ([`ConfigError::UnknownModule`],
+/// reported by [`Runtime::run`](crate::Runtime::run)), and so is a key in the
+/// section of a module that takes no configuration.
+///
+/// ```
+/// # use busline::{Config, ConfigError};
+/// # #[derive(serde::Deserialize, Debug)]
+/// # #[serde(deny_unknown_fields)]
+/// # struct LoggerConfig { prefix: String }
+/// let config = Config::from_toml("[modules.logger]\nprefix = \"x\"\nverbos = true\n").unwrap();
+/// let err = config.module::<LoggerConfig>("logger").unwrap_err();
+/// assert!(matches!(&err, ConfigError::UnknownKey { module, key, .. }
+///                  if module == "logger" && key == "verbos"));
+/// assert!(err.to_string().starts_with("unknown key `verbos` in [modules.logger]"));
+/// ```
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Config {
     modules: BTreeMap<String, toml::Table>,

@@ -130,7 +130,7 @@ pub struct Envelope<T> {
     /// Free-form headers.
     pub headers: Headers,
     /// Its offset in the bus's durable store, for events on persisted topics
-    /// (see [`store`](crate::store)); `None` otherwise.
+    /// (see [`EventStore`](crate::EventStore)); `None` otherwise.
     pub offset: Option<u64>,
     /// The event itself.
     pub payload: T,

@@ -5,7 +5,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// A topic or pattern that does not follow the grammar in [`topic`](crate::topic).
+/// A topic or pattern that does not follow the grammar in [`Topic`](crate::Topic).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("invalid {} `{input}`: {reason}", if *.pattern { "pattern" } else { "topic" })]
 pub struct TopicError {

@@ -1,6 +1,6 @@
 //! busline: a typed event bus for tokio.
 //!
-//! Publishers put events on dot-separated [topics](topic); every subscriber
+//! Publishers put events on dot-separated [topics](Topic); every subscriber
 //! whose pattern matches gets the event, shared as an `Arc<Envelope<T>>`, under
 //! the delivery policy *it* chose. Nothing is dropped silently: every event a
 //! subscriber misses is counted and reported to it.
@@ -40,18 +40,18 @@
 //! The bus is the core; the rest builds on it and each part has a cargo
 //! feature (all on by default; `default-features = false` gives the bus alone).
 //!
-//! | module | what it holds | feature |
+//! | where | what it holds | feature |
 //! | --- | --- | --- |
-//! | [`bus`] | [`Bus`]: publish, request/reply, persist, backpressure, stats | — |
-//! | [`subscription`] | [`Subscription`] and its options ([`SubscriptionBuilder`]) | — |
-//! | [`topic`] | [`Topic`] and [`Pattern`] (`*`, `>`) | — |
-//! | [`store`] | [`EventStore`]: replay then live, named consumers | — |
-//! | [`runtime`] | `Runtime`, `Module`, `Context`: modules started, supervised and stopped | `runtime` |
-//! | [`stream`] | operators on any `Stream`: windows, batches, throttle, priority lanes (import `busline::StreamOpsExt`) | `stream` |
+//! | [`Bus`] | publish, request/reply, persist, backpressure, stats | — |
+//! | [`Subscription`] | receiving, and its options ([`SubscriptionBuilder`], [`Policy`]) | — |
+//! | [`Topic`], [`Pattern`] | the topic syntax and wildcards (`*`, `>`) | — |
+//! | [`EventStore`] | replay then live, named consumers ([`MemoryStore`], [`StartAt`]) | — |
+//! | [`Runtime`], [`Module`], [`Context`] | modules started, supervised and stopped | `runtime` |
+//! | [`stream`] | operators on any `Stream`: windows, batches, throttle, priority lanes (import `busline::stream::StreamOpsExt`) | `stream` |
 //! | [`middleware`] | retry, timeout, circuit breaker, dead letters for handlers (tower) | `middleware` |
-//! | [`config`] | TOML configuration of a runtime's modules | `config` |
+//! | [`Config`] | TOML configuration of a runtime's modules | `config` |
 //! | — | `BusStats::export` to the `metrics` facade | `metrics` |
-//! | `conformance` | the behaviour suite every transport runs | `test-util` (off by default) |
+//! | `conformance`, `test_util` | the behaviour suite every transport runs; test helpers | `test-util` (off by default) |
 //!
 //! A newcomer writing an application starts with the runtime: a [`Module`]
 //! gets a [`Context`], publishes through it and subscribes with it.
@@ -70,11 +70,14 @@
 //!
 //! # Public API
 //!
-//! The types a user names are re-exported here, at the crate root, in one
-//! list (see the end of `lib.rs`): write `busline::Bus`, `busline::Context`,
-//! `busline::Runtime`. Modules are public where they name a concept with
-//! more in it than its main type (the stream operators, the middleware, the
-//! store, the runtime's parts), and their pages hold the semantics.
+//! Every public item has exactly one path. The bus, its subscriptions,
+//! topics, stores, errors, statistics, the runtime and its configuration
+//! are at the crate root (`busline::Bus`, `busline::Context`,
+//! `busline::Runtime`), in one re-export list at the end of `lib.rs`; the
+//! type pages hold the semantics (the runtime's on [`Runtime`], the
+//! stores' on [`EventStore`], the topic syntax on [`Topic`]). The two
+//! operator libraries are modules of their own: [`stream`] and
+//! [`middleware`] (and, for tests, `conformance` and `test_util`).
 //!
 //! # Delivery policies
 //!
@@ -372,31 +375,31 @@
 
 #![warn(unreachable_pub, missing_debug_implementations)]
 
-pub mod bus;
+mod bus;
 mod clock;
 #[cfg(feature = "config")]
-pub mod config;
+mod config;
 #[cfg(feature = "test-util")]
 pub mod conformance;
 #[cfg(any(feature = "runtime", feature = "middleware"))]
 mod delay;
-pub mod envelope;
-pub mod error;
+mod envelope;
+mod error;
 #[cfg(feature = "middleware")]
 pub mod middleware;
 mod queue;
 mod router;
 #[cfg(feature = "runtime")]
-pub mod runtime;
-pub mod stats;
-pub mod store;
+mod runtime;
+mod stats;
+mod store;
 #[cfg(feature = "stream")]
 pub mod stream;
-pub mod subscription;
+mod subscription;
 mod sync;
 #[cfg(feature = "test-util")]
 pub mod test_util;
-pub mod topic;
+mod topic;
 
 /// The README's example, compiled and run as a doc test (so it stays true).
 #[cfg(all(doctest, feature = "runtime", feature = "stream", feature = "config"))]
@@ -405,7 +408,7 @@ mod readme {}
 
 pub use bus::{Backpressure, Bus, BusBuilder, Receipt, WeakBus, DEFAULT_CAPACITY};
 #[cfg(feature = "config")]
-pub use config::{Config, ConfigError, ModuleSettings};
+pub use config::{Config, ConfigError, ModuleSettings, RESERVED_KEYS};
 pub use envelope::{Envelope, Event, EventId, Headers, Message};
 pub use error::{PublishError, RecvError, ReplyError, RequestError, SubscribeError, TopicError};
 #[cfg(feature = "runtime")]
@@ -416,11 +419,10 @@ pub use runtime::module::{BoxError, Module, ModuleState, ModuleStatus};
 pub use runtime::supervisor::{Backoff, Restart, Supervision};
 #[cfg(feature = "runtime")]
 pub use runtime::{
-    ModuleSpec, Report, Runtime, RuntimeError, RuntimeHandle, StopReason, SystemEvent, STATUS_TOPIC,
+    ModuleSpec, Report, Runtime, RuntimeError, RuntimeHandle, StopReason, SystemEvent,
+    SHUTDOWN_TOPIC, STATUS_TOPIC,
 };
 pub use stats::{BusStats, SubscriberStats};
-pub use store::{EventStore, StartAt, StoreError};
-#[cfg(feature = "stream")]
-pub use stream::StreamOpsExt;
+pub use store::{EventStore, MemoryStore, StartAt, StoreError, StoredEvents};
 pub use subscription::{Filter, Policy, Subscription, SubscriptionBuilder};
-pub use topic::{Pattern, Topic};
+pub use topic::{Pattern, Topic, MAX_LEN as MAX_TOPIC_LEN};

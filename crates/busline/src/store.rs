@@ -1,67 +1,7 @@
 //! Durable stores: persisting chosen topics before delivery, and subscribers
 //! that start in the past.
 //!
-//! The core crate does no I/O. A durable store (the embedded log in
-//! `busline-log`, for instance) implements [`EventStore`]; the bus is told
-//! which topic patterns to persist with [`Bus::persist`](crate::Bus::persist).
-//!
-//! ## Persist, then deliver
-//!
-//! An event on a persisted topic is appended to the store first; only once
-//! the store has acknowledged it (for the embedded log: once an fsync covers
-//! it) is it delivered to live subscribers, carrying its store offset in
-//! [`Envelope::offset`]. If the process dies in between, the event is in the
-//! store and named consumers will see it when they resume; live subscribers
-//! were in the process that died. `try_publish` cannot wait for a store, so it
-//! refuses persisted topics with [`PublishError::Store`](crate::PublishError::Store).
-//!
-//! ## Replay, then live
-//!
-//! A subscription can start [`from`](crate::SubscriptionBuilder::from) the
-//! beginning, an offset, a time, or a named consumer's committed offset. It
-//! registers for live events first, then notes the store's end `E`, replays
-//! `[start, E)` from the store, and then delivers live events, skipping those
-//! with an offset below `E` (it replayed them). An event acknowledged after
-//! `E` was read is routed after the subscription existed, so it arrives live:
-//! no gap and no duplicate at the switch-over, even while publishers keep
-//! publishing. While it replays, live events wait in its queue under its
-//! policy (a lossless replaying subscriber holds publishers back like any
-//! slow subscriber; choose a larger capacity or lossy for long replays).
-//!
-//! ## Named consumers
-//!
-//! A subscription made with [`consumer`](crate::SubscriptionBuilder::consumer)
-//! can [`commit`](crate::Subscription::commit) after handling an event; the
-//! store keeps the offset crash-safely, and `from(StartAt::Committed)` resumes
-//! after it: at-least-once (an event handled but not yet committed when the
-//! process dies is delivered again).
-//!
-//! ```
-//! # #[tokio::main(flavor = "current_thread")] async fn main() {
-//! use std::sync::Arc;
-//! use busline::{Bus, StartAt, store::MemoryStore};
-//!
-//! let bus = Bus::<u32>::new();
-//! bus.persist("orders.>", Arc::new(MemoryStore::new())).unwrap();
-//! for i in 0..3 { bus.publish_to("orders.new", i).await.unwrap(); }
-//!
-//! // A subscriber that joins late starts from the beginning, then goes live.
-//! let mut late = bus.subscriber("orders.>").from(StartAt::Beginning).subscribe().unwrap();
-//! bus.publish_to("orders.new", 3).await.unwrap();
-//! for i in 0..4 {
-//!     let e = late.recv().await.unwrap();
-//!     assert_eq!((e.payload, e.offset), (i, Some(i as u64)));
-//! }
-//!
-//! // A named consumer commits after handling, and resumes after a restart.
-//! let mut c = bus.subscriber("orders.>").consumer("billing").from(StartAt::Committed).subscribe().unwrap();
-//! let first = c.recv().await.unwrap();
-//! c.commit(&first).await.unwrap();
-//! drop(c);
-//! let mut c = bus.subscriber("orders.>").consumer("billing").from(StartAt::Committed).subscribe().unwrap();
-//! assert_eq!(c.recv().await.unwrap().payload, 1);
-//! # }
-//! ```
+//! The semantics are on [`EventStore`].
 
 use std::fmt;
 use std::sync::Arc;
@@ -94,7 +34,71 @@ impl StoreError {
 /// Events read back from a store, in offset order.
 pub type StoredEvents<T> = Box<dyn Iterator<Item = Result<Envelope<T>, StoreError>> + Send>;
 
-/// A durable, append-only store of envelopes with dense offsets.
+/// A durable, append-only store of envelopes with dense offsets: what
+/// persists chosen topics before delivery, and lets subscribers start in
+/// the past.
+///
+/// The core crate does no I/O. A durable store (the embedded log in
+/// `busline-log`, for instance) implements [`EventStore`]; the bus is told
+/// which topic patterns to persist with [`Bus::persist`](crate::Bus::persist).
+///
+/// ## Persist, then deliver
+///
+/// An event on a persisted topic is appended to the store first; only once
+/// the store has acknowledged it (for the embedded log: once an fsync covers
+/// it) is it delivered to live subscribers, carrying its store offset in
+/// [`Envelope::offset`]. If the process dies in between, the event is in the
+/// store and named consumers will see it when they resume; live subscribers
+/// were in the process that died. `try_publish` cannot wait for a store, so it
+/// refuses persisted topics with [`PublishError::Store`](crate::PublishError::Store).
+///
+/// ## Replay, then live
+///
+/// A subscription can start [`from`](crate::SubscriptionBuilder::from) the
+/// beginning, an offset, a time, or a named consumer's committed offset. It
+/// registers for live events first, then notes the store's end `E`, replays
+/// `[start, E)` from the store, and then delivers live events, skipping those
+/// with an offset below `E` (it replayed them). An event acknowledged after
+/// `E` was read is routed after the subscription existed, so it arrives live:
+/// no gap and no duplicate at the switch-over, even while publishers keep
+/// publishing. While it replays, live events wait in its queue under its
+/// policy (a lossless replaying subscriber holds publishers back like any
+/// slow subscriber; choose a larger capacity or lossy for long replays).
+///
+/// ## Named consumers
+///
+/// A subscription made with [`consumer`](crate::SubscriptionBuilder::consumer)
+/// can [`commit`](crate::Subscription::commit) after handling an event; the
+/// store keeps the offset crash-safely, and `from(StartAt::Committed)` resumes
+/// after it: at-least-once (an event handled but not yet committed when the
+/// process dies is delivered again).
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// use std::sync::Arc;
+/// use busline::{Bus, MemoryStore, StartAt};
+///
+/// let bus = Bus::<u32>::new();
+/// bus.persist("orders.>", Arc::new(MemoryStore::new())).unwrap();
+/// for i in 0..3 { bus.publish_to("orders.new", i).await.unwrap(); }
+///
+/// // A subscriber that joins late starts from the beginning, then goes live.
+/// let mut late = bus.subscriber("orders.>").from(StartAt::Beginning).subscribe().unwrap();
+/// bus.publish_to("orders.new", 3).await.unwrap();
+/// for i in 0..4 {
+///     let e = late.recv().await.unwrap();
+///     assert_eq!((e.payload, e.offset), (i, Some(i as u64)));
+/// }
+///
+/// // A named consumer commits after handling, and resumes after a restart.
+/// let mut c = bus.subscriber("orders.>").consumer("billing").from(StartAt::Committed).subscribe().unwrap();
+/// let first = c.recv().await.unwrap();
+/// c.commit(&first).await.unwrap();
+/// drop(c);
+/// let mut c = bus.subscriber("orders.>").consumer("billing").from(StartAt::Committed).subscribe().unwrap();
+/// assert_eq!(c.recv().await.unwrap().payload, 1);
+/// # }
+/// ```
 pub trait EventStore<T>: Send + Sync + 'static {
     /// Appends `env`; resolves with its offset once the store acknowledges it as durable.
     fn append<'a>(&'a self, env: &'a Envelope<T>) -> BoxFuture<'a, Result<u64, StoreError>>;

@@ -1,40 +1,6 @@
 //! Topics and patterns: dot-separated tokens with NATS-style wildcards.
 //!
-//! A **topic** names what an event is about: `metrics.request`, `orders.eu.created`.
-//! It is one or more non-empty tokens separated by `.`; tokens may hold any
-//! character except whitespace, `.`, `*` and `>`.
-//!
-//! A **pattern** is what a subscriber listens to. It has the same grammar, plus
-//! two wildcard tokens, exactly as in NATS subjects (so topics map 1:1 to subjects):
-//!
-//! | token | matches |
-//! | --- | --- |
-//! | `*` | exactly one token |
-//! | `>` | one or more tokens; only as the last token |
-//!
-//! ```
-//! use busline::topic::{Pattern, Topic};
-//!
-//! let p = Pattern::new("metrics.*.latency").unwrap();
-//! assert!(p.matches(&Topic::new("metrics.web.latency").unwrap()));
-//! assert!(!p.matches(&Topic::new("metrics.web.db.latency").unwrap()));
-//!
-//! let all = Pattern::new("metrics.>").unwrap();
-//! assert!(all.matches(&Topic::new("metrics.web.db.latency").unwrap()));
-//! assert!(!all.matches(&Topic::new("metrics").unwrap())); // `>` needs at least one token
-//!
-//! // Malformed input is an error that names it and says what is wrong.
-//! let err = Topic::new("metrics..latency").unwrap_err();
-//! assert_eq!(err.to_string(), "invalid topic `metrics..latency`: token 2 is empty");
-//! let err = Pattern::new("metrics.>.latency").unwrap_err();
-//! assert_eq!(
-//!     err.to_string(),
-//!     "invalid pattern `metrics.>.latency`: `>` is only allowed as the last token"
-//! );
-//! ```
-//!
-//! Topics starting with `$sys.` are reserved for busline's own events (module
-//! lifecycle, transport status); `_INBOX.` is reserved for request/reply.
+//! The syntax is documented on [`Topic`].
 
 use std::borrow::Borrow;
 use std::fmt;
@@ -45,12 +11,49 @@ use crate::error::TopicError;
 /// Longest topic or pattern accepted, in bytes.
 pub const MAX_LEN: usize = 1024;
 
-/// A validated topic: the name an event is published under.
+/// A validated topic: the name an event is published under. Topics and
+/// patterns are dot-separated tokens with NATS-style wildcards.
 ///
 /// Cheap to clone: a topic of up to 30 bytes is stored inline (cloning it
 /// copies 32 bytes and touches no shared counter, which matters on the
 /// publish path, where every envelope carries its topic to other threads);
 /// a longer one shares an `Arc<str>`.
+///
+/// A **topic** names what an event is about: `metrics.request`, `orders.eu.created`.
+/// It is one or more non-empty tokens separated by `.`; tokens may hold any
+/// character except whitespace, `.`, `*` and `>`.
+///
+/// A **pattern** is what a subscriber listens to. It has the same grammar, plus
+/// two wildcard tokens, exactly as in NATS subjects (so topics map 1:1 to subjects):
+///
+/// | token | matches |
+/// | --- | --- |
+/// | `*` | exactly one token |
+/// | `>` | one or more tokens; only as the last token |
+///
+/// ```
+/// use busline::{Pattern, Topic};
+///
+/// let p = Pattern::new("metrics.*.latency").unwrap();
+/// assert!(p.matches(&Topic::new("metrics.web.latency").unwrap()));
+/// assert!(!p.matches(&Topic::new("metrics.web.db.latency").unwrap()));
+///
+/// let all = Pattern::new("metrics.>").unwrap();
+/// assert!(all.matches(&Topic::new("metrics.web.db.latency").unwrap()));
+/// assert!(!all.matches(&Topic::new("metrics").unwrap())); // `>` needs at least one token
+///
+/// // Malformed input is an error that names it and says what is wrong.
+/// let err = Topic::new("metrics..latency").unwrap_err();
+/// assert_eq!(err.to_string(), "invalid topic `metrics..latency`: token 2 is empty");
+/// let err = Pattern::new("metrics.>.latency").unwrap_err();
+/// assert_eq!(
+///     err.to_string(),
+///     "invalid pattern `metrics.>.latency`: `>` is only allowed as the last token"
+/// );
+/// ```
+///
+/// Topics starting with `$sys.` are reserved for busline's own events (module
+/// lifecycle, transport status); `_INBOX.` is reserved for request/reply.
 #[derive(Clone)]
 pub struct Topic(Repr);
 

@@ -5,8 +5,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use busline::store::{EventStore, MemoryStore, StoredEvents};
 use busline::{Bus, Envelope, PublishError, RequestError, StartAt, StoreError, SubscribeError};
+use busline::{EventStore, MemoryStore, StoredEvents};
 use futures::future::BoxFuture;
 
 /// With two stores, a subscriber starting in the past on topics persisted

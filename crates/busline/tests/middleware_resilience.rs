@@ -12,7 +12,7 @@ use busline::middleware::{
     serve, BoxError, BreakerConfig, BreakerState, CircuitBreaker, DeadLetter, DeadLetterError,
     DeadLetterLayer, RetryLayer,
 };
-use busline::store::MemoryStore;
+use busline::MemoryStore;
 use busline::{Backoff, Bus, Envelope, EventId, RecvError, StartAt, StoreError, Topic};
 use futures::StreamExt;
 use helpers::FlakyReplay;

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use busline::store::MemoryStore;
+use busline::MemoryStore;
 use busline::{Bus, PublishError, StartAt};
 use proptest::prelude::*;
 

@@ -977,7 +977,7 @@ impl Module<u32> for Billing {
 async fn a_restarted_module_resumes_after_its_last_committed_event() {
     quiet_module_panics();
     let bus = Bus::new();
-    bus.persist("orders.>", Arc::new(busline::store::MemoryStore::new()))
+    bus.persist("orders.>", Arc::new(busline::MemoryStore::new()))
         .unwrap();
     for i in 0..6 {
         bus.publish_to("orders.new", i).await.unwrap();

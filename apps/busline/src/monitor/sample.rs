@@ -241,7 +241,7 @@ pub fn topic_of(source: &str, name: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use busline::topic::{Pattern, Topic};
+    use busline::{Pattern, Topic};
 
     #[test]
     fn topics_are_source_then_name_tokens() {

@@ -5,8 +5,8 @@ use std::sync::atomic::Ordering;
 use std::time::SystemTime;
 
 use async_nats::jetstream::stream::LastRawMessageErrorKind;
-use busline::store::{EventStore, StoreError, StoredEvents};
 use busline::Envelope;
+use busline::{EventStore, StoreError, StoredEvents};
 use futures::future::BoxFuture;
 use serde::de::DeserializeOwned;
 use serde::Serialize;

@@ -1,4 +1,4 @@
-//! A durable [`EventStore`](busline::store::EventStore) on JetStream: persist the bus's topics in a
+//! A durable [`EventStore`](busline::EventStore) on JetStream: persist the bus's topics in a
 //! stream on the NATS server instead of a local log.
 //!
 //! [`JetStreamStore`] keeps the events of every topic the bus
@@ -31,7 +31,7 @@
 //!   replayed by this store's subscribers) until this store appends them too
 //!   (below) or is opened again.
 //! * **Reads** (`read`, `offset_for_time`, `committed_offset`) are answered by
-//!   the server. The [`EventStore`](busline::store::EventStore) trait calls them synchronously (from
+//!   the server. The [`EventStore`](busline::EventStore) trait calls them synchronously (from
 //!   `subscribe` and while a subscription replays), so the store runs its own
 //!   small tokio runtime on a helper thread with its own connection, does the
 //!   work there and blocks the caller on a channel, for at most twice the
@@ -119,7 +119,7 @@ use std::time::Duration;
 
 use async_nats::jetstream::stream::{Config as StreamConfig, StorageType, Stream};
 use async_nats::jetstream::Context;
-use busline::store::StoreError;
+use busline::StoreError;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -240,7 +240,7 @@ impl Drop for Helper {
     }
 }
 
-/// A durable [`EventStore`](busline::store::EventStore) in a JetStream stream (see the [module docs](self)).
+/// A durable [`EventStore`](busline::EventStore) in a JetStream stream (see the [module docs](self)).
 pub struct JetStreamStore<T> {
     remote: Remote,
     handle: tokio::runtime::Handle,

@@ -210,11 +210,7 @@ impl busline::EventStore<Ev> for Flaky {
     fn end(&self) -> u64 {
         self.end.load(std::sync::atomic::Ordering::SeqCst)
     }
-    fn read(
-        &self,
-        _from: u64,
-        _to: u64,
-    ) -> Result<busline::store::StoredEvents<Ev>, busline::StoreError> {
+    fn read(&self, _from: u64, _to: u64) -> Result<busline::StoredEvents<Ev>, busline::StoreError> {
         Ok(Box::new(std::iter::empty()))
     }
     fn offset_for_time(&self, _at: std::time::SystemTime) -> Result<u64, busline::StoreError> {

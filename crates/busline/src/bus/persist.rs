@@ -1,5 +1,5 @@
 //! Persisted topics: events on them are appended to a durable store first,
-//! then delivered (see [`store`](crate::store)).
+//! then delivered (see [`EventStore`](crate::EventStore)).
 
 use std::sync::Arc;
 
@@ -48,7 +48,7 @@ impl<T: Send + Sync + 'static> Bus<T> {
     }
 
     /// Persists events on topics matching `pattern` to `store` before they are
-    /// delivered (see [`store`](crate::store)). The first matching pattern wins.
+    /// delivered (see [`EventStore`](crate::EventStore)). The first matching pattern wins.
     pub fn persist(
         &self,
         pattern: &str,

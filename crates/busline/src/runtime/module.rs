@@ -1,70 +1,6 @@
 //! Modules: independent parts of an application that talk only through the bus.
 //!
-//! A module is a value with a [name](Module::name) and an async
-//! [`run`](Module::run) that gets a [`Context`]: its publisher, its
-//! subscriptions, its shutdown signal. A network listener, a logger, a UI, an
-//! alerter are each a module; the [`Runtime`](crate::Runtime) starts,
-//! supervises and stops them.
-//!
-//! ```
-//! use busline::{BoxError, Context, Module};
-//!
-//! #[derive(Clone)]
-//! struct Logger;
-//!
-//! impl Module<String> for Logger {
-//!     fn name(&self) -> &str { "logger" }
-//!
-//!     async fn run(&mut self, ctx: Context<String>) -> Result<(), BoxError> {
-//!         let mut events = ctx.subscribe(">")?;
-//!         loop {
-//!             tokio::select! {
-//!                 _ = ctx.shutdown_requested() => return Ok(()),
-//!                 ev = events.recv() => println!("logger: received event: {}", ev?.payload),
-//!             }
-//!         }
-//!     }
-//! }
-//! ```
-//!
-//! # Lifecycle
-//!
-//! ```text
-//! add() ─► Starting ─► Running ─┬─ run() returns Ok ───────────────────────► Stopped
-//!   │                    ▲      │  (under Restart::Always: as a failure)
-//!   │                    │      ├─ run() returns Err, or panics
-//!   │                    │      │      └─► does the policy restart it, within its limit?
-//!   │                    │      │             │ yes                        │ no
-//!   │                    │      │             ▼                            ▼
-//!   │                    └──────┼── backoff ── Restarting               Failed ─► the run
-//!   │                           │               │ (shutdown)                     ends with
-//!   │                           │               └──────────────────► Stopped    an error
-//!   │                           └─ shutdown ─► Stopping ─┬─ returns by its deadline ─► Stopped
-//!   │                                                    └─ deadline passes ─► Aborted
-//!   └─ config `enabled = false` ─► Disabled
-//! ```
-//!
-//! Starts, stops, failures and restarts are published as [`SystemEvent`](crate::SystemEvent)s on
-//! the runtime's system bus, on `$sys.module.<name>.<started|stopped|failed|restarting>`.
-//!
-//! # Restarts need a fresh instance
-//!
-//! A module that panicked may have left its state half-updated, so a restart
-//! never reuses the instance that failed: the runtime makes a new one, either
-//! by cloning the value given to [`Runtime::add`](crate::Runtime::add)
-//! (`M: Clone`; the clone is taken *before* the first run, so it is the
-//! pristine value) or by calling the factory given to
-//! [`Runtime::add_factory`](crate::Runtime::add_factory).
-//!
-//! # System events and the typed bus
-//!
-//! The application's bus is typed over its own event type `T`, and busline's
-//! lifecycle events are not `T`. Rather than ask every application to add a
-//! variant for them (`T: From<SystemEvent>`), the runtime owns a second bus,
-//! a `Bus<SystemEvent>` ([`Runtime::system_bus`](crate::Runtime::system_bus),
-//! [`Context::system`](crate::Context::system)), on which every topic starts
-//! with `$sys.`. User code subscribes to it with the usual patterns and needs
-//! no conversion code: `system.subscribe("$sys.module.*.failed")`.
+//! The lifecycle is documented on [`Module`].
 
 use std::future::Future;
 use std::sync::Arc;
@@ -80,7 +16,73 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 /// A part of an application that runs on its own and talks only through the bus.
 ///
 /// Implement `run` with an `async fn`; its future must be `Send` (it runs on
-/// a tokio task). See the [module docs](self) for the lifecycle.
+/// a tokio task).
+///
+/// A module is a value with a [name](Module::name) and an async
+/// [`run`](Module::run) that gets a [`Context`]: its publisher, its
+/// subscriptions, its shutdown signal. A network listener, a logger, a UI, an
+/// alerter are each a module; the [`Runtime`](crate::Runtime) starts,
+/// supervises and stops them.
+///
+/// ```
+/// use busline::{BoxError, Context, Module};
+///
+/// #[derive(Clone)]
+/// struct Logger;
+///
+/// impl Module<String> for Logger {
+///     fn name(&self) -> &str { "logger" }
+///
+///     async fn run(&mut self, ctx: Context<String>) -> Result<(), BoxError> {
+///         let mut events = ctx.subscribe(">")?;
+///         loop {
+///             tokio::select! {
+///                 _ = ctx.shutdown_requested() => return Ok(()),
+///                 ev = events.recv() => println!("logger: received event: {}", ev?.payload),
+///             }
+///         }
+///     }
+/// }
+/// ```
+///
+/// # Lifecycle
+///
+/// ```text
+/// add() ─► Starting ─► Running ─┬─ run() returns Ok ───────────────────────► Stopped
+///   │                    ▲      │  (under Restart::Always: as a failure)
+///   │                    │      ├─ run() returns Err, or panics
+///   │                    │      │      └─► does the policy restart it, within its limit?
+///   │                    │      │             │ yes                        │ no
+///   │                    │      │             ▼                            ▼
+///   │                    └──────┼── backoff ── Restarting               Failed ─► the run
+///   │                           │               │ (shutdown)                     ends with
+///   │                           │               └──────────────────► Stopped    an error
+///   │                           └─ shutdown ─► Stopping ─┬─ returns by its deadline ─► Stopped
+///   │                                                    └─ deadline passes ─► Aborted
+///   └─ config `enabled = false` ─► Disabled
+/// ```
+///
+/// Starts, stops, failures and restarts are published as [`SystemEvent`](crate::SystemEvent)s on
+/// the runtime's system bus, on `$sys.module.<name>.<started|stopped|failed|restarting>`.
+///
+/// # Restarts need a fresh instance
+///
+/// A module that panicked may have left its state half-updated, so a restart
+/// never reuses the instance that failed: the runtime makes a new one, either
+/// by cloning the value given to [`Runtime::add`](crate::Runtime::add)
+/// (`M: Clone`; the clone is taken *before* the first run, so it is the
+/// pristine value) or by calling the factory given to
+/// [`Runtime::add_factory`](crate::Runtime::add_factory).
+///
+/// # System events and the typed bus
+///
+/// The application's bus is typed over its own event type `T`, and busline's
+/// lifecycle events are not `T`. Rather than ask every application to add a
+/// variant for them (`T: From<SystemEvent>`), the runtime owns a second bus,
+/// a `Bus<SystemEvent>` ([`Runtime::system_bus`](crate::Runtime::system_bus),
+/// [`Context::system`](crate::Context::system)), on which every topic starts
+/// with `$sys.`. User code subscribes to it with the usual patterns and needs
+/// no conversion code: `system.subscribe("$sys.module.*.failed")`.
 pub trait Module<T: Send + Sync + 'static>: Send + 'static {
     /// The module's name: unique in its runtime, one topic token (no `.`,
     /// whitespace, `*` or `>`). It is the `source` of what the module publishes
@@ -93,7 +95,7 @@ pub trait Module<T: Send + Sync + 'static>: Send + 'static {
     fn run(&mut self, ctx: Context<T>) -> impl Future<Output = Result<(), BoxError>> + Send;
 }
 
-/// Where a module is in its [lifecycle](self#lifecycle).
+/// Where a module is in its [lifecycle](Module#lifecycle).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]

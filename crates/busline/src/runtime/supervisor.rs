@@ -1,73 +1,6 @@
 //! Supervision: what the runtime does when a module stops, fails or panics.
 //!
-//! Each module has its own [`Supervision`]: a [`Restart`] policy, a
-//! [`Backoff`] between restarts, a restart intensity limit (at most
-//! `max_restarts` restarts within `within`) and a shutdown deadline.
-//!
-//! | `run` ends with | `Never` | `OnFailure` (default) | `Always` |
-//! | --- | --- | --- | --- |
-//! | `Ok(())` | stopped | stopped | restarted |
-//! | `Err(e)` or a panic | the runtime stops with an error | restarted | restarted |
-//!
-//! A panic is caught (the module's task ends with a panicking `JoinError`) and
-//! treated like an `Err` carrying the panic message. Other modules keep
-//! running while one waits for its restart.
-//!
-//! ## Backoff
-//!
-//! The `n`th restart within the intensity window waits
-//! `min(initial × multiplier^(n-1), max)`, shortened by a random fraction of
-//! up to `jitter` (so many modules that fail together don't restart in step).
-//!
-//! ```
-//! use std::time::Duration;
-//! use busline::Backoff;
-//! let b = Backoff { initial: Duration::from_millis(100), max: Duration::from_secs(1),
-//!                   multiplier: 2.0, jitter: 0.0 };
-//! assert_eq!(b.delay(1), Duration::from_millis(100));
-//! assert_eq!(b.delay(3), Duration::from_millis(400));
-//! assert_eq!(b.delay(10), Duration::from_secs(1)); // capped
-//! let j = Backoff { jitter: 0.5, ..b };
-//! let d = j.delay(2);
-//! assert!(d <= Duration::from_millis(200) && d >= Duration::from_millis(100));
-//! ```
-//!
-//! ## Restart intensity
-//!
-//! When a module would be restarted a `max_restarts + 1`th time within
-//! `within`, it is not: it is marked failed and the runtime stops with
-//! [`RuntimeError::RestartLimit`](crate::RuntimeError::RestartLimit), naming the
-//! module, its restart count and its last error or panic message. Restarts
-//! older than `within` no longer count, so a module that fails rarely is
-//! restarted forever, and its backoff starts again from `initial`.
-//!
-//! ```
-//! # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
-//! use std::time::Duration;
-//! use busline::{Backoff, BoxError, Bus, Context, Module, Runtime, RuntimeError};
-//!
-//! #[derive(Clone)]
-//! struct Broken;
-//! impl Module<u32> for Broken {
-//!     fn name(&self) -> &str { "broken" }
-//!     async fn run(&mut self, _ctx: Context<u32>) -> Result<(), BoxError> {
-//!         Err("disk full".into())
-//!     }
-//! }
-//!
-//! let mut rt = Runtime::new(Bus::new()).handle_signals(false);
-//! rt.add(Broken)
-//!     .backoff(Backoff::fixed(Duration::from_secs(1)))
-//!     .max_restarts(2, Duration::from_secs(60));
-//! let err = rt.run().await.unwrap_err();
-//! assert!(matches!(&err, RuntimeError::RestartLimit { restarts: 2, .. }));
-//! assert_eq!(
-//!     err.to_string(),
-//!     "module `broken` exceeded its restart limit (2 restarts within 60s) \
-//!      after 2 restarts; last error: disk full"
-//! );
-//! # }
-//! ```
+//! The policies are documented on [`Supervision`].
 
 use std::any::Any;
 use std::collections::VecDeque;
@@ -150,6 +83,75 @@ impl Backoff {
 
 /// How one module is supervised. Set per module with the setters on
 /// [`ModuleSpec`](crate::ModuleSpec).
+///
+/// Each module has its own [`Supervision`]: a [`Restart`] policy, a
+/// [`Backoff`] between restarts, a restart intensity limit (at most
+/// `max_restarts` restarts within `within`) and a shutdown deadline.
+///
+/// | `run` ends with | `Never` | `OnFailure` (default) | `Always` |
+/// | --- | --- | --- | --- |
+/// | `Ok(())` | stopped | stopped | restarted |
+/// | `Err(e)` or a panic | the runtime stops with an error | restarted | restarted |
+///
+/// A panic is caught (the module's task ends with a panicking `JoinError`) and
+/// treated like an `Err` carrying the panic message. Other modules keep
+/// running while one waits for its restart.
+///
+/// ## Backoff
+///
+/// The `n`th restart within the intensity window waits
+/// `min(initial × multiplier^(n-1), max)`, shortened by a random fraction of
+/// up to `jitter` (so many modules that fail together don't restart in step).
+///
+/// ```
+/// use std::time::Duration;
+/// use busline::Backoff;
+/// let b = Backoff { initial: Duration::from_millis(100), max: Duration::from_secs(1),
+///                   multiplier: 2.0, jitter: 0.0 };
+/// assert_eq!(b.delay(1), Duration::from_millis(100));
+/// assert_eq!(b.delay(3), Duration::from_millis(400));
+/// assert_eq!(b.delay(10), Duration::from_secs(1)); // capped
+/// let j = Backoff { jitter: 0.5, ..b };
+/// let d = j.delay(2);
+/// assert!(d <= Duration::from_millis(200) && d >= Duration::from_millis(100));
+/// ```
+///
+/// ## Restart intensity
+///
+/// When a module would be restarted a `max_restarts + 1`th time within
+/// `within`, it is not: it is marked failed and the runtime stops with
+/// [`RuntimeError::RestartLimit`](crate::RuntimeError::RestartLimit), naming the
+/// module, its restart count and its last error or panic message. Restarts
+/// older than `within` no longer count, so a module that fails rarely is
+/// restarted forever, and its backoff starts again from `initial`.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
+/// use std::time::Duration;
+/// use busline::{Backoff, BoxError, Bus, Context, Module, Runtime, RuntimeError};
+///
+/// #[derive(Clone)]
+/// struct Broken;
+/// impl Module<u32> for Broken {
+///     fn name(&self) -> &str { "broken" }
+///     async fn run(&mut self, _ctx: Context<u32>) -> Result<(), BoxError> {
+///         Err("disk full".into())
+///     }
+/// }
+///
+/// let mut rt = Runtime::new(Bus::new()).handle_signals(false);
+/// rt.add(Broken)
+///     .backoff(Backoff::fixed(Duration::from_secs(1)))
+///     .max_restarts(2, Duration::from_secs(60));
+/// let err = rt.run().await.unwrap_err();
+/// assert!(matches!(&err, RuntimeError::RestartLimit { restarts: 2, .. }));
+/// assert_eq!(
+///     err.to_string(),
+///     "module `broken` exceeded its restart limit (2 restarts within 60s) \
+///      after 2 restarts; last error: disk full"
+/// );
+/// # }
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq)]
 #[non_exhaustive]
 pub struct Supervision {

@@ -134,7 +134,7 @@ impl<T: Send + Sync + 'static> SubscriptionBuilder<'_, T> {
     }
 
     /// Starts in the past: replays the durable store from `start`, then goes
-    /// on live with no gap and no duplicate (see [`store`](crate::store)).
+    /// on live with no gap and no duplicate (see [`EventStore`](crate::EventStore)).
     pub fn from(mut self, start: crate::store::StartAt) -> Self {
         self.start = start;
         self
@@ -155,7 +155,7 @@ impl<T: Send + Sync + 'static> SubscriptionBuilder<'_, T> {
 
     /// On a module's handle ([`Context`](crate::Context)): whether to receive
     /// the module's own events too (default: no; queue group members always
-    /// do, see [Own events](crate::runtime::context#own-events)). No effect
+    /// do, see [Own events](crate::Context#own-events)). No effect
     /// on a plain bus handle.
     pub fn include_own(mut self, yes: bool) -> Self {
         self.include_own = yes;

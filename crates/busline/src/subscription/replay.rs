@@ -1,7 +1,7 @@
 //! Replay then live: a subscription that starts in the past reads the
 //! durable store up to the end it saw when it subscribed, then goes on with
 //! live events, skipping those the replay gave already (see
-//! [`store`](crate::store)). A named consumer commits its position there.
+//! [`EventStore`](crate::EventStore)). A named consumer commits its position there.
 
 use std::sync::Arc;
 use std::task::{Context, Poll};

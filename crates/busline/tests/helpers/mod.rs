@@ -3,8 +3,8 @@
 
 use std::time::SystemTime;
 
-use busline::store::{MemoryStore, StoredEvents};
 use busline::{Envelope, EventStore, StoreError};
+use busline::{MemoryStore, StoredEvents};
 use futures::future::BoxFuture;
 
 /// A memory store whose replays yield the first `good` stored events, then

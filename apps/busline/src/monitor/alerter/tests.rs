@@ -128,7 +128,7 @@ async fn errors_count_at_their_event_time() {
 
 #[tokio::test(start_paused = true)]
 async fn a_restart_replays_the_last_minute_at_event_time() {
-    use busline::store::MemoryStore;
+    use busline::MemoryStore;
 
     let bus = Bus::<Metric>::new();
     bus.persist("metrics.>", Arc::new(MemoryStore::new()))
@@ -339,7 +339,7 @@ async fn an_up_rule_fires_while_a_target_is_down() {
 /// after a restart is what it was.
 #[tokio::test(start_paused = true)]
 async fn a_configured_rule_replays_its_window_at_event_time() {
-    use busline::store::MemoryStore;
+    use busline::MemoryStore;
 
     let bus = Bus::<Metric>::new();
     bus.persist("metrics.>", Arc::new(MemoryStore::new()))
