@@ -7,7 +7,9 @@
 //! time — hashed with `ahash`; only a key not seen in the burst is parsed
 //! into labels, and keys that make the same series (tags in another order)
 //! share one run. [`Fold::finish`] gives one [`Metric::Runs`] per source and
-//! topic, in the order the topics first came.
+//! topic, in the order the topics first came, cut into several (between
+//! runs, or inside a long run) where one would hold more than
+//! [`EVENT_BYTES`].
 //!
 //! Nothing is summed or dropped: every line that passes the checks is one
 //! value in its series' run, so the series store, the rules and the
@@ -22,6 +24,12 @@ use crate::monitor::metric::Metric;
 use crate::monitor::run::Run;
 use crate::monitor::sample::{topic_of, Labels, Value};
 use crate::monitor::sample_check::{check_labels, check_value};
+
+/// The most bytes one event holds (its runs' [`Run::bytes`]; one value
+/// whatever its size): the subscribers' queues are bounded in events, so a
+/// queue of 4096 events holds at most 64 MiB of StatsD runs, however many
+/// series a burst brings.
+pub const EVENT_BYTES: usize = 16 << 10;
 
 /// The reason a sample past the aggregations' limits is counted under.
 const OVER_LIMITS: &str = "over the monitor's limits";
@@ -246,8 +254,9 @@ impl Fold {
         self.runs.len() - 1
     }
 
-    /// The burst's runs as metrics, one per source and topic, each with its
-    /// topic, in the order the topics first came; the fold is then empty.
+    /// The burst's runs as metrics, one per source and topic (more when
+    /// they hold more than [`EVENT_BYTES`]), each with its topic, in the
+    /// order the topics first came; the fold is then empty.
     pub fn finish(&mut self) -> Vec<(String, Metric)> {
         self.keys.clear();
         self.by_raw.clear();
@@ -257,28 +266,35 @@ impl Fold {
         self.by_series.clear();
         self.values = 0;
         let mut out: Vec<(String, Metric)> = Vec::new();
-        let mut by_topic: HashMap<(String, String), usize, ahash::RandomState> = HashMap::default();
+        // The event being filled of each source and topic, and its bytes.
+        let mut open: HashMap<(String, String), (usize, usize), ahash::RandomState> =
+            HashMap::default();
         for (source, run) in self.runs.drain(..) {
             // A run whose every line was refused has no values.
             if run.values.is_empty() {
                 continue;
             }
             let topic = topic_of(&source, &run.name);
-            match by_topic.get(&(source.clone(), topic.clone())) {
-                Some(&i) => {
-                    if let Metric::Runs { runs, .. } = &mut out[i].1 {
-                        runs.push(run);
+            let key = (source, topic);
+            for piece in run.split_at_bytes(EVENT_BYTES) {
+                let bytes = piece.bytes();
+                match open.get_mut(&key) {
+                    Some((i, held)) if *held + bytes <= EVENT_BYTES => {
+                        *held += bytes;
+                        if let Metric::Runs { runs, .. } = &mut out[*i].1 {
+                            runs.push(piece);
+                        }
                     }
-                }
-                None => {
-                    by_topic.insert((source.clone(), topic.clone()), out.len());
-                    out.push((
-                        topic,
-                        Metric::Runs {
-                            source,
-                            runs: vec![run],
-                        },
-                    ));
+                    _ => {
+                        open.insert(key.clone(), (out.len(), bytes));
+                        out.push((
+                            key.1.clone(),
+                            Metric::Runs {
+                                source: key.0.clone(),
+                                runs: vec![piece],
+                            },
+                        ));
+                    }
                 }
             }
         }

@@ -1,12 +1,25 @@
 //! The StatsD listener module: reads the datagrams waiting on its socket
 //! (a burst: up to [`BURST`] datagrams or [`BURST_BYTES`]), folds their
-//! lines into runs (see [`fold`](super::fold)), and publishes one
-//! [`Metric::Runs`] per source and topic per burst.
+//! lines into runs (see [`fold`](super::fold)), and publishes the
+//! [`Metric::Runs`] of each burst: one per source and topic, or more where
+//! one would hold more than [`EVENT_BYTES`](super::fold::EVENT_BYTES).
 //!
-//! A burst of more than [`INLINE`] datagrams is folded on a blocking thread
-//! while the listener reads the next one, so two bursts can be folded at
-//! once on two cores; at most [`IN_FLIGHT`] are, and bursts are published
-//! in the order they were read, so each series' samples stay in order.
+//! A burst of more than [`INLINE`] datagrams is folded on the listener's
+//! fold thread (one per listener, living as long as its `run`) while the
+//! listener reads the next one and publishes the one before; at most
+//! [`IN_FLIGHT`] bursts are handed to it, and bursts are published in the
+//! order they were read, so each series' samples stay in order.
+//!
+//! ## Memory
+//!
+//! What the listener holds is bounded in bytes: [`IN_FLIGHT`] bursts of at
+//! most [`BURST_BYTES`] read and their folds, and the events waiting in the
+//! subscribers' queues, each at most `EVENT_BYTES` of runs. The runs are
+//! allocated on two threads only (the fold thread, and the worker that runs
+//! the listener for small bursts), both long-lived and allocating again
+//! and again, so memory freed by the subscribers goes back to their heaps
+//! and is used again (a pool of short-lived blocking threads would each keep
+//! what was freed to them).
 
 use std::collections::VecDeque;
 
@@ -16,6 +29,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use busline::{BoxError, Context, Message, Module};
+use tokio::sync::oneshot;
 
 use super::fold::Fold;
 use super::socket::{self, KernelDrops};
@@ -31,7 +45,7 @@ pub const BURST: usize = 256;
 pub const BURST_BYTES: usize = 128 << 10;
 /// Bursts of at most this many datagrams are folded on the listener's task.
 pub const INLINE: usize = 4;
-/// Bursts being folded on blocking threads at most.
+/// Bursts handed to the fold thread and not yet published, at most.
 pub const IN_FLIGHT: usize = 2;
 /// How often the kernel's drop count is read.
 const DROPS_EVERY: Duration = Duration::from_secs(1);
@@ -156,9 +170,48 @@ impl Burst {
     }
 }
 
-/// A burst folded on a blocking thread: the fold and burst back for the
-/// next one, and the metrics to publish.
-type Folding = tokio::task::JoinHandle<(Fold, Burst, Vec<(String, Metric)>)>;
+/// A burst folded: the burst back for the next one, and the metrics to
+/// publish.
+type Folded = (Burst, Vec<(String, Metric)>);
+
+/// The listener's fold thread: folds the bursts handed to it, one after
+/// the other, and sends each back folded. It ends when its `FoldThread` is
+/// dropped (after the burst it is folding).
+#[derive(Debug)]
+struct FoldThread {
+    jobs: std::sync::mpsc::Sender<(Burst, oneshot::Sender<Folded>)>,
+}
+
+impl FoldThread {
+    fn start(status: Arc<IngestStatus>) -> std::io::Result<FoldThread> {
+        let (jobs, rx) = std::sync::mpsc::channel::<(Burst, oneshot::Sender<Folded>)>();
+        std::thread::Builder::new()
+            .name("statsd-fold".into())
+            .spawn(move || {
+                let mut fold = Fold::default();
+                while let Ok((burst, done)) = rx.recv() {
+                    let metrics = burst.fold(&mut fold, &status);
+                    let _ = done.send((burst, metrics));
+                }
+            })?;
+        Ok(FoldThread { jobs })
+    }
+
+    /// Hands `burst` to the thread; its metrics come on the receiver.
+    fn fold(&self, burst: Burst) -> Result<oneshot::Receiver<Folded>, BoxError> {
+        let (done, folded) = oneshot::channel();
+        self.jobs
+            .send((burst, done))
+            .map_err(|_| "the StatsD fold thread has stopped")?;
+        Ok(folded)
+    }
+}
+
+/// The metrics of a burst handed to the fold thread.
+async fn folded(rx: &mut oneshot::Receiver<Folded>) -> Result<Folded, BoxError> {
+    rx.await
+        .map_err(|_| "the StatsD fold thread stopped (it panicked)".into())
+}
 
 impl Module<Metric> for Listener {
     fn name(&self) -> &str {
@@ -169,8 +222,11 @@ impl Module<Metric> for Listener {
         let socket = tokio::net::UdpSocket::from_std(self.socket.try_clone()?)?;
         let mut buf = vec![0u8; DATAGRAM];
         let from: Arc<str> = Arc::from("statsd");
-        let mut spare: Vec<(Fold, Burst)> = Vec::new();
-        let mut folding: VecDeque<Folding> = VecDeque::new();
+        let thread = FoldThread::start(self.status.clone())?;
+        // Small bursts are folded here.
+        let mut fold = Fold::default();
+        let mut spare: Vec<Burst> = Vec::new();
+        let mut folding: VecDeque<oneshot::Receiver<Folded>> = VecDeque::new();
         let mut tick = tokio::time::interval(DROPS_EVERY);
         let result = loop {
             tokio::select! {
@@ -180,12 +236,12 @@ impl Module<Metric> for Listener {
                     self.read_drops();
                     continue;
                 }
-                done = async { folding.front_mut().expect("a burst being folded").await },
+                done = async { folded(folding.front_mut().expect("a burst being folded")).await },
                     if !folding.is_empty() =>
                 {
                     folding.pop_front();
-                    let (fold, burst, metrics) = done?;
-                    spare.push((fold, burst));
+                    let (burst, metrics) = done?;
+                    spare.push(burst);
                     if let Err(e) = publish(&ctx, metrics, &from).await {
                         break Err(e);
                     }
@@ -193,7 +249,7 @@ impl Module<Metric> for Listener {
                 }
                 ready = socket.readable(), if folding.len() < IN_FLIGHT => ready?,
             }
-            let (mut fold, mut burst) = spare.pop().unwrap_or_default();
+            let mut burst = spare.pop().unwrap_or_default();
             burst.clear();
             while burst.ends.len() < BURST && burst.bytes.len() < BURST_BYTES {
                 let n = match socket.try_recv_from(&mut buf) {
@@ -205,27 +261,23 @@ impl Module<Metric> for Listener {
                 burst.ends.push(burst.bytes.len());
             }
             if burst.ends.is_empty() {
-                spare.push((fold, burst));
+                spare.push(burst);
                 continue;
             }
             if burst.ends.len() > INLINE || !folding.is_empty() {
-                let status = self.status.clone();
-                folding.push_back(tokio::task::spawn_blocking(move || {
-                    let metrics = burst.fold(&mut fold, &status);
-                    (fold, burst, metrics)
-                }));
+                folding.push_back(thread.fold(burst)?);
                 continue;
             }
             let metrics = burst.fold(&mut fold, &self.status);
-            spare.push((fold, burst));
+            spare.push(burst);
             if let Err(e) = publish(&ctx, metrics, &from).await {
                 break Err(e);
             }
         };
         // What was read is published, in order, while the bus takes it.
         let mut result = result;
-        while let Some(f) = folding.pop_front() {
-            let (_, _, metrics) = f.await?;
+        while let Some(mut f) = folding.pop_front() {
+            let (_, metrics) = folded(&mut f).await?;
             if result.is_ok() {
                 result = publish(&ctx, metrics, &from).await;
             }
