@@ -55,11 +55,14 @@ impl Run {
     /// The bytes it holds, itself and on the heap (an estimate: the
     /// allocator rounds sizes up). See [`Run::split_at_bytes`].
     pub fn bytes(&self) -> usize {
-        std::mem::size_of::<Run>()
-            + self.name.len()
-            + labels_bytes(&self.labels)
+        self.head_bytes()
             + (self.values.capacity() - self.values.len()) * std::mem::size_of::<Value>()
             + self.values.iter().map(value_bytes).sum::<usize>()
+    }
+
+    /// The bytes it holds without its values: itself, its name, its labels.
+    pub fn head_bytes(&self) -> usize {
+        std::mem::size_of::<Run>() + self.name.len() + labels_bytes(&self.labels)
     }
 
     /// The run cut into runs of at most `max` [`bytes`](Run::bytes) each
@@ -69,7 +72,7 @@ impl Run {
         if self.bytes() <= max {
             return vec![self];
         }
-        let head = std::mem::size_of::<Run>() + self.name.len() + labels_bytes(&self.labels);
+        let head = self.head_bytes();
         let mut pieces = Vec::new();
         let mut values = std::mem::take(&mut self.values).into_iter().peekable();
         while values.peek().is_some() {
@@ -104,7 +107,7 @@ impl Run {
 }
 
 /// The bytes of one value, itself and on the heap.
-fn value_bytes(v: &Value) -> usize {
+pub fn value_bytes(v: &Value) -> usize {
     std::mem::size_of::<Value>()
         + match v {
             Value::Set { member } => member.len(),

@@ -4,22 +4,23 @@
 //! [`Metric::Runs`] of each burst: one per source and topic, or more where
 //! one would hold more than [`EVENT_BYTES`](super::fold::EVENT_BYTES).
 //!
-//! A burst of more than [`INLINE`] datagrams is folded on the listener's
-//! fold thread (one per listener, living as long as its `run`) while the
-//! listener reads the next one and publishes the one before; at most
-//! [`IN_FLIGHT`] bursts are handed to it, and bursts are published in the
-//! order they were read, so each series' samples stay in order.
+//! A burst of more than [`INLINE`] datagrams is folded on one of the
+//! listener's [`IN_FLIGHT`] fold threads (living as long as its `run`)
+//! while the listener reads the next one and publishes the one before; at
+//! most `IN_FLIGHT` bursts are handed out (two folded at once on two
+//! cores), and bursts are published in the order they were read, so each
+//! series' samples stay in order.
 //!
 //! ## Memory
 //!
 //! What the listener holds is bounded in bytes: [`IN_FLIGHT`] bursts of at
 //! most [`BURST_BYTES`] read and their folds, and the events waiting in the
 //! subscribers' queues, each at most `EVENT_BYTES` of runs. The runs are
-//! allocated on two threads only (the fold thread, and the worker that runs
-//! the listener for small bursts), both long-lived and allocating again
-//! and again, so memory freed by the subscribers goes back to their heaps
-//! and is used again (a pool of short-lived blocking threads would each keep
-//! what was freed to them).
+//! allocated on a few threads only (the fold threads, and the worker that
+//! runs the listener for small bursts), all long-lived and allocating
+//! again and again, so memory freed by the subscribers goes back to their
+//! heaps and is used again (a pool of blocking threads, coming and going,
+//! would each keep what was freed to them).
 
 use std::collections::VecDeque;
 
@@ -45,7 +46,8 @@ pub const BURST: usize = 256;
 pub const BURST_BYTES: usize = 128 << 10;
 /// Bursts of at most this many datagrams are folded on the listener's task.
 pub const INLINE: usize = 4;
-/// Bursts handed to the fold thread and not yet published, at most.
+/// Bursts handed to the fold threads and not yet published, at most; and
+/// the number of fold threads.
 pub const IN_FLIGHT: usize = 2;
 /// How often the kernel's drop count is read.
 const DROPS_EVERY: Duration = Duration::from_secs(1);
@@ -174,43 +176,55 @@ impl Burst {
 /// publish.
 type Folded = (Burst, Vec<(String, Metric)>);
 
-/// The listener's fold thread: folds the bursts handed to it, one after
-/// the other, and sends each back folded. It ends when its `FoldThread` is
-/// dropped (after the burst it is folding).
+/// A burst for a fold thread, and where to send it back folded.
+type Job = (Burst, oneshot::Sender<Folded>);
+
+/// The listener's fold threads, [`IN_FLIGHT`] of them: each folds the
+/// bursts handed to it, one after the other, and sends each back folded.
+/// Bursts go to them in turn, so each holds at most one (the listener
+/// takes the folded bursts back in the order it handed them out). They end
+/// when their `FoldThreads` is dropped (after the burst they are folding).
 #[derive(Debug)]
-struct FoldThread {
-    jobs: std::sync::mpsc::Sender<(Burst, oneshot::Sender<Folded>)>,
+struct FoldThreads {
+    jobs: Vec<std::sync::mpsc::Sender<Job>>,
+    next: usize,
 }
 
-impl FoldThread {
-    fn start(status: Arc<IngestStatus>) -> std::io::Result<FoldThread> {
-        let (jobs, rx) = std::sync::mpsc::channel::<(Burst, oneshot::Sender<Folded>)>();
-        std::thread::Builder::new()
-            .name("statsd-fold".into())
-            .spawn(move || {
-                let mut fold = Fold::default();
-                while let Ok((burst, done)) = rx.recv() {
-                    let metrics = burst.fold(&mut fold, &status);
-                    let _ = done.send((burst, metrics));
-                }
-            })?;
-        Ok(FoldThread { jobs })
+impl FoldThreads {
+    fn start(status: &Arc<IngestStatus>) -> std::io::Result<FoldThreads> {
+        let mut jobs = Vec::with_capacity(IN_FLIGHT);
+        for i in 0..IN_FLIGHT {
+            let (tx, rx) = std::sync::mpsc::channel::<Job>();
+            let status = status.clone();
+            std::thread::Builder::new()
+                .name(format!("statsd-fold-{i}"))
+                .spawn(move || {
+                    let mut fold = Fold::default();
+                    while let Ok((burst, done)) = rx.recv() {
+                        let metrics = burst.fold(&mut fold, &status);
+                        let _ = done.send((burst, metrics));
+                    }
+                })?;
+            jobs.push(tx);
+        }
+        Ok(FoldThreads { jobs, next: 0 })
     }
 
-    /// Hands `burst` to the thread; its metrics come on the receiver.
-    fn fold(&self, burst: Burst) -> Result<oneshot::Receiver<Folded>, BoxError> {
+    /// Hands `burst` to the next thread; its metrics come on the receiver.
+    fn fold(&mut self, burst: Burst) -> Result<oneshot::Receiver<Folded>, BoxError> {
         let (done, folded) = oneshot::channel();
-        self.jobs
+        self.jobs[self.next]
             .send((burst, done))
-            .map_err(|_| "the StatsD fold thread has stopped")?;
+            .map_err(|_| "a StatsD fold thread has stopped")?;
+        self.next = (self.next + 1) % self.jobs.len();
         Ok(folded)
     }
 }
 
-/// The metrics of a burst handed to the fold thread.
+/// The metrics of a burst handed to a fold thread.
 async fn folded(rx: &mut oneshot::Receiver<Folded>) -> Result<Folded, BoxError> {
     rx.await
-        .map_err(|_| "the StatsD fold thread stopped (it panicked)".into())
+        .map_err(|_| "a StatsD fold thread stopped (it panicked)".into())
 }
 
 impl Module<Metric> for Listener {
@@ -222,7 +236,7 @@ impl Module<Metric> for Listener {
         let socket = tokio::net::UdpSocket::from_std(self.socket.try_clone()?)?;
         let mut buf = vec![0u8; DATAGRAM];
         let from: Arc<str> = Arc::from("statsd");
-        let thread = FoldThread::start(self.status.clone())?;
+        let mut threads = FoldThreads::start(&self.status)?;
         // Small bursts are folded here.
         let mut fold = Fold::default();
         let mut spare: Vec<Burst> = Vec::new();
@@ -265,7 +279,7 @@ impl Module<Metric> for Listener {
                 continue;
             }
             if burst.ends.len() > INLINE || !folding.is_empty() {
-                folding.push_back(thread.fold(burst)?);
+                folding.push_back(threads.fold(burst)?);
                 continue;
             }
             let metrics = burst.fold(&mut fold, &self.status);
