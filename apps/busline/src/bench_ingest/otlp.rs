@@ -240,13 +240,14 @@ async fn monitor(bodies: &[Vec<u8>], sent: u64) -> Result<Round> {
     let (mut baselines, mut rejected, mut samples) = (0u64, 0u64, 0u64);
     for body in bodies {
         let (metrics, converted) = receiver.decode_and_convert(body, Encoding::Protobuf)?;
-        let out: u64 = metrics.iter().map(|m| m.samples().len() as u64).sum();
+        let out: u64 = metrics.iter().map(|(_, m)| m.sample_count() as u64).sum();
         // Taken points that gave no sample: cumulative first sights.
         baselines += converted.accepted - out;
         rejected += converted.rejected.total();
         samples += out;
-        for m in metrics {
-            if let Err(e) = ctx.send(m.message("otlp")).await {
+        for (topic, m) in metrics {
+            let message = busline::Message::new(m).topic(topic).source("otlp");
+            if let Err(e) = ctx.send(message).await {
                 bail!("publishing failed: {e}");
             }
         }

@@ -233,7 +233,8 @@ impl Cumulative {
     /// The entry of `key`: `Some(Some)` when tracked, `Some(None)` when it
     /// is not but there is room, `None` when there is no room.
     fn entry(&mut self, key: &str, now: Instant) -> Option<Option<&mut Entry>> {
-        if !self.series.contains_key(key) && self.series.len() >= self.cap {
+        // Looked up once while there is room (the common case).
+        if self.series.len() >= self.cap && !self.series.contains_key(key) {
             let stale = self.stale;
             self.series
                 .retain(|_, e| now.saturating_duration_since(e.seen) < stale);

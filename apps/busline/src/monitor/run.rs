@@ -52,6 +52,49 @@ impl Run {
         }
     }
 
+    /// The bytes it holds, itself and on the heap (an estimate: the
+    /// allocator rounds sizes up). See [`Run::split_at_bytes`].
+    pub fn bytes(&self) -> usize {
+        self.head_bytes()
+            + (self.values.capacity() - self.values.len()) * std::mem::size_of::<Value>()
+            + self.values.iter().map(value_bytes).sum::<usize>()
+    }
+
+    /// The bytes it holds without its values: itself, its name, its labels.
+    pub fn head_bytes(&self) -> usize {
+        std::mem::size_of::<Run>() + self.name.len() + labels_bytes(&self.labels)
+    }
+
+    /// The run cut into runs of at most `max` [`bytes`](Run::bytes) each
+    /// (at least one value each, whatever its size), the values in order:
+    /// the run itself when it fits.
+    pub fn split_at_bytes(mut self, max: usize) -> Vec<Run> {
+        if self.bytes() <= max {
+            return vec![self];
+        }
+        let head = self.head_bytes();
+        let mut pieces = Vec::new();
+        let mut values = std::mem::take(&mut self.values).into_iter().peekable();
+        while values.peek().is_some() {
+            let mut piece = Vec::new();
+            let mut bytes = head;
+            while let Some(v) =
+                values.next_if(|v| piece.is_empty() || bytes + value_bytes(v) <= max)
+            {
+                bytes += value_bytes(&v);
+                piece.push(v);
+            }
+            piece.shrink_to_fit();
+            pieces.push(Run {
+                name: self.name.clone(),
+                labels: self.labels.clone(),
+                at_ms: self.at_ms,
+                values: piece,
+            });
+        }
+        pieces
+    }
+
     /// Its samples, each on its own.
     pub fn samples(&self) -> impl Iterator<Item = Sample> + '_ {
         self.values.iter().map(|v| Sample {
@@ -61,6 +104,27 @@ impl Run {
             at_ms: self.at_ms,
         })
     }
+}
+
+/// The bytes of one value, itself and on the heap.
+pub fn value_bytes(v: &Value) -> usize {
+    std::mem::size_of::<Value>()
+        + match v {
+            Value::Set { member } => member.len(),
+            Value::Error { message } => message.len(),
+            Value::Histogram { bounds, counts, .. } => 8 * (bounds.len() + counts.len()),
+            Value::Counter { .. }
+            | Value::Gauge { .. }
+            | Value::GaugeDelta { .. }
+            | Value::Observation { .. } => 0,
+        }
+}
+
+/// The bytes of a label map on the heap: its B-tree nodes (up to 11
+/// entries each) and the text of its keys and values.
+fn labels_bytes(labels: &Labels) -> usize {
+    const NODE: usize = 16 + 11 * std::mem::size_of::<(String, String)>();
+    labels.len().div_ceil(11) * NODE + labels.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>()
 }
 
 #[cfg(test)]
@@ -90,5 +154,29 @@ mod tests {
             .all(|s| s.name == "q" && s.labels["k"] == "v" && s.at_ms == Some(5)));
         let json = serde_json::to_string(&run).unwrap();
         assert_eq!(serde_json::from_str::<Run>(&json).unwrap(), run);
+    }
+
+    #[test]
+    fn a_run_split_at_bytes_keeps_its_samples_in_order() {
+        let run = Run {
+            name: "q".into(),
+            labels: Labels::from([("k".to_owned(), "v".to_owned())]),
+            at_ms: None,
+            values: (0..1000)
+                .map(|v| Value::Gauge { value: v as f64 })
+                .collect(),
+        };
+        assert_eq!(run.clone().split_at_bytes(usize::MAX), vec![run.clone()]);
+        let max = 4096;
+        let pieces = run.clone().split_at_bytes(max);
+        assert!(pieces.len() > 1);
+        assert!(pieces
+            .iter()
+            .all(|p| p.bytes() <= max && !p.values.is_empty()));
+        let all: Vec<Sample> = pieces.iter().flat_map(Run::samples).collect();
+        assert_eq!(all, run.samples().collect::<Vec<_>>());
+        // A value larger than the limit still travels, alone.
+        let one = run.split_at_bytes(1);
+        assert_eq!(one.len(), 1000);
     }
 }

@@ -119,7 +119,7 @@ pub fn check_labels(labels: &Labels) -> Result<(), SampleError> {
                 format!("label {:.40?}: keys take 1 to {MAX_LABEL_BYTES} bytes, values at most {MAX_LABEL_BYTES}", k),
             ));
         }
-        if k.chars().chain(v.chars()).any(char::is_control) {
+        if has_control(k) || has_control(v) {
             return Err(SampleError::new(
                 "labels",
                 format!("label {k:.40?} contains control characters"),
@@ -127,6 +127,20 @@ pub fn check_labels(labels: &Labels) -> Result<(), SampleError> {
         }
     }
     Ok(())
+}
+
+/// Whether `s` holds a control character (`char::is_control`: U+0000 to
+/// U+001F, U+007F to U+009F): one pass over the bytes, characters decoded
+/// only in text that is not all ASCII.
+fn has_control(s: &str) -> bool {
+    let mut ascii = true;
+    for b in s.bytes() {
+        if b < 0x20 || b == 0x7f {
+            return true;
+        }
+        ascii &= b < 0x80;
+    }
+    !ascii && s.chars().any(char::is_control)
 }
 
 fn histogram(
@@ -197,6 +211,16 @@ mod tests {
 
     fn field(s: &Sample) -> &'static str {
         check(s).expect_err("refused").field
+    }
+
+    #[test]
+    fn control_characters_are_found_in_ascii_and_beyond() {
+        for text in ["a\u{0}", "\tb", "x\u{7f}", "é\u{85}", "\u{9f}"] {
+            assert!(has_control(text), "{text:?}");
+        }
+        for text in ["", "route=/a b", "é", "\u{a0}", "~", "日本"] {
+            assert!(!has_control(text), "{text:?}");
+        }
     }
 
     #[test]

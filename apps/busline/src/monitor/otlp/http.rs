@@ -137,8 +137,8 @@ pub async fn handle(
         counters.malformed(reason, &format!("metric {metric:?}"), *n);
     }
     let n = metrics.len();
-    for (i, m) in metrics.into_iter().enumerate() {
-        let send = ctx.send(m.message("otlp"));
+    for (i, (topic, m)) in metrics.into_iter().enumerate() {
+        let send = ctx.send(busline::Message::new(m).topic(topic).source("otlp"));
         let why = match tokio::time::timeout(PUBLISH_TIMEOUT, send).await {
             Ok(Ok(_)) => continue,
             Ok(Err(e)) => e.to_string(),

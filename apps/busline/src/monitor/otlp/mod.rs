@@ -28,15 +28,15 @@
 //! wrong). 503 means the bus stayed full for [`PUBLISH_TIMEOUT`]
 //! (a lossless subscriber is behind): the SDKs retry it.
 //!
-//! What the points become is in [`convert`]. Each request publishes
-//! [`Metric::batches`] of each source, lossless (it waits for room: the
+//! What the points become is in [`convert`]. Each request publishes one
+//! [`Metric::Samples`] per source and topic, lossless (it waits for room: the
 //! sender is slowed, nothing is dropped), and counts in
 //! `/api/summary`'s `ingest.otlp`: `received` requests, `accepted` data
 //! points, `malformed` by reason (undecodable bodies, wrong types, refused
 //! points).
 //!
 //! [`PUBLISH_TIMEOUT`]: crate::monitor::web::PUBLISH_TIMEOUT
-//! [`Metric::batches`]: crate::monitor::metric::Metric::batches
+//! [`Metric::Samples`]: crate::monitor::metric::Metric::Samples
 
 pub mod convert;
 pub mod http;
@@ -157,18 +157,16 @@ pub struct Receiver {
 
 impl Receiver {
     /// Decodes `body` and converts it to samples (cumulative values into
-    /// increments), as `POST /v1/metrics` does before it publishes.
+    /// increments), as `POST /v1/metrics` does before it publishes: one
+    /// event per source and topic, each with its topic.
     pub fn decode_and_convert(
         &self,
         body: &[u8],
         encoding: Encoding,
-    ) -> Result<(Vec<Metric>, Converted), BodyError> {
+    ) -> Result<(Vec<(String, Metric)>, Converted), BodyError> {
         let mut req = decode(body, encoding)?;
         let mut converted = convert::convert(&mut req, &mut self.cumulative.lock(), Instant::now());
-        let mut metrics = Vec::new();
-        for (source, samples) in std::mem::take(&mut converted.sources) {
-            metrics.extend(Metric::batches(&source, samples));
-        }
+        let metrics = std::mem::take(&mut converted.metrics);
         Ok((metrics, converted))
     }
 }
@@ -208,9 +206,13 @@ mod tests {
         assert_eq!(metrics.len(), 3);
         let all: Vec<_> = metrics
             .iter()
-            .flat_map(|m| m.samples().into_owned())
+            .flat_map(|(_, m)| m.samples().into_owned())
             .collect();
-        assert!(metrics.iter().all(|m| m.source() == "checkout"));
+        assert!(metrics.iter().all(|(_, m)| m.source() == "checkout"));
+        assert!(metrics.iter().all(|(t, m)| {
+            use busline::Event as _;
+            *t == m.topic()
+        }));
         assert_eq!(all[0].name, "orders");
         assert_eq!(all[0].value, Value::Counter { value: 3.0 });
         assert_eq!(all[0].labels["n"], "7");
@@ -252,7 +254,7 @@ mod tests {
         assert_eq!(c.rejected.total(), 0, "{}", c.rejected.message());
         metrics
             .iter()
-            .flat_map(|m| m.samples().into_owned())
+            .flat_map(|(_, m)| m.samples().into_owned())
             .map(|s| match s.value {
                 Value::Counter { value } => (s.labels["status"].clone(), value),
                 other => panic!("{other:?}"),
@@ -324,7 +326,7 @@ mod tests {
             sum: Some(7.0),
             ..Default::default()
         };
-        let b = convert::exponential_buckets(&p).unwrap();
+        let b = convert::exponential::exponential_buckets(&p).unwrap();
         // (-inf,-4] 0, (-4,-2] 4, (-2,0] 1 (zero), (0,1] 0, (1,2] 3, (2,4] 2, (4,inf) 0
         assert_eq!(b.bounds, vec![-4.0, -2.0, 0.0, 1.0, 2.0, 4.0]);
         assert_eq!(b.counts, vec![0, 4, 1, 0, 3, 2, 0]);
@@ -332,6 +334,6 @@ mod tests {
             scale: 30,
             ..Default::default()
         };
-        assert!(convert::exponential_buckets(&huge).is_none());
+        assert!(convert::exponential::exponential_buckets(&huge).is_none());
     }
 }

@@ -7,7 +7,9 @@
 //! time — hashed with `ahash`; only a key not seen in the burst is parsed
 //! into labels, and keys that make the same series (tags in another order)
 //! share one run. [`Fold::finish`] gives one [`Metric::Runs`] per source and
-//! topic, in the order the topics first came.
+//! topic, in the order the topics first came, cut into several (between
+//! runs, or inside a long run) where one would hold more than
+//! [`EVENT_BYTES`].
 //!
 //! Nothing is summed or dropped: every line that passes the checks is one
 //! value in its series' run, so the series store, the rules and the
@@ -19,9 +21,15 @@ use std::sync::atomic::Ordering;
 use super::parse::{lines, parse_line, Kind, Line, Reason};
 use crate::monitor::ingest_status::Protocol;
 use crate::monitor::metric::Metric;
-use crate::monitor::run::Run;
+use crate::monitor::run::{value_bytes, Run};
 use crate::monitor::sample::{topic_of, Labels, Value};
 use crate::monitor::sample_check::{check_labels, check_value};
+
+/// The most bytes one event holds (its runs' [`Run::bytes`]; one value
+/// whatever its size): the subscribers' queues are bounded in events, so a
+/// queue of 4096 events holds at most 64 MiB of StatsD runs, however many
+/// series a burst brings.
+pub const EVENT_BYTES: usize = 16 << 10;
 
 /// The reason a sample past the aggregations' limits is counted under.
 const OVER_LIMITS: &str = "over the monitor's limits";
@@ -50,6 +58,19 @@ struct Seen {
     value: Value,
     /// The next line of the same hash, if any.
     next: Option<usize>,
+}
+
+/// The values a run has cut off as it grew, so that each piece of it fits
+/// one event: no value is copied again to cut it at the end.
+#[derive(Debug)]
+struct Cuts {
+    /// The bytes one piece's values may take (`EVENT_BYTES` less the
+    /// run's name and labels).
+    room: usize,
+    /// The bytes of the values the run holds now.
+    bytes: usize,
+    /// The values cut off, in order, each piece at most `room` bytes.
+    full: Vec<Vec<Value>>,
 }
 
 /// Hashes a `u64` that is a hash already to itself.
@@ -90,6 +111,8 @@ pub struct Fold {
     /// Runs by source, in the order their series first came, and their
     /// indices by the hash of the series.
     runs: Vec<(String, Run)>,
+    /// What each run has cut off so far, as it grew.
+    cuts: Vec<Cuts>,
     by_series: HashMap<u64, Vec<usize>, ahash::RandomState>,
     /// Values held in all runs.
     values: usize,
@@ -105,6 +128,7 @@ impl Default for Fold {
             seen: Vec::new(),
             by_line: ByHash::default(),
             runs: Vec::new(),
+            cuts: Vec::new(),
             by_series: HashMap::default(),
             values: 0,
         }
@@ -134,9 +158,8 @@ impl Fold {
         while let Some(i) = next {
             let s = &self.seen[i];
             if &self.text[s.start..s.start + s.len] == text {
-                let value = s.value.clone();
-                self.runs[s.run].1.values.push(value);
-                self.values += 1;
+                let (run, value) = (s.run, s.value.clone());
+                self.push(run, value);
                 return;
             }
             next = s.next;
@@ -180,9 +203,25 @@ impl Fold {
             status.malformed(OVER_LIMITS, &e.reason, 1);
             return None;
         }
-        self.runs[run].1.values.push(value);
-        self.values += 1;
+        self.push(run, value);
         Some(run)
+    }
+
+    /// Adds a value to a run; a run whose values would take more than an
+    /// event's room has them cut off first.
+    fn push(&mut self, run: usize, value: Value) {
+        let bytes = value_bytes(&value);
+        let values = &mut self.runs[run].1.values;
+        let cuts = &mut self.cuts[run];
+        if cuts.bytes + bytes > cuts.room && !values.is_empty() {
+            let mut full = std::mem::take(values);
+            full.shrink_to_fit();
+            cuts.full.push(full);
+            cuts.bytes = 0;
+        }
+        cuts.bytes += bytes;
+        values.push(value);
+        self.values += 1;
     }
 
     /// The run of a raw key seen before in this burst.
@@ -233,21 +272,25 @@ impl Fold {
             return i;
         }
         self.by_series.entry(h).or_default().push(self.runs.len());
-        self.runs.push((
-            source.to_owned(),
-            Run {
-                name: name.to_owned(),
-                labels,
-                at_ms,
-                // Room for one: a flood of new series costs a value each.
-                values: Vec::with_capacity(1),
-            },
-        ));
+        let run = Run {
+            name: name.to_owned(),
+            labels,
+            at_ms,
+            // Room for one: a flood of new series costs a value each.
+            values: Vec::with_capacity(1),
+        };
+        self.cuts.push(Cuts {
+            room: EVENT_BYTES.saturating_sub(run.head_bytes()),
+            bytes: 0,
+            full: Vec::new(),
+        });
+        self.runs.push((source.to_owned(), run));
         self.runs.len() - 1
     }
 
-    /// The burst's runs as metrics, one per source and topic, each with its
-    /// topic, in the order the topics first came; the fold is then empty.
+    /// The burst's runs as metrics, one per source and topic (more when
+    /// they hold more than [`EVENT_BYTES`]), each with its topic, in the
+    /// order the topics first came; the fold is then empty.
     pub fn finish(&mut self) -> Vec<(String, Metric)> {
         self.keys.clear();
         self.by_raw.clear();
@@ -257,28 +300,47 @@ impl Fold {
         self.by_series.clear();
         self.values = 0;
         let mut out: Vec<(String, Metric)> = Vec::new();
-        let mut by_topic: HashMap<(String, String), usize, ahash::RandomState> = HashMap::default();
-        for (source, run) in self.runs.drain(..) {
+        // The event being filled of each source and topic, and its bytes.
+        let mut open: HashMap<(String, String), (usize, usize), ahash::RandomState> =
+            HashMap::default();
+        for ((source, mut run), cuts) in self.runs.drain(..).zip(self.cuts.drain(..)) {
             // A run whose every line was refused has no values.
             if run.values.is_empty() {
                 continue;
             }
             let topic = topic_of(&source, &run.name);
-            match by_topic.get(&(source.clone(), topic.clone())) {
-                Some(&i) => {
-                    if let Metric::Runs { runs, .. } = &mut out[i].1 {
-                        runs.push(run);
+            let key = (source, topic);
+            run.values.shrink_to_fit();
+            let cut = cuts.full.into_iter().map(|values| Run {
+                name: run.name.clone(),
+                labels: run.labels.clone(),
+                at_ms: run.at_ms,
+                values,
+            });
+            let pieces: Vec<Run> = cut.collect();
+            for piece in pieces
+                .into_iter()
+                .chain(std::iter::once(run))
+                .flat_map(|r| r.split_at_bytes(EVENT_BYTES))
+            {
+                let bytes = piece.bytes();
+                match open.get_mut(&key) {
+                    Some((i, held)) if *held + bytes <= EVENT_BYTES => {
+                        *held += bytes;
+                        if let Metric::Runs { runs, .. } = &mut out[*i].1 {
+                            runs.push(piece);
+                        }
                     }
-                }
-                None => {
-                    by_topic.insert((source.clone(), topic.clone()), out.len());
-                    out.push((
-                        topic,
-                        Metric::Runs {
-                            source,
-                            runs: vec![run],
-                        },
-                    ));
+                    _ => {
+                        open.insert(key.clone(), (out.len(), bytes));
+                        out.push((
+                            key.1.clone(),
+                            Metric::Runs {
+                                source: key.0.clone(),
+                                runs: vec![piece],
+                            },
+                        ));
+                    }
                 }
             }
         }

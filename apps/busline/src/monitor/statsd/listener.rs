@@ -1,12 +1,26 @@
 //! The StatsD listener module: reads the datagrams waiting on its socket
 //! (a burst: up to [`BURST`] datagrams or [`BURST_BYTES`]), folds their
-//! lines into runs (see [`fold`](super::fold)), and publishes one
-//! [`Metric::Runs`] per source and topic per burst.
+//! lines into runs (see [`fold`](super::fold)), and publishes the
+//! [`Metric::Runs`] of each burst: one per source and topic, or more where
+//! one would hold more than [`EVENT_BYTES`](super::fold::EVENT_BYTES).
 //!
-//! A burst of more than [`INLINE`] datagrams is folded on a blocking thread
-//! while the listener reads the next one, so two bursts can be folded at
-//! once on two cores; at most [`IN_FLIGHT`] are, and bursts are published
-//! in the order they were read, so each series' samples stay in order.
+//! A burst of more than [`INLINE`] datagrams is folded on one of the
+//! listener's [`IN_FLIGHT`] fold threads (living as long as its `run`)
+//! while the listener reads the next one and publishes the one before; at
+//! most `IN_FLIGHT` bursts are handed out (two folded at once on two
+//! cores), and bursts are published in the order they were read, so each
+//! series' samples stay in order.
+//!
+//! ## Memory
+//!
+//! What the listener holds is bounded in bytes: [`IN_FLIGHT`] bursts of at
+//! most [`BURST_BYTES`] read and their folds, and the events waiting in the
+//! subscribers' queues, each at most `EVENT_BYTES` of runs. The runs are
+//! allocated on a few threads only (the fold threads, and the worker that
+//! runs the listener for small bursts), all long-lived and allocating
+//! again and again, so memory freed by the subscribers goes back to their
+//! heaps and is used again (a pool of blocking threads, coming and going,
+//! would each keep what was freed to them).
 
 use std::collections::VecDeque;
 
@@ -16,6 +30,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use busline::{BoxError, Context, Message, Module};
+use tokio::sync::oneshot;
 
 use super::fold::Fold;
 use super::socket::{self, KernelDrops};
@@ -31,7 +46,8 @@ pub const BURST: usize = 256;
 pub const BURST_BYTES: usize = 128 << 10;
 /// Bursts of at most this many datagrams are folded on the listener's task.
 pub const INLINE: usize = 4;
-/// Bursts being folded on blocking threads at most.
+/// Bursts handed to the fold threads and not yet published, at most; and
+/// the number of fold threads.
 pub const IN_FLIGHT: usize = 2;
 /// How often the kernel's drop count is read.
 const DROPS_EVERY: Duration = Duration::from_secs(1);
@@ -156,9 +172,60 @@ impl Burst {
     }
 }
 
-/// A burst folded on a blocking thread: the fold and burst back for the
-/// next one, and the metrics to publish.
-type Folding = tokio::task::JoinHandle<(Fold, Burst, Vec<(String, Metric)>)>;
+/// A burst folded: the burst back for the next one, and the metrics to
+/// publish.
+type Folded = (Burst, Vec<(String, Metric)>);
+
+/// A burst for a fold thread, and where to send it back folded.
+type Job = (Burst, oneshot::Sender<Folded>);
+
+/// The listener's fold threads, [`IN_FLIGHT`] of them: each folds the
+/// bursts handed to it, one after the other, and sends each back folded.
+/// Bursts go to them in turn, so each holds at most one (the listener
+/// takes the folded bursts back in the order it handed them out). They end
+/// when their `FoldThreads` is dropped (after the burst they are folding).
+#[derive(Debug)]
+struct FoldThreads {
+    jobs: Vec<std::sync::mpsc::Sender<Job>>,
+    next: usize,
+}
+
+impl FoldThreads {
+    fn start(status: &Arc<IngestStatus>) -> std::io::Result<FoldThreads> {
+        let mut jobs = Vec::with_capacity(IN_FLIGHT);
+        for i in 0..IN_FLIGHT {
+            let (tx, rx) = std::sync::mpsc::channel::<Job>();
+            let status = status.clone();
+            std::thread::Builder::new()
+                .name(format!("statsd-fold-{i}"))
+                .spawn(move || {
+                    let mut fold = Fold::default();
+                    while let Ok((burst, done)) = rx.recv() {
+                        let metrics = burst.fold(&mut fold, &status);
+                        let _ = done.send((burst, metrics));
+                    }
+                })?;
+            jobs.push(tx);
+        }
+        Ok(FoldThreads { jobs, next: 0 })
+    }
+
+    /// Hands `burst` to the next thread; its metrics come on the receiver.
+    fn fold(&mut self, burst: Burst) -> Result<oneshot::Receiver<Folded>, BoxError> {
+        let (done, folded) = oneshot::channel();
+        self.jobs[self.next]
+            .send((burst, done))
+            .map_err(|_| "a StatsD fold thread has stopped")?;
+        self.next = (self.next + 1) % self.jobs.len();
+        Ok(folded)
+    }
+}
+
+/// The metrics of a burst handed to a fold thread.
+async fn folded(rx: &mut oneshot::Receiver<Folded>) -> Result<Folded, BoxError> {
+    rx.await
+        .map_err(|_| "a StatsD fold thread stopped (it panicked)".into())
+}
 
 impl Module<Metric> for Listener {
     fn name(&self) -> &str {
@@ -169,8 +236,11 @@ impl Module<Metric> for Listener {
         let socket = tokio::net::UdpSocket::from_std(self.socket.try_clone()?)?;
         let mut buf = vec![0u8; DATAGRAM];
         let from: Arc<str> = Arc::from("statsd");
-        let mut spare: Vec<(Fold, Burst)> = Vec::new();
-        let mut folding: VecDeque<Folding> = VecDeque::new();
+        let mut threads = FoldThreads::start(&self.status)?;
+        // Small bursts are folded here.
+        let mut fold = Fold::default();
+        let mut spare: Vec<Burst> = Vec::new();
+        let mut folding: VecDeque<oneshot::Receiver<Folded>> = VecDeque::new();
         let mut tick = tokio::time::interval(DROPS_EVERY);
         let result = loop {
             tokio::select! {
@@ -180,12 +250,12 @@ impl Module<Metric> for Listener {
                     self.read_drops();
                     continue;
                 }
-                done = async { folding.front_mut().expect("a burst being folded").await },
+                done = async { folded(folding.front_mut().expect("a burst being folded")).await },
                     if !folding.is_empty() =>
                 {
                     folding.pop_front();
-                    let (fold, burst, metrics) = done?;
-                    spare.push((fold, burst));
+                    let (burst, metrics) = done?;
+                    spare.push(burst);
                     if let Err(e) = publish(&ctx, metrics, &from).await {
                         break Err(e);
                     }
@@ -193,7 +263,7 @@ impl Module<Metric> for Listener {
                 }
                 ready = socket.readable(), if folding.len() < IN_FLIGHT => ready?,
             }
-            let (mut fold, mut burst) = spare.pop().unwrap_or_default();
+            let mut burst = spare.pop().unwrap_or_default();
             burst.clear();
             while burst.ends.len() < BURST && burst.bytes.len() < BURST_BYTES {
                 let n = match socket.try_recv_from(&mut buf) {
@@ -205,27 +275,23 @@ impl Module<Metric> for Listener {
                 burst.ends.push(burst.bytes.len());
             }
             if burst.ends.is_empty() {
-                spare.push((fold, burst));
+                spare.push(burst);
                 continue;
             }
             if burst.ends.len() > INLINE || !folding.is_empty() {
-                let status = self.status.clone();
-                folding.push_back(tokio::task::spawn_blocking(move || {
-                    let metrics = burst.fold(&mut fold, &status);
-                    (fold, burst, metrics)
-                }));
+                folding.push_back(threads.fold(burst)?);
                 continue;
             }
             let metrics = burst.fold(&mut fold, &self.status);
-            spare.push((fold, burst));
+            spare.push(burst);
             if let Err(e) = publish(&ctx, metrics, &from).await {
                 break Err(e);
             }
         };
         // What was read is published, in order, while the bus takes it.
         let mut result = result;
-        while let Some(f) = folding.pop_front() {
-            let (_, _, metrics) = f.await?;
+        while let Some(mut f) = folding.pop_front() {
+            let (_, metrics) = folded(&mut f).await?;
             if result.is_ok() {
                 result = publish(&ctx, metrics, &from).await;
             }

@@ -34,9 +34,10 @@
 //!   last line to a reason, nothing else.
 //! - The datagrams waiting on the socket are read as one burst (up to 256
 //!   datagrams or 128 KiB); its lines are folded into one run per series,
-//!   the values kept in order (see [`fold`]; big bursts on a blocking
-//!   thread, two at a time, see [`listener`]), and published in the order
-//!   read as one [`Metric::Runs`] per source and topic, *lossless*: when a
+//!   the values kept in order (see [`fold`]; big bursts on the listener's
+//!   two fold threads, see [`listener`]), and published in the order read as one
+//!   [`Metric::Runs`] per source and topic (cut into several past 16 KiB,
+//!   so a full queue holds bounded bytes), *lossless*: when a
 //!   subscriber that must see everything (the logger) is behind, the
 //!   listener waits for it and stops reading. The kernel then queues
 //!   datagrams in the socket's receive buffer (8 MiB asked for, capped by

@@ -180,6 +180,51 @@ fn labels_past_the_limits_refuse_each_of_their_lines() {
     assert_eq!(s.malformed_by_reason[OVER_LIMITS], 2, "{s:?}");
 }
 
+/// Whatever a burst brings, one event holds at most `EVENT_BYTES`: a flood
+/// of new series is cut between runs, one busy series inside its run, and
+/// every value is still there, in order.
+#[test]
+fn events_hold_bounded_bytes_and_every_value_in_order() {
+    let status = Protocol::default();
+    let flood: Vec<Vec<u8>> = (0..256)
+        .map(|d| {
+            (0..20)
+                .map(|i| format!("flood.hits:1|c|#user:u{}\n", d * 20 + i))
+                .collect::<String>()
+                .into_bytes()
+        })
+        .collect();
+    let busy: Vec<Vec<u8>> = (0..256)
+        .map(|d| {
+            (0..20)
+                .map(|i| format!("busy:{}|g\n", d * 20 + i))
+                .collect::<String>()
+                .into_bytes()
+        })
+        .collect();
+    for burst in [flood, busy] {
+        let metrics = folded(&burst, &status);
+        assert!(metrics.len() > 1, "one burst, several events");
+        let mut samples = Vec::new();
+        for (_, m) in &metrics {
+            let Metric::Runs { runs, .. } = m else {
+                panic!("{m:?}")
+            };
+            let bytes: usize = runs.iter().map(Run::bytes).sum();
+            assert!(bytes <= EVENT_BYTES, "{bytes} bytes in one event");
+            m.for_each_sample(|s| samples.push(s.clone()));
+        }
+        assert_eq!(samples.len(), 256 * 20);
+        if samples[0].name == "busy" {
+            let values: Vec<Value> = samples.into_iter().map(|s| s.value).collect();
+            let sent: Vec<Value> = (0..256 * 20)
+                .map(|v| Value::Gauge { value: v as f64 })
+                .collect();
+            assert_eq!(values, sent);
+        }
+    }
+}
+
 /// Not a test: the listener's cost per line, folded and line by line
 /// (`cargo test --release -p busline-cli fold_speed -- --ignored --nocapture`).
 #[test]
