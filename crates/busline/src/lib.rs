@@ -166,7 +166,10 @@
 //!
 //! A lossless subscriber's queue is bounded. When it is full, `publish` waits
 //! until the subscriber makes room; the time spent waiting is counted on that
-//! subscriber (`SubscriberStats::blocked`). `try_publish` never waits: it
+//! subscriber (`SubscriberStats::blocked`). A waiting publisher is woken once
+//! an eighth of the queue is free (at least one slot), so a publisher paced
+//! by a slow subscriber is woken for a run of events rather than for each
+//! one; a publish that finds room goes ahead at once. `try_publish` never waits: it
 //! returns [`PublishError::Full`] naming the full subscriber and hands the
 //! event back. Delivery is all or nothing: a publish that waits has delivered
 //! to no one yet, so dropping its future loses nothing and duplicates nothing.

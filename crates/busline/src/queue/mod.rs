@@ -31,8 +31,12 @@
 //! A publisher that finds a lossless queue full registers its waker on the
 //! queue and sets the ring's `WAITING` flag, then looks again; a reader that
 //! moves its cursor looks at the flags after it (both sides `SeqCst`), so
-//! one of them always sees the other. The same handshake (`PRESSURED`)
-//! clears backpressure when the slowest reader drains to its low watermark.
+//! one of them always sees the other. A reader that sees `WAITING` settles
+//! the ring once its backlog is down to `wake_publishers_at` (an eighth of
+//! the capacity free), which wakes the publishers when the slowest reader
+//! is there: a publisher paced by a slow reader wakes once per run of
+//! events, not once per event. The same handshake (`PRESSURED`) clears
+//! backpressure when the slowest reader drains to its low watermark.
 //!
 //! # Checked with loom
 //!
@@ -239,6 +243,15 @@ impl<T> SubShared<T> {
     /// A queue group without a key: any member takes the next event.
     pub(crate) fn is_plain_group(&self) -> bool {
         self.is_group() && self.key.is_none()
+    }
+
+    /// A lossless ring wakes the publishers waiting for room once its
+    /// slowest member has at most this many events left: an eighth of the
+    /// capacity free (at least one slot), so that a publisher kept waiting
+    /// by a slow reader is woken for a run of events, not for each one.
+    pub(crate) fn wake_publishers_at(&self) -> u64 {
+        let cap = self.capacity as u64;
+        cap - (cap / 8).max(1)
     }
 
     pub(crate) fn ring(&self) -> &Ring<T> {

@@ -315,7 +315,8 @@ impl<T> State<T> {
     }
 
     /// After a member read or left: clears backpressure if the ring drained
-    /// to its low watermark, and hands waiting publishers the room there is.
+    /// to its low watermark, and wakes waiting publishers once the slowest
+    /// member is down to [`wake_publishers_at`](SubShared::wake_publishers_at).
     pub(crate) fn settle(&mut self, sub: &SubShared<T>) -> SmallVec<[Waker; 2]> {
         let ring = sub.ring();
         let tail = ring.tail();
@@ -327,7 +328,7 @@ impl<T> State<T> {
         }
         let mut wake = SmallVec::new();
         if !self.tx_wakers.is_empty()
-            && (sub.policy != Policy::Lossless || tail - slowest < sub.capacity as u64)
+            && (sub.policy != Policy::Lossless || tail - slowest <= sub.wake_publishers_at())
         {
             wake.extend(self.tx_wakers.drain(..));
         }

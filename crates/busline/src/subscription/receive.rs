@@ -282,13 +282,16 @@ const KEYED_BATCH: usize = 32;
 
 /// A lossless member read `pos` while `flags` were set: if it may be the
 /// member a waiting publisher (or raised backpressure) depends on, it
-/// settles the ring under the lock. Only the slowest members can be: a
-/// publisher waits on members that have the whole capacity waiting, and
-/// backpressure clears when the slowest one is down to the low watermark.
+/// settles the ring under the lock. A publisher waits while a member has
+/// the whole capacity waiting and is woken once the slowest one is down to
+/// `wake_publishers_at`; backpressure clears when the slowest one is down
+/// to the low watermark. Both compare with the ring's end as read now: a
+/// publish since can only move a settle to a later read (the member reads
+/// on), never skip the last one.
 fn settle_after_read<T>(sub: &SubShared<T>, flags: u32, pos: u64) {
     let ring = sub.ring();
     let before = ring.tail() - pos;
-    let room = flags & WAITING != 0 && before >= ring.capacity();
+    let room = flags & WAITING != 0 && before - 1 <= sub.wake_publishers_at();
     let low = flags & PRESSURED != 0 && before - 1 <= sub.low as u64;
     if room || low {
         let wake = sub.state.lock().settle(sub);
