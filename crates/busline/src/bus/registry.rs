@@ -174,7 +174,7 @@ impl<T: Send + Sync + 'static> Bus<T> {
             key: b.key,
             pressure: inner.pressure.clone(),
             ring: matches!(b.policy, Policy::Lossless | Policy::Lossy)
-                .then(|| Ring::new(capacity, b.policy == Policy::Lossless)),
+                .then(|| Box::new(Ring::new(capacity, b.policy == Policy::Lossless))),
             filtered: AtomicU64::new(0),
             blocked_ns: AtomicU64::new(0),
         });

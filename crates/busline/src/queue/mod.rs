@@ -89,8 +89,9 @@ pub(crate) struct SubShared<T> {
     pub(crate) key: Option<KeyFn<T>>,
     pub(crate) pressure: Arc<Pressure>,
     pub(crate) state: Mutex<State<T>>,
-    /// Lossless and lossy: the ring its members read.
-    pub(crate) ring: Option<Ring<T>>,
+    /// Lossless and lossy: the ring its members read (boxed: a cache line
+    /// of its own, and the other kinds do without it).
+    pub(crate) ring: Option<Box<Ring<T>>>,
     pub(crate) filtered: AtomicU64,
     pub(crate) blocked_ns: AtomicU64,
 }

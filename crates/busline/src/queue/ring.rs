@@ -95,17 +95,26 @@ struct Slot<T> {
 type Chunk<T> = Box<[Slot<T>]>;
 
 /// The slots, the end and the flags of one ring.
+///
+/// The whole ring is one cache line of its own (allocated apart from the
+/// subscriber's other fields): `tail` is written by the publisher on every
+/// event, and what shares the line with it is what every reader reads
+/// together with `tail` anyway (`flags`, which changes only when a publisher
+/// waits or backpressure is raised or cleared, and fields that never
+/// change). Members' cursors, written by their readers, are on lines of
+/// their own ([`MemberCell`]).
+#[repr(align(128))]
 pub(crate) struct Ring<T> {
+    /// The position the next event gets: written under the subscriber's lock.
+    tail: AtomicU64,
+    /// [`WAITING`] and [`PRESSURED`].
+    pub(crate) flags: AtomicU32,
+    lossless: bool,
     capacity: u64,
     /// `capacity - 1` when the capacity is a power of two (the default):
     /// a position's index is then a mask, not a division.
     mask: Option<u64>,
-    lossless: bool,
     chunks: Box<[OnceLock<Chunk<T>>]>,
-    /// The position the next event gets: written under the subscriber's lock.
-    tail: Padded<AtomicU64>,
-    /// [`WAITING`] and [`PRESSURED`].
-    pub(crate) flags: Padded<AtomicU32>,
 }
 
 // SAFETY: the cells are shared by the rules on `Slot`; what they hold is
@@ -146,8 +155,8 @@ impl<T> Ring<T> {
             mask: capacity.is_power_of_two().then(|| capacity as u64 - 1),
             lossless,
             chunks: (0..chunks).map(|_| OnceLock::new()).collect(),
-            tail: Padded(AtomicU64::new(0)),
-            flags: Padded(AtomicU32::new(0)),
+            tail: AtomicU64::new(0),
+            flags: AtomicU32::new(0),
         }
     }
 
