@@ -170,7 +170,10 @@ impl<T: Send + Sync + 'static> Bus<T> {
             high,
             low,
             filter: b.filter,
-            state: Mutex::new(State::new(b.key.is_some().then_some((id, stored)))),
+            state: Mutex::new(State::new(
+                &b.policy,
+                b.key.is_some().then_some((id, stored)),
+            )),
             key: b.key,
             pressure: inner.pressure.clone(),
             ring: matches!(b.policy, Policy::Lossless | Policy::Lossy)

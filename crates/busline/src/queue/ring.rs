@@ -164,6 +164,11 @@ impl<T> Ring<T> {
         self.capacity
     }
 
+    /// A lossless ring (publishers wait for room); otherwise lossy.
+    pub(crate) fn lossless(&self) -> bool {
+        self.lossless
+    }
+
     /// The position the next event gets (`Acquire`: every slot before it is written).
     pub(crate) fn tail(&self) -> u64 {
         self.tail.load(Ordering::Acquire)
