@@ -49,18 +49,6 @@ pub(crate) const PRESSURED: u32 = 2;
 /// publisher does not write over that slot until the member moves on.
 pub(crate) const BUSY: u64 = 1 << 63;
 
-/// Keeps a value on a cache line of its own (what one core writes often
-/// does not slow down what another reads).
-#[repr(align(128))]
-pub(crate) struct Padded<V>(pub(crate) V);
-
-impl<V> std::ops::Deref for Padded<V> {
-    type Target = V;
-    fn deref(&self) -> &V {
-        &self.0
-    }
-}
-
 /// One position of the ring.
 ///
 /// Who touches `env`, and when (the safety argument of every `unsafe` block
@@ -125,7 +113,13 @@ unsafe impl<T: Send + Sync> Send for Ring<T> {}
 /// What a member publishes for the publisher and for statistics; written
 /// by the member's own [`Subscription`](crate::Subscription), except that a
 /// lossy publisher moves the cursor past an event it writes over.
+///
+/// One cache line of its own (what the reader writes on every event does
+/// not slow down what another core reads); in its `Arc` the reference
+/// counts, written only when the cell is shared or let go, take the line
+/// before it.
 #[derive(Default)]
+#[repr(align(64))]
 pub(crate) struct MemberCell {
     /// The next position it reads: everything before it is read or lost
     /// ([`BUSY`] while a lossy member reads there).
@@ -138,12 +132,12 @@ pub(crate) struct MemberCell {
 }
 
 impl MemberCell {
-    pub(crate) fn new(cursor: u64) -> Padded<MemberCell> {
-        Padded(MemberCell {
+    pub(crate) fn new(cursor: u64) -> MemberCell {
+        MemberCell {
             cursor: AtomicU64::new(cursor),
             dropped: AtomicU64::new(0),
             peak: AtomicU64::new(0),
-        })
+        }
     }
 }
 

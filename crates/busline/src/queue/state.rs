@@ -12,7 +12,7 @@ use smallvec::SmallVec;
 
 use super::group::{For, GroupQueue, Keyed};
 use super::policy::Policy;
-use super::ring::{MemberCell, Padded, Ring, BUSY, PRESSURED, WAITING};
+use super::ring::{MemberCell, Ring, BUSY, PRESSURED, WAITING};
 use super::SubShared;
 use crate::envelope::Envelope;
 use crate::sync::fence;
@@ -23,7 +23,7 @@ pub(crate) struct Member {
     pub(crate) id: u64,
     pub(crate) name: Arc<str>,
     /// What its subscription publishes as it reads.
-    pub(crate) cell: Arc<Padded<MemberCell>>,
+    pub(crate) cell: Arc<MemberCell>,
     /// The ring's end when it joined: it is delivered everything after.
     pub(crate) joined: u64,
     pub(crate) discarded: u64,
@@ -54,7 +54,7 @@ impl Member {
 
 /// A ring member's own side: its cursor, and the ring's end as it last read it.
 pub(crate) struct Reader {
-    pub(crate) cell: Arc<Padded<MemberCell>>,
+    pub(crate) cell: Arc<MemberCell>,
     pub(crate) cursor: u64,
     /// While above `cursor`: positions before it are written (a ring's end
     /// it read). At `cursor`, it reads the ring's end again.
