@@ -138,14 +138,15 @@ impl Trie {
 
     /// Removes `id` registered under `pattern`; returns whether it was there.
     pub(crate) fn remove(&mut self, pattern: &Pattern, id: EntryId) -> bool {
-        let removed = Self::remove_at(&mut self.root, pattern.tokens(), id);
+        let tokens: SmallVec<[Token<'_>; 8]> = pattern.tokens().collect();
+        let removed = Self::remove_at(&mut self.root, &tokens, id);
         if removed {
             self.len -= 1;
         }
         removed
     }
 
-    fn remove_at(node: &mut Node, tokens: &[Token], id: EntryId) -> bool {
+    fn remove_at(node: &mut Node, tokens: &[Token<'_>], id: EntryId) -> bool {
         let take = |v: &mut SmallVec<[EntryId; 1]>| match v.iter().position(|&x| x == id) {
             Some(i) => {
                 v.swap_remove(i);

@@ -52,10 +52,10 @@ impl<T> Registry<T> {
 #[derive(PartialEq, Eq, Hash)]
 enum ShareKey {
     /// A queue group: (pattern, group).
-    Group(Box<str>, Box<str>),
+    Group(Pattern, Box<str>),
     /// A ring: unfiltered lossless or lossy subscribers with the same settings.
     Ring {
-        pattern: Box<str>,
+        pattern: Pattern,
         lossy: bool,
         capacity: usize,
         high: usize,
@@ -73,12 +73,9 @@ impl ShareKey {
         low: usize,
     ) -> Option<Self> {
         match policy {
-            Policy::Queue(group) => Some(ShareKey::Group(
-                pattern.as_str().into(),
-                group.as_str().into(),
-            )),
+            Policy::Queue(group) => Some(ShareKey::Group(pattern.clone(), group.as_str().into())),
             Policy::Lossless | Policy::Lossy if !filtered => Some(ShareKey::Ring {
-                pattern: pattern.as_str().into(),
+                pattern: pattern.clone(),
                 lossy: *policy == Policy::Lossy,
                 capacity,
                 high,
