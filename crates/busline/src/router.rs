@@ -5,6 +5,7 @@
 //! depth and on the subscribers that match, never on unrelated subscribers.
 
 use ahash::AHashMap;
+use smallvec::SmallVec;
 
 use crate::topic::{Pattern, Token};
 
@@ -19,12 +20,93 @@ pub(crate) struct Trie {
 
 #[derive(Default, Debug)]
 struct Node {
-    literal: AHashMap<Box<str>, Node>,
+    literal: Children,
     one: Option<Box<Node>>,
     /// Entries whose pattern ends here with `>`.
-    rest: Vec<EntryId>,
+    rest: SmallVec<[EntryId; 1]>,
     /// Entries whose pattern ends exactly here.
-    here: Vec<EntryId>,
+    here: SmallVec<[EntryId; 1]>,
+}
+
+/// A node's literal children: a list while there are few (most nodes have
+/// one or none, and a list of one costs one small allocation), a map once
+/// there are more than [`FEW`] (looking a token up costs the same however
+/// many there are).
+#[derive(Debug)]
+enum Children {
+    Few(Vec<(Box<str>, Node)>),
+    Many(Box<AHashMap<Box<str>, Node>>),
+}
+
+/// The most literal children a node keeps in a list.
+const FEW: usize = 8;
+
+impl Default for Children {
+    fn default() -> Self {
+        Children::Few(Vec::new())
+    }
+}
+
+impl Children {
+    fn is_empty(&self) -> bool {
+        match self {
+            Children::Few(v) => v.is_empty(),
+            Children::Many(m) => m.is_empty(),
+        }
+    }
+
+    fn get(&self, tok: &str) -> Option<&Node> {
+        match self {
+            Children::Few(v) => v.iter().find(|(k, _)| &**k == tok).map(|(_, n)| n),
+            Children::Many(m) => m.get(tok),
+        }
+    }
+
+    fn get_mut(&mut self, tok: &str) -> Option<&mut Node> {
+        match self {
+            Children::Few(v) => v.iter_mut().find(|(k, _)| &**k == tok).map(|(_, n)| n),
+            Children::Many(m) => m.get_mut(tok),
+        }
+    }
+
+    /// The child for `tok`, added if there is none.
+    fn entry(&mut self, tok: &str) -> &mut Node {
+        if let Children::Few(v) = self {
+            if v.len() >= FEW && !v.iter().any(|(k, _)| &**k == tok) {
+                let v = std::mem::take(v);
+                *self = Children::Many(Box::new(v.into_iter().collect()));
+            }
+        }
+        match self {
+            Children::Few(v) => {
+                let i = match v.iter().position(|(k, _)| &**k == tok) {
+                    Some(i) => i,
+                    None => {
+                        // Grown one at a time: a node's list holds what it needs.
+                        v.reserve_exact(1);
+                        v.push((tok.into(), Node::default()));
+                        v.len() - 1
+                    }
+                };
+                &mut v[i].1
+            }
+            Children::Many(m) => m.entry(tok.into()).or_default(),
+        }
+    }
+
+    fn remove(&mut self, tok: &str) {
+        match self {
+            Children::Few(v) => {
+                if let Some(i) = v.iter().position(|(k, _)| &**k == tok) {
+                    v.swap_remove(i);
+                    v.shrink_to_fit();
+                }
+            }
+            Children::Many(m) => {
+                m.remove(tok);
+            }
+        }
+    }
 }
 
 impl Node {
@@ -41,7 +123,7 @@ impl Trie {
         let mut node = &mut self.root;
         for tok in pattern.tokens() {
             match tok {
-                Token::Literal(l) => node = node.literal.entry(l.clone()).or_default(),
+                Token::Literal(l) => node = node.literal.entry(l),
                 Token::One => node = node.one.get_or_insert_with(Default::default),
                 Token::Rest => {
                     node.rest.push(id);
@@ -56,15 +138,16 @@ impl Trie {
 
     /// Removes `id` registered under `pattern`; returns whether it was there.
     pub(crate) fn remove(&mut self, pattern: &Pattern, id: EntryId) -> bool {
-        let removed = Self::remove_at(&mut self.root, pattern.tokens(), id);
+        let tokens: SmallVec<[Token<'_>; 8]> = pattern.tokens().collect();
+        let removed = Self::remove_at(&mut self.root, &tokens, id);
         if removed {
             self.len -= 1;
         }
         removed
     }
 
-    fn remove_at(node: &mut Node, tokens: &[Token], id: EntryId) -> bool {
-        let take = |v: &mut Vec<EntryId>| match v.iter().position(|&x| x == id) {
+    fn remove_at(node: &mut Node, tokens: &[Token<'_>], id: EntryId) -> bool {
+        let take = |v: &mut SmallVec<[EntryId; 1]>| match v.iter().position(|&x| x == id) {
             Some(i) => {
                 v.swap_remove(i);
                 true
@@ -87,12 +170,12 @@ impl Trie {
                 removed
             }
             Token::Literal(l) => {
-                let Some(child) = node.literal.get_mut(&**l) else {
+                let Some(child) = node.literal.get_mut(l) else {
                     return false;
                 };
                 let removed = Self::remove_at(child, rest, id);
                 if child.is_empty() {
-                    node.literal.remove(&**l);
+                    node.literal.remove(l);
                 }
                 removed
             }
@@ -111,7 +194,7 @@ impl Trie {
             return;
         };
         out.extend_from_slice(&node.rest);
-        if let Some(child) = node.literal.get(*first) {
+        if let Some(child) = node.literal.get(first) {
             Self::match_at(child, rest, out);
         }
         if let Some(child) = node.one.as_deref() {
@@ -152,6 +235,29 @@ mod tests {
         assert_eq!(ids(&t, "a.b"), vec![0, 2, 3, 4]);
         for (i, p) in pats.iter().enumerate() {
             t.remove(&Pattern::new(p).unwrap(), i as u64);
+        }
+        assert_eq!(t.len(), 0);
+        assert!(t.root.is_empty());
+    }
+
+    #[test]
+    fn many_literal_children_are_found_and_removed() {
+        let mut t = Trie::default();
+        let pats: Vec<Pattern> = (0..3 * FEW)
+            .map(|i| Pattern::new(&format!("a.t{i}")).unwrap())
+            .collect();
+        for (i, p) in pats.iter().enumerate() {
+            t.insert(p, i as u64);
+        }
+        assert!(matches!(
+            t.root.literal.get("a").unwrap().literal,
+            Children::Many(_)
+        ));
+        for i in 0..pats.len() {
+            assert_eq!(ids(&t, &format!("a.t{i}")), vec![i as u64]);
+        }
+        for (i, p) in pats.iter().enumerate() {
+            assert!(t.remove(p, i as u64));
         }
         assert_eq!(t.len(), 0);
         assert!(t.root.is_empty());

@@ -7,7 +7,7 @@
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use crate::queue::{Member, Policy, State, SubShared};
+use crate::queue::{Member, Receivers, State, SubShared};
 
 /// Counters of subscribers that are gone, kept so bus totals never go backwards.
 #[derive(Default, Clone, Copy)]
@@ -77,34 +77,34 @@ impl SubscriberStats {
     /// The counters of every subscriber reading `s` (a ring may have several).
     pub(crate) fn of<T>(s: &SubShared<T>) -> Vec<Self> {
         let st = s.state.lock();
-        if let Policy::Queue(_) | Policy::Latest = s.policy {
-            return vec![Self::of_queue(s, &st)];
+        if let Some(rx) = st.receivers() {
+            return vec![Self::of_queue(s, &st, rx)];
         }
-        st.readers
+        st.readers()
             .iter()
             .map(|m| Self::of_member(s, &st, m))
             .collect()
     }
 
     /// A queue group's or a `latest` subscriber's counters.
-    fn of_queue<T>(s: &SubShared<T>, st: &State<T>) -> Self {
+    fn of_queue<T>(s: &SubShared<T>, st: &State<T>, rx: &Receivers) -> Self {
         SubscriberStats {
             id: s.id,
             name: s.name.to_string(),
             pattern: s.pattern.to_string(),
             policy: s.policy.to_string(),
             capacity: s.capacity,
-            delivered: st.delivered,
-            received: st.received,
+            delivered: rx.delivered,
+            received: rx.received,
             dropped: 0,
-            superseded: st.superseded,
+            superseded: rx.superseded,
             filtered: s.filtered.load(Ordering::Relaxed),
             discarded: st.discarded,
             queued: st.depth(s),
-            peak: st.peak,
+            peak: rx.peak,
             blocked: Duration::from_nanos(s.blocked_ns.load(Ordering::Relaxed)),
             pressured: st.pressured,
-            members: st.members,
+            members: st.members(),
         }
     }
 

@@ -176,9 +176,9 @@ impl<'de> serde::Deserialize<'de> for Topic {
 }
 
 /// One token of a pattern.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub(crate) enum Token {
-    Literal(Box<str>),
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Token<'a> {
+    Literal(&'a str),
     /// `*`
     One,
     /// `>`
@@ -186,28 +186,19 @@ pub(crate) enum Token {
 }
 
 /// A validated subscription pattern: a topic that may contain `*` and a trailing `>`.
+///
+/// One allocation, the text: its tokens are read from it when needed
+/// (matching a topic goes through the bus's index, not through here).
 #[derive(Clone, PartialEq, Eq, Hash)]
 pub struct Pattern {
     text: Arc<str>,
-    tokens: Arc<[Token]>,
 }
 
 impl Pattern {
     /// Validates `s` as a pattern.
     pub fn new(s: &str) -> Result<Self, TopicError> {
         validate(s, true)?;
-        let tokens = s
-            .split('.')
-            .map(|t| match t {
-                "*" => Token::One,
-                ">" => Token::Rest,
-                lit => Token::Literal(lit.into()),
-            })
-            .collect();
-        Ok(Pattern {
-            text: Arc::from(s),
-            tokens,
-        })
+        Ok(Pattern { text: Arc::from(s) })
     }
 
     /// The pattern as written.
@@ -217,7 +208,7 @@ impl Pattern {
 
     /// Whether the pattern has no wildcard, i.e. matches exactly one topic.
     pub fn is_literal(&self) -> bool {
-        self.tokens.iter().all(|t| matches!(t, Token::Literal(_)))
+        self.tokens().all(|t| matches!(t, Token::Literal(_)))
     }
 
     /// Whether `topic` matches this pattern.
@@ -228,7 +219,7 @@ impl Pattern {
     /// Whether the (already valid) topic string matches this pattern.
     pub fn matches_str(&self, topic: &str) -> bool {
         let mut parts = topic.split('.');
-        for tok in self.tokens.iter() {
+        for tok in self.tokens() {
             match tok {
                 Token::Rest => return parts.next().is_some(),
                 Token::One => {
@@ -237,7 +228,7 @@ impl Pattern {
                     }
                 }
                 Token::Literal(l) => match parts.next() {
-                    Some(p) if p == &**l => {}
+                    Some(p) if p == l => {}
                     _ => return false,
                 },
             }
@@ -245,15 +236,20 @@ impl Pattern {
         parts.next().is_none()
     }
 
-    pub(crate) fn tokens(&self) -> &[Token] {
-        &self.tokens
+    /// Its tokens, in order.
+    pub(crate) fn tokens(&self) -> impl Iterator<Item = Token<'_>> + Clone {
+        self.text.split('.').map(|t| match t {
+            "*" => Token::One,
+            ">" => Token::Rest,
+            lit => Token::Literal(lit),
+        })
     }
 
     /// Whether some topic matches both this pattern and `other`.
     pub fn overlaps(&self, other: &Pattern) -> bool {
-        let (a, b) = (&*self.tokens, &*other.tokens);
-        for i in 0.. {
-            match (a.get(i), b.get(i)) {
+        let (mut a, mut b) = (self.tokens(), other.tokens());
+        loop {
+            match (a.next(), b.next()) {
                 (None, None) => return true,
                 // `>` takes the one or more tokens the other has from here.
                 (Some(Token::Rest), Some(_)) | (Some(_), Some(Token::Rest)) => return true,
@@ -262,14 +258,13 @@ impl Pattern {
                 _ => {}
             }
         }
-        unreachable!("patterns are finite")
     }
 
     /// Whether every topic matching `other` matches this pattern too.
     pub fn covers(&self, other: &Pattern) -> bool {
-        let (a, b) = (&*self.tokens, &*other.tokens);
-        for i in 0.. {
-            match (a.get(i), b.get(i)) {
+        let (mut a, mut b) = (self.tokens(), other.tokens());
+        loop {
+            match (a.next(), b.next()) {
                 (None, None) => return true,
                 (Some(Token::Rest), Some(_)) => return true,
                 (Some(Token::One), Some(Token::One | Token::Literal(_))) => {}
@@ -277,7 +272,6 @@ impl Pattern {
                 _ => return false,
             }
         }
-        unreachable!("patterns are finite")
     }
 }
 

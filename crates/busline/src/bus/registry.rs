@@ -52,10 +52,10 @@ impl<T> Registry<T> {
 #[derive(PartialEq, Eq, Hash)]
 enum ShareKey {
     /// A queue group: (pattern, group).
-    Group(Box<str>, Box<str>),
+    Group(Pattern, Box<str>),
     /// A ring: unfiltered lossless or lossy subscribers with the same settings.
     Ring {
-        pattern: Box<str>,
+        pattern: Pattern,
         lossy: bool,
         capacity: usize,
         high: usize,
@@ -73,12 +73,9 @@ impl ShareKey {
         low: usize,
     ) -> Option<Self> {
         match policy {
-            Policy::Queue(group) => Some(ShareKey::Group(
-                pattern.as_str().into(),
-                group.as_str().into(),
-            )),
+            Policy::Queue(group) => Some(ShareKey::Group(pattern.clone(), group.as_str().into())),
             Policy::Lossless | Policy::Lossy if !filtered => Some(ShareKey::Ring {
-                pattern: pattern.as_str().into(),
+                pattern: pattern.clone(),
                 lossy: *policy == Policy::Lossy,
                 capacity,
                 high,
@@ -170,11 +167,14 @@ impl<T: Send + Sync + 'static> Bus<T> {
             high,
             low,
             filter: b.filter,
-            state: Mutex::new(State::new(b.key.is_some().then_some((id, stored)))),
+            state: Mutex::new(State::new(
+                &b.policy,
+                b.key.is_some().then_some((id, stored)),
+            )),
             key: b.key,
             pressure: inner.pressure.clone(),
             ring: matches!(b.policy, Policy::Lossless | Policy::Lossy)
-                .then(|| Ring::new(capacity, b.policy == Policy::Lossless)),
+                .then(|| Box::new(Ring::new(capacity, b.policy == Policy::Lossless))),
             filtered: AtomicU64::new(0),
             blocked_ns: AtomicU64::new(0),
         });

@@ -159,7 +159,7 @@ fn start_keyed_group<T: 'static>(
     end: u64,
 ) -> Result<(), SubscribeError> {
     let mut st = sub.shared.state.lock();
-    let Some(group) = st.group.log_mut() else {
+    let Some(group) = st.log_mut() else {
         return Err(SubscribeError::Options {
             pattern: sub.shared.pattern.to_string(),
             reason: format!(
@@ -180,7 +180,8 @@ fn start_keyed_group<T: 'static>(
     };
     group.start_replay(replay, from.unwrap_or(end));
     // Members that came meanwhile wait for the replay: it has begun.
-    let wake: Vec<_> = st.rx_wakers.drain(..).map(|(_, w)| w).collect();
+    let rx = st.receivers_mut().expect("a queue group has receivers");
+    let wake: Vec<_> = rx.wakers.drain(..).map(|(_, w)| w).collect();
     drop(st);
     wake.into_iter().for_each(std::task::Waker::wake);
     Ok(())

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use smallvec::SmallVec;
 
-use super::{Policy, State, SubShared};
+use super::{State, SubShared};
 use crate::envelope::Envelope;
 use crate::sync::{Mutex, MutexGuard};
 
@@ -47,11 +47,7 @@ impl Full {
     fn at<T>(sub: &SubShared<T>, st: &State<T>) -> Full {
         Full {
             sub: sub.id,
-            member: if sub.ring.is_some() {
-                st.slowest_id
-            } else {
-                sub.id
-            },
+            member: st.waits_on(sub.id),
         }
     }
 }
@@ -60,7 +56,7 @@ impl Full {
 /// ring, of member `member` (the subscriber's own name if it left).
 pub(crate) fn member_name<T>(sub: &SubShared<T>, member: u64) -> Arc<str> {
     let st = sub.state.lock();
-    st.readers
+    st.readers()
         .iter()
         .find(|m| m.id == member)
         .map_or_else(|| sub.name.clone(), |m| m.name.clone())
@@ -81,7 +77,7 @@ pub(crate) fn add_blocked<T>(targets: &Targets<'_, T>, full: Full, d: Duration) 
         return;
     }
     let mut st = s.state.lock();
-    if let Some(m) = st.readers.iter_mut().find(|m| m.id == full.member) {
+    if let Some(m) = st.reader_mut(full.member) {
         m.blocked_ns += ns;
     }
 }
@@ -126,10 +122,7 @@ pub(crate) fn commit<T>(
         if !st.has_room(sub) && !st.wait_for_room(sub, waker) {
             return Err(Full::at(sub, &st));
         }
-        let delivered = match sub.policy {
-            Policy::Lossless | Policy::Lossy => st.readers.len(),
-            _ => 1,
-        };
+        let delivered = st.audience();
         let mut wake: SmallVec<[Waker; 8]> = SmallVec::new();
         st.push(sub, env.take().expect("delivered once"), &mut wake);
         drop(st);
@@ -157,10 +150,7 @@ pub(crate) fn commit<T>(
             continue;
         }
         let sub = targets.get(i);
-        delivered += match sub.policy {
-            Policy::Lossless | Policy::Lossy => st.readers.len(),
-            _ => 1,
-        };
+        delivered += st.audience();
         // The last target gets the publisher's reference: one clone fewer.
         let e = if i == last {
             env.take().expect("delivered once")

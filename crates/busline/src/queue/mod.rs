@@ -68,7 +68,7 @@ pub(crate) use group::{key_fn, KeyFn};
 pub use policy::{Filter, Policy};
 pub(crate) use pressure::Pressure;
 pub(crate) use ring::Ring;
-pub(crate) use state::{Member, Reader, State};
+pub(crate) use state::{Member, Queue, Reader, Receivers, State};
 
 /// What the router delivers to: one subscriber's queue, or a queue shared by
 /// several subscribers.
@@ -93,8 +93,9 @@ pub(crate) struct SubShared<T> {
     pub(crate) key: Option<KeyFn<T>>,
     pub(crate) pressure: Arc<Pressure>,
     pub(crate) state: Mutex<State<T>>,
-    /// Lossless and lossy: the ring its members read.
-    pub(crate) ring: Option<Ring<T>>,
+    /// Lossless and lossy: the ring its members read (boxed: a cache line
+    /// of its own, and the other kinds do without it).
+    pub(crate) ring: Option<Box<Ring<T>>>,
     pub(crate) filtered: AtomicU64,
     pub(crate) blocked_ns: AtomicU64,
 }
@@ -144,8 +145,9 @@ impl<T> SubShared<T> {
             ))),
             _ => {}
         }
-        st.members += 1;
-        st.group.join(id);
+        let group = st.group_mut().expect("a queue group's queue");
+        group.members += 1;
+        group.queue.join(id);
         Some(Ok(None))
     }
 
@@ -188,8 +190,8 @@ impl<T> SubShared<T> {
             last: true,
             wake: SmallVec::new(),
         };
-        match self.policy {
-            Policy::Lossless | Policy::Lossy => {
+        match &mut st.queue {
+            Queue::Ring(_) => {
                 // Events handed to this subscriber and never received: counted, not silent.
                 let (gone, w) = st.leave(self, member);
                 left.wake.extend(w);
@@ -201,26 +203,26 @@ impl<T> SubShared<T> {
                     discarded: m.discarded,
                 });
                 // The others read on; the last one takes the ring with it.
-                left.last = st.readers.is_empty();
+                left.last = st.readers().is_empty();
             }
-            Policy::Queue(_) => {
-                st.rx_wakers.retain(|(m, _)| *m != member);
-                st.members -= 1;
+            Queue::Group(g) => {
+                g.rx.wakers.retain(|(m, _)| *m != member);
+                g.members -= 1;
                 // A keyed group hands what it had not taken to others.
-                let handed = st.group.leave(member, unreceived);
-                if st.members > 0 {
+                let handed = g.queue.leave(member, unreceived);
+                if g.members > 0 {
                     left.last = false;
                     if self.key.is_some() {
                         for m in handed {
-                            left.wake.extend(st.take_rx_waker(m));
+                            left.wake.extend(g.rx.take(m));
                         }
-                    } else if !st.group.is_empty() && !st.rx_wakers.is_empty() {
+                    } else if !g.queue.is_empty() {
                         // What this member had not taken stays with the group.
-                        left.wake.push(st.rx_wakers.remove(0).1);
+                        left.wake.extend(g.rx.take_first());
                     }
                 }
             }
-            Policy::Latest => {}
+            Queue::Latest(_) => {}
         }
         if left.last {
             let before = st.discarded;

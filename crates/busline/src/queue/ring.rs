@@ -49,18 +49,6 @@ pub(crate) const PRESSURED: u32 = 2;
 /// publisher does not write over that slot until the member moves on.
 pub(crate) const BUSY: u64 = 1 << 63;
 
-/// Keeps a value on a cache line of its own (what one core writes often
-/// does not slow down what another reads).
-#[repr(align(128))]
-pub(crate) struct Padded<V>(pub(crate) V);
-
-impl<V> std::ops::Deref for Padded<V> {
-    type Target = V;
-    fn deref(&self) -> &V {
-        &self.0
-    }
-}
-
 /// One position of the ring.
 ///
 /// Who touches `env`, and when (the safety argument of every `unsafe` block
@@ -95,17 +83,26 @@ struct Slot<T> {
 type Chunk<T> = Box<[Slot<T>]>;
 
 /// The slots, the end and the flags of one ring.
+///
+/// The whole ring is one cache line of its own (allocated apart from the
+/// subscriber's other fields): `tail` is written by the publisher on every
+/// event, and what shares the line with it is what every reader reads
+/// together with `tail` anyway (`flags`, which changes only when a publisher
+/// waits or backpressure is raised or cleared, and fields that never
+/// change). Members' cursors, written by their readers, are on lines of
+/// their own ([`MemberCell`]).
+#[repr(align(128))]
 pub(crate) struct Ring<T> {
+    /// The position the next event gets: written under the subscriber's lock.
+    tail: AtomicU64,
+    /// [`WAITING`] and [`PRESSURED`].
+    pub(crate) flags: AtomicU32,
+    lossless: bool,
     capacity: u64,
     /// `capacity - 1` when the capacity is a power of two (the default):
     /// a position's index is then a mask, not a division.
     mask: Option<u64>,
-    lossless: bool,
     chunks: Box<[OnceLock<Chunk<T>>]>,
-    /// The position the next event gets: written under the subscriber's lock.
-    tail: Padded<AtomicU64>,
-    /// [`WAITING`] and [`PRESSURED`].
-    pub(crate) flags: Padded<AtomicU32>,
 }
 
 // SAFETY: the cells are shared by the rules on `Slot`; what they hold is
@@ -116,7 +113,13 @@ unsafe impl<T: Send + Sync> Send for Ring<T> {}
 /// What a member publishes for the publisher and for statistics; written
 /// by the member's own [`Subscription`](crate::Subscription), except that a
 /// lossy publisher moves the cursor past an event it writes over.
+///
+/// One cache line of its own (what the reader writes on every event does
+/// not slow down what another core reads); in its `Arc` the reference
+/// counts, written only when the cell is shared or let go, take the line
+/// before it.
 #[derive(Default)]
+#[repr(align(64))]
 pub(crate) struct MemberCell {
     /// The next position it reads: everything before it is read or lost
     /// ([`BUSY`] while a lossy member reads there).
@@ -129,12 +132,12 @@ pub(crate) struct MemberCell {
 }
 
 impl MemberCell {
-    pub(crate) fn new(cursor: u64) -> Padded<MemberCell> {
-        Padded(MemberCell {
+    pub(crate) fn new(cursor: u64) -> MemberCell {
+        MemberCell {
             cursor: AtomicU64::new(cursor),
             dropped: AtomicU64::new(0),
             peak: AtomicU64::new(0),
-        })
+        }
     }
 }
 
@@ -146,13 +149,18 @@ impl<T> Ring<T> {
             mask: capacity.is_power_of_two().then(|| capacity as u64 - 1),
             lossless,
             chunks: (0..chunks).map(|_| OnceLock::new()).collect(),
-            tail: Padded(AtomicU64::new(0)),
-            flags: Padded(AtomicU32::new(0)),
+            tail: AtomicU64::new(0),
+            flags: AtomicU32::new(0),
         }
     }
 
     pub(crate) fn capacity(&self) -> u64 {
         self.capacity
+    }
+
+    /// A lossless ring (publishers wait for room); otherwise lossy.
+    pub(crate) fn lossless(&self) -> bool {
+        self.lossless
     }
 
     /// The position the next event gets (`Acquire`: every slot before it is written).

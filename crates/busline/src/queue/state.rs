@@ -1,5 +1,6 @@
-//! What a subscriber's lock guards: the ring's members, a queue group's
-//! queue, a `latest` subscriber's values, and the wakers of both sides.
+//! What a subscriber's lock guards: one [`Queue`] by kind (the ring's
+//! members, a queue group's queue, a `latest` subscriber's values, with
+//! their receivers' wakers), and the publishers waiting for room.
 
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
@@ -10,8 +11,9 @@ use ahash::AHashMap;
 use smallvec::SmallVec;
 
 use super::group::{For, GroupQueue, Keyed};
-use super::ring::{MemberCell, Padded, Ring, BUSY, PRESSURED, WAITING};
-use super::{Policy, SubShared};
+use super::policy::Policy;
+use super::ring::{MemberCell, Ring, BUSY, PRESSURED, WAITING};
+use super::SubShared;
 use crate::envelope::Envelope;
 use crate::sync::fence;
 use crate::topic::Topic;
@@ -21,7 +23,7 @@ pub(crate) struct Member {
     pub(crate) id: u64,
     pub(crate) name: Arc<str>,
     /// What its subscription publishes as it reads.
-    pub(crate) cell: Arc<Padded<MemberCell>>,
+    pub(crate) cell: Arc<MemberCell>,
     /// The ring's end when it joined: it is delivered everything after.
     pub(crate) joined: u64,
     pub(crate) discarded: u64,
@@ -42,11 +44,17 @@ impl Member {
     pub(crate) fn dropped(&self) -> u64 {
         self.cell.dropped.load(Ordering::Relaxed)
     }
+
+    /// Events waiting for it (a lossy ring holds at most its capacity).
+    pub(crate) fn depth<T>(&self, ring: &Ring<T>) -> usize {
+        let tail = ring.tail();
+        (tail - self.cursor().max(ring.oldest(tail))) as usize
+    }
 }
 
 /// A ring member's own side: its cursor, and the ring's end as it last read it.
 pub(crate) struct Reader {
-    pub(crate) cell: Arc<Padded<MemberCell>>,
+    pub(crate) cell: Arc<MemberCell>,
     pub(crate) cursor: u64,
     /// While above `cursor`: positions before it are written (a ring's end
     /// it read). At `cursor`, it reads the ring's end again.
@@ -54,162 +62,246 @@ pub(crate) struct Reader {
     pub(crate) peak: u64,
 }
 
+/// What a subscriber's lock guards.
 pub(crate) struct State<T> {
-    /// Lossless and lossy: the ring's members.
+    /// The queue, by kind.
+    pub(crate) queue: Queue<T>,
+    /// Publishers waiting for room.
+    pub(crate) tx_wakers: SmallVec<[Waker; 2]>,
+    pub(crate) closed: bool,
+    pub(crate) pressured: bool,
+    pub(crate) discarded: u64,
+}
+
+/// A subscriber's queue: one kind per [`Policy`].
+pub(crate) enum Queue<T> {
+    /// Lossless and lossy: the members of the ring (the ring itself is read
+    /// without the lock: [`SubShared::ring`]).
+    Ring(RingMembers),
+    /// A queue group's events not taken yet.
+    Group(Box<Group<T>>),
+    /// `latest`: the newest event per topic.
+    Latest(Box<Latest<T>>),
+}
+
+/// A ring's members, and what publishers learnt of their cursors.
+pub(crate) struct RingMembers {
     pub(crate) readers: SmallVec<[Member; 1]>,
-    /// Ring members with a waker set (waiting for an event).
+    /// Members with a waker set (waiting for an event).
     pub(crate) parked: usize,
-    /// Rings: a lower bound of the lowest member cursor (the oldest event
-    /// some member has not read), refreshed from the members' cursors when
-    /// the ring looks full.
+    /// A lower bound of the lowest member cursor (the oldest event some
+    /// member has not read), refreshed from the members' cursors when the
+    /// ring looks full.
     pub(crate) slowest: u64,
     /// The member whose cursor the last refresh found lowest: the one a
     /// lossless publisher that found the ring full waits on.
     pub(crate) slowest_id: u64,
-    /// Queue groups: the events not taken yet.
-    pub(crate) group: GroupQueue<T>,
-    /// `Latest` only: newest event per topic, and the order topics became pending.
-    pub(crate) latest: AHashMap<Topic, Arc<Envelope<T>>>,
-    pub(crate) latest_order: VecDeque<Topic>,
-    /// Queue groups and `latest`: receivers waiting for an event, by member id.
-    pub(crate) rx_wakers: SmallVec<[(u64, Waker); 1]>,
-    /// Publishers waiting for room.
-    pub(crate) tx_wakers: SmallVec<[Waker; 2]>,
-    pub(crate) closed: bool,
-    /// Queue groups and `latest` (rings count per member).
+}
+
+/// A queue group: its queue and its members.
+pub(crate) struct Group<T> {
+    pub(crate) queue: GroupQueue<T>,
+    /// Members currently joined.
+    pub(crate) members: usize,
+    pub(crate) rx: Receivers,
+}
+
+/// A `latest` subscriber's values.
+pub(crate) struct Latest<T> {
+    /// The newest event per topic.
+    values: AHashMap<Topic, Arc<Envelope<T>>>,
+    /// The order topics became pending.
+    order: VecDeque<Topic>,
+    pub(crate) rx: Receivers,
+}
+
+/// Queue groups and `latest`: receivers waiting, and the counters (a ring
+/// keeps them per member).
+#[derive(Default)]
+pub(crate) struct Receivers {
+    /// Receivers waiting for an event, by member id.
+    pub(crate) wakers: SmallVec<[(u64, Waker); 1]>,
     pub(crate) delivered: u64,
     pub(crate) received: u64,
     pub(crate) superseded: u64,
-    pub(crate) discarded: u64,
-    pub(crate) pressured: bool,
     pub(crate) peak: usize,
-    /// Queue groups: members currently joined.
-    pub(crate) members: usize,
+}
+
+impl Receivers {
+    /// Takes back the waker of receiver `member`, if it waits.
+    pub(crate) fn take(&mut self, member: u64) -> Option<Waker> {
+        let i = self.wakers.iter().position(|(m, _)| *m == member)?;
+        Some(self.wakers.remove(i).1)
+    }
+
+    /// The first waiting receiver's waker.
+    pub(crate) fn take_first(&mut self) -> Option<Waker> {
+        (!self.wakers.is_empty()).then(|| self.wakers.remove(0).1)
+    }
+}
+
+impl<T> Latest<T> {
+    /// The oldest pending topic's newest event.
+    pub(crate) fn take(&mut self) -> Option<Arc<Envelope<T>>> {
+        let t = self.order.pop_front()?;
+        Some(
+            self.values
+                .remove(&t)
+                .expect("every pending topic has a latest value"),
+        )
+    }
 }
 
 impl<T> State<T> {
-    /// A new queue's state; `keyed_by` is a keyed group's first member, and
-    /// whether the group is on persisted topics (see `keyed_log`).
-    pub(crate) fn new(keyed_by: Option<(u64, bool)>) -> Self {
+    /// A new queue's state for `policy`; `keyed_by` is a keyed group's first
+    /// member, and whether the group is on persisted topics (see `keyed_log`).
+    pub(crate) fn new(policy: &Policy, keyed_by: Option<(u64, bool)>) -> Self {
+        let queue = match policy {
+            Policy::Lossless | Policy::Lossy => Queue::Ring(RingMembers {
+                readers: SmallVec::new(),
+                parked: 0,
+                slowest: 0,
+                slowest_id: 0,
+            }),
+            Policy::Queue(_) => Queue::Group(Box::new(Group {
+                queue: match keyed_by {
+                    Some((id, logged)) => GroupQueue::Keyed(Box::new(Keyed::new(id, logged))),
+                    None => GroupQueue::Plain(VecDeque::new()),
+                },
+                members: 1,
+                rx: Receivers::default(),
+            })),
+            Policy::Latest => Queue::Latest(Box::new(Latest {
+                values: AHashMap::new(),
+                order: VecDeque::new(),
+                rx: Receivers::default(),
+            })),
+        };
         State {
-            readers: SmallVec::new(),
-            parked: 0,
-            slowest: 0,
-            slowest_id: 0,
-            group: match keyed_by {
-                Some((id, logged)) => GroupQueue::Keyed(Box::new(Keyed::new(id, logged))),
-                None => GroupQueue::Plain(VecDeque::new()),
-            },
-            latest: AHashMap::new(),
-            latest_order: VecDeque::new(),
-            rx_wakers: SmallVec::new(),
+            queue,
             tx_wakers: SmallVec::new(),
             closed: false,
-            delivered: 0,
-            received: 0,
-            superseded: 0,
-            discarded: 0,
             pressured: false,
-            peak: 0,
-            members: 1,
+            discarded: 0,
         }
     }
 
-    /// Events waiting for ring member `m` (a lossy ring holds at most its capacity).
-    pub(crate) fn member_depth(&self, sub: &SubShared<T>, m: &Member) -> usize {
-        let ring = sub.ring();
-        let tail = ring.tail();
-        (tail - m.cursor().max(ring.oldest(tail))) as usize
+    /// A ring's members (none for the other kinds).
+    pub(crate) fn readers(&self) -> &[Member] {
+        match &self.queue {
+            Queue::Ring(r) => &r.readers,
+            _ => &[],
+        }
     }
 
-    /// Refreshes [`slowest`](Self::slowest) and
-    /// [`slowest_id`](Self::slowest_id) from the members' cursors, and their
-    /// peaks from what each has waiting.
-    fn refresh_slowest(&mut self, sub: &SubShared<T>) -> u64 {
-        let ring = sub.ring();
-        let tail = ring.tail();
-        let oldest = ring.oldest(tail);
-        let mut slowest = tail;
-        for m in self.readers.iter_mut() {
-            let c = m.cursor();
-            if c < slowest {
-                slowest = c;
-                self.slowest_id = m.id;
-            }
-            // (A lossy member behind the oldest event has lost the rest.)
-            m.peak = m.peak.max(tail - c.max(oldest));
+    /// Ring member `id`, if it still reads.
+    pub(crate) fn reader_mut(&mut self, id: u64) -> Option<&mut Member> {
+        match &mut self.queue {
+            Queue::Ring(r) => r.readers.iter_mut().find(|m| m.id == id),
+            _ => None,
         }
-        self.slowest = slowest;
-        slowest
+    }
+
+    /// A queue group's or a `latest` subscriber's receivers.
+    pub(crate) fn receivers(&self) -> Option<&Receivers> {
+        match &self.queue {
+            Queue::Ring(_) => None,
+            Queue::Group(g) => Some(&g.rx),
+            Queue::Latest(l) => Some(&l.rx),
+        }
+    }
+
+    /// See [`receivers`](Self::receivers).
+    pub(crate) fn receivers_mut(&mut self) -> Option<&mut Receivers> {
+        match &mut self.queue {
+            Queue::Ring(_) => None,
+            Queue::Group(g) => Some(&mut g.rx),
+            Queue::Latest(l) => Some(&mut l.rx),
+        }
+    }
+
+    /// Subscribers reading the queue: a group's members, or one.
+    pub(crate) fn members(&self) -> usize {
+        match &self.queue {
+            Queue::Group(g) => g.members,
+            _ => 1,
+        }
+    }
+
+    /// A queue group's queue.
+    pub(crate) fn group_mut(&mut self) -> Option<&mut Group<T>> {
+        match &mut self.queue {
+            Queue::Group(g) => Some(g),
+            _ => None,
+        }
+    }
+
+    /// A keyed group's log, if it has one.
+    pub(crate) fn log_mut(&mut self) -> Option<&mut Keyed<T>> {
+        self.group_mut()?.queue.log_mut()
+    }
+
+    /// How many subscribers an event put in this queue is delivered to.
+    pub(crate) fn audience(&self) -> usize {
+        match &self.queue {
+            Queue::Ring(r) => r.readers.len(),
+            _ => 1,
+        }
+    }
+
+    /// The member a lossless publisher that found the queue full waits on:
+    /// a ring's slowest member, otherwise the subscriber itself (`sub`).
+    pub(crate) fn waits_on(&self, sub: u64) -> u64 {
+        match &self.queue {
+            Queue::Ring(r) => r.slowest_id,
+            _ => sub,
+        }
+    }
+
+    /// A ring's members (the queue of a lossless or lossy subscriber).
+    fn ring_members(&mut self) -> &mut RingMembers {
+        match &mut self.queue {
+            Queue::Ring(r) => r,
+            _ => unreachable!("lossless and lossy subscribers have a ring"),
+        }
     }
 
     /// Events waiting: for a ring, the most any member has waiting.
     pub(crate) fn depth(&self, sub: &SubShared<T>) -> usize {
-        match sub.policy {
-            Policy::Lossless | Policy::Lossy => self
-                .readers
-                .iter()
-                .map(|m| self.member_depth(sub, m))
-                .max()
-                .unwrap_or(0),
-            Policy::Latest => self.latest_order.len(),
-            Policy::Queue(_) => self.group.len(),
+        match &self.queue {
+            Queue::Ring(r) => {
+                let ring = sub.ring();
+                r.readers.iter().map(|m| m.depth(ring)).max().unwrap_or(0)
+            }
+            Queue::Group(g) => g.queue.len(),
+            Queue::Latest(l) => l.order.len(),
         }
     }
 
-    /// Puts `env` in the queue following `sub`'s policy (room was checked for
-    /// lossless queues); receivers to wake go to `wake`.
+    /// Puts `env` in the queue (room was checked for lossless queues);
+    /// receivers to wake go to `wake`.
     pub(crate) fn push(
         &mut self,
         sub: &SubShared<T>,
         env: Arc<Envelope<T>>,
         wake: &mut SmallVec<[Waker; 8]>,
     ) {
-        match sub.policy {
-            Policy::Latest => {
-                self.delivered += 1;
-                if let Some(old) = self.latest.get_mut(&env.topic) {
-                    *old = env;
-                    self.superseded += 1;
-                } else {
-                    self.latest_order.push_back(env.topic.clone());
-                    self.latest.insert(env.topic.clone(), env);
-                }
-                self.peak = self.peak.max(self.latest_order.len());
-            }
-            Policy::Queue(_) => {
-                self.delivered += 1;
-                let key = sub.key.as_ref().map(|k| k(&env));
-                let to = self.group.push(env, key);
-                let depth = self.group.len();
-                self.peak = self.peak.max(depth);
-                if !self.pressured && depth >= sub.high {
-                    self.pressured = true;
-                    sub.pressure.raise();
-                }
-                match to {
-                    // A keyed group's event waits for its one member.
-                    For::Member(m) => return wake.extend(self.take_rx_waker(m)),
-                    For::Nobody => return,
-                    // A plain group wakes one waiting member (below).
-                    For::Any => {}
-                }
-            }
-            Policy::Lossless | Policy::Lossy => {
+        match &mut self.queue {
+            Queue::Ring(r) => {
                 let ring = sub.ring();
-                if sub.policy == Policy::Lossy {
-                    self.make_way(ring);
+                if !ring.lossless() {
+                    r.make_way(ring);
                 }
                 // A lossy ring's oldest event goes if a member had not read it.
-                let old = ring.push(env, self.readers.len() as u32);
-                if sub.policy == Policy::Lossless && !self.pressured {
+                let old = ring.push(env, r.readers.len() as u32);
+                if ring.lossless() && !self.pressured {
                     let tail = ring.tail();
-                    if tail - self.slowest >= sub.high as u64 {
+                    if tail - r.slowest >= sub.high as u64 {
                         // Flag first, then look: a reader moving on at the
                         // same time either is seen or sees the flag.
                         ring.flags.fetch_or(PRESSURED, Ordering::Relaxed);
                         fence(Ordering::SeqCst);
-                        if tail - self.refresh_slowest(sub) >= sub.high as u64 {
+                        if tail - r.refresh_slowest(ring) >= sub.high as u64 {
                             self.pressured = true;
                             sub.pressure.raise();
                         } else {
@@ -219,53 +311,60 @@ impl<T> State<T> {
                 }
                 // Members' entries are written by their readers only when
                 // they park: look at them only when one of them waits.
-                if self.parked > 0 {
-                    self.parked = 0;
-                    wake.extend(self.readers.iter_mut().filter_map(|m| m.waker.take()));
+                if r.parked > 0 {
+                    r.parked = 0;
+                    wake.extend(r.readers.iter_mut().filter_map(|m| m.waker.take()));
                 }
                 drop(old);
-                return;
+            }
+            Queue::Group(g) => {
+                g.rx.delivered += 1;
+                let key = sub.key.as_ref().map(|k| k(&env));
+                let to = g.queue.push(env, key);
+                let depth = g.queue.len();
+                g.rx.peak = g.rx.peak.max(depth);
+                if !self.pressured && depth >= sub.high {
+                    self.pressured = true;
+                    sub.pressure.raise();
+                }
+                wake.extend(match to {
+                    // A keyed group's event waits for its one member.
+                    For::Member(m) => g.rx.take(m),
+                    For::Nobody => None,
+                    // A plain group wakes one waiting member.
+                    For::Any => g.rx.take_first(),
+                });
+            }
+            Queue::Latest(l) => {
+                l.rx.delivered += 1;
+                if let Some(old) = l.values.get_mut(&env.topic) {
+                    *old = env;
+                    l.rx.superseded += 1;
+                } else {
+                    l.order.push_back(env.topic.clone());
+                    l.values.insert(env.topic.clone(), env);
+                }
+                l.rx.peak = l.rx.peak.max(l.order.len());
+                wake.extend(l.rx.take_first());
             }
         }
-        if !self.rx_wakers.is_empty() {
-            wake.push(self.rx_wakers.remove(0).1);
-        }
     }
 
-    /// Takes back the waker of receiver `member`, if it waits.
-    pub(crate) fn take_rx_waker(&mut self, member: u64) -> Option<Waker> {
-        let i = self.rx_wakers.iter().position(|(m, _)| *m == member)?;
-        Some(self.rx_wakers.remove(i).1)
-    }
-
-    /// A full lossy ring is about to write over its oldest event: members
-    /// that have not read it are moved past it (they find out from their
-    /// cursor: `Lagged`).
-    fn make_way(&mut self, ring: &Ring<T>) {
-        let tail = ring.tail();
-        let Some(old) = tail.checked_sub(ring.capacity()) else {
-            return;
-        };
-        if self.slowest > old {
-            return;
-        }
-        let mut slowest = tail;
-        for m in &self.readers {
-            slowest = slowest.min(ring.move_past(&m.cell, old));
-        }
-        self.slowest = slowest;
-    }
-
-    /// Whether a lossless queue can take one more event now.
+    /// Whether the queue can take one more event now (only a lossless ring
+    /// and a queue group can be full).
     pub(crate) fn has_room(&mut self, sub: &SubShared<T>) -> bool {
-        match sub.policy {
-            Policy::Lossless => {
-                let tail = sub.ring().tail();
-                let cap = sub.capacity as u64;
-                tail - self.slowest < cap || tail - self.refresh_slowest(sub) < cap
+        match &mut self.queue {
+            Queue::Ring(r) => {
+                let ring = sub.ring();
+                if !ring.lossless() {
+                    return true;
+                }
+                let tail = ring.tail();
+                let cap = ring.capacity();
+                tail - r.slowest < cap || tail - r.refresh_slowest(ring) < cap
             }
-            Policy::Queue(_) => self.group.len() < sub.capacity,
-            Policy::Lossy | Policy::Latest => true,
+            Queue::Group(g) => g.queue.len() < sub.capacity,
+            Queue::Latest(_) => true,
         }
     }
 
@@ -275,9 +374,10 @@ impl<T> State<T> {
         let Some(w) = waker else {
             return false;
         };
-        if sub.policy == Policy::Lossless {
-            // Flag first, then look again: the reader that makes room
-            // either is seen here or sees the flag and wakes us.
+        if let Queue::Ring(_) = self.queue {
+            // (A lossless ring: a lossy one always has room.) Flag first,
+            // then look again: the reader that makes room either is seen
+            // here or sees the flag and wakes us.
             sub.ring().flags.fetch_or(WAITING, Ordering::Relaxed);
             fence(Ordering::SeqCst);
             if self.has_room(sub) {
@@ -293,34 +393,47 @@ impl<T> State<T> {
     /// Marks closed and discards what is queued; returns wakers to wake.
     pub(crate) fn close(&mut self, sub: &SubShared<T>, discard: bool) -> SmallVec<[Waker; 4]> {
         self.closed = true;
-        if discard {
-            // (A ring is discarded only once its last member left.)
-            debug_assert!(self.readers.is_empty());
-            if let Some(ring) = &sub.ring {
-                ring.clear();
-            }
-            self.discarded += (self.group.clear() + self.latest_order.len()) as u64;
-            self.latest.clear();
-            self.latest_order.clear();
-        }
         if self.pressured {
             self.pressured = false;
             sub.pressure.lower();
         }
         let mut w: SmallVec<[Waker; 4]> = self.tx_wakers.drain(..).collect();
-        w.extend(self.rx_wakers.drain(..).map(|(_, w)| w));
-        w.extend(self.readers.iter_mut().filter_map(|m| m.waker.take()));
-        self.parked = 0;
+        match &mut self.queue {
+            Queue::Ring(r) => {
+                if discard {
+                    // (A ring is discarded only once its last member left.)
+                    debug_assert!(r.readers.is_empty());
+                    sub.ring().clear();
+                }
+                w.extend(r.readers.iter_mut().filter_map(|m| m.waker.take()));
+                r.parked = 0;
+            }
+            Queue::Group(g) => {
+                if discard {
+                    self.discarded += g.queue.clear() as u64;
+                }
+                w.extend(g.rx.wakers.drain(..).map(|(_, w)| w));
+            }
+            Queue::Latest(l) => {
+                if discard {
+                    self.discarded += l.order.len() as u64;
+                    l.values.clear();
+                    l.order.clear();
+                }
+                w.extend(l.rx.wakers.drain(..).map(|(_, w)| w));
+            }
+        }
         w
     }
 
-    /// After a member read or left: clears backpressure if the ring drained
-    /// to its low watermark, and wakes waiting publishers once the slowest
-    /// member is down to [`wake_publishers_at`](SubShared::wake_publishers_at).
+    /// After a ring member read or left: clears backpressure if the ring
+    /// drained to its low watermark, and wakes waiting publishers once the
+    /// slowest member is down to
+    /// [`wake_publishers_at`](SubShared::wake_publishers_at).
     pub(crate) fn settle(&mut self, sub: &SubShared<T>) -> SmallVec<[Waker; 2]> {
         let ring = sub.ring();
         let tail = ring.tail();
-        let slowest = self.refresh_slowest(sub);
+        let slowest = self.ring_members().refresh_slowest(ring);
         if self.pressured && tail - slowest <= sub.low as u64 {
             self.pressured = false;
             sub.pressure.lower();
@@ -328,7 +441,7 @@ impl<T> State<T> {
         }
         let mut wake = SmallVec::new();
         if !self.tx_wakers.is_empty()
-            && (sub.policy != Policy::Lossless || tail - slowest <= sub.wake_publishers_at())
+            && (!ring.lossless() || tail - slowest <= sub.wake_publishers_at())
         {
             wake.extend(self.tx_wakers.drain(..));
         }
@@ -342,7 +455,7 @@ impl<T> State<T> {
     pub(crate) fn join(&mut self, sub: &SubShared<T>, id: u64, name: Arc<str>) -> Reader {
         let tail = sub.ring().tail();
         let cell = Arc::new(MemberCell::new(tail));
-        self.readers.push(Member {
+        self.ring_members().readers.push(Member {
             id,
             name,
             cell: cell.clone(),
@@ -368,12 +481,13 @@ impl<T> State<T> {
         sub: &SubShared<T>,
         id: u64,
     ) -> (Option<Member>, SmallVec<[Waker; 2]>) {
-        let Some(i) = self.readers.iter().position(|m| m.id == id) else {
+        let r = self.ring_members();
+        let Some(i) = r.readers.iter().position(|m| m.id == id) else {
             return (None, SmallVec::new());
         };
-        let mut m = self.readers.swap_remove(i);
+        let mut m = r.readers.swap_remove(i);
         if m.waker.take().is_some() {
-            self.parked = self.parked.saturating_sub(1);
+            r.parked = r.parked.saturating_sub(1);
         }
         let ring = sub.ring();
         let tail = ring.tail();
@@ -386,5 +500,45 @@ impl<T> State<T> {
         m.cell.cursor.store(tail, Ordering::Release);
         let wake = self.settle(sub);
         (Some(m), wake)
+    }
+}
+
+impl RingMembers {
+    /// Refreshes [`slowest`](Self::slowest) and
+    /// [`slowest_id`](Self::slowest_id) from the members' cursors, and their
+    /// peaks from what each has waiting.
+    fn refresh_slowest<T>(&mut self, ring: &Ring<T>) -> u64 {
+        let tail = ring.tail();
+        let oldest = ring.oldest(tail);
+        let mut slowest = tail;
+        for m in self.readers.iter_mut() {
+            let c = m.cursor();
+            if c < slowest {
+                slowest = c;
+                self.slowest_id = m.id;
+            }
+            // (A lossy member behind the oldest event has lost the rest.)
+            m.peak = m.peak.max(tail - c.max(oldest));
+        }
+        self.slowest = slowest;
+        slowest
+    }
+
+    /// A full lossy ring is about to write over its oldest event: members
+    /// that have not read it are moved past it (they find out from their
+    /// cursor: `Lagged`).
+    fn make_way<T>(&mut self, ring: &Ring<T>) {
+        let tail = ring.tail();
+        let Some(old) = tail.checked_sub(ring.capacity()) else {
+            return;
+        };
+        if self.slowest > old {
+            return;
+        }
+        let mut slowest = tail;
+        for m in &self.readers {
+            slowest = slowest.min(ring.move_past(&m.cell, old));
+        }
+        self.slowest = slowest;
     }
 }

@@ -112,7 +112,7 @@ impl<T: Send + Sync + 'static> Subscription<T> {
         use crate::stats::SubscriberStats;
         if let Policy::Lossless | Policy::Lossy = self.shared.policy {
             let st = self.shared.state.lock();
-            if let Some(m) = st.readers.iter().find(|m| m.id == self.member) {
+            if let Some(m) = st.readers().iter().find(|m| m.id == self.member) {
                 return SubscriberStats::of_member(&self.shared, &st, m);
             }
         }

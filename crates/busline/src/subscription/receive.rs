@@ -8,11 +8,11 @@ use std::task::{Context, Poll, Waker};
 
 use smallvec::SmallVec;
 
-use super::{Policy, Subscription};
+use super::Subscription;
 use crate::envelope::Envelope;
 use crate::error::RecvError;
 use crate::queue::ring::{BUSY, PRESSURED, WAITING};
-use crate::queue::SubShared;
+use crate::queue::{Queue, SubShared};
 use crate::sync::fence;
 
 /// Polls that find nothing and yield (with tokio's deferred `yield_now`)
@@ -100,9 +100,9 @@ impl<T: Send + Sync + 'static> Subscription<T> {
         if cx.is_none() {
             self.yielded = 0;
         }
-        match self.shared.policy {
-            Policy::Lossless | Policy::Lossy => self.poll_ring(cx),
-            Policy::Latest | Policy::Queue(_) => self.poll_queue(cx),
+        match self.shared.ring {
+            Some(_) => self.poll_ring(cx),
+            None => self.poll_queue(cx),
         }
     }
 
@@ -142,17 +142,19 @@ impl<T: Send + Sync + 'static> Subscription<T> {
                     if st.closed {
                         return Poll::Ready(Err(RecvError::Closed));
                     }
-                    let Some(i) = st.readers.iter().position(|m| m.id == self.member) else {
+                    let Queue::Ring(members) = &mut st.queue else {
+                        unreachable!("a ring's subscriber has ring members");
+                    };
+                    let Some(m) = members.readers.iter_mut().find(|m| m.id == self.member) else {
                         return Poll::Ready(Err(RecvError::Closed));
                     };
                     if let Some(cx) = cx {
                         self.yielded = 0;
-                        let st = &mut *st;
-                        match &mut st.readers[i].waker {
+                        match &mut m.waker {
                             Some(w) => w.clone_from(cx.waker()),
                             w @ None => {
                                 *w = Some(cx.waker().clone());
-                                st.parked += 1;
+                                members.parked += 1;
                             }
                         }
                     }
@@ -166,7 +168,7 @@ impl<T: Send + Sync + 'static> Subscription<T> {
                 }
             }
             let pos = r.cursor;
-            let lossless = sub.policy == Policy::Lossless;
+            let lossless = ring.lossless();
             if !lossless {
                 // Claim the slot, unless the publisher moved this member
                 // past it (and others after it) first. `Release` too: a
@@ -214,21 +216,19 @@ impl<T: Send + Sync + 'static> Subscription<T> {
         let mut st = sub.state.lock();
         // A keyed group replaying fills this member's queue from the store.
         let mut others: SmallVec<[Waker; 3]> = SmallVec::new();
-        if let Some(group) = st.group.log_mut() {
-            let pumped = group.pump(self.member, sub);
-            let given = match pumped {
-                Ok(given) => given,
-                Err(e) => return Poll::Ready(Err(RecvError::Store(e))),
-            };
-            others.extend(given.into_iter().filter_map(|m| st.take_rx_waker(m)));
-        }
-        let got = match sub.policy {
-            Policy::Latest => st.latest_order.pop_front().map(|t| {
-                st.latest
-                    .remove(&t)
-                    .expect("every pending topic has a latest value")
-            }),
-            _ => st.group.take(self.member, &mut self.local, KEYED_BATCH),
+        let got = match &mut st.queue {
+            Queue::Group(g) => {
+                if let Some(log) = g.queue.log_mut() {
+                    let given = match log.pump(self.member, sub) {
+                        Ok(given) => given,
+                        Err(e) => return Poll::Ready(Err(RecvError::Store(e))),
+                    };
+                    others.extend(given.into_iter().filter_map(|m| g.rx.take(m)));
+                }
+                g.queue.take(self.member, &mut self.local, KEYED_BATCH)
+            }
+            Queue::Latest(l) => l.take(),
+            Queue::Ring(_) => unreachable!("a ring is read without the lock"),
         };
         if st.pressured && st.depth(sub) <= sub.low {
             st.pressured = false;
@@ -236,16 +236,18 @@ impl<T: Send + Sync + 'static> Subscription<T> {
         }
         if let Some(e) = got {
             self.yielded = 0;
-            st.received += 1;
             // Waiting publishers get the room as soon as there is some, so a
             // later publisher (`try_publish`) cannot take it first.
             let mut wake = others;
             if !st.tx_wakers.is_empty() && st.has_room(sub) {
                 wake.extend(st.tx_wakers.drain(..));
             }
-            if sub.is_plain_group() && !st.group.is_empty() && !st.rx_wakers.is_empty() {
+            let plain = sub.is_plain_group() && st.depth(sub) > 0;
+            let rx = st.receivers_mut().expect("a queue has receivers");
+            rx.received += 1;
+            if plain {
                 // More is waiting: pass the word on to another idle member.
-                wake.push(st.rx_wakers.remove(0).1);
+                wake.extend(rx.take_first());
             }
             drop(st);
             wake.into_iter().for_each(Waker::wake);
@@ -267,9 +269,10 @@ impl<T: Send + Sync + 'static> Subscription<T> {
             }
             self.yielded = 0;
             let member = self.member;
-            match st.rx_wakers.iter_mut().find(|(m, _)| *m == member) {
+            let rx = st.receivers_mut().expect("a queue has receivers");
+            match rx.wakers.iter_mut().find(|(m, _)| *m == member) {
                 Some((_, w)) => w.clone_from(cx.waker()),
-                None => st.rx_wakers.push((member, cx.waker().clone())),
+                None => rx.wakers.push((member, cx.waker().clone())),
             }
         }
         Poll::Pending
@@ -323,15 +326,17 @@ impl<T> Subscription<T> {
         if !self.shared.is_group() {
             return;
         }
+        let plain = self.shared.is_plain_group();
         let mut st = self.shared.state.lock();
-        let before = st.rx_wakers.len();
-        st.rx_wakers.retain(|(m, _)| *m != self.member);
+        let Some(g) = st.group_mut() else {
+            return;
+        };
+        let before = g.rx.wakers.len();
+        g.rx.wakers.retain(|(m, _)| *m != self.member);
         // (A keyed group's events wait for their own member.)
-        let wake = (self.shared.is_plain_group()
-            && st.rx_wakers.len() == before
-            && !st.group.is_empty()
-            && !st.rx_wakers.is_empty())
-        .then(|| st.rx_wakers.remove(0).1);
+        let wake = (plain && g.rx.wakers.len() == before && !g.queue.is_empty())
+            .then(|| g.rx.take_first())
+            .flatten();
         drop(st);
         if let Some(w) = wake {
             w.wake();

@@ -78,7 +78,7 @@ impl<T: Send + Sync + 'static> Subscription<T> {
         // `queue::keyed_log`): the lowest offset not handled yet.
         let group = target.as_ref().ok().and_then(|&(_, _, offset)| {
             let mut st = self.shared.state.lock();
-            let log = st.group.log_mut()?.log.as_mut()?;
+            let log = st.log_mut()?.log.as_mut()?;
             log.committed(offset);
             Some((log.written.clone(), self.shared.clone()))
         });
@@ -91,7 +91,6 @@ impl<T: Send + Sync + 'static> Subscription<T> {
             let position = shared
                 .state
                 .lock()
-                .group
                 .log_mut()
                 .and_then(|k| k.log.as_ref().map(|l| l.position()));
             match position {
