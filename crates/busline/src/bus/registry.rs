@@ -94,30 +94,21 @@ impl<T: Send + Sync + 'static> Bus<T> {
         stored: bool,
     ) -> Result<Subscription<T>, SubscribeError> {
         let inner = &self.inner;
-        let capacity = b.capacity.unwrap_or(inner.default_capacity);
+        let (capacity, high, low) = match settings(&b, inner.default_capacity) {
+            Ok(s) => s,
+            Err(reason) => {
+                return Err(SubscribeError::Options {
+                    pattern: b.pattern.clone(),
+                    reason,
+                })
+            }
+        };
         let bad = |reason: String| {
             Err(SubscribeError::Options {
                 pattern: b.pattern.clone(),
                 reason,
             })
         };
-        if capacity == 0 {
-            return bad("capacity must be at least 1".into());
-        }
-        if b.key.is_some() && !matches!(b.policy, Policy::Queue(_)) {
-            return bad(format!(
-                "a key spreads a queue group's events by key: it needs .queue(group), not {}",
-                b.policy
-            ));
-        }
-        let (high, low) = b
-            .watermarks
-            .unwrap_or(((capacity * 3 / 4).max(1), capacity / 4));
-        if low >= high || high > capacity {
-            return bad(format!(
-                "watermarks need low < high <= capacity; got low {low}, high {high}, capacity {capacity}"
-            ));
-        }
         let id = inner.next_id.fetch_add(1, Ordering::Relaxed);
         let name: Arc<str> = match (&b.name, &b.policy) {
             (Some(n), _) => n.as_str().into(),
@@ -153,7 +144,35 @@ impl<T: Send + Sync + 'static> Bus<T> {
                 }
             }
         }
-        let shared = Arc::new(SubShared {
+        let shared = self.new_queue(b, id, &name, &pattern, (capacity, high, low), stored);
+        let reader = shared
+            .ring
+            .is_some()
+            .then(|| shared.state.lock().join(&shared, id, name.clone()));
+        if let Some(key) = key {
+            reg.shared.insert(key, id);
+        }
+        reg.trie.insert(&pattern, id);
+        reg.subs.insert(id, shared.clone());
+        inner.epoch.fetch_add(1, Ordering::Release);
+        inner.cache.write().clear();
+        drop(reg);
+        Ok(handle(shared, name, reader))
+    }
+}
+
+impl<T: Send + Sync + 'static> Bus<T> {
+    /// A new queue for subscriber `id` (its first member, for a shared one).
+    fn new_queue(
+        &self,
+        b: SubscriptionBuilder<'_, T>,
+        id: u64,
+        name: &Arc<str>,
+        pattern: &Pattern,
+        (capacity, high, low): (usize, usize, usize),
+        stored: bool,
+    ) -> Arc<SubShared<T>> {
+        Arc::new(SubShared {
             id,
             // A queue group is named after the group (in stats, metrics and
             // `Full` errors), not after whichever member came first.
@@ -172,26 +191,40 @@ impl<T: Send + Sync + 'static> Bus<T> {
                 b.key.is_some().then_some((id, stored)),
             )),
             key: b.key,
-            pressure: inner.pressure.clone(),
+            pressure: self.inner.pressure.clone(),
             ring: matches!(b.policy, Policy::Lossless | Policy::Lossy)
                 .then(|| Box::new(Ring::new(capacity, b.policy == Policy::Lossless))),
             filtered: AtomicU64::new(0),
             blocked_ns: AtomicU64::new(0),
-        });
-        let reader = shared
-            .ring
-            .is_some()
-            .then(|| shared.state.lock().join(&shared, id, name.clone()));
-        if let Some(key) = key {
-            reg.shared.insert(key, id);
-        }
-        reg.trie.insert(&pattern, id);
-        reg.subs.insert(id, shared.clone());
-        inner.epoch.fetch_add(1, Ordering::Release);
-        inner.cache.write().clear();
-        drop(reg);
-        Ok(handle(shared, name, reader))
+        })
     }
+}
+
+/// The capacity and watermarks (high, low) `b` asks for, or why they
+/// cannot be.
+fn settings<T>(
+    b: &SubscriptionBuilder<'_, T>,
+    default_capacity: usize,
+) -> Result<(usize, usize, usize), String> {
+    let capacity = b.capacity.unwrap_or(default_capacity);
+    if capacity == 0 {
+        return Err("capacity must be at least 1".into());
+    }
+    if b.key.is_some() && !matches!(b.policy, Policy::Queue(_)) {
+        return Err(format!(
+            "a key spreads a queue group's events by key: it needs .queue(group), not {}",
+            b.policy
+        ));
+    }
+    let (high, low) = b
+        .watermarks
+        .unwrap_or(((capacity * 3 / 4).max(1), capacity / 4));
+    if low >= high || high > capacity {
+        return Err(format!(
+            "watermarks need low < high <= capacity; got low {low}, high {high}, capacity {capacity}"
+        ));
+    }
+    Ok((capacity, high, low))
 }
 
 impl<T> BusInner<T> {
