@@ -117,7 +117,6 @@ pub mod error;
 pub mod event_store;
 mod log;
 mod offsets;
-mod reader;
 pub mod recovery;
 pub mod segment;
 #[cfg(feature = "test-util")]
@@ -127,7 +126,7 @@ pub mod storage;
 pub use crate::error::{Error, Result};
 pub use crate::event_store::LogStore;
 pub use crate::log::{now_millis, AppendTicket, Log, Options, Persist, SegmentSummary};
-pub use crate::reader::{Reader, Record};
+pub use crate::log::{Reader, Record};
 pub use crate::recovery::Recovery;
 
 /// Checks every record of the log in `dir` without changing anything.

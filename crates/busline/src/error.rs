@@ -17,6 +17,26 @@ pub struct TopicError {
     pub reason: String,
 }
 
+/// A store error: what was being done, and why it failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("durable store: {context}: {message}")]
+pub struct StoreError {
+    /// What was being done (`append to /data/log`, `read offset 42`, …).
+    pub context: String,
+    /// The cause, as the store reports it.
+    pub message: String,
+}
+
+impl StoreError {
+    /// An error with context and cause.
+    pub fn new(context: impl Into<String>, cause: impl fmt::Display) -> Self {
+        StoreError {
+            context: context.into(),
+            message: cause.to_string(),
+        }
+    }
+}
+
 /// Why a subscription could not be made.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -29,7 +49,7 @@ pub enum SubscribeError {
     Closed,
     /// The durable store failed while setting up a replay.
     #[error(transparent)]
-    Store(#[from] crate::store::StoreError),
+    Store(#[from] StoreError),
     /// A capacity of zero, or low watermark above the high one.
     #[error("invalid subscription options for `{pattern}`: {reason}")]
     Options {
@@ -55,7 +75,7 @@ pub enum RecvError {
     Closed,
     /// Replaying from the durable store failed; the subscription goes on live.
     #[error(transparent)]
-    Store(crate::store::StoreError),
+    Store(StoreError),
 }
 
 /// Why an event was not published. The event is handed back in every case.
@@ -77,7 +97,7 @@ pub enum PublishError<T> {
     /// (or `try_publish` was used on a persisted topic). No subscriber received it.
     Store {
         /// What the store said.
-        error: crate::store::StoreError,
+        error: StoreError,
         /// The event, not published.
         event: T,
     },

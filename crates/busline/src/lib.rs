@@ -296,7 +296,7 @@
 //!   [`commit`](Subscription::commit) what they handled, and the group's
 //!   position (the lowest offset handed out and not committed) is stored for
 //!   its consumer name. After a restart the group resumes from there: at
-//!   least once, every key in order (see `queue::keyed_log`).
+//!   least once, every key in order (see `queue::keyed::log`).
 //! - **Over NATS** a keyed group lives on one bus: the events a bus imports
 //!   (JetStream keeps a stream's order; core NATS keeps one publisher's
 //!   order per subject) are spread by key over that bus's members with the
@@ -380,14 +380,13 @@
 
 mod bus;
 mod clock;
-#[cfg(feature = "config")]
-mod config;
 #[cfg(feature = "test-util")]
 pub mod conformance;
 #[cfg(any(feature = "runtime", feature = "middleware"))]
 mod delay;
 mod envelope;
 mod error;
+mod lineage;
 #[cfg(feature = "middleware")]
 pub mod middleware;
 mod queue;
@@ -409,11 +408,15 @@ mod topic;
 #[doc = include_str!("../../../README.md")]
 mod readme {}
 
-pub use bus::{Backpressure, Bus, BusBuilder, Receipt, WeakBus, DEFAULT_CAPACITY};
-#[cfg(feature = "config")]
-pub use config::{Config, ConfigError, ModuleSettings, RESERVED_KEYS};
+pub use bus::{
+    Backpressure, Bus, BusBuilder, Receipt, SubscriptionBuilder, WeakBus, DEFAULT_CAPACITY,
+};
 pub use envelope::{Envelope, Event, EventId, Headers, Message};
-pub use error::{PublishError, RecvError, ReplyError, RequestError, SubscribeError, TopicError};
+pub use error::{
+    PublishError, RecvError, ReplyError, RequestError, StoreError, SubscribeError, TopicError,
+};
+#[cfg(feature = "config")]
+pub use runtime::config::{Config, ConfigError, ModuleSettings, RESERVED_KEYS};
 #[cfg(feature = "runtime")]
 pub use runtime::context::Context;
 #[cfg(feature = "runtime")]
@@ -426,6 +429,6 @@ pub use runtime::{
     SHUTDOWN_TOPIC, STATUS_TOPIC,
 };
 pub use stats::{BusStats, SubscriberStats};
-pub use store::{EventStore, MemoryStore, StartAt, StoreError, StoredEvents};
-pub use subscription::{Filter, Policy, Subscription, SubscriptionBuilder};
+pub use store::{EventStore, MemoryStore, StartAt, StoredEvents};
+pub use subscription::{Filter, Policy, Subscription};
 pub use topic::{Pattern, Topic, MAX_LEN as MAX_TOPIC_LEN};

@@ -7,15 +7,7 @@
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use crate::queue::{Member, Receivers, State, SubShared};
-
-/// Counters of subscribers that are gone, kept so bus totals never go backwards.
-#[derive(Default, Clone, Copy)]
-pub(crate) struct Retired {
-    pub(crate) delivered: u64,
-    pub(crate) dropped: u64,
-    pub(crate) discarded: u64,
-}
+use crate::queue::{Member, Receivers, Retired, State, SubShared};
 
 /// One subscriber's counters.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]

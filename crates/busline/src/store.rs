@@ -3,33 +3,13 @@
 //!
 //! The semantics are on [`EventStore`].
 
-use std::fmt;
 use std::sync::Arc;
 use std::time::SystemTime;
 
 use futures::future::BoxFuture;
 
 use crate::envelope::Envelope;
-
-/// A store error: what was being done, and why it failed.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("durable store: {context}: {message}")]
-pub struct StoreError {
-    /// What was being done (`append to /data/log`, `read offset 42`, …).
-    pub context: String,
-    /// The cause, as the store reports it.
-    pub message: String,
-}
-
-impl StoreError {
-    /// An error with context and cause.
-    pub fn new(context: impl Into<String>, cause: impl fmt::Display) -> Self {
-        StoreError {
-            context: context.into(),
-            message: cause.to_string(),
-        }
-    }
-}
+use crate::error::StoreError;
 
 /// Events read back from a store, in offset order.
 pub type StoredEvents<T> = Box<dyn Iterator<Item = Result<Envelope<T>, StoreError>> + Send>;

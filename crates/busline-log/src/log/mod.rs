@@ -8,6 +8,7 @@
 mod append;
 mod open;
 mod options;
+mod reader;
 mod retention;
 mod writer;
 
@@ -20,9 +21,9 @@ use parking_lot::{Condvar, Mutex, RwLock};
 use tokio::sync::{watch, Notify};
 
 use crate::error::{Error, Result};
-use crate::reader::Reader;
 use crate::recovery::Recovery;
 use crate::segment::SegmentInfo;
+pub use reader::{Reader, Record};
 
 pub use self::append::AppendTicket;
 pub use self::options::{Options, Persist};

@@ -36,12 +36,14 @@ mod request;
 mod route;
 mod stamp;
 mod subscribe;
+mod subscription_builder;
 
 pub use backpressure::Backpressure;
 pub use builder::BusBuilder;
 pub use publish::Receipt;
 pub(crate) use registry::Registry;
-pub(crate) use stamp::{Handling, Stamp};
+pub(crate) use stamp::Stamp;
+pub use subscription_builder::SubscriptionBuilder;
 
 use persist::PersistRule;
 use route::Route;

@@ -13,8 +13,8 @@ use super::route::{Prepared, Route};
 use super::{Bus, BusInner};
 use crate::envelope::{Envelope, Event, EventId, Message};
 use crate::error::PublishError;
+use crate::error::StoreError;
 use crate::queue::{add_blocked, commit, member_name, Full};
-use crate::store::StoreError;
 use crate::topic::Topic;
 
 /// What a publish did.

@@ -7,12 +7,13 @@ use std::sync::Arc;
 
 use ahash::AHashMap;
 
+use super::SubscriptionBuilder;
 use super::{Bus, BusInner};
 use crate::error::SubscribeError;
-use crate::queue::{Policy, Ring, State, SubShared};
+use crate::queue::{Left, Policy, Retired, Ring, State, SubShared};
 use crate::router::Trie;
-use crate::stats::{Retired, SubscriberStats};
-use crate::subscription::{Subscription, SubscriptionBuilder};
+use crate::stats::SubscriberStats;
+use crate::subscription::{Registrar, Subscription};
 use crate::sync::{AtomicU64, Mutex};
 use crate::topic::Pattern;
 
@@ -116,7 +117,7 @@ impl<T: Send + Sync + 'static> Bus<T> {
             (None, _) => format!("sub-{id}").into(),
         };
         let handle = |shared: Arc<SubShared<T>>, name: Arc<str>, reader| {
-            Subscription::new(shared, Arc::downgrade(inner), reader, id, name)
+            Subscription::new(shared, Arc::downgrade(inner) as _, reader, id, name)
         };
         let mut reg = inner.registry.write();
         if inner.closed.load(Ordering::Acquire) {
@@ -255,5 +256,20 @@ impl<T> BusInner<T> {
             });
         }
         self.routes_changed();
+    }
+}
+
+impl<T: Send + Sync> Registrar<T> for BusInner<T> {
+    fn leave(&self, shared: &Arc<SubShared<T>>, leave: &mut dyn FnMut() -> Left) -> Left {
+        // Lock order everywhere: registry, then subscriber state.
+        let mut reg = self.registry.write();
+        let left = leave();
+        if let Some(retired) = left.retired {
+            reg.retire(retired);
+        }
+        if left.last {
+            self.unregister(&mut reg, shared);
+        }
+        left
     }
 }

@@ -10,35 +10,9 @@
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
-use parking_lot::Mutex;
-
 use super::Bus;
-use crate::envelope::{Envelope, EventId, Message};
-
-/// The event a module is handling: what its next publish is caused by.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Cause {
-    pub(crate) id: EventId,
-    pub(crate) correlation: EventId,
-}
-
-/// The "being handled" cell shared by a module's handles and subscriptions.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct Handling(Arc<Mutex<Option<Cause>>>);
-
-impl Handling {
-    pub(crate) fn get(&self) -> Option<Cause> {
-        *self.0.lock()
-    }
-
-    /// Records `env` as being handled (`None`: nothing is).
-    pub(crate) fn set<T>(&self, env: Option<&Envelope<T>>) {
-        *self.0.lock() = env.map(|e| Cause {
-            id: e.id,
-            correlation: e.correlation_id,
-        });
-    }
-}
+use crate::envelope::{Envelope, Message};
+use crate::lineage::Handling;
 
 /// Who a stamped handle publishes and subscribes as.
 #[derive(Debug)]

@@ -3,11 +3,12 @@
 
 use std::sync::Arc;
 
+use super::SubscriptionBuilder;
 use super::{Bus, Stamp};
 use crate::error::SubscribeError;
 use crate::queue::Policy;
 use crate::store::{Durable, EventStore, Replay, StartAt};
-use crate::subscription::{Subscription, SubscriptionBuilder};
+use crate::subscription::Subscription;
 use crate::topic::Pattern;
 
 impl<T: Send + Sync + 'static> Bus<T> {
@@ -150,7 +151,7 @@ fn start_offset<T: 'static>(
 }
 
 /// A keyed group on persisted topics replays once, through the group, when
-/// its first member subscribes (see `queue::keyed_log`); a member joining
+/// its first member subscribes (see `queue::keyed::log`); a member joining
 /// later reads what the group hands it.
 fn start_keyed_group<T: 'static>(
     sub: &Subscription<T>,

@@ -51,20 +51,19 @@ use std::task::Waker;
 use smallvec::SmallVec;
 
 use crate::envelope::Envelope;
-use crate::stats::Retired;
 use crate::sync::{AtomicU64, Mutex};
 use crate::topic::Pattern;
 
 mod commit;
 mod group;
-mod keyed_log;
+mod keyed;
 mod policy;
 mod pressure;
 pub(crate) mod ring;
 mod state;
 
 pub(crate) use commit::{add_blocked, commit, member_name, Full, Targets};
-pub(crate) use group::{key_fn, KeyFn};
+pub(crate) use keyed::{key_fn, KeyFn};
 pub use policy::{Filter, Policy};
 pub(crate) use pressure::Pressure;
 pub(crate) use ring::Ring;
@@ -261,6 +260,14 @@ impl<T> SubShared<T> {
             .as_ref()
             .expect("lossless and lossy subscribers have a ring")
     }
+}
+
+/// Counters of subscribers that are gone, kept so bus totals never go backwards.
+#[derive(Default, Clone, Copy)]
+pub(crate) struct Retired {
+    pub(crate) delivered: u64,
+    pub(crate) dropped: u64,
+    pub(crate) discarded: u64,
 }
 
 /// What a subscriber leaving did (see [`SubShared::leave`]).

@@ -10,7 +10,8 @@ use std::task::Waker;
 use ahash::AHashMap;
 use smallvec::SmallVec;
 
-use super::group::{For, GroupQueue, Keyed};
+use super::group::{For, GroupQueue};
+use super::keyed::Keyed;
 use super::policy::Policy;
 use super::ring::{MemberCell, Ring, BUSY, PRESSURED, WAITING};
 use super::SubShared;
@@ -154,7 +155,7 @@ impl<T> Latest<T> {
 
 impl<T> State<T> {
     /// A new queue's state for `policy`; `keyed_by` is a keyed group's first
-    /// member, and whether the group is on persisted topics (see `keyed_log`).
+    /// member, and whether the group is on persisted topics (see `keyed::log`).
     pub(crate) fn new(policy: &Policy, keyed_by: Option<(u64, bool)>) -> Self {
         let queue = match policy {
             Policy::Lossless | Policy::Lossy => Queue::Ring(RingMembers {

@@ -10,7 +10,6 @@ use std::sync::Arc;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 
 use crate::envelope::EventId;
-use crate::runtime::module::Name;
 use crate::runtime::SystemEvent;
 use crate::Bus;
 
@@ -130,7 +129,7 @@ impl<T> Deref for Context<T> {
 
 impl<T: Send + Sync + 'static> Context<T> {
     pub(crate) fn new(
-        name: Name,
+        name: Arc<str>,
         bus: Bus<T>,
         system: Bus<SystemEvent>,
         shutdown: CancellationToken,

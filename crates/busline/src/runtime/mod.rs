@@ -19,6 +19,8 @@ use std::pin::Pin;
 
 use crate::Context;
 
+#[cfg(feature = "config")]
+pub(crate) mod config;
 pub(crate) mod context;
 mod handle;
 pub(crate) mod module;
@@ -48,7 +50,7 @@ pub(crate) type Spawner<T> = Box<dyn FnMut(Context<T>) -> RunFuture + Send>;
 pub(crate) type Resolver<T> = Box<dyn FnOnce(&Config) -> Result<Spawner<T>, RuntimeError> + Send>;
 
 #[cfg(feature = "config")]
-pub(crate) use crate::config::Config;
+pub(crate) use config::Config;
 /// Without the `config` feature, modules are resolved with no configuration.
 #[cfg(not(feature = "config"))]
 pub(crate) type Config = ();

@@ -2,11 +2,11 @@
 
 use std::time::Duration;
 
+#[cfg(feature = "config")]
+use super::config::ConfigError;
 use super::module::ModuleStatus;
 #[cfg(doc)]
 use super::{supervisor::Restart, RuntimeHandle};
-#[cfg(feature = "config")]
-use crate::config::ConfigError;
 
 /// How a run ended without error.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -11,6 +11,8 @@ use serde::de::DeserializeOwned;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+#[cfg(feature = "config")]
+use super::config::{ConfigError, ModuleSettings};
 use super::handle::RuntimeHandle;
 use super::module::{check_name, Module, ModuleState, Name};
 use super::report::{Report, RuntimeError};
@@ -19,9 +21,9 @@ use super::slot::Slot;
 use super::spec::ModuleSpec;
 use super::supervisor::{Intensity, Supervision};
 use super::system::{SystemEvent, STATUS_TOPIC};
-use super::{Config, Resolver, Spawner};
 #[cfg(feature = "config")]
-use crate::config::{ConfigError, ModuleSettings};
+use super::Resolver;
+use super::{Config, Spawner};
 use crate::{Bus, Context};
 
 /// Starts modules, supervises them, and shuts them down.

@@ -5,7 +5,6 @@
 //! for the semantics of each policy.
 //!
 //! - [`Subscription`], the handle, and what dropping it does (this file);
-//! - `builder`: [`SubscriptionBuilder`], the options;
 //! - `receive`: receiving (`recv`, `try_recv`, `Stream`) from the queue the
 //!   subscriber reads (see the `queue` module);
 //! - `replay`: replay from a durable store, then live; committing a named
@@ -16,24 +15,30 @@ use std::fmt;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 
-use crate::bus::BusInner;
 use crate::envelope::Envelope;
-use crate::queue::{Reader, SubShared};
+use crate::lineage::Handling;
+use crate::queue::{Left, Reader, SubShared};
 use crate::topic::Pattern;
 
-mod builder;
 mod receive;
 mod replay;
 
 pub use crate::queue::{Filter, Policy};
-pub use builder::SubscriptionBuilder;
+
+/// Where a subscription is registered (its bus), which it leaves when dropped.
+pub(crate) trait Registrar<T>: Send + Sync {
+    /// Runs `leave` (a member leaving its queue) under the registry's lock,
+    /// then keeps a departed ring member's counters and unregisters a queue
+    /// nobody reads any more.
+    fn leave(&self, shared: &Arc<SubShared<T>>, leave: &mut dyn FnMut() -> Left) -> Left;
+}
 
 /// A subscriber's handle: receive with [`recv`](Self::recv), or use it as a
 /// [`Stream`](futures::Stream). Dropping it unsubscribes; this never blocks
 /// or fails a publisher.
 pub struct Subscription<T> {
     pub(crate) shared: Arc<SubShared<T>>,
-    pub(crate) bus: Weak<BusInner<T>>,
+    pub(crate) bus: Weak<dyn Registrar<T>>,
     /// A keyed group member: events it took and has not received yet.
     pub(crate) local: VecDeque<Arc<Envelope<T>>>,
     /// Lossless and lossy: its place in the ring.
@@ -52,7 +57,7 @@ pub struct Subscription<T> {
     /// count), computed under the same lock as the bus's own count.
     pub(crate) discard_counter: Option<Arc<std::sync::atomic::AtomicU64>>,
     /// A module's subscription: where it records the event being handled.
-    pub(crate) handling: Option<crate::bus::Handling>,
+    pub(crate) handling: Option<Handling>,
 }
 
 impl<T> fmt::Debug for Subscription<T> {
@@ -69,7 +74,7 @@ impl<T> Subscription<T> {
     /// The handle of subscriber `member` on `shared` (a ring member reads with `reader`).
     pub(crate) fn new(
         shared: Arc<SubShared<T>>,
-        bus: Weak<BusInner<T>>,
+        bus: Weak<dyn Registrar<T>>,
         reader: Option<Reader>,
         member: u64,
         name: Arc<str>,
@@ -174,24 +179,20 @@ impl<T> Subscription<T> {
 
 impl<T> Drop for Subscription<T> {
     fn drop(&mut self) {
-        let bus = self.bus.upgrade();
-        // Lock order everywhere: registry, then subscriber state.
-        let mut registry = bus.as_ref().map(|b| b.registry.write());
-        let left = self
-            .shared
-            .leave(self.member, std::mem::take(&mut self.local));
-        if let (Some(retired), Some(reg)) = (left.retired, registry.as_mut()) {
-            reg.retire(retired);
-        }
-        if let Some(c) = &self.discard_counter {
-            c.fetch_add(left.lost, Ordering::Relaxed);
-        }
-        if left.last {
-            if let (Some(bus), Some(reg)) = (bus.as_ref(), registry.as_mut()) {
-                bus.unregister(reg, &self.shared);
+        let mut local = Some(std::mem::take(&mut self.local));
+        let (shared, member, counter) = (&self.shared, self.member, &self.discard_counter);
+        // Counted while the bus's registry is locked, as the bus counts its own.
+        let mut leave = || {
+            let left = shared.leave(member, local.take().unwrap_or_default());
+            if let Some(c) = counter {
+                c.fetch_add(left.lost, Ordering::Relaxed);
             }
-        }
-        drop(registry);
+            left
+        };
+        let left = match self.bus.upgrade() {
+            Some(bus) => bus.leave(shared, &mut leave),
+            None => leave(),
+        };
         for w in left.wake {
             w.wake();
         }

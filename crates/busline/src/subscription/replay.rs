@@ -55,9 +55,9 @@ impl<T: Send + Sync + 'static> Subscription<T> {
     pub fn commit(
         &self,
         env: &Envelope<T>,
-    ) -> impl std::future::Future<Output = Result<(), crate::store::StoreError>> + Send + 'static
+    ) -> impl std::future::Future<Output = Result<(), crate::error::StoreError>> + Send + 'static
     {
-        use crate::store::StoreError;
+        use crate::error::StoreError;
         let target = (|| {
             let name = self.durable.as_ref().and_then(|d| d.consumer.as_ref());
             let (Some(d), Some(name)) = (&self.durable, name) else {
@@ -75,7 +75,7 @@ impl<T: Send + Sync + 'static> Subscription<T> {
             Ok((d.store.clone(), name.clone(), offset))
         })();
         // A keyed group's members commit the group's position (see
-        // `queue::keyed_log`): the lowest offset not handled yet.
+        // `queue::keyed::log`): the lowest offset not handled yet.
         let group = target.as_ref().ok().and_then(|&(_, _, offset)| {
             let mut st = self.shared.state.lock();
             let log = st.log_mut()?.log.as_mut()?;

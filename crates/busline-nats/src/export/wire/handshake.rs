@@ -5,25 +5,11 @@ use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
 use super::addr::Addr;
+use super::info::Info;
 use super::io::{read_line, Io, Reader, Writer};
 use crate::connection::tls::tls_error;
 use crate::connection::Settings;
 use crate::error::ConnectCause;
-
-/// The parts of the server's `INFO` used here.
-#[derive(Debug, Default, serde::Deserialize)]
-pub(crate) struct Info {
-    #[serde(default)]
-    pub(crate) max_payload: usize,
-    #[serde(default)]
-    tls_required: bool,
-    #[serde(default)]
-    tls_available: bool,
-    #[serde(default)]
-    nonce: Option<String>,
-    #[serde(default)]
-    headers: bool,
-}
 
 /// TCP, `INFO`, TLS if wanted or required, `CONNECT` and a `PING` that must
 /// come back as `PONG` (so a refused credential fails here).

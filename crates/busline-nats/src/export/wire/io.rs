@@ -9,7 +9,7 @@ use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader
 use tokio::sync::{mpsc, Mutex, Notify};
 use tokio::task::JoinHandle;
 
-use super::handshake::Info;
+use super::info::Info;
 use super::WRITE_AT;
 use crate::status::StatusEvent;
 

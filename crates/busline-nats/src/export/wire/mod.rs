@@ -33,6 +33,7 @@
 
 mod addr;
 mod handshake;
+mod info;
 mod io;
 #[cfg(test)]
 mod tests;

@@ -23,10 +23,11 @@ use std::sync::Arc;
 
 use smallvec::SmallVec;
 
-use super::group::Keyed;
-use super::SubShared;
+use super::Keyed;
 use crate::envelope::Envelope;
-use crate::store::{Replay, StoreError};
+use crate::error::StoreError;
+use crate::queue::SubShared;
+use crate::store::Replay;
 
 /// What a keyed group on persisted topics keeps besides its queues.
 pub(crate) struct GroupLog<T> {

@@ -2,14 +2,16 @@
 
 use std::sync::Arc;
 
-use super::{Filter, Policy, Subscription};
+use super::Bus;
 use crate::envelope::Envelope;
 use crate::error::SubscribeError;
+use crate::queue::{Filter, Policy};
+use crate::subscription::Subscription;
 
 /// Options for a new subscription; made by [`Bus::subscriber`](crate::Bus::subscriber).
 #[must_use = "call .subscribe() to subscribe"]
 pub struct SubscriptionBuilder<'a, T> {
-    pub(crate) bus: &'a crate::Bus<T>,
+    pub(crate) bus: &'a Bus<T>,
     pub(crate) pattern: String,
     pub(crate) policy: Policy,
     pub(crate) capacity: Option<usize>,

@@ -4,8 +4,8 @@ use std::sync::Arc;
 
 use tokio::sync::watch;
 
+use super::{Shared, Status};
 use crate::error::{Error, Result};
-use crate::log::{Shared, Status};
 use crate::segment::{DecodeError, RecordCursor, Step};
 
 /// One record of the log.

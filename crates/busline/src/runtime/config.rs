@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
-use crate::runtime::supervisor::{Restart, Supervision};
+use super::supervisor::{Restart, Supervision};
 
 /// Keys of a module's section that belong to the runtime.
 pub const RESERVED_KEYS: &[&str] = &[
