@@ -79,6 +79,19 @@
 //! operator libraries are modules of their own: [`stream`] and
 //! [`middleware`] (and, for tests, `conformance` and `test_util`).
 //!
+#![cfg_attr(
+    not(feature = "runtime"),
+    doc = "[`Runtime`]: crate#modules
+[`Module`]: crate#modules
+[`Context`]: crate#modules
+[`Restart::OnFailure`]: crate#modules
+[`RuntimeError::RestartLimit`]: crate#modules
+[`Supervision`]: crate#modules"
+)]
+#![cfg_attr(not(feature = "stream"), doc = "[`stream`]: crate#modules")]
+#![cfg_attr(not(feature = "middleware"), doc = "[`middleware`]: crate#modules")]
+#![cfg_attr(not(feature = "config"), doc = "[`Config`]: crate#modules")]
+//!
 //! # Delivery policies
 //!
 //! | policy | queue | when it is full | the subscriber sees |

@@ -194,6 +194,32 @@ fn close_wakes_a_waiting_receiver_after_it_drained() {
     });
 }
 
+/// A reader that makes room and then does something else (here: waits for
+/// the publisher) still releases the publisher waiting for that room: the
+/// publisher's flag and the reader's cursor are each seen by the other side
+/// (the fences in `State::wait_for_room` and the lossless read), with no
+/// later receive to make up for a missed wake-up.
+#[test]
+fn one_read_releases_a_waiting_publisher_without_another_receive() {
+    model(|| {
+        let bus: Bus<u32> = Bus::new();
+        let mut sub = bus.subscriber("t").lossless(1).subscribe().unwrap();
+        let publisher = {
+            let bus = bus.clone();
+            thread::spawn(move || {
+                block_on(async {
+                    bus.publish_to("t", 1).await.unwrap();
+                    bus.publish_to("t", 2).await.unwrap(); // waits for room
+                })
+            })
+        };
+        let first = block_on(sub.recv()).unwrap();
+        publisher.join().unwrap();
+        let second = block_on(sub.recv()).unwrap();
+        assert_eq!((first.payload, second.payload), (1, 2));
+    });
+}
+
 /// A publisher waiting on a full lossless subscriber is released when that
 /// subscription is dropped: dropping never leaves a publisher blocked.
 #[test]

@@ -155,10 +155,18 @@ impl<T: Send + Sync + 'static> SubscriptionBuilder<'_, T> {
         self
     }
 
-    /// On a module's handle ([`Context`](crate::Context)): whether to receive
-    /// the module's own events too (default: no; queue group members always
-    /// do, see [Own events](crate::Context#own-events)). No effect
-    /// on a plain bus handle.
+    #[cfg_attr(
+        feature = "runtime",
+        doc = "On a module's handle ([`Context`](crate::Context)): whether to receive the
+module's own events too (default: no; queue group members always do, see
+[Own events](crate::Context#own-events)). No effect on a plain bus handle."
+    )]
+    #[cfg_attr(
+        not(feature = "runtime"),
+        doc = "On a module's handle (`Context`, feature `runtime`): whether to receive
+the module's own events too (default: no; queue group members always do).
+No effect on a plain bus handle."
+    )]
     pub fn include_own(mut self, yes: bool) -> Self {
         self.include_own = yes;
         self
