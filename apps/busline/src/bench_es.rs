@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use anyhow::{ensure, Result};
 use busline_es::{
-    Aggregate, AggregateStore, DomainEvent, Metadata, Projection, ProjectionOptions,
+    Aggregate, AggregateStore, DomainEvent, Loaded, Metadata, Projection, ProjectionOptions,
     ProjectionRunner, Recorded, StoreOptions,
 };
 use clap::Args;
@@ -120,26 +120,7 @@ pub async fn run(args: EsArgs) -> Result<()> {
         StoreOptions::default().snapshot_every(args.snapshot_every),
     )?;
     let id = "acct-1";
-    let mut version = 0;
-    while version < args.events {
-        let n = (args.events - version).min(100);
-        let events = (version..version + n)
-            .map(|i| {
-                if i % 4 == 3 {
-                    AccountEvent::Withdrawn { amount: 1 }
-                } else {
-                    AccountEvent::Deposited {
-                        amount: 2,
-                        memo: format!("deposit number {i}"),
-                    }
-                }
-            })
-            .collect();
-        version = store
-            .append(id, version, events, Metadata::new())
-            .await?
-            .version;
-    }
+    fill(&store, id, args.events).await?;
 
     let full_state = store.load_full(id)?;
     let snapshot_version = match store.snapshots() {
@@ -149,40 +130,9 @@ pub async fn run(args: EsArgs) -> Result<()> {
             .map_or(0, |(v, _)| v),
         None => 0,
     };
-    let mut full = Vec::new();
-    let mut snap = Vec::new();
-    for _ in 0..args.rounds {
-        let t = Instant::now();
-        let l = store.load_full(id)?;
-        full.push(t.elapsed().as_secs_f64() * 1e3);
-        ensure!(l == full_state, "full replay differs between rounds");
-        let t = Instant::now();
-        let l = store.load(id)?;
-        snap.push(t.elapsed().as_secs_f64() * 1e3);
-        ensure!(l.from_snapshot, "the snapshot was not used");
-        ensure!(
-            l.state == full_state.state,
-            "snapshot load differs from full replay"
-        );
-    }
+    let (full, snap) = time_loads(&store, id, args.rounds, &full_state)?;
 
-    let mut rates = Vec::new();
-    for r in 0..args.rounds {
-        let ckpt = tmp.path().join(format!("totals-{r}.ckpt"));
-        let mut p = ProjectionRunner::<Totals>::open(
-            log.clone(),
-            &ckpt,
-            ProjectionOptions::default().commit_every(1_000),
-        )?;
-        let t = Instant::now();
-        let n = p.catch_up()?;
-        rates.push(n as f64 / t.elapsed().as_secs_f64());
-        let (events, balance) = p.handle().query(|t| (t.events, t.balance));
-        ensure!(
-            events == args.events && balance == full_state.state.balance,
-            "projection disagrees with the aggregate"
-        );
-    }
+    let rates = time_projection(&log, tmp.path(), &args, full_state.state.balance)?;
 
     let results = vec![
         CaseResult {
@@ -235,4 +185,87 @@ pub async fn run(args: EsArgs) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// Appends `events` account events to `id`, 100 at a time.
+async fn fill(store: &AggregateStore<Account>, id: &str, events: u64) -> Result<()> {
+    let mut version = 0;
+    while version < events {
+        let n = (events - version).min(100);
+        let events = (version..version + n)
+            .map(|i| {
+                if i % 4 == 3 {
+                    AccountEvent::Withdrawn { amount: 1 }
+                } else {
+                    AccountEvent::Deposited {
+                        amount: 2,
+                        memo: format!("deposit number {i}"),
+                    }
+                }
+            })
+            .collect();
+        version = store
+            .append(id, version, events, Metadata::new())
+            .await?
+            .version;
+    }
+
+    Ok(())
+}
+
+/// Times `rounds` full replays and snapshot loads of `id` (milliseconds),
+/// checking each against `full_state`.
+fn time_loads(
+    store: &AggregateStore<Account>,
+    id: &str,
+    rounds: usize,
+    full_state: &Loaded<Account>,
+) -> Result<(Vec<f64>, Vec<f64>)> {
+    let mut full = Vec::new();
+    let mut snap = Vec::new();
+    for _ in 0..rounds {
+        let t = Instant::now();
+        let l = store.load_full(id)?;
+        full.push(t.elapsed().as_secs_f64() * 1e3);
+        ensure!(l == *full_state, "full replay differs between rounds");
+        let t = Instant::now();
+        let l = store.load(id)?;
+        snap.push(t.elapsed().as_secs_f64() * 1e3);
+        ensure!(l.from_snapshot, "the snapshot was not used");
+        ensure!(
+            l.state == full_state.state,
+            "snapshot load differs from full replay"
+        );
+    }
+
+    Ok((full, snap))
+}
+
+/// Times a projection catching up from the start of `log`, once per round
+/// (events per second), checking it agrees with the aggregate's balance.
+fn time_projection(
+    log: &busline_log::Log,
+    dir: &std::path::Path,
+    args: &EsArgs,
+    want_balance: u64,
+) -> Result<Vec<f64>> {
+    let mut rates = Vec::new();
+    for r in 0..args.rounds {
+        let ckpt = dir.join(format!("totals-{r}.ckpt"));
+        let mut p = ProjectionRunner::<Totals>::open(
+            log.clone(),
+            &ckpt,
+            ProjectionOptions::default().commit_every(1_000),
+        )?;
+        let t = Instant::now();
+        let n = p.catch_up()?;
+        rates.push(n as f64 / t.elapsed().as_secs_f64());
+        let (events, balance) = p.handle().query(|t| (t.events, t.balance));
+        ensure!(
+            events == args.events && balance == want_balance,
+            "projection disagrees with the aggregate"
+        );
+    }
+
+    Ok(rates)
 }

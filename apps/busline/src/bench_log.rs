@@ -59,41 +59,7 @@ pub async fn run(args: BenchLogArgs) -> anyhow::Result<()> {
     };
     std::fs::create_dir_all(&root).with_context(|| format!("creating {}", root.display()))?;
 
-    let mut cases = Vec::new();
-    for persist in [Persist::Fsync, Persist::Buffered] {
-        for event_bytes in [128, 1024] {
-            for publishers in [1, 8] {
-                cases.push(Case {
-                    persist,
-                    event_bytes,
-                    publishers,
-                    batch: args.batch,
-                    events: args.events,
-                    window: 1,
-                });
-            }
-        }
-    }
-    // One append per await: what a publisher that waits for each event gets.
-    cases.push(Case {
-        persist: Persist::Fsync,
-        event_bytes: 128,
-        publishers: 8,
-        batch: 1,
-        events: args.events.min(20_000),
-        window: 1,
-    });
-    // One publisher that pipelines: 16 batches in flight.
-    for event_bytes in [128, 1024] {
-        cases.push(Case {
-            persist: Persist::Fsync,
-            event_bytes,
-            publishers: 1,
-            batch: args.batch,
-            events: args.events,
-            window: 16,
-        });
-    }
+    let cases = cases(&args);
 
     let mut results = Vec::new();
     let mut replay = None;
@@ -135,14 +101,65 @@ pub async fn run(args: BenchLogArgs) -> anyhow::Result<()> {
         "replay": replay,
         "open": open,
     });
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+    print(&report, &results, args.json)?;
+    Ok(())
+}
+
+/// The cases measured: fsync and buffered, small and large events, one
+/// and eight publishers; one append per await; one pipelining publisher.
+fn cases(args: &BenchLogArgs) -> Vec<Case> {
+    let mut cases = Vec::new();
+    for persist in [Persist::Fsync, Persist::Buffered] {
+        for event_bytes in [128, 1024] {
+            for publishers in [1, 8] {
+                cases.push(Case {
+                    persist,
+                    event_bytes,
+                    publishers,
+                    batch: args.batch,
+                    events: args.events,
+                    window: 1,
+                });
+            }
+        }
+    }
+    // One append per await: what a publisher that waits for each event gets.
+    cases.push(Case {
+        persist: Persist::Fsync,
+        event_bytes: 128,
+        publishers: 8,
+        batch: 1,
+        events: args.events.min(20_000),
+        window: 1,
+    });
+    // One publisher that pipelines: 16 batches in flight.
+    for event_bytes in [128, 1024] {
+        cases.push(Case {
+            persist: Persist::Fsync,
+            event_bytes,
+            publishers: 1,
+            batch: args.batch,
+            events: args.events,
+            window: 16,
+        });
+    }
+
+    cases
+}
+
+fn print(
+    report: &serde_json::Value,
+    results: &[serde_json::Value],
+    json: bool,
+) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(report)?);
     } else {
         println!(
             "{:<9} {:>6} {:>5} {:>6} {:>6} {:>10} {:>14} {:>9}",
             "mode", "bytes", "pubs", "batch", "flight", "events", "events/s", "MB/s"
         );
-        for r in &results {
+        for r in results {
             println!(
                 "{:<9} {:>6} {:>5} {:>6} {:>6} {:>10} {:>14.0} {:>9.1}",
                 r["mode"].as_str().unwrap_or(""),

@@ -292,22 +292,60 @@ pub async fn run(a: NatsArgs) -> Result<()> {
         raw_stream.purge().await?;
         bus_stream.purge().await?;
     }
-    // Core: `flush` returned Ok after each round, so the server processed
-    // every event handed to the connection, and all must have been handed;
-    // JetStream: every event acked.
+    check_acked(&a, &core_t, &js_t)?;
+    let results = results(
+        &a,
+        [("core", rc, hc, mc, tc), ("jetstream", rj, hj, mj, tj)],
+    );
+    let report = Report {
+        server: url,
+        events: a.events,
+        size: a.size,
+        rounds: a.rounds,
+        results,
+    };
+    print(&report, a.json)?;
+    for t in [core_t, js_t] {
+        Arc::into_inner(t)
+            .context("the transport is still shared")?
+            .shutdown()
+            .await?;
+    }
+    Ok(())
+}
+
+/// Core: `flush` returned Ok after each round, so the server processed every
+/// event handed to the connection, and all must have been handed;
+/// JetStream: every event acked.
+fn check_acked(a: &NatsArgs, core_t: &NatsTransport<Ev>, js_t: &NatsTransport<Ev>) -> Result<()> {
     let want = a.events * a.rounds as u64;
     for (mode, other, t) in [
-        ("core NATS", "jetstream", &core_t),
-        ("JetStream", "core", &js_t),
+        ("core NATS", "jetstream", core_t),
+        ("JetStream", "core", js_t),
     ] {
         let acked = t.stats().acked;
         if a.only.as_deref() != Some(other) && acked != want {
             bail!("the transport had {acked} of {want} events acknowledged on {mode}");
         }
     }
+    Ok(())
+}
+
+/// Timings of one mode: plain async-nats, with one header, with busline's
+/// metadata, and through the transport.
+type ModeTimings = (
+    &'static str,
+    Vec<Duration>,
+    Vec<Duration>,
+    Vec<Duration>,
+    Vec<Duration>,
+);
+
+/// Each system's median per mode, and its ratio to plain async-nats.
+fn results(a: &NatsArgs, modes: [ModeTimings; 2]) -> Vec<CaseResult> {
     let rate = |d: Duration| a.events as f64 / d.as_secs_f64();
     let mut results = Vec::new();
-    for (mode, raw, one, meta, bus) in [("core", rc, hc, mc, tc), ("jetstream", rj, hj, mj, tj)] {
+    for (mode, raw, one, meta, bus) in modes {
         if raw.is_empty() {
             continue; // left out with --only
         }
@@ -327,14 +365,11 @@ pub async fn run(a: NatsArgs) -> Result<()> {
             });
         }
     }
-    let report = Report {
-        server: url,
-        events: a.events,
-        size: a.size,
-        rounds: a.rounds,
-        results,
-    };
-    if a.json {
+    results
+}
+
+fn print(report: &Report, json: bool) -> Result<()> {
+    if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         println!(
@@ -351,12 +386,6 @@ pub async fn run(a: NatsArgs) -> Result<()> {
                 r.system, r.mode, r.msgs_per_s, r.median_ms, r.ratio_vs_async_nats
             );
         }
-    }
-    for t in [core_t, js_t] {
-        Arc::into_inner(t)
-            .context("the transport is still shared")?
-            .shutdown()
-            .await?;
     }
     Ok(())
 }
