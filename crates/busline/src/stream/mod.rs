@@ -259,6 +259,30 @@ impl<S: Stream> StreamOpsExt for S {}
 /// other tasks run (it wakes itself and returns `Pending`).
 pub(crate) const BUDGET: usize = 1024;
 
+/// Hands `each` the items `stream` has ready, up to [`BUDGET`] (then it
+/// wakes the task, so the rest is taken on the next poll), until the
+/// stream is pending or ends (which sets `done`).
+pub(crate) fn take_ready<S: Stream + ?Sized>(
+    mut stream: Pin<&mut S>,
+    cx: &mut Context<'_>,
+    done: &mut bool,
+    mut each: impl FnMut(S::Item),
+) {
+    let mut budget = BUDGET;
+    while !*done {
+        if budget == 0 {
+            cx.waker().wake_by_ref();
+            return;
+        }
+        budget -= 1;
+        match stream.as_mut().poll_next(cx) {
+            Poll::Ready(Some(item)) => each(item),
+            Poll::Ready(None) => *done = true,
+            Poll::Pending => return,
+        }
+    }
+}
+
 /// `t + d`, or a time some 30 years after `t` where that overflows (as
 /// tokio's own `sleep(Duration::MAX)`): a duration of `Duration::MAX` means
 /// "never, by time", not a panic.

@@ -131,27 +131,14 @@ impl<S: Stream> Stream for Debounce<S> {
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<S::Item>> {
         let mut this = self.project();
-        let mut budget = super::BUDGET;
-        while !*this.done {
-            if budget == 0 {
-                // Let other tasks run; more input is taken on the next poll.
-                cx.waker().wake_by_ref();
-                break;
+        let (pending, superseded) = (&mut *this.pending, this.superseded);
+        let (mut timer, quiet) = (this.timer.as_mut(), *this.quiet);
+        super::take_ready(this.stream.as_mut(), cx, this.done, |item| {
+            if pending.replace(item).is_some() {
+                superseded.add(1);
             }
-            budget -= 1;
-            match this.stream.as_mut().poll_next(cx) {
-                Poll::Ready(Some(item)) => {
-                    if this.pending.replace(item).is_some() {
-                        this.superseded.add(1);
-                    }
-                    this.timer
-                        .as_mut()
-                        .reset(super::later(Instant::now(), *this.quiet));
-                }
-                Poll::Ready(None) => *this.done = true,
-                Poll::Pending => break,
-            }
-        }
+            timer.as_mut().reset(super::later(Instant::now(), quiet));
+        });
         if this.pending.is_none() {
             return if *this.done {
                 Poll::Ready(None)

@@ -14,7 +14,7 @@ use tokio::time::{Instant, Sleep};
 #[cfg(doc)]
 use super::Window;
 use super::{Counter, OverflowCounter};
-use crate::stream::{later, BUDGET};
+use crate::stream::{later, take_ready};
 
 /// The windows of every key for one span (from
 /// [`keyed_tumbling`](crate::stream::StreamOpsExt::keyed_tumbling) or [`Window::group_by`]).
@@ -98,34 +98,27 @@ where
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let mut this = self.project();
-        let mut budget = BUDGET;
         // An event taken at or after the boundary belongs to the next window:
         // emit this one first.
         let due = this.timer.as_mut().poll(cx).is_ready();
-        while !*this.done && !due {
-            if budget == 0 {
-                cx.waker().wake_by_ref();
-                break;
-            }
-            budget -= 1;
-            match this.stream.as_mut().poll_next(cx) {
-                Poll::Ready(Some(item)) => {
-                    let k = (this.key)(&item);
-                    match this.index.get(&k) {
-                        Some(&i) => this.groups[i].1.push(item),
-                        None if this.index.len() < *this.max_keys => {
-                            this.index.insert(k.clone(), this.groups.len());
-                            this.groups.push((k, vec![item]));
-                        }
-                        None => {
-                            this.overflowed.add(1);
-                            this.overflow.push(item);
-                        }
+        if !due {
+            let (key, index, groups) = (&mut *this.key, &mut *this.index, &mut *this.groups);
+            let (max_keys, overflowed, overflow) =
+                (*this.max_keys, &*this.overflowed, &mut *this.overflow);
+            take_ready(this.stream.as_mut(), cx, this.done, |item| {
+                let k = key(&item);
+                match index.get(&k) {
+                    Some(&i) => groups[i].1.push(item),
+                    None if index.len() < max_keys => {
+                        index.insert(k.clone(), groups.len());
+                        groups.push((k, vec![item]));
+                    }
+                    None => {
+                        overflowed.add(1);
+                        overflow.push(item);
                     }
                 }
-                Poll::Ready(None) => *this.done = true,
-                Poll::Pending => break,
-            }
+            });
         }
         if *this.done && this.groups.is_empty() && this.overflow.is_empty() {
             return Poll::Ready(None);

@@ -10,7 +10,7 @@ use futures::Stream;
 use tokio::time::{Instant, Sleep};
 
 use super::Window;
-use crate::stream::{later, BUDGET};
+use crate::stream::{later, take_ready};
 
 pin_project_lite::pin_project! {
     /// Processing-time windows (tumbling or sliding); see the [module docs](super).
@@ -97,19 +97,10 @@ where
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let mut this = self.project();
-        let mut budget = BUDGET;
-        while !*this.done {
-            if budget == 0 {
-                cx.waker().wake_by_ref();
-                break;
-            }
-            budget -= 1;
-            match this.stream.as_mut().poll_next(cx) {
-                Poll::Ready(Some(item)) => this.buf.push_back((Instant::now(), item)),
-                Poll::Ready(None) => *this.done = true,
-                Poll::Pending => break,
-            }
-        }
+        let buf = &mut *this.buf;
+        take_ready(this.stream.as_mut(), cx, this.done, |item| {
+            buf.push_back((Instant::now(), item))
+        });
         if *this.done {
             if this.buf.is_empty() {
                 return Poll::Ready(None);

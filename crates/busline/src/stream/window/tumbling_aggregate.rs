@@ -10,7 +10,7 @@ use futures::Stream;
 use tokio::time::{Instant, Sleep};
 
 use crate::stream::accumulator::{Accumulator, Summary};
-use crate::stream::{later, BUDGET};
+use crate::stream::{later, take_ready};
 
 /// The aggregate of one processing-time window, from
 /// [`tumbling_aggregate`](crate::stream::StreamOpsExt::tumbling_aggregate).
@@ -75,23 +75,13 @@ where
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<WindowAggregate>> {
         let mut this = self.project();
-        let mut budget = BUDGET;
         // An event taken at or after the boundary belongs to the next window.
         let due = this.timer.as_mut().poll(cx).is_ready();
-        while !*this.done && !due {
-            if budget == 0 {
-                cx.waker().wake_by_ref();
-                break;
-            }
-            budget -= 1;
-            match this.stream.as_mut().poll_next(cx) {
-                Poll::Ready(Some(item)) => {
-                    let v = (this.value)(&item);
-                    this.current.record(v);
-                }
-                Poll::Ready(None) => *this.done = true,
-                Poll::Pending => break,
-            }
+        if !due {
+            let (value, current) = (&mut *this.value, &mut *this.current);
+            take_ready(this.stream.as_mut(), cx, this.done, |item| {
+                current.record(value(&item))
+            });
         }
         if *this.done && this.current.is_empty() && this.current.summary().nan == 0 {
             return Poll::Ready(None);
