@@ -114,6 +114,19 @@ impl<T: Send + Sync + 'static> Bus<T> {
         skipped
     }
 
+    /// The receipt of an event put in `subscribers` queues; one that went
+    /// nowhere counts as unrouted.
+    fn receipt(&self, seq: u64, id: EventId, subscribers: usize) -> Receipt {
+        if subscribers == 0 {
+            self.inner.unrouted.fetch_add(1, Ordering::Relaxed);
+        }
+        Receipt {
+            seq,
+            id,
+            subscribers,
+        }
+    }
+
     /// [`try_publish`](Self::try_publish) on a given topic.
     pub fn try_publish_to(&self, topic: &str, event: T) -> Result<Receipt, PublishError<T>> {
         let prepared = self.wrap_event(self.route_checked(topic), event)?;
@@ -151,14 +164,7 @@ impl<T: Send + Sync + 'static> Bus<T> {
             }
             Ok(n) => {
                 route.count_filtered(&targets);
-                if n == 0 {
-                    self.inner.unrouted.fetch_add(1, Ordering::Relaxed);
-                }
-                Ok(Receipt {
-                    seq,
-                    id,
-                    subscribers: n,
-                })
+                Ok(self.receipt(seq, id, n))
             }
             Err(full) => {
                 let subscriber = (0..targets.len())
@@ -283,16 +289,7 @@ impl<T: Send + Sync + 'static> Bus<T> {
                     event: unwrap_env(env),
                 })
             }
-            (Ok(n), _) => {
-                if n == 0 {
-                    self.inner.unrouted.fetch_add(1, Ordering::Relaxed);
-                }
-                Ok(Receipt {
-                    seq,
-                    id,
-                    subscribers: n,
-                })
-            }
+            (Ok(n), _) => Ok(self.receipt(seq, id, n)),
             (Err(()), Some(env)) => Err(PublishError::Closed {
                 event: unwrap_env(env),
             }),
