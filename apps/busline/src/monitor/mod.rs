@@ -83,6 +83,7 @@ pub mod logger;
 pub mod metric;
 pub mod nats;
 pub mod otlp;
+pub mod publish_timeout;
 pub mod publishers;
 pub mod rule;
 pub mod rule_state;
