@@ -1,14 +1,10 @@
 //! `busline bench`: busline next to its peers, same workload, same process.
 
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use anyhow::Result;
+use clap::Subcommand;
 
-use anyhow::{bail, Result};
-use busline::{Bus, RecvError};
-
-use crate::bench_proc::process_cpu_time;
-use clap::{Args, Subcommand, ValueEnum};
-use serde::Serialize;
+use crate::bench_fanout::{FanoutArgs, WorkArg};
+use crate::bench_runtime::runtime;
 
 /// Benchmarks.
 #[derive(Debug, Subcommand)]
@@ -36,62 +32,10 @@ pub enum BenchCommand {
     Ingest(crate::bench_ingest::IngestArgs),
 }
 
-/// Options of `bench fanout`.
-#[derive(Debug, Args)]
-pub struct FanoutArgs {
-    /// Subscribers.
-    #[arg(long, default_value_t = 4)]
-    pub subscribers: usize,
-    /// Events published per round.
-    #[arg(long, default_value_t = 1_000_000)]
-    pub events: u64,
-    /// busline's delivery policy.
-    #[arg(long, value_enum, default_value_t = PolicyArg::Lossless)]
-    pub policy: PolicyArg,
-    /// Queue capacity, the same for every system.
-    #[arg(long, default_value_t = 1024)]
-    pub capacity: usize,
-    /// Rounds; the median is reported.
-    #[arg(long, default_value_t = 5)]
-    pub rounds: usize,
-    /// Worker threads of the multi-thread runtime (default: one per core).
-    #[arg(long)]
-    pub threads: Option<usize>,
-    /// Print one JSON object instead of a table.
-    #[arg(long)]
-    pub json: bool,
-    /// Per-event work at one subscriber: `format` runs the slow-subscriber
-    /// case (two publishers; one subscriber formats each event, as a logger
-    /// does), beside the same work in a plain loop.
-    #[arg(long, value_enum, default_value_t = WorkArg::None)]
-    pub work: WorkArg,
-    /// Run only the systems whose name contains this (for profiling).
-    #[arg(long, hide = true)]
-    pub only: Option<String>,
-}
-
-/// busline's delivery policy in `bench fanout`.
-#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
-pub enum PolicyArg {
-    /// Bounded queue, publisher waits.
-    Lossless,
-    /// Bounded queue, oldest dropped and reported.
-    Lossy,
-}
-
-/// Per-event work at a subscriber in `bench fanout`.
-#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
-pub enum WorkArg {
-    /// Subscribers only count.
-    None,
-    /// One subscriber formats each event to a `String`.
-    Format,
-}
-
 /// Runs a benchmark command.
 pub fn run(cmd: BenchCommand) -> Result<()> {
     match cmd {
-        BenchCommand::Fanout(a) => fanout(a),
+        BenchCommand::Fanout(a) => fanout(&a),
         BenchCommand::Routing(a) => crate::bench_routing::run(a),
         BenchCommand::Nats(a) => runtime(None)?.block_on(crate::bench_nats::run(a)),
         BenchCommand::Log(a) => runtime(None)?.block_on(crate::bench_log::run(a)),
@@ -102,220 +46,14 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
     }
 }
 
-/// The payload every system carries: an `Arc` so no system copies it.
-pub(crate) type Payload = Arc<[u64; 8]>;
-
-#[derive(Debug, Clone, Copy, Default)]
-pub(crate) struct Round {
-    elapsed: Duration,
-    /// CPU time the whole process used during the round (all threads).
-    cpu: Duration,
-    delivered: u64,
-    lagged: u64,
-}
-
-#[derive(Debug, Serialize)]
-struct FanoutResult {
-    system: &'static str,
-    deliveries_per_s: f64,
-    delivered: u64,
-    lagged: u64,
-    lost: u64,
-    median_ms: f64,
-    /// CPU time (all threads) per delivery in the median round: less
-    /// sensitive than throughput to a shared machine's other load.
-    cpu_ns_per_delivery: f64,
-    ratio_vs_broadcast_best: f64,
-    ratio_vs_mpsc: f64,
-    /// Against the faster of the per-subscriber channels (tokio mpsc, flume).
-    ratio_vs_per_subscriber_best: f64,
-    ratio_vs_async_broadcast: f64,
-    /// CPU ns per delivery against tokio broadcast's at its best
-    /// (`tokio-broadcast-yield64`): read it with `--threads 1`.
-    cpu_ratio_vs_broadcast_best: f64,
-}
-
-pub(crate) fn runtime(threads: Option<usize>) -> Result<tokio::runtime::Runtime> {
-    let mut b = tokio::runtime::Builder::new_multi_thread();
-    if let Some(t) = threads {
-        b.worker_threads(t);
-    }
-    Ok(b.enable_all().build()?)
-}
-
-fn fanout(a: FanoutArgs) -> Result<()> {
-    if a.subscribers == 0 || a.events == 0 || a.rounds == 0 || a.capacity == 0 {
-        bail!("--subscribers, --events, --rounds and --capacity must be at least 1");
-    }
-    if a.threads == Some(0) {
-        bail!("--threads must be at least 1");
-    }
-    if a.work == WorkArg::Format {
-        crate::bench_work::check(&a)?;
-        return crate::bench_work::run(&a);
-    }
-    let rt = runtime(a.threads)?;
-    let mut systems: Vec<&'static str> = vec![match a.policy {
-        PolicyArg::Lossless => "busline-lossless",
-        PolicyArg::Lossy => "busline-lossy",
-    }];
-    systems.extend(crate::bench_peers::PEERS);
-    let mut rounds: Vec<Vec<Round>> = vec![Vec::new(); systems.len()];
-    for _ in 0..a.rounds {
-        // Interleave the systems each round so drift on a shared machine hits all alike.
-        for (i, sys) in systems.iter().enumerate() {
-            if a.only.as_deref().is_some_and(|o| !sys.contains(o)) {
-                rounds[i].push(Round {
-                    elapsed: Duration::from_secs(1),
-                    ..Round::default()
-                });
-                continue;
-            }
-            let cpu = process_cpu_time();
-            let mut r = rt.block_on(run_fanout(
-                sys,
-                a.subscribers,
-                a.events,
-                a.capacity,
-                a.policy,
-            ));
-            r.cpu = process_cpu_time().saturating_sub(cpu);
-            rounds[i].push(r);
+/// `bench fanout`: the shared checks, then the case `--work` picks.
+fn fanout(a: &FanoutArgs) -> Result<()> {
+    a.check()?;
+    match a.work {
+        WorkArg::None => crate::bench_fanout::run(a),
+        WorkArg::Format => {
+            crate::bench_work::check(a)?;
+            crate::bench_work::run(a)
         }
     }
-    let expected = a.events * a.subscribers as u64;
-    let mut results: Vec<FanoutResult> = systems
-        .iter()
-        .zip(rounds)
-        .map(|(sys, mut rs)| {
-            rs.sort_by_key(|r| r.elapsed);
-            let m = rs[rs.len() / 2];
-            FanoutResult {
-                system: sys,
-                deliveries_per_s: m.delivered as f64 / m.elapsed.as_secs_f64(),
-                delivered: m.delivered,
-                lagged: m.lagged,
-                lost: expected.saturating_sub(m.delivered + m.lagged),
-                median_ms: m.elapsed.as_secs_f64() * 1e3,
-                cpu_ns_per_delivery: m.cpu.as_nanos() as f64 / m.delivered.max(1) as f64,
-                ratio_vs_broadcast_best: 0.0,
-                ratio_vs_mpsc: 0.0,
-                ratio_vs_per_subscriber_best: 0.0,
-                ratio_vs_async_broadcast: 0.0,
-                cpu_ratio_vs_broadcast_best: 0.0,
-            }
-        })
-        .collect();
-    let row = |name: &str| results.iter().find(|r| r.system == name);
-    let rate = |name: &str| row(name).map_or(f64::NAN, |r| r.deliveries_per_s);
-    let best_cpu = row("tokio-broadcast-yield64").map_or(f64::NAN, |r| r.cpu_ns_per_delivery);
-    let best = rate("tokio-broadcast-yield64");
-    let mpsc = rate("tokio-mpsc-per-subscriber");
-    let per_subscriber = mpsc.max(rate("flume-per-subscriber"));
-    let async_broadcast = rate("async-broadcast");
-    for r in &mut results {
-        r.ratio_vs_broadcast_best = r.deliveries_per_s / best;
-        r.ratio_vs_mpsc = r.deliveries_per_s / mpsc;
-        r.ratio_vs_per_subscriber_best = r.deliveries_per_s / per_subscriber;
-        r.ratio_vs_async_broadcast = r.deliveries_per_s / async_broadcast;
-        r.cpu_ratio_vs_broadcast_best = r.cpu_ns_per_delivery / best_cpu;
-    }
-    if a.json {
-        let out = serde_json::json!({
-            "bench": "fanout",
-            "subscribers": a.subscribers,
-            "events": a.events,
-            "capacity": a.capacity,
-            "rounds": a.rounds,
-            "threads": a.threads.unwrap_or_else(crate::bench_work::cores),
-            "policy": format!("{:?}", a.policy).to_lowercase(),
-            "results": results,
-        });
-        println!("{out}");
-    } else {
-        println!(
-            "fan-out: 1 publisher -> {} subscribers, {} events, capacity {}, median of {} rounds",
-            a.subscribers, a.events, a.capacity, a.rounds
-        );
-        println!(
-            "{:<28} {:>14} {:>12} {:>10} {:>6} {:>9} {:>9} {:>11}",
-            "system",
-            "deliveries/s",
-            "delivered",
-            "lagged",
-            "lost",
-            "vs best",
-            "vs mpsc",
-            "cpu ns/del"
-        );
-        for r in &results {
-            println!(
-                "{:<28} {:>14.0} {:>12} {:>10} {:>6} {:>8.2}x {:>8.2}x {:>11.0}",
-                r.system,
-                r.deliveries_per_s,
-                r.delivered,
-                r.lagged,
-                r.lost,
-                r.ratio_vs_broadcast_best,
-                r.ratio_vs_mpsc,
-                r.cpu_ns_per_delivery
-            );
-        }
-    }
-    Ok(())
-}
-
-async fn run_fanout(sys: &str, subs: usize, events: u64, cap: usize, policy: PolicyArg) -> Round {
-    let payload: Payload = Arc::new([7; 8]);
-    match sys {
-        "busline-lossless" | "busline-lossy" => {
-            let bus: Bus<Payload> = Bus::new();
-            let mut handles = Vec::new();
-            for i in 0..subs {
-                let b = bus.subscriber("bench.fanout").name(format!("s{i}"));
-                let mut sub = match policy {
-                    PolicyArg::Lossless => b.lossless(cap),
-                    PolicyArg::Lossy => b.lossy(cap),
-                }
-                .subscribe()
-                .expect("subscribe");
-                handles.push(tokio::spawn(async move {
-                    let (mut got, mut lag) = (0u64, 0u64);
-                    loop {
-                        match sub.recv().await {
-                            Ok(_) => got += 1,
-                            Err(RecvError::Lagged(n)) => lag += n,
-                            Err(_) => break,
-                        }
-                    }
-                    (got, lag)
-                }));
-            }
-            let start = Instant::now();
-            let publisher = tokio::spawn(async move {
-                for _ in 0..events {
-                    bus.publish_to("bench.fanout", payload.clone())
-                        .await
-                        .expect("publish");
-                }
-            });
-            publisher.await.expect("publisher");
-            collect(start, handles).await
-        }
-        peer => crate::bench_peers::run(peer, subs, events, cap, payload).await,
-    }
-}
-
-pub(crate) async fn collect(
-    start: Instant,
-    handles: Vec<tokio::task::JoinHandle<(u64, u64)>>,
-) -> Round {
-    let mut r = Round::default();
-    for h in handles {
-        let (got, lag) = h.await.expect("subscriber");
-        r.delivered += got;
-        r.lagged += lag;
-    }
-    r.elapsed = start.elapsed();
-    r
 }

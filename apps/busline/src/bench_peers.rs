@@ -8,7 +8,7 @@
 use std::future::Future;
 use std::time::Instant;
 
-use crate::bench::{collect, Payload, Round};
+use crate::bench_round::{collect, Payload, Round};
 
 /// The peer systems, by the name their rows carry.
 pub const PEERS: [&str; 5] = [

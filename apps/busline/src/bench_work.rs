@@ -23,8 +23,9 @@ use anyhow::{bail, ensure, Result};
 use busline::{Bus, RecvError};
 use serde::Serialize;
 
-use crate::bench::{runtime, FanoutArgs};
+use crate::bench_fanout::{FanoutArgs, PolicyArg};
 use crate::bench_proc::{ctxt_switches, process_cpu_time};
+use crate::bench_runtime::{cores, runtime};
 
 /// The event: a served HTTP request, like the seed's `Metric::Request`.
 #[derive(Debug, Clone)]
@@ -220,13 +221,9 @@ pub(crate) fn run(a: &FanoutArgs) -> Result<()> {
     Ok(())
 }
 
-pub(crate) fn cores() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
-}
-
 /// Checks the options of the case.
 pub(crate) fn check(a: &FanoutArgs) -> Result<()> {
-    if a.policy != crate::bench::PolicyArg::Lossless {
+    if a.policy != PolicyArg::Lossless {
         bail!("--work format measures lossless publishers: leave --policy at lossless");
     }
     Ok(())

@@ -2,6 +2,7 @@
 
 mod bench;
 mod bench_es;
+mod bench_fanout;
 mod bench_ingest;
 mod bench_keyed;
 mod bench_log;
@@ -9,7 +10,9 @@ mod bench_nats;
 mod bench_peers;
 mod bench_proc;
 mod bench_request;
+mod bench_round;
 mod bench_routing;
+mod bench_runtime;
 mod bench_work;
 mod log_cmd;
 mod monitor;

@@ -220,11 +220,16 @@ impl Cumulative {
             return self.first(key, Last::Buckets(total), start, appeared, now, whole);
         };
         let restarted = start != Start::Unknown && e.start != Start::Unknown && start != e.start;
-        let step = match &e.last {
-            Last::Buckets(prev) if !restarted => diff(prev, &total),
+        // The new total is kept; the one it replaces lends its vectors to
+        // the increment (no allocation per report).
+        let prev = std::mem::replace(&mut e.last, Last::Buckets(total));
+        let Last::Buckets(total) = &e.last else {
+            unreachable!("just stored")
+        };
+        let step = match prev {
+            Last::Buckets(prev) if !restarted => diff(prev, total),
             _ => Step::Reset(total.clone()),
         };
-        e.last = Last::Buckets(total);
         e.start = start;
         e.seen = now;
         step
@@ -271,7 +276,9 @@ impl Cumulative {
 }
 
 /// `now - prev` per bucket, or a reset / new baseline.
-fn diff(prev: &Buckets, now: &Buckets) -> Step<Buckets> {
+/// The step from `prev` to `now`; an increment is written over `prev`'s
+/// vectors.
+fn diff(prev: Buckets, now: &Buckets) -> Step<Buckets> {
     if now.count() < prev.count() {
         return Step::Reset(now.clone());
     }
@@ -281,19 +288,17 @@ fn diff(prev: &Buckets, now: &Buckets) -> Step<Buckets> {
     if now.counts.iter().zip(&prev.counts).any(|(n, p)| n < p) {
         return Step::Reset(now.clone());
     }
-    Step::Increment(Buckets {
-        bounds: now.bounds.clone(),
-        counts: now
-            .counts
-            .iter()
-            .zip(&prev.counts)
-            .map(|(n, p)| n - p)
-            .collect(),
-        sum: match (now.sum, prev.sum) {
-            (Some(n), Some(p)) => Some(n - p),
-            _ => None,
-        },
-    })
+    let mut inc = prev;
+    // Equal as numbers (so of one length), but copied: -0.0 == 0.0.
+    inc.bounds.copy_from_slice(&now.bounds);
+    for (p, n) in inc.counts.iter_mut().zip(&now.counts) {
+        *p = n - *p;
+    }
+    inc.sum = match (now.sum, inc.sum) {
+        (Some(n), Some(p)) => Some(n - p),
+        _ => None,
+    };
+    Step::Increment(inc)
 }
 
 #[cfg(test)]

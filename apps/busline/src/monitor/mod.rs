@@ -71,6 +71,7 @@
 //! busline monitor --nats nats://127.0.0.1:4222 --modules dashboard,logger,alerter,web
 //! ```
 
+pub mod alert;
 pub mod alerter;
 pub mod bucket_midpoints;
 pub mod config;
@@ -82,6 +83,7 @@ pub mod logger;
 pub mod metric;
 pub mod nats;
 pub mod otlp;
+pub mod publish_timeout;
 pub mod publishers;
 pub mod rule;
 pub mod rule_state;

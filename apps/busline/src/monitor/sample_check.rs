@@ -103,44 +103,64 @@ pub fn check_value(value: &Value) -> Result<(), SampleError> {
 
 /// Checks a sample's labels alone.
 pub fn check_labels(labels: &Labels) -> Result<(), SampleError> {
-    if labels.len() > MAX_LABELS {
+    check_label_count(labels.len())?;
+    for (k, v) in labels {
+        check_label(k, v)?;
+    }
+    Ok(())
+}
+
+/// Checks one sample whose labels were each checked with [`check_label`]
+/// as they were made (`each_label_ok`): only their count is left, then the
+/// value. The same answer as [`check`], which it is when `each_label_ok`
+/// is false.
+pub fn check_with_labels_seen(sample: &Sample, each_label_ok: bool) -> Result<(), SampleError> {
+    if !each_label_ok {
+        return check(sample);
+    }
+    check_label_count(sample.labels.len())?;
+    check_value(&sample.value)
+}
+
+fn check_label_count(n: usize) -> Result<(), SampleError> {
+    if n > MAX_LABELS {
         return Err(SampleError::new(
             "labels",
-            format!("{} labels; at most {MAX_LABELS}", labels.len()),
+            format!("{n} labels; at most {MAX_LABELS}"),
         ));
     }
-    for (k, v) in labels {
-        if k.is_empty() {
-            return Err(SampleError::new("labels", "a label key must not be empty"));
-        }
-        if k.len() > MAX_LABEL_BYTES || v.len() > MAX_LABEL_BYTES {
-            return Err(SampleError::new(
-                "labels",
-                format!("label {:.40?}: keys take 1 to {MAX_LABEL_BYTES} bytes, values at most {MAX_LABEL_BYTES}", k),
-            ));
-        }
-        if has_control(k) || has_control(v) {
-            return Err(SampleError::new(
-                "labels",
-                format!("label {k:.40?} contains control characters"),
-            ));
-        }
+    Ok(())
+}
+
+/// Checks one label: its key and value.
+pub fn check_label(k: &str, v: &str) -> Result<(), SampleError> {
+    if k.is_empty() {
+        return Err(SampleError::new("labels", "a label key must not be empty"));
+    }
+    if k.len() > MAX_LABEL_BYTES || v.len() > MAX_LABEL_BYTES {
+        return Err(SampleError::new(
+            "labels",
+            format!("label {:.40?}: keys take 1 to {MAX_LABEL_BYTES} bytes, values at most {MAX_LABEL_BYTES}", k),
+        ));
+    }
+    if has_control(k) || has_control(v) {
+        return Err(SampleError::new(
+            "labels",
+            format!("label {k:.40?} contains control characters"),
+        ));
     }
     Ok(())
 }
 
 /// Whether `s` holds a control character (`char::is_control`: U+0000 to
-/// U+001F, U+007F to U+009F): one pass over the bytes, characters decoded
-/// only in text that is not all ASCII.
+/// U+001F, U+007F to U+009F). Printable ASCII (most labels) is told apart
+/// with one comparison a byte; only other text is decoded character by
+/// character.
 fn has_control(s: &str) -> bool {
-    let mut ascii = true;
-    for b in s.bytes() {
-        if b < 0x20 || b == 0x7f {
-            return true;
-        }
-        ascii &= b < 0x80;
+    if s.bytes().all(|b| b.wrapping_sub(0x20) < 0x5f) {
+        return false;
     }
-    !ascii && s.chars().any(char::is_control)
+    s.chars().any(char::is_control)
 }
 
 fn histogram(
@@ -211,6 +231,37 @@ mod tests {
 
     fn field(s: &Sample) -> &'static str {
         check(s).expect_err("refused").field
+    }
+
+    #[test]
+    fn labels_checked_as_made_answer_as_check_does() {
+        let long = "x".repeat(MAX_LABEL_BYTES + 1);
+        let cases: [&[(&str, &str)]; 6] = [
+            &[("a", "b"), ("c", "d")],
+            &[("", "b")],
+            &[("a", "\u{7}")],
+            &[("k\u{85}", "v")],
+            &[("k", long.as_str())],
+            &[("k", "v"); 1],
+        ];
+        let mut many = Sample::new("m", Value::Gauge { value: 1.0 });
+        for i in 0..=MAX_LABELS {
+            many = many.label(format!("k{i}"), "v");
+        }
+        let samples = cases
+            .iter()
+            .map(|labels| {
+                labels.iter().fold(
+                    Sample::new("m", Value::Gauge { value: f64::NAN }),
+                    |s, (k, v)| s.label(*k, *v),
+                )
+            })
+            .chain([many]);
+        for s in samples {
+            let each_ok = s.labels.iter().all(|(k, v)| check_label(k, v).is_ok());
+            assert_eq!(check_with_labels_seen(&s, each_ok), check(&s), "{s:?}");
+            assert_eq!(check_with_labels_seen(&s, false), check(&s), "{s:?}");
+        }
     }
 
     #[test]

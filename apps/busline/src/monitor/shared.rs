@@ -11,7 +11,7 @@ use parking_lot::Mutex;
 use serde::Serialize;
 use tokio::sync::watch;
 
-use super::alerter::AlertRecord;
+use super::alert::AlertRecord;
 use super::config::Settings;
 #[cfg(test)]
 use super::dashboard;

@@ -26,7 +26,7 @@ use serde::Serialize;
 use tokio::sync::mpsc;
 use tower::{Service, ServiceBuilder, ServiceExt};
 
-use super::alerter::AlertRecord;
+use super::alert::AlertRecord;
 
 /// Alerts waiting for delivery before new ones are dropped.
 pub const QUEUE: usize = 64;
@@ -237,7 +237,7 @@ mod tests {
     use super::*;
     use std::sync::atomic::AtomicU32;
 
-    use super::super::alerter::Transition;
+    use super::super::alert::Transition;
 
     fn alert() -> AlertRecord {
         AlertRecord {

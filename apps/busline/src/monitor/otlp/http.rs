@@ -28,7 +28,7 @@ use prost::Message as _;
 
 use super::{gunzip, BodyError, Encoding, MAX_BODY};
 use crate::monitor::metric::Metric;
-use crate::monitor::web::PUBLISH_TIMEOUT;
+use crate::monitor::publish_timeout::PUBLISH_TIMEOUT;
 use crate::monitor::Shared;
 
 /// `google.rpc.Status`, the body of OTLP error answers (declared with

@@ -35,7 +35,7 @@
 //! points, `malformed` by reason (undecodable bodies, wrong types, refused
 //! points).
 //!
-//! [`PUBLISH_TIMEOUT`]: crate::monitor::web::PUBLISH_TIMEOUT
+//! [`PUBLISH_TIMEOUT`]: crate::monitor::publish_timeout::PUBLISH_TIMEOUT
 //! [`Metric::Samples`]: crate::monitor::metric::Metric::Samples
 
 pub mod convert;

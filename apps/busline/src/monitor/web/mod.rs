@@ -54,7 +54,6 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -73,14 +72,12 @@ use tokio::sync::watch;
 
 use super::ingest;
 use super::metric::Metric;
+use super::publish_timeout::PUBLISH_TIMEOUT;
 use super::Shared;
 
 const PAGE: &str = include_str!("../../../assets/dashboard.html");
 const SCRIPT: &str = include_str!("../../../assets/dashboard.js");
 const STYLE: &str = include_str!("../../../assets/dashboard.css");
-
-/// How long `POST /api/events` waits for room on the bus before answering 503.
-pub const PUBLISH_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The web module's settings.
 #[derive(Debug, Clone)]

@@ -6,20 +6,25 @@ use std::fmt::Write as _;
 use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
 
 use crate::monitor::sample::Labels;
+use crate::monitor::sample_check::check_label;
 
-/// Attributes as labels (values as text), moved out of `attrs`.
-pub fn labels_of(attrs: &mut Vec<KeyValue>) -> Labels {
+/// Attributes as labels (values as text), moved out of `attrs`, and
+/// whether each passed [`check_label`] on the way (checked here, while the
+/// text is at hand, instead of walking the map again to check it).
+pub fn labels_of(attrs: &mut Vec<KeyValue>) -> (Labels, bool) {
     // One by one: a point has a few attributes, and inserting them costs
     // less than collecting and sorting them first.
     let mut labels = Labels::new();
+    let mut each_ok = true;
     for kv in attrs.drain(..) {
         let value = match kv.value.and_then(|v| v.value) {
             Some(any_value::Value::StringValue(s)) => s,
             other => text(other.map(|v| AnyValue { value: Some(v) }).as_ref()),
         };
+        each_ok &= check_label(&kv.key, &value).is_ok();
         labels.insert(kv.key, value);
     }
-    labels
+    (labels, each_ok)
 }
 
 /// A resource's attributes as one key, sorted by name.

@@ -28,8 +28,7 @@ impl Batches {
             return;
         };
         if samples.iter().all(|s| s.name == first.name) {
-            let topic = topic_of(source, &first.name);
-            return self.push(source, topic, samples);
+            return self.add_one_name(source, samples);
         }
         // A summary: its quantiles, `_count` and `_sum` go apart.
         let mut run: Vec<Sample> = Vec::new();
@@ -44,6 +43,16 @@ impl Batches {
             let topic = topic_of(source, &run[0].name);
             self.push(source, topic, run);
         }
+    }
+
+    /// Adds the samples of one metric of `source` that all carry one name
+    /// (the metric's own: any kind but a summary), without comparing them.
+    pub fn add_one_name(&mut self, source: &str, samples: Vec<Sample>) {
+        let Some(first) = samples.first() else {
+            return;
+        };
+        let topic = topic_of(source, &first.name);
+        self.push(source, topic, samples);
     }
 
     fn push(&mut self, source: &str, topic: String, samples: Vec<Sample>) {

@@ -43,6 +43,7 @@ pub mod rejected;
 use std::time::Instant;
 
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+use opentelemetry_proto::tonic::metrics::v1::metric::Data;
 
 use crate::monitor::cumulative::Cumulative;
 use crate::monitor::metric::Metric;
@@ -102,6 +103,8 @@ pub fn convert(
                 seen_before,
             };
             for m in &mut sm.metrics {
+                // Only a summary's samples carry other names than the metric's.
+                let summary = matches!(m.data, Some(Data::Summary(_)));
                 let mut p = Point {
                     sender,
                     name: &m.name,
@@ -115,7 +118,11 @@ pub fn convert(
                 };
                 p.metric(&mut m.data);
                 out.accepted += p.accepted;
-                batches.add(&source, p.out);
+                if summary {
+                    batches.add(&source, p.out);
+                } else {
+                    batches.add_one_name(&source, p.out);
+                }
             }
         }
     }

@@ -15,7 +15,7 @@ use super::exponential::exponential_buckets;
 use super::rejected::Rejected;
 use crate::monitor::cumulative::{Buckets, Cumulative, Start, Step};
 use crate::monitor::sample::{Labels, Sample, Value};
-use crate::monitor::sample_check::check;
+use crate::monitor::sample_check::check_with_labels_seen;
 
 const DELTA: i32 = AggregationTemporality::Delta as i32;
 const CUMULATIVE: i32 = AggregationTemporality::Cumulative as i32;
@@ -165,9 +165,9 @@ impl Point<'_> {
         if !v.is_finite() {
             return self.reject("a value that is not a finite number", 1);
         }
-        let labels = labels_of(&mut p.attributes);
+        let (labels, each_ok) = labels_of(&mut p.attributes);
         match f(v, &labels, self) {
-            Ok(Some(value)) => self.push(labels, value, p.time_unix_nano),
+            Ok(Some(value)) => self.push(labels, each_ok, value, p.time_unix_nano),
             Ok(None) => self.accepted += 1,
             Err(reason) => self.reject(reason, 1),
         }
@@ -238,7 +238,7 @@ impl Point<'_> {
         start_ns: u64,
         time_ns: u64,
     ) {
-        let labels = labels_of(attributes);
+        let (labels, each_ok) = labels_of(attributes);
         let (buckets, min, max) = if temporality == CUMULATIVE {
             self.build_key(&labels);
             let start = self.start_of(start_ns);
@@ -267,14 +267,14 @@ impl Point<'_> {
             min: min.filter(|v| v.is_finite()),
             max: max.filter(|v| v.is_finite()),
         };
-        self.push(labels, value, time_ns);
+        self.push(labels, each_ok, value, time_ns);
     }
 
     fn summary(&mut self, p: &mut SummaryDataPoint) {
         if p.flags & NO_RECORDED_VALUE != 0 {
             return self.reject("a point flagged as having no recorded value", 1);
         }
-        let labels = labels_of(&mut p.attributes);
+        let (labels, _) = labels_of(&mut p.attributes);
         let name = self.name;
         let mut samples = Vec::new();
         for q in &p.quantile_values {
@@ -349,9 +349,11 @@ impl Point<'_> {
         }
     }
 
-    fn push(&mut self, labels: Labels, value: Value, time_ns: u64) {
+    /// Pushes a point's sample if it passes the checks (`each_ok`: its
+    /// labels passed each on their own, see [`labels_of`]).
+    fn push(&mut self, labels: Labels, each_ok: bool, value: Value, time_ns: u64) {
         let s = sample(self.name.to_owned(), labels, value, time_ns);
-        if check(&s).is_err() {
+        if check_with_labels_seen(&s, each_ok).is_err() {
             return self.reject(
                 "a point over the monitor's limits (labels, histogram bounds or counts)",
                 1,
