@@ -433,7 +433,9 @@ pub use runtime::config::{Config, ConfigError, ModuleSettings, RESERVED_KEYS};
 #[cfg(feature = "runtime")]
 pub use runtime::context::Context;
 #[cfg(feature = "runtime")]
-pub use runtime::module::{BoxError, Module, ModuleState, ModuleStatus};
+pub use runtime::module::{BoxError, Module};
+#[cfg(feature = "runtime")]
+pub use runtime::status::{ModuleState, ModuleStatus};
 #[cfg(feature = "runtime")]
 pub use runtime::supervisor::{Backoff, Restart, Supervision};
 #[cfg(feature = "runtime")]

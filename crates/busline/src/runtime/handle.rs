@@ -4,14 +4,12 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use super::module::ModuleStatus;
+use super::status::ModuleStatus;
 use super::system::{SystemEvent, STATUS_TOPIC};
-#[cfg(doc)]
-use super::{Runtime, StopReason};
 use crate::error::RequestError;
 use crate::Bus;
 
-/// Controls a running [`Runtime`] from elsewhere. Cheap to clone.
+/// Controls a running [`Runtime`](crate::Runtime) from elsewhere. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct RuntimeHandle {
     pub(super) token: CancellationToken,
@@ -19,7 +17,7 @@ pub struct RuntimeHandle {
 }
 
 impl RuntimeHandle {
-    /// Starts the graceful shutdown (the run ends with [`StopReason::Requested`]).
+    /// Starts the graceful shutdown (the run ends with [`StopReason::Requested`](crate::StopReason::Requested)).
     /// Calling it before `run` makes `run` stop at once.
     pub fn shutdown(&self) {
         self.token.cancel();

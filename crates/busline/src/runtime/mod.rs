@@ -30,6 +30,7 @@ mod setup;
 mod signals;
 mod slot;
 mod spec;
+pub(crate) mod status;
 pub(crate) mod supervisor;
 mod system;
 
@@ -41,7 +42,7 @@ pub use system::{SystemEvent, SHUTDOWN_TOPIC, STATUS_TOPIC};
 
 use module::BoxError;
 #[cfg(doc)]
-use module::ModuleStatus;
+use status::ModuleStatus;
 #[cfg(doc)]
 use supervisor::{Restart, Supervision};
 

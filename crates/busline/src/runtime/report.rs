@@ -4,9 +4,7 @@ use std::time::Duration;
 
 #[cfg(feature = "config")]
 use super::config::ConfigError;
-use super::module::ModuleStatus;
-#[cfg(doc)]
-use super::{supervisor::Restart, RuntimeHandle};
+use super::status::ModuleStatus;
 
 /// How a run ended without error.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -14,7 +12,7 @@ use super::{supervisor::Restart, RuntimeHandle};
 pub enum StopReason {
     /// Every module finished on its own.
     Finished,
-    /// [`RuntimeHandle::shutdown`] was called.
+    /// [`RuntimeHandle::shutdown`](crate::RuntimeHandle::shutdown) was called.
     Requested,
     /// The process got a signal (`"SIGINT"` for Ctrl-C, `"SIGTERM"`).
     Signal(&'static str),
@@ -79,7 +77,7 @@ pub enum RuntimeError {
     #[cfg(feature = "config")]
     #[error(transparent)]
     Config(#[from] ConfigError),
-    /// A module under [`Restart::Never`] failed.
+    /// A module under [`Restart::Never`](crate::Restart::Never) failed.
     #[error("module `{module}` failed and its restart policy is `never`: {error}")]
     ModuleFailed {
         /// The module.

@@ -9,10 +9,11 @@ use tokio::task::{JoinError, JoinSet};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::module::{BoxError, ModuleState};
+use super::module::BoxError;
 use super::report::{Report, RuntimeError, StopReason};
 use super::signals::wait_for_signal;
 use super::slot::{after, sleep_until_opt, Exit, Fatal, FirstPoll, Outcome, Slot};
+use super::status::ModuleState;
 use super::supervisor::Restart;
 use super::system::SystemEvent;
 use crate::{Bus, Context};

@@ -14,11 +14,12 @@ use tokio_util::sync::CancellationToken;
 #[cfg(feature = "config")]
 use super::config::{ConfigError, ModuleSettings};
 use super::handle::RuntimeHandle;
-use super::module::{check_name, Module, ModuleState, Name};
+use super::module::{check_name, Module, Name};
 use super::report::{Report, RuntimeError};
 use super::running::Running;
 use super::slot::Slot;
 use super::spec::ModuleSpec;
+use super::status::ModuleState;
 use super::supervisor::{Intensity, Supervision};
 use super::system::{SystemEvent, STATUS_TOPIC};
 #[cfg(feature = "config")]

@@ -12,8 +12,9 @@ use tokio::task::{AbortHandle, JoinError};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::module::{BoxError, ModuleState, ModuleStatus, Name};
+use super::module::{BoxError, Name};
 use super::report::StopReason;
+use super::status::{ModuleState, ModuleStatus};
 use super::supervisor::{panic_message, Intensity, Supervision};
 use super::{RunFuture, Spawner};
 

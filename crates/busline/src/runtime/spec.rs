@@ -5,10 +5,8 @@ use std::time::Duration;
 use super::module::Name;
 use super::supervisor::{Backoff, Restart, Supervision};
 use super::Resolver;
-#[cfg(doc)]
-use super::Runtime;
 
-/// A module added to a [`Runtime`]; its setters choose how it is supervised.
+/// A module added to a [`Runtime`](crate::Runtime); its setters choose how it is supervised.
 /// Configuration keys (the `config` module, with the `config` feature) override them.
 pub struct ModuleSpec<T> {
     pub(super) name: Name,

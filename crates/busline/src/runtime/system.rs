@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::module::ModuleStatus;
+use super::status::ModuleStatus;
 
 /// busline's own events, published by the runtime on its system bus under
 /// `$sys.` topics (see [`SystemEvent::topic`]).
