@@ -703,3 +703,58 @@ fn tempdir(what: &str) -> std::path::PathBuf {
     std::fs::create_dir_all(&d).unwrap();
     d
 }
+
+/// A finite but huge `--duration` is a named error, not a panic.
+#[test]
+fn a_huge_duration_is_a_named_error_not_a_panic() {
+    let out = Command::new(env!("CARGO_BIN_EXE_busline"))
+        .args(["monitor", "--no-web", "--no-data-dir", "--duration", "1e20"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(
+        err.contains("duration 100000000000000000000: too long"),
+        "{err}"
+    );
+}
+
+/// `POST /api/events` takes JSON only: a `text/plain` POST (what a page on
+/// another site can send to a local monitor without a preflight) is refused.
+#[test]
+fn the_event_api_refuses_what_a_foreign_web_page_could_send() {
+    use std::io::{Read, Write};
+    let m = Monitor::start(&["--web", "127.0.0.1:0", "--duration", "30"]);
+    let addr = m.addr();
+    let event = r#"{"type":"error","source":"evil","message":"x"}"#;
+    let mut s = std::net::TcpStream::connect(&addr).unwrap();
+    write!(
+        s,
+        "POST /api/events HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{event}",
+        event.len()
+    )
+    .unwrap();
+    let mut raw = String::new();
+    let _ = s.read_to_string(&mut raw);
+    assert!(raw.starts_with("HTTP/1.1 415"), "{raw}");
+    let r = post(&m, "/api/events", event);
+    assert_eq!(r.status, 202, "{r:?}");
+}
+
+/// The dashboard URL the monitor prints works with any token it accepts
+/// (`+`, `&`, `%`, `#` were not encoded).
+#[test]
+fn the_printed_url_carries_the_token_encoded() {
+    let token = "s3cret+tok&en%#x";
+    let m = Monitor::start(&["--web", "127.0.0.1:0", "--token", token, "--duration", "30"]);
+    let line = m.stdout.wait_for("[web] dashboard on", |l| {
+        l.starts_with("[web] dashboard on ")
+    });
+    let url = line.trim_start_matches("[web] dashboard on ");
+    let path = &url[url.find("/?").unwrap()..];
+    assert!(!path.contains('&') && !path.contains('#'), "{path}");
+    let host = m.addr();
+    let r = http(&m.addr(), "GET", path, &host, &[], b"");
+    assert_eq!(r.status, 200, "{path}: {r:?}");
+}

@@ -282,3 +282,46 @@ fn a_bad_rule_stops_start_up_naming_the_rule_and_the_key() {
         );
     }
 }
+
+/// An alert the webhook is still retrying when the monitor stops is
+/// delivered within the alerter's grace time (it used to be dropped with
+/// the runtime, unreported).
+#[test]
+fn an_alert_being_retried_at_stop_is_still_delivered() {
+    // Busy twice (retried with backoff), then fine.
+    let hook = webhook(|n| {
+        if n < 2 {
+            b"HTTP/1.1 503 Busy\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
+        } else {
+            b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n"
+        }
+    });
+    let o = Command::new(env!("CARGO_BIN_EXE_busline"))
+        .args([
+            "monitor",
+            "--no-web",
+            "--no-data-dir",
+            "--duration",
+            "0.3",
+            "--interval-ms",
+            "20",
+            "--error-rate",
+            "1",
+            "--alert-threshold",
+            "5",
+            "--log-file",
+            "/dev/null",
+            "--alert-webhook",
+            &hook.url,
+        ])
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(out.contains("[ALERT] Error rate:"), "{out}");
+    assert_eq!(
+        hook.delivered.lock().unwrap().len(),
+        1,
+        "stdout:\n{out}\nstderr:\n{err}"
+    );
+}

@@ -191,3 +191,75 @@ fn a_corrupt_log_stops_the_monitor_at_startup() {
         String::from_utf8_lossy(&out.stdout)
     );
 }
+
+/// After a restart the alert reports the errors of the last minute (it
+/// fired on the replay's sixth error and reported 6/min).
+#[test]
+fn after_a_restart_the_alert_reports_the_errors_of_the_last_minute() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let data = data.to_str().unwrap();
+    let run = |args: &[&str]| {
+        let o = Command::new(env!("CARGO_BIN_EXE_busline"))
+            .args([
+                "monitor",
+                "--no-web",
+                "--data-dir",
+                data,
+                "--log-file",
+                "/dev/null",
+            ])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    // Every request fails: the errors are the requests published.
+    let first = run(&[
+        "--error-rate",
+        "1",
+        "--interval-ms",
+        "20",
+        "--alert-threshold",
+        "1000000",
+        "--duration",
+        "2",
+    ]);
+    // The first run's last summary: "Errors: N (M in the last minute)".
+    let last = first
+        .lines()
+        .rfind(|l| l.trim_start().starts_with("Errors: "))
+        .unwrap_or_else(|| panic!("no summary: {first}"));
+    let errors: usize = last
+        .split('(')
+        .nth(1)
+        .and_then(|r| r.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{last}"));
+    assert!(errors > 10, "{last}");
+    let second = run(&[
+        "--error-rate",
+        "0",
+        "--alert-threshold",
+        "5",
+        "--duration",
+        "1",
+    ]);
+    let alert = second
+        .lines()
+        .find(|l| l.starts_with("[ALERT] Error rate: "))
+        .unwrap_or_else(|| panic!("no alert: {second}"));
+    let rate: usize = alert["[ALERT] Error rate: ".len()..]
+        .split('/')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    // At least what the first run's last summary counted (errors published
+    // after that summary are in the replay too).
+    assert!(
+        rate >= errors,
+        "{alert}, while the first run counted {errors}"
+    );
+}

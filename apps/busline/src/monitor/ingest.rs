@@ -218,25 +218,7 @@ pub fn parse_event(value: Value) -> Result<Metric, IngestError> {
     };
     let rest = Value::Object(map);
     let metric = match kind.as_str() {
-        "request" => {
-            let r: RequestIn = fields(rest)?;
-            text("path", &r.path)?;
-            if !r.path.starts_with('/') {
-                return Err(IngestError::new(Some("path"), "must start with `/`"));
-            }
-            millis("latency_ms", r.latency_ms)?;
-            if !(100..=599).contains(&r.status) {
-                return Err(IngestError::new(
-                    Some("status"),
-                    format!("{} is not an HTTP status (100-599)", r.status),
-                ));
-            }
-            Metric::Request {
-                path: r.path,
-                latency_ms: r.latency_ms,
-                status: r.status,
-            }
-        }
+        "request" => request(rest)?,
         "db_query" => {
             let q: DbQueryIn = fields(rest)?;
             text("query", &q.query)?;
@@ -255,37 +237,7 @@ pub fn parse_event(value: Value) -> Result<Metric, IngestError> {
                 message: e.message,
             }
         }
-        "samples" => {
-            let s: SamplesIn = fields(rest)?;
-            source_token(&s.source, "metrics.<source>.<name>")?;
-            if s.samples.is_empty() {
-                return Err(IngestError::new(Some("samples"), "holds no samples"));
-            }
-            if s.samples.len() > MAX_SAMPLES {
-                return Err(IngestError::new(
-                    Some("samples"),
-                    format!("{} samples in one event; at most {MAX_SAMPLES}", s.samples.len()),
-                ));
-            }
-            let samples = s
-                .samples
-                .into_iter()
-                .enumerate()
-                .map(|(i, v)| {
-                    parse_sample(v).map_err(|mut e| {
-                        e.field = Some(match e.field {
-                            Some(f) => format!("samples[{i}].{f}"),
-                            None => format!("samples[{i}]"),
-                        });
-                        e
-                    })
-                })
-                .collect::<Result<Vec<_>, _>>()?;
-            Metric::Samples {
-                source: s.source,
-                samples,
-            }
-        }
+        "samples" => samples(rest)?,
         other => {
             return Err(IngestError::new(
                 Some("type"),
@@ -296,6 +248,63 @@ pub fn parse_event(value: Value) -> Result<Metric, IngestError> {
         }
     };
     Ok(metric)
+}
+
+/// A `request` event's fields, checked.
+fn request(rest: Value) -> Result<Metric, IngestError> {
+    let r: RequestIn = fields(rest)?;
+    text("path", &r.path)?;
+    if !r.path.starts_with('/') {
+        return Err(IngestError::new(Some("path"), "must start with `/`"));
+    }
+    millis("latency_ms", r.latency_ms)?;
+    if !(100..=599).contains(&r.status) {
+        return Err(IngestError::new(
+            Some("status"),
+            format!("{} is not an HTTP status (100-599)", r.status),
+        ));
+    }
+    Ok(Metric::Request {
+        path: r.path,
+        latency_ms: r.latency_ms,
+        status: r.status,
+    })
+}
+
+/// A `samples` event's fields, each sample checked (an error names its index).
+fn samples(rest: Value) -> Result<Metric, IngestError> {
+    let s: SamplesIn = fields(rest)?;
+    source_token(&s.source, "metrics.<source>.<name>")?;
+    if s.samples.is_empty() {
+        return Err(IngestError::new(Some("samples"), "holds no samples"));
+    }
+    if s.samples.len() > MAX_SAMPLES {
+        return Err(IngestError::new(
+            Some("samples"),
+            format!(
+                "{} samples in one event; at most {MAX_SAMPLES}",
+                s.samples.len()
+            ),
+        ));
+    }
+    let samples = s
+        .samples
+        .into_iter()
+        .enumerate()
+        .map(|(i, v)| {
+            parse_sample(v).map_err(|mut e| {
+                e.field = Some(match e.field {
+                    Some(f) => format!("samples[{i}].{f}"),
+                    None => format!("samples[{i}]"),
+                });
+                e
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Metric::Samples {
+        source: s.source,
+        samples,
+    })
 }
 
 fn source_token(source: &str, topic: &str) -> Result<(), IngestError> {

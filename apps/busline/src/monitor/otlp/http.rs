@@ -26,7 +26,7 @@ use opentelemetry_proto::tonic::collector::metrics::v1::{
 };
 use prost::Message as _;
 
-use super::{gunzip, BodyError, Encoding, MAX_BODY};
+use super::{gunzip, BodyError, Converted, Encoding, MAX_BODY};
 use crate::monitor::metric::Metric;
 use crate::monitor::publish_timeout::PUBLISH_TIMEOUT;
 use crate::monitor::Shared;
@@ -101,19 +101,14 @@ pub async fn handle(
             return status(rej.status(), encoding, rej.body_text());
         }
     };
-    let gzip = match headers
-        .get(header::CONTENT_ENCODING)
-        .and_then(|v| v.to_str().ok())
-        .map(str::trim)
-    {
-        None | Some("") | Some("identity") => false,
-        Some(e) if e.eq_ignore_ascii_case("gzip") => true,
-        Some(other) => {
-            counters.malformed("unsupported content encoding", other, 1);
+    let gzip = match gzipped(headers) {
+        Ok(g) => g,
+        Err(why) => {
+            counters.malformed("unsupported content encoding", &why, 1);
             return status(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 encoding,
-                format!("Content-Encoding {other:?} is not supported: send gzip or no encoding"),
+                format!("Content-Encoding {why:?} is not supported: send gzip or no encoding"),
             );
         }
     };
@@ -136,6 +131,36 @@ pub async fn handle(
     for (reason, (n, metric)) in &converted.rejected.by_reason {
         counters.malformed(reason, &format!("metric {metric:?}"), *n);
     }
+    if let Err(resp) = publish(ctx, metrics, encoding).await {
+        return resp;
+    }
+    counters
+        .accepted
+        .fetch_add(converted.accepted, Ordering::Relaxed);
+    accepted(&converted, encoding)
+}
+
+/// Whether the body is gzipped (`Content-Encoding`), or the encoding it
+/// names that is not supported.
+fn gzipped(headers: &HeaderMap) -> Result<bool, String> {
+    match headers
+        .get(header::CONTENT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+    {
+        None | Some("") | Some("identity") => Ok(false),
+        Some(e) if e.eq_ignore_ascii_case("gzip") => Ok(true),
+        Some(other) => Err(other.to_string()),
+    }
+}
+
+/// Publishes each batch of converted metrics on its topic, or answers 503
+/// with how many went out before the bus stayed full.
+async fn publish(
+    ctx: &Context<Metric>,
+    metrics: Vec<(String, Metric)>,
+    encoding: Encoding,
+) -> Result<(), Response> {
     let n = metrics.len();
     for (i, (topic, m)) in metrics.into_iter().enumerate() {
         let send = ctx.send(busline::Message::new(m).topic(topic).source("otlp"));
@@ -147,15 +172,18 @@ pub async fn handle(
                 PUBLISH_TIMEOUT.as_secs()
             ),
         };
-        return status(
+        return Err(status(
             StatusCode::SERVICE_UNAVAILABLE,
             encoding,
             format!("published {i} of {n} batches, then {why}; retry later"),
-        );
+        ));
     }
-    counters
-        .accepted
-        .fetch_add(converted.accepted, Ordering::Relaxed);
+    Ok(())
+}
+
+/// The OTLP answer to a body that was taken: a partial success names what
+/// was rejected.
+fn accepted(converted: &Converted, encoding: Encoding) -> Response {
     let rejected = converted.rejected.total();
     let resp = ExportMetricsServiceResponse {
         partial_success: (rejected > 0).then(|| ExportMetricsPartialSuccess {
