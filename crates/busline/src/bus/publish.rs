@@ -188,11 +188,11 @@ impl<T: Send + Sync + 'static> Bus<T> {
         let inner = &*self.inner;
         let seq = inner.seq.fetch_add(1, Ordering::Relaxed);
         let id = msg.id.unwrap_or(EventId::from_parts(inner.node, seq));
-        Arc::new(Envelope::from_parts(
+        Arc::new(Envelope::stamped(
             seq,
             id,
             topic,
-            msg.timestamp.unwrap_or_else(crate::clock::now),
+            msg.timestamp,
             msg.source,
             msg.correlation_id.unwrap_or(id),
             msg.causation_id,
@@ -211,11 +211,11 @@ impl<T: Send + Sync + 'static> Bus<T> {
         let inner = &*self.inner;
         let seq = inner.seq.fetch_add(1, Ordering::Relaxed);
         let id = EventId::from_parts(inner.node, seq);
-        Arc::new(Envelope::from_parts(
+        Arc::new(Envelope::stamped(
             seq,
             id,
             topic,
-            crate::clock::now(),
+            None,
             None,
             id,
             None,
