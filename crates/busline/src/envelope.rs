@@ -270,6 +270,38 @@ impl<T> Envelope<T> {
         }
     }
 
+    /// A bare event's envelope, published now: no metadata beyond its
+    /// ids and topic (the fast path of a plain publish).
+    #[inline]
+    pub(crate) fn plain(seq: u64, id: EventId, topic: Topic, payload: T) -> Self {
+        let Some(nanos) = clock::now_nanos() else {
+            return Envelope::stamped(
+                seq,
+                id,
+                topic,
+                None,
+                None,
+                id,
+                None,
+                None,
+                Vec::new(),
+                payload,
+            );
+        };
+        Envelope {
+            seq,
+            id,
+            correlation_id: id,
+            topic,
+            source: None,
+            nanos,
+            causation_id: None,
+            reply_to: None,
+            rare: None,
+            payload,
+        }
+    }
+
     /// The same envelope with its store offset set.
     pub fn with_offset(mut self, offset: u64) -> Self {
         self.set_offset(offset);

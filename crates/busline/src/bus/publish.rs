@@ -211,18 +211,7 @@ impl<T: Send + Sync + 'static> Bus<T> {
         let inner = &*self.inner;
         let seq = inner.seq.fetch_add(1, Ordering::Relaxed);
         let id = EventId::from_parts(inner.node, seq);
-        Arc::new(Envelope::stamped(
-            seq,
-            id,
-            topic,
-            None,
-            None,
-            id,
-            None,
-            None,
-            Vec::new(),
-            event,
-        ))
+        Arc::new(Envelope::plain(seq, id, topic, event))
     }
 
     pub(super) async fn deliver(
