@@ -20,7 +20,7 @@
 //! bus.persist("orders.>", store).unwrap();
 //! let mut sub = bus.subscriber("orders.>").from(StartAt::Beginning).subscribe().unwrap();
 //! let e = sub.recv().await.unwrap();
-//! assert_eq!((e.payload.as_str(), e.offset), ("42 widgets", Some(0)));
+//! assert_eq!((e.payload.as_str(), e.offset()), ("42 widgets", Some(0)));
 //! # }
 //! ```
 //!
@@ -122,11 +122,11 @@ fn encode<T: Serialize>(env: &Envelope<T>) -> Result<Vec<u8>, StoreError> {
     let stored = StoredRef {
         id: env.id.to_string(),
         topic: env.topic.as_str(),
-        ts_ns: nanos(env.timestamp),
+        ts_ns: nanos(env.timestamp()),
         source: env.source.as_deref(),
         correlation: env.correlation_id.to_string(),
-        causation: env.causation_id.map(|c| c.to_string()),
-        headers: env.headers.iter().map(|(k, v)| (&**k, &**v)).collect(),
+        causation: env.causation_id().map(|c| c.to_string()),
+        headers: env.headers().iter().map(|(k, v)| (&**k, &**v)).collect(),
         payload: &env.payload,
     };
     serde_json::to_vec(&stored)
@@ -175,7 +175,7 @@ where
     fn append<'a>(&'a self, env: &'a Envelope<T>) -> BoxFuture<'a, Result<u64, StoreError>> {
         Box::pin(async move {
             let bytes = encode(env)?;
-            let ms = nanos(env.timestamp) / 1_000_000;
+            let ms = nanos(env.timestamp()) / 1_000_000;
             self.log.append_at(ms, bytes).await.map_err(|e| {
                 StoreError::new(
                     format!("append event {} to {}", env.id, self.log.dir().display()),

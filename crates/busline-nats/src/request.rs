@@ -75,9 +75,9 @@ where
         let Some(bus) = ctx.bus.upgrade() else { break };
         let request = Envelope::from_parts(
             0,
-            env.causation_id.unwrap_or(env.id),
+            env.causation_id().unwrap_or(env.id),
             env.topic.clone(),
-            env.timestamp,
+            env.timestamp(),
             None,
             env.correlation_id,
             None,
@@ -85,14 +85,15 @@ where
             Vec::new(),
             stand_in,
         );
+        let (timestamp, headers) = (env.timestamp(), env.headers().to_vec());
         let mut reply = Message::new(env.payload)
             .id(env.id)
-            .timestamp(env.timestamp)
+            .timestamp(timestamp)
             .header(IMPORTED, ctx.server.as_str());
         if let Some(s) = env.source {
             reply = reply.source(s);
         }
-        for (k, v) in env.headers {
+        for (k, v) in headers {
             reply = reply.header(k, v);
         }
         match bus.reply_msg(&request, reply).await {

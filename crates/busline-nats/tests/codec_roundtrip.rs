@@ -28,7 +28,7 @@ fn round_trip(env: &Envelope<u32>, msg_id: bool) -> Envelope<u32> {
 fn a_reply_topic_with_percent_or_semicolon_round_trips() {
     for reply in ["replies.50%", "replies.a;b", "replies.%41", "replies.a=b,c"] {
         let back = round_trip(&envelope(0, None, Some(reply), &[], 7), true);
-        assert_eq!(back.reply_to.as_ref().map(|t| t.as_str()), Some(reply));
+        assert_eq!(back.reply_to().map(|t| t.as_str()), Some(reply));
     }
 }
 
@@ -46,7 +46,7 @@ fn free_form_headers_keep_their_order() {
         ("z", "7"),
     ];
     let env = envelope(0, None, None, &hs, 7);
-    assert_eq!(round_trip(&env, true).headers, env.headers);
+    assert_eq!(round_trip(&env, true).headers(), env.headers());
 }
 
 /// An empty header value travels; one NATS would change (a space at either
@@ -151,7 +151,7 @@ async fn very_old_and_very_new_timestamps_arrive_intact_or_are_refused() {
         if e.payload.n == 3 {
             break;
         }
-        got.push((e.payload.n, e.timestamp));
+        got.push((e.payload.n, e.timestamp()));
     }
     for (n, ts) in &got {
         let sent = if *n == 1 { old } else { new };
@@ -189,9 +189,9 @@ async fn metadata_with_odd_values_round_trips() {
     assert_eq!(e.id, sent.id);
     assert_eq!(e.source.as_deref(), Some("模块→ß; =,%"));
     assert_eq!(e.correlation_id, corr);
-    assert_eq!(e.causation_id, Some(cause));
+    assert_eq!(e.causation_id(), Some(cause));
     let user: Vec<(String, String)> = e
-        .headers
+        .headers()
         .iter()
         .filter(|(k, _)| &**k != busline_nats::IMPORTED)
         .map(|(k, v)| (k.to_string(), v.to_string()))

@@ -214,8 +214,8 @@ async fn both_buses_see_one_log_with_the_same_offsets() {
             .await
             .expect("b receives")
             .unwrap();
-        assert_eq!((a.id, a.offset), (b.id, b.offset));
-        offsets.push(a.offset.unwrap());
+        assert_eq!((a.id, a.offset()), (b.id, b.offset()));
+        offsets.push(a.offset().unwrap());
     }
     assert_eq!(offsets, (0..100).collect::<Vec<_>>());
     let store = h.sides.b.store_for("conformance.one").unwrap();

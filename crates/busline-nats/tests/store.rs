@@ -60,7 +60,7 @@ async fn replay_then_live_on_a_current_thread_runtime_without_gap_or_duplicate()
     publisher.await.unwrap();
     for (i, e) in got.iter().enumerate() {
         assert_eq!(e.payload.n, i as u64, "event {i}");
-        assert_eq!(e.offset, Some(i as u64), "offset of event {i}");
+        assert_eq!(e.offset(), Some(i as u64), "offset of event {i}");
     }
     assert!(late.try_recv().unwrap().is_none(), "a duplicate arrived");
 }
@@ -100,7 +100,7 @@ async fn a_new_bus_and_store_replay_everything_with_its_metadata() {
     assert_eq!(ns, (0..20).collect::<Vec<_>>());
     // Appends go on after the stored end.
     bus.publish_to("orders.new", ev(1, 20)).await.unwrap();
-    assert_eq!(recv_n(&mut sub, 1).await[0].offset, Some(20));
+    assert_eq!(recv_n(&mut sub, 1).await[0].offset(), Some(20));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -127,7 +127,7 @@ async fn acknowledged_events_survive_a_server_kill() {
     let bus = bus_on(&store);
     let mut sub = bus.subscribe("orders.>").unwrap();
     bus.publish_to("orders.new", ev(2, 100)).await.unwrap();
-    assert_eq!(recv_n(&mut sub, 1).await[0].offset, Some(100));
+    assert_eq!(recv_n(&mut sub, 1).await[0].offset(), Some(100));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -178,7 +178,13 @@ async fn start_at_time_finds_the_first_event_stamped_then() {
     for n in 5..8 {
         bus.publish_to("orders.new", ev(4, n)).await.unwrap();
     }
-    let t = store.read(5, 6).unwrap().next().unwrap().unwrap().timestamp;
+    let t = store
+        .read(5, 6)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .timestamp();
     assert_eq!(store.offset_for_time(t).unwrap(), 5);
     assert_eq!(store.offset_for_time(SystemTime::UNIX_EPOCH).unwrap(), 0);
     assert_eq!(
@@ -219,7 +225,7 @@ async fn removed_events_are_an_error_naming_the_offset_not_other_events() {
     );
     // A time search that has to look at offset 5 (just after offset 4's time;
     // offset 6 was published after offset 4 was acknowledged) says so too.
-    let t4 = items[1].as_ref().unwrap().timestamp;
+    let t4 = items[1].as_ref().unwrap().timestamp();
     let err = store
         .offset_for_time(t4 + Duration::from_nanos(1))
         .unwrap_err()
@@ -276,7 +282,7 @@ async fn appends_across_a_server_kill_are_stored_once_each() {
     let live: Vec<(u64, Option<u64>)> = before
         .iter()
         .chain(&after)
-        .map(|e| (e.payload.n, e.offset))
+        .map(|e| (e.payload.n, e.offset()))
         .collect();
     let want: Vec<(u64, Option<u64>)> = (0..300).map(|n| (n, Some(n))).collect();
     assert_eq!(live, want);

@@ -49,10 +49,7 @@ async fn an_acknowledged_event_reads_back_with_its_metadata() {
     assert_eq!(store.append(&e).await.unwrap(), 0);
     let got = read_all(&store);
     let back = got[0].as_ref().unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(
-        back.reply_to.as_ref().map(|t| t.as_str()),
-        Some("replies.100%")
-    );
+    assert_eq!(back.reply_to().map(|t| t.as_str()), Some("replies.100%"));
     assert_eq!(back.source.as_deref(), Some("shop "));
     assert_eq!(back.header("note"), Some(""));
 }

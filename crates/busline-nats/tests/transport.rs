@@ -45,10 +45,10 @@ async fn core_roundtrip_keeps_metadata() {
     assert_eq!(e.payload, ev(1, 1));
     assert_eq!(e.topic.as_str(), "m.x.y");
     assert_eq!(e.id, sent.id);
-    assert_eq!(e.timestamp, at);
+    assert_eq!(e.timestamp(), at);
     assert_eq!(e.source.as_deref(), Some("sensor"));
     assert_eq!(e.correlation_id, cause.correlation_id);
-    assert_eq!(e.causation_id, Some(cause.id));
+    assert_eq!(e.causation_id(), Some(cause.id));
     assert_eq!(e.header("unit"), Some("ms"));
     assert!(e.header(IMPORTED).is_some());
 }

@@ -94,7 +94,11 @@ async fn requests_answered_across_processes(jetstream: bool) {
         assert_eq!(reply.payload.body, format!("re: p7-{n}"));
         assert_eq!((reply.payload.publisher, reply.payload.n), (7, n));
         assert_eq!(reply.source.as_deref(), Some("responder"));
-        assert_eq!(reply.causation_id, Some(id), "the reply names its request");
+        assert_eq!(
+            reply.causation_id(),
+            Some(id),
+            "the reply names its request"
+        );
         assert_eq!(reply.correlation_id, id, "same conversation");
         assert!(reply.header(IMPORTED).is_some());
     }

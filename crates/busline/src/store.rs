@@ -67,7 +67,7 @@ pub type StoredEvents<T> = Box<dyn Iterator<Item = Result<Envelope<T>, StoreErro
 /// bus.publish_to("orders.new", 3).await.unwrap();
 /// for i in 0..4 {
 ///     let e = late.recv().await.unwrap();
-///     assert_eq!((e.payload, e.offset), (i, Some(i as u64)));
+///     assert_eq!((e.payload, e.offset()), (i, Some(i as u64)));
 /// }
 ///
 /// // A named consumer commits after handling, and resumes after a restart.
@@ -187,7 +187,7 @@ impl<T: Clone + Send + Sync + 'static> EventStore<T> for MemoryStore<T> {
 
     fn offset_for_time(&self, at: SystemTime) -> Result<u64, StoreError> {
         let events = self.events.read();
-        Ok(events.partition_point(|e| e.timestamp < at) as u64)
+        Ok(events.partition_point(|e| e.timestamp() < at) as u64)
     }
 
     fn commit_offset<'a>(

@@ -255,7 +255,7 @@ async fn request_answered_before_timeout_and_late_reply_is_refused() {
         .await
         .unwrap();
     assert_eq!(r.payload, 42);
-    assert!(r.causation_id.is_some());
+    assert!(r.causation_id().is_some());
     let err = bus
         .request("svc.echo", 1, Duration::from_secs(5))
         .await

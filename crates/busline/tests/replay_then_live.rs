@@ -48,7 +48,7 @@ proptest! {
                 let (p, i) = e.payload;
                 prop_assert_eq!(i, next[p as usize], "publisher {} out of order or duplicated", p);
                 next[p as usize] += 1;
-                offsets.push(e.offset.unwrap());
+                offsets.push(e.offset().unwrap());
             }
             // A publisher may still wait for room in `late`'s ring, full of
             // live copies of events it already got from the store (they are

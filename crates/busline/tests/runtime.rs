@@ -646,18 +646,19 @@ async fn events_published_while_handling_carry_lineage() {
     let second = bus.publish_to("raw", 2).await.unwrap();
     let e1 = enriched.recv().await.unwrap();
     assert_eq!(e1.payload, 10);
-    assert_eq!(e1.causation_id, Some(first.id));
+    assert_eq!(e1.causation_id(), Some(first.id));
     assert_eq!(e1.correlation_id, conversation);
     assert_eq!(e1.source.as_deref(), Some("enricher"));
     let e2 = enriched.recv().await.unwrap();
-    assert_eq!(e2.causation_id, Some(second.id));
+    assert_eq!(e2.causation_id(), Some(second.id));
     assert_eq!(e2.correlation_id, second.id, "a new conversation");
 
     handle.shutdown();
     run.await.unwrap().unwrap();
     let b = bye.recv().await.unwrap();
     assert_eq!(
-        b.causation_id, None,
+        b.causation_id(),
+        None,
         "not handling anything when it stopped"
     );
     assert_eq!(b.correlation_id, b.id);
@@ -1040,7 +1041,7 @@ async fn an_actor_answers_requests_with_its_private_state() {
     assert_eq!(reply.payload, 6);
     assert_eq!(reply.source.as_deref(), Some("tally"));
     assert_eq!(reply.correlation_id, busline::EventId::from_u128(7));
-    assert!(reply.causation_id.is_some());
+    assert!(reply.causation_id().is_some());
     handle.shutdown();
     run.await.unwrap().unwrap();
 }

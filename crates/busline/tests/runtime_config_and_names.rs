@@ -169,10 +169,10 @@ fn forwarding(misroute: bool) -> Forwarding {
             if let Some(s) = &env.source {
                 msg = msg.source(s.clone());
             }
-            if let Some(c) = env.causation_id {
+            if let Some(c) = env.causation_id() {
                 msg = msg.causation_id(c);
             }
-            for (k, v) in &env.headers {
+            for (k, v) in env.headers() {
                 msg = msg.header(k.clone(), v.clone());
             }
             let _ = to.send(msg).await;

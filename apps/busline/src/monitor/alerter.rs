@@ -221,7 +221,7 @@ impl Alerter {
                 let at = *when.get_or_insert_with(|| {
                     clock.instant(match s.at_ms {
                         Some(ms) => UNIX_EPOCH + Duration::from_millis(ms),
-                        None => env.timestamp,
+                        None => env.timestamp(),
                     })
                 });
                 let Some(at) = at else {

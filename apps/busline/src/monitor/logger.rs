@@ -66,7 +66,7 @@ impl Out {
                 let line = Line {
                     seq: env.seq,
                     ts_ms: env
-                        .timestamp
+                        .timestamp()
                         .duration_since(UNIX_EPOCH)
                         .map(|d| d.as_millis() as u64)
                         .unwrap_or(0),

@@ -57,7 +57,7 @@ impl Encoder {
         }
         // A static name: no allocation per message.
         h.insert(BUSLINE_NAME, m);
-        for (k, v) in &env.headers {
+        for (k, v) in env.headers() {
             let mut name = String::with_capacity(header::USER_PREFIX.len() + k.len());
             name.push_str(header::USER_PREFIX);
             name.push_str(k);
@@ -101,7 +101,7 @@ impl Encoder {
             0
         };
         let user: usize = env
-            .headers
+            .headers()
             .iter()
             .map(|(k, v)| header::USER_PREFIX.len() + k.len() + 2 + v.len() + 2)
             .sum();
@@ -146,7 +146,7 @@ impl Encoder {
         out.extend_from_slice(b": ");
         out.extend_from_slice(meta.as_bytes());
         out.extend_from_slice(b"\r\n");
-        for (k, v) in &env.headers {
+        for (k, v) in env.headers() {
             out.extend_from_slice(header::USER_PREFIX.as_bytes());
             out.extend_from_slice(k.as_bytes());
             out.extend_from_slice(b": ");
@@ -166,7 +166,7 @@ impl Encoder {
             + self.fixed.len()
             + 3 * ID_FIELD
             + env.source.as_ref().map_or(0, |s| 5 + s.len())
-            + env.reply_to.as_ref().map_or(0, |r| 7 + r.as_str().len())
+            + env.reply_to().map_or(0, |r| 7 + r.as_str().len())
     }
 
     /// Appends the `Busline` header's value to `m`, after checking that the
@@ -174,7 +174,7 @@ impl Encoder {
     fn meta_into<T>(&self, env: &Envelope<T>, m: &mut String) -> Result<(), NatsError> {
         // Refused, not clamped: a time `ts` cannot hold would arrive as another.
         let nanos = env
-            .timestamp
+            .timestamp()
             .duration_since(UNIX_EPOCH)
             .ok()
             .and_then(|d| u64::try_from(d.as_nanos()).ok())
@@ -183,11 +183,11 @@ impl Encoder {
                     env,
                     format!(
                         "timestamp {:?} is outside 1970 to 2554 (what `ts` holds)",
-                        env.timestamp
+                        env.timestamp()
                     ),
                 )
             })?;
-        for (k, v) in &env.headers {
+        for (k, v) in env.headers() {
             if let Some(why) = header_problem(k, v, self.msg_id) {
                 return Err(encode_error(
                     env,
@@ -213,19 +213,19 @@ impl Encoder {
             m.push_str(";corr=");
             push_hex(m, env.correlation_id);
         }
-        if let Some(c) = env.causation_id {
+        if let Some(c) = env.causation_id() {
             m.push_str(";cause=");
             push_hex(m, c);
         }
-        if let Some(r) = &env.reply_to {
+        if let Some(r) = env.reply_to() {
             m.push_str(";reply=");
             escape_into(m, r.as_str());
         }
-        if env.headers.len() > 1 {
+        if env.headers().len() > 1 {
             // NATS headers come back in no particular order: the names'
             // order goes along, so the decoder can rebuild the list as it was.
             m.push_str(";hk=");
-            for (i, (k, _)) in env.headers.iter().enumerate() {
+            for (i, (k, _)) in env.headers().iter().enumerate() {
                 if i > 0 {
                     m.push(',');
                 }

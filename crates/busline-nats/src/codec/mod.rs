@@ -70,8 +70,8 @@
 //! assert_eq!(back.payload, vec![1, 2, 3]);       // decoded by its `ct`, not by Json
 //! assert_eq!(back.id, env.id);
 //! assert_eq!(back.source.as_deref(), Some("sensor"));
-//! assert_eq!(back.timestamp, env.timestamp);
-//! assert_eq!(back.headers, vec![("unit".into(), "ms".into())]);
+//! assert_eq!(back.timestamp(), env.timestamp());
+//! assert_eq!(back.headers(), vec![("unit".into(), "ms".into())]);
 //! # }
 //! ```
 

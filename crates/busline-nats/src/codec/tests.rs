@@ -135,11 +135,11 @@ fn hpub_text_carries_what_the_header_map_does() {
             assert_eq!(got, want);
             let back: Envelope<Vec<String>> = decode("a.b.c", Some(&h), &payload, codec).unwrap();
             assert_eq!(back.id, env.id);
-            assert_eq!(back.timestamp, env.timestamp);
+            assert_eq!(back.timestamp(), env.timestamp());
             assert_eq!(back.source, env.source);
             assert_eq!(back.correlation_id, env.correlation_id);
-            assert_eq!(back.causation_id, env.causation_id);
-            assert_eq!(back.reply_to, env.reply_to);
+            assert_eq!(back.causation_id(), env.causation_id());
+            assert_eq!(back.reply_to(), env.reply_to());
             assert_eq!(back.header("unit"), Some("ms"));
             assert_eq!(back.header("k2"), Some("v 2"));
             assert_eq!(back.payload, env.payload);

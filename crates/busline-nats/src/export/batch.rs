@@ -166,7 +166,7 @@ async fn export_one<T: Serialize + DeserializeOwned + Send + Sync + 'static>(
         inc(&ctx.counters.echo_skipped);
         return;
     }
-    if let Some(reply_to) = &env.reply_to {
+    if let Some(reply_to) = env.reply_to() {
         // Its replies come back on NATS. With the wire connection the
         // request leaves on another connection than the subscription: the
         // server must have the subscription before it has the request.

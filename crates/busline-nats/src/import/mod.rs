@@ -150,24 +150,26 @@ pub(crate) async fn deliver<T: DeserializeOwned + Send + Sync + 'static>(
     if let Some(n) = exhausted {
         return Delivered::Dead(format!("delivered {n} times without an ack (max_deliver)"));
     }
+    let (timestamp, causation_id) = (env.timestamp(), env.causation_id());
+    let (reply_to, headers) = (env.reply_to().cloned(), env.headers().to_vec());
     let mut msg = Message::new(env.payload)
         .topic(env.topic.as_str())
         .id(env.id)
-        .timestamp(env.timestamp)
+        .timestamp(timestamp)
         .correlation_id(env.correlation_id)
         .header(IMPORTED, ctx.server.as_str());
     if let Some(s) = env.source {
         msg = msg.source(s);
     }
-    if let Some(c) = env.causation_id {
+    if let Some(c) = causation_id {
         msg = msg.causation_id(c);
     }
-    if let Some(r) = env.reply_to {
+    if let Some(r) = reply_to {
         // A request: the reply, sent on this bus, goes back over NATS.
         ctx.inboxes.imported_request(r.as_str());
         msg = msg.reply_to(r);
     }
-    for (k, v) in env.headers {
+    for (k, v) in headers {
         msg = msg.header(k, v);
     }
     let sent = bus.send(msg).await;

@@ -148,7 +148,7 @@ where
                     m.sequence,
                 )
                 .map_err(|e| e.to_string())?;
-                if env.timestamp < at {
+                if env.timestamp() < at {
                     lo = mid + 1;
                 } else {
                     hi = mid;

@@ -103,7 +103,7 @@
 //! bus.persist("orders.>", Arc::new(JetStreamStore::<String>::open(cfg).await.unwrap())).unwrap();
 //! let mut sub = bus.subscriber("orders.>").from(StartAt::Beginning).subscribe().unwrap();
 //! let e = sub.recv().await.unwrap();
-//! assert_eq!((e.payload.as_str(), e.offset), ("42 widgets", Some(0)));
+//! assert_eq!((e.payload.as_str(), e.offset()), ("42 widgets", Some(0)));
 //! # }
 //! ```
 

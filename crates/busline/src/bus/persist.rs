@@ -25,11 +25,9 @@ impl<T: Send + Sync + 'static> Bus<T> {
             return self.deliver(route, env).await;
         };
         match store.append(&env).await {
-            Ok(offset) => {
-                Arc::get_mut(&mut env)
-                    .expect("an undelivered envelope has a single owner")
-                    .offset = Some(offset)
-            }
+            Ok(offset) => Arc::get_mut(&mut env)
+                .expect("an undelivered envelope has a single owner")
+                .set_offset(offset),
             Err(error) => {
                 return Err(PublishError::Store {
                     error,

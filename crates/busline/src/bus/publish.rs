@@ -194,11 +194,11 @@ impl<T: Send + Sync + 'static> Bus<T> {
         let inner = &*self.inner;
         let seq = inner.seq.fetch_add(1, Ordering::Relaxed);
         let id = msg.id.unwrap_or(EventId::from_parts(inner.node, seq));
-        Arc::new(Envelope::from_parts(
+        Arc::new(Envelope::stamped(
             seq,
             id,
             topic,
-            msg.timestamp.unwrap_or_else(crate::clock::now),
+            msg.timestamp,
             msg.source,
             msg.correlation_id.unwrap_or(id),
             msg.causation_id,
@@ -217,18 +217,7 @@ impl<T: Send + Sync + 'static> Bus<T> {
         let inner = &*self.inner;
         let seq = inner.seq.fetch_add(1, Ordering::Relaxed);
         let id = EventId::from_parts(inner.node, seq);
-        Arc::new(Envelope::from_parts(
-            seq,
-            id,
-            topic,
-            crate::clock::now(),
-            None,
-            id,
-            None,
-            None,
-            Vec::new(),
-            event,
-        ))
+        Arc::new(Envelope::plain(seq, id, topic, event))
     }
 
     pub(super) async fn deliver(

@@ -104,7 +104,7 @@ impl<T: Send + Sync + 'static> Bus<T> {
         request: &Envelope<T>,
         msg: Message<T>,
     ) -> Result<(), ReplyError> {
-        let Some(reply_to) = request.reply_to.clone() else {
+        let Some(reply_to) = request.reply_to().cloned() else {
             return Err(ReplyError::NotARequest {
                 id: request.id.to_string(),
                 topic: request.topic.to_string(),

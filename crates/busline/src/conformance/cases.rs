@@ -159,7 +159,7 @@ pub(super) async fn metadata<H: Harness>(h: &mut H) -> Result<(), String> {
     let e = recv_n(&mut sub, 1).await?.remove(0);
     let ok = e.id == r.id
         && e.source.as_deref() == Some("conformance")
-        && e.causation_id == Some(cause)
+        && e.causation_id() == Some(cause)
         && e.correlation_id == corr
         && e.header("x-test") == Some("1");
     if ok {

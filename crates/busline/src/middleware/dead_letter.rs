@@ -363,7 +363,7 @@ mod tests {
         let count = layer.counter();
         let mut svc = layer.layer(failing());
         let bad = sub.recv().await.unwrap();
-        let (id, seq, ts) = (bad.id, bad.seq, bad.timestamp);
+        let (id, seq, ts) = (bad.id, bad.seq, bad.timestamp());
         assert_eq!(svc.ready().await.unwrap().call(bad).await.unwrap(), None);
         let good = sub.recv().await.unwrap();
         assert_eq!(
@@ -373,10 +373,10 @@ mod tests {
 
         let letter = rx.recv().await.unwrap();
         let e = &letter.envelope;
-        assert_eq!((e.id, e.seq, e.timestamp, e.payload), (id, seq, ts, 1));
+        assert_eq!((e.id, e.seq, e.timestamp(), e.payload), (id, seq, ts, 1));
         assert_eq!(e.topic.as_str(), "n.x");
         assert_eq!(e.source.as_deref(), Some("src"));
-        assert_eq!(e.causation_id, Some(cause.id));
+        assert_eq!(e.causation_id(), Some(cause.id));
         assert_eq!(e.correlation_id, cause.correlation_id);
         assert_eq!(e.header("h"), Some("v"));
         assert_eq!(letter.attempts, 1);
@@ -434,6 +434,6 @@ mod tests {
         svc.oneshot(env.clone()).await.unwrap();
         let got = dl.recv().await.unwrap();
         assert_eq!(got.payload, "x: nope");
-        assert_eq!(got.causation_id, Some(env.id));
+        assert_eq!(got.causation_id(), Some(env.id));
     }
 }

@@ -48,7 +48,7 @@ use crate::Bus;
 /// let handled = raw.recv().await?;                 // now handling `first`
 /// ctx.publish_to("enriched", "reading+").await?;   // no lineage code
 /// let ev = out.recv().await?;
-/// assert_eq!(ev.causation_id, Some(first.id));
+/// assert_eq!(ev.causation_id(), Some(first.id));
 /// assert_eq!(ev.correlation_id, handled.correlation_id);
 /// assert_eq!(ev.source.as_deref(), Some("enricher"));
 /// # Ok(()) }

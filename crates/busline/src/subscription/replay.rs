@@ -39,7 +39,7 @@ impl<T: Send + Sync + 'static> Subscription<T> {
         loop {
             let r = self.poll_live(cx.as_deref_mut());
             if let (Poll::Ready(Ok(e)), Some(end)) = (&r, self.skip_below) {
-                if e.offset.is_some_and(|o| o < end) {
+                if e.offset().is_some_and(|o| o < end) {
                     continue; // replayed already
                 }
             }
@@ -66,7 +66,7 @@ impl<T: Send + Sync + 'static> Subscription<T> {
                     "it was not made with .consumer(name)",
                 ));
             };
-            let Some(offset) = env.offset else {
+            let Some(offset) = env.offset() else {
                 return Err(StoreError::new(
                     format!("commit of event {} by consumer `{name}`", env.id),
                     "the event has no store offset (its topic is not persisted)",

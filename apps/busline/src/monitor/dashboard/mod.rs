@@ -156,16 +156,16 @@ impl Module<Metric> for Dashboard {
                 ev = sub.recv() => match ev {
                     Ok(env) => {
                         let age = SystemTime::now()
-                            .duration_since(env.timestamp)
+                            .duration_since(env.timestamp())
                             .unwrap_or_default();
                         match past_offset(age, last.elapsed()) {
-                            Some(before) => agg.record_past(&env.payload, env.timestamp, before),
+                            Some(before) => agg.record_past(&env.payload, env.timestamp(), before),
                             None => agg.record(&env.payload),
                         }
                         let source = env.payload.source();
                         env.payload.for_each_sample(|s| {
                             if let (true, Value::Error { message }) = (is_error(s), &s.value) {
-                                self.shared.push_error(unix_ms(env.timestamp), source, message);
+                                self.shared.push_error(unix_ms(env.timestamp()), source, message);
                             }
                         });
                     }

@@ -88,7 +88,7 @@ impl Module<Metric> for SeriesFeed {
                 ev = sub.recv() => match ev {
                     Ok(env) => {
                         let now = unix_ms(SystemTime::now());
-                        store.record(&env.payload, unix_ms(env.timestamp), now);
+                        store.record(&env.payload, unix_ms(env.timestamp()), now);
                     }
                     Err(RecvError::Lagged(n)) => self.shared.series_missed(n),
                     Err(RecvError::Closed) => break,

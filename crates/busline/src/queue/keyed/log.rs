@@ -79,7 +79,7 @@ impl<T> GroupLog<T> {
     }
 
     fn handed_out(&mut self, env: &Envelope<T>) {
-        if let Some(o) = env.offset {
+        if let Some(o) = env.offset() {
             self.outstanding.insert(o);
             self.next = self.next.max(o + 1);
         }
@@ -118,7 +118,7 @@ impl<T> Keyed<T> {
             log.held.push_back((key, env.clone()));
             return false;
         }
-        if env.offset.is_some_and(|o| o < log.skip_below) {
+        if env.offset().is_some_and(|o| o < log.skip_below) {
             return false;
         }
         log.handed_out(env);

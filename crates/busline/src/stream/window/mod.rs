@@ -88,7 +88,7 @@
 //! # Event time
 //!
 //! Event-time windows use each event's own timestamp (for envelopes, usually
-//! `env.timestamp`), so replayed or delayed data lands in the window it
+//! `env.timestamp()`), so replayed or delayed data lands in the window it
 //! belongs to, and no timer is involved. Windows are aligned to the Unix
 //! epoch (a 60 s window starts on the minute). The *watermark* is the newest
 //! timestamp seen minus the allowed lateness; a window is emitted once the
