@@ -399,7 +399,9 @@ pub mod conformance;
 mod delay;
 mod envelope;
 mod error;
+mod event_id;
 mod lineage;
+mod message;
 #[cfg(feature = "middleware")]
 pub mod middleware;
 mod queue;
@@ -424,10 +426,12 @@ mod readme {}
 pub use bus::{
     Backpressure, Bus, BusBuilder, Receipt, SubscriptionBuilder, WeakBus, DEFAULT_CAPACITY,
 };
-pub use envelope::{Envelope, Event, EventId, Headers, Message};
+pub use envelope::{Envelope, Headers};
 pub use error::{
     PublishError, RecvError, ReplyError, RequestError, StoreError, SubscribeError, TopicError,
 };
+pub use event_id::EventId;
+pub use message::{Event, Message};
 #[cfg(feature = "config")]
 pub use runtime::config::{Config, ConfigError, ModuleSettings, RESERVED_KEYS};
 #[cfg(feature = "runtime")]

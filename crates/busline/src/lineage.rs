@@ -5,7 +5,8 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 
-use crate::envelope::{Envelope, EventId};
+use crate::envelope::Envelope;
+use crate::event_id::EventId;
 
 /// The event a module is handling: what its next publish is caused by.
 #[derive(Debug, Clone, Copy)]

@@ -11,9 +11,11 @@ use std::time::Instant;
 
 use super::route::{Prepared, Route};
 use super::{Bus, BusInner};
-use crate::envelope::{Envelope, Event, EventId, Message};
+use crate::envelope::Envelope;
 use crate::error::PublishError;
 use crate::error::StoreError;
+use crate::event_id::EventId;
+use crate::message::{Event, Message};
 use crate::queue::{add_blocked, commit, member_name, Full};
 use crate::topic::Topic;
 

@@ -8,8 +8,9 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 
 use super::{Bus, BusInner};
-use crate::envelope::{Envelope, Message};
+use crate::envelope::Envelope;
 use crate::error::{PublishError, ReplyError, RequestError};
+use crate::message::Message;
 use crate::topic::Topic;
 
 impl<T: Send + Sync + 'static> Bus<T> {

@@ -6,8 +6,9 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 
 use super::{Bus, BusInner};
-use crate::envelope::{Envelope, Message};
+use crate::envelope::Envelope;
 use crate::error::PublishError;
+use crate::message::Message;
 use crate::queue::{SubShared, Targets};
 use crate::store::EventStore;
 use crate::topic::Topic;

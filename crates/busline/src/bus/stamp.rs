@@ -11,8 +11,9 @@ use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
 use super::Bus;
-use crate::envelope::{Envelope, Message};
+use crate::envelope::Envelope;
 use crate::lineage::Handling;
+use crate::message::Message;
 
 /// Who a stamped handle publishes and subscribes as.
 #[derive(Debug)]

@@ -116,7 +116,8 @@ impl<T> GroupQueue<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::envelope::{Envelope, EventId};
+    use crate::envelope::Envelope;
+    use crate::event_id::EventId;
     use crate::queue::keyed::mix;
     use crate::topic::Topic;
     use ahash::AHashMap;

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 
-use crate::envelope::EventId;
+use crate::event_id::EventId;
 use crate::runtime::SystemEvent;
 use crate::Bus;
 
