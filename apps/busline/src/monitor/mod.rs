@@ -97,6 +97,7 @@ pub mod series;
 mod shared;
 mod start;
 pub mod statsd;
+pub mod summary;
 pub mod tui;
 pub mod web;
 pub mod webhook;

@@ -13,10 +13,8 @@ use tokio::sync::watch;
 
 use super::alert::AlertRecord;
 use super::config::Settings;
-#[cfg(test)]
-use super::dashboard;
-use super::dashboard::Summary;
 use super::metric::Metric;
+use super::summary::Summary;
 use super::webhook::Webhook;
 use super::{ingest_status, otlp, rule_state, sample, series};
 
@@ -57,11 +55,9 @@ pub struct Shared {
     /// What every ingest listener took in, refused and lost.
     pub ingest: Arc<ingest_status::IngestStatus>,
     /// The newest view of every series (from the `series` module).
-    series: Mutex<Option<Arc<series::StoreView>>>,
-    /// Events the series store missed (it subscribes lossless: stays 0).
-    series_missed: AtomicU64,
+    pub series_view: Arc<series::Published>,
     /// OTLP's cumulative series (the web route and `--otlp` share them).
-    pub otlp: otlp::Receiver,
+    pub otlp: Arc<otlp::Receiver>,
     updates: watch::Sender<u64>,
 }
 
@@ -92,9 +88,8 @@ impl Shared {
             ingested: AtomicU64::new(0),
             rejected: AtomicU64::new(0),
             ingest: Arc::default(),
-            series: Mutex::new(None),
-            series_missed: AtomicU64::new(0),
-            otlp: otlp::Receiver::default(),
+            series_view: Arc::default(),
+            otlp: Arc::default(),
             updates: watch::channel(0).0,
         }
     }
@@ -151,24 +146,22 @@ impl Shared {
         }
     }
 
-    /// A new view of every series (from the `series` module).
-    pub fn set_series(&self, view: Arc<series::StoreView>) {
-        *self.series.lock() = Some(view);
-    }
-
     /// The newest view of every series, if the `series` module runs.
     pub fn series(&self) -> Option<Arc<series::StoreView>> {
-        self.series.lock().clone()
+        self.series_view.get()
     }
 
     /// Events the series store missed, in all.
     pub fn series_missed_total(&self) -> u64 {
-        self.series_missed.load(Ordering::Relaxed)
+        self.series_view.missed_total()
     }
 
-    /// Counts `n` events the series store missed.
-    pub fn series_missed(&self, n: u64) {
-        self.series_missed.fetch_add(n, Ordering::Relaxed);
+    /// What the OTLP routes need: the cumulative series and the counters.
+    pub fn otlp_intake(&self) -> otlp::http::Intake {
+        otlp::http::Intake {
+            receiver: self.otlp.clone(),
+            ingest: self.ingest.clone(),
+        }
     }
 
     /// The newest summary.
@@ -314,7 +307,7 @@ impl Shared {
                 "too_old": v.too_old,
                 "bad_histograms": v.bad_histograms,
                 "forgotten": v.forgotten,
-                "missed": self.series_missed.load(Ordering::Relaxed),
+                "missed": self.series_view.missed_total(),
             })),
             "alert": {
                 "threshold": self.threshold,
@@ -338,8 +331,8 @@ mod tests {
     use crate::monitor::MonitorArgs;
 
     /// An empty one-second summary stamped `ms`.
-    fn at(ms: u64) -> dashboard::Summary {
-        let mut s = dashboard::Aggregator::default().tick(1.0);
+    fn at(ms: u64) -> Summary {
+        let mut s = super::super::summary::Aggregator::default().tick(1.0);
         s.at_ms = ms;
         s
     }

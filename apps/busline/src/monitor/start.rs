@@ -210,7 +210,7 @@ impl Endpoints {
             Some(addr) => Some(otlp::http::OtlpListener::bind(
                 addr,
                 settings.token.clone(),
-                shared.clone(),
+                shared.otlp_intake(),
             )?),
             None => None,
         };
@@ -261,7 +261,8 @@ fn add_consumers(
     }
     if modules.dashboard {
         let mut dash = dashboard::Dashboard::new(shared.clone(), Duration::from_secs(1));
-        let mut feed = series::feed::SeriesFeed::new(shared.clone(), settings.max_series);
+        let mut feed =
+            series::feed::SeriesFeed::new(shared.series_view.clone(), settings.max_series);
         if warm_up {
             dash = dash.warm_up();
             feed = feed.warm_up();
@@ -338,7 +339,7 @@ fn add_publishers(
         rt.add(scrape::Scraper::new(
             settings.scrape.clone(),
             settings.scrape_interval,
-            shared.clone(),
+            shared.ingest.clone(),
         ));
     }
     if let Some(l) = endpoints.statsd {

@@ -46,7 +46,6 @@
 //! [`series::lines`](super::series::lines). With only the seed's metrics
 //! there are none, and the summary is exactly the seed's.
 
-mod summary;
 mod terminal;
 
 use std::sync::Arc;
@@ -56,9 +55,9 @@ use busline::{BoxError, Context, Module, RecvError};
 
 use super::metric::Metric;
 use super::sample::{unix_ms, Value};
+use super::summary::{is_error, MINUTE};
+pub use super::summary::{render, Aggregator, Summary};
 use super::Shared;
-use summary::is_error;
-pub use summary::{render, Aggregator, Summary};
 use terminal::Terminal;
 
 /// Queue capacity of the dashboard's lossy subscription.
@@ -68,9 +67,6 @@ pub const TERMINAL_QUEUE: usize = 4;
 /// How much older than the current window an event may be and still count
 /// in it (delivery through the log takes an fsync).
 pub const LATE: Duration = Duration::from_millis(250);
-/// Seconds in the dashboard's "in the last minute".
-const MINUTE: usize = 60;
-
 /// The dashboard module.
 #[derive(Clone)]
 pub struct Dashboard {

@@ -26,10 +26,10 @@ use opentelemetry_proto::tonic::collector::metrics::v1::{
 };
 use prost::Message as _;
 
-use super::{gunzip, BodyError, Converted, Encoding, MAX_BODY};
+use super::{gunzip, BodyError, Converted, Encoding, Receiver, MAX_BODY};
+use crate::monitor::ingest_status::IngestStatus;
 use crate::monitor::metric::Metric;
 use crate::monitor::publish_timeout::PUBLISH_TIMEOUT;
-use crate::monitor::Shared;
 
 /// `google.rpc.Status`, the body of OTLP error answers (declared with
 /// prost's derive: no protobuf is written by hand).
@@ -63,14 +63,14 @@ fn status(code: StatusCode, encoding: Encoding, message: String) -> Response {
 }
 
 /// Handles one `POST /v1/metrics`: decodes, converts, publishes lossless,
-/// counts in `shared.ingest.otlp` and answers as the OTLP spec says.
+/// counts in the OTLP ingest counters and answers as the OTLP spec says.
 pub async fn handle(
     ctx: &Context<Metric>,
-    shared: &Shared,
+    intake: &Intake,
     headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let counters = &shared.ingest.otlp;
+    let counters = &intake.ingest.otlp;
     counters.received.fetch_add(1, Ordering::Relaxed);
     let content_type = headers
         .get(header::CONTENT_TYPE)
@@ -119,14 +119,14 @@ pub async fn handle(
                 plain = b;
                 &plain
             }
-            Err(e) => return refuse(shared, encoding, &e, &body),
+            Err(e) => return refuse(intake, encoding, &e, &body),
         }
     } else {
         &body
     };
-    let (metrics, converted) = match shared.otlp.decode_and_convert(bytes, encoding) {
+    let (metrics, converted) = match intake.receiver.decode_and_convert(bytes, encoding) {
         Ok(c) => c,
-        Err(e) => return refuse(shared, encoding, &e, bytes),
+        Err(e) => return refuse(intake, encoding, &e, bytes),
     };
     for (reason, (n, metric)) in &converted.rejected.by_reason {
         counters.malformed(reason, &format!("metric {metric:?}"), *n);
@@ -203,14 +203,22 @@ fn accepted(converted: &Converted, encoding: Encoding) -> Response {
         .into_response()
 }
 
-fn refuse(shared: &Shared, encoding: Encoding, e: &BodyError, body: &[u8]) -> Response {
+fn refuse(intake: &Intake, encoding: Encoding, e: &BodyError, body: &[u8]) -> Response {
     let example = String::from_utf8_lossy(&body[..body.len().min(64)]).into_owned();
-    shared.ingest.otlp.malformed(e.reason(), &example, 1);
+    intake.ingest.otlp.malformed(e.reason(), &example, 1);
     let code = match e {
         BodyError::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
         _ => StatusCode::BAD_REQUEST,
     };
     status(code, encoding, e.to_string())
+}
+
+/// What taking OTLP in needs of the monitor: the cumulative series (shared
+/// by the web route and the `--otlp` listener) and the ingest counters.
+#[derive(Clone)]
+pub struct Intake {
+    pub receiver: Arc<Receiver>,
+    pub ingest: Arc<IngestStatus>,
 }
 
 /// The `--otlp` listener: owns its bound socket, so a restart reuses the port.
@@ -219,13 +227,13 @@ pub struct OtlpListener {
     listener: Arc<std::net::TcpListener>,
     addr: SocketAddr,
     token: Option<Arc<str>>,
-    shared: Arc<Shared>,
+    intake: Intake,
 }
 
 #[derive(Clone)]
 struct ListenerState {
     ctx: Context<Metric>,
-    shared: Arc<Shared>,
+    intake: Intake,
     token: Option<Arc<str>>,
 }
 
@@ -234,7 +242,7 @@ impl OtlpListener {
     pub fn bind(
         addr: SocketAddr,
         token: Option<String>,
-        shared: Arc<Shared>,
+        intake: Intake,
     ) -> anyhow::Result<OtlpListener> {
         let listener = std::net::TcpListener::bind(addr).map_err(|e| {
             anyhow::anyhow!(
@@ -247,7 +255,7 @@ impl OtlpListener {
             listener: Arc::new(listener),
             addr,
             token: token.map(Arc::from),
-            shared,
+            intake,
         })
     }
 
@@ -265,7 +273,7 @@ impl Module<Metric> for OtlpListener {
     async fn run(&mut self, ctx: Context<Metric>) -> Result<(), BoxError> {
         let state = ListenerState {
             ctx: ctx.clone(),
-            shared: self.shared.clone(),
+            intake: self.intake.clone(),
             token: self.token.clone(),
         };
         let app = Router::new()
@@ -296,7 +304,7 @@ async fn listener_metrics(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    handle(&st.ctx, &st.shared, &headers, body).await
+    handle(&st.ctx, &st.intake, &headers, body).await
 }
 
 async fn bearer(State(st): State<ListenerState>, req: Request, next: Next) -> Response {

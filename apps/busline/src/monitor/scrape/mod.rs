@@ -36,10 +36,9 @@ use anyhow::{bail, Context as _};
 use busline::{BoxError, Context, Module};
 
 use super::cumulative::Cumulative;
-use super::ingest_status;
+use super::ingest_status::{self, IngestStatus};
 use super::metric::Metric;
 use super::sample::{Sample, Value};
-use super::Shared;
 
 /// The longest a scrape waits for its target.
 pub const MAX_TIMEOUT: Duration = Duration::from_secs(10);
@@ -91,16 +90,16 @@ impl Target {
 pub struct Scraper {
     targets: Vec<Target>,
     interval: Duration,
-    shared: Arc<Shared>,
+    ingest: Arc<IngestStatus>,
 }
 
 impl Scraper {
     /// Scrapes `targets` every `interval`.
-    pub fn new(targets: Vec<Target>, interval: Duration, shared: Arc<Shared>) -> Scraper {
+    pub fn new(targets: Vec<Target>, interval: Duration, ingest: Arc<IngestStatus>) -> Scraper {
         Scraper {
             targets,
             interval,
-            shared,
+            ingest,
         }
     }
 }
@@ -121,7 +120,7 @@ impl Module<Metric> for Scraper {
                 target: t,
                 client: client.clone(),
                 ctx: ctx.clone(),
-                shared: self.shared.clone(),
+                ingest: self.ingest.clone(),
                 cum: Cumulative::default(),
                 failures: 0,
                 timeout,
@@ -141,7 +140,7 @@ struct TargetLoop {
     target: Target,
     client: reqwest::Client,
     ctx: Context<Metric>,
-    shared: Arc<Shared>,
+    ingest: Arc<IngestStatus>,
     cum: Cumulative,
     failures: u64,
     timeout: Duration,
@@ -163,7 +162,7 @@ impl TargetLoop {
 
     /// One scrape; false once the bus is closed.
     async fn once(&mut self) -> bool {
-        let counters = &self.shared.ingest.scrape;
+        let counters = &self.ingest.scrape;
         counters.received.fetch_add(1, Ordering::Relaxed);
         let result = self.fetch().await.and_then(|text| {
             let families = parse::parse(&text).map_err(|e| {
@@ -225,7 +224,7 @@ impl TargetLoop {
             }
         }
         counters.accepted.fetch_add(accepted, Ordering::Relaxed);
-        self.shared.ingest.set_target(ingest_status::Target {
+        self.ingest.set_target(ingest_status::Target {
             url: self.target.url.clone(),
             up: error.is_none(),
             last_error: error,

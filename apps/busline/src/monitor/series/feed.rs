@@ -24,7 +24,6 @@ use busline::{BoxError, Context, Module, RecvError};
 use super::{Store, StoreView};
 use crate::monitor::metric::Metric;
 use crate::monitor::sample::unix_ms;
-use crate::monitor::Shared;
 
 /// Queue capacity of the series module's lossless subscription.
 pub const SERIES_QUEUE: usize = 4096;
@@ -32,16 +31,16 @@ pub const SERIES_QUEUE: usize = 4096;
 /// The series module.
 #[derive(Clone)]
 pub struct SeriesFeed {
-    shared: Arc<Shared>,
+    published: Arc<super::Published>,
     max_series: usize,
     warm_up: bool,
 }
 
 impl SeriesFeed {
-    /// A feed of at most `max_series` series, publishing into `shared`.
-    pub fn new(shared: Arc<Shared>, max_series: usize) -> SeriesFeed {
+    /// A feed of at most `max_series` series, publishing into `published`.
+    pub fn new(published: Arc<super::Published>, max_series: usize) -> SeriesFeed {
         SeriesFeed {
-            shared,
+            published,
             max_series,
             warm_up: false,
         }
@@ -83,14 +82,14 @@ impl Module<Metric> for SeriesFeed {
                     let now = unix_ms(SystemTime::now());
                     store.expire(now);
                     let view: StoreView = store.view(now);
-                    self.shared.set_series(Arc::new(view));
+                    self.published.set(Arc::new(view));
                 }
                 ev = sub.recv() => match ev {
                     Ok(env) => {
                         let now = unix_ms(SystemTime::now());
                         store.record(&env.payload, unix_ms(env.timestamp()), now);
                     }
-                    Err(RecvError::Lagged(n)) => self.shared.series_missed(n),
+                    Err(RecvError::Lagged(n)) => self.published.missed(n),
                     Err(RecvError::Closed) => break,
                     Err(e) => return Err(e.into()),
                 }

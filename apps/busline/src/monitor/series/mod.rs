@@ -32,6 +32,7 @@
 pub mod digest;
 pub mod feed;
 pub mod lines;
+mod published;
 pub mod window;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -41,6 +42,7 @@ use serde::Serialize;
 
 use super::metric::Metric;
 use super::sample::{series_name, Labels, Sample, Value};
+pub use published::Published;
 pub use window::Stats;
 use window::Window;
 

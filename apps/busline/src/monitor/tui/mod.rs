@@ -29,6 +29,7 @@
 
 pub mod draw;
 pub mod input;
+pub mod sort;
 pub mod state;
 
 use std::fs::File;

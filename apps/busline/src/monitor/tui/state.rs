@@ -6,42 +6,8 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use super::input::Action;
+use super::sort::Sort;
 use crate::monitor::series::{SeriesView, StoreView};
-
-/// The series table's order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Sort {
-    /// Busiest first: the last second's rate, then the minute's.
-    Rate,
-    /// By source, then series name.
-    Name,
-    /// Most samples in the last minute first.
-    Count,
-    /// Highest 99th percentile (last minute) first.
-    P99,
-}
-
-impl Sort {
-    /// The next order (`s` cycles through them).
-    pub fn next(self) -> Sort {
-        match self {
-            Sort::Rate => Sort::Name,
-            Sort::Name => Sort::Count,
-            Sort::Count => Sort::P99,
-            Sort::P99 => Sort::Rate,
-        }
-    }
-
-    /// Its name in the header.
-    pub fn label(self) -> &'static str {
-        match self {
-            Sort::Rate => "rate",
-            Sort::Name => "name",
-            Sort::Count => "count",
-            Sort::P99 => "p99",
-        }
-    }
-}
 
 /// The view's state.
 #[derive(Debug)]

@@ -527,7 +527,7 @@ async fn otlp_metrics(
     headers: axum::http::HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    super::otlp::http::handle(&st.ctx, &st.shared, &headers, body).await
+    super::otlp::http::handle(&st.ctx, &st.shared.otlp_intake(), &headers, body).await
 }
 
 async fn prometheus(State(st): State<AppState>) -> Response {

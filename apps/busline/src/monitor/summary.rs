@@ -1,4 +1,4 @@
-//! The dashboard's arithmetic, apart from its I/O: one second's summary of
+//! The dashboard's arithmetic, apart from its I/O (`dashboard`): one second's summary of
 //! the seed's metrics (requests, DB queries, errors), the last minute of
 //! errors, and seconds replayed from the event log.
 
@@ -8,9 +8,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use busline::stream::Accumulator;
 use serde::Serialize;
 
-use super::super::metric::{Metric, Ms};
-use super::super::sample::{unix_ms, Sample, Value};
-use super::MINUTE;
+use super::metric::{Metric, Ms};
+use super::sample::{unix_ms, Sample, Value};
+
+/// Seconds in the dashboard's "in the last minute".
+pub(super) const MINUTE: usize = 60;
 
 /// Latency statistics of one window, in milliseconds (percentiles from
 /// busline's HDR-histogram [`Accumulator`], within 0.1%).
