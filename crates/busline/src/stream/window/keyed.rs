@@ -13,7 +13,7 @@ use tokio::time::{Instant, Sleep};
 
 #[cfg(doc)]
 use super::Window;
-use super::{Counter, OverflowCounter};
+use super::{group, Counter, OverflowCounter};
 use crate::stream::{later, take_ready};
 
 /// The windows of every key for one span (from
@@ -106,17 +106,9 @@ where
             let (max_keys, overflowed, overflow) =
                 (*this.max_keys, &*this.overflowed, &mut *this.overflow);
             take_ready(this.stream.as_mut(), cx, this.done, |item| {
-                let k = key(&item);
-                match index.get(&k) {
-                    Some(&i) => groups[i].1.push(item),
-                    None if index.len() < max_keys => {
-                        index.insert(k.clone(), groups.len());
-                        groups.push((k, vec![item]));
-                    }
-                    None => {
-                        overflowed.add(1);
-                        overflow.push(item);
-                    }
+                if let Some(item) = group(index, groups, max_keys, key(&item), item) {
+                    overflowed.add(1);
+                    overflow.push(item);
                 }
             });
         }

@@ -243,14 +243,8 @@ impl<I, Ts> Window<I, Ts> {
         let mut groups: Vec<(K, Vec<I>)> = Vec::new();
         let mut overflow = Vec::new();
         for item in self.items {
-            let k = key(&item);
-            match index.get(&k) {
-                Some(&i) => groups[i].1.push(item),
-                None if index.len() < max_keys => {
-                    index.insert(k.clone(), groups.len());
-                    groups.push((k, vec![item]));
-                }
-                None => overflow.push(item),
+            if let Some(item) = group(&mut index, &mut groups, max_keys, key(&item), item) {
+                overflow.push(item);
             }
         }
         KeyedWindow {
@@ -261,6 +255,26 @@ impl<I, Ts> Window<I, Ts> {
             partial: self.partial,
         }
     }
+}
+
+/// Puts `item` in its key's group, opening one while there are fewer than
+/// `max_keys`; hands it back when its key would be one too many.
+fn group<K: Hash + Eq + Clone, I>(
+    index: &mut HashMap<K, usize>,
+    groups: &mut Vec<(K, Vec<I>)>,
+    max_keys: usize,
+    k: K,
+    item: I,
+) -> Option<I> {
+    match index.get(&k) {
+        Some(&i) => groups[i].1.push(item),
+        None if index.len() < max_keys => {
+            index.insert(k.clone(), groups.len());
+            groups.push((k, vec![item]));
+        }
+        None => return Some(item),
+    }
+    None
 }
 
 /// A shared counter an operator bumps; read it with [`get`](Self::get) from
