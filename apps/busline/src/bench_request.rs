@@ -34,6 +34,9 @@ pub struct RequestArgs {
     /// Print one JSON object instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// Run only the systems whose name contains this (for profiling; no ratio).
+    #[arg(long)]
+    pub only: Option<String>,
 }
 
 /// What the actor is asked and answers.
@@ -71,14 +74,18 @@ pub fn run(a: RequestArgs) -> Result<()> {
     let mut results = Vec::new();
     for &n in &a.requesters {
         let mut rounds: Vec<Vec<Round>> = vec![Vec::new(), Vec::new()];
+        let chosen = |sys: &str| a.only.as_deref().is_none_or(|o| sys.contains(o));
         for _ in 0..a.rounds {
             for (i, sys) in SYSTEMS.iter().enumerate() {
-                rounds[i].push(rt.block_on(round(sys, n, a.requests))?);
+                if chosen(sys) {
+                    rounds[i].push(rt.block_on(round(sys, n, a.requests))?);
+                }
             }
         }
         let mut rows: Vec<RequestResult> = SYSTEMS
             .iter()
             .zip(rounds)
+            .filter(|(sys, _)| chosen(sys))
             .map(|(sys, mut rs)| {
                 rs.sort_by(|x, y| x.per_s.total_cmp(&y.per_s));
                 let m = &rs[rs.len() / 2];
@@ -92,9 +99,11 @@ pub fn run(a: RequestArgs) -> Result<()> {
                 }
             })
             .collect();
-        let base = rows[1].round_trips_per_s;
-        rows.iter_mut()
-            .for_each(|r| r.ratio_vs_mpsc_oneshot = r.round_trips_per_s / base);
+        if let [_, peer] = &rows[..] {
+            let base = peer.round_trips_per_s;
+            rows.iter_mut()
+                .for_each(|r| r.ratio_vs_mpsc_oneshot = r.round_trips_per_s / base);
+        }
         results.extend(rows);
     }
     if a.json {

@@ -40,7 +40,7 @@ impl BusBuilder {
                 pressure: Arc::new(Pressure::new()),
                 inbox_prefix: format!("_INBOX.{node:016x}"),
                 next_inbox: AtomicU64::new(0),
-                pending: Mutex::new(AHashMap::new()),
+                pending: Mutex::new(super::pending::Pending::new()),
                 stores: RwLock::new(Vec::new()),
             }),
             stamp: None,

@@ -10,6 +10,7 @@
 //! - `publish`: the publish paths (waiting, not waiting, and the runtime's offers);
 //! - `persist`: topics stored before they are delivered;
 //! - `request`: request/reply;
+//! - `pending`: requests waiting for their reply, and their timeouts;
 //! - `stamp`: a handle stamped for a module (name, lineage, own events);
 //! - `backpressure`: the [`Backpressure`] signal.
 //!
@@ -20,15 +21,14 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 
 use ahash::AHashMap;
-use tokio::sync::oneshot;
 
-use crate::envelope::Envelope;
 use crate::queue::Pressure;
 use crate::stats::{BusStats, SubscriberStats};
 use crate::sync::{AtomicBool, AtomicU64, Mutex, RwLock};
 
 mod backpressure;
 mod builder;
+mod pending;
 mod persist;
 mod publish;
 mod registry;
@@ -94,7 +94,7 @@ pub(crate) struct BusInner<T> {
     pressure: Arc<Pressure>,
     inbox_prefix: String,
     next_inbox: AtomicU64,
-    pending: Mutex<AHashMap<u64, oneshot::Sender<Arc<Envelope<T>>>>>,
+    pending: Mutex<pending::Pending<T>>,
     stores: RwLock<Vec<PersistRule<T>>>,
 }
 
@@ -229,7 +229,7 @@ impl<T> BusInner<T> {
                 w.wake();
             }
         }
-        self.pending.lock().clear();
+        self.pending.lock().close();
     }
 
     /// A change of subscribers or persist rules: cached routes are stale.

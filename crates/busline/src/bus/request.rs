@@ -5,7 +5,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::oneshot;
+use tokio::time::Instant;
 
 use super::{Bus, BusInner};
 use crate::envelope::Envelope;
@@ -42,53 +42,65 @@ impl<T: Send + Sync + 'static> Bus<T> {
         msg: Message<T>,
         timeout: Duration,
     ) -> Result<Arc<Envelope<T>>, RequestError> {
-        let inner = &*self.inner;
+        let inner = &self.inner;
         let n = inner.next_inbox.fetch_add(1, Ordering::Relaxed);
         let reply_to = inner.inbox(n);
-        let (tx, rx) = oneshot::channel();
-        inner.pending.lock().insert(n, tx);
-        let _cleanup = PendingGuard { inner, n };
-        let work = async {
+        let now = Instant::now();
+        // A timeout too long to add is as good as none (about 30 years).
+        let deadline = now
+            .checked_add(timeout)
+            .unwrap_or_else(|| now + Duration::from_secs(30 * 365 * 86_400));
+        let mut answer = inner.register_request(n, deadline);
+        let mut guard = PendingGuard {
+            inner,
+            n,
+            answered: false,
+        };
+        let closed = || RequestError::Closed {
+            topic: topic.to_string(),
+        };
+        let sent = async {
             let (route, env) = match self.wrap(self.route_checked(topic), msg.reply_to(reply_to)) {
                 Ok(x) => x,
                 Err(PublishError::InvalidTopic { error, .. }) => {
                     return Err(RequestError::Topic(error))
                 }
-                Err(_) => {
-                    return Err(RequestError::Closed {
-                        topic: topic.to_string(),
-                    })
-                }
+                Err(_) => return Err(closed()),
             };
             match self.dispatch((route, env)).await {
-                Ok(r) if r.subscribers == 0 => {
-                    return Err(RequestError::NoResponders {
-                        topic: topic.to_string(),
-                    })
-                }
-                Ok(_) => {}
-                Err(PublishError::Store { error, .. }) => {
-                    return Err(RequestError::Store {
-                        topic: topic.to_string(),
-                        reason: error.to_string(),
-                    })
-                }
-                Err(_) => {
-                    return Err(RequestError::Closed {
-                        topic: topic.to_string(),
-                    })
-                }
+                Ok(r) if r.subscribers == 0 => Err(RequestError::NoResponders {
+                    topic: topic.to_string(),
+                }),
+                Ok(_) => Ok(()),
+                Err(PublishError::Store { error, .. }) => Err(RequestError::Store {
+                    topic: topic.to_string(),
+                    reason: error.to_string(),
+                }),
+                Err(_) => Err(closed()),
             }
-            rx.await.map_err(|_| RequestError::Closed {
-                topic: topic.to_string(),
-            })
         };
-        match tokio::time::timeout(timeout, work).await {
-            Ok(r) => r,
-            Err(_) => Err(RequestError::Timeout {
-                topic: topic.to_string(),
-                timeout,
-            }),
+        // Sending may wait for room; the deadline bounds that wait too.
+        let answer = tokio::select! {
+            biased;
+            sent = sent => {
+                sent?;
+                (&mut answer).await
+            }
+            early = &mut answer => early,
+        };
+        match answer {
+            Ok(Some(reply)) => {
+                guard.answered = true;
+                Ok(reply)
+            }
+            Ok(None) => {
+                guard.answered = true;
+                Err(RequestError::Timeout {
+                    topic: topic.to_string(),
+                    timeout,
+                })
+            }
+            Err(_) => Err(closed()),
         }
     }
 
@@ -114,7 +126,7 @@ impl<T: Send + Sync + 'static> Bus<T> {
         let msg = msg.caused_by(request);
         let inner = &*self.inner;
         if let Some(n) = inner.inbox_number(&reply_to) {
-            let Some(tx) = inner.pending.lock().remove(&n) else {
+            let Some(tx) = inner.pending.lock().take(n) else {
                 return Err(ReplyError::RequesterGone {
                     reply_to: reply_to.to_string(),
                 });
@@ -122,7 +134,7 @@ impl<T: Send + Sync + 'static> Bus<T> {
             // Straight to the waiting requester: no routing, and no one-off
             // inbox topic in the route cache.
             let env = self.envelope(reply_to.clone(), msg);
-            return tx.send(env).map_err(|_| ReplyError::RequesterGone {
+            return tx.send(Some(env)).map_err(|_| ReplyError::RequesterGone {
                 reply_to: reply_to.to_string(),
             });
         }
@@ -137,9 +149,12 @@ impl<T: Send + Sync + 'static> Bus<T> {
     }
 }
 
+/// Takes a request's registration back when its requester gives up.
 struct PendingGuard<'a, T> {
     inner: &'a BusInner<T>,
     n: u64,
+    /// The registration was taken by whoever answered.
+    answered: bool,
 }
 
 impl<T> BusInner<T> {
@@ -168,6 +183,8 @@ impl<T> BusInner<T> {
 
 impl<T> Drop for PendingGuard<'_, T> {
     fn drop(&mut self) {
-        self.inner.pending.lock().remove(&self.n);
+        if !self.answered {
+            self.inner.pending.lock().take(self.n);
+        }
     }
 }

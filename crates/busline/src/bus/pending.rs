@@ -1,0 +1,151 @@
+//! Requests waiting for their reply, and the one task per bus that times
+//! them out.
+//!
+//! A request registers its reply inbox's number with a deadline. The reply
+//! takes the registration and sends the reply through it; a requester that
+//! gives up (its future dropped) takes it back. Deadlines are kept in order
+//! beside the registrations, and a sweeper task sleeps until the earliest:
+//! when it wakes it answers every request that is due with "timed out".
+//!
+//! So a request costs two map entries under one lock, not a timer of its
+//! own: the sweeper's timer is moved only when a request comes with an
+//! earlier deadline than the one it sleeps until, which requests with the
+//! same timeout never do (its next wake-up was set by an older request).
+//! A timeout fires no earlier than its deadline and, like tokio's timers,
+//! within about a millisecond after it.
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Weak};
+
+use ahash::AHashMap;
+use tokio::sync::{oneshot, Notify};
+use tokio::time::Instant;
+
+use super::BusInner;
+use crate::envelope::Envelope;
+
+/// What a requester is sent: the reply, or `None` when its deadline passed.
+pub(super) type Answer<T> = Option<Arc<Envelope<T>>>;
+
+/// The requests of one bus waiting for a reply.
+pub(super) struct Pending<T> {
+    /// By reply inbox number: the deadline and where the answer goes.
+    waiting: AHashMap<u64, (Instant, oneshot::Sender<Answer<T>>)>,
+    /// The same requests in deadline order.
+    deadlines: BTreeSet<(Instant, u64)>,
+    /// When the sweeper wakes next, if it sleeps on a deadline.
+    wake_at: Option<Instant>,
+    /// A sweeper task is running (it clears this when it ends).
+    sweeping: bool,
+    /// Wakes the sweeper for an earlier deadline, or to end.
+    notify: Arc<Notify>,
+}
+
+impl<T> Pending<T> {
+    pub(super) fn new() -> Self {
+        Pending {
+            waiting: AHashMap::new(),
+            deadlines: BTreeSet::new(),
+            wake_at: None,
+            sweeping: false,
+            notify: Arc::new(Notify::new()),
+        }
+    }
+
+    /// Takes the registration of inbox `n`: the reply's way to its requester.
+    pub(super) fn take(&mut self, n: u64) -> Option<oneshot::Sender<Answer<T>>> {
+        let (deadline, tx) = self.waiting.remove(&n)?;
+        self.deadlines.remove(&(deadline, n));
+        Some(tx)
+    }
+
+    /// Drops every registration (the bus closed: requesters see it closed)
+    /// and ends the sweeper.
+    pub(super) fn close(&mut self) {
+        self.waiting.clear();
+        self.deadlines.clear();
+        self.notify.notify_one();
+    }
+
+    /// Answers every request due by `now` with "timed out"; returns the
+    /// next deadline.
+    fn expire(&mut self, now: Instant) -> Option<Instant> {
+        while let Some(&(deadline, n)) = self.deadlines.first() {
+            if deadline > now {
+                return Some(deadline);
+            }
+            self.deadlines.pop_first();
+            if let Some((_, tx)) = self.waiting.remove(&n) {
+                let _ = tx.send(None);
+            }
+        }
+        None
+    }
+}
+
+impl<T: Send + Sync + 'static> BusInner<T> {
+    /// Registers a request on inbox `n`, due at `deadline`; its answer comes
+    /// on the returned receiver. Starts the bus's sweeper if none runs (in
+    /// the caller's tokio runtime) and moves its wake-up earlier if needed.
+    pub(super) fn register_request(
+        self: &Arc<Self>,
+        n: u64,
+        deadline: Instant,
+    ) -> oneshot::Receiver<Answer<T>> {
+        let (tx, rx) = oneshot::channel();
+        let mut p = self.pending.lock();
+        p.waiting.insert(n, (deadline, tx));
+        p.deadlines.insert((deadline, n));
+        if !p.sweeping {
+            p.sweeping = true;
+            p.wake_at = Some(deadline);
+            tokio::spawn(sweep(Arc::downgrade(self), p.notify.clone()));
+        } else if p.wake_at.is_none_or(|w| deadline < w) {
+            p.wake_at = Some(deadline);
+            p.notify.notify_one();
+        }
+        rx
+    }
+}
+
+/// The sweeper: sleeps until the earliest deadline (or until told of an
+/// earlier one), then times out what is due. It ends when the bus is gone
+/// or closed, and when its runtime shuts down; the next request starts
+/// another.
+async fn sweep<T: Send + Sync + 'static>(bus: Weak<BusInner<T>>, notify: Arc<Notify>) {
+    let _running = Running(bus.clone());
+    loop {
+        let next = {
+            let Some(inner) = bus.upgrade() else { return };
+            if inner.closed.load(std::sync::atomic::Ordering::Acquire) {
+                return;
+            }
+            let mut p = inner.pending.lock();
+            let next = p.expire(Instant::now());
+            p.wake_at = next;
+            next
+        };
+        match next {
+            Some(at) => {
+                tokio::select! {
+                    _ = tokio::time::sleep_until(at) => {}
+                    _ = notify.notified() => {}
+                }
+            }
+            None => notify.notified().await,
+        }
+    }
+}
+
+/// Marks the sweeper gone when its task ends or is dropped with its runtime.
+struct Running<T>(Weak<BusInner<T>>);
+
+impl<T> Drop for Running<T> {
+    fn drop(&mut self) {
+        if let Some(inner) = self.0.upgrade() {
+            let mut p = inner.pending.lock();
+            p.sweeping = false;
+            p.wake_at = None;
+        }
+    }
+}
