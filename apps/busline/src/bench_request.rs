@@ -15,6 +15,8 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, ensure, Result};
 use busline::{Bus, Context};
 use clap::Args;
+
+use crate::bench_runtime::runtime;
 use hdrhistogram::Histogram;
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
@@ -37,6 +39,10 @@ pub struct RequestArgs {
     /// Run only the systems whose name contains this (for profiling; no ratio).
     #[arg(long)]
     pub only: Option<String>,
+    /// Worker threads of the multi-thread runtime (default: one per core;
+    /// 1 makes instruction counts repeatable under callgrind).
+    #[arg(long)]
+    pub threads: Option<usize>,
 }
 
 /// What the actor is asked and answers.
@@ -65,12 +71,10 @@ struct Round {
 
 /// Runs `bench request`.
 pub fn run(a: RequestArgs) -> Result<()> {
-    if a.requests == 0 || a.rounds == 0 || a.requesters.contains(&0) {
-        bail!("--requests, --rounds and every --requesters must be at least 1");
+    if a.requests == 0 || a.rounds == 0 || a.requesters.contains(&0) || a.threads == Some(0) {
+        bail!("--requests, --rounds, --threads and every --requesters must be at least 1");
     }
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
+    let rt = runtime(a.threads)?;
     let mut results = Vec::new();
     for &n in &a.requesters {
         let mut rounds: Vec<Vec<Round>> = vec![Vec::new(), Vec::new()];
