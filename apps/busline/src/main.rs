@@ -1,5 +1,6 @@
 //! The `busline` command.
 
+mod allocator;
 mod bench;
 mod bench_es;
 mod bench_fanout;
@@ -17,10 +18,9 @@ mod bench_work;
 mod log_cmd;
 mod monitor;
 
-/// Events are allocated on one thread and freed on another; mimalloc handles
-/// that far better than glibc's malloc (see `busline bench fanout`).
+/// mimalloc (see `allocator`).
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: allocator::Allocator = allocator::Allocator;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
