@@ -48,6 +48,8 @@ pub struct Subscription<T> {
     pub(crate) name: Arc<str>,
     /// How many polls in a row found nothing and yielded instead of parking.
     pub(crate) yielded: u8,
+    /// Ring events read since it last found none (saturating).
+    pub(crate) streak: u8,
     /// Events still to replay from the store before going live.
     pub(crate) replay: Option<crate::store::Replay<T>>,
     pub(crate) durable: Option<crate::store::Durable<T>>,
@@ -87,6 +89,7 @@ impl<T> Subscription<T> {
             member,
             name,
             yielded: 0,
+            streak: 0,
             replay: None,
             durable: None,
             skip_below: None,

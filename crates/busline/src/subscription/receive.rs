@@ -22,10 +22,16 @@ use crate::sync::fence;
 /// park/unpark round trip is skipped. With none, `busline bench fanout`
 /// shows twice the context switches; more than two buys nothing.
 ///
-/// Every subscriber yields, including one alone on its ring (such as the
-/// NATS exporter): parking at once would speed up a lone subscriber that
-/// is often idle, and slow down one that is kept busy.
+/// A ring member yields only while events come in streaks (see
+/// [`STREAK`]): one answering requests one at a time would find nothing
+/// after its yields either, and a yield costs its worker a poll of tokio's
+/// drivers when it has nothing else to run.
 const SPIN_POLLS: u8 = 2;
+
+/// Events a ring member must have read since it last found none to yield,
+/// not park, when it finds none again: more than one came while it last
+/// waited, so more are likely to come while it yields.
+const STREAK: u8 = 2;
 
 /// Lets other tasks run before this one is polled again: tokio's
 /// `yield_now`, which defers the wake-up until the worker has run the other
@@ -124,7 +130,9 @@ impl<T: Send + Sync + 'static> Subscription<T> {
                 // beyond the end it can see yet.)
                 if tail <= r.cursor {
                     if let Some(cx) = cx.as_deref_mut() {
-                        if self.yielded < SPIN_POLLS {
+                        let streaming = self.yielded > 0 || self.streak >= STREAK;
+                        self.streak = 0;
+                        if streaming && self.yielded < SPIN_POLLS {
                             // Found nothing: yield before parking. Under load
                             // the publisher refills the ring meanwhile, and
                             // the task (and its worker thread) skip a
@@ -193,6 +201,7 @@ impl<T: Send + Sync + 'static> Subscription<T> {
             // Moved on (and a lossy member's claim let go).
             r.cell.cursor.store(pos + 1, Ordering::Release);
             self.yielded = 0;
+            self.streak = self.streak.saturating_add(1);
             if lossless {
                 // Then look: a publisher waiting for room (or backpressure
                 // to clear) either saw the cursor or flagged it (see
