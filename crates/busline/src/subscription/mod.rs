@@ -39,8 +39,6 @@ pub(crate) trait Registrar<T>: Send + Sync {
 pub struct Subscription<T> {
     pub(crate) shared: Arc<SubShared<T>>,
     pub(crate) bus: Weak<dyn Registrar<T>>,
-    /// A keyed group member: events it took and has not received yet.
-    pub(crate) local: VecDeque<Arc<Envelope<T>>>,
     /// Lossless and lossy: its place in the ring.
     pub(crate) reader: Option<Reader>,
     /// This subscriber's id (its member id in a ring or queue group).
@@ -48,6 +46,16 @@ pub struct Subscription<T> {
     pub(crate) name: Arc<str>,
     /// How many polls in a row found nothing and yielded instead of parking.
     pub(crate) yielded: u8,
+    /// What only some subscriptions use (boxed: an idle subscriber without
+    /// any of it costs one pointer).
+    pub(crate) rare: Option<Box<Rare<T>>>,
+}
+
+/// The parts of a [`Subscription`] that only some have: a keyed group
+/// member's batch, a replay, a store, a module's bookkeeping.
+pub(crate) struct Rare<T> {
+    /// A keyed group member: events it took and has not received yet.
+    pub(crate) local: VecDeque<Arc<Envelope<T>>>,
     /// Events still to replay from the store before going live.
     pub(crate) replay: Option<crate::store::Replay<T>>,
     pub(crate) durable: Option<crate::store::Durable<T>>,
@@ -58,6 +66,19 @@ pub struct Subscription<T> {
     pub(crate) discard_counter: Option<Arc<std::sync::atomic::AtomicU64>>,
     /// A module's subscription: where it records the event being handled.
     pub(crate) handling: Option<Handling>,
+}
+
+impl<T> Default for Rare<T> {
+    fn default() -> Self {
+        Rare {
+            local: VecDeque::new(),
+            replay: None,
+            durable: None,
+            skip_below: None,
+            discard_counter: None,
+            handling: None,
+        }
+    }
 }
 
 impl<T> fmt::Debug for Subscription<T> {
@@ -82,17 +103,17 @@ impl<T> Subscription<T> {
         Subscription {
             shared,
             bus,
-            local: VecDeque::new(),
             reader,
             member,
             name,
             yielded: 0,
-            replay: None,
-            durable: None,
-            skip_below: None,
-            discard_counter: None,
-            handling: None,
+            rare: None,
         }
+    }
+
+    /// Its [`Rare`] parts, made on first use.
+    pub(crate) fn rare_mut(&mut self) -> &mut Rare<T> {
+        self.rare.get_or_insert_with(Default::default)
     }
 }
 
@@ -146,7 +167,7 @@ impl<T: Send + Sync + 'static> Subscription<T> {
     pub fn unsubscribe(mut self) -> u64 {
         use std::sync::atomic::AtomicU64;
         let mine = Arc::new(AtomicU64::new(0));
-        let outer = self.discard_counter.replace(mine.clone());
+        let outer = self.rare_mut().discard_counter.replace(mine.clone());
         drop(self);
         let n = mine.load(Ordering::Relaxed);
         if let Some(c) = outer {
@@ -168,7 +189,7 @@ impl<T> Subscription<T> {
             (None, Policy::Lossless | Policy::Lossy) => 0,
             _ => self.shared.state.lock().depth(&self.shared),
         };
-        queued + self.local.len()
+        queued + self.rare.as_ref().map_or(0, |r| r.local.len())
     }
 
     /// Whether no event is waiting.
@@ -179,8 +200,12 @@ impl<T> Subscription<T> {
 
 impl<T> Drop for Subscription<T> {
     fn drop(&mut self) {
-        let mut local = Some(std::mem::take(&mut self.local));
-        let (shared, member, counter) = (&self.shared, self.member, &self.discard_counter);
+        let (local, counter) = match self.rare.as_deref_mut() {
+            Some(r) => (std::mem::take(&mut r.local), r.discard_counter.as_ref()),
+            None => (Default::default(), None),
+        };
+        let mut local = Some(local);
+        let (shared, member) = (&self.shared, self.member);
         // Counted while the bus's registry is locked, as the bus counts its own.
         let mut leave = || {
             let left = shared.leave(member, local.take().unwrap_or_default());
