@@ -186,12 +186,12 @@ impl<T: Send + Sync + 'static> Bus<T> {
             capacity,
             high,
             low,
-            filter: b.filter,
+            filter: b.filter.map(Box::new),
             state: Mutex::new(State::new(
                 &b.policy,
                 b.key.is_some().then_some((id, stored)),
             )),
-            key: b.key,
+            key: b.key.map(Box::new),
             pressure: self.inner.pressure.clone(),
             ring: matches!(b.policy, Policy::Lossless | Policy::Lossy)
                 .then(|| Box::new(Ring::new(capacity, b.policy == Policy::Lossless))),

@@ -67,8 +67,9 @@ pub(crate) struct Reader {
 pub(crate) struct State<T> {
     /// The queue, by kind.
     pub(crate) queue: Queue<T>,
-    /// Publishers waiting for room.
-    pub(crate) tx_wakers: SmallVec<[Waker; 2]>,
+    /// Publishers waiting for room (a `Vec`: it takes no room in the
+    /// subscriber's block until a publisher first waits).
+    pub(crate) tx_wakers: Vec<Waker>,
     pub(crate) closed: bool,
     pub(crate) pressured: bool,
     pub(crate) discarded: u64,
@@ -180,7 +181,7 @@ impl<T> State<T> {
         };
         State {
             queue,
-            tx_wakers: SmallVec::new(),
+            tx_wakers: Vec::new(),
             closed: false,
             pressured: false,
             discarded: 0,
@@ -320,7 +321,7 @@ impl<T> State<T> {
             }
             Queue::Group(g) => {
                 g.rx.delivered += 1;
-                let key = sub.key.as_ref().map(|k| k(&env));
+                let key = sub.key.as_deref().map(|k| k(&env));
                 let to = g.queue.push(env, key);
                 let depth = g.queue.len();
                 g.rx.peak = g.rx.peak.max(depth);
