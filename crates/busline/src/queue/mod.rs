@@ -199,7 +199,7 @@ impl<T> SubShared<T> {
                 // Its counters stay in the bus totals.
                 left.retired = gone.map(|m| Retired {
                     delivered: self.ring().tail() - m.joined,
-                    dropped: m.dropped(),
+                    dropped: m.dropped(self.ring()),
                     discarded: m.discarded,
                 });
                 // The others read on; the last one takes the ring with it.

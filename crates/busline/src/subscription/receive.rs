@@ -165,7 +165,7 @@ impl<T: Send + Sync + 'static> Subscription<T> {
                 let depth = tail - r.cursor.max(ring.oldest(tail));
                 if depth > r.peak {
                     r.peak = depth;
-                    r.cell.peak.store(depth, Ordering::Relaxed);
+                    r.cell.get(ring).peak.store(depth, Ordering::Relaxed);
                 }
             }
             let pos = r.cursor;
@@ -175,7 +175,7 @@ impl<T: Send + Sync + 'static> Subscription<T> {
                 // past it (and others after it) first. `Release` too: a
                 // publisher that reads the claim is after this member's
                 // read of the slot before.
-                if let Err(now) = r.cell.cursor.compare_exchange(
+                if let Err(now) = r.cell.get(ring).cursor.compare_exchange(
                     pos,
                     pos | BUSY,
                     Ordering::AcqRel,
@@ -192,7 +192,7 @@ impl<T: Send + Sync + 'static> Subscription<T> {
             let env = ring.read(pos);
             r.cursor = pos + 1;
             // Moved on (and a lossy member's claim let go).
-            r.cell.cursor.store(pos + 1, Ordering::Release);
+            r.cell.get(ring).cursor.store(pos + 1, Ordering::Release);
             self.yielded = 0;
             if lossless {
                 // Then look: a publisher waiting for room (or backpressure
