@@ -18,23 +18,26 @@ pub(crate) struct Trie {
     len: usize,
 }
 
+/// One level of the trie: 56 bytes (a parent's map or list holds its
+/// literal children inline, so a subscriber on a pattern of its own pays
+/// for a node or two).
 #[derive(Default, Debug)]
 struct Node {
     literal: Children,
     one: Option<Box<Node>>,
     /// Entries whose pattern ends here with `>`.
-    rest: SmallVec<[EntryId; 1]>,
+    rest: Ids,
     /// Entries whose pattern ends exactly here.
-    here: SmallVec<[EntryId; 1]>,
+    here: Ids,
 }
 
 /// A node's literal children: a list while there are few (most nodes have
 /// one or none, and a list of one costs one small allocation), a map once
 /// there are more than [`FEW`] (looking a token up costs the same however
-/// many there are).
+/// many there are). 16 bytes: the map's pointer sits beside the list's.
 #[derive(Debug)]
 enum Children {
-    Few(Vec<(Box<str>, Node)>),
+    Few(Box<[(Box<str>, Node)]>),
     Many(Box<AHashMap<Box<str>, Node>>),
 }
 
@@ -43,8 +46,71 @@ const FEW: usize = 8;
 
 impl Default for Children {
     fn default() -> Self {
-        Children::Few(Vec::new())
+        Children::Few(Box::default())
     }
+}
+
+/// The entries whose pattern ends at a node: one inline (most nodes have
+/// one or none), more in a slice. 16 bytes.
+#[derive(Debug)]
+enum Ids {
+    One(EntryId),
+    /// None or more than one.
+    Many(Box<[EntryId]>),
+}
+
+impl Default for Ids {
+    fn default() -> Self {
+        Ids::Many(Box::default())
+    }
+}
+
+impl Ids {
+    fn as_slice(&self) -> &[EntryId] {
+        match self {
+            Ids::One(id) => std::slice::from_ref(id),
+            Ids::Many(ids) => ids,
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.as_slice().is_empty()
+    }
+
+    fn push(&mut self, id: EntryId) {
+        *self = match std::mem::take(self) {
+            Ids::Many(ids) if ids.is_empty() => Ids::One(id),
+            Ids::One(first) => Ids::Many(Box::new([first, id])),
+            Ids::Many(ids) => Ids::Many(pushed(ids, id)),
+        };
+    }
+
+    /// Removes `id` (the last one takes its place); returns whether it was there.
+    fn remove(&mut self, id: EntryId) -> bool {
+        let Some(i) = self.as_slice().iter().position(|&x| x == id) else {
+            return false;
+        };
+        *self = match std::mem::take(self) {
+            Ids::One(_) => Ids::default(),
+            Ids::Many(ids) => {
+                let mut v = ids.into_vec();
+                v.swap_remove(i);
+                match v[..] {
+                    [one] => Ids::One(one),
+                    _ => Ids::Many(v.into_boxed_slice()),
+                }
+            }
+        };
+        true
+    }
+}
+
+/// `items` with `item` after them, in a slice exactly that long.
+fn pushed<I>(items: Box<[I]>, item: I) -> Box<[I]> {
+    let mut v = items.into_vec();
+    v.reserve_exact(1);
+    v.push(item);
+    v.into_boxed_slice()
 }
 
 impl Children {
@@ -74,7 +140,7 @@ impl Children {
         if let Children::Few(v) = self {
             if v.len() >= FEW && !v.iter().any(|(k, _)| &**k == tok) {
                 let v = std::mem::take(v);
-                *self = Children::Many(Box::new(v.into_iter().collect()));
+                *self = Children::Many(Box::new(v.into_vec().into_iter().collect()));
             }
         }
         match self {
@@ -83,8 +149,7 @@ impl Children {
                     Some(i) => i,
                     None => {
                         // Grown one at a time: a node's list holds what it needs.
-                        v.reserve_exact(1);
-                        v.push((tok.into(), Node::default()));
+                        *v = pushed(std::mem::take(v), (tok.into(), Node::default()));
                         v.len() - 1
                     }
                 };
@@ -98,8 +163,9 @@ impl Children {
         match self {
             Children::Few(v) => {
                 if let Some(i) = v.iter().position(|(k, _)| &**k == tok) {
-                    v.swap_remove(i);
-                    v.shrink_to_fit();
+                    let mut list = std::mem::take(v).into_vec();
+                    list.swap_remove(i);
+                    *v = list.into_boxed_slice();
                 }
             }
             Children::Many(m) => {
@@ -147,18 +213,11 @@ impl Trie {
     }
 
     fn remove_at(node: &mut Node, tokens: &[Token<'_>], id: EntryId) -> bool {
-        let take = |v: &mut SmallVec<[EntryId; 1]>| match v.iter().position(|&x| x == id) {
-            Some(i) => {
-                v.swap_remove(i);
-                true
-            }
-            None => false,
-        };
         let Some((first, rest)) = tokens.split_first() else {
-            return take(&mut node.here);
+            return node.here.remove(id);
         };
         match first {
-            Token::Rest => take(&mut node.rest),
+            Token::Rest => node.rest.remove(id),
             Token::One => {
                 let Some(child) = node.one.as_deref_mut() else {
                     return false;
@@ -190,10 +249,10 @@ impl Trie {
 
     fn match_at(node: &Node, tokens: &[&str], out: &mut Vec<EntryId>) {
         let Some((first, rest)) = tokens.split_first() else {
-            out.extend_from_slice(&node.here);
+            out.extend_from_slice(node.here.as_slice());
             return;
         };
-        out.extend_from_slice(&node.rest);
+        out.extend_from_slice(node.rest.as_slice());
         if let Some(child) = node.literal.get(first) {
             Self::match_at(child, rest, out);
         }
@@ -218,6 +277,26 @@ mod tests {
         t.matches(topic, &mut v);
         v.sort();
         v
+    }
+
+    #[test]
+    fn a_node_takes_56_bytes() {
+        assert_eq!(std::mem::size_of::<Node>(), 56);
+    }
+
+    #[test]
+    fn ids_hold_one_inline_and_more_in_a_slice() {
+        let mut ids = Ids::default();
+        for id in 0..4 {
+            ids.push(id);
+        }
+        assert_eq!(ids.as_slice(), [0, 1, 2, 3]);
+        assert!(ids.remove(1) && !ids.remove(1));
+        assert_eq!(ids.as_slice(), [0, 3, 2]);
+        assert!(ids.remove(0) && ids.remove(2));
+        assert!(matches!(ids, Ids::One(3)));
+        assert!(ids.remove(3));
+        assert!(ids.is_empty());
     }
 
     #[test]
