@@ -18,17 +18,23 @@ pub(crate) struct Trie {
     len: usize,
 }
 
-/// One level of the trie: 56 bytes (a parent's map or list holds its
+/// One level of the trie: 40 bytes (a parent's map or list holds its
 /// literal children inline, so a subscriber on a pattern of its own pays
 /// for a node or two).
 #[derive(Default, Debug)]
 struct Node {
     literal: Children,
     one: Option<Box<Node>>,
-    /// Entries whose pattern ends here with `>`.
-    rest: Ids,
-    /// Entries whose pattern ends exactly here.
-    here: Ids,
+    /// Entries whose pattern ends here, exactly or with `>` (see [`mark`]).
+    ends: Ids,
+}
+
+/// How `id` is kept in [`Node::ends`]: shifted left one bit, the low bit
+/// set when its pattern ends there with `>` (ids count up from 0 and never
+/// reach 2^63).
+fn mark(id: EntryId, rest: bool) -> u64 {
+    debug_assert!(id < 1 << 63);
+    id << 1 | rest as u64
 }
 
 /// A node's literal children: a list while there are few (most nodes have
@@ -50,13 +56,13 @@ impl Default for Children {
     }
 }
 
-/// The entries whose pattern ends at a node: one inline (most nodes have
-/// one or none), more in a slice. 16 bytes.
+/// The entries whose pattern ends at a node (each as its [`mark`]): one
+/// inline (most nodes have one or none), more in a slice. 16 bytes.
 #[derive(Debug)]
 enum Ids {
-    One(EntryId),
+    One(u64),
     /// None or more than one.
-    Many(Box<[EntryId]>),
+    Many(Box<[u64]>),
 }
 
 impl Default for Ids {
@@ -66,10 +72,10 @@ impl Default for Ids {
 }
 
 impl Ids {
-    fn as_slice(&self) -> &[EntryId] {
+    fn as_slice(&self) -> &[u64] {
         match self {
-            Ids::One(id) => std::slice::from_ref(id),
-            Ids::Many(ids) => ids,
+            Ids::One(mark) => std::slice::from_ref(mark),
+            Ids::Many(marks) => marks,
         }
     }
 
@@ -77,17 +83,24 @@ impl Ids {
         self.as_slice().is_empty()
     }
 
-    fn push(&mut self, id: EntryId) {
+    /// Appends to `out` the ids of the entries that end with `>` (`rest`),
+    /// or of those that end exactly here.
+    fn ids_to(&self, rest: bool, out: &mut Vec<EntryId>) {
+        let marks = self.as_slice().iter();
+        out.extend(marks.filter(|&m| m & 1 == rest as u64).map(|m| m >> 1));
+    }
+
+    fn push(&mut self, mark: u64) {
         *self = match std::mem::take(self) {
-            Ids::Many(ids) if ids.is_empty() => Ids::One(id),
-            Ids::One(first) => Ids::Many(Box::new([first, id])),
-            Ids::Many(ids) => Ids::Many(pushed(ids, id)),
+            Ids::Many(ids) if ids.is_empty() => Ids::One(mark),
+            Ids::One(first) => Ids::Many(Box::new([first, mark])),
+            Ids::Many(ids) => Ids::Many(pushed(ids, mark)),
         };
     }
 
-    /// Removes `id` (the last one takes its place); returns whether it was there.
-    fn remove(&mut self, id: EntryId) -> bool {
-        let Some(i) = self.as_slice().iter().position(|&x| x == id) else {
+    /// Removes `mark` (the last one takes its place); returns whether it was there.
+    fn remove(&mut self, mark: u64) -> bool {
+        let Some(i) = self.as_slice().iter().position(|&x| x == mark) else {
             return false;
         };
         *self = match std::mem::take(self) {
@@ -177,10 +190,7 @@ impl Children {
 
 impl Node {
     fn is_empty(&self) -> bool {
-        self.literal.is_empty()
-            && self.one.is_none()
-            && self.rest.is_empty()
-            && self.here.is_empty()
+        self.literal.is_empty() && self.one.is_none() && self.ends.is_empty()
     }
 }
 
@@ -192,13 +202,13 @@ impl Trie {
                 Token::Literal(l) => node = node.literal.entry(l),
                 Token::One => node = node.one.get_or_insert_with(Default::default),
                 Token::Rest => {
-                    node.rest.push(id);
+                    node.ends.push(mark(id, true));
                     self.len += 1;
                     return;
                 }
             }
         }
-        node.here.push(id);
+        node.ends.push(mark(id, false));
         self.len += 1;
     }
 
@@ -214,10 +224,10 @@ impl Trie {
 
     fn remove_at(node: &mut Node, tokens: &[Token<'_>], id: EntryId) -> bool {
         let Some((first, rest)) = tokens.split_first() else {
-            return node.here.remove(id);
+            return node.ends.remove(mark(id, false));
         };
         match first {
-            Token::Rest => node.rest.remove(id),
+            Token::Rest => node.ends.remove(mark(id, true)),
             Token::One => {
                 let Some(child) = node.one.as_deref_mut() else {
                     return false;
@@ -249,10 +259,10 @@ impl Trie {
 
     fn match_at(node: &Node, tokens: &[&str], out: &mut Vec<EntryId>) {
         let Some((first, rest)) = tokens.split_first() else {
-            out.extend_from_slice(node.here.as_slice());
+            node.ends.ids_to(false, out);
             return;
         };
-        out.extend_from_slice(node.rest.as_slice());
+        node.ends.ids_to(true, out);
         if let Some(child) = node.literal.get(first) {
             Self::match_at(child, rest, out);
         }
@@ -280,8 +290,8 @@ mod tests {
     }
 
     #[test]
-    fn a_node_takes_56_bytes() {
-        assert_eq!(std::mem::size_of::<Node>(), 56);
+    fn a_node_takes_40_bytes() {
+        assert_eq!(std::mem::size_of::<Node>(), 40);
     }
 
     #[test]
@@ -302,13 +312,16 @@ mod tests {
     #[test]
     fn insert_match_remove() {
         let mut t = Trie::default();
-        let pats = ["a.b", "a.*", "a.>", ">", "*.b", "a.b.c"];
+        let pats = ["a.b", "a.*", "a.>", ">", "*.b", "a.b.c", "a"];
         for (i, p) in pats.iter().enumerate() {
             t.insert(&Pattern::new(p).unwrap(), i as u64);
         }
         assert_eq!(ids(&t, "a.b"), vec![0, 1, 2, 3, 4]);
         assert_eq!(ids(&t, "a.b.c"), vec![2, 3, 5]);
-        assert_eq!(ids(&t, "a"), vec![3]);
+        assert_eq!(ids(&t, "a"), vec![3, 6]);
+        // "a.>" (2) and "a" (6) end at one node: each is removed as itself.
+        assert!(!t.remove(&Pattern::new("a").unwrap(), 2));
+        assert!(!t.remove(&Pattern::new("a.>").unwrap(), 6));
         assert!(t.remove(&Pattern::new("a.*").unwrap(), 1));
         assert!(!t.remove(&Pattern::new("a.*").unwrap(), 1));
         assert_eq!(ids(&t, "a.b"), vec![0, 2, 3, 4]);
