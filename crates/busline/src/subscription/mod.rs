@@ -43,7 +43,6 @@ pub struct Subscription<T> {
     pub(crate) reader: Option<Reader>,
     /// This subscriber's id (its member id in a ring or queue group).
     pub(crate) member: u64,
-    pub(crate) name: Arc<str>,
     /// How many polls in a row found nothing and yielded instead of parking.
     pub(crate) yielded: u8,
     /// What only some subscriptions use (boxed: an idle subscriber without
@@ -54,6 +53,9 @@ pub struct Subscription<T> {
 /// The parts of a [`Subscription`] that only some have: a keyed group
 /// member's batch, a replay, a store, a module's bookkeeping.
 pub(crate) struct Rare<T> {
+    /// Its name, where it is not its queue's (a ring's member that joined
+    /// later, a queue group's member named apart from its group).
+    pub(crate) name: Option<Arc<str>>,
     /// A keyed group member: events it took and has not received yet.
     pub(crate) local: VecDeque<Arc<Envelope<T>>>,
     /// Events still to replay from the store before going live.
@@ -71,6 +73,7 @@ pub(crate) struct Rare<T> {
 impl<T> Default for Rare<T> {
     fn default() -> Self {
         Rare {
+            name: None,
             local: VecDeque::new(),
             replay: None,
             durable: None,
@@ -84,7 +87,7 @@ impl<T> Default for Rare<T> {
 impl<T> fmt::Debug for Subscription<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Subscription")
-            .field("name", &self.name)
+            .field("name", &self.own_name())
             .field("pattern", &self.shared.pattern)
             .field("policy", &self.shared.policy)
             .finish()
@@ -100,15 +103,24 @@ impl<T> Subscription<T> {
         member: u64,
         name: Arc<str>,
     ) -> Self {
-        Subscription {
+        let mut sub = Subscription {
             shared,
             bus,
             reader,
             member,
-            name,
             yielded: 0,
             rare: None,
+        };
+        if *name != *sub.shared.name {
+            sub.rare_mut().name = Some(name);
         }
+        sub
+    }
+
+    /// Its name: its own, or else its queue's.
+    fn own_name(&self) -> &str {
+        let own = self.rare.as_ref().and_then(|r| r.name.as_deref());
+        own.unwrap_or(&self.shared.name)
     }
 
     /// Its [`Rare`] parts, made on first use.
@@ -120,7 +132,7 @@ impl<T> Subscription<T> {
 impl<T: Send + Sync + 'static> Subscription<T> {
     /// The subscriber's name.
     pub fn name(&self) -> &str {
-        &self.name
+        self.own_name()
     }
 
     /// The pattern subscribed to.
