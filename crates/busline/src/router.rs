@@ -18,23 +18,32 @@ pub(crate) struct Trie {
     len: usize,
 }
 
+/// One level of the trie: 40 bytes (a parent's map or list holds its
+/// literal children inline, so a subscriber on a pattern of its own pays
+/// for a node or two).
 #[derive(Default, Debug)]
 struct Node {
     literal: Children,
     one: Option<Box<Node>>,
-    /// Entries whose pattern ends here with `>`.
-    rest: SmallVec<[EntryId; 1]>,
-    /// Entries whose pattern ends exactly here.
-    here: SmallVec<[EntryId; 1]>,
+    /// Entries whose pattern ends here, exactly or with `>` (see [`mark`]).
+    ends: Ids,
+}
+
+/// How `id` is kept in [`Node::ends`]: shifted left one bit, the low bit
+/// set when its pattern ends there with `>` (ids count up from 0 and never
+/// reach 2^63).
+fn mark(id: EntryId, rest: bool) -> u64 {
+    debug_assert!(id < 1 << 63);
+    id << 1 | rest as u64
 }
 
 /// A node's literal children: a list while there are few (most nodes have
 /// one or none, and a list of one costs one small allocation), a map once
 /// there are more than [`FEW`] (looking a token up costs the same however
-/// many there are).
+/// many there are). 16 bytes: the map's pointer sits beside the list's.
 #[derive(Debug)]
 enum Children {
-    Few(Vec<(Box<str>, Node)>),
+    Few(Box<[(Box<str>, Node)]>),
     Many(Box<AHashMap<Box<str>, Node>>),
 }
 
@@ -43,8 +52,78 @@ const FEW: usize = 8;
 
 impl Default for Children {
     fn default() -> Self {
-        Children::Few(Vec::new())
+        Children::Few(Box::default())
     }
+}
+
+/// The entries whose pattern ends at a node (each as its [`mark`]): one
+/// inline (most nodes have one or none), more in a slice. 16 bytes.
+#[derive(Debug)]
+enum Ids {
+    One(u64),
+    /// None or more than one.
+    Many(Box<[u64]>),
+}
+
+impl Default for Ids {
+    fn default() -> Self {
+        Ids::Many(Box::default())
+    }
+}
+
+impl Ids {
+    fn as_slice(&self) -> &[u64] {
+        match self {
+            Ids::One(mark) => std::slice::from_ref(mark),
+            Ids::Many(marks) => marks,
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.as_slice().is_empty()
+    }
+
+    /// Appends to `out` the ids of the entries that end with `>` (`rest`),
+    /// or of those that end exactly here.
+    fn ids_to(&self, rest: bool, out: &mut Vec<EntryId>) {
+        let marks = self.as_slice().iter();
+        out.extend(marks.filter(|&m| m & 1 == rest as u64).map(|m| m >> 1));
+    }
+
+    fn push(&mut self, mark: u64) {
+        *self = match std::mem::take(self) {
+            Ids::Many(ids) if ids.is_empty() => Ids::One(mark),
+            Ids::One(first) => Ids::Many(Box::new([first, mark])),
+            Ids::Many(ids) => Ids::Many(pushed(ids, mark)),
+        };
+    }
+
+    /// Removes `mark` (the last one takes its place); returns whether it was there.
+    fn remove(&mut self, mark: u64) -> bool {
+        let Some(i) = self.as_slice().iter().position(|&x| x == mark) else {
+            return false;
+        };
+        *self = match std::mem::take(self) {
+            Ids::One(_) => Ids::default(),
+            Ids::Many(ids) => {
+                let mut v = ids.into_vec();
+                v.swap_remove(i);
+                match v[..] {
+                    [one] => Ids::One(one),
+                    _ => Ids::Many(v.into_boxed_slice()),
+                }
+            }
+        };
+        true
+    }
+}
+
+/// `items` with `item` after them, in a slice exactly that long.
+fn pushed<I>(items: Box<[I]>, item: I) -> Box<[I]> {
+    let mut v = items.into_vec();
+    v.reserve_exact(1);
+    v.push(item);
+    v.into_boxed_slice()
 }
 
 impl Children {
@@ -74,7 +153,7 @@ impl Children {
         if let Children::Few(v) = self {
             if v.len() >= FEW && !v.iter().any(|(k, _)| &**k == tok) {
                 let v = std::mem::take(v);
-                *self = Children::Many(Box::new(v.into_iter().collect()));
+                *self = Children::Many(Box::new(v.into_vec().into_iter().collect()));
             }
         }
         match self {
@@ -83,8 +162,7 @@ impl Children {
                     Some(i) => i,
                     None => {
                         // Grown one at a time: a node's list holds what it needs.
-                        v.reserve_exact(1);
-                        v.push((tok.into(), Node::default()));
+                        *v = pushed(std::mem::take(v), (tok.into(), Node::default()));
                         v.len() - 1
                     }
                 };
@@ -98,8 +176,9 @@ impl Children {
         match self {
             Children::Few(v) => {
                 if let Some(i) = v.iter().position(|(k, _)| &**k == tok) {
-                    v.swap_remove(i);
-                    v.shrink_to_fit();
+                    let mut list = std::mem::take(v).into_vec();
+                    list.swap_remove(i);
+                    *v = list.into_boxed_slice();
                 }
             }
             Children::Many(m) => {
@@ -111,10 +190,7 @@ impl Children {
 
 impl Node {
     fn is_empty(&self) -> bool {
-        self.literal.is_empty()
-            && self.one.is_none()
-            && self.rest.is_empty()
-            && self.here.is_empty()
+        self.literal.is_empty() && self.one.is_none() && self.ends.is_empty()
     }
 }
 
@@ -126,13 +202,13 @@ impl Trie {
                 Token::Literal(l) => node = node.literal.entry(l),
                 Token::One => node = node.one.get_or_insert_with(Default::default),
                 Token::Rest => {
-                    node.rest.push(id);
+                    node.ends.push(mark(id, true));
                     self.len += 1;
                     return;
                 }
             }
         }
-        node.here.push(id);
+        node.ends.push(mark(id, false));
         self.len += 1;
     }
 
@@ -147,18 +223,11 @@ impl Trie {
     }
 
     fn remove_at(node: &mut Node, tokens: &[Token<'_>], id: EntryId) -> bool {
-        let take = |v: &mut SmallVec<[EntryId; 1]>| match v.iter().position(|&x| x == id) {
-            Some(i) => {
-                v.swap_remove(i);
-                true
-            }
-            None => false,
-        };
         let Some((first, rest)) = tokens.split_first() else {
-            return take(&mut node.here);
+            return node.ends.remove(mark(id, false));
         };
         match first {
-            Token::Rest => take(&mut node.rest),
+            Token::Rest => node.ends.remove(mark(id, true)),
             Token::One => {
                 let Some(child) = node.one.as_deref_mut() else {
                     return false;
@@ -190,10 +259,10 @@ impl Trie {
 
     fn match_at(node: &Node, tokens: &[&str], out: &mut Vec<EntryId>) {
         let Some((first, rest)) = tokens.split_first() else {
-            out.extend_from_slice(&node.here);
+            node.ends.ids_to(false, out);
             return;
         };
-        out.extend_from_slice(&node.rest);
+        node.ends.ids_to(true, out);
         if let Some(child) = node.literal.get(first) {
             Self::match_at(child, rest, out);
         }
@@ -221,15 +290,38 @@ mod tests {
     }
 
     #[test]
+    fn a_node_takes_40_bytes() {
+        assert_eq!(std::mem::size_of::<Node>(), 40);
+    }
+
+    #[test]
+    fn ids_hold_one_inline_and_more_in_a_slice() {
+        let mut ids = Ids::default();
+        for id in 0..4 {
+            ids.push(id);
+        }
+        assert_eq!(ids.as_slice(), [0, 1, 2, 3]);
+        assert!(ids.remove(1) && !ids.remove(1));
+        assert_eq!(ids.as_slice(), [0, 3, 2]);
+        assert!(ids.remove(0) && ids.remove(2));
+        assert!(matches!(ids, Ids::One(3)));
+        assert!(ids.remove(3));
+        assert!(ids.is_empty());
+    }
+
+    #[test]
     fn insert_match_remove() {
         let mut t = Trie::default();
-        let pats = ["a.b", "a.*", "a.>", ">", "*.b", "a.b.c"];
+        let pats = ["a.b", "a.*", "a.>", ">", "*.b", "a.b.c", "a"];
         for (i, p) in pats.iter().enumerate() {
             t.insert(&Pattern::new(p).unwrap(), i as u64);
         }
         assert_eq!(ids(&t, "a.b"), vec![0, 1, 2, 3, 4]);
         assert_eq!(ids(&t, "a.b.c"), vec![2, 3, 5]);
-        assert_eq!(ids(&t, "a"), vec![3]);
+        assert_eq!(ids(&t, "a"), vec![3, 6]);
+        // "a.>" (2) and "a" (6) end at one node: each is removed as itself.
+        assert!(!t.remove(&Pattern::new("a").unwrap(), 2));
+        assert!(!t.remove(&Pattern::new("a.>").unwrap(), 6));
         assert!(t.remove(&Pattern::new("a.*").unwrap(), 1));
         assert!(!t.remove(&Pattern::new("a.*").unwrap(), 1));
         assert_eq!(ids(&t, "a.b"), vec![0, 2, 3, 4]);

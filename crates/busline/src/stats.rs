@@ -105,7 +105,7 @@ impl SubscriberStats {
     pub(crate) fn of_member<T>(s: &SubShared<T>, st: &State<T>, m: &Member) -> Self {
         let ring = s.ring();
         let tail = ring.tail();
-        let cursor = m.cursor();
+        let cursor = m.cursor(ring);
         let oldest = ring.oldest(tail);
         let queued = (tail - cursor.max(oldest)) as usize;
         SubscriberStats {
@@ -118,14 +118,14 @@ impl SubscriberStats {
             // From the cursor, not the member's own `received` (published
             // after the cursor, and it may have read on since): what it moved
             // past is what it read or lost, so the snapshot balances.
-            received: cursor - m.joined - m.dropped(),
+            received: cursor - m.joined - m.dropped(ring),
             // Lost: reported, or to be at its next receive.
-            dropped: m.dropped(),
+            dropped: m.dropped(ring),
             superseded: 0,
             filtered: s.filtered.load(Ordering::Relaxed),
             discarded: m.discarded,
             queued,
-            peak: (m.cell.peak.load(Ordering::Relaxed).max(m.peak) as usize).max(queued),
+            peak: (m.cell(ring).peak.load(Ordering::Relaxed).max(m.peak) as usize).max(queued),
             blocked: Duration::from_nanos(m.blocked_ns),
             // Raised by the ring's slowest member.
             pressured: st.pressured && queued == st.depth(s),

@@ -6,6 +6,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use ahash::AHashMap;
+use hashbrown::HashTable;
 
 use super::SubscriptionBuilder;
 use super::{Bus, BusInner};
@@ -20,8 +21,12 @@ use crate::topic::Pattern;
 pub(crate) struct Registry<T> {
     pub(super) trie: Trie,
     pub(crate) subs: AHashMap<u64, Arc<SubShared<T>>>,
-    /// Queue groups and rings that new subscribers can join.
-    shared: AHashMap<ShareKey, u64>,
+    /// Queue groups and rings that new subscribers can join, by id: each
+    /// one's [`ShareKey`] is computed from the subscriber in `subs` (which
+    /// holds every id here), so the table keeps 8 bytes per entry.
+    shared: HashTable<u64>,
+    /// Hashes [`ShareKey`]s for `shared`.
+    hasher: ahash::RandomState,
     /// Counters of subscribers that are gone, so bus totals never go backwards.
     retired: Retired,
 }
@@ -31,7 +36,8 @@ impl<T> Registry<T> {
         Registry {
             trie: Trie::default(),
             subs: AHashMap::new(),
-            shared: AHashMap::new(),
+            shared: HashTable::new(),
+            hasher: ahash::RandomState::new(),
             retired: Retired::default(),
         }
     }
@@ -50,13 +56,13 @@ impl<T> Registry<T> {
 }
 
 /// What makes a new subscriber join an existing queue rather than get its own.
-#[derive(PartialEq, Eq, Hash)]
-enum ShareKey {
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+enum ShareKey<'a> {
     /// A queue group: (pattern, group).
-    Group(Pattern, Box<str>),
+    Group(&'a str, &'a str),
     /// A ring: unfiltered lossless or lossy subscribers with the same settings.
     Ring {
-        pattern: Pattern,
+        pattern: &'a str,
         lossy: bool,
         capacity: usize,
         high: usize,
@@ -64,19 +70,19 @@ enum ShareKey {
     },
 }
 
-impl ShareKey {
+impl<'a> ShareKey<'a> {
     fn of(
-        pattern: &Pattern,
-        policy: &Policy,
+        pattern: &'a Pattern,
+        policy: &'a Policy,
         filtered: bool,
         capacity: usize,
         high: usize,
         low: usize,
     ) -> Option<Self> {
         match policy {
-            Policy::Queue(group) => Some(ShareKey::Group(pattern.clone(), group.as_str().into())),
+            Policy::Queue(group) => Some(ShareKey::Group(pattern.as_str(), group)),
             Policy::Lossless | Policy::Lossy if !filtered => Some(ShareKey::Ring {
-                pattern: pattern.clone(),
+                pattern: pattern.as_str(),
                 lossy: *policy == Policy::Lossy,
                 capacity,
                 high,
@@ -85,6 +91,67 @@ impl ShareKey {
             _ => None,
         }
     }
+
+    /// The key of the queue `sub` reads, if others can join it.
+    fn of_sub<T>(sub: &'a SubShared<T>) -> Option<Self> {
+        let filtered = sub.filter.is_some();
+        ShareKey::of(
+            &sub.pattern,
+            &sub.policy,
+            filtered,
+            sub.capacity,
+            sub.high,
+            sub.low,
+        )
+    }
+}
+
+impl<T> Registry<T> {
+    /// The queue a subscriber with `key` joins, if there is one.
+    fn find_shared(&self, key: &ShareKey<'_>) -> Option<&Arc<SubShared<T>>> {
+        let subs = &self.subs;
+        let id = self.shared.find(self.hasher.hash_one(key), |id| {
+            key_of(subs, *id) == Some(*key)
+        })?;
+        subs.get(id)
+    }
+
+    /// Makes `sub` (in `subs` already) the queue new subscribers with its
+    /// key join, in place of any other with that key.
+    fn add_shared(&mut self, sub: &SubShared<T>) {
+        let Some(key) = ShareKey::of_sub(sub) else {
+            return;
+        };
+        let (subs, hasher) = (&self.subs, &self.hasher);
+        let hash = hasher.hash_one(key);
+        match self
+            .shared
+            .find_mut(hash, |id| key_of(subs, *id) == Some(key))
+        {
+            Some(id) => *id = sub.id,
+            None => {
+                let rehash = |id: &u64| hasher.hash_one(key_of(subs, *id));
+                self.shared.insert_unique(hash, sub.id, rehash);
+            }
+        }
+    }
+
+    /// Removes `sub` from the queues new subscribers can join (if it is
+    /// there; under its key, another may have taken its place).
+    fn remove_shared(&mut self, sub: &SubShared<T>) {
+        let Some(key) = ShareKey::of_sub(sub) else {
+            return;
+        };
+        let hash = self.hasher.hash_one(key);
+        if let Ok(entry) = self.shared.find_entry(hash, |id| *id == sub.id) {
+            entry.remove();
+        }
+    }
+}
+
+/// The share key of subscriber `id` (every id in `Registry::shared` is in `subs`).
+fn key_of<T>(subs: &AHashMap<u64, Arc<SubShared<T>>>, id: u64) -> Option<ShareKey<'_>> {
+    subs.get(&id).and_then(|s| ShareKey::of_sub(s))
 }
 
 impl<T: Send + Sync + 'static> Bus<T> {
@@ -126,12 +193,7 @@ impl<T: Send + Sync + 'static> Bus<T> {
         // Joining an existing queue group, or a ring with the same settings.
         let key = ShareKey::of(&pattern, &b.policy, b.filter.is_some(), capacity, high, low);
         if let Some(key) = &key {
-            if let Some(shared) = reg
-                .shared
-                .get(key)
-                .and_then(|tid| reg.subs.get(tid))
-                .cloned()
-            {
+            if let Some(shared) = reg.find_shared(key).cloned() {
                 let given = b.capacity.is_some() || b.watermarks.is_some();
                 let settings = given.then_some((capacity, high, low));
                 let keyed = b.key.is_some();
@@ -150,11 +212,9 @@ impl<T: Send + Sync + 'static> Bus<T> {
             .ring
             .is_some()
             .then(|| shared.state.lock().join(&shared, id, name.clone()));
-        if let Some(key) = key {
-            reg.shared.insert(key, id);
-        }
         reg.trie.insert(&pattern, id);
         reg.subs.insert(id, shared.clone());
+        reg.add_shared(&shared);
         inner.epoch.fetch_add(1, Ordering::Release);
         inner.cache.write().clear();
         drop(reg);
@@ -186,12 +246,12 @@ impl<T: Send + Sync + 'static> Bus<T> {
             capacity,
             high,
             low,
-            filter: b.filter,
+            filter: b.filter.map(Box::new),
             state: Mutex::new(State::new(
                 &b.policy,
                 b.key.is_some().then_some((id, stored)),
             )),
-            key: b.key,
+            key: b.key.map(Box::new),
             pressure: self.inner.pressure.clone(),
             ring: matches!(b.policy, Policy::Lossless | Policy::Lossy)
                 .then(|| Box::new(Ring::new(capacity, b.policy == Policy::Lossless))),
@@ -235,19 +295,7 @@ impl<T> BusInner<T> {
             return;
         }
         reg.trie.remove(&sub.pattern, sub.id);
-        let key = ShareKey::of(
-            &sub.pattern,
-            &sub.policy,
-            sub.filter.is_some(),
-            sub.capacity,
-            sub.high,
-            sub.low,
-        );
-        if let Some(key) = key {
-            if reg.shared.get(&key) == Some(&sub.id) {
-                reg.shared.remove(&key);
-            }
-        }
+        reg.remove_shared(sub);
         for s in SubscriberStats::of(sub) {
             reg.retire(Retired {
                 delivered: s.delivered,

@@ -69,8 +69,9 @@ impl<T: Send + Sync + 'static> Bus<T> {
         }
         let mut sub = self.register(b, pattern, store.is_some())?;
         if let Some(stamp) = stamp {
-            sub.discard_counter = Some(stamp.discarded.clone());
-            sub.handling = Some(stamp.handling.clone());
+            let rare = sub.rare_mut();
+            rare.discard_counter = Some(stamp.discarded.clone());
+            rare.handling = Some(stamp.handling.clone());
         }
         let Some(store) = store else {
             return Ok(sub);
@@ -84,9 +85,9 @@ impl<T: Send + Sync + 'static> Bus<T> {
             let events = store
                 .read(from.min(end), end)
                 .map_err(SubscribeError::Store)?;
-            sub.replay = Some(Replay { events, end });
+            sub.rare_mut().replay = Some(Replay { events, end });
         }
-        sub.durable = Some(Durable { store, consumer });
+        sub.rare_mut().durable = Some(Durable { store, consumer });
         Ok(sub)
     }
 

@@ -87,9 +87,10 @@ pub(crate) struct SubShared<T> {
     pub(crate) capacity: usize,
     pub(crate) high: usize,
     pub(crate) low: usize,
-    pub(crate) filter: Option<Filter<T>>,
+    /// (Boxed, as `key`: a thin pointer, for most subscribers have none.)
+    pub(crate) filter: Option<Box<Filter<T>>>,
     /// A keyed queue group's key of an event (hashed).
-    pub(crate) key: Option<KeyFn<T>>,
+    pub(crate) key: Option<Box<KeyFn<T>>>,
     pub(crate) pressure: Arc<Pressure>,
     pub(crate) state: Mutex<State<T>>,
     /// Lossless and lossy: the ring its members read (boxed: a cache line
@@ -198,7 +199,7 @@ impl<T> SubShared<T> {
                 // Its counters stay in the bus totals.
                 left.retired = gone.map(|m| Retired {
                     delivered: self.ring().tail() - m.joined,
-                    dropped: m.dropped(),
+                    dropped: m.dropped(self.ring()),
                     discarded: m.discarded,
                 });
                 // The others read on; the last one takes the ring with it.
@@ -234,7 +235,7 @@ impl<T> SubShared<T> {
     /// Whether its filter (if any) takes `env`. Counted as `filtered` only
     /// once the event is delivered to the others (see `count_filtered`).
     pub(crate) fn accepts(&self, env: &Envelope<T>) -> bool {
-        self.filter.as_ref().is_none_or(|f| f(env))
+        self.filter.as_deref().is_none_or(|f| f(env))
     }
 
     pub(crate) fn is_group(&self) -> bool {

@@ -25,8 +25,9 @@
 //! - Each slot counts the members still to read it; the last one drops the
 //!   slot's reference, so a read event is not kept alive by the ring.
 //!
-//! Slots are allocated in chunks as the ring first fills them, so a large
-//! capacity costs memory only once it is used.
+//! Slots are allocated in chunks as the ring first fills them (the table of
+//! chunks with the first event), so a large capacity costs memory only once
+//! it is used.
 
 #![allow(unsafe_code)] // The lock-free read path: see `Slot`.
 
@@ -82,16 +83,19 @@ struct Slot<T> {
 /// Slots allocated together, the first time the ring reaches them.
 type Chunk<T> = Box<[Slot<T>]>;
 
-/// The slots, the end and the flags of one ring.
+/// The slots, the end and the flags of one ring, and its first member's
+/// cell.
 ///
-/// The whole ring is one cache line of its own (allocated apart from the
-/// subscriber's other fields): `tail` is written by the publisher on every
-/// event, and what shares the line with it is what every reader reads
-/// together with `tail` anyway (`flags`, which changes only when a publisher
-/// waits or backpressure is raised or cleared, and fields that never
-/// change). Members' cursors, written by their readers, are on lines of
-/// their own ([`MemberCell`]).
-#[repr(align(128))]
+/// One block of two cache lines of its own (allocated apart from the
+/// subscriber's other fields). The first line holds `tail`, written by the
+/// publisher on every event, and what every reader reads together with
+/// `tail` anyway (`flags`, which changes only when a publisher waits or
+/// backpressure is raised or cleared, and fields that never change). The
+/// second is the first member's [`MemberCell`], written by its reader: the
+/// cell a ring with one member needs comes without an allocation of its
+/// own. Members that join later have cells of their own, each on its own
+/// line too.
+#[repr(C, align(128))]
 pub(crate) struct Ring<T> {
     /// The position the next event gets: written under the subscriber's lock.
     tail: AtomicU64,
@@ -102,8 +106,20 @@ pub(crate) struct Ring<T> {
     /// `capacity - 1` when the capacity is a power of two (the default):
     /// a position's index is then a mask, not a division.
     mask: Option<u64>,
-    chunks: Box<[OnceLock<Chunk<T>>]>,
+    /// The table of chunks, made when the first event is appended (an idle
+    /// ring has none).
+    chunks: OnceLock<Box<[OnceLock<Chunk<T>>]>>,
+    /// The cell of the member that made the ring (see [`CellRef`]); `repr(C)`
+    /// keeps it after the fields above, on the second line.
+    first: MemberCell,
 }
+
+// Both lines as described on `Ring` (loom's atomics are larger).
+#[cfg(not(busline_loom))]
+const _: () = {
+    assert!(std::mem::offset_of!(Ring<()>, first) == 64);
+    assert!(std::mem::size_of::<Ring<()>>() == 128);
+};
 
 // SAFETY: the cells are shared by the rules on `Slot`; what they hold is
 // `Arc<Envelope<T>>`, sent and shared between threads like the rest of the bus.
@@ -115,9 +131,10 @@ unsafe impl<T: Send + Sync> Send for Ring<T> {}
 /// lossy publisher moves the cursor past an event it writes over.
 ///
 /// One cache line of its own (what the reader writes on every event does
-/// not slow down what another core reads); in its `Arc` the reference
-/// counts, written only when the cell is shared or let go, take the line
-/// before it.
+/// not slow down what another core reads): the first member's is the
+/// ring's second line; in the `Arc` of a member that joined later the
+/// reference counts, written only when the cell is shared or let go, take
+/// the line before it.
 #[derive(Default)]
 #[repr(align(64))]
 pub(crate) struct MemberCell {
@@ -141,16 +158,34 @@ impl MemberCell {
     }
 }
 
+/// Where a member's [`MemberCell`] is: the ring's own for the member that
+/// made the ring (the subscriber whose id is the queue's), an `Arc` of its
+/// own (shared by its `Member` and its `Reader`) for one that joined later.
+pub(crate) enum CellRef {
+    Ring,
+    Own(Arc<MemberCell>),
+}
+
+impl CellRef {
+    /// The cell, in `ring` or apart.
+    pub(crate) fn get<'a, T>(&'a self, ring: &'a Ring<T>) -> &'a MemberCell {
+        match self {
+            CellRef::Ring => &ring.first,
+            CellRef::Own(cell) => cell,
+        }
+    }
+}
+
 impl<T> Ring<T> {
     pub(crate) fn new(capacity: usize, lossless: bool) -> Self {
-        let chunks = capacity.div_ceil(CHUNK);
         Ring {
             capacity: capacity as u64,
             mask: capacity.is_power_of_two().then(|| capacity as u64 - 1),
             lossless,
-            chunks: (0..chunks).map(|_| OnceLock::new()).collect(),
+            chunks: OnceLock::new(),
             tail: AtomicU64::new(0),
             flags: AtomicU32::new(0),
+            first: MemberCell::new(0),
         }
     }
 
@@ -185,9 +220,8 @@ impl<T> Ring<T> {
     /// The slot of `pos`, which was written (`pos < tail`).
     fn slot(&self, pos: u64) -> &Slot<T> {
         let (c, i) = self.chunk_of(pos);
-        &self.chunks[c]
-            .get()
-            .expect("a written position has its chunk")[i]
+        let chunks = self.chunks.get().expect("a written ring has its table");
+        &chunks[c].get().expect("a written position has its chunk")[i]
     }
 
     /// Appends `env` for `readers` members (under the subscriber's lock; a
@@ -201,7 +235,11 @@ impl<T> Ring<T> {
         let pos = self.tail.load(Ordering::Relaxed);
         let (c, i) = self.chunk_of(pos);
         let len = CHUNK.min(self.capacity as usize - c * CHUNK);
-        let chunk = self.chunks[c].get_or_init(|| {
+        let chunks = self.chunks.get_or_init(|| {
+            let n = (self.capacity as usize).div_ceil(CHUNK);
+            (0..n).map(|_| OnceLock::new()).collect()
+        });
+        let chunk = chunks[c].get_or_init(|| {
             (0..len)
                 .map(|_| Slot {
                     env: UnsafeCell::new(None),
@@ -270,7 +308,8 @@ impl<T> Ring<T> {
     /// Drops every event the ring still holds: its last member left (under
     /// the subscriber's lock, which keeps publishers out).
     pub(crate) fn clear(&self) {
-        for chunk in self.chunks.iter().filter_map(|c| c.get()) {
+        let chunks = self.chunks.get().map_or(&[][..], |c| &c[..]);
+        for chunk in chunks.iter().filter_map(|c| c.get()) {
             for slot in chunk.iter() {
                 // SAFETY: no member is left to read and no publisher can write.
                 drop(slot.env.with_mut(|e| unsafe { (*e).take() }));

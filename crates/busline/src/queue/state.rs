@@ -13,7 +13,7 @@ use smallvec::SmallVec;
 use super::group::{For, GroupQueue};
 use super::keyed::Keyed;
 use super::policy::Policy;
-use super::ring::{MemberCell, Ring, BUSY, PRESSURED, WAITING};
+use super::ring::{CellRef, MemberCell, Ring, BUSY, PRESSURED, WAITING};
 use super::SubShared;
 use crate::envelope::Envelope;
 use crate::sync::fence;
@@ -24,7 +24,7 @@ pub(crate) struct Member {
     pub(crate) id: u64,
     pub(crate) name: Arc<str>,
     /// What its subscription publishes as it reads.
-    pub(crate) cell: Arc<MemberCell>,
+    pub(crate) cell: CellRef,
     /// The ring's end when it joined: it is delivered everything after.
     pub(crate) joined: u64,
     pub(crate) discarded: u64,
@@ -36,26 +36,31 @@ pub(crate) struct Member {
 }
 
 impl Member {
+    /// Its cell, in `ring` (the ring it reads) or apart.
+    pub(crate) fn cell<'a, T>(&'a self, ring: &'a Ring<T>) -> &'a MemberCell {
+        self.cell.get(ring)
+    }
+
     /// The next position it reads.
-    pub(crate) fn cursor(&self) -> u64 {
-        self.cell.cursor.load(Ordering::Acquire) & !BUSY
+    pub(crate) fn cursor<T>(&self, ring: &Ring<T>) -> u64 {
+        self.cell(ring).cursor.load(Ordering::Acquire) & !BUSY
     }
 
     /// Lost (lossy): reported as `Lagged`, or to be at its next receive.
-    pub(crate) fn dropped(&self) -> u64 {
-        self.cell.dropped.load(Ordering::Relaxed)
+    pub(crate) fn dropped<T>(&self, ring: &Ring<T>) -> u64 {
+        self.cell(ring).dropped.load(Ordering::Relaxed)
     }
 
     /// Events waiting for it (a lossy ring holds at most its capacity).
     pub(crate) fn depth<T>(&self, ring: &Ring<T>) -> usize {
         let tail = ring.tail();
-        (tail - self.cursor().max(ring.oldest(tail))) as usize
+        (tail - self.cursor(ring).max(ring.oldest(tail))) as usize
     }
 }
 
 /// A ring member's own side: its cursor, and the ring's end as it last read it.
 pub(crate) struct Reader {
-    pub(crate) cell: Arc<MemberCell>,
+    pub(crate) cell: CellRef,
     pub(crate) cursor: u64,
     /// While above `cursor`: positions before it are written (a ring's end
     /// it read). At `cursor`, it reads the ring's end again.
@@ -67,8 +72,9 @@ pub(crate) struct Reader {
 pub(crate) struct State<T> {
     /// The queue, by kind.
     pub(crate) queue: Queue<T>,
-    /// Publishers waiting for room.
-    pub(crate) tx_wakers: SmallVec<[Waker; 2]>,
+    /// Publishers waiting for room (a `Vec`: it takes no room in the
+    /// subscriber's block until a publisher first waits).
+    pub(crate) tx_wakers: Vec<Waker>,
     pub(crate) closed: bool,
     pub(crate) pressured: bool,
     pub(crate) discarded: u64,
@@ -180,7 +186,7 @@ impl<T> State<T> {
         };
         State {
             queue,
-            tx_wakers: SmallVec::new(),
+            tx_wakers: Vec::new(),
             closed: false,
             pressured: false,
             discarded: 0,
@@ -320,7 +326,7 @@ impl<T> State<T> {
             }
             Queue::Group(g) => {
                 g.rx.delivered += 1;
-                let key = sub.key.as_ref().map(|k| k(&env));
+                let key = sub.key.as_deref().map(|k| k(&env));
                 let to = g.queue.push(env, key);
                 let depth = g.queue.len();
                 g.rx.peak = g.rx.peak.max(depth);
@@ -452,14 +458,25 @@ impl<T> State<T> {
         wake
     }
 
-    /// Adds a ring member reading from now on.
+    /// Adds a ring member reading from now on. The member that makes the
+    /// ring (its id is the queue's) uses the ring's own cell, which nobody
+    /// else has used; one that joins later gets a cell of its own.
     pub(crate) fn join(&mut self, sub: &SubShared<T>, id: u64, name: Arc<str>) -> Reader {
-        let tail = sub.ring().tail();
-        let cell = Arc::new(MemberCell::new(tail));
+        let ring = sub.ring();
+        let tail = ring.tail();
+        let (cell, mine) = if id == sub.id {
+            // It joins as the ring is made, before a publisher can find it:
+            // at position 0, where the ring's cell starts.
+            debug_assert_eq!(tail, 0);
+            (CellRef::Ring, CellRef::Ring)
+        } else {
+            let cell = Arc::new(MemberCell::new(tail));
+            (CellRef::Own(cell.clone()), CellRef::Own(cell))
+        };
         self.ring_members().readers.push(Member {
             id,
             name,
-            cell: cell.clone(),
+            cell: mine,
             joined: tail,
             discarded: 0,
             blocked_ns: 0,
@@ -493,12 +510,12 @@ impl<T> State<T> {
         let ring = sub.ring();
         let tail = ring.tail();
         // (Never behind a lossy ring's oldest event: see `make_way`.)
-        let cursor = m.cursor();
+        let cursor = m.cursor(ring);
         for p in cursor..tail {
             ring.release(p);
         }
         m.discarded += tail - cursor;
-        m.cell.cursor.store(tail, Ordering::Release);
+        m.cell(ring).cursor.store(tail, Ordering::Release);
         let wake = self.settle(sub);
         (Some(m), wake)
     }
@@ -513,7 +530,7 @@ impl RingMembers {
         let oldest = ring.oldest(tail);
         let mut slowest = tail;
         for m in self.readers.iter_mut() {
-            let c = m.cursor();
+            let c = m.cursor(ring);
             if c < slowest {
                 slowest = c;
                 self.slowest_id = m.id;
@@ -538,7 +555,7 @@ impl RingMembers {
         }
         let mut slowest = tail;
         for m in &self.readers {
-            slowest = slowest.min(ring.move_past(&m.cell, old));
+            slowest = slowest.min(ring.move_past(m.cell(ring), old));
         }
         self.slowest = slowest;
     }

@@ -39,17 +39,27 @@ pub(crate) trait Registrar<T>: Send + Sync {
 pub struct Subscription<T> {
     pub(crate) shared: Arc<SubShared<T>>,
     pub(crate) bus: Weak<dyn Registrar<T>>,
-    /// A keyed group member: events it took and has not received yet.
-    pub(crate) local: VecDeque<Arc<Envelope<T>>>,
     /// Lossless and lossy: its place in the ring.
     pub(crate) reader: Option<Reader>,
     /// This subscriber's id (its member id in a ring or queue group).
     pub(crate) member: u64,
-    pub(crate) name: Arc<str>,
     /// How many polls in a row found nothing and yielded instead of parking.
     pub(crate) yielded: u8,
     /// Ring events read since it last found none (saturating).
     pub(crate) streak: u8,
+    /// What only some subscriptions use (boxed: an idle subscriber without
+    /// any of it costs one pointer).
+    pub(crate) rare: Option<Box<Rare<T>>>,
+}
+
+/// The parts of a [`Subscription`] that only some have: a keyed group
+/// member's batch, a replay, a store, a module's bookkeeping.
+pub(crate) struct Rare<T> {
+    /// Its name, where it is not its queue's (a ring's member that joined
+    /// later, a queue group's member named apart from its group).
+    pub(crate) name: Option<Arc<str>>,
+    /// A keyed group member: events it took and has not received yet.
+    pub(crate) local: VecDeque<Arc<Envelope<T>>>,
     /// Events still to replay from the store before going live.
     pub(crate) replay: Option<crate::store::Replay<T>>,
     pub(crate) durable: Option<crate::store::Durable<T>>,
@@ -62,10 +72,24 @@ pub struct Subscription<T> {
     pub(crate) handling: Option<Handling>,
 }
 
+impl<T> Default for Rare<T> {
+    fn default() -> Self {
+        Rare {
+            name: None,
+            local: VecDeque::new(),
+            replay: None,
+            durable: None,
+            skip_below: None,
+            discard_counter: None,
+            handling: None,
+        }
+    }
+}
+
 impl<T> fmt::Debug for Subscription<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Subscription")
-            .field("name", &self.name)
+            .field("name", &self.own_name())
             .field("pattern", &self.shared.pattern)
             .field("policy", &self.shared.policy)
             .finish()
@@ -81,28 +105,37 @@ impl<T> Subscription<T> {
         member: u64,
         name: Arc<str>,
     ) -> Self {
-        Subscription {
+        let mut sub = Subscription {
             shared,
             bus,
-            local: VecDeque::new(),
             reader,
             member,
-            name,
             yielded: 0,
             streak: 0,
-            replay: None,
-            durable: None,
-            skip_below: None,
-            discard_counter: None,
-            handling: None,
+            rare: None,
+        };
+        if *name != *sub.shared.name {
+            sub.rare_mut().name = Some(name);
         }
+        sub
+    }
+
+    /// Its name: its own, or else its queue's.
+    fn own_name(&self) -> &str {
+        let own = self.rare.as_ref().and_then(|r| r.name.as_deref());
+        own.unwrap_or(&self.shared.name)
+    }
+
+    /// Its [`Rare`] parts, made on first use.
+    pub(crate) fn rare_mut(&mut self) -> &mut Rare<T> {
+        self.rare.get_or_insert_with(Default::default)
     }
 }
 
 impl<T: Send + Sync + 'static> Subscription<T> {
     /// The subscriber's name.
     pub fn name(&self) -> &str {
-        &self.name
+        self.own_name()
     }
 
     /// The pattern subscribed to.
@@ -149,7 +182,7 @@ impl<T: Send + Sync + 'static> Subscription<T> {
     pub fn unsubscribe(mut self) -> u64 {
         use std::sync::atomic::AtomicU64;
         let mine = Arc::new(AtomicU64::new(0));
-        let outer = self.discard_counter.replace(mine.clone());
+        let outer = self.rare_mut().discard_counter.replace(mine.clone());
         drop(self);
         let n = mine.load(Ordering::Relaxed);
         if let Some(c) = outer {
@@ -171,7 +204,7 @@ impl<T> Subscription<T> {
             (None, Policy::Lossless | Policy::Lossy) => 0,
             _ => self.shared.state.lock().depth(&self.shared),
         };
-        queued + self.local.len()
+        queued + self.rare.as_ref().map_or(0, |r| r.local.len())
     }
 
     /// Whether no event is waiting.
@@ -182,8 +215,12 @@ impl<T> Subscription<T> {
 
 impl<T> Drop for Subscription<T> {
     fn drop(&mut self) {
-        let mut local = Some(std::mem::take(&mut self.local));
-        let (shared, member, counter) = (&self.shared, self.member, &self.discard_counter);
+        let (local, counter) = match self.rare.as_deref_mut() {
+            Some(r) => (std::mem::take(&mut r.local), r.discard_counter.as_ref()),
+            None => (Default::default(), None),
+        };
+        let mut local = Some(local);
+        let (shared, member) = (&self.shared, self.member);
         // Counted while the bus's registry is locked, as the bus counts its own.
         let mut leave = || {
             let left = shared.leave(member, local.take().unwrap_or_default());

@@ -1,6 +1,7 @@
 //! Receiving: a ring member reads at its own cursor without the lock; a
 //! queue group member and a `latest` subscriber take from the queue under it.
 
+use std::collections::VecDeque;
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -87,7 +88,7 @@ impl<T: Send + Sync + 'static> Subscription<T> {
         cx: Option<&mut Context<'_>>,
     ) -> Poll<Result<Arc<Envelope<T>>, RecvError>> {
         let r = self.poll_inner(cx);
-        if let Some(h) = &self.handling {
+        if let Some(h) = self.rare.as_ref().and_then(|r| r.handling.as_ref()) {
             h.set(match &r {
                 Poll::Ready(Ok(env)) => Some(&**env),
                 _ => None,
@@ -100,7 +101,7 @@ impl<T: Send + Sync + 'static> Subscription<T> {
         &mut self,
         cx: Option<&mut Context<'_>>,
     ) -> Poll<Result<Arc<Envelope<T>>, RecvError>> {
-        if let Some(e) = self.local.pop_front() {
+        if let Some(e) = self.rare.as_mut().and_then(|r| r.local.pop_front()) {
             return Poll::Ready(Ok(e));
         }
         if cx.is_none() {
@@ -172,7 +173,7 @@ impl<T: Send + Sync + 'static> Subscription<T> {
                 let depth = tail - r.cursor.max(ring.oldest(tail));
                 if depth > r.peak {
                     r.peak = depth;
-                    r.cell.peak.store(depth, Ordering::Relaxed);
+                    r.cell.get(ring).peak.store(depth, Ordering::Relaxed);
                 }
             }
             let pos = r.cursor;
@@ -182,7 +183,7 @@ impl<T: Send + Sync + 'static> Subscription<T> {
                 // past it (and others after it) first. `Release` too: a
                 // publisher that reads the claim is after this member's
                 // read of the slot before.
-                if let Err(now) = r.cell.cursor.compare_exchange(
+                if let Err(now) = r.cell.get(ring).cursor.compare_exchange(
                     pos,
                     pos | BUSY,
                     Ordering::AcqRel,
@@ -199,7 +200,7 @@ impl<T: Send + Sync + 'static> Subscription<T> {
             let env = ring.read(pos);
             r.cursor = pos + 1;
             // Moved on (and a lossy member's claim let go).
-            r.cell.cursor.store(pos + 1, Ordering::Release);
+            r.cell.get(ring).cursor.store(pos + 1, Ordering::Release);
             self.yielded = 0;
             self.streak = self.streak.saturating_add(1);
             if lossless {
@@ -234,7 +235,13 @@ impl<T: Send + Sync + 'static> Subscription<T> {
                     };
                     others.extend(given.into_iter().filter_map(|m| g.rx.take(m)));
                 }
-                g.queue.take(self.member, &mut self.local, KEYED_BATCH)
+                // (Only a keyed group's member takes more than one.)
+                let mut none = VecDeque::new();
+                let more = match sub.key {
+                    Some(_) => &mut self.rare.get_or_insert_with(Default::default).local,
+                    None => &mut none,
+                };
+                g.queue.take(self.member, more, KEYED_BATCH)
             }
             Queue::Latest(l) => l.take(),
             Queue::Ring(_) => unreachable!("a ring is read without the lock"),

@@ -15,30 +15,33 @@ impl<T: Send + Sync + 'static> Subscription<T> {
         &mut self,
         mut cx: Option<&mut Context<'_>>,
     ) -> Poll<Result<Arc<Envelope<T>>, RecvError>> {
-        if let Some(replay) = &mut self.replay {
-            for item in replay.events.by_ref() {
-                match item {
-                    Ok(env) => {
-                        let sub = &*self.shared;
-                        if sub.pattern.matches(&env.topic)
-                            && sub.filter.as_ref().is_none_or(|f| f(&env))
-                        {
-                            return Poll::Ready(Ok(Arc::new(env)));
+        if let Some(rare) = self.rare.as_deref_mut() {
+            if let Some(replay) = &mut rare.replay {
+                for item in replay.events.by_ref() {
+                    match item {
+                        Ok(env) => {
+                            let sub = &*self.shared;
+                            if sub.pattern.matches(&env.topic)
+                                && sub.filter.as_deref().is_none_or(|f| f(&env))
+                            {
+                                return Poll::Ready(Ok(Arc::new(env)));
+                            }
+                        }
+                        Err(e) => {
+                            rare.skip_below = Some(replay.end);
+                            rare.replay = None;
+                            return Poll::Ready(Err(RecvError::Store(e)));
                         }
                     }
-                    Err(e) => {
-                        self.skip_below = Some(replay.end);
-                        self.replay = None;
-                        return Poll::Ready(Err(RecvError::Store(e)));
-                    }
                 }
+                rare.skip_below = Some(replay.end);
+                rare.replay = None;
             }
-            self.skip_below = Some(replay.end);
-            self.replay = None;
         }
+        let skip_below = self.rare.as_ref().and_then(|r| r.skip_below);
         loop {
             let r = self.poll_live(cx.as_deref_mut());
-            if let (Poll::Ready(Ok(e)), Some(end)) = (&r, self.skip_below) {
+            if let (Poll::Ready(Ok(e)), Some(end)) = (&r, skip_below) {
                 if e.offset().is_some_and(|o| o < end) {
                     continue; // replayed already
                 }
@@ -59,8 +62,9 @@ impl<T: Send + Sync + 'static> Subscription<T> {
     {
         use crate::error::StoreError;
         let target = (|| {
-            let name = self.durable.as_ref().and_then(|d| d.consumer.as_ref());
-            let (Some(d), Some(name)) = (&self.durable, name) else {
+            let durable = self.rare.as_ref().and_then(|r| r.durable.as_ref());
+            let name = durable.and_then(|d| d.consumer.as_ref());
+            let (Some(d), Some(name)) = (durable, name) else {
                 return Err(StoreError::new(
                     format!("commit on subscription `{}`", self.shared.name),
                     "it was not made with .consumer(name)",
