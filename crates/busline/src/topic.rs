@@ -88,12 +88,43 @@ impl Topic {
         }
     }
 
+    /// The topic `parts` make joined, where the caller made the result
+    /// valid; without a string in between when it is stored inline.
+    pub(crate) fn from_valid_parts(parts: &[&str]) -> Self {
+        let len: usize = parts.iter().map(|p| p.len()).sum();
+        if len > INLINE {
+            return Topic::from_valid(&parts.concat());
+        }
+        let mut bytes = [0u8; INLINE];
+        let mut at = 0;
+        for p in parts {
+            bytes[at..at + p.len()].copy_from_slice(p.as_bytes());
+            at += p.len();
+        }
+        let t = Topic(Repr::Inline {
+            len: len as u8,
+            bytes,
+        });
+        debug_assert!(
+            validate(t.as_str(), false).is_ok(),
+            "not a valid topic: {t:?}"
+        );
+        t
+    }
+
     /// The topic as a string slice.
     pub fn as_str(&self) -> &str {
         match &self.0 {
-            // Copied whole from a `&str`, so always UTF-8.
             Repr::Inline { len, bytes } => {
-                std::str::from_utf8(&bytes[..*len as usize]).unwrap_or_default()
+                let bytes = &bytes[..*len as usize];
+                // Read on every publish and route lookup: not checked again.
+                #[allow(unsafe_code)]
+                // SAFETY: `from_valid` is the only maker of `Inline`; it
+                // copies a whole `&str` into `bytes` and its length into
+                // `len`, and nothing changes them after.
+                unsafe {
+                    std::str::from_utf8_unchecked(bytes)
+                }
             }
             Repr::Shared(s) => s,
         }
@@ -411,6 +442,22 @@ mod tests {
         assert_eq!(Topic::new(&edge).unwrap().as_str(), edge);
         let multi = "é.ü.ß.漢字.tópico";
         assert_eq!(Topic::new(multi).unwrap().as_str(), multi);
+    }
+
+    #[test]
+    fn parts_make_the_topic_their_joined_string_makes() {
+        for parts in [
+            &["_INBOX.", "0123456789abc", ".", "42"][..],
+            &["é.ü.", "ß.漢字"],
+            &["a".repeat(INLINE - 1).as_str(), "b"],
+            &["a".repeat(INLINE).as_str(), ".", "b"],
+        ] {
+            let joined = parts.concat();
+            let t = Topic::from_valid_parts(parts);
+            assert_eq!(t.as_str(), joined);
+            assert_eq!(t, Topic::new(&joined).unwrap());
+            assert_eq!(matches!(t.0, Repr::Inline { .. }), joined.len() <= INLINE);
+        }
     }
 
     #[test]

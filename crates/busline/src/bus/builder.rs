@@ -38,7 +38,7 @@ impl BusBuilder {
                 cancelled: AtomicU64::new(0),
                 default_capacity: self.capacity,
                 pressure: Arc::new(Pressure::new()),
-                inbox_prefix: format!("_INBOX.{node:016x}"),
+                inbox_prefix: format!("_INBOX.{}", base32(node)),
                 next_inbox: AtomicU64::new(0),
                 pending: Mutex::new(super::pending::Pending::new()),
                 stores: RwLock::new(Vec::new()),
@@ -46,4 +46,16 @@ impl BusBuilder {
             stamp: None,
         }
     }
+}
+
+/// `n` in 13 characters of `0-9a-v`: the bus's part of its reply inboxes,
+/// short enough that an inbox with its number fits a topic stored inline.
+fn base32(mut n: u64) -> String {
+    const DIGITS: &[u8; 32] = b"0123456789abcdefghijklmnopqrstuv";
+    let mut out = [b'0'; 13];
+    for d in out.iter_mut().rev() {
+        *d = DIGITS[(n % 32) as usize];
+        n /= 32;
+    }
+    out.iter().map(|&b| b as char).collect()
 }

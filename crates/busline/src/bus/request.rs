@@ -159,15 +159,11 @@ struct PendingGuard<'a, T> {
 
 impl<T> BusInner<T> {
     /// Reply-to inbox `n` of this bus: `<inbox prefix>.<n>`, valid by
-    /// construction (the prefix is), so not validated again.
+    /// construction (the prefix is), so not validated again; stored inline
+    /// (no allocation) up to a billion requests.
     fn inbox(&self, n: u64) -> Topic {
         let mut digits = itoa::Buffer::new();
-        let digits = digits.format(n);
-        let mut s = String::with_capacity(self.inbox_prefix.len() + 1 + digits.len());
-        s.push_str(&self.inbox_prefix);
-        s.push('.');
-        s.push_str(digits);
-        Topic::from_valid(&s)
+        Topic::from_valid_parts(&[&self.inbox_prefix, ".", digits.format(n)])
     }
 
     /// The number of `topic` if it is one of this bus's reply inboxes.
@@ -186,5 +182,28 @@ impl<T> Drop for PendingGuard<'_, T> {
         if !self.answered {
             self.inner.pending.lock().take(self.n);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::Bus;
+
+    /// A reply inbox is its bus's prefix and number, and short enough to be
+    /// stored inline (no allocation per request) up to a billion requests.
+    #[test]
+    fn reply_inboxes_are_numbered_and_short() {
+        let bus = Bus::<u32>::new();
+        let inner = &bus.inner;
+        for n in [0, 7, 999_999, 999_999_999] {
+            let inbox = inner.inbox(n);
+            assert_eq!(inbox.as_str(), format!("{}.{n}", inner.inbox_prefix));
+            assert!(inbox.as_str().len() <= 30, "{inbox:?}");
+            assert_eq!(inner.inbox_number(&inbox), Some(n));
+        }
+        assert!(inner.inbox_prefix.starts_with("_INBOX."));
+        let other = Bus::<u32>::new();
+        assert_ne!(other.inner.inbox_prefix, inner.inbox_prefix);
+        assert_eq!(inner.inbox_number(&other.inner.inbox(3)), None);
     }
 }
