@@ -168,3 +168,35 @@ fn timeouts_outlive_the_runtime_that_started_them() {
         drop(rt);
     }
 }
+
+/// In a runtime without timers a request fails loudly, as a tokio timer
+/// would, instead of waiting without a deadline.
+#[test]
+fn a_runtime_without_timers_refuses_a_request_loudly() {
+    let (tx, rx) = std::sync::mpsc::channel();
+    // On a thread of its own: a request that waited forever fails the
+    // test below instead of hanging it.
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let bus = Bus::<u32>::new();
+        let _silent = bus.subscribe("svc.slow").unwrap();
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            rt.block_on(bus.request("svc.slow", 1, Duration::from_secs(1)))
+        }));
+        let message = match outcome {
+            Ok(r) => format!("no panic: {r:?}"),
+            Err(panic) => panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_default(),
+        };
+        let _ = tx.send(message);
+    });
+    let message = rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the request neither failed nor returned");
+    assert!(message.contains("timers are disabled"), "{message}");
+}

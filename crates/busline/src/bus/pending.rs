@@ -97,9 +97,12 @@ impl<T: Send + Sync + 'static> BusInner<T> {
         p.waiting.insert(n, (deadline, tx));
         p.deadlines.insert((deadline, n));
         if !p.sweeping {
+            // Made here, so that a runtime without timers fails the
+            // request (as a timer of its own would), not the sweeper.
+            let timer = tokio::time::sleep_until(deadline);
             p.sweeping = true;
             p.wake_at = Some(deadline);
-            tokio::spawn(sweep(Arc::downgrade(self), p.notify.clone()));
+            tokio::spawn(sweep(Arc::downgrade(self), p.notify.clone(), timer));
         } else if p.wake_at.is_none_or(|w| deadline < w) {
             p.wake_at = Some(deadline);
             p.notify.notify_one();
@@ -112,8 +115,13 @@ impl<T: Send + Sync + 'static> BusInner<T> {
 /// earlier one), then times out what is due. It ends when the bus is gone
 /// or closed, and when its runtime shuts down; the next request starts
 /// another.
-async fn sweep<T: Send + Sync + 'static>(bus: Weak<BusInner<T>>, notify: Arc<Notify>) {
+async fn sweep<T: Send + Sync + 'static>(
+    bus: Weak<BusInner<T>>,
+    notify: Arc<Notify>,
+    timer: tokio::time::Sleep,
+) {
     let _running = Running(bus.clone());
+    let mut timer = std::pin::pin!(timer);
     loop {
         let next = {
             let Some(inner) = bus.upgrade() else { return };
@@ -127,8 +135,9 @@ async fn sweep<T: Send + Sync + 'static>(bus: Weak<BusInner<T>>, notify: Arc<Not
         };
         match next {
             Some(at) => {
+                timer.as_mut().reset(at);
                 tokio::select! {
-                    _ = tokio::time::sleep_until(at) => {}
+                    _ = &mut timer => {}
                     _ = notify.notified() => {}
                 }
             }
