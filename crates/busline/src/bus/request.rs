@@ -17,6 +17,14 @@ impl<T: Send + Sync + 'static> Bus<T> {
     /// Sends `event` on `topic` as a request and waits up to `timeout` for one
     /// reply. Fails at once with [`RequestError::NoResponders`] when nothing
     /// subscribes to `topic`.
+    ///
+    /// Timeouts are kept by one task per bus, spawned in the tokio runtime
+    /// of the first request (and again by a later request once that runtime
+    /// is gone). A bus shared by several runtimes at once therefore needs
+    /// that runtime to keep running: a current-thread runtime that is kept
+    /// but no longer driven holds every request's timeout back until it
+    /// runs again or is dropped. Panics, as a tokio timer does, in a runtime
+    /// built without timers.
     pub async fn request(
         &self,
         topic: &str,
