@@ -16,7 +16,7 @@ use crate::error::PublishError;
 use crate::error::StoreError;
 use crate::event_id::EventId;
 use crate::message::{Event, Message};
-use crate::queue::{add_blocked, commit, member_name, Full};
+use crate::queue::{add_blocked, commit, member_name, Full, Targets};
 use crate::topic::Topic;
 
 /// What a publish did.
@@ -234,38 +234,16 @@ impl<T: Send + Sync + 'static> Bus<T> {
         let targets = route.targets(&env);
         let (seq, id) = (env.seq, env.id);
         let mut env = Some(env);
-        let mut waiting: Option<(Full, Instant)> = None;
-        let mut done = false;
-        let guard = CancelGuard {
-            inner: &self.inner,
-            done: &mut done,
+        // Most publishes find room: they commit at once, and only one that
+        // finds a lossless target full waits for room.
+        let result = if self.inner.closed.load(Ordering::Acquire) {
+            Err(())
+        } else {
+            match commit(&targets, &mut env, None) {
+                Ok(n) => Ok(n),
+                Err(full) => self.wait_for_room(&targets, &mut env, full).await,
+            }
         };
-        let result = poll_fn(|cx| {
-            if self.inner.closed.load(Ordering::Acquire) {
-                return Poll::Ready(Err(()));
-            }
-            match commit(&targets, &mut env, Some(cx.waker())) {
-                Ok(n) => Poll::Ready(Ok(n)),
-                Err(full) => {
-                    // Waiting on `full`; account the time to it.
-                    match waiting {
-                        Some((id, since)) if id != full => {
-                            add_blocked(&targets, id, since.elapsed());
-                            waiting = Some((full, Instant::now()));
-                        }
-                        Some(_) => {}
-                        None => waiting = Some((full, Instant::now())),
-                    }
-                    Poll::Pending
-                }
-            }
-        })
-        .await;
-        *guard.done = true;
-        drop(guard);
-        if let Some((id, since)) = waiting {
-            add_blocked(&targets, id, since.elapsed());
-        }
         if result.is_ok() {
             route.count_filtered(&targets);
         }
@@ -286,6 +264,47 @@ impl<T: Send + Sync + 'static> Bus<T> {
             }),
             (Err(()), None) => unreachable!("an event is delivered or handed back"),
         }
+    }
+
+    /// A publish found `full` without room: commits `env` once every target
+    /// has room (`Err` if the bus closes first), charging the time waited
+    /// to the subscriber it waited on, and counting the publish as
+    /// cancelled if its future is dropped meanwhile.
+    async fn wait_for_room(
+        &self,
+        targets: &Targets<'_, T>,
+        env: &mut Option<Arc<Envelope<T>>>,
+        full: Full,
+    ) -> Result<usize, ()> {
+        let mut waiting = (full, Instant::now());
+        let mut done = false;
+        let guard = CancelGuard {
+            inner: &self.inner,
+            done: &mut done,
+        };
+        let result = poll_fn(|cx| {
+            if self.inner.closed.load(Ordering::Acquire) {
+                return Poll::Ready(Err(()));
+            }
+            match commit(targets, env, Some(cx.waker())) {
+                Ok(n) => Poll::Ready(Ok(n)),
+                Err(full) => {
+                    // Waiting on `full`; account the time to it.
+                    let (id, since) = waiting;
+                    if id != full {
+                        add_blocked(targets, id, since.elapsed());
+                        waiting = (full, Instant::now());
+                    }
+                    Poll::Pending
+                }
+            }
+        })
+        .await;
+        *guard.done = true;
+        drop(guard);
+        let (id, since) = waiting;
+        add_blocked(targets, id, since.elapsed());
+        result
     }
 }
 
