@@ -230,7 +230,9 @@ impl<T: Send + Sync + 'static> Bus<T> {
         let inner = &*self.inner;
         let seq = inner.seq.fetch_add(1, Ordering::Relaxed);
         let id = EventId::from_parts(inner.node, seq);
-        Arc::new(Envelope::plain(seq, id, topic, event))
+        // `new_cyclic` allocates first and builds the envelope in place:
+        // `Arc::new` builds it on the stack and copies it there (twice).
+        Arc::new_cyclic(|_| Envelope::plain(seq, id, topic, event))
     }
 
     pub(super) async fn deliver(
