@@ -29,6 +29,7 @@ pub(crate) struct Route<T> {
 
 impl<T> Route<T> {
     /// The subscribers `env` goes to: the whole route, or those whose filter takes it.
+    #[inline]
     pub(super) fn targets(&self, env: &Envelope<T>) -> Targets<'_, T> {
         if self.filtered {
             Targets::Filtered(self.subs.iter().filter(|s| s.accepts(env)).collect())
@@ -58,11 +59,13 @@ impl<T> Route<T> {
 /// its topic): found without the cache's lock and hash. Valid while the
 /// bus (by its random node id) and its routing epoch are the same. Weak:
 /// it keeps no subscriber or store alive once the bus's cache lets go.
+/// `route` is a `Weak<Route<T>>` for the bus's `T`, boxed: a reference to
+/// it is checked for its type (one compare) without taking the `Weak` out.
 struct LastRoute {
     bus: u64,
     epoch: u64,
     topic: Box<str>,
-    route: Weak<dyn std::any::Any + Send + Sync>,
+    route: Box<dyn std::any::Any>,
 }
 
 thread_local! {
@@ -124,7 +127,7 @@ impl<T: Send + Sync + 'static> Bus<T> {
             let c = c.borrow();
             let e = c.as_ref()?;
             if e.bus == inner.node && e.epoch == epoch && &*e.topic == topic {
-                e.route.upgrade()?.downcast::<Route<T>>().ok()
+                e.route.downcast_ref::<Weak<Route<T>>>()?.upgrade()
             } else {
                 None
             }
@@ -139,7 +142,7 @@ impl<T: Send + Sync + 'static> Bus<T> {
                         bus: inner.node,
                         epoch,
                         topic: topic.into(),
-                        route: Arc::downgrade(&r) as Weak<dyn std::any::Any + Send + Sync>,
+                        route: Box::new(Arc::downgrade(&r)),
                     })
                 });
                 return Ok(r);

@@ -126,9 +126,7 @@ pub(crate) fn commit<T>(
         let mut wake: SmallVec<[Waker; 8]> = SmallVec::new();
         st.push(sub, env.take().expect("delivered once"), &mut wake);
         drop(st);
-        for w in wake {
-            w.wake();
-        }
+        wake_all(wake);
         return Ok(delivered);
     }
     let mut guards: SmallVec<[MutexGuard<'_, State<T>>; 8]> = SmallVec::with_capacity(n);
@@ -160,8 +158,20 @@ pub(crate) fn commit<T>(
         st.push(sub, e, &mut wake);
     }
     drop(guards);
-    for w in wake {
-        w.wake();
-    }
+    wake_all(wake);
     Ok(delivered)
+}
+
+/// Wakes the receivers a publish found parked. Usually there are none
+/// (readers that keep up do not park): then the list, never grown onto
+/// the heap, owns nothing and is forgotten rather than dropped (a call
+/// every publish would pay for).
+#[inline]
+fn wake_all(wake: SmallVec<[Waker; 8]>) {
+    if wake.is_empty() {
+        debug_assert!(!wake.spilled());
+        std::mem::forget(wake);
+    } else {
+        wake.into_iter().for_each(Waker::wake);
+    }
 }

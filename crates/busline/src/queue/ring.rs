@@ -209,6 +209,7 @@ impl<T> Ring<T> {
         tail.saturating_sub(self.capacity)
     }
 
+    #[inline]
     fn chunk_of(&self, pos: u64) -> (usize, usize) {
         let i = match self.mask {
             Some(m) => pos & m,
@@ -218,6 +219,7 @@ impl<T> Ring<T> {
     }
 
     /// The slot of `pos`, which was written (`pos < tail`).
+    #[inline]
     fn slot(&self, pos: u64) -> &Slot<T> {
         let (c, i) = self.chunk_of(pos);
         let chunks = self.chunks.get().expect("a written ring has its table");
