@@ -3,18 +3,23 @@
 //!
 //! A request registers its reply inbox's number with a deadline. The reply
 //! takes the registration and sends the reply through it; a requester that
-//! gives up (its future dropped) takes it back. Deadlines are kept in order
-//! beside the registrations, and a sweeper task sleeps until the earliest:
-//! when it wakes it answers every request that is due with "timed out".
+//! gives up (its future dropped) takes it back. Deadlines are kept in a
+//! heap beside the registrations, and a sweeper task sleeps until the
+//! earliest: when it wakes it answers every request that is due with
+//! "timed out". A request that ends leaves its deadline in the heap; the
+//! heap drops such entries as they come to its top, and all of them once
+//! they outnumber the requests still waiting (so it never holds more than
+//! about twice those, and the dropping costs a few steps per request).
 //!
-//! So a request costs two map entries under one lock, not a timer of its
-//! own: the sweeper's timer is moved only when a request comes with an
+//! So a request costs a map entry and a heap entry under one lock, not a
+//! timer of its own: the sweeper's timer is moved only when a request comes with an
 //! earlier deadline than the one it sleeps until, which requests with the
 //! same timeout never do (its next wake-up was set by an older request).
 //! A timeout fires no earlier than its deadline and, like tokio's timers,
 //! within about a millisecond after it.
 
-use std::collections::BTreeSet;
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
 use std::sync::{Arc, Weak};
 
 use ahash::AHashMap;
@@ -29,10 +34,11 @@ pub(super) type Answer<T> = Option<Arc<Envelope<T>>>;
 
 /// The requests of one bus waiting for a reply.
 pub(super) struct Pending<T> {
-    /// By reply inbox number: the deadline and where the answer goes.
-    waiting: AHashMap<u64, (Instant, oneshot::Sender<Answer<T>>)>,
-    /// The same requests in deadline order.
-    deadlines: BTreeSet<(Instant, u64)>,
+    /// By reply inbox number: where the answer goes.
+    waiting: AHashMap<u64, oneshot::Sender<Answer<T>>>,
+    /// Their deadlines, earliest on top, with those of requests that ended
+    /// since (see the module docs).
+    deadlines: BinaryHeap<Reverse<(Instant, u64)>>,
     /// When the sweeper wakes next, if it sleeps on a deadline.
     wake_at: Option<Instant>,
     /// A sweeper task is running (it clears this when it ends).
@@ -45,7 +51,7 @@ impl<T> Pending<T> {
     pub(super) fn new() -> Self {
         Pending {
             waiting: AHashMap::new(),
-            deadlines: BTreeSet::new(),
+            deadlines: BinaryHeap::new(),
             wake_at: None,
             sweeping: false,
             notify: Arc::new(Notify::new()),
@@ -54,9 +60,7 @@ impl<T> Pending<T> {
 
     /// Takes the registration of inbox `n`: the reply's way to its requester.
     pub(super) fn take(&mut self, n: u64) -> Option<oneshot::Sender<Answer<T>>> {
-        let (deadline, tx) = self.waiting.remove(&n)?;
-        self.deadlines.remove(&(deadline, n));
-        Some(tx)
+        self.waiting.remove(&n)
     }
 
     /// Drops every registration (the bus closed: requesters see it closed)
@@ -70,16 +74,28 @@ impl<T> Pending<T> {
     /// Answers every request due by `now` with "timed out"; returns the
     /// next deadline.
     fn expire(&mut self, now: Instant) -> Option<Instant> {
-        while let Some(&(deadline, n)) = self.deadlines.first() {
-            if deadline > now {
+        while let Some(&Reverse((deadline, n))) = self.deadlines.peek() {
+            let waiting = self.waiting.contains_key(&n);
+            if waiting && deadline > now {
                 return Some(deadline);
             }
-            self.deadlines.pop_first();
-            if let Some((_, tx)) = self.waiting.remove(&n) {
+            self.deadlines.pop();
+            if let Some(tx) = self.waiting.remove(&n) {
                 let _ = tx.send(None);
             }
         }
         None
+    }
+
+    /// Adds a deadline; first drops those of ended requests once they
+    /// outnumber the waiting ones.
+    fn push_deadline(&mut self, deadline: Instant, n: u64) {
+        if self.deadlines.len() >= 2 * self.waiting.len() + 64 {
+            let waiting = &self.waiting;
+            self.deadlines
+                .retain(|Reverse((_, n))| waiting.contains_key(n));
+        }
+        self.deadlines.push(Reverse((deadline, n)));
     }
 }
 
@@ -94,8 +110,8 @@ impl<T: Send + Sync + 'static> BusInner<T> {
     ) -> oneshot::Receiver<Answer<T>> {
         let (tx, rx) = oneshot::channel();
         let mut p = self.pending.lock();
-        p.waiting.insert(n, (deadline, tx));
-        p.deadlines.insert((deadline, n));
+        p.waiting.insert(n, tx);
+        p.push_deadline(deadline, n);
         if !p.sweeping {
             // Made here, so that a runtime without timers fails the
             // request (as a timer of its own would), not the sweeper.
@@ -156,5 +172,41 @@ impl<T> Drop for Running<T> {
             p.sweeping = false;
             p.wake_at = None;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use tokio::time::Instant;
+
+    use crate::Bus;
+
+    /// Requests answered one after another leave the heap no bigger than
+    /// about twice the waiting ones, and a request waiting all along keeps
+    /// its deadline through every clean-up.
+    #[tokio::test(start_paused = true)]
+    async fn ended_requests_do_not_pile_up_and_a_waiting_one_keeps_its_deadline() {
+        let bus = Bus::<u32>::new();
+        let inner = &bus.inner;
+        let start = Instant::now();
+        let long = inner.register_request(0, start + Duration::from_secs(60));
+        for n in 1..10_000 {
+            let _answer = inner.register_request(n, start + Duration::from_secs(10));
+            let mut p = inner.pending.lock();
+            assert!(
+                p.deadlines.len() <= 2 * p.waiting.len() + 64,
+                "{}",
+                p.deadlines.len()
+            );
+            assert!(p.take(n).is_some());
+        }
+        assert_eq!(inner.pending.lock().waiting.len(), 1);
+        // Bounded, so a deadline lost from the heap fails the test.
+        let answer = tokio::time::timeout(Duration::from_secs(3600), long).await;
+        assert!(answer.expect("never timed out").unwrap().is_none());
+        assert_eq!(start.elapsed(), Duration::from_secs(60));
+        assert!(inner.pending.lock().deadlines.is_empty());
     }
 }
