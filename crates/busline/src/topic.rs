@@ -75,36 +75,29 @@ impl Topic {
 
     /// A topic from a string the caller made valid (see [`validate`]).
     pub(crate) fn from_valid(s: &str) -> Self {
-        debug_assert!(validate(s, false).is_ok(), "not a valid topic: {s:?}");
-        if s.len() <= INLINE {
-            let mut bytes = [0u8; INLINE];
-            bytes[..s.len()].copy_from_slice(s.as_bytes());
-            Topic(Repr::Inline {
-                len: s.len() as u8,
-                bytes,
-            })
-        } else {
-            Topic(Repr::Shared(Arc::from(s)))
-        }
+        Topic::from_valid_parts(&[s])
     }
 
     /// The topic `parts` make joined, where the caller made the result
     /// valid; without a string in between when it is stored inline.
     pub(crate) fn from_valid_parts(parts: &[&str]) -> Self {
         let len: usize = parts.iter().map(|p| p.len()).sum();
-        if len > INLINE {
-            return Topic::from_valid(&parts.concat());
-        }
-        let mut bytes = [0u8; INLINE];
-        let mut at = 0;
-        for p in parts {
-            bytes[at..at + p.len()].copy_from_slice(p.as_bytes());
-            at += p.len();
-        }
-        let t = Topic(Repr::Inline {
-            len: len as u8,
-            bytes,
-        });
+        let t = if len <= INLINE {
+            let mut bytes = [0u8; INLINE];
+            let mut at = 0;
+            for p in parts {
+                bytes[at..at + p.len()].copy_from_slice(p.as_bytes());
+                at += p.len();
+            }
+            Topic(Repr::Inline {
+                len: len as u8,
+                bytes,
+            })
+        } else if let [s] = parts {
+            Topic(Repr::Shared(Arc::from(*s)))
+        } else {
+            Topic(Repr::Shared(Arc::from(parts.concat())))
+        };
         debug_assert!(
             validate(t.as_str(), false).is_ok(),
             "not a valid topic: {t:?}"

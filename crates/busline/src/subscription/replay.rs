@@ -21,9 +21,7 @@ impl<T: Send + Sync + 'static> Subscription<T> {
                     match item {
                         Ok(env) => {
                             let sub = &*self.shared;
-                            if sub.pattern.matches(&env.topic)
-                                && sub.filter.as_deref().is_none_or(|f| f(&env))
-                            {
+                            if sub.pattern.matches(&env.topic) && sub.accepts(&env) {
                                 return Poll::Ready(Ok(Arc::new(env)));
                             }
                         }
