@@ -264,6 +264,7 @@ impl<T> Ring<T> {
     /// Reads `pos` (`pos < tail`) for one member whose cursor is at it (a
     /// lossy member holding its claim). The last member to read a slot drops
     /// the ring's reference.
+    #[inline]
     pub(crate) fn read(&self, pos: u64) -> Arc<Envelope<T>> {
         let (env, left) = self.hand_out(self.slot(pos));
         drop(left);
@@ -282,6 +283,7 @@ impl<T> Ring<T> {
     /// update fewer, none with a single subscriber); otherwise the last to
     /// clone it takes the ring's reference, returned for the caller to drop
     /// once it lets the slot go.
+    #[inline]
     fn hand_out(&self, slot: &Slot<T>) -> (Arc<Envelope<T>>, Option<Arc<Envelope<T>>>) {
         if slot.rem.load(Ordering::Acquire) == 1 {
             // SAFETY: every other member is done with it (its `AcqRel`

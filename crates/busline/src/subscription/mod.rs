@@ -86,6 +86,17 @@ impl<T> Default for Rare<T> {
     }
 }
 
+impl<T> Rare<T> {
+    /// Nothing here changes how it receives: no replay (or replayed events
+    /// to skip), no batch of its own and no module's bookkeeping.
+    pub(crate) fn is_plain(&self) -> bool {
+        self.replay.is_none()
+            && self.skip_below.is_none()
+            && self.handling.is_none()
+            && self.local.is_empty()
+    }
+}
+
 impl<T> fmt::Debug for Subscription<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Subscription")

@@ -2,6 +2,7 @@
 //! queue group member and a `latest` subscriber take from the queue under it.
 
 use std::collections::VecDeque;
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -9,7 +10,7 @@ use std::task::{Context, Poll, Waker};
 
 use smallvec::SmallVec;
 
-use super::Subscription;
+use super::{Rare, Subscription};
 use crate::envelope::Envelope;
 use crate::error::RecvError;
 use crate::queue::ring::{BUSY, PRESSURED, WAITING};
@@ -52,14 +53,11 @@ impl<T: Send + Sync + 'static> Subscription<T> {
     /// Cancel safe: if the future is dropped before it completes, no event is
     /// lost, and in a queue group a wake-up it got for an event it did not
     /// take goes to another waiting member.
-    pub async fn recv(&mut self) -> Result<Arc<Envelope<T>>, RecvError> {
-        let mut wait = WaitGuard {
+    pub fn recv(&mut self) -> impl Future<Output = Result<Arc<Envelope<T>>, RecvError>> + '_ {
+        Recv {
             sub: self,
-            armed: true,
-        };
-        let r = std::future::poll_fn(|cx| wait.sub.poll_recv(cx)).await;
-        wait.armed = false;
-        r
+            armed: false,
+        }
     }
 
     /// Receives an event if one is ready: `Ok(None)` when none is.
@@ -81,9 +79,27 @@ impl<T: Send + Sync + 'static> Subscription<T> {
         std::iter::from_fn(|| self.try_recv().ok().flatten()).collect()
     }
 
+    /// A ring member with nothing to replay, note or hand out from a batch
+    /// (most subscriptions) reads its ring straight away; the others go
+    /// through [`poll_noted_slow`](Self::poll_noted_slow).
+    #[inline(always)]
+    fn poll_noted(
+        &mut self,
+        cx: Option<&mut Context<'_>>,
+    ) -> Poll<Result<Arc<Envelope<T>>, RecvError>> {
+        if self.shared.ring.is_some() && self.rare.as_deref().is_none_or(Rare::is_plain) {
+            if cx.is_none() {
+                self.yielded = 0;
+            }
+            return self.poll_ring(cx);
+        }
+        self.poll_noted_slow(cx)
+    }
+
     /// A module's subscription records what it returns as the event being
     /// handled, and that nothing is while it waits (see `bus::stamp`).
-    fn poll_noted(
+    #[inline(never)]
+    fn poll_noted_slow(
         &mut self,
         cx: Option<&mut Context<'_>>,
     ) -> Poll<Result<Arc<Envelope<T>>, RecvError>> {
@@ -115,59 +131,31 @@ impl<T: Send + Sync + 'static> Subscription<T> {
 
     /// Reads the next event at this member's cursor, without the
     /// subscriber's lock (see `queue::ring`); takes it only to park.
+    #[inline(always)]
     fn poll_ring(
         &mut self,
         mut cx: Option<&mut Context<'_>>,
     ) -> Poll<Result<Arc<Envelope<T>>, RecvError>> {
         let sub = &*self.shared;
         let ring = sub.ring();
-        let Some(r) = self.reader.as_mut() else {
-            return Poll::Ready(Err(RecvError::Closed));
-        };
         loop {
+            let Some(r) = self.reader.as_mut() else {
+                return Poll::Ready(Err(RecvError::Closed));
+            };
             if r.cursor == r.known_tail {
                 let tail = ring.tail();
                 // (A lossy member moved past events may find its cursor
                 // beyond the end it can see yet.)
                 if tail <= r.cursor {
-                    if let Some(cx) = cx.as_deref_mut() {
-                        let streaming = self.yielded > 0 || self.streak >= STREAK;
-                        self.streak = 0;
-                        if streaming && self.yielded < SPIN_POLLS {
-                            // Found nothing: yield before parking. Under load
-                            // the publisher refills the ring meanwhile, and
-                            // the task (and its worker thread) skip a
-                            // park/unpark round trip, which costs far more
-                            // than one extra poll.
-                            self.yielded += 1;
-                            yield_now(cx);
-                            return Poll::Pending;
-                        }
-                    }
-                    let mut st = sub.state.lock();
-                    if ring.tail() > r.cursor {
-                        continue;
-                    }
-                    if st.closed {
-                        return Poll::Ready(Err(RecvError::Closed));
-                    }
-                    let Queue::Ring(members) = &mut st.queue else {
-                        unreachable!("a ring's subscriber has ring members");
+                    let cursor = r.cursor;
+                    let waits = Waits {
+                        yielded: &mut self.yielded,
+                        streak: &mut self.streak,
                     };
-                    let Some(m) = members.readers.iter_mut().find(|m| m.id == self.member) else {
-                        return Poll::Ready(Err(RecvError::Closed));
-                    };
-                    if let Some(cx) = cx {
-                        self.yielded = 0;
-                        match &mut m.waker {
-                            Some(w) => w.clone_from(cx.waker()),
-                            w @ None => {
-                                *w = Some(cx.waker().clone());
-                                members.parked += 1;
-                            }
-                        }
+                    match wait_ring(sub, self.member, waits, cx.as_deref_mut(), cursor) {
+                        Some(p) => return p,
+                        None => continue,
                     }
-                    return Poll::Pending;
                 }
                 r.known_tail = tail;
                 let depth = tail - r.cursor.max(ring.oldest(tail));
@@ -295,6 +283,65 @@ impl<T: Send + Sync + 'static> Subscription<T> {
     }
 }
 
+/// A ring member's counts of how it waited (fields of its
+/// [`Subscription`]).
+struct Waits<'a> {
+    yielded: &'a mut u8,
+    streak: &'a mut u8,
+}
+
+/// A ring member (`member`) found nothing at `cursor`: yields (see
+/// [`SPIN_POLLS`]) or parks, registering its waker under the subscriber's
+/// lock. `None` if an event came meanwhile (read on), otherwise what to
+/// return.
+#[cold]
+fn wait_ring<T>(
+    sub: &SubShared<T>,
+    member: u64,
+    waits: Waits<'_>,
+    mut cx: Option<&mut Context<'_>>,
+    cursor: u64,
+) -> Option<Poll<Result<Arc<Envelope<T>>, RecvError>>> {
+    let ring = sub.ring();
+    if let Some(cx) = cx.as_deref_mut() {
+        let streaming = *waits.yielded > 0 || *waits.streak >= STREAK;
+        *waits.streak = 0;
+        if streaming && *waits.yielded < SPIN_POLLS {
+            // Found nothing: yield before parking. Under load the
+            // publisher refills the ring meanwhile, and the task (and
+            // its worker thread) skip a park/unpark round trip, which
+            // costs far more than one extra poll.
+            *waits.yielded += 1;
+            yield_now(cx);
+            return Some(Poll::Pending);
+        }
+    }
+    let mut st = sub.state.lock();
+    if ring.tail() > cursor {
+        return None;
+    }
+    if st.closed {
+        return Some(Poll::Ready(Err(RecvError::Closed)));
+    }
+    let Queue::Ring(members) = &mut st.queue else {
+        unreachable!("a ring's subscriber has ring members");
+    };
+    let Some(m) = members.readers.iter_mut().find(|m| m.id == member) else {
+        return Some(Poll::Ready(Err(RecvError::Closed)));
+    };
+    if let Some(cx) = cx {
+        *waits.yielded = 0;
+        match &mut m.waker {
+            Some(w) => w.clone_from(cx.waker()),
+            w @ None => {
+                *w = Some(cx.waker().clone());
+                members.parked += 1;
+            }
+        }
+    }
+    Some(Poll::Pending)
+}
+
 /// The most events a keyed group's member takes in one go: fewer trips to
 /// the lock, while its keys wait for it a little longer.
 const KEYED_BATCH: usize = 32;
@@ -318,14 +365,27 @@ fn settle_after_read<T>(sub: &SubShared<T>, flags: u32, pos: u64) {
     }
 }
 
-/// Withdraws a queue group member's wait when its `recv` future is dropped
-/// before completing (see [`Subscription::recv`]).
-struct WaitGuard<'a, T> {
+/// The future of [`Subscription::recv`]: withdraws a queue group member's
+/// wait if it is dropped while waiting.
+struct Recv<'a, T> {
     sub: &'a mut Subscription<T>,
+    /// Its last poll left a waker behind.
     armed: bool,
 }
 
-impl<T> Drop for WaitGuard<'_, T> {
+impl<T: Send + Sync + 'static> Future for Recv<'_, T> {
+    type Output = Result<Arc<Envelope<T>>, RecvError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        let r = this.sub.poll_noted(Some(cx));
+        this.armed = r.is_pending();
+        r
+    }
+}
+
+impl<T> Drop for Recv<'_, T> {
+    #[inline]
     fn drop(&mut self) {
         if self.armed {
             self.sub.cancel_wait();
