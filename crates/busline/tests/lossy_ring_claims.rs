@@ -387,10 +387,12 @@ fn spinning_readers_race_the_overwrite_on_tiny_rings() {
                 "{what}: idle"
             );
             check_own_stats(&idle, &t, cap, "idle");
-            assert_eq!(
-                l.live(),
-                0,
-                "{what}: every member is at the ring's end, yet the ring keeps payloads alive"
+            // Read events stay in their slots until the publisher's next
+            // reclaim or until written over: never more than the ring holds.
+            assert!(
+                l.live() <= cap as i64,
+                "{what}: every member is at the ring's end, yet {} payloads are alive (capacity {cap})",
+                l.live()
             );
             let mut lag = 0;
             for (sub, t) in &done {
@@ -589,10 +591,10 @@ fn members_join_and_leave_mid_lap_while_the_ring_is_written_over() {
             let _polls = join(poller);
             assert!(generations > 0);
             check_own_stats(&anchor, &t, cap, &who);
-            assert_eq!(
-                l.live(),
-                0,
-                "{what}: the only member left is at the ring's end, yet payloads are alive"
+            assert!(
+                l.live() <= cap as i64,
+                "{what}: the only member left is at the ring's end, yet {} payloads are alive (capacity {cap})",
+                l.live()
             );
             let bs = bus.stats();
             assert_eq!(bs.subscribers.len(), 1, "{what}: {bs:?}");
@@ -795,10 +797,12 @@ fn several_publishers_and_rings_exact_lag_against_a_recorder() {
             }
             subs.push(sub);
         }
-        assert_eq!(
-            l.live(),
-            0,
-            "every member is at its ring's end, yet payloads are alive"
+        // The recorder's ring (4096) and the members' (1 and 2) hold at
+        // most their capacities of read events.
+        assert!(
+            l.live() <= 4096 + 4 * 2,
+            "every member is at its ring's end, yet {} payloads are alive",
+            l.live()
         );
         let bs = bus.stats();
         assert_eq!(bs.delivered, 4 * total + filtered_total, "{bs:?}");
@@ -997,7 +1001,13 @@ fn closing_the_bus_while_lossy_readers_claim() {
                 delivered, sent,
                 "deliveries by the members' counts and by the receipts"
             );
-            assert_eq!(l.live(), 0, "drained to Closed, yet payloads are alive");
+            // The two rings (`cap` and `cap + 1`) hold at most their
+            // capacities of read events until the members are dropped.
+            assert!(
+                l.live() <= 2 * cap as i64 + 1,
+                "drained to Closed, yet {} payloads are alive",
+                l.live()
+            );
             let bs = bus.stats();
             assert_eq!(bs.delivered, sent);
             drop(all);

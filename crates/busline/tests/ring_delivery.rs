@@ -90,6 +90,10 @@ fn model_ring(lossless: bool, cap: usize, seed: u64, steps: usize) {
         let mut subs: Vec<Option<(Subscription<P>, ModelMember)>> = (0..4).map(|_| None).collect();
         // The current ring's end (a new ring starts at 0 once every member left).
         let mut tail = 0u64;
+        // Positions whose slots the publisher emptied (every member read
+        // them): it looks every `cap / 8` events (at least every one).
+        let reclaim_every = (cap64 / 8).max(1);
+        let mut reclaimed = 0u64;
         let mut pressured = false;
         let (mut full, mut gen) = (0u64, 0u32);
         // Bus totals of members gone.
@@ -120,6 +124,17 @@ fn model_ring(lossless: bool, cap: usize, seed: u64, steps: usize) {
                                 assert_eq!(r.subscribers, members, "{}", ctx("receipt", step));
                                 if members > 0 {
                                     tail += 1;
+                                    if tail % reclaim_every == 0 {
+                                        // Every member's cursor, as the
+                                        // publisher reads it now.
+                                        let slowest = subs
+                                            .iter()
+                                            .flatten()
+                                            .map(|(_, m)| m.cursor)
+                                            .min()
+                                            .unwrap();
+                                        reclaimed = reclaimed.max(slowest);
+                                    }
                                     if lossless && !pressured && tail - min_cursor.unwrap() >= high
                                     {
                                         pressured = true;
@@ -199,6 +214,7 @@ fn model_ring(lossless: bool, cap: usize, seed: u64, steps: usize) {
                     match subs.iter().flatten().map(|(_, m)| m.cursor).min() {
                         None => {
                             tail = 0;
+                            reclaimed = 0;
                             pressured = false;
                         }
                         Some(c) => {
@@ -231,13 +247,17 @@ fn model_ring(lossless: bool, cap: usize, seed: u64, steps: usize) {
             // Check everything.
             let oldest = tail.saturating_sub(cap64);
             let min_cursor = subs.iter().flatten().map(|(_, m)| m.cursor).min();
-            let expect_live = min_cursor.map_or(0, |c| tail - c.max(oldest)) as i64;
+            // A slot holds its event until the publisher's reclaim after
+            // every member read it, or until written over; a ring whose last
+            // member left holds none.
+            let expect_live =
+                min_cursor.map_or(0, |_| tail - reclaimed.max(tail.saturating_sub(cap64))) as i64;
             assert_eq!(
                 ledger.live(),
                 expect_live,
                 "{}",
                 ctx(
-                    "payloads alive (the ring keeps read or released events, or lost some)",
+                    "payloads alive (the ring keeps what every member read, or lost some)",
                     step
                 )
             );
@@ -543,10 +563,12 @@ async fn unsubscribe_counts_per_ring_member() {
     assert_eq!((st.delivered, st.dropped, st.discarded), (20, 12, 6));
 }
 
-/// Shared counts: the ring hands each member its own reference and keeps
-/// none once every member has read the event (moving it out to the last).
+/// Shared counts: the ring hands each member its own reference, and its
+/// publisher lets go of the ring's once every member has read the event
+/// (at its next reclaim: every event for a ring of 4), when it writes over
+/// it, or when the last member leaves.
 #[tokio::test]
-async fn the_ring_keeps_no_reference_once_every_member_read_or_left() {
+async fn the_ring_lets_go_of_an_event_once_every_member_read_it_or_left() {
     for lossy in [false, true] {
         let bus = Bus::<u32>::new();
         let mk = || {
@@ -555,44 +577,71 @@ async fn the_ring_keeps_no_reference_once_every_member_read_or_left() {
                 .subscribe()
                 .unwrap()
         };
-        // One member: the event is moved out to it.
+        // One member: its clone and the ring's, until the next publish.
         let mut one = mk();
         bus.publish_to("t", 1).await.unwrap();
         let e = one.recv().await.unwrap();
-        assert_eq!(Arc::strong_count(&e), 1, "lossy {lossy}");
-        drop(one);
-
-        let (mut a, mut b) = (mk(), mk());
+        assert_eq!(Arc::strong_count(&e), 2, "lossy {lossy}: one and the ring");
         bus.publish_to("t", 2).await.unwrap();
-        let ea = a.recv().await.unwrap();
-        assert_eq!(Arc::strong_count(&ea), 2, "lossy {lossy}: a and the ring");
-        let eb = b.recv().await.unwrap();
-        assert!(Arc::ptr_eq(&ea, &eb));
-        assert_eq!(Arc::strong_count(&ea), 2, "lossy {lossy}: a and b only");
-        drop(eb);
-        assert_eq!(Arc::strong_count(&ea), 1);
-
-        // b leaves without reading: the ring lets go.
-        bus.publish_to("t", 3).await.unwrap();
-        let ea = a.recv().await.unwrap();
-        assert_eq!(Arc::strong_count(&ea), 2);
-        drop(b);
+        assert_eq!(Arc::strong_count(&e), 1, "lossy {lossy}: read, let go");
+        // The last member leaves: the ring lets go of what it holds.
+        let e2 = one.recv().await.unwrap();
+        assert_eq!(Arc::strong_count(&e2), 2);
+        drop(one);
         assert_eq!(
-            Arc::strong_count(&ea),
+            Arc::strong_count(&e2),
             1,
             "lossy {lossy}: released on leave"
         );
+
+        // Two members: kept until both read it.
+        let (mut a, mut b) = (mk(), mk());
+        bus.publish_to("t", 3).await.unwrap();
+        let ea = a.recv().await.unwrap();
+        bus.publish_to("t", 4).await.unwrap();
+        assert_eq!(
+            Arc::strong_count(&ea),
+            2,
+            "lossy {lossy}: b has not read it"
+        );
+        let eb = b.recv().await.unwrap();
+        assert!(Arc::ptr_eq(&ea, &eb));
+        assert_eq!(
+            Arc::strong_count(&ea),
+            3,
+            "lossy {lossy}: a, b and the ring"
+        );
+        drop(eb);
+        bus.publish_to("t", 5).await.unwrap();
+        assert_eq!(Arc::strong_count(&ea), 1, "lossy {lossy}: both read it");
+
+        // b leaves without reading: the ring lets go once a has read.
+        let (e4, _) = (a.recv().await.unwrap(), b.recv().await.unwrap());
+        let e5 = a.recv().await.unwrap();
+        drop(b);
+        bus.publish_to("t", 6).await.unwrap();
+        assert_eq!(Arc::strong_count(&e4), 1, "lossy {lossy}");
+        assert_eq!(
+            Arc::strong_count(&e5),
+            1,
+            "lossy {lossy}: b left, a read it"
+        );
         if lossy {
-            // Overwritten while a holds it.
+            // Written over while a holds it, and before c read it.
             let mut c = mk();
-            bus.publish_to("t", 4).await.unwrap();
-            let e4 = a.recv().await.unwrap();
-            assert_eq!(Arc::strong_count(&e4), 2);
-            for i in 5..9 {
+            let _ = a.recv().await.unwrap();
+            bus.publish_to("t", 7).await.unwrap();
+            let e7 = a.recv().await.unwrap();
+            assert_eq!(
+                Arc::strong_count(&e7),
+                2,
+                "a and the ring (c has not read it)"
+            );
+            for i in 8..12 {
                 bus.publish_to("t", i).await.unwrap();
             }
-            assert_eq!(Arc::strong_count(&e4), 1, "overwritten: the ring let go");
-            assert_eq!(c.recv().await.unwrap_err(), RecvError::Lagged(1));
+            assert_eq!(Arc::strong_count(&e7), 1, "overwritten: the ring let go");
+            assert!(matches!(c.recv().await, Err(RecvError::Lagged(_))));
         }
     }
 }
@@ -1363,10 +1412,10 @@ fn concurrent_readers_leave_no_event_behind() {
             })
             .await
             .expect("hung");
-            assert_eq!(
-                ledger.live(),
-                0,
-                "cap {cap}: every member read every event, yet payloads are alive"
+            assert!(
+                ledger.live() <= cap as i64,
+                "cap {cap}: every member read every event, yet {} payloads are alive",
+                ledger.live()
             );
             let stats = bus.stats();
             for s in &stats.subscribers {

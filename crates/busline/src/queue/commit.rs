@@ -124,9 +124,16 @@ pub(crate) fn commit<T>(
         }
         let delivered = st.audience();
         let mut wake: SmallVec<[Waker; 8]> = SmallVec::new();
-        st.push(sub, env.take().expect("delivered once"), &mut wake);
+        let mut spent = Vec::new();
+        let old = st.push(
+            sub,
+            env.take().expect("delivered once"),
+            &mut wake,
+            &mut spent,
+        );
         drop(st);
         wake_all(wake);
+        drop((old, spent));
         return Ok(delivered);
     }
     let mut guards: SmallVec<[MutexGuard<'_, State<T>>; 8]> = SmallVec::with_capacity(n);
@@ -142,6 +149,8 @@ pub(crate) fn commit<T>(
         return Ok(0);
     };
     let mut wake: SmallVec<[Waker; 8]> = SmallVec::new();
+    let mut old: SmallVec<[Arc<Envelope<T>>; 8]> = SmallVec::new();
+    let mut spent = Vec::new();
     let mut delivered = 0;
     for (i, st) in guards.iter_mut().enumerate().take(last + 1) {
         if st.closed {
@@ -155,10 +164,11 @@ pub(crate) fn commit<T>(
         } else {
             env.clone().expect("delivered once")
         };
-        st.push(sub, e, &mut wake);
+        old.extend(st.push(sub, e, &mut wake, &mut spent));
     }
     drop(guards);
     wake_all(wake);
+    drop((old, spent));
     Ok(delivered)
 }
 

@@ -169,9 +169,11 @@ impl<T> SubShared<T> {
             return Some(false);
         }
         let mut wake: SmallVec<[Waker; 8]> = SmallVec::new();
-        st.push(self, env.clone(), &mut wake);
+        let mut spent = Vec::new();
+        let old = st.push(self, env.clone(), &mut wake, &mut spent);
         drop(st);
         wake.into_iter().for_each(Waker::wake);
+        drop((old, spent));
         Some(true)
     }
 
@@ -254,6 +256,12 @@ impl<T> SubShared<T> {
     pub(crate) fn wake_publishers_at(&self) -> u64 {
         let cap = self.capacity as u64;
         cap - (cap / 8).max(1)
+    }
+
+    /// A ring's publisher empties the slots every member has read once
+    /// every this many events (see `queue::ring`).
+    pub(crate) fn reclaim_every(&self) -> u64 {
+        (self.capacity as u64 / 8).max(1)
     }
 
     pub(crate) fn ring(&self) -> &Ring<T> {

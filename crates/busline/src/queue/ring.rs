@@ -22,8 +22,14 @@
 //!   compare-and-swap: the claim fails if the publisher moved the cursor
 //!   first (the member reports `Lagged`), and a publisher that finds the
 //!   claim waits the few instructions until the reader moves on.
-//! - Each slot counts the members still to read it; the last one drops the
-//!   slot's reference, so a read event is not kept alive by the ring.
+//! - Members only clone the event in a slot; the publisher lets go of the
+//!   ring's own reference: every `capacity / 8` events (at least every
+//!   event) it empties the slots every member has read since the last
+//!   time, and it writes over a slot; the ring's last member leaving
+//!   empties them all. So an event is mostly freed by the thread that
+//!   allocated it, not by a reader on another core (a free across threads
+//!   costs the allocator far more), and a ring keeps at most about an
+//!   eighth of its capacity of read events alive.
 //!
 //! Slots are allocated in chunks as the ring first fills them (the table of
 //! chunks with the first event), so a large capacity costs memory only once
@@ -36,6 +42,9 @@ use std::sync::{Arc, OnceLock};
 
 use crate::envelope::Envelope;
 use crate::sync::{spin_wait, AtomicU32, AtomicU64, UnsafeCell};
+
+/// [`Ring::mask`] of a ring whose capacity is not a power of two.
+const NO_MASK: u64 = u64::MAX;
 
 /// Slots per allocated chunk.
 const CHUNK: usize = 1024;
@@ -67,17 +76,11 @@ pub(crate) const BUSY: u64 = 1 << 63;
 ///   only under the claim it set with a compare-and-swap on the cursor it
 ///   expected, so the publisher had not moved that cursor on (and had not
 ///   written over the slot) first.
-/// - Each reader clones, then decrements `rem`, and the one that brings it
-///   to 0 (after every other member's clone, by the `AcqRel` chain on
-///   `rem`) takes the ring's reference. The only member still to read a
-///   slot (it sees `rem` at 1) moves the event out instead of cloning it.
-///   A lossy member moved past a slot never decrements its `rem`, so `rem`
-///   is never below the members that still read it; the publisher takes
-///   what is left when it writes over the slot.
+/// - Members only clone `env`; the publisher takes the ring's reference
+///   when every member has read it (`empty`) or when it writes over the
+///   slot, and `clear` when no member is left.
 struct Slot<T> {
     env: UnsafeCell<Option<Arc<Envelope<T>>>>,
-    /// Members present when it was written that have not read it yet.
-    rem: AtomicU32,
 }
 
 /// Slots allocated together, the first time the ring reaches them.
@@ -104,8 +107,13 @@ pub(crate) struct Ring<T> {
     lossless: bool,
     capacity: u64,
     /// `capacity - 1` when the capacity is a power of two (the default):
-    /// a position's index is then a mask, not a division.
-    mask: Option<u64>,
+    /// a position's index is then a mask, not a division; [`NO_MASK`]
+    /// otherwise.
+    mask: u64,
+    /// Positions below this were read by every member and their slots
+    /// emptied by the publisher ([`empty`](Self::empty); under the
+    /// subscriber's lock, hence `Relaxed`).
+    pub(crate) reclaimed: std::sync::atomic::AtomicU64,
     /// The table of chunks, made when the first event is appended (an idle
     /// ring has none).
     chunks: OnceLock<Box<[OnceLock<Chunk<T>>]>>,
@@ -180,7 +188,12 @@ impl<T> Ring<T> {
     pub(crate) fn new(capacity: usize, lossless: bool) -> Self {
         Ring {
             capacity: capacity as u64,
-            mask: capacity.is_power_of_two().then(|| capacity as u64 - 1),
+            mask: if capacity.is_power_of_two() {
+                capacity as u64 - 1
+            } else {
+                NO_MASK
+            },
+            reclaimed: std::sync::atomic::AtomicU64::new(0),
             lossless,
             chunks: OnceLock::new(),
             tail: AtomicU64::new(0),
@@ -211,9 +224,10 @@ impl<T> Ring<T> {
 
     #[inline]
     fn chunk_of(&self, pos: u64) -> (usize, usize) {
-        let i = match self.mask {
-            Some(m) => pos & m,
-            None => pos % self.capacity,
+        let i = if self.mask != NO_MASK {
+            pos & self.mask
+        } else {
+            pos % self.capacity
         } as usize;
         (i / CHUNK, i % CHUNK)
     }
@@ -227,9 +241,9 @@ impl<T> Ring<T> {
     }
 
     /// Appends `env` for `readers` members (under the subscriber's lock; a
-    /// lossless ring was checked for room) and returns what the slot held
-    /// before: a lossy ring's oldest event, which members that had not read
-    /// it will report as lag.
+    /// lossless ring was checked for room; with none it is not kept) and
+    /// returns what the slot held before, every member past it (or moved
+    /// past it by a lossy publisher), for the caller to drop.
     pub(crate) fn push(&self, env: Arc<Envelope<T>>, readers: u32) -> Option<Arc<Envelope<T>>> {
         if readers == 0 {
             return Some(env);
@@ -245,68 +259,34 @@ impl<T> Ring<T> {
             (0..len)
                 .map(|_| Slot {
                     env: UnsafeCell::new(None),
-                    rem: AtomicU32::new(0),
                 })
                 .collect()
         });
         let slot = &chunk[i];
-        slot.rem.store(readers, Ordering::Relaxed);
         // SAFETY: every member is past the event this slot held (see `Slot`).
         let old = slot.env.with_mut(|e| unsafe { (*e).replace(env) });
-        debug_assert!(
-            !self.lossless || old.is_none(),
-            "a lossless slot is written over only once read"
-        );
         self.tail.store(pos + 1, Ordering::Release);
         old
     }
 
+    /// Empties the slots of positions `from..to`, which every member has
+    /// read and the ring still holds (`oldest <= from`, `to <= tail`; under
+    /// the subscriber's lock), adding their events to `spent`.
+    pub(crate) fn empty(&self, from: u64, to: u64, spent: &mut Vec<Arc<Envelope<T>>>) {
+        for pos in from..to {
+            // SAFETY: every member is past `pos` (see `Slot`); the lock
+            // keeps other publishers out.
+            spent.extend(self.slot(pos).env.with_mut(|e| unsafe { (*e).take() }));
+        }
+    }
+
     /// Reads `pos` (`pos < tail`) for one member whose cursor is at it (a
-    /// lossy member holding its claim). The last member to read a slot drops
-    /// the ring's reference.
+    /// lossy member holding its claim): a clone of the event (see `Slot`).
     #[inline]
     pub(crate) fn read(&self, pos: u64) -> Arc<Envelope<T>> {
-        let (env, left) = self.hand_out(self.slot(pos));
-        drop(left);
-        env
-    }
-
-    /// A member leaves without reading `pos` (`pos < tail`, and its cursor
-    /// is at or before it; under the subscriber's lock): one reader fewer.
-    pub(crate) fn release(&self, pos: u64) {
-        drop(self.forgo(self.slot(pos)));
-    }
-
-    /// Hands the slot's event to one member that has not read it (the
-    /// caller keeps the publisher out by the rules on `Slot`). The only
-    /// member left moves it out instead of cloning it (one shared-count
-    /// update fewer, none with a single subscriber); otherwise the last to
-    /// clone it takes the ring's reference, returned for the caller to drop
-    /// once it lets the slot go.
-    #[inline]
-    fn hand_out(&self, slot: &Slot<T>) -> (Arc<Envelope<T>>, Option<Arc<Envelope<T>>>) {
-        if slot.rem.load(Ordering::Acquire) == 1 {
-            // SAFETY: every other member is done with it (its `AcqRel`
-            // decrement came after its clone), and writers are kept out.
-            let env = slot.env.with_mut(|e| unsafe { (*e).take() });
-            slot.rem.store(0, Ordering::Relaxed);
-            return (env.expect("an unread slot holds its event"), None);
-        }
         // SAFETY: members clone it side by side; writers are kept out.
-        let env = slot.env.with(|e| unsafe { (*e).clone() });
-        let env = env.expect("an unread slot holds its event");
-        (env, self.forgo(slot))
-    }
-
-    /// One member fewer still to read the slot (it read or left): the last
-    /// one takes the ring's reference (the caller drops it).
-    fn forgo(&self, slot: &Slot<T>) -> Option<Arc<Envelope<T>>> {
-        if slot.rem.fetch_sub(1, Ordering::AcqRel) != 1 {
-            return None;
-        }
-        // SAFETY: the last member: every other one is done with it, and
-        // writers are kept out.
-        slot.env.with_mut(|e| unsafe { (*e).take() })
+        let env = self.slot(pos).env.with(|e| unsafe { (*e).clone() });
+        env.expect("a written slot holds its event")
     }
 
     /// Drops every event the ring still holds: its last member left (under

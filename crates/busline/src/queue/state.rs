@@ -286,21 +286,30 @@ impl<T> State<T> {
     }
 
     /// Puts `env` in the queue (room was checked for lossless queues);
-    /// receivers to wake go to `wake`.
+    /// receivers to wake go to `wake`. Returns the event a ring wrote over
+    /// and adds those it let go of after every member read them to `spent`
+    /// (see `queue::ring`), for the caller to drop once it has let the lock
+    /// go: what a payload's `Drop` does never runs under it.
+    #[must_use = "the event a ring let go of is dropped after the lock"]
     pub(crate) fn push(
         &mut self,
         sub: &SubShared<T>,
         env: Arc<Envelope<T>>,
         wake: &mut SmallVec<[Waker; 8]>,
-    ) {
+        spent: &mut Vec<Arc<Envelope<T>>>,
+    ) -> Option<Arc<Envelope<T>>> {
         match &mut self.queue {
             Queue::Ring(r) => {
                 let ring = sub.ring();
                 if !ring.lossless() {
                     r.make_way(ring);
                 }
-                // A lossy ring's oldest event goes if a member had not read it.
+                // What the slot held goes (a lossy ring's oldest event even
+                // if a member had not read it).
                 let old = ring.push(env, r.readers.len() as u32);
+                if ring.tail() % sub.reclaim_every() == 0 && !r.readers.is_empty() {
+                    r.reclaim(ring, spent);
+                }
                 if ring.lossless() && !self.pressured {
                     let tail = ring.tail();
                     if tail - r.slowest >= sub.high as u64 {
@@ -322,7 +331,7 @@ impl<T> State<T> {
                     r.parked = 0;
                     wake.extend(r.readers.iter_mut().filter_map(|m| m.waker.take()));
                 }
-                drop(old);
+                old
             }
             Queue::Group(g) => {
                 g.rx.delivered += 1;
@@ -341,18 +350,21 @@ impl<T> State<T> {
                     // A plain group wakes one waiting member.
                     For::Any => g.rx.take_first(),
                 });
+                None
             }
             Queue::Latest(l) => {
                 l.rx.delivered += 1;
-                if let Some(old) = l.values.get_mut(&env.topic) {
-                    *old = env;
+                let old = if let Some(old) = l.values.get_mut(&env.topic) {
                     l.rx.superseded += 1;
+                    Some(std::mem::replace(old, env))
                 } else {
                     l.order.push_back(env.topic.clone());
                     l.values.insert(env.topic.clone(), env);
-                }
+                    None
+                };
                 l.rx.peak = l.rx.peak.max(l.order.len());
                 wake.extend(l.rx.take_first());
+                old
             }
         }
     }
@@ -511,9 +523,6 @@ impl<T> State<T> {
         let tail = ring.tail();
         // (Never behind a lossy ring's oldest event: see `make_way`.)
         let cursor = m.cursor(ring);
-        for p in cursor..tail {
-            ring.release(p);
-        }
         m.discarded += tail - cursor;
         m.cell(ring).cursor.store(tail, Ordering::Release);
         let wake = self.settle(sub);
@@ -522,6 +531,20 @@ impl<T> State<T> {
 }
 
 impl RingMembers {
+    /// Empties the slots every member has read since the last time (from
+    /// the members' cursors as they are now), handing their events to
+    /// `spent`: a ring holds read events only until the next of these.
+    fn reclaim<T>(&mut self, ring: &Ring<T>, spent: &mut Vec<Arc<Envelope<T>>>) {
+        let slowest = self.refresh_slowest(ring);
+        let reclaimed = ring.reclaimed.load(Ordering::Relaxed);
+        let from = reclaimed.max(ring.oldest(ring.tail()));
+        if from < slowest {
+            ring.empty(from, slowest, spent);
+        }
+        ring.reclaimed
+            .store(reclaimed.max(slowest), Ordering::Relaxed);
+    }
+
     /// Refreshes [`slowest`](Self::slowest) and
     /// [`slowest_id`](Self::slowest_id) from the members' cursors, and their
     /// peaks from what each has waiting.
