@@ -218,3 +218,26 @@ impl<T> BusInner<T> {
         self.cache.read().len()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::same_text;
+
+    #[test]
+    fn same_text_tells_every_differing_byte_at_every_length() {
+        let text = "abcdefghijklmnopqrstuvwxyz0123456789.ABCDEFGH";
+        for n in 0..=text.len() {
+            let a = &text[..n];
+            assert!(same_text(a, &String::from(a)), "{a:?} against itself");
+            for i in 0..n {
+                let mut b = a.as_bytes().to_vec();
+                b[i] = b'_';
+                let b = String::from_utf8(b).expect("ascii");
+                assert!(!same_text(a, &b), "{a:?} against {b:?}");
+            }
+            if n > 0 {
+                assert!(!same_text(a, &text[..n - 1]), "{a:?} against a shorter one");
+            }
+        }
+    }
+}
