@@ -422,6 +422,43 @@ async fn filters_run_on_top_of_the_pattern_and_are_counted() {
     assert_eq!(even.stats().filtered, 5);
 }
 
+/// Each subscriber's filter decides for it alone, wherever on the route
+/// the refusing subscriber is (first, between, last) and when no filter
+/// refuses: every other subscriber still gets the event, and `filtered`
+/// counts exactly the refusals.
+#[tokio::test]
+async fn each_filter_refuses_for_its_own_subscriber_only() {
+    let bus = Bus::<u32>::new();
+    let mut all = bus.subscribe("f").unwrap();
+    let mut picky: Vec<_> = (0..4u32)
+        .map(|k| {
+            bus.subscriber("f")
+                .filter(move |e| e.payload != k)
+                .subscribe()
+                .unwrap()
+        })
+        .collect();
+    for i in 0..8 {
+        let r = bus.publish_to("f", i).await.unwrap();
+        assert_eq!(r.subscribers, if i < 4 { 4 } else { 5 }, "event {i}");
+    }
+    drop(bus);
+    let mut got = Vec::new();
+    while let Ok(e) = all.recv().await {
+        got.push(e.payload);
+    }
+    assert_eq!(got, (0..8).collect::<Vec<_>>());
+    for (k, s) in (0..4u32).zip(&mut picky) {
+        let mut got = Vec::new();
+        while let Ok(e) = s.recv().await {
+            got.push(e.payload);
+        }
+        let want: Vec<u32> = (0..8).filter(|&i| i != k).collect();
+        assert_eq!(got, want, "subscriber refusing {k}");
+        assert_eq!(s.stats().filtered, 1, "subscriber refusing {k}");
+    }
+}
+
 #[tokio::test]
 async fn closing_the_bus_ends_streams_after_draining() {
     use futures::StreamExt;

@@ -71,20 +71,25 @@ impl<T> Pending<T> {
         self.notify.notify_one();
     }
 
-    /// Answers every request due by `now` with "timed out"; returns the
-    /// next deadline.
+    /// Answers every request due by `now` with "timed out"; returns when
+    /// the sweeper wakes next: the earliest deadline still waiting or, when
+    /// none is, the latest deadline of an ended request that is still to
+    /// come (see [`sweep`]), if any.
     fn expire(&mut self, now: Instant) -> Option<Instant> {
+        let mut ended = None;
         while let Some(&Reverse((deadline, n))) = self.deadlines.peek() {
             let waiting = self.waiting.contains_key(&n);
             if waiting && deadline > now {
                 return Some(deadline);
             }
             self.deadlines.pop();
-            if let Some(tx) = self.waiting.remove(&n) {
-                let _ = tx.send(None);
+            match self.waiting.remove(&n) {
+                Some(tx) => drop(tx.send(None)),
+                None if deadline > now => ended = Some(deadline),
+                None => {}
             }
         }
-        None
+        ended
     }
 
     /// Adds a deadline; first drops those of ended requests once they
@@ -131,6 +136,12 @@ impl<T: Send + Sync + 'static> BusInner<T> {
 /// earlier one), then times out what is due. It ends when the bus is gone
 /// or closed, and when its runtime shuts down; the next request starts
 /// another.
+///
+/// When it finds only ended requests, it sleeps on until the latest of
+/// their deadlines that is still to come: a request made since, with the
+/// same timeout, is due later, so it need not be woken for it (it finds
+/// that request when it wakes). Requests answered one after another then
+/// wake it about once per timeout, not once each.
 async fn sweep<T: Send + Sync + 'static>(
     bus: Weak<BusInner<T>>,
     notify: Arc<Notify>,
@@ -208,5 +219,30 @@ mod tests {
         assert!(answer.expect("never timed out").unwrap().is_none());
         assert_eq!(start.elapsed(), Duration::from_secs(60));
         assert!(inner.pending.lock().deadlines.is_empty());
+    }
+
+    /// A sweeper that finds only answered requests keeps its wake-up at the
+    /// latest of their deadlines, so the next request with the same timeout
+    /// does not wake it; that request still times out on time.
+    #[tokio::test(start_paused = true)]
+    async fn answered_requests_leave_the_sweeper_asleep_until_their_deadline() {
+        let bus = Bus::<u32>::new();
+        let inner = &bus.inner;
+        let start = Instant::now();
+        let first = start + Duration::from_secs(10);
+        drop(inner.register_request(0, first));
+        assert!(inner.pending.lock().take(0).is_some());
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        // The sweeper ran and found only the answered request.
+        assert!(inner.pending.lock().deadlines.is_empty());
+        assert_eq!(inner.pending.lock().wake_at, Some(first));
+        let second = start + Duration::from_secs(11);
+        let answer = inner.register_request(1, second);
+        assert_eq!(inner.pending.lock().wake_at, Some(first));
+        let answer = tokio::time::timeout(Duration::from_secs(3600), answer).await;
+        assert!(answer.expect("never timed out").unwrap().is_none());
+        assert_eq!(start.elapsed(), Duration::from_secs(11));
     }
 }

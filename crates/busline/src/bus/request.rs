@@ -58,24 +58,28 @@ impl<T: Send + Sync + 'static> Bus<T> {
         let deadline = now
             .checked_add(timeout)
             .unwrap_or_else(|| now + Duration::from_secs(30 * 365 * 86_400));
+        let closed = || RequestError::Closed {
+            topic: topic.to_string(),
+        };
+        // Wrapped before the future first waits, so that the message is not
+        // kept in it beside the envelope made from it (a smaller future is
+        // cheaper to move); registered before it is sent, so that no reply
+        // can come first.
+        let prepared = match self.wrap(self.route_checked(topic), msg.reply_to(reply_to)) {
+            Ok(x) => x,
+            Err(PublishError::InvalidTopic { error, .. }) => {
+                return Err(RequestError::Topic(error))
+            }
+            Err(_) => return Err(closed()),
+        };
         let mut answer = inner.register_request(n, deadline);
         let mut guard = PendingGuard {
             inner,
             n,
             answered: false,
         };
-        let closed = || RequestError::Closed {
-            topic: topic.to_string(),
-        };
         let sent = async {
-            let (route, env) = match self.wrap(self.route_checked(topic), msg.reply_to(reply_to)) {
-                Ok(x) => x,
-                Err(PublishError::InvalidTopic { error, .. }) => {
-                    return Err(RequestError::Topic(error))
-                }
-                Err(_) => return Err(closed()),
-            };
-            match self.dispatch((route, env)).await {
+            match self.dispatch(prepared).await {
                 Ok(r) if r.subscribers == 0 => Err(RequestError::NoResponders {
                     topic: topic.to_string(),
                 }),
@@ -147,8 +151,9 @@ impl<T: Send + Sync + 'static> Bus<T> {
             });
         }
         let msg = msg.topic(reply_to.as_str());
-        // Not ours: a transport may carry it to a requester elsewhere.
-        match self.send(msg).await {
+        // Not ours: a transport may carry it to a requester elsewhere. (Boxed:
+        // the publish's future would make every reply's future as large.)
+        match Box::pin(self.send(msg)).await {
             Ok(r) if r.subscribers > 0 => Ok(()),
             _ => Err(ReplyError::RequesterGone {
                 reply_to: reply_to.to_string(),

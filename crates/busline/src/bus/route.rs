@@ -28,13 +28,21 @@ pub(crate) struct Route<T> {
 }
 
 impl<T> Route<T> {
-    /// The subscribers `env` goes to: the whole route, or those whose filter takes it.
+    /// The subscribers `env` goes to: the whole route, or those whose filter
+    /// takes it. When every filter takes it (a module's subscription
+    /// refuses only the module's own events), that is the whole route too,
+    /// without a list to make; each filter runs once either way.
     #[inline]
     pub(super) fn targets(&self, env: &Envelope<T>) -> Targets<'_, T> {
-        if self.filtered {
-            Targets::Filtered(self.subs.iter().filter(|s| s.accepts(env)).collect())
-        } else {
-            Targets::All(&self.subs)
+        if !self.filtered {
+            return Targets::All(&self.subs);
+        }
+        match self.subs.iter().position(|s| !s.accepts(env)) {
+            None => Targets::All(&self.subs),
+            Some(i) => {
+                let rest = self.subs[i + 1..].iter().filter(|s| s.accepts(env));
+                Targets::Filtered(self.subs[..i].iter().chain(rest).collect())
+            }
         }
     }
 

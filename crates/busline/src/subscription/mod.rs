@@ -90,10 +90,13 @@ impl<T> Rare<T> {
     /// Nothing here changes how it receives: no replay (or replayed events
     /// to skip), no batch of its own and no module's bookkeeping.
     pub(crate) fn is_plain(&self) -> bool {
-        self.replay.is_none()
-            && self.skip_below.is_none()
-            && self.handling.is_none()
-            && self.local.is_empty()
+        self.reads_live() && self.handling.is_none()
+    }
+
+    /// It receives the live queue's next event: no replay (or replayed
+    /// events to skip) and no batch of its own.
+    pub(crate) fn reads_live(&self) -> bool {
+        self.replay.is_none() && self.skip_below.is_none() && self.local.is_empty()
     }
 }
 
