@@ -240,6 +240,20 @@ impl<T> Envelope<T> {
     pub(crate) fn set_offset(&mut self, offset: u64) {
         self.rare.get_or_insert_with(Box::default).offset = Some(offset);
     }
+
+    /// Sets where a reply should go (a request's envelope, as it is made).
+    pub(crate) fn set_reply_to(&mut self, reply_to: Topic) {
+        self.reply_to = Some(reply_to);
+    }
+
+    /// Marks it as caused by `cause`, as [`Message::caused_by`] does (an
+    /// envelope as it is made).
+    ///
+    /// [`Message::caused_by`]: crate::Message::caused_by
+    pub(crate) fn set_cause<U>(&mut self, cause: &Envelope<U>) {
+        self.causation_id = Some(cause.id);
+        self.correlation_id = cause.correlation_id;
+    }
 }
 
 impl<T: fmt::Debug> fmt::Debug for Envelope<T> {

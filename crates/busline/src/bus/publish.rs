@@ -227,12 +227,29 @@ impl<T: Send + Sync + 'static> Bus<T> {
         if self.stamp().is_some() {
             return self.envelope(topic, Message::new(event));
         }
+        self.plain_envelope(topic, event, |_| {})
+    }
+
+    /// A bare event's envelope with what `set` adds to it (a reply-to, a
+    /// cause), stamped as published now by this bus but not by its stamp
+    /// (the caller adds what it must).
+    #[inline]
+    pub(super) fn plain_envelope(
+        &self,
+        topic: Topic,
+        event: T,
+        set: impl FnOnce(&mut Envelope<T>),
+    ) -> Arc<Envelope<T>> {
         let inner = &*self.inner;
         let seq = inner.seq.fetch_add(1, Ordering::Relaxed);
         let id = EventId::from_parts(inner.node, seq);
         // `new_cyclic` allocates first and builds the envelope in place:
         // `Arc::new` builds it on the stack and copies it there (twice).
-        Arc::new_cyclic(|_| Envelope::plain(seq, id, topic, event))
+        Arc::new_cyclic(|_| {
+            let mut env = Envelope::plain(seq, id, topic, event);
+            set(&mut env);
+            env
+        })
     }
 
     pub(super) async fn deliver(

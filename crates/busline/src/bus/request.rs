@@ -1,17 +1,28 @@
 //! Request/reply: a request carries a reply-to inbox of the bus's own; a
 //! reply to it goes straight to the waiting requester.
 
+use std::future::Future;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::sync::oneshot;
 use tokio::time::Instant;
 
+use super::pending::Answer;
+use super::route::{Prepared, Route, RouteError};
 use super::{Bus, BusInner};
 use crate::envelope::Envelope;
 use crate::error::{PublishError, ReplyError, RequestError};
 use crate::message::Message;
 use crate::topic::Topic;
+
+/// Where a reply goes: a requester waiting on this bus, or an inbox that
+/// is not this bus's (a transport may carry the reply there).
+enum ReplyTo<T> {
+    Here(oneshot::Sender<Answer<T>>),
+    Elsewhere(Topic),
+}
 
 impl<T: Send + Sync + 'static> Bus<T> {
     /// Sends `event` on `topic` as a request and waits up to `timeout` for one
@@ -31,7 +42,12 @@ impl<T: Send + Sync + 'static> Bus<T> {
         event: T,
         timeout: Duration,
     ) -> Result<Arc<Envelope<T>>, RequestError> {
-        self.request_on(topic, Message::new(event), timeout).await
+        // Without a stamp to apply, the envelope is made without a message.
+        let wrap = |bus: &Self, route, reply_to| match bus.stamp() {
+            Some(_) => bus.wrap(route, Message::new(event).reply_to(reply_to)),
+            None => bus.wrap_plain(route, event, |e| e.set_reply_to(reply_to)),
+        };
+        self.request_on(topic, wrap, timeout).await
     }
 
     /// [`request`](Self::request) with a [`Message`] (for metadata).
@@ -41,13 +57,20 @@ impl<T: Send + Sync + 'static> Bus<T> {
         timeout: Duration,
     ) -> Result<Arc<Envelope<T>>, RequestError> {
         let topic = msg.topic.take().unwrap_or_default();
-        self.request_on(&topic, msg, timeout).await
+        let wrap = |bus: &Self, route, reply_to| bus.wrap(route, msg.reply_to(reply_to));
+        self.request_on(&topic, wrap, timeout).await
     }
 
+    /// Sends the request `wrap` makes (given the route and the reply-to
+    /// inbox) and waits for its reply.
     async fn request_on(
         &self,
         topic: &str,
-        msg: Message<T>,
+        wrap: impl FnOnce(
+            &Self,
+            Result<Arc<Route<T>>, RouteError>,
+            Topic,
+        ) -> Result<Prepared<T>, PublishError<T>>,
         timeout: Duration,
     ) -> Result<Arc<Envelope<T>>, RequestError> {
         let inner = &self.inner;
@@ -61,11 +84,11 @@ impl<T: Send + Sync + 'static> Bus<T> {
         let closed = || RequestError::Closed {
             topic: topic.to_string(),
         };
-        // Wrapped before the future first waits, so that the message is not
-        // kept in it beside the envelope made from it (a smaller future is
-        // cheaper to move); registered before it is sent, so that no reply
-        // can come first.
-        let prepared = match self.wrap(self.route_checked(topic), msg.reply_to(reply_to)) {
+        // Wrapped before the future first waits, so that the event is not
+        // kept in it beside its envelope (a smaller future is cheaper to
+        // move); registered before it is sent, so that no reply can come
+        // first.
+        let prepared = match wrap(self, self.route_checked(topic), reply_to) {
             Ok(x) => x,
             Err(PublishError::InvalidTopic { error, .. }) => {
                 return Err(RequestError::Topic(error))
@@ -120,7 +143,22 @@ impl<T: Send + Sync + 'static> Bus<T> {
     /// the request's reply-to topic, with the request's id as causation id
     /// and its correlation id.
     pub async fn reply(&self, request: &Envelope<T>, event: T) -> Result<(), ReplyError> {
-        self.reply_msg(request, Message::new(event)).await
+        let tx = match self.reply_to(request)? {
+            ReplyTo::Here(tx) => tx,
+            ReplyTo::Elsewhere(reply_to) => {
+                let msg = Message::new(event).caused_by(request);
+                return self.reply_elsewhere(msg, reply_to).await;
+            }
+        };
+        // Made in place, as `reply_msg` would make it (with the stamp's
+        // name as its source; its cause is the request).
+        let source = self.stamp().map(|s| s.name.clone());
+        let topic = request.reply_to().expect("a request").clone();
+        let env = self.plain_envelope(topic, event, |e| {
+            e.source = source;
+            e.set_cause(request);
+        });
+        answer(tx, env)
     }
 
     /// [`reply`](Self::reply) with a [`Message`] (for metadata such as the source).
@@ -129,37 +167,63 @@ impl<T: Send + Sync + 'static> Bus<T> {
         request: &Envelope<T>,
         msg: Message<T>,
     ) -> Result<(), ReplyError> {
-        let Some(reply_to) = request.reply_to().cloned() else {
+        let msg = msg.caused_by(request);
+        match self.reply_to(request)? {
+            ReplyTo::Here(tx) => {
+                let topic = request.reply_to().expect("a request").clone();
+                answer(tx, self.envelope(topic, msg))
+            }
+            ReplyTo::Elsewhere(reply_to) => self.reply_elsewhere(msg, reply_to).await,
+        }
+    }
+
+    /// Where the reply to `request` goes: a requester of this bus's is
+    /// taken off the waiting list here (straight to it: no routing, and no
+    /// one-off inbox topic in the route cache).
+    fn reply_to(&self, request: &Envelope<T>) -> Result<ReplyTo<T>, ReplyError> {
+        let Some(reply_to) = request.reply_to() else {
             return Err(ReplyError::NotARequest {
                 id: request.id.to_string(),
                 topic: request.topic.to_string(),
             });
         };
-        let msg = msg.caused_by(request);
         let inner = &*self.inner;
-        if let Some(n) = inner.inbox_number(&reply_to) {
-            let Some(tx) = inner.pending.lock().take(n) else {
-                return Err(ReplyError::RequesterGone {
-                    reply_to: reply_to.to_string(),
-                });
-            };
-            // Straight to the waiting requester: no routing, and no one-off
-            // inbox topic in the route cache.
-            let env = self.envelope(reply_to.clone(), msg);
-            return tx.send(Some(env)).map_err(|_| ReplyError::RequesterGone {
-                reply_to: reply_to.to_string(),
-            });
-        }
-        let msg = msg.topic(reply_to.as_str());
-        // Not ours: a transport may carry it to a requester elsewhere. (Boxed:
-        // the publish's future would make every reply's future as large.)
-        match Box::pin(self.send(msg)).await {
-            Ok(r) if r.subscribers > 0 => Ok(()),
-            _ => Err(ReplyError::RequesterGone {
+        let Some(n) = inner.inbox_number(reply_to) else {
+            return Ok(ReplyTo::Elsewhere(reply_to.clone()));
+        };
+        match inner.pending.lock().take(n) {
+            Some(tx) => Ok(ReplyTo::Here(tx)),
+            None => Err(ReplyError::RequesterGone {
                 reply_to: reply_to.to_string(),
             }),
         }
     }
+
+    /// A reply to an inbox that is not this bus's: published, for a
+    /// transport to carry to a requester elsewhere. (Boxed: the publish's
+    /// future would make every reply's future as large.)
+    fn reply_elsewhere(
+        &self,
+        msg: Message<T>,
+        reply_to: Topic,
+    ) -> impl Future<Output = Result<(), ReplyError>> + Send + '_ {
+        let msg = msg.topic(reply_to.as_str());
+        Box::pin(async move {
+            match self.send(msg).await {
+                Ok(r) if r.subscribers > 0 => Ok(()),
+                _ => Err(ReplyError::RequesterGone {
+                    reply_to: reply_to.to_string(),
+                }),
+            }
+        })
+    }
+}
+
+/// Hands `env` to its waiting requester.
+fn answer<T>(tx: oneshot::Sender<Answer<T>>, env: Arc<Envelope<T>>) -> Result<(), ReplyError> {
+    tx.send(Some(env)).map_err(|env| ReplyError::RequesterGone {
+        reply_to: env.map_or_else(String::new, |e| e.topic.to_string()),
+    })
 }
 
 /// Takes a request's registration back when its requester gives up.

@@ -127,6 +127,23 @@ impl<T: Send + Sync + 'static> Bus<T> {
         Ok((route, env))
     }
 
+    /// [`wrap_event`](Self::wrap_event) with what `set` adds to the
+    /// envelope, on a bus without a stamp (see [`Bus::plain_envelope`]).
+    pub(super) fn wrap_plain(
+        &self,
+        route: Result<Arc<Route<T>>, RouteError>,
+        event: T,
+        set: impl FnOnce(&mut Envelope<T>),
+    ) -> Result<Prepared<T>, PublishError<T>> {
+        debug_assert!(self.stamp().is_none(), "a stamped bus stamps its events");
+        let route = match route {
+            Ok(r) => r,
+            Err(e) => return Err(e.refuse(event)),
+        };
+        let env = self.plain_envelope(route.topic.clone(), event, set);
+        Ok((route, env))
+    }
+
     /// The subscribers matching `topic`, from the cache when it is current.
     pub(super) fn route(&self, topic: &str) -> Result<Arc<Route<T>>, crate::TopicError> {
         let inner = &*self.inner;
