@@ -38,7 +38,7 @@ impl BusBuilder {
                 cancelled: AtomicU64::new(0),
                 default_capacity: self.capacity,
                 pressure: Arc::new(Pressure::new()),
-                inbox_prefix: format!("_INBOX.{}", base32(node)),
+                inbox_head: format!("_INBOX.{}.", base32(node)).into(),
                 next_inbox: AtomicU64::new(0),
                 pending: Mutex::new(super::pending::Pending::new()),
                 stores: RwLock::new(Vec::new()),

@@ -92,7 +92,9 @@ pub(crate) struct BusInner<T> {
     cancelled: AtomicU64,
     default_capacity: usize,
     pressure: Arc<Pressure>,
-    inbox_prefix: String,
+    /// This bus's reply inboxes are this followed by a number:
+    /// `_INBOX.<node>.` (see `request`).
+    inbox_head: Box<str>,
     next_inbox: AtomicU64,
     pending: Mutex<pending::Pending<T>>,
     stores: RwLock<Vec<PersistRule<T>>>,

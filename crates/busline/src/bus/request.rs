@@ -101,7 +101,9 @@ impl<T: Send + Sync + 'static> Bus<T> {
             n,
             answered: false,
         };
-        let sent = async {
+        // Pinned where it is made: not moved into the `select!` (it holds
+        // the publish's future, the largest part of a request's).
+        let mut sent = std::pin::pin!(async {
             match self.dispatch(prepared).await {
                 Ok(r) if r.subscribers == 0 => Err(RequestError::NoResponders {
                     topic: topic.to_string(),
@@ -113,11 +115,11 @@ impl<T: Send + Sync + 'static> Bus<T> {
                 }),
                 Err(_) => Err(closed()),
             }
-        };
+        });
         // Sending may wait for room; the deadline bounds that wait too.
         let answer = tokio::select! {
             biased;
-            sent = sent => {
+            sent = &mut sent => {
                 sent?;
                 (&mut answer).await
             }
@@ -235,22 +237,25 @@ struct PendingGuard<'a, T> {
 }
 
 impl<T> BusInner<T> {
-    /// Reply-to inbox `n` of this bus: `<inbox prefix>.<n>`, valid by
-    /// construction (the prefix is), so not validated again; stored inline
+    /// Reply-to inbox `n` of this bus: `<inbox head><n>`, valid by
+    /// construction (the head is), so not validated again; stored inline
     /// (no allocation) up to a billion requests.
     fn inbox(&self, n: u64) -> Topic {
         let mut digits = itoa::Buffer::new();
-        Topic::from_valid_parts(&[&self.inbox_prefix, ".", digits.format(n)])
+        Topic::from_valid_parts(&[&self.inbox_head, digits.format(n)])
     }
 
     /// The number of `topic` if it is one of this bus's reply inboxes.
     fn inbox_number(&self, topic: &Topic) -> Option<u64> {
-        topic
-            .as_str()
-            .strip_prefix(self.inbox_prefix.as_str())?
-            .strip_prefix('.')?
-            .parse()
-            .ok()
+        let digits = topic.as_str().strip_prefix(&*self.inbox_head)?;
+        // What `inbox` writes: decimal digits, no sign, no leading zero.
+        if digits.is_empty() || (digits.len() > 1 && digits.starts_with('0')) {
+            return None;
+        }
+        digits.bytes().try_fold(0u64, |n, b| {
+            let digit = b.is_ascii_digit().then(|| u64::from(b - b'0'))?;
+            n.checked_mul(10)?.checked_add(digit)
+        })
     }
 }
 
@@ -274,13 +279,22 @@ mod tests {
         let inner = &bus.inner;
         for n in [0, 7, 999_999, 999_999_999] {
             let inbox = inner.inbox(n);
-            assert_eq!(inbox.as_str(), format!("{}.{n}", inner.inbox_prefix));
+            assert_eq!(inbox.as_str(), format!("{}{n}", inner.inbox_head));
             assert!(inbox.as_str().len() <= 30, "{inbox:?}");
             assert_eq!(inner.inbox_number(&inbox), Some(n));
         }
-        assert!(inner.inbox_prefix.starts_with("_INBOX."));
+        assert!(inner.inbox_head.starts_with("_INBOX."));
         let other = Bus::<u32>::new();
-        assert_ne!(other.inner.inbox_prefix, inner.inbox_prefix);
+        assert_ne!(other.inner.inbox_head, inner.inbox_head);
         assert_eq!(inner.inbox_number(&other.inner.inbox(3)), None);
+        assert_eq!(inner.inbox_number(&inner.inbox(u64::MAX)), Some(u64::MAX));
+        for tail in ["", "01", "1a", "-1", "+1", "1.2", "18446744073709551616"] {
+            let Ok(topic) = crate::Topic::new(format!("{}{tail}", inner.inbox_head).as_str())
+            else {
+                assert_eq!(tail, "", "only a topic ending in `.` is malformed");
+                continue;
+            };
+            assert_eq!(inner.inbox_number(&topic), None, "{topic}");
+        }
     }
 }
