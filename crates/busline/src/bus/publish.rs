@@ -227,7 +227,12 @@ impl<T: Send + Sync + 'static> Bus<T> {
         if self.stamp().is_some() {
             return self.envelope(topic, Message::new(event));
         }
-        self.plain_envelope(topic, event, |_| {})
+        let inner = &*self.inner;
+        let seq = inner.seq.fetch_add(1, Ordering::Relaxed);
+        let id = EventId::from_parts(inner.node, seq);
+        // `new_cyclic` allocates first and builds the envelope in place:
+        // `Arc::new` builds it on the stack and copies it there (twice).
+        Arc::new_cyclic(|_| Envelope::plain(seq, id, topic, event))
     }
 
     /// A bare event's envelope with what `set` adds to it (a reply-to, a
@@ -243,8 +248,8 @@ impl<T: Send + Sync + 'static> Bus<T> {
         let inner = &*self.inner;
         let seq = inner.seq.fetch_add(1, Ordering::Relaxed);
         let id = EventId::from_parts(inner.node, seq);
-        // `new_cyclic` allocates first and builds the envelope in place:
-        // `Arc::new` builds it on the stack and copies it there (twice).
+        // (Built on the stack and copied once: `event_envelope` builds in
+        // place, but `set` needs the envelope first.)
         Arc::new_cyclic(|_| {
             let mut env = Envelope::plain(seq, id, topic, event);
             set(&mut env);
