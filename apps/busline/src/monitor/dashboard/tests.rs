@@ -98,14 +98,17 @@ async fn a_lagging_dashboard_counts_what_it_missed() {
     task.await.unwrap().unwrap();
 }
 
-/// A terminal that blocks until told to go on, recording what it got.
+/// A terminal that blocks until told to go on, recording what it got;
+/// it says when a write starts (and so blocks).
 struct Stuck {
     go: std::sync::mpsc::Receiver<()>,
+    started: std::sync::mpsc::Sender<()>,
     got: Arc<parking_lot::Mutex<String>>,
 }
 
 impl Write for Stuck {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let _ = self.started.send(());
         let _ = self.go.recv();
         self.got.lock().push_str(std::str::from_utf8(buf).unwrap());
         Ok(buf.len())
@@ -118,17 +121,23 @@ impl Write for Stuck {
 #[tokio::test]
 async fn a_stuck_terminal_never_blocks_the_dashboard() {
     let (go, rx) = std::sync::mpsc::channel();
+    let (started, writing) = std::sync::mpsc::channel();
     let got = Arc::default();
     let mut t = Terminal::start_with(Stuck {
         go: rx,
+        started,
         got: Arc::clone(&got),
     })
     .unwrap();
-    // One is taken by the stuck writer, TERMINAL_QUEUE wait, the rest are skipped.
-    for i in 0..TERMINAL_QUEUE + 11 {
+    // The first is taken by the writer, which is stuck in it (waited for,
+    // so that the writer thread's start cannot race the rest); then
+    // TERMINAL_QUEUE wait and the rest are skipped.
+    t.show("summary 0\n".into());
+    writing.recv().unwrap();
+    for i in 1..TERMINAL_QUEUE + 11 {
         t.show(format!("summary {i}\n")); // returns at once
     }
-    assert!(t.skipped >= 10, "{}", t.skipped);
+    assert_eq!(t.skipped, 10);
     let skipped = t.skipped;
     for _ in 0..TERMINAL_QUEUE + 2 {
         go.send(()).unwrap();
