@@ -204,9 +204,8 @@ impl<T: Send + Sync + 'static> Bus<T> {
         if let Some(stamp) = self.stamp() {
             stamp.apply(&mut msg);
         }
-        let inner = &*self.inner;
-        let seq = inner.seq.fetch_add(1, Ordering::Relaxed);
-        let id = msg.id.unwrap_or(EventId::from_parts(inner.node, seq));
+        let (seq, id) = self.next_seq();
+        let id = msg.id.unwrap_or(id);
         Arc::new(Envelope::stamped(
             seq,
             id,
@@ -221,15 +220,21 @@ impl<T: Send + Sync + 'static> Bus<T> {
         ))
     }
 
+    /// The next event's sequence number, and the id made from it (unless
+    /// the event brings its own).
+    fn next_seq(&self) -> (u64, EventId) {
+        let inner = &*self.inner;
+        let seq = inner.seq.fetch_add(1, Ordering::Relaxed);
+        (seq, EventId::from_parts(inner.node, seq))
+    }
+
     /// [`envelope`](Self::envelope) for a bare event: no metadata to take
     /// from a message (a stamped handle still stamps it).
     pub(super) fn event_envelope(&self, topic: Topic, event: T) -> Arc<Envelope<T>> {
         if self.stamp().is_some() {
             return self.envelope(topic, Message::new(event));
         }
-        let inner = &*self.inner;
-        let seq = inner.seq.fetch_add(1, Ordering::Relaxed);
-        let id = EventId::from_parts(inner.node, seq);
+        let (seq, id) = self.next_seq();
         // `new_cyclic` allocates first and builds the envelope in place:
         // `Arc::new` builds it on the stack and copies it there (twice).
         Arc::new_cyclic(|_| Envelope::plain(seq, id, topic, event))
@@ -245,9 +250,7 @@ impl<T: Send + Sync + 'static> Bus<T> {
         event: T,
         set: impl FnOnce(&mut Envelope<T>),
     ) -> Arc<Envelope<T>> {
-        let inner = &*self.inner;
-        let seq = inner.seq.fetch_add(1, Ordering::Relaxed);
-        let id = EventId::from_parts(inner.node, seq);
+        let (seq, id) = self.next_seq();
         // (Built on the stack and copied once: `event_envelope` builds in
         // place, but `set` needs the envelope first.)
         Arc::new_cyclic(|_| {

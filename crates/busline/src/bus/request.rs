@@ -20,7 +20,7 @@ use crate::topic::Topic;
 /// Where a reply goes: a requester waiting on this bus, or an inbox that
 /// is not this bus's (a transport may carry the reply there).
 enum ReplyTo<T> {
-    Here(oneshot::Sender<Answer<T>>),
+    Here(oneshot::Sender<Answer<T>>, Topic),
     Elsewhere(Topic),
 }
 
@@ -145,8 +145,8 @@ impl<T: Send + Sync + 'static> Bus<T> {
     /// the request's reply-to topic, with the request's id as causation id
     /// and its correlation id.
     pub async fn reply(&self, request: &Envelope<T>, event: T) -> Result<(), ReplyError> {
-        let tx = match self.reply_to(request)? {
-            ReplyTo::Here(tx) => tx,
+        let (tx, topic) = match self.reply_to(request)? {
+            ReplyTo::Here(tx, topic) => (tx, topic),
             ReplyTo::Elsewhere(reply_to) => {
                 let msg = Message::new(event).caused_by(request);
                 return self.reply_elsewhere(msg, reply_to).await;
@@ -155,7 +155,6 @@ impl<T: Send + Sync + 'static> Bus<T> {
         // Made in place, as `reply_msg` would make it (with the stamp's
         // name as its source; its cause is the request).
         let source = self.stamp().map(|s| s.name.clone());
-        let topic = request.reply_to().expect("a request").clone();
         let env = self.plain_envelope(topic, event, |e| {
             e.source = source;
             e.set_cause(request);
@@ -171,10 +170,7 @@ impl<T: Send + Sync + 'static> Bus<T> {
     ) -> Result<(), ReplyError> {
         let msg = msg.caused_by(request);
         match self.reply_to(request)? {
-            ReplyTo::Here(tx) => {
-                let topic = request.reply_to().expect("a request").clone();
-                answer(tx, self.envelope(topic, msg))
-            }
+            ReplyTo::Here(tx, topic) => answer(tx, self.envelope(topic, msg)),
             ReplyTo::Elsewhere(reply_to) => self.reply_elsewhere(msg, reply_to).await,
         }
     }
@@ -194,7 +190,7 @@ impl<T: Send + Sync + 'static> Bus<T> {
             return Ok(ReplyTo::Elsewhere(reply_to.clone()));
         };
         match inner.pending.lock().take(n) {
-            Some(tx) => Ok(ReplyTo::Here(tx)),
+            Some(tx) => Ok(ReplyTo::Here(tx, reply_to.clone())),
             None => Err(ReplyError::RequesterGone {
                 reply_to: reply_to.to_string(),
             }),

@@ -90,13 +90,13 @@ impl<T> Rare<T> {
     /// Nothing here changes how it receives: no replay (or replayed events
     /// to skip), no batch of its own and no module's bookkeeping.
     pub(crate) fn is_plain(&self) -> bool {
-        self.reads_live() && self.handling.is_none()
+        self.reads_live() && self.handling.is_none() && self.local.is_empty()
     }
 
-    /// It receives the live queue's next event: no replay (or replayed
-    /// events to skip) and no batch of its own.
+    /// It receives from the live queue (or its own batch): no replay, and
+    /// no replayed events to skip.
     pub(crate) fn reads_live(&self) -> bool {
-        self.replay.is_none() && self.skip_below.is_none() && self.local.is_empty()
+        self.replay.is_none() && self.skip_below.is_none()
     }
 }
 

@@ -98,19 +98,15 @@ impl<T: Send + Sync + 'static> Subscription<T> {
 
     /// A module's subscription records what it returns as the event being
     /// handled, and that nothing is while it waits (see `bus::stamp`). One
-    /// that reads a ring with nothing to replay or hand out first (a
-    /// module's usual subscription) reads it straight away too.
+    /// with nothing to replay (a module's usual subscription) reads its
+    /// live queue straight away.
     #[inline(never)]
     fn poll_noted_slow(
         &mut self,
         cx: Option<&mut Context<'_>>,
     ) -> Poll<Result<Arc<Envelope<T>>, RecvError>> {
-        let r = if self.shared.ring.is_some() && self.rare.as_deref().is_some_and(Rare::reads_live)
-        {
-            if cx.is_none() {
-                self.yielded = 0;
-            }
-            self.poll_ring(cx)
+        let r = if self.rare.as_deref().is_some_and(Rare::reads_live) {
+            self.poll_live(cx)
         } else {
             self.poll_inner(cx)
         };
