@@ -2,6 +2,11 @@
 //! beside the channels of [`bench_peers`] (the `--work format` case is
 //! [`bench_work`]'s).
 //!
+//! busline has two rows: `busline-<policy>` publishes through a
+//! [`Publisher`](busline::Publisher) (the topic's route kept, as a
+//! channel's sender keeps its channel), `busline-<policy>-publish-to`
+//! names the topic at every publish (`Bus::publish_to`).
+//!
 //! [`bench_peers`]: crate::bench_peers
 //! [`bench_work`]: crate::bench_work
 
@@ -107,10 +112,10 @@ struct FanoutResult {
 /// Runs `bench fanout` without per-event work: busline beside its peers.
 pub(crate) fn run(a: &FanoutArgs) -> Result<()> {
     let rt = runtime(a.threads)?;
-    let mut systems: Vec<&'static str> = vec![match a.policy {
-        PolicyArg::Lossless => "busline-lossless",
-        PolicyArg::Lossy => "busline-lossy",
-    }];
+    let mut systems: Vec<&'static str> = match a.policy {
+        PolicyArg::Lossless => vec!["busline-lossless", "busline-lossless-publish-to"],
+        PolicyArg::Lossy => vec!["busline-lossy", "busline-lossy-publish-to"],
+    };
     systems.extend(bench_peers::PEERS);
     let mut rounds: Vec<Vec<Round>> = vec![Vec::new(); systems.len()];
     for _ in 0..a.rounds {
@@ -225,7 +230,10 @@ fn print(a: &FanoutArgs, results: &[FanoutResult]) {
 async fn run_fanout(sys: &str, subs: usize, events: u64, cap: usize, policy: PolicyArg) -> Round {
     let payload: Payload = Arc::new([7; 8]);
     match sys {
-        "busline-lossless" | "busline-lossy" => {
+        "busline-lossless"
+        | "busline-lossy"
+        | "busline-lossless-publish-to"
+        | "busline-lossy-publish-to" => {
             let bus: Bus<Payload> = Bus::new();
             let mut handles = Vec::new();
             for i in 0..subs {
@@ -249,13 +257,25 @@ async fn run_fanout(sys: &str, subs: usize, events: u64, cap: usize, policy: Pol
                 }));
             }
             let start = Instant::now();
-            let publisher = tokio::spawn(async move {
-                for _ in 0..events {
-                    bus.publish_to("bench.fanout", payload.clone())
-                        .await
-                        .expect("publish");
-                }
-            });
+            let publisher = if sys.ends_with("-publish-to") {
+                // The topic named at every publish.
+                tokio::spawn(async move {
+                    for _ in 0..events {
+                        bus.publish_to("bench.fanout", payload.clone())
+                            .await
+                            .expect("publish");
+                    }
+                })
+            } else {
+                // A publisher handle: the topic's route looked up once.
+                let mut to = bus.publisher("bench.fanout").expect("a valid topic");
+                drop(bus);
+                tokio::spawn(async move {
+                    for _ in 0..events {
+                        to.publish(payload.clone()).await.expect("publish");
+                    }
+                })
+            };
             publisher.await.expect("publisher");
             collect(start, handles).await
         }

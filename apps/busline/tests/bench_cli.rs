@@ -40,6 +40,7 @@ fn fanout_json_has_every_system_and_loses_nothing() {
             systems,
             [
                 &*format!("busline-{policy}"),
+                &*format!("busline-{policy}-publish-to"),
                 "tokio-broadcast-naive",
                 "tokio-broadcast-yield64",
                 "tokio-mpsc-per-subscriber",

@@ -43,6 +43,7 @@
 //! | where | what it holds | feature |
 //! | --- | --- | --- |
 //! | [`Bus`] | publish, request/reply, persist, backpressure, stats | — |
+//! | [`Publisher`] | publishing to one topic in a loop, its route kept between publishes | — |
 //! | [`Subscription`] | receiving, and its options ([`SubscriptionBuilder`], [`Policy`]) | — |
 //! | [`Topic`], [`Pattern`] | the topic syntax and wildcards (`*`, `>`) | — |
 //! | [`EventStore`] | replay then live, named consumers ([`MemoryStore`], [`StartAt`]) | — |
@@ -424,7 +425,8 @@ mod topic;
 mod readme {}
 
 pub use bus::{
-    Backpressure, Bus, BusBuilder, Receipt, SubscriptionBuilder, WeakBus, DEFAULT_CAPACITY,
+    Backpressure, Bus, BusBuilder, Publisher, Receipt, SubscriptionBuilder, WeakBus,
+    DEFAULT_CAPACITY,
 };
 pub use envelope::{Envelope, Headers};
 pub use error::{

@@ -22,7 +22,7 @@ impl<T: Send + Sync + 'static> Bus<T> {
         mut env: Arc<Envelope<T>>,
     ) -> Result<Receipt, PublishError<T>> {
         let Some(store) = route.store.clone() else {
-            return self.deliver(route, env).await;
+            return self.deliver(&route, env).await;
         };
         match store.append(&env).await {
             Ok(offset) => Arc::get_mut(&mut env)
@@ -42,7 +42,7 @@ impl<T: Send + Sync + 'static> Bus<T> {
             Ok(r) => r,
             Err(_) => route,
         };
-        self.deliver(route, env).await
+        self.deliver(&route, env).await
     }
 
     /// Persists events on topics matching `pattern` to `store` before they are

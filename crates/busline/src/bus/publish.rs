@@ -45,7 +45,7 @@ impl<T: Send + Sync + 'static> Bus<T> {
         let route = self.route_checked(&event.topic());
         let (route, env) = self.wrap_event(route, event)?;
         if route.store.is_none() {
-            return self.deliver(route, env).await;
+            return self.deliver(&route, env).await;
         }
         self.persist_and_deliver(route, env).await
     }
@@ -54,7 +54,7 @@ impl<T: Send + Sync + 'static> Bus<T> {
     pub async fn publish_to(&self, topic: &str, event: T) -> Result<Receipt, PublishError<T>> {
         let (route, env) = self.wrap_event(self.route_checked(topic), event)?;
         if route.store.is_none() {
-            return self.deliver(route, env).await;
+            return self.deliver(&route, env).await;
         }
         self.persist_and_deliver(route, env).await
     }
@@ -66,7 +66,7 @@ impl<T: Send + Sync + 'static> Bus<T> {
         let topic = msg.topic.take().unwrap_or_default();
         let (route, env) = self.wrap(self.route_checked(&topic), msg)?;
         if route.store.is_none() {
-            return self.deliver(route, env).await;
+            return self.deliver(&route, env).await;
         }
         self.persist_and_deliver(route, env).await
     }
@@ -79,7 +79,7 @@ impl<T: Send + Sync + 'static> Bus<T> {
         (route, env): Prepared<T>,
     ) -> Result<Receipt, PublishError<T>> {
         if route.store.is_none() {
-            return self.deliver(route, env).await;
+            return self.deliver(&route, env).await;
         }
         self.persist_and_deliver(route, env).await
     }
@@ -92,8 +92,8 @@ impl<T: Send + Sync + 'static> Bus<T> {
         T: Event,
     {
         let route = self.route_checked(&event.topic());
-        let prepared = self.wrap_event(route, event)?;
-        self.try_deliver(prepared)
+        let (route, env) = self.wrap_event(route, event)?;
+        self.try_deliver(&route, env)
     }
 
     /// Delivers `event` to every matching subscriber that has room now and
@@ -142,18 +142,22 @@ impl<T: Send + Sync + 'static> Bus<T> {
 
     /// [`try_publish`](Self::try_publish) on a given topic.
     pub fn try_publish_to(&self, topic: &str, event: T) -> Result<Receipt, PublishError<T>> {
-        let prepared = self.wrap_event(self.route_checked(topic), event)?;
-        self.try_deliver(prepared)
+        let (route, env) = self.wrap_event(self.route_checked(topic), event)?;
+        self.try_deliver(&route, env)
     }
 
     /// [`try_publish`](Self::try_publish) for a [`Message`].
     pub fn try_send(&self, mut msg: Message<T>) -> Result<Receipt, PublishError<T>> {
         let topic = msg.topic.take().unwrap_or_default();
-        let prepared = self.wrap(self.route_checked(&topic), msg)?;
-        self.try_deliver(prepared)
+        let (route, env) = self.wrap(self.route_checked(&topic), msg)?;
+        self.try_deliver(&route, env)
     }
 
-    fn try_deliver(&self, (route, env): Prepared<T>) -> Result<Receipt, PublishError<T>> {
+    pub(super) fn try_deliver(
+        &self,
+        route: &Route<T>,
+        env: Arc<Envelope<T>>,
+    ) -> Result<Receipt, PublishError<T>> {
         if route.store.is_some() {
             return Err(PublishError::Store {
                 error: StoreError::new(
@@ -262,7 +266,7 @@ impl<T: Send + Sync + 'static> Bus<T> {
 
     pub(super) async fn deliver(
         &self,
-        route: Arc<Route<T>>,
+        route: &Route<T>,
         env: Arc<Envelope<T>>,
     ) -> Result<Receipt, PublishError<T>> {
         // Take part in tokio's cooperative scheduling: a publisher loop that

@@ -17,7 +17,7 @@ use crate::topic::Topic;
 const ROUTE_CACHE_LIMIT: usize = 4096;
 
 pub(crate) struct Route<T> {
-    epoch: u64,
+    pub(super) epoch: u64,
     pub(super) topic: Topic,
     /// Sorted by id: publishers lock them in this order.
     subs: Box<[Arc<SubShared<T>>]>,
