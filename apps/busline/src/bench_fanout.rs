@@ -52,9 +52,23 @@ pub struct FanoutArgs {
     /// does), beside the same work in a plain loop.
     #[arg(long, value_enum, default_value_t = WorkArg::None)]
     pub work: WorkArg,
-    /// Run only the systems whose name contains this (for profiling).
+    /// Run only the system of this name, or if none has it, those whose
+    /// name contains it (for profiling).
     #[arg(long, hide = true)]
     pub only: Option<String>,
+}
+
+impl FanoutArgs {
+    /// Whether `--only` leaves system `sys` of `systems` out.
+    pub(crate) fn skips(&self, sys: &str, systems: &[&str]) -> bool {
+        self.only.as_deref().is_some_and(|o| {
+            if systems.contains(&o) {
+                sys != o
+            } else {
+                !sys.contains(o)
+            }
+        })
+    }
 }
 
 /// busline's delivery policy in `bench fanout`.
@@ -121,7 +135,7 @@ pub(crate) fn run(a: &FanoutArgs) -> Result<()> {
     for _ in 0..a.rounds {
         // Interleave the systems each round so drift on a shared machine hits all alike.
         for (i, sys) in systems.iter().enumerate() {
-            if a.only.as_deref().is_some_and(|o| !sys.contains(o)) {
+            if a.skips(sys, &systems) {
                 rounds[i].push(Round {
                     elapsed: Duration::from_secs(1),
                     ..Round::default()

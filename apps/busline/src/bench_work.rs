@@ -128,7 +128,7 @@ pub(crate) fn run(a: &FanoutArgs) -> Result<()> {
     for _ in 0..a.rounds {
         // The systems take turns, round by round.
         for (i, sys) in SYSTEMS.iter().enumerate() {
-            if i > 0 && a.only.as_deref().is_some_and(|o| !sys.contains(o)) {
+            if i > 0 && a.skips(sys, &SYSTEMS) {
                 // Not run (profiling another system): the limit's work stands in.
                 let limit = rounds[0].last().copied().unwrap_or_default();
                 rounds[i].push(Round {
