@@ -664,6 +664,62 @@ async fn events_published_while_handling_carry_lineage() {
     assert_eq!(b.correlation_id, b.id);
 }
 
+/// Publishes `enriched` for each `raw` event through one `Publisher`,
+/// made before it receives anything.
+#[derive(Clone)]
+struct HandleEnricher;
+
+impl Module<u32> for HandleEnricher {
+    fn name(&self) -> &str {
+        "handle-enricher"
+    }
+    async fn run(&mut self, ctx: Context<u32>) -> Result<(), BoxError> {
+        let mut raw = ctx.subscribe("raw")?;
+        let mut enriched = ctx.publisher("enriched")?;
+        loop {
+            tokio::select! {
+                ev = raw.recv() => {
+                    enriched.publish(ev?.payload * 10).await?;
+                }
+                _ = ctx.shutdown_requested() => return Ok(()),
+            }
+        }
+    }
+}
+
+/// A module's `Publisher` stamps what it publishes as the module's own
+/// publishes are: its name, and the event it was handling as the cause.
+#[tokio::test(start_paused = true)]
+async fn a_module_publisher_stamps_name_and_lineage() {
+    let bus = Bus::new();
+    let mut enriched = bus.subscribe("enriched").unwrap();
+    let mut rt = runtime(bus.clone());
+    rt.add(HandleEnricher);
+    let handle = rt.handle();
+    let run = tokio::spawn(rt.run());
+    tokio::task::yield_now().await;
+
+    let conversation = busline::EventId::from_u128(7);
+    let first = bus
+        .send(Message::new(1).topic("raw").correlation_id(conversation))
+        .await
+        .unwrap();
+    let second = bus.publish_to("raw", 2).await.unwrap();
+    let e1 = enriched.recv().await.unwrap();
+    assert_eq!(
+        (e1.payload, e1.source.as_deref()),
+        (10, Some("handle-enricher"))
+    );
+    assert_eq!(e1.causation_id(), Some(first.id));
+    assert_eq!(e1.correlation_id, conversation);
+    let e2 = enriched.recv().await.unwrap();
+    assert_eq!(e2.causation_id(), Some(second.id));
+    assert_eq!(e2.correlation_id, second.id);
+
+    handle.shutdown();
+    run.await.unwrap().unwrap();
+}
+
 /// Echoes every `chat` event it receives back onto `chat`.
 #[derive(Clone)]
 struct Echo {
