@@ -272,7 +272,7 @@ impl<T: Send + Sync + 'static> Bus<T> {
         // Take part in tokio's cooperative scheduling: a publisher loop that
         // never has to wait still yields every so often, so subscribers on the
         // same worker get to run instead of lagging for no reason.
-        tokio::task::consume_budget().await;
+        take_budget().await;
         let targets = route.targets(&env);
         let (seq, id) = (env.seq, env.id);
         let mut env = Some(env);
@@ -362,6 +362,13 @@ impl<T> Drop for CancelGuard<'_, T> {
             self.inner.cancelled.fetch_add(1, Ordering::Relaxed);
         }
     }
+}
+
+/// Takes one unit of the task's tokio budget, yielding first if it is
+/// spent: `tokio::task::consume_budget` without its bookkeeping.
+#[inline]
+pub(super) async fn take_budget() {
+    poll_fn(|cx| tokio::task::coop::poll_proceed(cx).map(|r| r.made_progress())).await
 }
 
 pub(super) fn unwrap_env<T>(env: Arc<Envelope<T>>) -> T {

@@ -264,6 +264,19 @@ impl<T> SubShared<T> {
         (self.capacity as u64 / 8).max(1)
     }
 
+    /// Whether the publish that moved a ring's end to `tail` empties the
+    /// read slots ([`reclaim_every`](Self::reclaim_every); a mask, not a
+    /// division, for the usual power-of-two capacity).
+    #[inline]
+    pub(crate) fn reclaim_due(&self, tail: u64) -> bool {
+        let every = self.reclaim_every();
+        if every.is_power_of_two() {
+            tail & (every - 1) == 0
+        } else {
+            tail % every == 0
+        }
+    }
+
     pub(crate) fn ring(&self) -> &Ring<T> {
         self.ring
             .as_ref()

@@ -273,10 +273,20 @@ impl<T> Ring<T> {
     /// read and the ring still holds (`oldest <= from`, `to <= tail`; under
     /// the subscriber's lock), adding their events to `spent`.
     pub(crate) fn empty(&self, from: u64, to: u64, spent: &mut Vec<Arc<Envelope<T>>>) {
-        for pos in from..to {
-            // SAFETY: every member is past `pos` (see `Slot`); the lock
-            // keeps other publishers out.
-            spent.extend(self.slot(pos).env.with_mut(|e| unsafe { (*e).take() }));
+        spent.reserve((to - from) as usize);
+        let chunks = self.chunks.get().expect("a written ring has its table");
+        let mut pos = from;
+        // A run of positions within one chunk at a time: one lookup each.
+        while pos < to {
+            let (c, i) = self.chunk_of(pos);
+            let chunk = chunks[c].get().expect("a written position has its chunk");
+            let n = (chunk.len() - i).min((to - pos) as usize);
+            for slot in &chunk[i..i + n] {
+                // SAFETY: every member is past these positions (see
+                // `Slot`); the lock keeps other publishers out.
+                spent.extend(slot.env.with_mut(|e| unsafe { (*e).take() }));
+            }
+            pos += n as u64;
         }
     }
 

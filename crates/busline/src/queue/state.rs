@@ -307,7 +307,7 @@ impl<T> State<T> {
                 // What the slot held goes (a lossy ring's oldest event even
                 // if a member had not read it).
                 let old = ring.push(env, r.readers.len() as u32);
-                if ring.tail() % sub.reclaim_every() == 0 && !r.readers.is_empty() {
+                if sub.reclaim_due(ring.tail()) && !r.readers.is_empty() {
                     r.reclaim(ring, spent);
                 }
                 if ring.lossless() && !self.pressured {
