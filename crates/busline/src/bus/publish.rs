@@ -239,9 +239,7 @@ impl<T: Send + Sync + 'static> Bus<T> {
             return self.envelope(topic, Message::new(event));
         }
         let (seq, id) = self.next_seq();
-        // `new_cyclic` allocates first and builds the envelope in place:
-        // `Arc::new` builds it on the stack and copies it there (twice).
-        Arc::new_cyclic(|_| Envelope::plain(seq, id, topic, event))
+        Envelope::new_plain(seq, id, topic, event)
     }
 
     /// A bare event's envelope with what `set` adds to it (a reply-to, a
