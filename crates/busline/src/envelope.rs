@@ -198,13 +198,22 @@ impl<T> Envelope<T> {
         }
     }
 
-    /// A bare event's envelope, made in its `Arc`: as [`plain`](Self::plain),
-    /// written straight into the allocation rather than built on the stack
-    /// and copied there (an envelope is about 170 bytes).
+    /// A bare event's envelope, made in its `Arc`, with what `set` adds to
+    /// it (a reply-to, a cause): as [`plain`](Self::plain), written straight
+    /// into the allocation rather than built on the stack and copied there
+    /// (an envelope is about 170 bytes).
     #[inline]
-    pub(crate) fn new_plain(seq: u64, id: EventId, topic: Topic, payload: T) -> Arc<Self> {
+    pub(crate) fn new_plain(
+        seq: u64,
+        id: EventId,
+        topic: Topic,
+        payload: T,
+        set: impl FnOnce(&mut Self),
+    ) -> Arc<Self> {
         let Some(nanos) = clock::now_nanos() else {
-            return Arc::new(Envelope::plain(seq, id, topic, payload));
+            let mut env = Envelope::plain(seq, id, topic, payload);
+            set(&mut env);
+            return Arc::new(env);
         };
         let env = Arc::<Self>::new_uninit();
         let slot = Arc::as_ptr(&env).cast_mut().cast::<Self>();
@@ -212,7 +221,8 @@ impl<T> Envelope<T> {
         // SAFETY: `env` was just made and is not shared, so nothing else
         // reads or writes its value; `as_ptr` points at that value (the
         // pointer `Arc::get_mut` would hand out, without its count check).
-        // Once written, the value is initialized.
+        // Once written, the value is initialized, and `set` changes it
+        // through the same pointer before the `Arc` is shared.
         unsafe {
             slot.write(Envelope {
                 seq,
@@ -226,6 +236,7 @@ impl<T> Envelope<T> {
                 rare: None,
                 payload,
             });
+            set(&mut *slot);
             env.assume_init()
         }
     }

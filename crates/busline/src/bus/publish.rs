@@ -239,7 +239,7 @@ impl<T: Send + Sync + 'static> Bus<T> {
             return self.envelope(topic, Message::new(event));
         }
         let (seq, id) = self.next_seq();
-        Envelope::new_plain(seq, id, topic, event)
+        Envelope::new_plain(seq, id, topic, event, |_| {})
     }
 
     /// A bare event's envelope with what `set` adds to it (a reply-to, a
@@ -253,13 +253,7 @@ impl<T: Send + Sync + 'static> Bus<T> {
         set: impl FnOnce(&mut Envelope<T>),
     ) -> Arc<Envelope<T>> {
         let (seq, id) = self.next_seq();
-        // (Built on the stack and copied once: `event_envelope` builds in
-        // place, but `set` needs the envelope first.)
-        Arc::new_cyclic(|_| {
-            let mut env = Envelope::plain(seq, id, topic, event);
-            set(&mut env);
-            env
-        })
+        Envelope::new_plain(seq, id, topic, event, set)
     }
 
     pub(super) async fn deliver(
