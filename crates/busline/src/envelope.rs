@@ -198,10 +198,11 @@ impl<T> Envelope<T> {
         }
     }
 
-    /// A bare event's envelope, made in its `Arc`, with what `set` adds to
-    /// it (a reply-to, a cause): as [`plain`](Self::plain), written straight
-    /// into the allocation rather than built on the stack and copied there
-    /// (an envelope is about 170 bytes).
+    /// A bare event's envelope, published now, made in its `Arc`: no
+    /// metadata beyond its ids and topic but what `set` adds to it (a
+    /// reply-to, a cause). The fast path of a plain publish: written
+    /// straight into the allocation rather than built on the stack and
+    /// copied there (an envelope is about 170 bytes).
     #[inline]
     pub(crate) fn new_plain(
         seq: u64,
@@ -211,7 +212,19 @@ impl<T> Envelope<T> {
         set: impl FnOnce(&mut Self),
     ) -> Arc<Self> {
         let Some(nanos) = clock::now_nanos() else {
-            let mut env = Envelope::plain(seq, id, topic, payload);
+            // A system clock outside what nanoseconds in an `i64` hold.
+            let mut env = Envelope::stamped(
+                seq,
+                id,
+                topic,
+                None,
+                None,
+                id,
+                None,
+                None,
+                Vec::new(),
+                payload,
+            );
             set(&mut env);
             return Arc::new(env);
         };
@@ -238,38 +251,6 @@ impl<T> Envelope<T> {
             });
             set(&mut *slot);
             env.assume_init()
-        }
-    }
-
-    /// A bare event's envelope, published now: no metadata beyond its
-    /// ids and topic (the fast path of a plain publish).
-    #[inline]
-    pub(crate) fn plain(seq: u64, id: EventId, topic: Topic, payload: T) -> Self {
-        let Some(nanos) = clock::now_nanos() else {
-            return Envelope::stamped(
-                seq,
-                id,
-                topic,
-                None,
-                None,
-                id,
-                None,
-                None,
-                Vec::new(),
-                payload,
-            );
-        };
-        Envelope {
-            seq,
-            id,
-            correlation_id: id,
-            topic,
-            source: None,
-            nanos,
-            causation_id: None,
-            reply_to: None,
-            rare: None,
-            payload,
         }
     }
 
