@@ -244,10 +244,7 @@ fn print(a: &FanoutArgs, results: &[FanoutResult]) {
 async fn run_fanout(sys: &str, subs: usize, events: u64, cap: usize, policy: PolicyArg) -> Round {
     let payload: Payload = Arc::new([7; 8]);
     match sys {
-        "busline-lossless"
-        | "busline-lossy"
-        | "busline-lossless-publish-to"
-        | "busline-lossy-publish-to" => {
+        busline if busline.starts_with("busline-") => {
             let bus: Bus<Payload> = Bus::new();
             let mut handles = Vec::new();
             for i in 0..subs {

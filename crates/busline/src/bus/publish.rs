@@ -238,8 +238,7 @@ impl<T: Send + Sync + 'static> Bus<T> {
         if self.stamp().is_some() {
             return self.envelope(topic, Message::new(event));
         }
-        let (seq, id) = self.next_seq();
-        Envelope::new_plain(seq, id, topic, event, |_| {})
+        self.plain_envelope(topic, event, |_| {})
     }
 
     /// A bare event's envelope with what `set` adds to it (a reply-to, a

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use super::publish::Receipt;
 use super::route::Route;
 use super::Bus;
+use crate::envelope::Envelope;
 use crate::error::{PublishError, TopicError};
 
 /// Publishes to one topic: made by [`Bus::publisher`].
@@ -79,43 +80,39 @@ impl<T: Send + Sync + 'static> Publisher<T> {
     /// Publishes `event`, as [`Bus::publish_to`] does: waits while a
     /// lossless subscriber is full, and is cancel safe the same way.
     pub async fn publish(&mut self, event: T) -> Result<Receipt, PublishError<T>> {
-        let bus = &self.bus;
-        if bus.inner.closed.load(Ordering::Acquire) {
-            return Err(PublishError::Closed { event });
+        let env = self.wrap(event)?;
+        if self.route.store.is_none() {
+            return self.bus.deliver(&self.route, env).await;
         }
-        let route = refreshed(bus, &mut self.route);
-        let env = bus.event_envelope(route.topic.clone(), event);
-        if route.store.is_none() {
-            return bus.deliver(route, env).await;
-        }
-        bus.persist_and_deliver(self.route.clone(), env).await
+        self.bus.persist_and_deliver(self.route.clone(), env).await
     }
 
     /// Publishes without waiting, as [`Bus::try_publish_to`] does.
     pub fn try_publish(&mut self, event: T) -> Result<Receipt, PublishError<T>> {
+        let env = self.wrap(event)?;
+        self.bus.try_deliver(&self.route, env)
+    }
+
+    /// `event` in its envelope, with the route brought up to date; refused
+    /// on a closed bus, as `publish_to` refuses it.
+    ///
+    /// The route is looked up again if the routes changed since it was (a
+    /// subscription came or went, a topic was persisted): the bus's epoch,
+    /// bumped by each such change (`Release`), is read here with `Acquire`,
+    /// so a subscription made before this publish is in the route it uses.
+    #[inline]
+    fn wrap(&mut self, event: T) -> Result<Arc<Envelope<T>>, PublishError<T>> {
         let bus = &self.bus;
         if bus.inner.closed.load(Ordering::Acquire) {
             return Err(PublishError::Closed { event });
         }
-        let route = refreshed(bus, &mut self.route);
-        let env = bus.event_envelope(route.topic.clone(), event);
-        bus.try_deliver(route, env)
-    }
-}
-
-/// `route`, looked up again if the routes changed since it was (a
-/// subscription came or went, a topic was persisted): the bus's epoch,
-/// bumped by each such change (`Release`), is read here with `Acquire`, so
-/// a subscription made before this publish is in the route it uses.
-#[inline]
-fn refreshed<'a, T: Send + Sync + 'static>(
-    bus: &Bus<T>,
-    route: &'a mut Arc<Route<T>>,
-) -> &'a Route<T> {
-    if route.epoch != bus.inner.epoch.load(Ordering::Acquire) {
-        if let Ok(r) = bus.route(route.topic.as_str()) {
-            *route = r;
+        if self.route.epoch != bus.inner.epoch.load(Ordering::Acquire) {
+            // (The topic was checked when the handle was made: the lookup
+            // cannot refuse it.)
+            if let Ok(r) = bus.route(self.route.topic.as_str()) {
+                self.route = r;
+            }
         }
+        Ok(bus.event_envelope(self.route.topic.clone(), event))
     }
-    route
 }
