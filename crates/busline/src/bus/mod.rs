@@ -12,6 +12,7 @@
 //! - `persist`: topics stored before they are delivered;
 //! - `request`: request/reply;
 //! - `pending`: requests waiting for their reply, and their timeouts;
+//! - `waiting`: those requests by reply inbox number;
 //! - `stamp`: a handle stamped for a module (name, lineage, own events);
 //! - `backpressure`: the [`Backpressure`] signal.
 //!
@@ -39,6 +40,7 @@ mod route;
 mod stamp;
 mod subscribe;
 mod subscription_builder;
+mod waiting;
 
 pub use backpressure::Backpressure;
 pub use builder::BusBuilder;

@@ -11,9 +11,9 @@
 //! they outnumber the requests still waiting (so it never holds more than
 //! about twice those, and the dropping costs a few steps per request).
 //!
-//! So a request costs a map entry and a heap entry under one lock, not a
-//! timer of its own: the sweeper's timer is moved only when a request comes with an
-//! earlier deadline than the one it sleeps until, which requests with the
+//! So a request costs a slot (see `waiting`) and a heap entry under one
+//! lock, not a timer of its own: the sweeper's timer is moved only when a
+//! request comes with an earlier deadline than the one it sleeps until, which requests with the
 //! same timeout never do (its next wake-up was set by an older request).
 //! A timeout fires no earlier than its deadline and, like tokio's timers,
 //! within about a millisecond after it.
@@ -22,10 +22,10 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::sync::{Arc, Weak};
 
-use ahash::AHashMap;
 use tokio::sync::{oneshot, Notify};
 use tokio::time::Instant;
 
+use super::waiting::Waiting;
 use super::BusInner;
 use crate::envelope::Envelope;
 
@@ -35,7 +35,7 @@ pub(super) type Answer<T> = Option<Arc<Envelope<T>>>;
 /// The requests of one bus waiting for a reply.
 pub(super) struct Pending<T> {
     /// By reply inbox number: where the answer goes.
-    waiting: AHashMap<u64, oneshot::Sender<Answer<T>>>,
+    waiting: Waiting<oneshot::Sender<Answer<T>>>,
     /// Their deadlines, earliest on top, with those of requests that ended
     /// since (see the module docs).
     deadlines: BinaryHeap<Reverse<(Instant, u64)>>,
@@ -50,7 +50,7 @@ pub(super) struct Pending<T> {
 impl<T> Pending<T> {
     pub(super) fn new() -> Self {
         Pending {
-            waiting: AHashMap::new(),
+            waiting: Waiting::new(),
             deadlines: BinaryHeap::new(),
             wake_at: None,
             sweeping: false,
@@ -60,7 +60,7 @@ impl<T> Pending<T> {
 
     /// Takes the registration of inbox `n`: the reply's way to its requester.
     pub(super) fn take(&mut self, n: u64) -> Option<oneshot::Sender<Answer<T>>> {
-        self.waiting.remove(&n)
+        self.waiting.remove(n)
     }
 
     /// Drops every registration (the bus closed: requesters see it closed)
@@ -78,12 +78,12 @@ impl<T> Pending<T> {
     fn expire(&mut self, now: Instant) -> Option<Instant> {
         let mut ended = None;
         while let Some(&Reverse((deadline, n))) = self.deadlines.peek() {
-            let waiting = self.waiting.contains_key(&n);
+            let waiting = self.waiting.contains(n);
             if waiting && deadline > now {
                 return Some(deadline);
             }
             self.deadlines.pop();
-            match self.waiting.remove(&n) {
+            match self.waiting.remove(n) {
                 Some(tx) => drop(tx.send(None)),
                 None if deadline > now => ended = Some(deadline),
                 None => {}
@@ -98,7 +98,7 @@ impl<T> Pending<T> {
         if self.deadlines.len() >= 2 * self.waiting.len() + 64 {
             let waiting = &self.waiting;
             self.deadlines
-                .retain(|Reverse((_, n))| waiting.contains_key(n));
+                .retain(|Reverse((_, n))| waiting.contains(*n));
         }
         self.deadlines.push(Reverse((deadline, n)));
     }
