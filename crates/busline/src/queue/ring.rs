@@ -89,19 +89,21 @@ type Chunk<T> = Box<[Slot<T>]>;
 /// The slots, the end and the flags of one ring, and its first member's
 /// cell.
 ///
-/// One block of two cache lines of its own (allocated apart from the
-/// subscriber's other fields). The first line holds `tail`, written by the
-/// publisher on every event, and what every reader reads together with
-/// `tail` anyway (`flags`, which changes only when a publisher waits or
-/// backpressure is raised or cleared, and fields that never change). The
-/// second is the first member's [`MemberCell`], written by its reader: the
-/// cell a ring with one member needs comes without an allocation of its
-/// own. Members that join later have cells of their own, each on its own
-/// line too.
-#[repr(C, align(128))]
+/// One block of three cache lines of its own (allocated apart from the
+/// subscriber's other fields), split by who writes them:
+/// - The first holds what every reader reads on every event: `flags`
+///   (read after each read; it changes only when a publisher waits or
+///   backpressure is raised or cleared) and fields that never change.
+/// - The second, [`End`], holds `tail`, written by the publisher on every
+///   event. Readers read it only when they catch up with the end they
+///   knew; were `flags` on this line, every read would miss in the cache
+///   while the publisher runs ahead (see docs/benchmarks.md).
+/// - The third is the first member's [`MemberCell`], written by its reader:
+///   the cell a ring with one member needs comes without an allocation of
+///   its own. Members that join later have cells of their own, each on its
+///   own line too.
+#[repr(C, align(64))]
 pub(crate) struct Ring<T> {
-    /// The position the next event gets: written under the subscriber's lock.
-    tail: AtomicU64,
     /// [`WAITING`] and [`PRESSURED`].
     pub(crate) flags: AtomicU32,
     lossless: bool,
@@ -110,23 +112,33 @@ pub(crate) struct Ring<T> {
     /// a position's index is then a mask, not a division; [`NO_MASK`]
     /// otherwise.
     mask: u64,
-    /// Positions below this were read by every member and their slots
-    /// emptied by the publisher ([`empty`](Self::empty); under the
-    /// subscriber's lock, hence `Relaxed`).
-    pub(crate) reclaimed: std::sync::atomic::AtomicU64,
     /// The table of chunks, made when the first event is appended (an idle
     /// ring has none).
     chunks: OnceLock<Box<[OnceLock<Chunk<T>>]>>,
-    /// The cell of the member that made the ring (see [`CellRef`]); `repr(C)`
-    /// keeps it after the fields above, on the second line.
+    /// What the publisher writes on every event, on the second line.
+    pub(crate) end: End,
+    /// The cell of the member that made the ring (see [`CellRef`]), on the
+    /// third line.
     first: MemberCell,
 }
 
-// Both lines as described on `Ring` (loom's atomics are larger).
+/// The ring's end: the publisher's line.
+#[repr(align(64))]
+pub(crate) struct End {
+    /// The position the next event gets: written under the subscriber's lock.
+    tail: AtomicU64,
+    /// Positions below this were read by every member and their slots
+    /// emptied by the publisher ([`Ring::empty`]; under the subscriber's
+    /// lock, hence `Relaxed`).
+    pub(crate) reclaimed: std::sync::atomic::AtomicU64,
+}
+
+// The three lines as described on `Ring` (loom's atomics are larger).
 #[cfg(not(busline_loom))]
 const _: () = {
-    assert!(std::mem::offset_of!(Ring<()>, first) == 64);
-    assert!(std::mem::size_of::<Ring<()>>() == 128);
+    assert!(std::mem::offset_of!(Ring<()>, end) == 64);
+    assert!(std::mem::offset_of!(Ring<()>, first) == 128);
+    assert!(std::mem::size_of::<Ring<()>>() == 192);
 };
 
 // SAFETY: the cells are shared by the rules on `Slot`; what they hold is
@@ -193,10 +205,12 @@ impl<T> Ring<T> {
             } else {
                 NO_MASK
             },
-            reclaimed: std::sync::atomic::AtomicU64::new(0),
             lossless,
             chunks: OnceLock::new(),
-            tail: AtomicU64::new(0),
+            end: End {
+                tail: AtomicU64::new(0),
+                reclaimed: std::sync::atomic::AtomicU64::new(0),
+            },
             flags: AtomicU32::new(0),
             first: MemberCell::new(0),
         }
@@ -213,7 +227,7 @@ impl<T> Ring<T> {
 
     /// The position the next event gets (`Acquire`: every slot before it is written).
     pub(crate) fn tail(&self) -> u64 {
-        self.tail.load(Ordering::Acquire)
+        self.end.tail.load(Ordering::Acquire)
     }
 
     /// The oldest position a lossy ring still holds (a lossless ring never
@@ -248,7 +262,7 @@ impl<T> Ring<T> {
         if readers == 0 {
             return Some(env);
         }
-        let pos = self.tail.load(Ordering::Relaxed);
+        let pos = self.end.tail.load(Ordering::Relaxed);
         let (c, i) = self.chunk_of(pos);
         let len = CHUNK.min(self.capacity as usize - c * CHUNK);
         let chunks = self.chunks.get_or_init(|| {
@@ -265,7 +279,7 @@ impl<T> Ring<T> {
         let slot = &chunk[i];
         // SAFETY: every member is past the event this slot held (see `Slot`).
         let old = slot.env.with_mut(|e| unsafe { (*e).replace(env) });
-        self.tail.store(pos + 1, Ordering::Release);
+        self.end.tail.store(pos + 1, Ordering::Release);
         old
     }
 

@@ -536,12 +536,13 @@ impl RingMembers {
     /// `spent`: a ring holds read events only until the next of these.
     fn reclaim<T>(&mut self, ring: &Ring<T>, spent: &mut Vec<Arc<Envelope<T>>>) {
         let slowest = self.refresh_slowest(ring);
-        let reclaimed = ring.reclaimed.load(Ordering::Relaxed);
+        let reclaimed = ring.end.reclaimed.load(Ordering::Relaxed);
         let from = reclaimed.max(ring.oldest(ring.tail()));
         if from < slowest {
             ring.empty(from, slowest, spent);
         }
-        ring.reclaimed
+        ring.end
+            .reclaimed
             .store(reclaimed.max(slowest), Ordering::Relaxed);
     }
 
