@@ -8,6 +8,7 @@
 //! - `subscribe`: subscription options checked and replay set up;
 //! - `route`: the subscribers a topic goes to, and the cache of them;
 //! - `publish`: the publish paths (waiting, not waiting, and the runtime's offers);
+//! - `deliver`: an event to every target of its route or none, waiting for room;
 //! - `publisher`: [`Publisher`], a handle that keeps its topic's route;
 //! - `persist`: topics stored before they are delivered;
 //! - `request`: request/reply;
@@ -30,6 +31,7 @@ use crate::sync::{AtomicBool, AtomicU64, Mutex, RwLock};
 
 mod backpressure;
 mod builder;
+mod deliver;
 mod pending;
 mod persist;
 mod publish;

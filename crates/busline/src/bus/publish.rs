@@ -6,17 +6,15 @@
 use std::future::poll_fn;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::task::Poll;
-use std::time::Instant;
 
 use super::route::{Prepared, Route};
-use super::{Bus, BusInner};
+use super::Bus;
 use crate::envelope::Envelope;
 use crate::error::PublishError;
 use crate::error::StoreError;
 use crate::event_id::EventId;
 use crate::message::{Event, Message};
-use crate::queue::{add_blocked, commit, member_name, Full, Targets};
+use crate::queue::{commit, member_name};
 use crate::topic::Topic;
 
 /// What a publish did.
@@ -54,7 +52,12 @@ impl<T: Send + Sync + 'static> Bus<T> {
     pub async fn publish_to(&self, topic: &str, event: T) -> Result<Receipt, PublishError<T>> {
         let (route, env) = self.wrap_event(self.route_checked(topic), event)?;
         if route.store.is_none() {
-            return self.deliver(&route, env).await;
+            // `deliver` inline (see `Publisher::publish`).
+            take_budget().await;
+            return match self.deliver_now(&route, env) {
+                Ok(done) => done,
+                Err(full) => self.deliver_when_room(&route, full).await,
+            };
         }
         self.persist_and_deliver(route, env).await
     }
@@ -129,7 +132,7 @@ impl<T: Send + Sync + 'static> Bus<T> {
 
     /// The receipt of an event put in `subscribers` queues; one that went
     /// nowhere counts as unrouted.
-    fn receipt(&self, seq: u64, id: EventId, subscribers: usize) -> Receipt {
+    pub(super) fn receipt(&self, seq: u64, id: EventId, subscribers: usize) -> Receipt {
         if subscribers == 0 {
             self.inner.unrouted.fetch_add(1, Ordering::Relaxed);
         }
@@ -253,105 +256,6 @@ impl<T: Send + Sync + 'static> Bus<T> {
     ) -> Arc<Envelope<T>> {
         let (seq, id) = self.next_seq();
         Envelope::new_plain(seq, id, topic, event, set)
-    }
-
-    pub(super) async fn deliver(
-        &self,
-        route: &Route<T>,
-        env: Arc<Envelope<T>>,
-    ) -> Result<Receipt, PublishError<T>> {
-        // Take part in tokio's cooperative scheduling: a publisher loop that
-        // never has to wait still yields every so often, so subscribers on the
-        // same worker get to run instead of lagging for no reason.
-        take_budget().await;
-        let targets = route.targets(&env);
-        let (seq, id) = (env.seq, env.id);
-        let mut env = Some(env);
-        // Most publishes find room: they commit at once, and only one that
-        // finds a lossless target full waits for room.
-        let result = if self.inner.closed.load(Ordering::Acquire) {
-            Err(())
-        } else {
-            match commit(&targets, &mut env, None) {
-                Ok(n) => Ok(n),
-                Err(full) => self.wait_for_room(&targets, &mut env, full).await,
-            }
-        };
-        if result.is_ok() {
-            route.count_filtered(&targets);
-        }
-        drop(targets);
-        // Every target closed under it: if that was the bus closing (it
-        // checked before this publish locked them), the event comes back.
-        let closed = self.inner.closed.load(Ordering::Acquire);
-        match (result, env) {
-            (Ok(0), Some(env)) if closed => {
-                // (Like the refusal above when it sees the bus closed.)
-                Err(PublishError::Closed {
-                    event: unwrap_env(env),
-                })
-            }
-            (Ok(n), _) => Ok(self.receipt(seq, id, n)),
-            (Err(()), Some(env)) => Err(PublishError::Closed {
-                event: unwrap_env(env),
-            }),
-            (Err(()), None) => unreachable!("an event is delivered or handed back"),
-        }
-    }
-
-    /// A publish found `full` without room: commits `env` once every target
-    /// has room (`Err` if the bus closes first), charging the time waited
-    /// to the subscriber it waited on, and counting the publish as
-    /// cancelled if its future is dropped meanwhile.
-    async fn wait_for_room(
-        &self,
-        targets: &Targets<'_, T>,
-        env: &mut Option<Arc<Envelope<T>>>,
-        full: Full,
-    ) -> Result<usize, ()> {
-        let mut waiting = (full, Instant::now());
-        let mut done = false;
-        let guard = CancelGuard {
-            inner: &self.inner,
-            done: &mut done,
-        };
-        let result = poll_fn(|cx| {
-            if self.inner.closed.load(Ordering::Acquire) {
-                return Poll::Ready(Err(()));
-            }
-            match commit(targets, env, Some(cx.waker())) {
-                Ok(n) => Poll::Ready(Ok(n)),
-                Err(full) => {
-                    // Waiting on `full`; account the time to it.
-                    let (id, since) = waiting;
-                    if id != full {
-                        add_blocked(targets, id, since.elapsed());
-                        waiting = (full, Instant::now());
-                    }
-                    Poll::Pending
-                }
-            }
-        })
-        .await;
-        *guard.done = true;
-        drop(guard);
-        let (id, since) = waiting;
-        add_blocked(targets, id, since.elapsed());
-        result
-    }
-}
-
-/// Counts a publish whose future was dropped while it waited for room.
-struct CancelGuard<'a, T> {
-    inner: &'a BusInner<T>,
-    done: &'a mut bool,
-}
-
-impl<T> Drop for CancelGuard<'_, T> {
-    fn drop(&mut self) {
-        if !*self.done {
-            self.inner.cancelled.fetch_add(1, Ordering::Relaxed);
-        }
     }
 }
 

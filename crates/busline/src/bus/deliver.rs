@@ -1,0 +1,175 @@
+//! Delivery: an event, wrapped, goes to every target of its route or to
+//! none. A publish tries at once ([`Bus::deliver_now`]); one that finds a
+//! lossless target full waits for room ([`Bus::deliver_when_room`]).
+
+use std::future::poll_fn;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::task::Poll;
+use std::time::Instant;
+
+use super::publish::{take_budget, unwrap_env, Receipt};
+use super::route::Route;
+use super::{Bus, BusInner};
+use crate::envelope::Envelope;
+use crate::error::PublishError;
+use crate::event_id::EventId;
+use crate::queue::{add_blocked, commit, Full, Targets};
+
+/// A publish that found a lossless target full: what it needs to wait for
+/// room and then commit.
+pub(super) struct FoundFull<'r, T> {
+    targets: Targets<'r, T>,
+    env: Arc<Envelope<T>>,
+    full: Full,
+}
+
+impl<T: Send + Sync + 'static> Bus<T> {
+    /// Delivers a wrapped event to its route's targets, waiting for room
+    /// where a lossless one is full. (The publish paths that matter most
+    /// inline its two steps: one future fewer to make and poll.)
+    pub(super) async fn deliver(
+        &self,
+        route: &Route<T>,
+        env: Arc<Envelope<T>>,
+    ) -> Result<Receipt, PublishError<T>> {
+        // Take part in tokio's cooperative scheduling: a publisher loop that
+        // never has to wait still yields every so often, so subscribers on the
+        // same worker get to run instead of lagging for no reason.
+        take_budget().await;
+        match self.deliver_now(route, env) {
+            Ok(done) => done,
+            Err(full) => self.deliver_when_room(route, full).await,
+        }
+    }
+
+    /// A publish's first try, without waiting: most find room and commit at
+    /// once; one that finds a lossless target full comes back (`Err`) to
+    /// wait for room with [`deliver_when_room`](Self::deliver_when_room).
+    /// (Apart from the waiting, so that the usual publish makes no future
+    /// of its own for it.)
+    #[inline]
+    pub(super) fn deliver_now<'r>(
+        &self,
+        route: &'r Route<T>,
+        env: Arc<Envelope<T>>,
+    ) -> Result<Result<Receipt, PublishError<T>>, FoundFull<'r, T>> {
+        let targets = route.targets(&env);
+        let stamp = (env.seq, env.id);
+        let mut env = Some(env);
+        let result = if self.inner.closed.load(Ordering::Acquire) {
+            Err(())
+        } else {
+            match commit(&targets, &mut env, None) {
+                Ok(n) => Ok(n),
+                Err(full) => {
+                    let env = env.expect("an undelivered event is handed back");
+                    return Err(FoundFull { targets, env, full });
+                }
+            }
+        };
+        Ok(self.finish(route, targets, result, env, stamp))
+    }
+
+    /// Waits for room where [`deliver_now`](Self::deliver_now) found none,
+    /// then commits.
+    pub(super) async fn deliver_when_room(
+        &self,
+        route: &Route<T>,
+        found: FoundFull<'_, T>,
+    ) -> Result<Receipt, PublishError<T>> {
+        let FoundFull { targets, env, full } = found;
+        let stamp = (env.seq, env.id);
+        let mut env = Some(env);
+        let result = self.wait_for_room(&targets, &mut env, full).await;
+        self.finish(route, targets, result, env, stamp)
+    }
+
+    /// A publish's outcome: `result` is how many subscribers got it (`Err`:
+    /// the bus closed first), `env` the event if nobody took it, `stamp`
+    /// its sequence number and id.
+    fn finish(
+        &self,
+        route: &Route<T>,
+        targets: Targets<'_, T>,
+        result: Result<usize, ()>,
+        env: Option<Arc<Envelope<T>>>,
+        (seq, id): (u64, EventId),
+    ) -> Result<Receipt, PublishError<T>> {
+        if result.is_ok() {
+            route.count_filtered(&targets);
+        }
+        drop(targets);
+        // Every target closed under it: if that was the bus closing (it
+        // checked before this publish locked them), the event comes back.
+        let closed = self.inner.closed.load(Ordering::Acquire);
+        match (result, env) {
+            (Ok(0), Some(env)) if closed => {
+                // (Like the refusal above when it sees the bus closed.)
+                Err(PublishError::Closed {
+                    event: unwrap_env(env),
+                })
+            }
+            (Ok(n), _) => Ok(self.receipt(seq, id, n)),
+            (Err(()), Some(env)) => Err(PublishError::Closed {
+                event: unwrap_env(env),
+            }),
+            (Err(()), None) => unreachable!("an event is delivered or handed back"),
+        }
+    }
+
+    /// A publish found `full` without room: commits `env` once every target
+    /// has room (`Err` if the bus closes first), charging the time waited
+    /// to the subscriber it waited on, and counting the publish as
+    /// cancelled if its future is dropped meanwhile.
+    async fn wait_for_room(
+        &self,
+        targets: &Targets<'_, T>,
+        env: &mut Option<Arc<Envelope<T>>>,
+        full: Full,
+    ) -> Result<usize, ()> {
+        let mut waiting = (full, Instant::now());
+        let mut done = false;
+        let guard = CancelGuard {
+            inner: &self.inner,
+            done: &mut done,
+        };
+        let result = poll_fn(|cx| {
+            if self.inner.closed.load(Ordering::Acquire) {
+                return Poll::Ready(Err(()));
+            }
+            match commit(targets, env, Some(cx.waker())) {
+                Ok(n) => Poll::Ready(Ok(n)),
+                Err(full) => {
+                    // Waiting on `full`; account the time to it.
+                    let (id, since) = waiting;
+                    if id != full {
+                        add_blocked(targets, id, since.elapsed());
+                        waiting = (full, Instant::now());
+                    }
+                    Poll::Pending
+                }
+            }
+        })
+        .await;
+        *guard.done = true;
+        drop(guard);
+        let (id, since) = waiting;
+        add_blocked(targets, id, since.elapsed());
+        result
+    }
+}
+
+/// Counts a publish whose future was dropped while it waited for room.
+struct CancelGuard<'a, T> {
+    inner: &'a BusInner<T>,
+    done: &'a mut bool,
+}
+
+impl<T> Drop for CancelGuard<'_, T> {
+    fn drop(&mut self) {
+        if !*self.done {
+            self.inner.cancelled.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
