@@ -46,7 +46,7 @@ mod waiting;
 
 pub use backpressure::Backpressure;
 pub use builder::BusBuilder;
-pub use publish::Receipt;
+pub use deliver::Receipt;
 pub use publisher::Publisher;
 pub(crate) use registry::Registry;
 pub(crate) use stamp::Stamp;

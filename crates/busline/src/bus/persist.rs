@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use super::publish::{unwrap_env, Receipt};
+use super::deliver::{unwrap_env, Receipt};
 use super::route::Route;
 use super::Bus;
 use crate::envelope::Envelope;

@@ -3,10 +3,10 @@
 //! event in its envelope once and hands it to the delivery protocol
 //! (`queue::commit`).
 
-use std::future::poll_fn;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+use super::deliver::{deliver_inline, unwrap_env, Receipt};
 use super::route::{Prepared, Route};
 use super::Bus;
 use crate::envelope::Envelope;
@@ -16,17 +16,6 @@ use crate::event_id::EventId;
 use crate::message::{Event, Message};
 use crate::queue::{commit, member_name};
 use crate::topic::Topic;
-
-/// What a publish did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Receipt {
-    /// The event's sequence number.
-    pub seq: u64,
-    /// The event's id.
-    pub id: EventId,
-    /// How many subscribers (a queue group counts once) it was delivered to.
-    pub subscribers: usize,
-}
 
 impl<T: Send + Sync + 'static> Bus<T> {
     // ----- publishing --------------------------------------------------------
@@ -43,7 +32,7 @@ impl<T: Send + Sync + 'static> Bus<T> {
         let route = self.route_checked(&event.topic());
         let (route, env) = self.wrap_event(route, event)?;
         if route.store.is_none() {
-            return self.deliver(&route, env).await;
+            return deliver_inline!(self, &route, env);
         }
         self.persist_and_deliver(route, env).await
     }
@@ -52,12 +41,7 @@ impl<T: Send + Sync + 'static> Bus<T> {
     pub async fn publish_to(&self, topic: &str, event: T) -> Result<Receipt, PublishError<T>> {
         let (route, env) = self.wrap_event(self.route_checked(topic), event)?;
         if route.store.is_none() {
-            // `deliver` inline (see `Publisher::publish`).
-            take_budget().await;
-            return match self.deliver_now(&route, env) {
-                Ok(done) => done,
-                Err(full) => self.deliver_when_room(&route, full).await,
-            };
+            return deliver_inline!(self, &route, env);
         }
         self.persist_and_deliver(route, env).await
     }
@@ -69,7 +53,7 @@ impl<T: Send + Sync + 'static> Bus<T> {
         let topic = msg.topic.take().unwrap_or_default();
         let (route, env) = self.wrap(self.route_checked(&topic), msg)?;
         if route.store.is_none() {
-            return self.deliver(&route, env).await;
+            return deliver_inline!(self, &route, env);
         }
         self.persist_and_deliver(route, env).await
     }
@@ -82,7 +66,7 @@ impl<T: Send + Sync + 'static> Bus<T> {
         (route, env): Prepared<T>,
     ) -> Result<Receipt, PublishError<T>> {
         if route.store.is_none() {
-            return self.deliver(&route, env).await;
+            return deliver_inline!(self, &route, env);
         }
         self.persist_and_deliver(route, env).await
     }
@@ -256,19 +240,5 @@ impl<T: Send + Sync + 'static> Bus<T> {
     ) -> Arc<Envelope<T>> {
         let (seq, id) = self.next_seq();
         Envelope::new_plain(seq, id, topic, event, set)
-    }
-}
-
-/// Takes one unit of the task's tokio budget, yielding first if it is
-/// spent: `tokio::task::consume_budget` without its bookkeeping.
-#[inline]
-pub(super) async fn take_budget() {
-    poll_fn(|cx| tokio::task::coop::poll_proceed(cx).map(|r| r.made_progress())).await
-}
-
-pub(super) fn unwrap_env<T>(env: Arc<Envelope<T>>) -> T {
-    match Arc::try_unwrap(env) {
-        Ok(e) => e.payload,
-        Err(_) => unreachable!("an undelivered envelope has a single owner"),
     }
 }

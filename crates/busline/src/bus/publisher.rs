@@ -4,7 +4,7 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use super::publish::{take_budget, Receipt};
+use super::deliver::{deliver_inline, Receipt};
 use super::route::Route;
 use super::Bus;
 use crate::envelope::Envelope;
@@ -82,13 +82,7 @@ impl<T: Send + Sync + 'static> Publisher<T> {
     pub async fn publish(&mut self, event: T) -> Result<Receipt, PublishError<T>> {
         let env = self.wrap(event)?;
         if self.route.store.is_none() {
-            // `Bus::deliver` inline: the usual publish, which finds room,
-            // makes no future of its own for the delivery.
-            take_budget().await;
-            return match self.bus.deliver_now(&self.route, env) {
-                Ok(done) => done,
-                Err(full) => self.bus.deliver_when_room(&self.route, full).await,
-            };
+            return deliver_inline!(self.bus, &self.route, env);
         }
         self.bus.persist_and_deliver(self.route.clone(), env).await
     }
