@@ -11,7 +11,7 @@
 //! [`bench_work`]: crate::bench_work
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::{bail, Result};
 use busline::{Bus, RecvError};
@@ -136,10 +136,7 @@ pub(crate) fn run(a: &FanoutArgs) -> Result<()> {
         // Interleave the systems each round so drift on a shared machine hits all alike.
         for (i, sys) in systems.iter().enumerate() {
             if a.skips(sys, &systems) {
-                rounds[i].push(Round {
-                    elapsed: Duration::from_secs(1),
-                    ..Round::default()
-                });
+                // Not run (profiling another system), and not reported.
                 continue;
             }
             let cpu = process_cpu_time();
@@ -158,6 +155,7 @@ pub(crate) fn run(a: &FanoutArgs) -> Result<()> {
     let mut results: Vec<FanoutResult> = systems
         .iter()
         .zip(rounds)
+        .filter(|(_, rs)| !rs.is_empty())
         .map(|(sys, mut rs)| {
             rs.sort_by_key(|r| r.elapsed);
             let m = rs[rs.len() / 2];

@@ -13,7 +13,7 @@ use super::{Bus, BusInner};
 use crate::envelope::Envelope;
 use crate::error::PublishError;
 use crate::event_id::EventId;
-use crate::queue::{add_blocked, commit, Full, Targets};
+use crate::queue::{add_blocked, commit, member_name, Full, Targets};
 
 /// What a publish did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,6 +34,45 @@ pub(super) struct FoundFull<'r, T> {
     full: Full,
 }
 
+impl<T> FoundFull<'_, T> {
+    /// For a publish that does not wait: the event back in
+    /// [`PublishError::Full`], naming the subscriber that had no room
+    /// (counted as a cancelled publish).
+    pub(super) fn refuse(self, inner: &BusInner<T>) -> PublishError<T> {
+        let FoundFull { targets, env, full } = self;
+        let subscriber = (0..targets.len())
+            .map(|i| targets.get(i))
+            .find(|s| s.id == full.sub)
+            .map(|s| member_name(s, full.member));
+        drop(targets);
+        inner.cancelled.fetch_add(1, Ordering::Relaxed);
+        let topic = env.topic.to_string();
+        PublishError::Full {
+            subscriber: subscriber.unwrap_or_else(|| "?".into()),
+            topic,
+            event: unwrap_env(env),
+        }
+    }
+}
+
+/// `bus.deliver(route, env).await` written out in the calling future: a
+/// publish that finds room (most do) then makes no future of its own for
+/// the delivery, one fewer to set up and poll per event (measurably
+/// faster with one subscriber, see docs/benchmarks.md).
+macro_rules! deliver_inline {
+    ($bus:expr, $route:expr, $env:expr) => {{
+        // Take part in tokio's cooperative scheduling: a publisher loop
+        // that never has to wait still yields every so often, so
+        // subscribers on the same worker get to run instead of lagging.
+        $crate::bus::deliver::take_budget().await;
+        match $bus.deliver_now($route, $env) {
+            Ok(done) => done,
+            Err(full) => $bus.deliver_when_room($route, full).await,
+        }
+    }};
+}
+pub(super) use deliver_inline;
+
 impl<T: Send + Sync + 'static> Bus<T> {
     /// Delivers a wrapped event to its route's targets, waiting for room
     /// where a lossless one is full. (The publish paths that matter most
@@ -43,14 +82,7 @@ impl<T: Send + Sync + 'static> Bus<T> {
         route: &Route<T>,
         env: Arc<Envelope<T>>,
     ) -> Result<Receipt, PublishError<T>> {
-        // Take part in tokio's cooperative scheduling: a publisher loop that
-        // never has to wait still yields every so often, so subscribers on the
-        // same worker get to run instead of lagging for no reason.
-        take_budget().await;
-        match self.deliver_now(route, env) {
-            Ok(done) => done,
-            Err(full) => self.deliver_when_room(route, full).await,
-        }
+        deliver_inline!(self, route, env)
     }
 
     /// A publish's first try, without waiting: most find room and commit at
@@ -183,21 +215,6 @@ impl<T> Drop for CancelGuard<'_, T> {
         }
     }
 }
-
-/// `bus.deliver(route, env).await` written out in the calling future: a
-/// publish that finds room (most do) then makes no future of its own for
-/// the delivery, one fewer to set up and poll per event (measurably
-/// faster with one subscriber, see docs/benchmarks.md).
-macro_rules! deliver_inline {
-    ($bus:expr, $route:expr, $env:expr) => {{
-        $crate::bus::deliver::take_budget().await;
-        match $bus.deliver_now($route, $env) {
-            Ok(done) => done,
-            Err(full) => $bus.deliver_when_room($route, full).await,
-        }
-    }};
-}
-pub(super) use deliver_inline;
 
 /// Takes one unit of the task's tokio budget, yielding first if it is
 /// spent: `tokio::task::consume_budget` without its bookkeeping.

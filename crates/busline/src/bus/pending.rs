@@ -13,8 +13,9 @@
 //!
 //! So a request costs a slot (see `waiting`) and a heap entry under one
 //! lock, not a timer of its own: the sweeper's timer is moved only when a
-//! request comes with an earlier deadline than the one it sleeps until, which requests with the
-//! same timeout never do (its next wake-up was set by an older request).
+//! request comes with an earlier deadline than the one it sleeps until,
+//! which requests with the same timeout never do (its next wake-up was set
+//! by an older request).
 //! A timeout fires no earlier than its deadline and, like tokio's timers,
 //! within about a millisecond after it.
 

@@ -14,7 +14,6 @@ use crate::error::PublishError;
 use crate::error::StoreError;
 use crate::event_id::EventId;
 use crate::message::{Event, Message};
-use crate::queue::{commit, member_name};
 use crate::topic::Topic;
 
 impl<T: Send + Sync + 'static> Bus<T> {
@@ -154,38 +153,9 @@ impl<T: Send + Sync + 'static> Bus<T> {
                 event: unwrap_env(env),
             });
         }
-        let targets = route.targets(&env);
-        let (seq, id) = (env.seq, env.id);
-        let mut env = Some(env);
-        match commit(&targets, &mut env, None) {
-            // Every target closed under it because the bus closed: the event comes back.
-            Ok(0) if env.is_some() && self.inner.closed.load(Ordering::Acquire) => {
-                drop(targets);
-                let env = env.expect("an undelivered event is handed back");
-                Err(PublishError::Closed {
-                    event: unwrap_env(env),
-                })
-            }
-            Ok(n) => {
-                route.count_filtered(&targets);
-                Ok(self.receipt(seq, id, n))
-            }
-            Err(full) => {
-                let subscriber = (0..targets.len())
-                    .map(|i| targets.get(i))
-                    .find(|s| s.id == full.sub)
-                    .map(|s| member_name(s, full.member));
-                drop(targets);
-                self.inner.cancelled.fetch_add(1, Ordering::Relaxed);
-                let env = env.expect("an undelivered event is handed back");
-                let topic = env.topic.to_string();
-                let event = unwrap_env(env);
-                Err(PublishError::Full {
-                    subscriber: subscriber.unwrap_or_else(|| "?".into()),
-                    topic,
-                    event,
-                })
-            }
+        match self.deliver_now(route, env) {
+            Ok(done) => done,
+            Err(full) => Err(full.refuse(&self.inner)),
         }
     }
 
