@@ -352,19 +352,27 @@ fn wait_ring<T>(
 /// the lock, while its keys wait for it a little longer.
 const KEYED_BATCH: usize = 32;
 
-/// A lossless member read `pos` while `flags` were set: if it may be the
-/// member a waiting publisher (or raised backpressure) depends on, it
-/// settles the ring under the lock. A publisher waits while a member has
-/// the whole capacity waiting and is woken once the slowest one is down to
-/// `wake_publishers_at`; backpressure clears when the slowest one is down
-/// to the low watermark. Both compare with the ring's end as read now: a
-/// publish since can only move a settle to a later read (the member reads
-/// on), never skip the last one.
+/// A lossless member read `pos` while `flags` were set: if this read
+/// brought it down to the mark a waiting publisher (or raised
+/// backpressure) waits for, it settles the ring under the lock, which
+/// wakes them if no member is still above it.
+///
+/// A publisher waits while a member has the whole capacity waiting and is
+/// woken once the slowest one is down to `wake_publishers_at`;
+/// backpressure clears when the slowest one is down to the low watermark.
+/// Only the read that reaches the mark settles, not every read below it:
+/// what a member has waiting after a read (against the end as read then)
+/// drops by at most one from one read to the next, so a member above the
+/// mark reaches it exactly, on a read that sees the flag (the publisher
+/// saw it above the mark after flagging), and a publish that lifts it
+/// above the mark again only moves that read later. Members already below
+/// the mark (the fast ones, while a slow one holds the publisher back)
+/// leave the lock alone.
 fn settle_after_read<T>(sub: &SubShared<T>, flags: u32, pos: u64) {
     let ring = sub.ring();
-    let before = ring.tail() - pos;
-    let room = flags & WAITING != 0 && before - 1 <= sub.wake_publishers_at();
-    let low = flags & PRESSURED != 0 && before - 1 <= sub.low as u64;
+    let after = ring.tail() - pos - 1;
+    let room = flags & WAITING != 0 && after == sub.wake_publishers_at();
+    let low = flags & PRESSURED != 0 && after == sub.low as u64;
     if room || low {
         let wake = sub.state.lock().settle(sub);
         wake.into_iter().for_each(Waker::wake);
