@@ -6,6 +6,7 @@
 //! Timeouts here are deadlock detectors only, never speed assertions.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
 use std::sync::Arc;
 use std::time::Duration;
@@ -795,6 +796,60 @@ async fn joining_a_full_ring_while_a_publisher_waits() {
         .await
         .expect("hung");
         assert_eq!(got, (cap as u64..n).collect::<Vec<_>>(), "cap {cap}");
+    }
+}
+
+/// A publisher waiting on a full lossless ring is woken by the reads of
+/// the member it waits on (the slowest) alone, however far ahead the
+/// others are: they are past the mark it waits for and leave the ring to
+/// the slowest one's reads, which must wake it on each run it has
+/// waiting. Step by step on one thread, polling the publish by hand.
+#[test]
+fn the_slowest_members_reads_wake_a_waiting_publisher() {
+    struct Flag(AtomicBool);
+    impl std::task::Wake for Flag {
+        fn wake(self: Arc<Self>) {
+            self.0.store(true, SeqCst);
+        }
+    }
+    for cap in [1usize, 2, 8, 16, 1025] {
+        let bus = Bus::<u64>::new();
+        let mk = |n: &str| {
+            bus.subscriber("t")
+                .lossless(cap)
+                .name(n)
+                .subscribe()
+                .unwrap()
+        };
+        let (mut fast, mut slow) = (mk("fast"), mk("slow"));
+        let (mut next, mut read) = (0u64, 0u64);
+        for run in 0..3 {
+            while bus.try_publish_to("t", next).is_ok() {
+                next += 1;
+            }
+            let flag = Arc::new(Flag(AtomicBool::new(false)));
+            let waker = std::task::Waker::from(flag.clone());
+            let mut cx = std::task::Context::from_waker(&waker);
+            let mut publish = std::pin::pin!(bus.publish_to("t", next));
+            assert!(
+                publish.as_mut().poll(&mut cx).is_pending(),
+                "cap {cap}: full"
+            );
+            // Every event not read yet, in order, to each member.
+            let unread: Vec<u64> = (read..next).collect();
+            let fast_got: Vec<u64> = fast.drain().iter().map(|e| e.payload).collect();
+            assert_eq!(fast_got, unread, "cap {cap} run {run}");
+            assert!(!flag.0.load(SeqCst), "cap {cap}: woken with no room");
+            let slow_got: Vec<u64> = slow.drain().iter().map(|e| e.payload).collect();
+            assert_eq!(slow_got, unread, "cap {cap} run {run}");
+            read = next;
+            assert!(
+                flag.0.load(SeqCst),
+                "cap {cap} run {run}: the slowest member read the ring empty and the publisher was not woken"
+            );
+            assert!(publish.as_mut().poll(&mut cx).is_ready(), "cap {cap}: room");
+            next += 1;
+        }
     }
 }
 

@@ -32,11 +32,13 @@
 //! queue and sets the ring's `WAITING` flag, then looks again; a reader that
 //! moves its cursor looks at the flags after it (both sides `SeqCst`), so
 //! one of them always sees the other. A reader that sees `WAITING` settles
-//! the ring once its backlog is down to `wake_publishers_at` (an eighth of
-//! the capacity free), which wakes the publishers when the slowest reader
-//! is there: a publisher paced by a slow reader wakes once per run of
-//! events, not once per event. The same handshake (`PRESSURED`) clears
-//! backpressure when the slowest reader drains to its low watermark.
+//! the ring on the read that brings its backlog down to
+//! `wake_publishers_at` (an eighth of the capacity free), which wakes the
+//! publishers when no reader is further behind: a publisher paced by a
+//! slow reader wakes once per run of events, not once per event, and
+//! readers already past that mark never take the lock for it. The same
+//! handshake (`PRESSURED`) clears backpressure when the slowest reader
+//! drains to its low watermark.
 //!
 //! # Checked with loom
 //!
