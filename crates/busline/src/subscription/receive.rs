@@ -370,6 +370,9 @@ const KEYED_BATCH: usize = 32;
 /// leave the lock alone.
 fn settle_after_read<T>(sub: &SubShared<T>, flags: u32, pos: u64) {
     let ring = sub.ring();
+    // The end read now, not the one the reader last knew: that one may be
+    // older than the end the publisher saw when it flagged, and a backlog
+    // counted against it could pass the mark without landing on it.
     let after = ring.tail() - pos - 1;
     let room = flags & WAITING != 0 && after == sub.wake_publishers_at();
     let low = flags & PRESSURED != 0 && after == sub.low as u64;
