@@ -24,6 +24,7 @@
 //! ```
 
 use std::fmt;
+use std::mem::MaybeUninit;
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -228,14 +229,18 @@ impl<T> Envelope<T> {
             set(&mut env);
             return Arc::new(env);
         };
-        let env = Arc::<Self>::new_uninit();
+        // (`Arc::new` of an uninitialized value, not `Arc::new_uninit`:
+        // its layout is a constant, where `new_uninit` works it out at
+        // every call.)
+        let env = Arc::new(MaybeUninit::<Self>::uninit());
         let slot = Arc::as_ptr(&env).cast_mut().cast::<Self>();
         #[allow(unsafe_code)]
         // SAFETY: `env` was just made and is not shared, so nothing else
-        // reads or writes its value; `as_ptr` points at that value (the
-        // pointer `Arc::get_mut` would hand out, without its count check).
-        // Once written, the value is initialized, and `set` changes it
-        // through the same pointer before the `Arc` is shared.
+        // reads or writes its value; `as_ptr` points at that value
+        // (`MaybeUninit<Self>` has the layout of `Self`), the pointer
+        // `Arc::get_mut` would hand out, without its count check. Once
+        // written, the value is initialized, and `set` changes it through
+        // the same pointer before the `Arc` is shared.
         unsafe {
             slot.write(Envelope {
                 seq,
