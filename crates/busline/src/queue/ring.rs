@@ -264,13 +264,12 @@ impl<T> Ring<T> {
         }
         let pos = self.end.tail.load(Ordering::Relaxed);
         let (c, i) = self.chunk_of(pos);
-        let len = CHUNK.min(self.capacity as usize - c * CHUNK);
         let chunks = self.chunks.get_or_init(|| {
             let n = (self.capacity as usize).div_ceil(CHUNK);
             (0..n).map(|_| OnceLock::new()).collect()
         });
         let chunk = chunks[c].get_or_init(|| {
-            (0..len)
+            (0..CHUNK.min(self.capacity as usize - c * CHUNK))
                 .map(|_| Slot {
                     env: UnsafeCell::new(None),
                 })
@@ -298,7 +297,9 @@ impl<T> Ring<T> {
             for slot in &chunk[i..i + n] {
                 // SAFETY: every member is past these positions (see
                 // `Slot`); the lock keeps other publishers out.
-                spent.extend(slot.env.with_mut(|e| unsafe { (*e).take() }));
+                if let Some(env) = slot.env.with_mut(|e| unsafe { (*e).take() }) {
+                    spent.push(env);
+                }
             }
             pos += n as u64;
         }
