@@ -141,6 +141,12 @@ pub fn run(a: RequestArgs) -> Result<()> {
 /// One round of `sys` with `requesters` tasks sharing `requests` round trips.
 async fn round(sys: &str, requesters: usize, requests: u64) -> Result<Round> {
     let left = Arc::new(AtomicU64::new(requests));
+    // Made before the clock starts, at their full size: a histogram that
+    // grows as it records would charge its reallocations (and the fresh
+    // pages they touch) to the system whose latencies reach further.
+    let mut histograms = (0..requesters)
+        .map(|_| latency_histogram())
+        .collect::<Result<Vec<_>>>()?;
     let start = Instant::now();
     let tasks: Vec<tokio::task::JoinHandle<Result<Histogram<u64>>>> = match sys {
         "busline-module" => {
@@ -159,7 +165,8 @@ async fn round(sys: &str, requesters: usize, requests: u64) -> Result<Round> {
             (0..requesters)
                 .map(|_| {
                     let (bus, left) = (bus.clone(), left.clone());
-                    tokio::spawn(requester(left, move || {
+                    let h = histograms.pop().expect("one per requester");
+                    tokio::spawn(requester(left, h, move || {
                         let bus = bus.clone();
                         async move {
                             let r = bus
@@ -185,7 +192,8 @@ async fn round(sys: &str, requesters: usize, requests: u64) -> Result<Round> {
             (0..requesters)
                 .map(|_| {
                     let (tx, left) = (tx.clone(), left.clone());
-                    tokio::spawn(requester(left, move || {
+                    let h = histograms.pop().expect("one per requester");
+                    tokio::spawn(requester(left, h, move || {
                         let tx = tx.clone();
                         async move {
                             let (reply, answer) = oneshot::channel();
@@ -197,7 +205,7 @@ async fn round(sys: &str, requesters: usize, requests: u64) -> Result<Round> {
                 .collect()
         }
     };
-    let mut latency = Histogram::<u64>::new(3)?;
+    let mut latency = latency_histogram()?;
     for t in tasks {
         latency.add(t.await??)?;
     }
@@ -213,13 +221,26 @@ async fn round(sys: &str, requesters: usize, requests: u64) -> Result<Round> {
     })
 }
 
-/// Sends requests with `ask` until `left` runs out; returns the latencies (ns).
-async fn requester<F, Fut>(left: Arc<AtomicU64>, ask: F) -> Result<Histogram<u64>>
+/// A histogram of round-trip latencies in nanoseconds, from 1 ns to a
+/// minute (past the requests' timeout) at three significant digits,
+/// allocated whole and with its pages touched (`reset` writes every count).
+fn latency_histogram() -> Result<Histogram<u64>> {
+    let mut h = Histogram::new_with_bounds(1, 60_000_000_000, 3)?;
+    h.reset();
+    Ok(h)
+}
+
+/// Sends requests with `ask` until `left` runs out; returns the latencies
+/// (ns) recorded into `h`.
+async fn requester<F, Fut>(
+    left: Arc<AtomicU64>,
+    mut h: Histogram<u64>,
+    ask: F,
+) -> Result<Histogram<u64>>
 where
     F: Fn() -> Fut,
     Fut: std::future::Future<Output = Result<Msg>>,
 {
-    let mut h = Histogram::<u64>::new(3)?;
     while left
         .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
         .is_ok()
