@@ -125,7 +125,6 @@ struct FanoutResult {
 
 /// Runs `bench fanout` without per-event work: busline beside its peers.
 pub(crate) fn run(a: &FanoutArgs) -> Result<()> {
-    let rt = runtime(a.threads)?;
     let mut systems: Vec<&'static str> = match a.policy {
         PolicyArg::Lossless => vec!["busline-lossless", "busline-lossless-publish-to"],
         PolicyArg::Lossy => vec!["busline-lossy", "busline-lossy-publish-to"],
@@ -139,6 +138,7 @@ pub(crate) fn run(a: &FanoutArgs) -> Result<()> {
                 // Not run (profiling another system), and not reported.
                 continue;
             }
+            let rt = runtime(a.threads)?;
             let cpu = process_cpu_time();
             let mut r = rt.block_on(run_fanout(
                 sys,

@@ -74,7 +74,6 @@ pub fn run(a: RequestArgs) -> Result<()> {
     if a.requests == 0 || a.rounds == 0 || a.requesters.contains(&0) || a.threads == Some(0) {
         bail!("--requests, --rounds, --threads and every --requesters must be at least 1");
     }
-    let rt = runtime(a.threads)?;
     let mut results = Vec::new();
     for &n in &a.requesters {
         let mut rounds: Vec<Vec<Round>> = vec![Vec::new(), Vec::new()];
@@ -82,6 +81,7 @@ pub fn run(a: RequestArgs) -> Result<()> {
         for _ in 0..a.rounds {
             for (i, sys) in SYSTEMS.iter().enumerate() {
                 if chosen(sys) {
+                    let rt = runtime(a.threads)?;
                     rounds[i].push(rt.block_on(round(sys, n, a.requests))?);
                 }
             }

@@ -122,7 +122,6 @@ struct WorkResult {
 
 /// Runs `bench fanout --work format`.
 pub(crate) fn run(a: &FanoutArgs) -> Result<()> {
-    let rt = runtime(a.threads)?;
     let subs = a.subscribers;
     let mut rounds: Vec<Vec<Round>> = vec![Vec::new(); SYSTEMS.len()];
     for _ in 0..a.rounds {
@@ -132,6 +131,7 @@ pub(crate) fn run(a: &FanoutArgs) -> Result<()> {
                 // Not run (profiling another system), and not reported.
                 continue;
             }
+            let rt = runtime(a.threads)?;
             let (cpu, switches) = (process_cpu_time(), ctxt_switches());
             let mut r = if *sys == "plain-loop-limit" {
                 limit(a.events)
