@@ -64,7 +64,9 @@ macro_rules! deliver_inline {
         // Take part in tokio's cooperative scheduling: a publisher loop
         // that never has to wait still yields every so often, so
         // subscribers on the same worker get to run instead of lagging.
-        $crate::bus::deliver::take_budget().await;
+        if $crate::bus::deliver::budget_due($route) {
+            $crate::bus::deliver::take_budget().await;
+        }
         match $bus.deliver_now($route, $env) {
             Ok(done) => done,
             Err(full) => $bus.deliver_when_room($route, full).await,
@@ -214,6 +216,49 @@ impl<T> Drop for CancelGuard<'_, T> {
             self.inner.cancelled.fetch_add(1, Ordering::Relaxed);
         }
     }
+}
+
+/// Publishes per unit of tokio's budget on a topic whose only subscriber
+/// is a lossless one with a single reader (every other publish takes a
+/// unit).
+///
+/// Such a publisher yields when that reader is full anyway. With a unit
+/// per publish it yielded every 128 publishes (tokio's budget) instead,
+/// and each such yield put it in its worker's run queue, where the other
+/// worker stole it: publisher and reader then ran side by side on two
+/// cores, passing every event, its slot and the ring's end between their
+/// caches. With a unit per eight publishes, at the default capacity (1024)
+/// the publisher fills the ring before its budget runs out and waits; the
+/// reader, woken onto the publisher's worker, reads the batch there, and
+/// the two take turns on one core at about two-thirds of the CPU per
+/// delivery (`bench fanout --subscribers 1`, see docs/benchmarks.md). A
+/// loop on such a topic still yields at least every 1024 publishes.
+///
+/// Not with more readers: where a slow one shares the ring with fast ones
+/// (`bench fanout --work format`), publishers that seldom yield keep being
+/// woken onto the slow reader's worker, where they wait for it to stop,
+/// and that case lost about a tenth of its events per second.
+const LONE_READER_PUBLISHES_PER_UNIT: u8 = 8;
+
+thread_local! {
+    /// Publishes by this thread to lone lossless readers, modulo
+    /// [`LONE_READER_PUBLISHES_PER_UNIT`].
+    static TO_LONE_READERS: std::cell::Cell<u8> = const { std::cell::Cell::new(0) };
+}
+
+/// Whether a publish on `route` takes a unit of tokio's budget: every one
+/// does, except to a lone lossless reader (see
+/// [`LONE_READER_PUBLISHES_PER_UNIT`]).
+#[inline]
+pub(super) fn budget_due<T>(route: &Route<T>) -> bool {
+    if !route.has_lone_lossless_reader() {
+        return true;
+    }
+    TO_LONE_READERS.with(|n| {
+        let next = (n.get() + 1) % LONE_READER_PUBLISHES_PER_UNIT;
+        n.set(next);
+        next == 0
+    })
 }
 
 /// Takes one unit of the task's tokio budget, yielding first if it is

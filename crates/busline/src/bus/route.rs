@@ -46,6 +46,13 @@ impl<T> Route<T> {
         }
     }
 
+    /// A lossless subscriber with a single reader, and no other: a publish
+    /// loop here is paced by that reader (see `deliver::budget_due`).
+    #[inline]
+    pub(super) fn has_lone_lossless_reader(&self) -> bool {
+        matches!(&self.subs[..], [s] if s.has_lone_lossless_reader())
+    }
+
     /// Counts the event as `filtered` for the route's subscribers whose filter
     /// refused it: once it is delivered (a publish that fails or is retried
     /// counts nothing).

@@ -246,6 +246,12 @@ impl<T> SubShared<T> {
         matches!(self.policy, Policy::Queue(_))
     }
 
+    /// A lossless ring with one member (as last recorded: a hint, see
+    /// `Ring::solo`).
+    pub(crate) fn has_lone_lossless_reader(&self) -> bool {
+        self.ring.as_ref().is_some_and(|r| r.lossless() && r.solo())
+    }
+
     /// A queue group without a key: any member takes the next event.
     pub(crate) fn is_plain_group(&self) -> bool {
         self.is_group() && self.key.is_none()

@@ -115,6 +115,11 @@ pub(crate) struct Ring<T> {
     /// The table of chunks, made when the first event is appended (an idle
     /// ring has none).
     chunks: OnceLock<Box<[OnceLock<Chunk<T>>]>>,
+    /// It has exactly one member: set under the subscriber's lock as members
+    /// join and leave, and read without it as a hint for how a publisher
+    /// takes tokio's budget (`bus::deliver::budget_due`); nothing is
+    /// synchronized by it.
+    solo: std::sync::atomic::AtomicBool,
     /// What the publisher writes on every event, on the second line.
     pub(crate) end: End,
     /// The cell of the member that made the ring (see [`CellRef`]), on the
@@ -207,6 +212,7 @@ impl<T> Ring<T> {
             },
             lossless,
             chunks: OnceLock::new(),
+            solo: std::sync::atomic::AtomicBool::new(false),
             end: End {
                 tail: AtomicU64::new(0),
                 reclaimed: std::sync::atomic::AtomicU64::new(0),
@@ -223,6 +229,17 @@ impl<T> Ring<T> {
     /// A lossless ring (publishers wait for room); otherwise lossy.
     pub(crate) fn lossless(&self) -> bool {
         self.lossless
+    }
+
+    /// Whether it had exactly one member when last looked at (a hint: see
+    /// the field).
+    pub(crate) fn solo(&self) -> bool {
+        self.solo.load(Ordering::Relaxed)
+    }
+
+    /// Records how many members it has (under the subscriber's lock).
+    pub(crate) fn set_members(&self, n: usize) {
+        self.solo.store(n == 1, Ordering::Relaxed);
     }
 
     /// The position the next event gets (`Acquire`: every slot before it is written).

@@ -485,7 +485,8 @@ impl<T> State<T> {
             let cell = Arc::new(MemberCell::new(tail));
             (CellRef::Own(cell.clone()), CellRef::Own(cell))
         };
-        self.ring_members().readers.push(Member {
+        let readers = &mut self.ring_members().readers;
+        readers.push(Member {
             id,
             name,
             cell: mine,
@@ -495,6 +496,7 @@ impl<T> State<T> {
             peak: 0,
             waker: None,
         });
+        ring.set_members(readers.len());
         Reader {
             cell,
             cursor: tail,
@@ -520,6 +522,7 @@ impl<T> State<T> {
             r.parked = r.parked.saturating_sub(1);
         }
         let ring = sub.ring();
+        ring.set_members(r.readers.len());
         let tail = ring.tail();
         // (Never behind a lossy ring's oldest event: see `make_way`.)
         let cursor = m.cursor(ring);
