@@ -45,7 +45,8 @@ pub struct Subscription<T> {
     pub(crate) member: u64,
     /// How many polls in a row found nothing and yielded instead of parking.
     pub(crate) yielded: u8,
-    /// Ring events read since it last found none (saturating).
+    /// Ring events read since it last found none or read a request
+    /// (saturating; see `receive::STREAK`).
     pub(crate) streak: u8,
     /// What only some subscriptions use (boxed: an idle subscriber without
     /// any of it costs one pointer).

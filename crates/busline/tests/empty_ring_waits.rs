@@ -1,0 +1,110 @@
+//! How a ring subscriber that finds nothing waits: after a streak of plain
+//! events it yields a couple of times before it parks (more are likely on
+//! their way), after reading requests it parks at once (each requester
+//! waits for its answer), and either way the next publish reaches it.
+//!
+//! Polled here outside any runtime, where tokio's `yield_now` wakes the
+//! task at once: a wake with nothing published is a yield, none is a park.
+
+use std::future::Future;
+use std::pin::pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Wake, Waker};
+
+use busline::{Bus, Message, Subscription, Topic};
+
+/// A waker that counts its wake-ups.
+struct Counting(AtomicUsize);
+
+impl Wake for Counting {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+/// Publishes `n` events on `topic`, requests (with a reply-to inbox) or not.
+fn publish(bus: &Bus<u32>, topic: &str, n: u32, requests: bool) {
+    for i in 0..n {
+        let mut msg = Message::new(i).topic(topic);
+        if requests {
+            msg = msg.reply_to(Topic::new("_INBOX.elsewhere.1").unwrap());
+        }
+        bus.try_send(msg).unwrap();
+    }
+}
+
+/// Receives `n` events that are ready.
+fn read(sub: &mut Subscription<u32>, n: u32) {
+    for _ in 0..n {
+        assert!(sub.try_recv().unwrap().is_some());
+    }
+}
+
+/// Polls a receive on an empty ring once: whether it woke itself (a
+/// yield) with nothing published; then publishes one event and checks
+/// that the same receive is woken (if it had not woken itself) and gets it.
+fn yields_when_empty(bus: &Bus<u32>, sub: &mut Subscription<u32>) -> bool {
+    let count = Arc::new(Counting(AtomicUsize::new(0)));
+    let waker = Waker::from(count.clone());
+    let mut cx = Context::from_waker(&waker);
+    let mut recv = pin!(sub.recv());
+    assert!(recv.as_mut().poll(&mut cx).is_pending());
+    let yielded = count.0.load(Ordering::SeqCst) > 0;
+    // A yield wakes it again: poll until it parks, then publish.
+    let mut polls = 0;
+    while count.0.swap(0, Ordering::SeqCst) > 0 {
+        assert!(recv.as_mut().poll(&mut cx).is_pending());
+        polls += 1;
+        assert!(polls < 10, "a receive on an empty ring keeps yielding");
+    }
+    bus.try_publish_to("work.item", 99).unwrap();
+    assert_eq!(count.0.load(Ordering::SeqCst), 1, "a publish wakes it");
+    let env = match recv.as_mut().poll(&mut cx) {
+        std::task::Poll::Ready(r) => r.unwrap(),
+        std::task::Poll::Pending => panic!("woken with nothing to read"),
+    };
+    assert_eq!(env.payload, 99);
+    yielded
+}
+
+#[test]
+fn a_reader_of_a_stream_yields_before_it_parks() {
+    let bus = Bus::<u32>::new();
+    let mut sub = bus.subscribe("work.>").unwrap();
+    publish(&bus, "work.item", 3, false);
+    read(&mut sub, 3);
+    assert!(yields_when_empty(&bus, &mut sub));
+}
+
+#[test]
+fn a_reader_of_requests_parks_at_once() {
+    let bus = Bus::<u32>::new();
+    let mut sub = bus.subscribe("work.>").unwrap();
+    publish(&bus, "work.item", 3, false);
+    publish(&bus, "work.item", 3, true);
+    read(&mut sub, 6);
+    assert!(!yields_when_empty(&bus, &mut sub));
+}
+
+#[test]
+fn plain_events_after_requests_make_a_streak_again() {
+    let bus = Bus::<u32>::new();
+    let mut sub = bus.subscribe("work.>").unwrap();
+    publish(&bus, "work.item", 1, true);
+    publish(&bus, "work.item", 2, false);
+    read(&mut sub, 3);
+    assert!(yields_when_empty(&bus, &mut sub));
+}
+
+#[test]
+fn a_reader_that_found_one_event_parks_at_once() {
+    let bus = Bus::<u32>::new();
+    let mut sub = bus.subscribe("work.>").unwrap();
+    publish(&bus, "work.item", 1, false);
+    read(&mut sub, 1);
+    assert!(!yields_when_empty(&bus, &mut sub));
+}
