@@ -43,7 +43,7 @@ const SPIN_POLLS: u8 = 2;
 /// steal it, so the member and its requesters keep changing threads.
 /// Parked, the member is woken by the next request on the requester's
 /// worker. With 8 or 16 concurrent requesters, `busline bench request`
-/// answers about half as many again per second (docs/benchmarks.md).
+/// answers 1.4–1.7 times as many requests a second (docs/benchmarks.md).
 const STREAK: u8 = 2;
 
 /// Lets other tasks run before this one is polled again: tokio's
