@@ -71,40 +71,34 @@ fn yields_when_empty(bus: &Bus<u32>, sub: &mut Subscription<u32>) -> bool {
     yielded
 }
 
-#[test]
-fn a_reader_of_a_stream_yields_before_it_parks() {
+/// Whether a subscriber that has read `batches` (each a count of events
+/// and whether they are requests), in order, yields when it finds nothing.
+fn yields_after(batches: &[(u32, bool)]) -> bool {
     let bus = Bus::<u32>::new();
     let mut sub = bus.subscribe("work.>").unwrap();
-    publish(&bus, "work.item", 3, false);
-    read(&mut sub, 3);
-    assert!(yields_when_empty(&bus, &mut sub));
+    for &(n, requests) in batches {
+        publish(&bus, "work.item", n, requests);
+        read(&mut sub, n);
+    }
+    yields_when_empty(&bus, &mut sub)
+}
+
+#[test]
+fn a_reader_of_a_stream_yields_before_it_parks() {
+    assert!(yields_after(&[(3, false)]));
 }
 
 #[test]
 fn a_reader_of_requests_parks_at_once() {
-    let bus = Bus::<u32>::new();
-    let mut sub = bus.subscribe("work.>").unwrap();
-    publish(&bus, "work.item", 3, false);
-    publish(&bus, "work.item", 3, true);
-    read(&mut sub, 6);
-    assert!(!yields_when_empty(&bus, &mut sub));
+    assert!(!yields_after(&[(3, false), (3, true)]));
 }
 
 #[test]
 fn plain_events_after_requests_make_a_streak_again() {
-    let bus = Bus::<u32>::new();
-    let mut sub = bus.subscribe("work.>").unwrap();
-    publish(&bus, "work.item", 1, true);
-    publish(&bus, "work.item", 2, false);
-    read(&mut sub, 3);
-    assert!(yields_when_empty(&bus, &mut sub));
+    assert!(yields_after(&[(1, true), (2, false)]));
 }
 
 #[test]
 fn a_reader_that_found_one_event_parks_at_once() {
-    let bus = Bus::<u32>::new();
-    let mut sub = bus.subscribe("work.>").unwrap();
-    publish(&bus, "work.item", 1, false);
-    read(&mut sub, 1);
-    assert!(!yields_when_empty(&bus, &mut sub));
+    assert!(!yields_after(&[(1, false)]));
 }
