@@ -1,7 +1,8 @@
 //! A publish loop that never has to wait for room still lets the other
 //! tasks on its thread run (it takes part in tokio's cooperative budget),
 //! whatever its subscribers: none, lossy, `latest`, or lossless ones with
-//! room to spare.
+//! room to spare; and it yields often enough that a lone lossy reader on
+//! its thread loses nothing.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -78,11 +79,57 @@ fn a_publish_loop_with_no_subscriber_yields() {
 
 #[test]
 fn a_publish_loop_to_a_lossy_subscriber_yields() {
-    assert_yields("lossy.events", || {
-        let bus = Bus::new();
-        let sub = bus.subscriber("lossy.>").lossy(16).subscribe().unwrap();
-        (bus, vec![sub])
-    });
+    // A small ring, and one with room for the whole loop (a lone lossy
+    // reader's publisher takes less budget per publish, and still yields).
+    for capacity in [16, EVENTS as usize] {
+        assert_yields("lossy.events", || {
+            let bus = Bus::new();
+            let sub = bus
+                .subscriber("lossy.>")
+                .lossy(capacity)
+                .subscribe()
+                .unwrap();
+            (bus, vec![sub])
+        });
+    }
+}
+
+/// A publish loop to a lone lossy reader on the same single-thread
+/// runtime yields before it has filled the reader's ring, so the reader,
+/// which runs at each yield, loses nothing (at capacities of at least two
+/// runs of tokio's budget, 128 publishes).
+#[test]
+fn a_lone_lossy_reader_on_its_publishers_thread_loses_nothing() {
+    for capacity in [256, 512, 1024, 4096] {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let (got, lagged) = rt.block_on(async move {
+            let bus = Bus::new();
+            let mut sub = bus
+                .subscriber("lossy.alone")
+                .lossy(capacity)
+                .subscribe()
+                .unwrap();
+            let reader = tokio::spawn(async move {
+                let (mut got, mut lagged) = (0u64, 0u64);
+                loop {
+                    match sub.recv().await {
+                        Ok(_) => got += 1,
+                        Err(busline::RecvError::Lagged(n)) => lagged += n,
+                        Err(_) => return (got, lagged),
+                    }
+                }
+            });
+            let mut to = bus.publisher("lossy.alone").unwrap();
+            for i in 0..EVENTS {
+                to.publish(i).await.unwrap();
+            }
+            bus.close();
+            reader.await.unwrap()
+        });
+        assert_eq!((got, lagged), (EVENTS, 0), "capacity {capacity}");
+    }
 }
 
 #[test]

@@ -9,6 +9,7 @@ use super::{Bus, BusInner};
 use crate::envelope::Envelope;
 use crate::error::PublishError;
 use crate::message::Message;
+use crate::queue::ring::Ring;
 use crate::queue::{SubShared, Targets};
 use crate::store::EventStore;
 use crate::topic::Topic;
@@ -46,11 +47,15 @@ impl<T> Route<T> {
         }
     }
 
-    /// A lossless subscriber with a single reader, and no other: a publish
-    /// loop here is paced by that reader (see `deliver::budget_due`).
+    /// The ring of the route's only subscriber, if that has a single
+    /// reader: a publish loop here takes turns with that reader (see
+    /// `deliver::budget_due`).
     #[inline]
-    pub(super) fn has_lone_lossless_reader(&self) -> bool {
-        matches!(&self.subs[..], [s] if s.has_lone_lossless_reader())
+    pub(super) fn lone_reader_ring(&self) -> Option<&Ring<T>> {
+        match &self.subs[..] {
+            [s] => s.lone_reader_ring(),
+            _ => None,
+        }
     }
 
     /// Counts the event as `filtered` for the route's subscribers whose filter

@@ -246,10 +246,10 @@ impl<T> SubShared<T> {
         matches!(self.policy, Policy::Queue(_))
     }
 
-    /// A lossless ring with one member (as last recorded: a hint, see
+    /// Its ring, if that has one member (as last recorded: a hint, see
     /// `Ring::solo`).
-    pub(crate) fn has_lone_lossless_reader(&self) -> bool {
-        self.ring.as_ref().is_some_and(|r| r.lossless() && r.solo())
+    pub(crate) fn lone_reader_ring(&self) -> Option<&ring::Ring<T>> {
+        self.ring.as_deref().filter(|r| r.solo())
     }
 
     /// A queue group without a key: any member takes the next event.
