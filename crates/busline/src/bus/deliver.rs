@@ -105,6 +105,11 @@ impl<T: Send + Sync + 'static> Bus<T> {
             Err(())
         } else {
             match commit(&targets, &mut env, None) {
+                // Delivered to the whole route: nothing for `finish` to
+                // count or hand back (the usual outcome, settled here).
+                Ok(n) if n > 0 && matches!(targets, Targets::All(_)) => {
+                    return Ok(Ok(self.receipt(stamp.0, stamp.1, n)));
+                }
                 Ok(n) => Ok(n),
                 Err(full) => {
                     let env = env.expect("an undelivered event is handed back");

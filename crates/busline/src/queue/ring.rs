@@ -275,6 +275,7 @@ impl<T> Ring<T> {
     /// lossless ring was checked for room; with none it is not kept) and
     /// returns what the slot held before, every member past it (or moved
     /// past it by a lossy publisher), for the caller to drop.
+    #[inline]
     pub(crate) fn push(&self, env: Arc<Envelope<T>>, readers: u32) -> Option<Arc<Envelope<T>>> {
         if readers == 0 {
             return Some(env);

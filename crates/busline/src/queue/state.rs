@@ -291,6 +291,7 @@ impl<T> State<T> {
     /// (see `queue::ring`), for the caller to drop once it has let the lock
     /// go: what a payload's `Drop` does never runs under it.
     #[must_use = "the event a ring let go of is dropped after the lock"]
+    #[inline]
     pub(crate) fn push(
         &mut self,
         sub: &SubShared<T>,
@@ -310,29 +311,51 @@ impl<T> State<T> {
                 if sub.reclaim_due(ring.tail()) && !r.readers.is_empty() {
                     r.reclaim(ring, spent);
                 }
-                if ring.lossless() && !self.pressured {
-                    let tail = ring.tail();
-                    if tail - r.slowest >= sub.high as u64 {
-                        // Flag first, then look: a reader moving on at the
-                        // same time either is seen or sees the flag.
-                        ring.flags.fetch_or(PRESSURED, Ordering::Relaxed);
-                        fence(Ordering::SeqCst);
-                        if tail - r.refresh_slowest(ring) >= sub.high as u64 {
-                            self.pressured = true;
-                            sub.pressure.raise();
-                        } else {
-                            ring.flags.fetch_and(!PRESSURED, Ordering::Relaxed);
-                        }
-                    }
-                }
                 // Members' entries are written by their readers only when
                 // they park: look at them only when one of them waits.
                 if r.parked > 0 {
-                    r.parked = 0;
-                    wake.extend(r.readers.iter_mut().filter_map(|m| m.waker.take()));
+                    r.wake_parked(wake);
+                }
+                if ring.lossless() && !self.pressured && ring.tail() - r.slowest >= sub.high as u64
+                {
+                    self.check_pressure(sub);
                 }
                 old
             }
+            _ => self.push_queued(sub, env, wake),
+        }
+    }
+
+    /// A lossless ring's backlog looked as high as its high watermark:
+    /// raises backpressure if it is.
+    #[cold]
+    #[inline(never)]
+    fn check_pressure(&mut self, sub: &SubShared<T>) {
+        let ring = sub.ring();
+        let r = self.ring_members();
+        let tail = ring.tail();
+        // Flag first, then look: a reader moving on at the same time
+        // either is seen or sees the flag.
+        ring.flags.fetch_or(PRESSURED, Ordering::Relaxed);
+        fence(Ordering::SeqCst);
+        if tail - r.refresh_slowest(ring) >= sub.high as u64 {
+            self.pressured = true;
+            sub.pressure.raise();
+        } else {
+            ring.flags.fetch_and(!PRESSURED, Ordering::Relaxed);
+        }
+    }
+
+    /// [`push`](Self::push) to a queue group or a `latest` subscriber.
+    #[inline(never)]
+    fn push_queued(
+        &mut self,
+        sub: &SubShared<T>,
+        env: Arc<Envelope<T>>,
+        wake: &mut SmallVec<[Waker; 8]>,
+    ) -> Option<Arc<Envelope<T>>> {
+        match &mut self.queue {
+            Queue::Ring(_) => unreachable!("rings are pushed to by `push`"),
             Queue::Group(g) => {
                 g.rx.delivered += 1;
                 let key = sub.key.as_deref().map(|k| k(&env));
@@ -371,6 +394,7 @@ impl<T> State<T> {
 
     /// Whether the queue can take one more event now (only a lossless ring
     /// and a queue group can be full).
+    #[inline]
     pub(crate) fn has_room(&mut self, sub: &SubShared<T>) -> bool {
         match &mut self.queue {
             Queue::Ring(r) => {
@@ -534,9 +558,19 @@ impl<T> State<T> {
 }
 
 impl RingMembers {
+    /// Takes the wakers of the members waiting for an event, to be woken
+    /// once the lock is let go.
+    #[cold]
+    #[inline(never)]
+    fn wake_parked(&mut self, wake: &mut SmallVec<[Waker; 8]>) {
+        self.parked = 0;
+        wake.extend(self.readers.iter_mut().filter_map(|m| m.waker.take()));
+    }
+
     /// Empties the slots every member has read since the last time (from
     /// the members' cursors as they are now), handing their events to
     /// `spent`: a ring holds read events only until the next of these.
+    #[inline(never)]
     fn reclaim<T>(&mut self, ring: &Ring<T>, spent: &mut Vec<Arc<Envelope<T>>>) {
         let slowest = self.refresh_slowest(ring);
         let reclaimed = ring.end.reclaimed.load(Ordering::Relaxed);
