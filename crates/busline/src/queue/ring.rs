@@ -325,7 +325,7 @@ impl<T> Ring<T> {
 
     /// Reads `pos` (`pos < tail`) for one member whose cursor is at it (a
     /// lossy member holding its claim): a clone of the event (see `Slot`).
-    #[inline]
+    #[inline(always)]
     pub(crate) fn read(&self, pos: u64) -> Arc<Envelope<T>> {
         // SAFETY: members clone it side by side; writers are kept out.
         let env = self.slot(pos).env.with(|e| unsafe { (*e).clone() });
