@@ -59,6 +59,7 @@ use crate::topic::Pattern;
 mod commit;
 mod group;
 mod keyed;
+mod members;
 mod policy;
 mod pressure;
 pub(crate) mod ring;
@@ -66,10 +67,11 @@ mod state;
 
 pub(crate) use commit::{add_blocked, commit, member_name, Full, Targets};
 pub(crate) use keyed::{key_fn, KeyFn};
+pub(crate) use members::{Member, Reader};
 pub use policy::{Filter, Policy};
 pub(crate) use pressure::Pressure;
 pub(crate) use ring::Ring;
-pub(crate) use state::{Member, Queue, Reader, Receivers, State};
+pub(crate) use state::{Queue, Receivers, State};
 
 /// What the router delivers to: one subscriber's queue, or a queue shared by
 /// several subscribers.
