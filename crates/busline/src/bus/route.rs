@@ -9,8 +9,7 @@ use super::{Bus, BusInner};
 use crate::envelope::Envelope;
 use crate::error::PublishError;
 use crate::message::Message;
-use crate::queue::ring::Ring;
-use crate::queue::{SubShared, Targets};
+use crate::queue::{Ring, SubShared, Targets};
 use crate::store::EventStore;
 use crate::topic::Topic;
 

@@ -250,7 +250,7 @@ impl<T> SubShared<T> {
 
     /// Its ring, if that has one member (as last recorded: a hint, see
     /// `Ring::solo`).
-    pub(crate) fn lone_reader_ring(&self) -> Option<&ring::Ring<T>> {
+    pub(crate) fn lone_reader_ring(&self) -> Option<&Ring<T>> {
         self.ring.as_deref().filter(|r| r.solo())
     }
 
