@@ -1,5 +1,5 @@
 //! Payloads that count their own drops, and a small deterministic
-//! generator (the tests' one RNG): shared by `ring_delivery.rs` and
+//! generator (the tests' one RNG): shared by `ring_delivery/` and
 //! `lossy_ring_claims.rs`, included with `#[path]`.
 #![allow(dead_code)]
 
