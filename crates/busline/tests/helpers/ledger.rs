@@ -1,6 +1,6 @@
 //! Payloads that count their own drops, and a small deterministic
 //! generator (the tests' one RNG): shared by `ring_delivery/` and
-//! `lossy_ring_claims.rs`, included with `#[path]`.
+//! `lossy_ring_claims/`, included with `#[path]`.
 #![allow(dead_code)]
 
 use std::fmt;
