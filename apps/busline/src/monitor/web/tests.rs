@@ -1,3 +1,4 @@
+use super::guard::{percent_decode, query_param, same};
 use super::*;
 
 #[test]
