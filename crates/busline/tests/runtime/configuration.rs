@@ -144,8 +144,6 @@ async fn a_configured_module_must_carry_its_sections_name() {
     );
 }
 
-// ----- found by review: each test fails without its fix ----------------------
-
 /// Durations in the config that are negative, not finite or too large are a
 /// config error naming the module and the key, not a panic in `run`.
 #[tokio::test(start_paused = true)]

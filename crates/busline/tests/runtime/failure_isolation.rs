@@ -159,8 +159,6 @@ async fn a_restarted_module_resumes_after_its_last_committed_event() {
     assert_eq!(*handled.lock(), vec![0, 1, 2, 3, 4, 5]);
 }
 
-// ----- found by review: each test fails without its fix ----------------------
-
 /// Helper tasks an instance spawned with its shutdown token are told to stop
 /// when that instance ends, not only at the runtime's shutdown.
 #[derive(Clone)]

@@ -137,8 +137,6 @@ async fn a_factory_that_panics_on_restart_counts_as_a_failed_start() {
     assert_eq!(calls.load(Ordering::SeqCst), 3);
 }
 
-// ----- found by review: each test fails without its fix ----------------------
-
 /// `Restart::Always` and a module that returns Ok past its restart limit:
 /// its end is published as `failed` and recorded as its last error.
 #[tokio::test(start_paused = true)]

@@ -240,8 +240,6 @@ async fn events_left_queued_at_shutdown_are_counted_as_discarded() {
     assert_eq!(bus.stats().discarded, 5);
 }
 
-// ----- found by review: each test fails without its fix ----------------------
-
 /// A shutdown timeout too long to add to the clock (`Duration::MAX`,
 /// "never abort") is waited for, not a panic of the runtime.
 #[tokio::test(start_paused = true)]

@@ -111,8 +111,6 @@ async fn status_request_lists_every_module() {
     assert_eq!(report.module("off").unwrap().state, ModuleState::Disabled);
 }
 
-// ----- found by review: each test fails without its fix ----------------------
-
 /// A full lossless system subscriber misses events; a lossy one beside it
 /// gets every one (before, the full one made the runtime skip all of them).
 #[tokio::test(start_paused = true)]
