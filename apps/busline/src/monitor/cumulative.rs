@@ -2,8 +2,8 @@
 //!
 //! OTLP sums and histograms with cumulative temporality, and every Prometheus
 //! counter and histogram, report a running total since the sender started.
-//! The monitor's samples carry increments ([`Value::Counter`] is "how much
-//! it went up", [`Value::Histogram`] "what was observed since the last
+//! The monitor's samples carry increments ([`Value::Counter`](crate::monitor::sample::Value::Counter) is "how much
+//! it went up", [`Value::Histogram`](crate::monitor::sample::Value::Histogram) "what was observed since the last
 //! report"), so a [`Cumulative`] remembers the last total of each series and
 //! hands out the difference.
 //!

@@ -17,7 +17,7 @@
 //! [`Sample`]s of one source on one topic, `metrics.<source>.<name tokens>`
 //! (see [`sample`](super::sample)). The StatsD listener sends the same as a
 //! [`Metric::Runs`]: the samples of each series in a burst carried once (see
-//! [`run`](super::run)). [`Metric::for_each_sample`] and [`Metric::samples`]
+//! [`run`](mod@super::run)). [`Metric::for_each_sample`] and [`Metric::samples`]
 //! give every metric, the seed's three shapes included, as samples.
 
 use std::borrow::Cow;

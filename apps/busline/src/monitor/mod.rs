@@ -1,6 +1,6 @@
 //! `busline monitor`: the live metrics monitor.
 //!
-//! Modules on one bus of [`Metric`]s:
+//! Modules on one bus of [`Metric`](metric::Metric)s:
 //!
 //! | module | subscribes | policy | does |
 //! | --- | --- | --- | --- |
@@ -35,7 +35,7 @@
 //!
 //! Every metric (`metrics.>`) is kept in a durable [`busline_log`] log in
 //! `--data-dir` (default `./busline-data`; `--no-data-dir` or an empty
-//! `--data-dir ''` for none), through [`Bus::persist`]: an event is appended
+//! `--data-dir ''` for none), through [`Bus::persist`](busline::Bus::persist): an event is appended
 //! and fsynced (group commit: appends that arrive during an fsync share the
 //! next one) before any module sees it. At the monitor's rates (tens of
 //! events a second) that costs a few milliseconds of latency and nothing in

@@ -54,7 +54,7 @@
 //!
 //! `--nats-creds`, `--nats-token`, `--nats-user`/`--nats-password`,
 //! `--nats-nkey` and `--nats-ca` map to busline-nats' [`Auth`](busline_nats::Auth)
-//! and [`Tls`](busline_nats::Tls). A wrong one fails at startup, naming the
+//! and [`Tls`]. A wrong one fails at startup, naming the
 //! server and the cause.
 
 use std::sync::Arc;

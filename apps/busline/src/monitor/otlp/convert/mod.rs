@@ -1,4 +1,4 @@
-//! OTLP metrics → [`Sample`]s.
+//! OTLP metrics → [`Sample`](crate::monitor::sample::Sample)s.
 //!
 //! | OTLP | sample |
 //! | --- | --- |
