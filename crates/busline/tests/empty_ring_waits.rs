@@ -1,7 +1,9 @@
-//! How a ring subscriber that finds nothing waits: after a streak of plain
-//! events it yields a couple of times before it parks (more are likely on
-//! their way), after reading requests it parks at once (each requester
-//! waits for its answer), and either way the next publish reaches it.
+//! How a ring subscriber that finds nothing waits: beside other members of
+//! its ring, after a streak of plain events it yields a couple of times
+//! before it parks (more are likely on their way); after reading requests
+//! it parks at once (each requester waits for its answer), and so does a
+//! ring's lone member (its publisher wakes it onto its own worker); either
+//! way the next publish reaches it.
 //!
 //! Polled here outside any runtime, where tokio's `yield_now` wakes the
 //! task at once: a wake with nothing published is a yield, none is a park.
@@ -72,15 +74,24 @@ fn yields_when_empty(bus: &Bus<u32>, sub: &mut Subscription<u32>) -> bool {
 }
 
 /// Whether a subscriber that has read `batches` (each a count of events
-/// and whether they are requests), in order, yields when it finds nothing.
+/// and whether they are requests), in order, yields when it finds nothing,
+/// beside another member of its ring.
 fn yields_after(batches: &[(u32, bool)]) -> bool {
     let bus = Bus::<u32>::new();
     let mut sub = bus.subscribe("work.>").unwrap();
+    // Same pattern and settings: the same ring.
+    let _sibling = bus.subscribe("work.>").unwrap();
+    read_batches(&bus, &mut sub, batches)
+}
+
+/// Publishes and reads `batches`, then sees whether `sub` yields when it
+/// finds nothing.
+fn read_batches(bus: &Bus<u32>, sub: &mut Subscription<u32>, batches: &[(u32, bool)]) -> bool {
     for &(n, requests) in batches {
-        publish(&bus, "work.item", n, requests);
-        read(&mut sub, n);
+        publish(bus, "work.item", n, requests);
+        read(sub, n);
     }
-    yields_when_empty(&bus, &mut sub)
+    yields_when_empty(bus, sub)
 }
 
 #[test]
@@ -101,4 +112,21 @@ fn plain_events_after_requests_make_a_streak_again() {
 #[test]
 fn a_reader_that_found_one_event_parks_at_once() {
     assert!(!yields_after(&[(1, false)]));
+}
+
+#[test]
+fn a_lone_reader_of_a_stream_parks_at_once() {
+    let bus = Bus::<u32>::new();
+    let mut sub = bus.subscribe("work.>").unwrap();
+    assert!(!read_batches(&bus, &mut sub, &[(3, false)]));
+}
+
+#[test]
+fn a_reader_whose_ring_mate_left_parks_at_once() {
+    let bus = Bus::<u32>::new();
+    let mut sub = bus.subscribe("work.>").unwrap();
+    let mate = bus.subscribe("work.>").unwrap();
+    assert!(read_batches(&bus, &mut sub, &[(3, false)]));
+    drop(mate);
+    assert!(!read_batches(&bus, &mut sub, &[(3, false)]));
 }

@@ -117,8 +117,9 @@ pub(crate) struct Ring<T> {
     chunks: OnceLock<Box<[OnceLock<Chunk<T>>]>>,
     /// It has exactly one member: set under the subscriber's lock as members
     /// join and leave, and read without it as a hint for how a publisher
-    /// takes tokio's budget (`bus::deliver::budget_due`); nothing is
-    /// synchronized by it.
+    /// takes tokio's budget (`bus::deliver::budget_due`) and whether a
+    /// member that finds nothing yields before it parks
+    /// (`subscription::receive`); nothing is synchronized by it.
     solo: std::sync::atomic::AtomicBool,
     /// What the publisher writes on every event, on the second line.
     pub(crate) end: End,

@@ -28,6 +28,17 @@ use crate::sync::fence;
 /// [`STREAK`]): one answering requests one at a time would find nothing
 /// after its yields either, and a yield costs its worker a poll of tokio's
 /// drivers when it has nothing else to run.
+///
+/// And only beside other members. A ring's lone member parks at once: its
+/// publisher wakes it onto the publisher's own worker, where it reads the
+/// next run of events from that core's cache while the publisher waits
+/// for room or yields. A yield instead puts the member in its worker's
+/// run queue, wakes the other worker to steal it, and costs an empty poll
+/// of tokio's drivers; the member and its publisher then run side by side
+/// on two cores, passing every event between their caches
+/// (`bench fanout --subscribers 1`: a sixth less CPU a delivery parking
+/// at once; with 4 members, where the siblings fill each other's yields,
+/// parking at once cost a tenth of the throughput; docs/benchmarks.md).
 const SPIN_POLLS: u8 = 2;
 
 /// Events a ring member must have read since it last found none to yield,
@@ -326,7 +337,7 @@ fn wait_ring<T>(
     if let Some(cx) = cx.as_deref_mut() {
         let streaming = *waits.yielded > 0 || *waits.streak >= STREAK;
         *waits.streak = 0;
-        if streaming && *waits.yielded < SPIN_POLLS {
+        if streaming && *waits.yielded < SPIN_POLLS && !ring.solo() {
             // Found nothing: yield before parking. Under load the
             // publisher refills the ring meanwhile, and the task (and
             // its worker thread) skip a park/unpark round trip, which
