@@ -154,7 +154,7 @@
 //! behind loses events for itself alone.
 //!
 //! The ring's protocol (locks, cursors, and who wakes whom) is model-checked
-//! with loom: `tests/loom.rs` runs publishers, receivers, closing and
+//! with loom: `tests/loom/` runs publishers, receivers, closing and
 //! dropping through every interleaving up to a preemption bound, with the
 //! bus's locks and atomics swapped for loom's (`RUSTFLAGS="--cfg
 //! busline_loom"`; `scripts/test` runs it).

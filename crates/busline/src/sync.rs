@@ -1,5 +1,5 @@
 //! The locks and atomics the bus's delivery protocol is built on, in one
-//! place so that the loom tests (`tests/loom.rs`, built with
+//! place so that the loom tests (`tests/loom/`, built with
 //! `RUSTFLAGS="--cfg busline_loom"`) can swap in loom's models and check
 //! every interleaving of publishers, receivers and wake-ups. Normal builds
 //! use `parking_lot` and the standard atomics.

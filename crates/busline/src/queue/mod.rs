@@ -42,7 +42,7 @@
 //!
 //! # Checked with loom
 //!
-//! `tests/loom.rs` runs publishers, receivers, closing and dropping through
+//! `tests/loom/` runs publishers, receivers, closing and dropping through
 //! every interleaving up to a preemption bound, with the locks and atomics of
 //! `crate::sync` swapped for loom's (`RUSTFLAGS="--cfg busline_loom"`).
 
