@@ -36,9 +36,10 @@ use crate::sync::fence;
 /// run queue, wakes the other worker to steal it, and costs an empty poll
 /// of tokio's drivers; the member and its publisher then run side by side
 /// on two cores, passing every event between their caches
-/// (`bench fanout --subscribers 1`: a sixth less CPU a delivery parking
-/// at once; with 4 members, where the siblings fill each other's yields,
-/// parking at once cost a tenth of the throughput; docs/benchmarks.md).
+/// (`bench fanout --subscribers 1`, parking at once: 170–210 CPU ns a
+/// delivery instead of 230–260 lossy, 130–140 instead of 150–160
+/// lossless; with 4 members, where the siblings fill each other's yields,
+/// it cost a tenth to a fifth of the throughput; docs/benchmarks.md).
 const SPIN_POLLS: u8 = 2;
 
 /// Events a ring member must have read since it last found none to yield,
