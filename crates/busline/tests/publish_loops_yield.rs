@@ -4,6 +4,7 @@
 //! room to spare; and it yields often enough that a lone lossy reader on
 //! its thread loses nothing.
 
+use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -129,6 +130,59 @@ fn a_lone_lossy_reader_on_its_publishers_thread_loses_nothing() {
             reader.await.unwrap()
         });
         assert_eq!((got, lagged), (EVENTS, 0), "capacity {capacity}");
+    }
+}
+
+/// A lone reader's publisher that spends its budget leaves its waker with
+/// the reader, to be woken when the reader parks; a reader woken by the
+/// first publish that then stops receiving (its task waits on something
+/// else) never parks, and the publish loop still goes on as after any
+/// yield.
+#[test]
+fn a_lone_reader_that_stops_receiving_does_not_hold_its_publisher() {
+    for lossless in [false, true] {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let bus = Bus::new();
+            let b = bus.subscriber("stuck.reader");
+            let capacity = EVENTS as usize;
+            let mut sub = if lossless {
+                b.lossless(capacity)
+            } else {
+                b.lossy(capacity)
+            }
+            .subscribe()
+            .unwrap();
+            let reader = tokio::spawn(async move {
+                let mut recv = Box::pin(sub.recv());
+                let mut first = true;
+                // Parks in the receive once, then is polled (woken by
+                // the publishes) without looking at it again.
+                std::future::poll_fn(|cx| {
+                    if std::mem::take(&mut first) {
+                        assert!(recv.as_mut().poll(cx).is_pending());
+                    }
+                    std::task::Poll::<()>::Pending
+                })
+                .await
+            });
+            tokio::task::yield_now().await;
+            let mut to = bus.publisher("stuck.reader").unwrap();
+            let publish = async {
+                for i in 0..EVENTS {
+                    to.publish(i).await.unwrap();
+                }
+            };
+            // A guard against hanging, not a timing check: the loop takes
+            // milliseconds.
+            tokio::time::timeout(std::time::Duration::from_secs(120), publish)
+                .await
+                .unwrap_or_else(|_| panic!("lossless: {lossless}: the loop waits on its reader"));
+            reader.abort();
+        });
     }
 }
 

@@ -65,7 +65,7 @@ macro_rules! deliver_inline {
         // that never has to wait still yields every so often, so
         // subscribers on the same worker get to run instead of lagging.
         if $crate::bus::deliver::budget_due($route) {
-            $crate::bus::deliver::take_budget().await;
+            $crate::bus::deliver::take_budget($route).await;
         }
         match $bus.deliver_now($route, $env) {
             Ok(done) => done,
@@ -264,7 +264,9 @@ const TOKIO_BUDGET: u64 = 128;
 /// on two cores instead (`bench fanout --subscribers 1 --policy lossy`:
 /// about four-fifths of the CPU per delivery, see docs/benchmarks.md).
 /// At a unit per eight publishes (a run of 1024, the whole ring) the
-/// reader lagged by 400 to 3,000 events in every million.
+/// reader lagged by 400 to 3,000 events in every million. Each yield hands
+/// the publisher to the reader (see [`take_budget`]): it runs again when
+/// the reader has read the run and parked.
 #[inline]
 fn lossy_publishes_per_unit(capacity: u64) -> u8 {
     (capacity / 2 / TOKIO_BUDGET).clamp(1, u64::from(LONE_READER_PUBLISHES_PER_UNIT)) as u8
@@ -297,11 +299,33 @@ pub(super) fn budget_due<T>(route: &Route<T>) -> bool {
     })
 }
 
-/// Takes one unit of the task's tokio budget, yielding first if it is
-/// spent: `tokio::task::consume_budget` without its bookkeeping.
+/// Takes one unit of the task's tokio budget for a publish on `route`,
+/// yielding first if it is spent: `tokio::task::consume_budget` without its
+/// bookkeeping, and with a hand-off to a lone ring member.
+///
+/// A spent budget makes tokio wake the task later (deferred: once its
+/// worker has run what it has queued and looked for work on the other
+/// workers). A worker that found work while looking wakes another worker
+/// to look too, so each such yield woke the other worker for nothing; and
+/// a lone lossy reader's publisher yields every few hundred publishes. On
+/// a route to a lone ring member the publisher also leaves its waker with
+/// the ring, and the member wakes it when it parks, having read what it
+/// was woken for: the publisher runs next on that worker, which never ran
+/// out of work. tokio's own wake-up still comes, so a member that does not
+/// park (busy elsewhere) holds the publisher no longer than a yield does.
 #[inline]
-pub(super) async fn take_budget() {
-    poll_fn(|cx| tokio::task::coop::poll_proceed(cx).map(|r| r.made_progress())).await
+pub(super) async fn take_budget<T>(route: &Route<T>) {
+    poll_fn(|cx| match tokio::task::coop::poll_proceed(cx) {
+        Poll::Ready(r) => {
+            r.made_progress();
+            Poll::Ready(())
+        }
+        Poll::Pending => {
+            route.hand_off(cx.waker());
+            Poll::Pending
+        }
+    })
+    .await
 }
 
 pub(super) fn unwrap_env<T>(env: Arc<Envelope<T>>) -> T {

@@ -32,6 +32,8 @@ use crate::sync::{AtomicBool, AtomicU64, Mutex, RwLock};
 mod backpressure;
 mod builder;
 mod deliver;
+#[cfg(test)]
+mod hand_off_tests;
 mod pending;
 mod persist;
 mod publish;

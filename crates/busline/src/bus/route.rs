@@ -57,6 +57,17 @@ impl<T> Route<T> {
         }
     }
 
+    /// Leaves `waker` with the route's lone ring member, if it has one,
+    /// to be woken when that member parks.
+    #[cold]
+    pub(super) fn hand_off(&self, waker: &std::task::Waker) {
+        if let [s] = &self.subs[..] {
+            if s.lone_reader_ring().is_some() {
+                s.hand_off(waker);
+            }
+        }
+    }
+
     /// Counts the event as `filtered` for the route's subscribers whose filter
     /// refused it: once it is delivered (a publish that fails or is retried
     /// counts nothing).

@@ -324,8 +324,9 @@ struct Waits<'a> {
 
 /// A ring member (`member`) found nothing at `cursor`: yields (see
 /// [`SPIN_POLLS`]) or parks, registering its waker under the subscriber's
-/// lock. `None` if an event came meanwhile (read on), otherwise what to
-/// return.
+/// lock; parking, it wakes the publisher that yielded to it, if one did
+/// (see `bus::deliver::take_budget`). `None` if an event came meanwhile
+/// (read on), otherwise what to return.
 #[cold]
 fn wait_ring<T>(
     sub: &SubShared<T>,
@@ -361,15 +362,21 @@ fn wait_ring<T>(
     let Some(m) = members.readers.iter_mut().find(|m| m.id == member) else {
         return Some(Poll::Ready(Err(RecvError::Closed)));
     };
-    if let Some(cx) = cx {
-        *waits.yielded = 0;
-        match &mut m.waker {
-            Some(w) => w.clone_from(cx.waker()),
-            w @ None => {
-                *w = Some(cx.waker().clone());
-                members.parked += 1;
-            }
+    let Some(cx) = cx else {
+        return Some(Poll::Pending);
+    };
+    *waits.yielded = 0;
+    match &mut m.waker {
+        Some(w) => w.clone_from(cx.waker()),
+        w @ None => {
+            *w = Some(cx.waker().clone());
+            members.parked += 1;
         }
+    }
+    let handoff = members.handoff.take();
+    drop(st);
+    if let Some(w) = handoff {
+        w.wake();
     }
     Some(Poll::Pending)
 }

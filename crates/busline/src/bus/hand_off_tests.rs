@@ -1,0 +1,102 @@
+//! A publisher that spends its tokio budget on a route to a lone ring
+//! member leaves its waker with that member, which wakes it when it parks
+//! (see `deliver::take_budget`): once, and only a lone member.
+
+use std::future::Future;
+use std::pin::pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Wake, Waker};
+
+use crate::{Bus, Subscription};
+
+/// A waker that counts its wake-ups.
+struct Counting(AtomicUsize);
+
+impl Wake for Counting {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+fn counting() -> (Arc<Counting>, Waker) {
+    let count = Arc::new(Counting(AtomicUsize::new(0)));
+    (count.clone(), Waker::from(count))
+}
+
+/// Polls a receive on `sub` once; it must find nothing and park.
+fn park(sub: &mut Subscription<u32>) {
+    let (_, waker) = counting();
+    let mut cx = Context::from_waker(&waker);
+    let mut recv = pin!(sub.recv());
+    assert!(recv.as_mut().poll(&mut cx).is_pending(), "nothing to read");
+}
+
+/// Hands a counting waker off on `topic`'s route, as a publisher whose
+/// budget is spent does: how often it has been woken, as it goes on.
+fn hand_off(bus: &Bus<u32>, topic: &str) -> Arc<Counting> {
+    let (count, waker) = counting();
+    bus.route(topic).unwrap().hand_off(&waker);
+    count
+}
+
+fn woken(count: &Counting) -> usize {
+    count.0.load(Ordering::SeqCst)
+}
+
+#[test]
+fn a_lone_member_that_parks_wakes_the_publisher_once() {
+    for lossless in [false, true] {
+        let bus = Bus::<u32>::new();
+        let b = bus.subscriber("t");
+        let mut sub = if lossless {
+            b.lossless(64)
+        } else {
+            b.lossy(64)
+        }
+        .subscribe()
+        .unwrap();
+        let publisher = hand_off(&bus, "t");
+        park(&mut sub);
+        assert_eq!(woken(&publisher), 1, "lossless: {lossless}");
+        park(&mut sub);
+        assert_eq!(woken(&publisher), 1, "woken once (lossless: {lossless})");
+    }
+}
+
+#[test]
+fn a_lone_member_wakes_the_publisher_once_it_has_read_all_and_parks() {
+    let bus = Bus::<u32>::new();
+    let mut sub = bus.subscriber("t").lossy(64).subscribe().unwrap();
+    for i in 0..3 {
+        bus.try_publish_to("t", i).unwrap();
+    }
+    let publisher = hand_off(&bus, "t");
+    for i in 0..3 {
+        assert_eq!(sub.try_recv().unwrap().unwrap().payload, i);
+        assert_eq!(woken(&publisher), 0, "read, not parked");
+    }
+    assert!(sub.try_recv().unwrap().is_none());
+    assert_eq!(woken(&publisher), 0, "found nothing without parking");
+    park(&mut sub);
+    assert_eq!(woken(&publisher), 1);
+}
+
+#[test]
+fn beside_another_member_no_publisher_is_handed_off() {
+    let bus = Bus::<u32>::new();
+    let mut a = bus.subscriber("t").lossy(64).subscribe().unwrap();
+    let mut b = bus.subscriber("t").lossy(64).subscribe().unwrap();
+    let publisher = hand_off(&bus, "t");
+    park(&mut a);
+    park(&mut b);
+    assert_eq!(woken(&publisher), 0);
+    // Once the other member left, the one left is a lone member.
+    drop(b);
+    let publisher = hand_off(&bus, "t");
+    park(&mut a);
+    assert_eq!(woken(&publisher), 1);
+}
