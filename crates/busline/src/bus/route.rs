@@ -62,8 +62,8 @@ impl<T> Route<T> {
     #[cold]
     pub(super) fn hand_off(&self, waker: &std::task::Waker) {
         if let [s] = &self.subs[..] {
-            if s.lone_reader_ring().is_some() {
-                s.hand_off(waker);
+            if let Some(ring) = s.lone_reader_ring() {
+                ring.hand_off(waker);
             }
         }
     }

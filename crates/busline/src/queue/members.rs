@@ -72,9 +72,6 @@ pub(crate) struct RingMembers {
     /// The member whose cursor the last refresh found lowest: the one a
     /// lossless publisher that found the ring full waits on.
     pub(crate) slowest_id: u64,
-    /// A publisher that yielded to its ring's lone member: woken by that
-    /// member when it parks, so it runs next on the member's worker.
-    pub(crate) handoff: Option<Waker>,
 }
 
 impl RingMembers {

@@ -254,18 +254,6 @@ impl<T> SubShared<T> {
         self.ring.as_deref().filter(|r| r.solo())
     }
 
-    /// Leaves a yielding publisher's `waker` with the ring's members, for
-    /// the next one that parks to wake.
-    pub(crate) fn hand_off(&self, waker: &std::task::Waker) {
-        let mut st = self.state.lock();
-        if let Queue::Ring(m) = &mut st.queue {
-            match &mut m.handoff {
-                Some(w) => w.clone_from(waker),
-                w @ None => *w = Some(waker.clone()),
-            }
-        }
-    }
-
     /// A queue group without a key: any member takes the next event.
     pub(crate) fn is_plain_group(&self) -> bool {
         self.is_group() && self.key.is_none()

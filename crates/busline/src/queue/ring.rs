@@ -39,9 +39,10 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, OnceLock};
+use std::task::Waker;
 
 use crate::envelope::Envelope;
-use crate::sync::{spin_wait, AtomicU32, AtomicU64, UnsafeCell};
+use crate::sync::{spin_wait, AtomicU32, AtomicU64, Mutex, UnsafeCell};
 
 /// [`Ring::mask`] of a ring whose capacity is not a power of two.
 const NO_MASK: u64 = u64::MAX;
@@ -137,6 +138,10 @@ pub(crate) struct End {
     /// emptied by the publisher ([`Ring::empty`]; under the subscriber's
     /// lock, hence `Relaxed`).
     pub(crate) reclaimed: std::sync::atomic::AtomicU64,
+    /// A publisher that yielded to the ring's lone member
+    /// ([`Ring::hand_off`]), for that member to wake when it parks. (On
+    /// this line, which had room: a subscription takes no more memory.)
+    handoff: Mutex<Option<Waker>>,
 }
 
 // The three lines as described on `Ring` (loom's atomics are larger).
@@ -217,6 +222,7 @@ impl<T> Ring<T> {
             end: End {
                 tail: AtomicU64::new(0),
                 reclaimed: std::sync::atomic::AtomicU64::new(0),
+                handoff: Mutex::new(None),
             },
             flags: AtomicU32::new(0),
             first: MemberCell::new(0),
@@ -241,6 +247,22 @@ impl<T> Ring<T> {
     /// Records how many members it has (under the subscriber's lock).
     pub(crate) fn set_members(&self, n: usize) {
         self.solo.store(n == 1, Ordering::Relaxed);
+    }
+
+    /// Leaves a yielding publisher's `waker` for the member that parks next
+    /// to wake (see `bus::deliver::take_budget`); it replaces one left
+    /// before.
+    pub(crate) fn hand_off(&self, waker: &Waker) {
+        match &mut *self.end.handoff.lock() {
+            Some(w) => w.clone_from(waker),
+            w @ None => *w = Some(waker.clone()),
+        }
+    }
+
+    /// The publisher that yielded to this ring's member, if one did since
+    /// a member last parked: for a member about to park to wake.
+    pub(crate) fn take_handoff(&self) -> Option<Waker> {
+        self.end.handoff.lock().take()
     }
 
     /// The position the next event gets (`Acquire`: every slot before it is written).

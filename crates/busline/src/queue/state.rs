@@ -107,7 +107,6 @@ impl<T> State<T> {
                 parked: 0,
                 slowest: 0,
                 slowest_id: 0,
-                handoff: None,
             }),
             Policy::Queue(_) => Queue::Group(Box::new(Group {
                 queue: match keyed_by {

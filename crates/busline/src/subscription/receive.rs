@@ -373,8 +373,8 @@ fn wait_ring<T>(
             members.parked += 1;
         }
     }
-    let handoff = members.handoff.take();
     drop(st);
+    let handoff = ring.take_handoff();
     if let Some(w) = handoff {
         w.wake();
     }
