@@ -37,3 +37,35 @@ impl Rng {
         }
     }
 }
+
+/// A waker that counts its wake-ups, for tests that poll futures by hand.
+#[derive(Debug, Default)]
+pub struct CountingWaker(std::sync::atomic::AtomicUsize);
+
+impl CountingWaker {
+    /// A counter at 0 and a waker that counts into it.
+    pub fn new() -> (std::sync::Arc<CountingWaker>, std::task::Waker) {
+        let count = std::sync::Arc::new(CountingWaker::default());
+        (count.clone(), std::task::Waker::from(count))
+    }
+
+    /// The wake-ups so far.
+    pub fn count(&self) -> usize {
+        self.0.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// The wake-ups so far, counting from 0 again.
+    pub fn take(&self) -> usize {
+        self.0.swap(0, std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl std::task::Wake for CountingWaker {
+    fn wake(self: std::sync::Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &std::sync::Arc<Self>) {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}

@@ -10,23 +10,10 @@
 
 use std::future::Future;
 use std::pin::pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
-use std::task::{Context, Wake, Waker};
+use std::task::Context;
 
+use busline::test_util::CountingWaker;
 use busline::{Bus, Message, Subscription, Topic};
-
-/// A waker that counts its wake-ups.
-struct Counting(AtomicUsize);
-
-impl Wake for Counting {
-    fn wake(self: Arc<Self>) {
-        self.wake_by_ref();
-    }
-    fn wake_by_ref(self: &Arc<Self>) {
-        self.0.fetch_add(1, Ordering::SeqCst);
-    }
-}
 
 /// Publishes `n` events on `topic`, requests (with a reply-to inbox) or not.
 fn publish(bus: &Bus<u32>, topic: &str, n: u32, requests: bool) {
@@ -50,21 +37,20 @@ fn read(sub: &mut Subscription<u32>, n: u32) {
 /// yield) with nothing published; then publishes one event and checks
 /// that the same receive is woken (if it had not woken itself) and gets it.
 fn yields_when_empty(bus: &Bus<u32>, sub: &mut Subscription<u32>) -> bool {
-    let count = Arc::new(Counting(AtomicUsize::new(0)));
-    let waker = Waker::from(count.clone());
+    let (count, waker) = CountingWaker::new();
     let mut cx = Context::from_waker(&waker);
     let mut recv = pin!(sub.recv());
     assert!(recv.as_mut().poll(&mut cx).is_pending());
-    let yielded = count.0.load(Ordering::SeqCst) > 0;
+    let yielded = count.count() > 0;
     // A yield wakes it again: poll until it parks, then publish.
     let mut polls = 0;
-    while count.0.swap(0, Ordering::SeqCst) > 0 {
+    while count.take() > 0 {
         assert!(recv.as_mut().poll(&mut cx).is_pending());
         polls += 1;
         assert!(polls < 10, "a receive on an empty ring keeps yielding");
     }
     bus.try_publish_to("work.item", 99).unwrap();
-    assert_eq!(count.0.load(Ordering::SeqCst), 1, "a publish wakes it");
+    assert_eq!(count.count(), 1, "a publish wakes it");
     let env = match recv.as_mut().poll(&mut cx) {
         std::task::Poll::Ready(r) => r.unwrap(),
         std::task::Poll::Pending => panic!("woken with nothing to read"),

@@ -4,32 +4,15 @@
 
 use std::future::Future;
 use std::pin::pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::task::{Context, Wake, Waker};
+use std::task::Context;
 
+use crate::test_util::CountingWaker;
 use crate::{Bus, Subscription};
-
-/// A waker that counts its wake-ups.
-struct Counting(AtomicUsize);
-
-impl Wake for Counting {
-    fn wake(self: Arc<Self>) {
-        self.wake_by_ref();
-    }
-    fn wake_by_ref(self: &Arc<Self>) {
-        self.0.fetch_add(1, Ordering::SeqCst);
-    }
-}
-
-fn counting() -> (Arc<Counting>, Waker) {
-    let count = Arc::new(Counting(AtomicUsize::new(0)));
-    (count.clone(), Waker::from(count))
-}
 
 /// Polls a receive on `sub` once; it must find nothing and park.
 fn park(sub: &mut Subscription<u32>) {
-    let (_, waker) = counting();
+    let (_, waker) = CountingWaker::new();
     let mut cx = Context::from_waker(&waker);
     let mut recv = pin!(sub.recv());
     assert!(recv.as_mut().poll(&mut cx).is_pending(), "nothing to read");
@@ -37,14 +20,10 @@ fn park(sub: &mut Subscription<u32>) {
 
 /// Hands a counting waker off on `topic`'s route, as a publisher whose
 /// budget is spent does: how often it has been woken, as it goes on.
-fn hand_off(bus: &Bus<u32>, topic: &str) -> Arc<Counting> {
-    let (count, waker) = counting();
+fn hand_off(bus: &Bus<u32>, topic: &str) -> Arc<CountingWaker> {
+    let (count, waker) = CountingWaker::new();
     bus.route(topic).unwrap().hand_off(&waker);
     count
-}
-
-fn woken(count: &Counting) -> usize {
-    count.0.load(Ordering::SeqCst)
 }
 
 #[test]
@@ -61,9 +40,9 @@ fn a_lone_member_that_parks_wakes_the_publisher_once() {
         .unwrap();
         let publisher = hand_off(&bus, "t");
         park(&mut sub);
-        assert_eq!(woken(&publisher), 1, "lossless: {lossless}");
+        assert_eq!(publisher.count(), 1, "lossless: {lossless}");
         park(&mut sub);
-        assert_eq!(woken(&publisher), 1, "woken once (lossless: {lossless})");
+        assert_eq!(publisher.count(), 1, "woken once (lossless: {lossless})");
     }
 }
 
@@ -77,12 +56,12 @@ fn a_lone_member_wakes_the_publisher_once_it_has_read_all_and_parks() {
     let publisher = hand_off(&bus, "t");
     for i in 0..3 {
         assert_eq!(sub.try_recv().unwrap().unwrap().payload, i);
-        assert_eq!(woken(&publisher), 0, "read, not parked");
+        assert_eq!(publisher.count(), 0, "read, not parked");
     }
     assert!(sub.try_recv().unwrap().is_none());
-    assert_eq!(woken(&publisher), 0, "found nothing without parking");
+    assert_eq!(publisher.count(), 0, "found nothing without parking");
     park(&mut sub);
-    assert_eq!(woken(&publisher), 1);
+    assert_eq!(publisher.count(), 1);
 }
 
 #[test]
@@ -93,10 +72,10 @@ fn beside_another_member_no_publisher_is_handed_off() {
     let publisher = hand_off(&bus, "t");
     park(&mut a);
     park(&mut b);
-    assert_eq!(woken(&publisher), 0);
+    assert_eq!(publisher.count(), 0);
     // Once the other member left, the one left is a lone member.
     drop(b);
     let publisher = hand_off(&bus, "t");
     park(&mut a);
-    assert_eq!(woken(&publisher), 1);
+    assert_eq!(publisher.count(), 1);
 }

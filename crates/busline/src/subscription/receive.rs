@@ -374,7 +374,8 @@ fn wait_ring<T>(
         }
     }
     drop(st);
-    let handoff = ring.take_handoff();
+    // (Publishers hand off only to a lone member.)
+    let handoff = ring.solo().then(|| ring.take_handoff()).flatten();
     if let Some(w) = handoff {
         w.wake();
     }
