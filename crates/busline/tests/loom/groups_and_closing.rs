@@ -7,7 +7,7 @@ use busline::{Bus, RecvError};
 use loom::future::block_on;
 use loom::thread;
 
-use super::model;
+use super::{model, publish, receive_all};
 
 /// A queue group of two members on their own threads: each event goes to
 /// exactly one of them, and both end when the publisher is gone.
@@ -18,22 +18,10 @@ fn queue_group_delivers_each_event_exactly_once() {
         let members: Vec<_> = (0..2)
             .map(|_| {
                 let mut sub = bus.subscriber("t").queue("g").subscribe().unwrap();
-                thread::spawn(move || {
-                    block_on(async {
-                        let mut got = Vec::new();
-                        while let Ok(e) = sub.recv().await {
-                            got.push(e.payload);
-                        }
-                        got
-                    })
-                })
+                thread::spawn(move || receive_all(&mut sub))
             })
             .collect();
-        block_on(async {
-            for i in 0..2 {
-                bus.publish_to("t", i).await.unwrap();
-            }
-        });
+        publish(&bus, 0..2);
         drop(bus);
         let mut all = Vec::new();
         for m in members {

@@ -5,7 +5,7 @@ use busline::Bus;
 use loom::future::block_on;
 use loom::thread;
 
-use super::{model, model_bounded};
+use super::{model, model_bounded, publish, publish_on_thread, receive_all};
 
 /// Lossless, capacity 1: the publisher waits for room three times and the
 /// receiver for events; each side wakes the other. Nothing is lost, the
@@ -15,20 +15,9 @@ fn lossless_backpressure_wakes_both_sides_and_loses_nothing() {
     model(|| {
         let bus: Bus<u32> = Bus::new();
         let mut sub = bus.subscriber("t").lossless(1).subscribe().unwrap();
-        let publisher = thread::spawn(move || {
-            block_on(async {
-                for i in 0..3 {
-                    bus.publish_to("t", i).await.unwrap();
-                }
-            })
-        });
-        let got: Vec<u32> = block_on(async {
-            let mut got = Vec::new();
-            while let Ok(e) = sub.recv().await {
-                got.push(e.payload);
-            }
-            got
-        });
+        let publisher = publish_on_thread(&bus, 0..3);
+        drop(bus);
+        let got = receive_all(&mut sub);
         publisher.join().unwrap();
         assert_eq!(got, [0, 1, 2]);
     });
@@ -44,25 +33,10 @@ fn two_waiting_publishers_both_get_room() {
         let mut sub = bus.subscriber("t").lossless(1).subscribe().unwrap();
         let publishers: Vec<_> = [0u32, 10]
             .into_iter()
-            .map(|base| {
-                let bus = bus.clone();
-                thread::spawn(move || {
-                    block_on(async {
-                        for i in 0..(1 + base / 10) {
-                            bus.publish_to("t", base + i).await.unwrap();
-                        }
-                    })
-                })
-            })
+            .map(|base| publish_on_thread(&bus, base..base + 1 + base / 10))
             .collect();
         drop(bus);
-        let got: Vec<u32> = block_on(async {
-            let mut got = Vec::new();
-            while let Ok(e) = sub.recv().await {
-                got.push(e.payload);
-            }
-            got
-        });
+        let got = receive_all(&mut sub);
         for p in publishers {
             p.join().unwrap();
         }
@@ -82,15 +56,8 @@ fn one_read_releases_a_waiting_publisher_without_another_receive() {
     model(|| {
         let bus: Bus<u32> = Bus::new();
         let mut sub = bus.subscriber("t").lossless(1).subscribe().unwrap();
-        let publisher = {
-            let bus = bus.clone();
-            thread::spawn(move || {
-                block_on(async {
-                    bus.publish_to("t", 1).await.unwrap();
-                    bus.publish_to("t", 2).await.unwrap(); // waits for room
-                })
-            })
-        };
+        // The second publish waits for room.
+        let publisher = publish_on_thread(&bus, 1..3);
         let first = block_on(sub.recv()).unwrap();
         publisher.join().unwrap();
         let second = block_on(sub.recv()).unwrap();
@@ -105,15 +72,8 @@ fn dropping_a_full_subscription_releases_its_publisher() {
     model(|| {
         let bus: Bus<u32> = Bus::new();
         let sub = bus.subscriber("t").lossless(1).subscribe().unwrap();
-        let publisher = {
-            let bus = bus.clone();
-            thread::spawn(move || {
-                block_on(async {
-                    bus.publish_to("t", 1).await.unwrap();
-                    bus.publish_to("t", 2).await.unwrap(); // waits for room
-                })
-            })
-        };
+        // The second publish waits for room.
+        let publisher = publish_on_thread(&bus, 1..3);
         drop(sub);
         publisher.join().unwrap();
         assert_eq!(bus.stats().published, 2);
@@ -132,22 +92,10 @@ fn members_sharing_a_lossless_ring_both_get_everything() {
         let readers: Vec<_> = (0..2)
             .map(|_| {
                 let mut sub = bus.subscriber("t").lossless(1).subscribe().unwrap();
-                thread::spawn(move || {
-                    block_on(async {
-                        let mut got = Vec::new();
-                        while let Ok(e) = sub.recv().await {
-                            got.push(e.payload);
-                        }
-                        got
-                    })
-                })
+                thread::spawn(move || receive_all(&mut sub))
             })
             .collect();
-        block_on(async {
-            for i in 0..2 {
-                bus.publish_to("t", i).await.unwrap();
-            }
-        });
+        publish(&bus, 0..2);
         drop(bus);
         for r in readers {
             assert_eq!(r.join().unwrap(), [0, 1]);
@@ -170,16 +118,7 @@ fn backpressure_raised_while_reading_clears_once_drained() {
             .subscribe()
             .unwrap();
         let bp = bus.backpressure();
-        let publisher = {
-            let bus = bus.clone();
-            thread::spawn(move || {
-                block_on(async {
-                    for i in 0..2 {
-                        bus.publish_to("t", i).await.unwrap();
-                    }
-                })
-            })
-        };
+        let publisher = publish_on_thread(&bus, 0..2);
         block_on(async {
             for i in 0..2 {
                 assert_eq!(sub.recv().await.unwrap().payload, i);

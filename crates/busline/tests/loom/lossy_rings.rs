@@ -5,7 +5,7 @@ use busline::{Bus, RecvError};
 use loom::future::block_on;
 use loom::thread;
 
-use super::{model, model_bounded};
+use super::{model, model_bounded, publish, publish_on_thread, receive_all_lossy};
 
 /// Lossy, capacity 1: the publisher never waits; the receiver gets events
 /// in order, always the newest, and what it got plus the reported lag is
@@ -15,24 +15,9 @@ fn lossy_reports_exactly_what_it_dropped() {
     model(|| {
         let bus: Bus<u32> = Bus::new();
         let mut sub = bus.subscriber("t").lossy(1).subscribe().unwrap();
-        let publisher = thread::spawn(move || {
-            block_on(async {
-                for i in 0..3 {
-                    bus.publish_to("t", i).await.unwrap();
-                }
-            })
-        });
-        let (got, lagged) = block_on(async {
-            let (mut got, mut lagged) = (Vec::new(), 0);
-            loop {
-                match sub.recv().await {
-                    Ok(e) => got.push(e.payload),
-                    Err(RecvError::Lagged(n)) => lagged += n,
-                    Err(_) => break,
-                }
-            }
-            (got, lagged)
-        });
+        let publisher = publish_on_thread(&bus, 0..3);
+        drop(bus);
+        let (got, lagged) = receive_all_lossy(&mut sub);
         publisher.join().unwrap();
         assert_eq!(got.len() as u64 + lagged, 3, "{got:?} + {lagged}");
         assert!(got.windows(2).all(|w| w[0] < w[1]), "{got:?}");
@@ -51,26 +36,10 @@ fn members_sharing_a_lossy_ring_account_for_every_event() {
         let readers: Vec<_> = (0..2)
             .map(|_| {
                 let mut sub = bus.subscriber("t").lossy(1).subscribe().unwrap();
-                thread::spawn(move || {
-                    block_on(async {
-                        let (mut got, mut lagged) = (Vec::new(), 0);
-                        loop {
-                            match sub.recv().await {
-                                Ok(e) => got.push(e.payload),
-                                Err(RecvError::Lagged(n)) => lagged += n,
-                                Err(_) => break,
-                            }
-                        }
-                        (got, lagged)
-                    })
-                })
+                thread::spawn(move || receive_all_lossy(&mut sub))
             })
             .collect();
-        block_on(async {
-            for i in 0..2 {
-                bus.publish_to("t", i).await.unwrap();
-            }
-        });
+        publish(&bus, 0..2);
         drop(bus);
         for r in readers {
             let (got, lagged) = r.join().unwrap();
@@ -92,28 +61,15 @@ fn a_lossy_member_leaving_while_the_ring_is_written_over_loses_nothing_silently(
         let mut stay = bus.subscriber("t").lossy(1).subscribe().unwrap();
         let mut leave = bus.subscriber("t").lossy(1).subscribe().unwrap();
         let stayer = thread::spawn(move || {
-            block_on(async {
-                let (mut got, mut lagged) = (0u64, 0);
-                loop {
-                    match stay.recv().await {
-                        Ok(_) => got += 1,
-                        Err(RecvError::Lagged(n)) => lagged += n,
-                        Err(_) => break,
-                    }
-                }
-                (got, lagged, stay)
-            })
+            let (got, lagged) = receive_all_lossy(&mut stay);
+            (got.len() as u64, lagged, stay)
         });
         let leaver = thread::spawn(move || {
             let got = block_on(leave.recv()).is_ok() as u64;
             drop(leave);
             got
         });
-        block_on(async {
-            for i in 0..2 {
-                bus.publish_to("t", i).await.unwrap();
-            }
-        });
+        publish(&bus, 0..2);
         let left_got = leaver.join().unwrap();
         bus.close();
         let (got, lagged, stay) = stayer.join().unwrap();
@@ -164,11 +120,7 @@ fn lossy_capacity_two_reader_moved_past_part_of_what_it_saw() {
                 (next, got)
             })
         });
-        block_on(async {
-            for i in 0..4 {
-                bus.publish_to("t", i).await.unwrap();
-            }
-        });
+        publish(&bus, 0..4);
         drop(bus);
         let (next, got) = reader.join().unwrap();
         assert_eq!(next, 4, "received + lag == published");
@@ -258,11 +210,7 @@ fn a_lossy_member_joining_while_the_ring_is_written_over_starts_where_it_joined(
                     (read_log(&mut sub), sub)
                 })
             };
-            block_on(async {
-                for i in 0..3 {
-                    bus.publish_to("t", i).await.unwrap();
-                }
-            });
+            publish(&bus, 0..3);
             drop(bus);
             let (log, sub) = joiner.join().unwrap();
             check_log(&log, &sub, 3);

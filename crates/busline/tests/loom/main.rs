@@ -16,6 +16,12 @@ mod groups_and_closing;
 mod lossless_rings;
 mod lossy_rings;
 
+use std::ops::Range;
+
+use busline::{Bus, RecvError, Subscription};
+use loom::future::block_on;
+use loom::thread::{self, JoinHandle};
+
 /// A model with loom's bound of three forced thread switches per run.
 pub(crate) fn model(f: impl Fn() + Sync + Send + 'static) {
     model_bounded(3, f)
@@ -27,4 +33,46 @@ pub(crate) fn model_bounded(preemptions: usize, f: impl Fn() + Sync + Send + 'st
     let mut b = loom::model::Builder::new();
     b.preemption_bound = Some(preemptions);
     b.check(f);
+}
+
+/// Publishes `events` on topic `t`, in order, waiting for room as needed.
+pub(crate) fn publish(bus: &Bus<u32>, events: Range<u32>) {
+    block_on(async {
+        for i in events {
+            bus.publish_to("t", i).await.unwrap();
+        }
+    })
+}
+
+/// [`publish`] on a thread of its own, with a handle of its own on `bus`.
+pub(crate) fn publish_on_thread(bus: &Bus<u32>, events: Range<u32>) -> JoinHandle<()> {
+    let bus = bus.clone();
+    thread::spawn(move || publish(&bus, events))
+}
+
+/// Receives until the subscription ends: the payloads, in order.
+pub(crate) fn receive_all(sub: &mut Subscription<u32>) -> Vec<u32> {
+    block_on(async {
+        let mut got = Vec::new();
+        while let Ok(e) = sub.recv().await {
+            got.push(e.payload);
+        }
+        got
+    })
+}
+
+/// Receives from a lossy subscription until it ends: the payloads, in
+/// order, and the lag it reported.
+pub(crate) fn receive_all_lossy(sub: &mut Subscription<u32>) -> (Vec<u32>, u64) {
+    block_on(async {
+        let (mut got, mut lagged) = (Vec::new(), 0);
+        loop {
+            match sub.recv().await {
+                Ok(e) => got.push(e.payload),
+                Err(RecvError::Lagged(n)) => lagged += n,
+                Err(_) => break,
+            }
+        }
+        (got, lagged)
+    })
 }
