@@ -71,11 +71,7 @@ with c.pipeline() as p:
         .args(["-c", &script])
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_succeeded(&out);
     // 5 datagrams of one line, one (the pipeline) of three.
     let s = eventually("8 lines accepted", || {
         let s = statsd_status(&m);

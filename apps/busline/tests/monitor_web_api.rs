@@ -101,25 +101,13 @@ fn the_events_api_checks_every_event() {
 
 #[test]
 fn busline_publish_posts_to_a_running_monitor() {
-    let m = Monitor::start(&[
-        "--web",
-        "127.0.0.1:0",
-        "--no-sim",
-        "--duration",
-        "30",
-        "--log-file",
-        "/dev/null",
-    ]);
+    let m = quiet_web_monitor();
     let out = Command::new(bin())
         .args(["publish", "--to", &m.addr()])
         .arg(r#"{"type":"request","path":"/from-shell","latency_ms":7}"#)
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_succeeded(&out);
 
     // From stdin, as JSON Lines.
     let mut child = Command::new(bin())
@@ -138,11 +126,7 @@ fn busline_publish_posts_to_a_running_monitor() {
         )
         .unwrap();
     let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_succeeded(&out);
 
     // A bad event is refused with the field named, and nothing is sent.
     let out = Command::new(bin())
@@ -243,15 +227,7 @@ fn a_token_guards_the_api() {
 
 #[test]
 fn a_foreign_host_header_is_refused() {
-    let m = Monitor::start(&[
-        "--web",
-        "127.0.0.1:0",
-        "--no-sim",
-        "--duration",
-        "30",
-        "--log-file",
-        "/dev/null",
-    ]);
+    let m = quiet_web_monitor();
     let addr = m.addr();
     let port = addr.rsplit(':').next().unwrap();
     for host in [
@@ -326,4 +302,18 @@ fn the_printed_url_carries_the_token_encoded() {
     let host = m.addr();
     let r = http(&m.addr(), "GET", path, &host, &[], b"");
     assert_eq!(r.status, 200, "{path}: {r:?}");
+}
+
+/// A monitor serving its web API on a free port, with no simulated
+/// services and no log output, for at most 30 s.
+fn quiet_web_monitor() -> Monitor {
+    Monitor::start(&[
+        "--web",
+        "127.0.0.1:0",
+        "--no-sim",
+        "--duration",
+        "30",
+        "--log-file",
+        "/dev/null",
+    ])
 }

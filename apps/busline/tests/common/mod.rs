@@ -350,6 +350,15 @@ pub fn webhook(answer: impl Fn(usize) -> &'static [u8] + Send + 'static) -> Webh
     Webhook { url, delivered }
 }
 
+/// Asserts that a command exited successfully, showing its stderr if not.
+pub fn assert_succeeded(out: &std::process::Output) {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// The interop venv's Python (`scripts/install-deps` makes it, `scripts/test`
 /// sets the variable); fails, never skips, without it.
 pub fn interop_python() -> String {
