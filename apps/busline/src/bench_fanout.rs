@@ -118,6 +118,10 @@ struct FanoutResult {
     /// Against the faster of the per-subscriber channels (tokio mpsc, flume).
     ratio_vs_per_subscriber_best: f64,
     ratio_vs_async_broadcast: f64,
+    /// Against a flume channel per subscriber that carries an envelope
+    /// like busline's (`flume-envelope-per-subscriber`): the same metadata
+    /// made per event, so what is left is the bus against the channel.
+    ratio_vs_flume_envelope: f64,
     /// CPU ns per delivery against tokio broadcast's at its best
     /// (`tokio-broadcast-yield64`): read it with `--threads 1`.
     cpu_ratio_vs_broadcast_best: f64,
@@ -171,6 +175,7 @@ pub(crate) fn run(a: &FanoutArgs) -> Result<()> {
                 ratio_vs_mpsc: 0.0,
                 ratio_vs_per_subscriber_best: 0.0,
                 ratio_vs_async_broadcast: 0.0,
+                ratio_vs_flume_envelope: 0.0,
                 cpu_ratio_vs_broadcast_best: 0.0,
             }
         })
@@ -182,11 +187,13 @@ pub(crate) fn run(a: &FanoutArgs) -> Result<()> {
     let mpsc = rate("tokio-mpsc-per-subscriber");
     let per_subscriber = mpsc.max(rate("flume-per-subscriber"));
     let async_broadcast = rate("async-broadcast");
+    let flume_envelope = rate("flume-envelope-per-subscriber");
     for r in &mut results {
         r.ratio_vs_broadcast_best = r.deliveries_per_s / best;
         r.ratio_vs_mpsc = r.deliveries_per_s / mpsc;
         r.ratio_vs_per_subscriber_best = r.deliveries_per_s / per_subscriber;
         r.ratio_vs_async_broadcast = r.deliveries_per_s / async_broadcast;
+        r.ratio_vs_flume_envelope = r.deliveries_per_s / flume_envelope;
         r.cpu_ratio_vs_broadcast_best = r.cpu_ns_per_delivery / best_cpu;
     }
     print(a, &results);

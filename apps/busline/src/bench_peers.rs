@@ -2,21 +2,25 @@
 //! write a one-publisher fan-out with it: tokio's broadcast (naive, and
 //! yielding every 64 sends, its best here), a bounded tokio mpsc per
 //! subscriber, `async-broadcast` (a lossless broadcast with backpressure,
-//! busline's closest peer) and a bounded `flume` channel per subscriber.
-//! Each returns the subscribers' tasks, each ending with (received, lagged).
+//! busline's closest peer) and a bounded `flume` channel per subscriber,
+//! bare and carrying an envelope like busline's. Each returns the subscribers' tasks, each ending with (received, lagged).
 
 use std::future::Future;
-use std::time::Instant;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use busline::{Envelope, EventId, Topic};
 
 use crate::bench_round::{collect, Payload, Round};
 
 /// The peer systems, by the name their rows carry.
-pub const PEERS: [&str; 5] = [
+pub const PEERS: [&str; 6] = [
     "tokio-broadcast-naive",
     "tokio-broadcast-yield64",
     "tokio-mpsc-per-subscriber",
     "async-broadcast",
     "flume-per-subscriber",
+    "flume-envelope-per-subscriber",
 ];
 
 type Counts = tokio::task::JoinHandle<(u64, u64)>;
@@ -52,6 +56,7 @@ pub async fn run(sys: &str, subs: usize, events: u64, cap: usize, payload: Paylo
             })
             .await
         }
+        "flume-envelope-per-subscriber" => flume_envelopes(subs, events, cap, payload).await,
         "async-broadcast" => async_broadcast(subs, events, cap, payload).await,
         other => unreachable!("unknown peer {other}"),
     }
@@ -157,6 +162,54 @@ where
         for _ in 0..events {
             for tx in &senders {
                 assert!(tx.deliver(payload.clone()).await, "a subscriber went away");
+            }
+        }
+    });
+    publisher.await.expect("publisher");
+    collect(start, handles).await
+}
+
+/// A bounded flume channel per subscriber carrying what busline delivers:
+/// one envelope per event (a sequence number, an id, the topic and the
+/// wall-clock time from `SystemTime::now`, made with
+/// [`Envelope::from_parts`] as a program that wraps its events by hand
+/// would), shared by the subscribers in an `Arc`.
+async fn flume_envelopes(subs: usize, events: u64, cap: usize, payload: Payload) -> Round {
+    type Env = Arc<Envelope<Payload>>;
+    let mut senders = Vec::new();
+    let mut handles: Vec<Counts> = Vec::new();
+    for _ in 0..subs {
+        let (tx, rx) = flume::bounded::<Env>(cap);
+        senders.push(tx);
+        handles.push(tokio::spawn(async move {
+            let mut got = 0u64;
+            while rx.recv_async().await.is_ok() {
+                got += 1;
+            }
+            (got, 0)
+        }));
+    }
+    let topic = Topic::new("bench.fanout").expect("a valid topic");
+    let node = u128::from(std::process::id()) << 64;
+    let start = Instant::now();
+    let publisher = tokio::spawn(async move {
+        for seq in 0..events {
+            let id = EventId::from_u128(node | u128::from(seq));
+            let env = Arc::new(Envelope::from_parts(
+                seq,
+                id,
+                topic.clone(),
+                SystemTime::now(),
+                None,
+                id,
+                None,
+                None,
+                Vec::new(),
+                payload.clone(),
+            ));
+            for tx in &senders {
+                let sent = tx.send_async(env.clone()).await;
+                assert!(sent.is_ok(), "a subscriber went away");
             }
         }
     });

@@ -45,7 +45,8 @@ fn fanout_json_has_every_system_and_loses_nothing() {
                 "tokio-broadcast-yield64",
                 "tokio-mpsc-per-subscriber",
                 "async-broadcast",
-                "flume-per-subscriber"
+                "flume-per-subscriber",
+                "flume-envelope-per-subscriber"
             ]
         );
         for r in results {
@@ -54,7 +55,12 @@ fn fanout_json_has_every_system_and_loses_nothing() {
             let lagged = r["lagged"].as_u64().unwrap();
             assert_eq!(delivered + lagged, 60_000, "{r}");
             assert!(r["deliveries_per_s"].as_f64().unwrap() > 0.0);
+            assert!(r["ratio_vs_flume_envelope"].as_f64().unwrap() > 0.0, "{r}");
         }
+        // Each row is compared with the one channel carrying envelopes.
+        let envelope = &results[systems.len() - 1];
+        assert_eq!(envelope["system"], "flume-envelope-per-subscriber");
+        assert_eq!(envelope["ratio_vs_flume_envelope"], 1.0);
         if policy == "lossless" {
             assert_eq!(results[0]["delivered"], 60_000);
         }
