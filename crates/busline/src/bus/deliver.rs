@@ -64,8 +64,8 @@ macro_rules! deliver_inline {
         // Take part in tokio's cooperative scheduling: a publisher loop
         // that never has to wait still yields every so often, so
         // subscribers on the same worker get to run instead of lagging.
-        if $crate::bus::deliver::budget_due($route) {
-            $crate::bus::deliver::take_budget($route).await;
+        if $crate::bus::budget::budget_due($route) {
+            $crate::bus::budget::take_budget($route).await;
         }
         match $bus.deliver_now($route, $env) {
             Ok(done) => done,
@@ -221,111 +221,6 @@ impl<T> Drop for CancelGuard<'_, T> {
             self.inner.cancelled.fetch_add(1, Ordering::Relaxed);
         }
     }
-}
-
-/// Publishes per unit of tokio's budget on a topic whose only subscriber
-/// is a lossless one with a single reader (every other publish takes a
-/// unit, except to a lone lossy reader: see [`lossy_publishes_per_unit`]).
-///
-/// Such a publisher yields when that reader is full anyway. With a unit
-/// per publish it yielded every 128 publishes (tokio's budget) instead,
-/// and each such yield put it in its worker's run queue, where the other
-/// worker stole it: publisher and reader then ran side by side on two
-/// cores, passing every event, its slot and the ring's end between their
-/// caches. With a unit per eight publishes, at the default capacity (1024)
-/// the publisher fills the ring before its budget runs out and waits; the
-/// reader, woken onto the publisher's worker, reads the batch there, and
-/// the two take turns on one core at about two-thirds of the CPU per
-/// delivery (`bench fanout --subscribers 1`, see docs/benchmarks.md). A
-/// loop on such a topic still yields at least every 1024 publishes.
-///
-/// Not with more readers: where a slow one shares the ring with fast ones
-/// (`bench fanout --work format`), publishers that seldom yield keep being
-/// woken onto the slow reader's worker, where they wait for it to stop,
-/// and that case lost about a tenth of its events per second.
-const LONE_READER_PUBLISHES_PER_UNIT: u8 = 8;
-
-/// The units of budget tokio gives a task each time it is polled: a task
-/// that takes a unit per `k` publishes yields after `128 * k` of them.
-const TOKIO_BUDGET: u64 = 128;
-
-/// Publishes per unit of tokio's budget to a lone lossy reader whose ring
-/// holds `capacity` events: as many as keep the publisher's run between
-/// two yields within half the ring (at most
-/// [`LONE_READER_PUBLISHES_PER_UNIT`]); 4 at the default capacity, so it
-/// yields every 512 publishes.
-///
-/// A lossy publisher never waits, so its yields are all that let its
-/// reader run on the same worker, and a run longer than the ring would
-/// overwrite what that reader had not read yet. Within half the ring, a
-/// reader that runs at each yield loses nothing, and the two take turns
-/// on one worker as a lone lossless reader and its publisher do; with a
-/// unit per publish they yield every 128 publishes and run side by side
-/// on two cores instead (`bench fanout --subscribers 1 --policy lossy`:
-/// about four-fifths of the CPU per delivery, see docs/benchmarks.md).
-/// At a unit per eight publishes (a run of 1024, the whole ring) the
-/// reader lagged by 400 to 3,000 events in every million. Each yield hands
-/// the publisher to the reader (see [`take_budget`]): it runs again when
-/// the reader has read the run and parked.
-#[inline]
-fn lossy_publishes_per_unit(capacity: u64) -> u8 {
-    (capacity / 2 / TOKIO_BUDGET).clamp(1, u64::from(LONE_READER_PUBLISHES_PER_UNIT)) as u8
-}
-
-thread_local! {
-    /// Publishes by this thread to lone readers, counted up to the number
-    /// that takes a unit of budget.
-    static TO_LONE_READERS: std::cell::Cell<u8> = const { std::cell::Cell::new(0) };
-}
-
-/// Whether a publish on `route` takes a unit of tokio's budget: every one
-/// does, except to a lone reader (see [`LONE_READER_PUBLISHES_PER_UNIT`]
-/// and [`lossy_publishes_per_unit`]).
-#[inline]
-pub(super) fn budget_due<T>(route: &Route<T>) -> bool {
-    let Some(ring) = route.lone_reader_ring() else {
-        return true;
-    };
-    let per_unit = if ring.lossless() {
-        LONE_READER_PUBLISHES_PER_UNIT
-    } else {
-        lossy_publishes_per_unit(ring.capacity())
-    };
-    TO_LONE_READERS.with(|n| {
-        let next = n.get() + 1;
-        let due = next >= per_unit;
-        n.set(if due { 0 } else { next });
-        due
-    })
-}
-
-/// Takes one unit of the task's tokio budget for a publish on `route`,
-/// yielding first if it is spent: `tokio::task::consume_budget` without its
-/// bookkeeping, and with a hand-off to a lone ring member.
-///
-/// A spent budget makes tokio wake the task later (deferred: once its
-/// worker has run what it has queued and looked for work on the other
-/// workers). A worker that found work while looking wakes another worker
-/// to look too, so each such yield woke the other worker for nothing; and
-/// a lone lossy reader's publisher yields every few hundred publishes. On
-/// a route to a lone ring member the publisher also leaves its waker with
-/// the ring, and the member wakes it when it parks, having read what it
-/// was woken for: the publisher runs next on that worker, which never ran
-/// out of work. tokio's own wake-up still comes, so a member that does not
-/// park (busy elsewhere) holds the publisher no longer than a yield does.
-#[inline]
-pub(super) async fn take_budget<T>(route: &Route<T>) {
-    poll_fn(|cx| match tokio::task::coop::poll_proceed(cx) {
-        Poll::Ready(r) => {
-            r.made_progress();
-            Poll::Ready(())
-        }
-        Poll::Pending => {
-            route.hand_off(cx.waker());
-            Poll::Pending
-        }
-    })
-    .await
 }
 
 pub(super) fn unwrap_env<T>(env: Arc<Envelope<T>>) -> T {

@@ -1,12 +1,14 @@
 //! A publisher that spends its tokio budget on a route to a lone ring
 //! member leaves its waker with that member, which wakes it when it parks
-//! (see `deliver::take_budget`): once, and only a lone member.
+//! (see `budget::take_budget`): once, and only a lone member; and tokio's
+//! deferred wake-up of the same yield, coming after, wakes it no more.
 
 use std::future::Future;
 use std::pin::pin;
 use std::sync::Arc;
 use std::task::Context;
 
+use super::budget::Turn;
 use crate::test_util::CountingWaker;
 use crate::{Bus, Subscription};
 
@@ -78,4 +80,28 @@ fn beside_another_member_no_publisher_is_handed_off() {
     let publisher = hand_off(&bus, "t");
     park(&mut a);
     assert_eq!(publisher.count(), 1);
+}
+
+/// A yield hands the ring a waker and leaves tokio a clone of it to wake
+/// later: whichever is woken first wakes the publisher, the other does not
+/// (a second wake-up would come in the middle of a later run).
+#[test]
+fn a_yields_two_wake_ups_wake_the_publisher_once() {
+    for member_first in [true, false] {
+        let bus = Bus::<u32>::new();
+        let mut sub = bus.subscriber("t").lossy(64).subscribe().unwrap();
+        let (publisher, task) = CountingWaker::new();
+        let turn = Turn::once(&task);
+        let deferred = turn.clone();
+        bus.route("t").unwrap().hand_off(&turn);
+        drop(turn);
+        if member_first {
+            park(&mut sub);
+            deferred.wake();
+        } else {
+            deferred.wake();
+            park(&mut sub);
+        }
+        assert_eq!(publisher.count(), 1, "member first: {member_first}");
+    }
 }

@@ -9,6 +9,7 @@
 //! - `route`: the subscribers a topic goes to, and the cache of them;
 //! - `publish`: the publish paths (waiting, not waiting, and the runtime's offers);
 //! - `deliver`: an event to every target of its route or none, waiting for room;
+//! - `budget`: how publishes take tokio's budget, and yield to a lone reader;
 //! - `publisher`: [`Publisher`], a handle that keeps its topic's route;
 //! - `persist`: topics stored before they are delivered;
 //! - `request`: request/reply;
@@ -30,6 +31,7 @@ use crate::stats::{BusStats, SubscriberStats};
 use crate::sync::{AtomicBool, AtomicU64, Mutex, RwLock};
 
 mod backpressure;
+mod budget;
 mod builder;
 mod deliver;
 #[cfg(test)]

@@ -48,7 +48,7 @@ impl<T> Route<T> {
 
     /// The ring of the route's only subscriber, if that has a single
     /// reader: a publish loop here takes turns with that reader (see
-    /// `deliver::budget_due`).
+    /// `budget::budget_due`).
     #[inline]
     pub(super) fn lone_reader_ring(&self) -> Option<&Ring<T>> {
         match &self.subs[..] {

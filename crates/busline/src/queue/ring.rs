@@ -118,7 +118,7 @@ pub(crate) struct Ring<T> {
     chunks: OnceLock<Box<[OnceLock<Chunk<T>>]>>,
     /// It has exactly one member: set under the subscriber's lock as members
     /// join and leave, and read without it as a hint for how a publisher
-    /// takes tokio's budget (`bus::deliver::budget_due`) and whether a
+    /// takes tokio's budget (`bus::budget::budget_due`) and whether a
     /// member that finds nothing yields before it parks
     /// (`subscription::receive`); nothing is synchronized by it.
     solo: std::sync::atomic::AtomicBool,
@@ -250,7 +250,7 @@ impl<T> Ring<T> {
     }
 
     /// Leaves a yielding publisher's `waker` for the member that parks next
-    /// to wake (see `bus::deliver::take_budget`); it replaces one left
+    /// to wake (see `bus::budget::take_budget`); it replaces one left
     /// before.
     pub(crate) fn hand_off(&self, waker: &Waker) {
         match &mut *self.end.handoff.lock() {

@@ -325,7 +325,7 @@ struct Waits<'a> {
 /// A ring member (`member`) found nothing at `cursor`: yields (see
 /// [`SPIN_POLLS`]) or parks, registering its waker under the subscriber's
 /// lock; parking, it wakes the publisher that yielded to it, if one did
-/// (see `bus::deliver::take_budget`). `None` if an event came meanwhile
+/// (see `bus::budget::take_budget`). `None` if an event came meanwhile
 /// (read on), otherwise what to return.
 #[cold]
 fn wait_ring<T>(
