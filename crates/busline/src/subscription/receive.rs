@@ -195,12 +195,13 @@ impl<T: Send + Sync + 'static> Subscription<T> {
             }
             let pos = r.cursor;
             let lossless = ring.lossless();
+            let cell = r.cell.get(ring);
             if !lossless {
                 // Claim the slot, unless the publisher moved this member
                 // past it (and others after it) first. `Release` too: a
                 // publisher that reads the claim is after this member's
                 // read of the slot before.
-                if let Err(now) = r.cell.get(ring).cursor.compare_exchange(
+                if let Err(now) = cell.cursor.compare_exchange(
                     pos,
                     pos | BUSY,
                     Ordering::AcqRel,
@@ -217,7 +218,7 @@ impl<T: Send + Sync + 'static> Subscription<T> {
             let env = ring.read(pos);
             r.cursor = pos + 1;
             // Moved on (and a lossy member's claim let go).
-            r.cell.get(ring).cursor.store(pos + 1, Ordering::Release);
+            cell.cursor.store(pos + 1, Ordering::Release);
             self.yielded = 0;
             self.streak = match env.reply_to() {
                 Some(_) => 0,
