@@ -1,26 +1,19 @@
-//! What `/proc` says about this process, for the benchmarks: CPU time,
-//! context switches and resident memory. Each reads zero where `/proc` is
-//! missing.
+//! What this process has used, for the benchmarks: CPU time (from the
+//! process's CPU clock), and context switches and resident memory (from
+//! `/proc`, each zero where `/proc` is missing).
 
 use std::time::Duration;
 
-/// CPU time used by this process so far (user + system, all threads), from
-/// `/proc/self/stat` (clock ticks of 10 ms); zero where that file is missing.
+/// CPU time used by this process so far (user + system, all threads), to
+/// the nanosecond: the process's CPU clock (`CLOCK_PROCESS_CPUTIME_ID`).
+/// (`/proc/self/stat` counts it in clock ticks of 10 ms, which a round of
+/// a few hundred milliseconds cannot split finely enough.)
 pub(crate) fn process_cpu_time() -> Duration {
-    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
-        return Duration::ZERO;
-    };
-    // The command name (field 2) may hold spaces: count fields after its ')'.
-    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    // utime and stime are fields 14 and 15 of the line: indexes 11 and 12 after the `)`.
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|f| f.parse::<u64>().ok())
-            .unwrap_or(0)
-    };
-    Duration::from_millis((ticks(11) + ticks(12)) * 10)
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::ProcessCPUTime);
+    Duration::new(
+        u64::try_from(t.tv_sec).unwrap_or(0),
+        u32::try_from(t.tv_nsec).unwrap_or(0),
+    )
 }
 
 /// Voluntary and involuntary context switches of every thread of this
