@@ -66,11 +66,12 @@ thread_local! {
 
 /// Whether a publish on `route` takes a unit of tokio's budget: every one
 /// does, except to a lone reader (see [`LONE_READER_PUBLISHES_PER_UNIT`]
-/// and [`lossy_publishes_per_unit`]).
+/// and [`lossy_publishes_per_unit`]). `Some(lone)` when it does, `lone`
+/// telling [`take_budget`] whether the route leads to a lone reader.
 #[inline]
-pub(super) fn budget_due<T>(route: &Route<T>) -> bool {
+pub(super) fn budget_due<T>(route: &Route<T>) -> Option<bool> {
     let Some(ring) = route.lone_reader_ring() else {
-        return true;
+        return Some(false);
     };
     let per_unit = if ring.lossless() {
         LONE_READER_PUBLISHES_PER_UNIT
@@ -81,13 +82,14 @@ pub(super) fn budget_due<T>(route: &Route<T>) -> bool {
         let next = n.get() + 1;
         let due = next >= per_unit;
         n.set(if due { 0 } else { next });
-        due
+        due.then_some(true)
     })
 }
 
-/// Takes one unit of the task's tokio budget for a publish on `route`,
-/// yielding first if it is spent: `tokio::task::consume_budget` without its
-/// bookkeeping, and with a hand-off to a lone ring member.
+/// Takes one unit of the task's tokio budget for a publish on `route`
+/// (`lone`: to a lone ring member), yielding first if it is spent:
+/// `tokio::task::consume_budget` without its bookkeeping, and with a
+/// hand-off to a lone ring member.
 ///
 /// A spent budget makes tokio wake the task later (deferred: once its
 /// worker has run what it has queued and looked for work on the other
@@ -110,9 +112,9 @@ pub(super) fn budget_due<T>(route: &Route<T>) -> bool {
 /// 4,000 to 7,000 context switches and 150 CPU ns a delivery in 5 million
 /// deliveries, against about 220 and 100 (see docs/benchmarks.md).
 #[inline]
-pub(super) async fn take_budget<T>(route: &Route<T>) {
+pub(super) async fn take_budget<T>(route: &Route<T>, lone: bool) {
     poll_fn(|cx| {
-        if route.lone_reader_ring().is_some() && !tokio::task::coop::has_budget_remaining() {
+        if lone && !tokio::task::coop::has_budget_remaining() {
             return Turn::hand_off(route, cx);
         }
         match tokio::task::coop::poll_proceed(cx) {

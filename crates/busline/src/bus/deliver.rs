@@ -64,8 +64,8 @@ macro_rules! deliver_inline {
         // Take part in tokio's cooperative scheduling: a publisher loop
         // that never has to wait still yields every so often, so
         // subscribers on the same worker get to run instead of lagging.
-        if $crate::bus::budget::budget_due($route) {
-            $crate::bus::budget::take_budget($route).await;
+        if let Some(lone) = $crate::bus::budget::budget_due($route) {
+            $crate::bus::budget::take_budget($route, lone).await;
         }
         match $bus.deliver_now($route, $env) {
             Ok(done) => done,
