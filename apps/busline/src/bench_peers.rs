@@ -3,7 +3,8 @@
 //! yielding every 64 sends, its best here), a bounded tokio mpsc per
 //! subscriber, `async-broadcast` (a lossless broadcast with backpressure,
 //! busline's closest peer) and a bounded `flume` channel per subscriber,
-//! bare and carrying an envelope like busline's. Each returns the subscribers' tasks, each ending with (received, lagged).
+//! bare and carrying an envelope like busline's. Each returns the
+//! subscribers' tasks, each ending with (received, lagged).
 
 use std::future::Future;
 use std::sync::Arc;
